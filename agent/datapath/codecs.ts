@@ -1,0 +1,367 @@
+/*
+ * Byte layouts of every map key and value, mirrored from bpf/lib/fqe_types.h.
+ * Pure: encodes and decodes Buffers, nothing else. test/codecs.test.ts checks
+ * LAYOUTS against the sizes and offsets the native binding reports from the
+ * C header, so a layout is written once in C and checked here.
+ */
+import { ADDR_LEN, formatIp } from './addr.js';
+
+export const LAYOUTS = {
+  config: { size: 32, fields: { ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28 } },
+  endpoint: { size: 8, fields: { identity: 0, flags: 4 } },
+  owner_key: { size: 20, fields: { identity: 0, addr: 4 } },
+  port_rule: { size: 4, fields: { port: 0, proto: 2 } },
+  allow_key: { size: 24, fields: { prefixlen: 0, identity: 4, addr: 8 } },
+  allow_val: { size: 56, fields: { expires_ns: 0, name_hash: 8, nports: 16, source: 17, ports: 24 } },
+  resolver_key: { size: 16, fields: { addr: 0 } },
+  query_key: { size: 24, fields: { identity: 0, sport: 4, dns_id: 6, resolver: 8 } },
+  query_val: { size: 16, fields: { sent_ns: 0, proto: 8 } },
+  ct_key: { size: 44, fields: { identity: 0, pod_addr: 4, peer_addr: 20, pod_port: 36, peer_port: 38, proto: 40 } },
+  ct_val: { size: 24, fields: { last_seen_ns: 0, created_ns: 8, flags: 16 } },
+  counters: {
+    size: 128,
+    fields: { passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, reasons: 48, rl_window_ns: 112, rl_count: 120 },
+  },
+  event: {
+    size: 56,
+    fields: { ts_ns: 0, identity: 8, ifindex: 12, saddr: 16, daddr: 32, sport: 48, dport: 50, proto: 52, reason: 53, kind: 54, family: 55 },
+  },
+} as const;
+
+export const MAX_PORT_RULES = 8;
+export const LPM_IDENTITY_BITS = 32;
+
+export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
+export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
+export const CtFlag = { outbound: 0x1, inbound: 0x2 } as const;
+export const EventKind = { drop: 1, audit: 2 } as const;
+export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
+
+/** enum fqe_reason, by value. */
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol'] as const;
+export type Reason = (typeof REASONS)[number];
+
+const L = LAYOUTS;
+
+function putAddr(buf: Buffer, at: number, addr: Buffer): void {
+  if (addr.length !== ADDR_LEN) throw new Error(`address must be ${ADDR_LEN} bytes, got ${addr.length}`);
+  addr.copy(buf, at);
+}
+
+function getAddr(buf: Buffer, at: number): Buffer {
+  return Buffer.from(buf.subarray(at, at + ADDR_LEN));
+}
+
+export interface Config {
+  ctTcpIdleNs: bigint;
+  ctOtherIdleNs: bigint;
+  eventsPerSec: number;
+  minTtlS: number;
+  maxTtlS: number;
+  flags: number;
+}
+
+export const configCodec = {
+  encode(c: Config): Buffer {
+    const b = Buffer.alloc(L.config.size);
+    b.writeBigUInt64LE(c.ctTcpIdleNs, L.config.fields.ct_tcp_idle_ns);
+    b.writeBigUInt64LE(c.ctOtherIdleNs, L.config.fields.ct_other_idle_ns);
+    b.writeUInt32LE(c.eventsPerSec, L.config.fields.events_per_sec);
+    b.writeUInt32LE(c.minTtlS, L.config.fields.min_ttl_s);
+    b.writeUInt32LE(c.maxTtlS, L.config.fields.max_ttl_s);
+    b.writeUInt32LE(c.flags, L.config.fields.flags);
+    return b;
+  },
+  decode(b: Buffer): Config {
+    return {
+      ctTcpIdleNs: b.readBigUInt64LE(L.config.fields.ct_tcp_idle_ns),
+      ctOtherIdleNs: b.readBigUInt64LE(L.config.fields.ct_other_idle_ns),
+      eventsPerSec: b.readUInt32LE(L.config.fields.events_per_sec),
+      minTtlS: b.readUInt32LE(L.config.fields.min_ttl_s),
+      maxTtlS: b.readUInt32LE(L.config.fields.max_ttl_s),
+      flags: b.readUInt32LE(L.config.fields.flags),
+    };
+  },
+};
+
+export const u32Codec = {
+  encode(v: number): Buffer {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v, 0);
+    return b;
+  },
+  decode(b: Buffer): number {
+    return b.readUInt32LE(0);
+  },
+};
+
+export interface Endpoint {
+  identity: number;
+  flags: number;
+}
+
+export const endpointCodec = {
+  encode(e: Endpoint): Buffer {
+    const b = Buffer.alloc(L.endpoint.size);
+    b.writeUInt32LE(e.identity, L.endpoint.fields.identity);
+    b.writeUInt32LE(e.flags, L.endpoint.fields.flags);
+    return b;
+  },
+  decode(b: Buffer): Endpoint {
+    return { identity: b.readUInt32LE(L.endpoint.fields.identity), flags: b.readUInt32LE(L.endpoint.fields.flags) };
+  },
+};
+
+export interface OwnerKey {
+  identity: number;
+  addr: Buffer;
+}
+
+export const ownerKeyCodec = {
+  encode(k: OwnerKey): Buffer {
+    const b = Buffer.alloc(L.owner_key.size);
+    b.writeUInt32LE(k.identity, L.owner_key.fields.identity);
+    putAddr(b, L.owner_key.fields.addr, k.addr);
+    return b;
+  },
+  decode(b: Buffer): OwnerKey {
+    return { identity: b.readUInt32LE(L.owner_key.fields.identity), addr: getAddr(b, L.owner_key.fields.addr) };
+  },
+};
+
+export interface AllowKey {
+  identity: number;
+  addr: Buffer;
+  /** prefix length in the 128-bit mapped address space */
+  prefixLen: number;
+}
+
+export const allowKeyCodec = {
+  encode(k: AllowKey): Buffer {
+    if (!Number.isInteger(k.prefixLen) || k.prefixLen < 0 || k.prefixLen > 128) {
+      throw new Error(`allow key: prefix length ${k.prefixLen} is not in 0..128`);
+    }
+    const b = Buffer.alloc(L.allow_key.size);
+    b.writeUInt32LE(LPM_IDENTITY_BITS + k.prefixLen, L.allow_key.fields.prefixlen);
+    b.writeUInt32LE(k.identity, L.allow_key.fields.identity);
+    putAddr(b, L.allow_key.fields.addr, k.addr);
+    return b;
+  },
+  decode(b: Buffer): AllowKey {
+    return {
+      prefixLen: b.readUInt32LE(L.allow_key.fields.prefixlen) - LPM_IDENTITY_BITS,
+      identity: b.readUInt32LE(L.allow_key.fields.identity),
+      addr: getAddr(b, L.allow_key.fields.addr),
+    };
+  },
+};
+
+export interface PortRule {
+  port: number;
+  /** 0 = TCP and UDP */
+  proto: number;
+}
+
+export interface AllowValue {
+  /** CLOCK_MONOTONIC ns; 0n = never expires */
+  expiresNs: bigint;
+  nameHash: bigint;
+  /** empty = any port, any protocol */
+  ports: PortRule[];
+  source: number;
+}
+
+export const allowValueCodec = {
+  encode(v: AllowValue): Buffer {
+    if (v.ports.length > MAX_PORT_RULES) {
+      throw new Error(`allow value: ${v.ports.length} port rules, at most ${MAX_PORT_RULES} fit`);
+    }
+    const f = L.allow_val.fields;
+    const b = Buffer.alloc(L.allow_val.size);
+    b.writeBigUInt64LE(v.expiresNs, f.expires_ns);
+    b.writeBigUInt64LE(v.nameHash, f.name_hash);
+    b.writeUInt8(v.ports.length, f.nports);
+    b.writeUInt8(v.source, f.source);
+    v.ports.forEach((r, i) => {
+      const at = f.ports + i * L.port_rule.size;
+      b.writeUInt16LE(r.port, at + L.port_rule.fields.port);
+      b.writeUInt8(r.proto, at + L.port_rule.fields.proto);
+    });
+    return b;
+  },
+  decode(b: Buffer): AllowValue {
+    const f = L.allow_val.fields;
+    const n = Math.min(b.readUInt8(f.nports), MAX_PORT_RULES);
+    const ports: PortRule[] = [];
+    for (let i = 0; i < n; i++) {
+      const at = f.ports + i * L.port_rule.size;
+      ports.push({ port: b.readUInt16LE(at + L.port_rule.fields.port), proto: b.readUInt8(at + L.port_rule.fields.proto) });
+    }
+    return {
+      expiresNs: b.readBigUInt64LE(f.expires_ns),
+      nameHash: b.readBigUInt64LE(f.name_hash),
+      ports,
+      source: b.readUInt8(f.source),
+    };
+  },
+};
+
+export const resolverKeyCodec = {
+  encode(addr: Buffer): Buffer {
+    const b = Buffer.alloc(L.resolver_key.size);
+    putAddr(b, L.resolver_key.fields.addr, addr);
+    return b;
+  },
+  decode(b: Buffer): Buffer {
+    return getAddr(b, L.resolver_key.fields.addr);
+  },
+};
+
+export interface QueryKey {
+  identity: number;
+  sport: number;
+  dnsId: number;
+  resolver: Buffer;
+}
+
+export const queryKeyCodec = {
+  encode(k: QueryKey): Buffer {
+    const f = L.query_key.fields;
+    const b = Buffer.alloc(L.query_key.size);
+    b.writeUInt32LE(k.identity, f.identity);
+    b.writeUInt16LE(k.sport, f.sport);
+    b.writeUInt16LE(k.dnsId, f.dns_id);
+    putAddr(b, f.resolver, k.resolver);
+    return b;
+  },
+  decode(b: Buffer): QueryKey {
+    const f = L.query_key.fields;
+    return { identity: b.readUInt32LE(f.identity), sport: b.readUInt16LE(f.sport), dnsId: b.readUInt16LE(f.dns_id), resolver: getAddr(b, f.resolver) };
+  },
+};
+
+export interface QueryValue {
+  sentNs: bigint;
+  proto: number;
+}
+
+export const queryValueCodec = {
+  decode(b: Buffer): QueryValue {
+    return { sentNs: b.readBigUInt64LE(L.query_val.fields.sent_ns), proto: b.readUInt8(L.query_val.fields.proto) };
+  },
+};
+
+export interface CtKey {
+  identity: number;
+  podAddr: Buffer;
+  peerAddr: Buffer;
+  podPort: number;
+  peerPort: number;
+  proto: number;
+}
+
+export const ctKeyCodec = {
+  encode(k: CtKey): Buffer {
+    const f = L.ct_key.fields;
+    const b = Buffer.alloc(L.ct_key.size);
+    b.writeUInt32LE(k.identity, f.identity);
+    putAddr(b, f.pod_addr, k.podAddr);
+    putAddr(b, f.peer_addr, k.peerAddr);
+    b.writeUInt16LE(k.podPort, f.pod_port);
+    b.writeUInt16LE(k.peerPort, f.peer_port);
+    b.writeUInt8(k.proto, f.proto);
+    return b;
+  },
+  decode(b: Buffer): CtKey {
+    const f = L.ct_key.fields;
+    return {
+      identity: b.readUInt32LE(f.identity),
+      podAddr: getAddr(b, f.pod_addr),
+      peerAddr: getAddr(b, f.peer_addr),
+      podPort: b.readUInt16LE(f.pod_port),
+      peerPort: b.readUInt16LE(f.peer_port),
+      proto: b.readUInt8(f.proto),
+    };
+  },
+};
+
+export interface CtValue {
+  lastSeenNs: bigint;
+  createdNs: bigint;
+  flags: number;
+}
+
+export const ctValueCodec = {
+  decode(b: Buffer): CtValue {
+    const f = L.ct_val.fields;
+    return { lastSeenNs: b.readBigUInt64LE(f.last_seen_ns), createdNs: b.readBigUInt64LE(f.created_ns), flags: b.readUInt32LE(f.flags) };
+  },
+};
+
+export interface Counters {
+  passed: bigint;
+  dropped: bigint;
+  audited: bigint;
+  dnsQueries: bigint;
+  ctPassed: bigint;
+  eventsSuppressed: bigint;
+  reasons: Record<Reason, bigint>;
+}
+
+/** Sum a per-CPU counters value (each CPU's slot rounded up to 8 bytes). */
+export const countersCodec = {
+  slotSize: Math.ceil(L.counters.size / 8) * 8,
+  decodePerCpu(b: Buffer, cpus: number): Counters {
+    const f = L.counters.fields;
+    const sum = (at: number) => {
+      let total = 0n;
+      for (let cpu = 0; cpu < cpus; cpu++) total += b.readBigUInt64LE(cpu * countersCodec.slotSize + at);
+      return total;
+    };
+    const reasons = Object.fromEntries(REASONS.map((r, i) => [r, sum(f.reasons + i * 8)])) as Record<Reason, bigint>;
+    return {
+      passed: sum(f.passed),
+      dropped: sum(f.dropped),
+      audited: sum(f.audited),
+      dnsQueries: sum(f.dns_queries),
+      ctPassed: sum(f.ct_passed),
+      eventsSuppressed: sum(f.events_suppressed),
+      reasons,
+    };
+  },
+};
+
+export interface DropEvent {
+  tsNs: bigint;
+  identity: number;
+  ifindex: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  reason: Reason;
+  kind: 'drop' | 'audit';
+  family: 4 | 6;
+}
+
+export const eventCodec = {
+  decode(b: Buffer): DropEvent {
+    if (b.length < L.event.size) throw new Error(`event record of ${b.length} bytes, expected ${L.event.size}`);
+    const f = L.event.fields;
+    const reason = REASONS[b.readUInt8(f.reason)] ?? 'malformed';
+    return {
+      tsNs: b.readBigUInt64LE(f.ts_ns),
+      identity: b.readUInt32LE(f.identity),
+      ifindex: b.readUInt32LE(f.ifindex),
+      saddr: formatIp(getAddr(b, f.saddr)),
+      daddr: formatIp(getAddr(b, f.daddr)),
+      sport: b.readUInt16LE(f.sport),
+      dport: b.readUInt16LE(f.dport),
+      proto: b.readUInt8(f.proto),
+      reason,
+      kind: b.readUInt8(f.kind) === EventKind.audit ? 'audit' : 'drop',
+      family: b.readUInt8(f.family) === 6 ? 6 : 4,
+    };
+  },
+};

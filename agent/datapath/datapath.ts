@@ -1,0 +1,176 @@
+/*
+ * The datapath: loads (or reuses) the pinned programs and maps under a pin
+ * dir, attaches our tc filters to a pod's host-side interface, and gives
+ * typed access to every map. Owns no policy: what to write is the caller's.
+ */
+import { mkdirSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
+import { BpfMap } from './bpf-map.js';
+import {
+  LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
+  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec,
+  type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
+  type CtKey, type CtValue, type Counters, type DropEvent,
+} from './codecs.js';
+
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
+/** Our tc filters, found and replaced by handle and priority only. */
+export const TC_HANDLE = 0xfe0e;
+/** Priority 1: our filter runs before filters a CNI adds after it. */
+export const TC_PRIORITY = 1;
+
+const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACKAGE_ROOT, 'bpf') : join(PACKAGE_ROOT, '..', 'bpf');
+
+/** Object files in load order, with the program each one holds. */
+const OBJECTS = [
+  { file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer' },
+  { file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner' },
+  { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
+] as const;
+
+const MAP_NAMES = ['fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events'] as const;
+type MapName = (typeof MAP_NAMES)[number];
+
+export interface DatapathMaps {
+  config: BpfMap<number, Config>;
+  endpoints: BpfMap<number, Endpoint>;
+  owners: BpfMap<OwnerKey, number>;
+  allow: BpfMap<AllowKey, AllowValue>;
+  resolvers: BpfMap<Buffer, number>;
+  queries: BpfMap<QueryKey, QueryValue>;
+  conntrack: BpfMap<CtKey, CtValue>;
+  counters: BpfMap<number, Counters>;
+  /** fd of the events ring buffer */
+  eventsFd: number;
+}
+
+function buildMaps(fds: Record<MapName, number>): DatapathMaps {
+  const cpus = native.numPossibleCpus();
+  const perCpu = { decode: (b: Buffer) => countersCodec.decodePerCpu(b, cpus) };
+  return {
+    config: new BpfMap('fqe_config', fds.fqe_config, 4, LAYOUTS.config.size, u32Codec, configCodec),
+    endpoints: new BpfMap('fqe_endpoints', fds.fqe_endpoints, 4, LAYOUTS.endpoint.size, u32Codec, endpointCodec),
+    owners: new BpfMap('fqe_owners', fds.fqe_owners, LAYOUTS.owner_key.size, 4, ownerKeyCodec, u32Codec),
+    allow: new BpfMap('fqe_allow', fds.fqe_allow, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size, allowKeyCodec, allowValueCodec),
+    resolvers: new BpfMap('fqe_resolvers', fds.fqe_resolvers, LAYOUTS.resolver_key.size, 4, { encode: resolverKeyCodec.encode, decode: resolverKeyCodec.decode }, u32Codec),
+    queries: new BpfMap('fqe_queries', fds.fqe_queries, LAYOUTS.query_key.size, LAYOUTS.query_val.size, queryKeyCodec, queryValueCodec),
+    conntrack: new BpfMap('fqe_conntrack', fds.fqe_conntrack, LAYOUTS.ct_key.size, LAYOUTS.ct_val.size, ctKeyCodec, ctValueCodec),
+    counters: new BpfMap('fqe_counters', fds.fqe_counters, 4, countersCodec.slotSize * cpus, u32Codec, perCpu),
+    eventsFd: fds.fqe_events,
+  };
+}
+
+export type Direction = 'ingress' | 'egress';
+
+export interface AttachOptions {
+  /** network namespace path (/var/run/netns/NAME); default: the caller's */
+  netns?: string;
+}
+
+export class Datapath {
+  private constructor(
+    readonly pinDir: string,
+    readonly maps: DatapathMaps,
+    readonly programs: { enforcer: number; learner: number; dnsFilter: number } | null,
+    private readonly objectIds: number[],
+    private readonly ownedFds: number[],
+  ) {}
+
+  /**
+   * Load the programs, reusing the maps pinned under pinDir (creating them
+   * when missing), and pin the programs there too.
+   */
+  static load(pinDir: string = DEFAULT_PIN_DIR, bpfDir: string = DEFAULT_BPF_DIR): Datapath {
+    mkdirSync(pinDir, { recursive: true });
+    const objectIds: number[] = [];
+    const progFds: number[] = [];
+    let mapFds: Partial<Record<MapName, number>> = {};
+    try {
+      for (const o of OBJECTS) {
+        const obj = native.loadObject(join(bpfDir, o.file), pinDir);
+        objectIds.push(obj.id);
+        const prog = obj.programs[o.program];
+        if (!prog) throw new Error(`${o.file}: no program ${o.program}`);
+        progFds.push(prog.fd);
+        const pin = join(pinDir, o.pin);
+        native.unpin(pin);
+        native.pinProgram(prog.fd, pin);
+        if (Object.keys(mapFds).length === 0) {
+          for (const name of MAP_NAMES) {
+            const m = obj.maps[name];
+            if (!m) throw new Error(`${o.file}: no map ${name}`);
+            mapFds[name] = m.fd;
+          }
+        }
+      }
+    } catch (err) {
+      for (const id of objectIds) native.closeObject(id);
+      throw err;
+    }
+    const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
+    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, []);
+  }
+
+  /** Open the pinned maps only (the CLI, or a process that only writes maps). */
+  static openPinned(pinDir: string = DEFAULT_PIN_DIR): Datapath {
+    const fds: Partial<Record<MapName, number>> = {};
+    const owned: number[] = [];
+    try {
+      for (const name of MAP_NAMES) {
+        const fd = native.objGet(join(pinDir, name));
+        owned.push(fd);
+        fds[name] = fd;
+      }
+    } catch (err) {
+      for (const fd of owned) native.closeFd(fd);
+      throw err;
+    }
+    return new Datapath(pinDir, buildMaps(fds as Record<MapName, number>), null, [], owned);
+  }
+
+  private requirePrograms(): { enforcer: number; learner: number; dnsFilter: number } {
+    if (!this.programs) throw new Error(`datapath at ${this.pinDir} was opened without programs (openPinned)`);
+    return this.programs;
+  }
+
+  /** Attach the enforcer (tc ingress) and learner (tc egress) to a host-side interface. */
+  attach(ifindex: number, opts: AttachOptions = {}): void {
+    const progs = this.requirePrograms();
+    const base = { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) };
+    native.tcAttach({ ...base, direction: 'ingress', progFd: progs.enforcer });
+    native.tcAttach({ ...base, direction: 'egress', progFd: progs.learner });
+  }
+
+  /** Remove our two filters; other filters and the clsact qdisc stay. */
+  detach(ifindex: number, opts: AttachOptions = {}): boolean {
+    const base = { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) };
+    const a = native.tcDetach({ ...base, direction: 'ingress' });
+    const b = native.tcDetach({ ...base, direction: 'egress' });
+    return a || b;
+  }
+
+  /** The prog id of our filter on this interface and direction, or null. */
+  attached(ifindex: number, direction: Direction, opts: AttachOptions = {}): number | null {
+    return native.tcQuery({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) });
+  }
+
+  /** The AF_PACKET tap with the DNS socket filter, in the node's namespace. */
+  openDnsTap(onPackets: (packets: CapturedPacket[]) => void, opts: AttachOptions & { batch?: number } = {}): PacketSocket {
+    const progs = this.requirePrograms();
+    return new native.PacketSocket({ progFd: progs.dnsFilter, onPackets, ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.batch ? { batch: opts.batch } : {}) });
+  }
+
+  /** Drop and audit events from the ring buffer. */
+  openEvents(onEvents: (events: DropEvent[]) => void): RingBufferReader {
+    return new native.RingBufferReader({ mapFd: this.maps.eventsFd, onRecords: (records: Buffer[]) => onEvents(records.map((r) => eventCodec.decode(r))) });
+  }
+
+  /** Close our fds and objects; pins (and so enforcement) stay. */
+  close(): void {
+    for (const id of this.objectIds.splice(0)) native.closeObject(id);
+    for (const fd of this.ownedFds.splice(0)) native.closeFd(fd);
+  }
+}

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The enforcer: tc ingress of a pod's host-side interface, i.e. everything
+ * the pod sends. An enforced pod's packet passes only when it is link
+ * control, DNS to a trusted resolver, part of a tracked flow, or bound for a
+ * destination the pod was allowed (not expired, port listed). Everything
+ * else is dropped (or passed and reported in audit mode).
+ *
+ * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/fqe_types.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/config.h"
+#include "lib/conntrack.h"
+#include "lib/report.h"
+
+/* Remember a DNS query so that only its answer can teach the learner. */
+static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
+					 const struct fqe_pkt *p, __u64 now)
+{
+	struct fqe_query_key k = {};
+	struct fqe_query_val v = {};
+	/* DNS over TCP carries a two-byte length before the header. */
+	__u32 prefix = p->proto == IPPROTO_TCP ? 2 : 0;
+	__be16 id;
+
+	if (p->payload_len < prefix + 12)
+		return; /* no DNS header in this segment (SYN, ACK, ...) */
+	if (bpf_skb_load_bytes(skb, p->payload_off + prefix, &id, sizeof(id)) < 0)
+		return;
+	k.identity = identity;
+	k.sport = p->sport;
+	k.dns_id = bpf_ntohs(id);
+	__builtin_memcpy(k.resolver, p->daddr, 16);
+	v.sent_ns = now;
+	v.proto = p->proto;
+	bpf_map_update_elem(&fqe_queries, &k, &v, BPF_ANY);
+}
+
+static __always_inline int port_allowed(const struct fqe_allow_val *v, const struct fqe_pkt *p)
+{
+	if (v->nports == 0 || p->frag)
+		return 1; /* any port; a later fragment is judged by its address */
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
+		if (i >= v->nports)
+			break;
+		if (v->ports[i].port == p->dport &&
+		    (v->ports[i].proto == 0 || v->ports[i].proto == p->proto))
+			return 1;
+	}
+	return 0;
+}
+
+/* The allow trie's verdict for this destination: NONE when it may pass. */
+static __always_inline __u8 allow_verdict(__u32 identity, const struct fqe_pkt *p, __u64 now)
+{
+	struct fqe_allow_key k = {
+		.prefixlen = 32 + 128,
+		.identity = identity,
+	};
+	struct fqe_allow_val *v;
+
+	__builtin_memcpy(k.addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&fqe_allow, &k);
+	if (!v)
+		return FQE_REASON_NOT_ALLOWED;
+	if (v->expires_ns && now >= v->expires_ns)
+		return FQE_REASON_EXPIRED;
+	if (!port_allowed(v, p))
+		return FQE_REASON_PORT;
+	return FQE_REASON_NONE;
+}
+
+static __always_inline int is_trusted_resolver(const struct fqe_pkt *p)
+{
+	struct fqe_resolver_key k;
+
+	if (p->dport != FQE_DNS_PORT || p->frag ||
+	    (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP))
+		return 0;
+	__builtin_memcpy(k.addr, p->daddr, 16);
+	return bpf_map_lookup_elem(&fqe_resolvers, &k) != NULL;
+}
+
+static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
+{
+	struct fqe_owner_key k = { .identity = identity };
+
+	__builtin_memcpy(k.addr, p->saddr, 16);
+	return bpf_map_lookup_elem(&fqe_owners, &k) != NULL;
+}
+
+/*
+ * Decide a parsed packet from an enforced pod: FQE_REASON_NONE passes, and
+ * *pass says why (for the counters).
+ */
+static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_config *cfg,
+				   __u32 identity, const struct fqe_pkt *p, __u64 now,
+				   enum fqe_pass *pass)
+{
+	struct fqe_ct_key ct;
+	__u8 verdict;
+
+	if (fqe_is_icmp6_link_control(p))
+		return FQE_REASON_NONE;
+	if (!owns_source(identity, p))
+		return FQE_REASON_SPOOFED;
+	if (is_trusted_resolver(p)) {
+		record_query(skb, identity, p, now);
+		*pass = FQE_PASS_DNS;
+		return FQE_REASON_NONE;
+	}
+
+	fqe_ct_key_of(&ct, identity, p, 1);
+	verdict = allow_verdict(identity, p, now);
+	if (verdict == FQE_REASON_NONE) {
+		if (!p->frag && !fqe_ct_touch(cfg, &ct, now))
+			fqe_ct_create(&ct, now, FQE_CT_OUTBOUND);
+		return FQE_REASON_NONE;
+	}
+	/* Replies to inbound flows; flows that outlive their IP's TTL. */
+	if (!p->frag && fqe_ct_touch(cfg, &ct, now)) {
+		*pass = FQE_PASS_CT;
+		return FQE_REASON_NONE;
+	}
+	if (verdict == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
+	    (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP))
+		return FQE_REASON_UNTRUSTED_DNS;
+	return verdict;
+}
+
+SEC("tc")
+int fqe_enforcer(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
+	enum fqe_pass pass = FQE_PASS_OTHER;
+	const struct fqe_config *cfg;
+	struct fqe_pkt p = {};
+	__u64 now;
+	__u8 reason;
+	int parsed;
+
+	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
+		return TC_ACT_UNSPEC; /* not an enforced pod */
+
+	parsed = fqe_parse(skb, &p);
+	if (parsed == FQE_PARSE_ARP)
+		return TC_ACT_UNSPEC;
+
+	cfg = fqe_config_get();
+	now = bpf_ktime_get_ns();
+	if (parsed == FQE_PARSE_OTHER)
+		reason = FQE_REASON_PROTOCOL;
+	else if (parsed != FQE_PARSE_OK)
+		reason = FQE_REASON_MALFORMED;
+	else
+		reason = decide(skb, cfg, ep->identity, &p, now, &pass);
+
+	if (fqe_report(skb, cfg, ep, &p, reason, pass, now))
+		return TC_ACT_SHOT;
+	return TC_ACT_UNSPEC;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Agent-wide tunables with their kernel defaults. */
+#ifndef FQE_CONFIG_H
+#define FQE_CONFIG_H
+
+#include "maps.h"
+
+#define FQE_NSEC_PER_SEC 1000000000ULL
+#define FQE_DEFAULT_CT_TCP_IDLE_NS (3600ULL * FQE_NSEC_PER_SEC)
+#define FQE_DEFAULT_CT_OTHER_IDLE_NS (60ULL * FQE_NSEC_PER_SEC)
+#define FQE_DEFAULT_EVENTS_PER_SEC 200
+
+static __always_inline const struct fqe_config *fqe_config_get(void)
+{
+	__u32 key = FQE_CONFIG_KEY;
+
+	return bpf_map_lookup_elem(&fqe_config, &key);
+}
+
+static __always_inline __u64 fqe_ct_idle_ns(const struct fqe_config *cfg, __u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return cfg && cfg->ct_tcp_idle_ns ? cfg->ct_tcp_idle_ns :
+						    FQE_DEFAULT_CT_TCP_IDLE_NS;
+	return cfg && cfg->ct_other_idle_ns ? cfg->ct_other_idle_ns :
+					      FQE_DEFAULT_CT_OTHER_IDLE_NS;
+}
+
+static __always_inline __u32 fqe_events_per_sec(const struct fqe_config *cfg)
+{
+	return cfg && cfg->events_per_sec ? cfg->events_per_sec : FQE_DEFAULT_EVENTS_PER_SEC;
+}
+
+#endif /* FQE_CONFIG_H */

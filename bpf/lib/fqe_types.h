@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every key and value that crosses the kernel/userspace boundary, written
+ * once. Included by the BPF programs and by the native binding (which reports
+ * sizes and offsets so the TypeScript codecs can be checked against them).
+ * Layouts use explicit padding only; no implicit holes.
+ */
+#ifndef FQE_TYPES_H
+#define FQE_TYPES_H
+
+#ifdef __BPF__
+#include <linux/types.h>
+#else
+#include <stdint.h>
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+#endif
+
+/* Bump when any layout below changes: the agent migrates older pins. */
+#define FQE_ABI_VERSION 1
+
+#define FQE_MAX_ENDPOINTS 4096
+#define FQE_MAX_OWNED_ADDRS 16384
+#define FQE_MAX_ALLOW 1048576
+#define FQE_MAX_RESOLVERS 64
+#define FQE_MAX_PENDING 65536
+#define FQE_MAX_CONNTRACK 262144
+#define FQE_EVENTS_BYTES (1 << 20)
+#define FQE_MAX_PORT_RULES 8
+
+/* Endpoint flags. */
+#define FQE_EP_ENFORCE 0x1
+#define FQE_EP_AUDIT 0x2
+
+/* Who wrote an allow entry. */
+#define FQE_SRC_AGENT 1
+#define FQE_SRC_KERNEL 2
+#define FQE_SRC_STATIC 3 /* allowCIDRs and tests: no name behind it */
+
+/* Drop / audit reasons, reported in events and counters. */
+enum fqe_reason {
+	FQE_REASON_NONE = 0,
+	FQE_REASON_NOT_ALLOWED = 1, /* no allow entry for the destination */
+	FQE_REASON_EXPIRED = 2, /* allow entry found but its TTL ran out */
+	FQE_REASON_PORT = 3, /* allow entry found, port/protocol not listed */
+	FQE_REASON_SPOOFED = 4, /* source address not owned by this pod */
+	FQE_REASON_UNTRUSTED_DNS = 5, /* port 53 to a resolver we do not trust */
+	FQE_REASON_MALFORMED = 6, /* header could not be parsed */
+	FQE_REASON_PROTOCOL = 7, /* ethertype we do not enforce (VLAN, ...) */
+	FQE_REASON_MAX = 8,
+};
+
+/* Event kinds on the ring buffer. */
+#define FQE_EV_DROP 1
+#define FQE_EV_AUDIT 2
+
+/* fqe_config has one slot. */
+#define FQE_CONFIG_KEY 0
+
+/* Agent-wide tunables (array of one); zero fields take the kernel default. */
+struct fqe_config {
+	__u64 ct_tcp_idle_ns; /* tracked TCP flow idle timeout */
+	__u64 ct_other_idle_ns; /* tracked UDP/other flow idle timeout */
+	__u32 events_per_sec; /* per CPU, per identity; 0 = default */
+	__u32 min_ttl_s; /* inline learner clamp (its own issue) */
+	__u32 max_ttl_s;
+	__u32 flags;
+};
+
+/* Which identity and mode owns this interface? key: __u32 ifindex */
+struct fqe_endpoint {
+	__u32 identity;
+	__u32 flags; /* FQE_EP_* */
+};
+
+/* Does this pod own this source address? value: __u32 (1) */
+struct fqe_owner_key {
+	__u32 identity;
+	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+};
+
+/* One allowed port. proto 0 = TCP and UDP. */
+struct fqe_port_rule {
+	__u16 port; /* host byte order */
+	__u8 proto; /* 0, IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+/* May this pod reach this destination? LPM: prefixlen counts identity bits. */
+struct fqe_allow_key {
+	__u32 prefixlen; /* 32 + address bits (IPv4: 32 + 96 + len) */
+	__u32 identity; /* always matched in full (prefixlen >= 32) */
+	__u8 addr[16];
+};
+
+struct fqe_allow_val {
+	__u64 expires_ns; /* CLOCK_MONOTONIC; 0 = never */
+	__u64 name_hash; /* hash of the name it was answered for; 0 = none */
+	__u8 nports; /* 0 = any port, any protocol */
+	__u8 source; /* FQE_SRC_* */
+	__u16 pad;
+	__u32 pad2;
+	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
+};
+
+/* Is this address a trusted resolver? value: __u32 (1) */
+struct fqe_resolver_key {
+	__u8 addr[16];
+};
+
+/* Did this pod really ask this resolver this id from this port? */
+struct fqe_query_key {
+	__u32 identity;
+	__u16 sport; /* host byte order */
+	__u16 dns_id; /* host byte order */
+	__u8 resolver[16];
+};
+
+struct fqe_query_val {
+	__u64 sent_ns;
+	__u8 proto; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 pad[7];
+};
+
+/* Is this flow already tracked? Always from the pod's point of view. */
+struct fqe_ct_key {
+	__u32 identity;
+	__u8 pod_addr[16];
+	__u8 peer_addr[16];
+	__u16 pod_port; /* host byte order; 0 for port-less protocols */
+	__u16 peer_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+#define FQE_CT_OUTBOUND 0x1 /* opened by the pod (allowed egress) */
+#define FQE_CT_INBOUND 0x2 /* opened towards the pod */
+
+struct fqe_ct_val {
+	__u64 last_seen_ns;
+	__u64 created_ns;
+	__u32 flags; /* FQE_CT_* */
+	__u32 pad;
+};
+
+/* Per-identity counters (per CPU). */
+struct fqe_counters {
+	__u64 passed;
+	__u64 dropped;
+	__u64 audited;
+	__u64 dns_queries;
+	__u64 ct_passed;
+	__u64 events_suppressed; /* rate limit or ring buffer full */
+	__u64 reasons[FQE_REASON_MAX];
+	/* event rate limiter state: window start and count in it */
+	__u64 rl_window_ns;
+	__u64 rl_count;
+};
+
+/* A drop or audit event, as written to the ring buffer. */
+struct fqe_event {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u32 identity;
+	__u32 ifindex;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 reason; /* enum fqe_reason */
+	__u8 kind; /* FQE_EV_* */
+	__u8 family; /* 4 or 6 */
+};
+
+#endif /* FQE_TYPES_H */

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the datapath, pinned by name under the agent's pin dir. Each
+ * program object includes this header, so whichever object loads first
+ * creates the pins and the others reuse them.
+ */
+#ifndef FQE_MAPS_H
+#define FQE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "fqe_types.h"
+
+/* Agent-wide tunables (one slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_config SEC(".maps");
+
+/* Which identity and mode owns this interface? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct fqe_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_endpoints SEC(".maps");
+
+/* Does this pod own this source address? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_OWNED_ADDRS);
+	__type(key, struct fqe_owner_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_owners SEC(".maps");
+
+/* May this pod reach this destination, on which ports, until when? */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FQE_MAX_ALLOW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_allow_key);
+	__type(value, struct fqe_allow_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_allow SEC(".maps");
+
+/* Is this address a trusted resolver? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_RESOLVERS);
+	__type(key, struct fqe_resolver_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_resolvers SEC(".maps");
+
+/* Which DNS queries did enforced pods really send? */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_PENDING);
+	__type(key, struct fqe_query_key);
+	__type(value, struct fqe_query_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_queries SEC(".maps");
+
+/* Is this flow already tracked (pod's point of view)? */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_CONNTRACK);
+	__type(key, struct fqe_ct_key);
+	__type(value, struct fqe_ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_conntrack SEC(".maps");
+
+/* Drop and audit events for the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FQE_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_events SEC(".maps");
+
+/* How many packets did each identity pass and drop (per CPU)? */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32); /* identity */
+	__type(value, struct fqe_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_counters SEC(".maps");
+
+#endif /* FQE_MAPS_H */

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * One packet parser for every program (tc and socket filter): Ethernet,
+ * IPv4/IPv6 (with up to FQE_MAX_EXT_HDRS extension headers), TCP/UDP ports,
+ * ICMP type. It reads through bpf_skb_load_bytes, so non-linear skbs and
+ * socket filters (no direct packet access) take the same path.
+ */
+#ifndef FQE_PARSE_H
+#define FQE_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define FQE_MAX_EXT_HDRS 4
+#define FQE_DNS_PORT 53
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define FQE_NEXTHDR_HOP 0
+#define FQE_NEXTHDR_ROUTING 43
+#define FQE_NEXTHDR_FRAGMENT 44
+#define FQE_NEXTHDR_DEST 60
+
+enum fqe_parse_result {
+	FQE_PARSE_OK = 0,
+	FQE_PARSE_ARP = 1, /* ARP: always passes */
+	FQE_PARSE_OTHER = 2, /* an ethertype we do not look into */
+	FQE_PARSE_MALFORMED = 3, /* truncated or inconsistent headers */
+};
+
+struct fqe_pkt {
+	__u8 saddr[16]; /* IPv4 as ::ffff:a.b.c.d */
+	__u8 daddr[16];
+	__u32 payload_off; /* first byte after the L4 header */
+	__u32 payload_len;
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 family; /* 4 or 6 */
+	__u8 proto;
+	__u8 frag; /* non-first fragment: no L4 header */
+	__u8 icmp_type;
+	__u8 tcp_flags; /* byte 13 of the TCP header */
+};
+
+#define FQE_TCP_FIN 0x01
+#define FQE_TCP_SYN 0x02
+#define FQE_TCP_RST 0x04
+#define FQE_TCP_ACK 0x10
+
+static __always_inline void fqe_addr_from_v4(__u8 *dst, __be32 v4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &v4, 4);
+}
+
+static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p,
+					__u32 off, __u32 end)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0)
+			return FQE_PARSE_MALFORMED;
+		if (th.doff < 5)
+			return FQE_PARSE_MALFORMED;
+		p->sport = bpf_ntohs(th.source);
+		p->dport = bpf_ntohs(th.dest);
+		p->tcp_flags = ((__u8 *)&th)[13];
+		p->payload_off = off + th.doff * 4;
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)) < 0)
+			return FQE_PARSE_MALFORMED;
+		p->sport = bpf_ntohs(uh.source);
+		p->dport = bpf_ntohs(uh.dest);
+		p->payload_off = off + sizeof(uh);
+	} else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		if (bpf_skb_load_bytes(skb, off, &p->icmp_type, 1) < 0)
+			return FQE_PARSE_MALFORMED;
+		p->payload_off = off;
+	} else {
+		p->payload_off = off;
+	}
+	if (p->payload_off > end)
+		return FQE_PARSE_MALFORMED;
+	p->payload_len = end - p->payload_off;
+	return FQE_PARSE_OK;
+}
+
+static __always_inline int fqe_parse_v4(struct __sk_buff *skb, struct fqe_pkt *p,
+					__u32 off)
+{
+	struct iphdr ip;
+	__u32 end;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return FQE_PARSE_MALFORMED;
+	if (ip.ihl < 5 || ip.version != 4)
+		return FQE_PARSE_MALFORMED;
+	p->family = 4;
+	p->proto = ip.protocol;
+	fqe_addr_from_v4(p->saddr, ip.saddr);
+	fqe_addr_from_v4(p->daddr, ip.daddr);
+	end = off + bpf_ntohs(ip.tot_len);
+	if (end > skb->len)
+		return FQE_PARSE_MALFORMED;
+	if (bpf_ntohs(ip.frag_off) & 0x1fff) {
+		p->frag = 1;
+		return FQE_PARSE_OK;
+	}
+	return fqe_parse_l4(skb, p, off + ip.ihl * 4, end);
+}
+
+static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p,
+					__u32 off)
+{
+	struct ipv6hdr ip6;
+	__u8 nexthdr;
+	__u32 end;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		return FQE_PARSE_MALFORMED;
+	if (ip6.version != 6)
+		return FQE_PARSE_MALFORMED;
+	p->family = 6;
+	__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+	end = off + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+	if (end > skb->len)
+		return FQE_PARSE_MALFORMED;
+	nexthdr = ip6.nexthdr;
+	off += sizeof(ip6);
+
+#pragma unroll
+	for (int i = 0; i < FQE_MAX_EXT_HDRS; i++) {
+		__u8 hdr[4];
+
+		if (nexthdr != FQE_NEXTHDR_HOP && nexthdr != FQE_NEXTHDR_ROUTING &&
+		    nexthdr != FQE_NEXTHDR_DEST && nexthdr != FQE_NEXTHDR_FRAGMENT)
+			break;
+		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+			return FQE_PARSE_MALFORMED;
+		if (nexthdr == FQE_NEXTHDR_FRAGMENT) {
+			/* hdr[2..3]: offset (13 bits) and flags */
+			if (((hdr[2] << 8) | hdr[3]) & 0xfff8)
+				p->frag = 1;
+			off += 8;
+		} else {
+			off += (hdr[1] + 1) * 8;
+		}
+		nexthdr = hdr[0];
+	}
+	p->proto = nexthdr;
+	if (p->frag)
+		return FQE_PARSE_OK;
+	if (nexthdr == FQE_NEXTHDR_HOP || nexthdr == FQE_NEXTHDR_ROUTING ||
+	    nexthdr == FQE_NEXTHDR_DEST || nexthdr == FQE_NEXTHDR_FRAGMENT)
+		return FQE_PARSE_MALFORMED; /* longer chain than we follow */
+	return fqe_parse_l4(skb, p, off, end);
+}
+
+/* Parse from the Ethernet header at offset 0. */
+static __always_inline int fqe_parse(struct __sk_buff *skb, struct fqe_pkt *p)
+{
+	__be16 eth_proto;
+
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto,
+			       sizeof(eth_proto)) < 0)
+		return FQE_PARSE_MALFORMED;
+	if (eth_proto == bpf_htons(ETH_P_ARP))
+		return FQE_PARSE_ARP;
+	if (eth_proto == bpf_htons(ETH_P_IP))
+		return fqe_parse_v4(skb, p, sizeof(struct ethhdr));
+	if (eth_proto == bpf_htons(ETH_P_IPV6))
+		return fqe_parse_v6(skb, p, sizeof(struct ethhdr));
+	return FQE_PARSE_OTHER;
+}
+
+/* ICMPv6 that must always pass: neighbour discovery and multicast listener. */
+static __always_inline int fqe_is_icmp6_link_control(const struct fqe_pkt *p)
+{
+	if (p->family != 6 || p->proto != IPPROTO_ICMPV6 || p->frag)
+		return 0;
+	return (p->icmp_type >= 130 && p->icmp_type <= 137) || p->icmp_type == 143;
+}
+
+#endif /* FQE_PARSE_H */

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Per-identity counters and rate-limited drop/audit events: the one place
+ * where a verdict is counted and reported.
+ */
+#ifndef FQE_REPORT_H
+#define FQE_REPORT_H
+
+#include "config.h"
+#include "parse.h"
+
+/* Why a packet passed, for the counters. */
+enum fqe_pass {
+	FQE_PASS_OTHER = 0, /* allow entry, link control */
+	FQE_PASS_DNS = 1, /* query to a trusted resolver */
+	FQE_PASS_CT = 2, /* tracked flow */
+};
+
+static __always_inline struct fqe_counters *fqe_counters_get(__u32 identity)
+{
+	struct fqe_counters *c = bpf_map_lookup_elem(&fqe_counters, &identity);
+	struct fqe_counters zero = {};
+
+	if (c)
+		return c;
+	bpf_map_update_elem(&fqe_counters, &identity, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&fqe_counters, &identity);
+}
+
+/* Token window per identity and CPU: a flooding pod cannot starve the agent. */
+static __always_inline int fqe_event_allowed(const struct fqe_config *cfg,
+					     struct fqe_counters *c, __u64 now)
+{
+	if (now - c->rl_window_ns >= FQE_NSEC_PER_SEC) {
+		c->rl_window_ns = now;
+		c->rl_count = 0;
+	}
+	if (c->rl_count >= fqe_events_per_sec(cfg))
+		return 0;
+	c->rl_count++;
+	return 1;
+}
+
+static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct fqe_pkt *p,
+					   __u32 identity, __u8 reason, __u8 kind, __u64 now,
+					   struct fqe_counters *c)
+{
+	struct fqe_event *ev = bpf_ringbuf_reserve(&fqe_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		c->events_suppressed++;
+		return;
+	}
+	ev->ts_ns = now;
+	ev->identity = identity;
+	ev->ifindex = skb->ifindex;
+	__builtin_memcpy(ev->saddr, p->saddr, 16);
+	__builtin_memcpy(ev->daddr, p->daddr, 16);
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->proto = p->proto;
+	ev->reason = reason;
+	ev->kind = kind;
+	ev->family = p->family;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * Count the verdict and report a refusal. reason == FQE_REASON_NONE passes.
+ * Audit mode passes refused packets too, reporting them as audit events.
+ * Returns 1 when the packet must be dropped.
+ */
+static __always_inline int fqe_report(struct __sk_buff *skb, const struct fqe_config *cfg,
+				      const struct fqe_endpoint *ep, const struct fqe_pkt *p,
+				      __u8 reason, enum fqe_pass pass, __u64 now)
+{
+	struct fqe_counters *c = fqe_counters_get(ep->identity);
+	int audit = ep->flags & FQE_EP_AUDIT;
+
+	if (!c)
+		return reason != FQE_REASON_NONE && !audit;
+	if (reason == FQE_REASON_NONE) {
+		c->passed++;
+		if (pass == FQE_PASS_DNS)
+			c->dns_queries++;
+		else if (pass == FQE_PASS_CT)
+			c->ct_passed++;
+		return 0;
+	}
+	if (reason < FQE_REASON_MAX)
+		c->reasons[reason]++;
+	if (audit)
+		c->audited++;
+	else
+		c->dropped++;
+	if (fqe_event_allowed(cfg, c, now))
+		fqe_emit_event(skb, p, ep->identity, reason, audit ? FQE_EV_AUDIT : FQE_EV_DROP,
+			       now, c);
+	else
+		c->events_suppressed++;
+	return !audit;
+}
+
+#endif /* FQE_REPORT_H */
