@@ -22,6 +22,8 @@ export const LAYOUTS = {
     size: 128,
     fields: { passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, reasons: 48, rl_window_ns: 112, rl_count: 120 },
   },
+  name: { size: 256, fields: { name: 0 } },
+  pod_info: { size: 344, fields: { ifindex: 0, flags: 4, ifname: 8, pod_namespace: 24, pod_name: 88 } },
   event: {
     size: 56,
     fields: { ts_ns: 0, identity: 8, ifindex: 12, saddr: 16, daddr: 32, sport: 48, dport: 50, proto: 52, reason: 53, kind: 54, family: 55 },
@@ -362,6 +364,75 @@ export const eventCodec = {
       reason,
       kind: b.readUInt8(f.kind) === EventKind.audit ? 'audit' : 'drop',
       family: b.readUInt8(f.family) === 6 ? 6 : 4,
+    };
+  },
+};
+
+function putString(buf: Buffer, at: number, len: number, text: string, what: string): void {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length >= len) throw new Error(`${what} "${text}" is longer than ${len - 1} bytes`);
+  bytes.copy(buf, at);
+}
+
+function getString(buf: Buffer, at: number, len: number): string {
+  const raw = buf.subarray(at, at + len);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? len : end).toString('utf8');
+}
+
+export const u64Codec = {
+  encode(v: bigint): Buffer {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v, 0);
+    return b;
+  },
+  decode(b: Buffer): bigint {
+    return b.readBigUInt64LE(0);
+  },
+};
+
+export const nameCodec = {
+  encode(name: string): Buffer {
+    const b = Buffer.alloc(L.name.size);
+    putString(b, L.name.fields.name, L.name.size, name, 'name');
+    return b;
+  },
+  decode(b: Buffer): string {
+    return getString(b, L.name.fields.name, L.name.size);
+  },
+};
+
+export interface PodInfo {
+  ifindex: number;
+  flags: number;
+  ifname: string;
+  namespace: string;
+  name: string;
+}
+
+const IFNAME_LEN = 16;
+const POD_NAMESPACE_LEN = 64;
+const POD_NAME_LEN = 256;
+
+export const podInfoCodec = {
+  encode(p: PodInfo): Buffer {
+    const f = L.pod_info.fields;
+    const b = Buffer.alloc(L.pod_info.size);
+    b.writeUInt32LE(p.ifindex, f.ifindex);
+    b.writeUInt32LE(p.flags, f.flags);
+    putString(b, f.ifname, IFNAME_LEN, p.ifname, 'interface name');
+    putString(b, f.pod_namespace, POD_NAMESPACE_LEN, p.namespace, 'pod namespace');
+    putString(b, f.pod_name, POD_NAME_LEN, p.name, 'pod name');
+    return b;
+  },
+  decode(b: Buffer): PodInfo {
+    const f = L.pod_info.fields;
+    return {
+      ifindex: b.readUInt32LE(f.ifindex),
+      flags: b.readUInt32LE(f.flags),
+      ifname: getString(b, f.ifname, IFNAME_LEN),
+      namespace: getString(b, f.pod_namespace, POD_NAMESPACE_LEN),
+      name: getString(b, f.pod_name, POD_NAME_LEN),
     };
   },
 };

@@ -10,9 +10,9 @@ import { native, type PacketSocket, type RingBufferReader, type CapturedPacket }
 import { BpfMap } from './bpf-map.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
-  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec,
+  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
-  type CtKey, type CtValue, type Counters, type DropEvent,
+  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo,
 } from './codecs.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
@@ -31,7 +31,10 @@ const OBJECTS = [
   { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
 ] as const;
 
-const MAP_NAMES = ['fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events'] as const;
+const MAP_NAMES = [
+  'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
+  'fqe_names', 'fqe_pods',
+] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
 export interface DatapathMaps {
@@ -43,6 +46,8 @@ export interface DatapathMaps {
   queries: BpfMap<QueryKey, QueryValue>;
   conntrack: BpfMap<CtKey, CtValue>;
   counters: BpfMap<number, Counters>;
+  names: BpfMap<bigint, string>;
+  pods: BpfMap<number, PodInfo>;
   /** fd of the events ring buffer */
   eventsFd: number;
 }
@@ -59,6 +64,8 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     queries: new BpfMap('fqe_queries', fds.fqe_queries, LAYOUTS.query_key.size, LAYOUTS.query_val.size, queryKeyCodec, queryValueCodec),
     conntrack: new BpfMap('fqe_conntrack', fds.fqe_conntrack, LAYOUTS.ct_key.size, LAYOUTS.ct_val.size, ctKeyCodec, ctValueCodec),
     counters: new BpfMap('fqe_counters', fds.fqe_counters, 4, countersCodec.slotSize * cpus, u32Codec, perCpu),
+    names: new BpfMap('fqe_names', fds.fqe_names, 8, LAYOUTS.name.size, u64Codec, nameCodec),
+    pods: new BpfMap('fqe_pods', fds.fqe_pods, 4, LAYOUTS.pod_info.size, u32Codec, podInfoCodec),
     eventsFd: fds.fqe_events,
   };
 }

@@ -29,6 +29,11 @@ typedef uint64_t __u64;
 #define FQE_MAX_CONNTRACK 262144
 #define FQE_EVENTS_BYTES (1 << 20)
 #define FQE_MAX_PORT_RULES 8
+#define FQE_MAX_NAMES 65536
+#define FQE_NAME_LEN 256
+#define FQE_POD_NAMESPACE_LEN 64
+#define FQE_POD_NAME_LEN 256
+#define FQE_IFNAME_LEN 16
 
 /* Endpoint flags. */
 #define FQE_EP_ENFORCE 0x1
@@ -172,6 +177,25 @@ struct fqe_event {
 	__u8 reason; /* enum fqe_reason */
 	__u8 kind; /* FQE_EV_* */
 	__u8 family; /* 4 or 6 */
+};
+
+/*
+ * Userspace bookkeeping, pinned beside the datapath so that a restarted
+ * agent and egressctl know names and pods without the agent's memory.
+ */
+
+/* Which name does this hash stand for? key: __u64 name hash */
+struct fqe_name {
+	char name[FQE_NAME_LEN]; /* lower case, no trailing dot, NUL padded */
+};
+
+/* Which pod owns this identity? key: __u32 identity */
+struct fqe_pod_info {
+	__u32 ifindex;
+	__u32 flags; /* FQE_EP_* as last applied */
+	char ifname[FQE_IFNAME_LEN];
+	char pod_namespace[FQE_POD_NAMESPACE_LEN];
+	char pod_name[FQE_POD_NAME_LEN];
 };
 
 #endif /* FQE_TYPES_H */

@@ -91,4 +91,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_counters SEC(".maps");
 
+/* Which name does this hash stand for? (written by the agent) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_NAMES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct fqe_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_names SEC(".maps");
+
+/* Which pod owns this identity? (written by the agent) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct fqe_pod_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_pods SEC(".maps");
+
 #endif /* FQE_MAPS_H */

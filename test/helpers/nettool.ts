@@ -5,11 +5,18 @@
  *   probe tcp|udp HOST PORT [--timeout-ms N] [--bind ADDR]
  *                                        print one JSON line {ok, error?, ms}
  *   send udp HOST PORT --count N         send N datagrams (at most 10000), no reply awaited
+ *   hold tcp HOST PORT --seconds S       keep one connection, echo a byte every 200 ms;
+ *                                        {ok} when every echo came back
+ *   query SERVER NAME --id ID --sport P [--type A|AAAA]
+ *                                        send one DNS query (no wait for the answer)
+ *   forge --bind ADDR --to ADDR --port P --id ID --name N --answer IP [--ttl S]
+ *                                        send a DNS answer from ADDR:53 (tests of forged answers)
  * TCP server: greets with "hello\n" and echoes. UDP server: echoes.
  */
 import { createServer, connect, type Socket } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { isIP } from 'node:net';
+import dnsPacket from 'dns-packet';
 
 function flag(args: string[], name: string, fallback: string): string {
   const i = args.indexOf(name);
@@ -85,6 +92,51 @@ async function sendUdp(host: string, port: number, count: number): Promise<void>
   process.stdout.write(`${JSON.stringify({ sent: count })}\n`);
 }
 
+function holdTcp(host: string, port: number, seconds: number): Promise<void> {
+  if (!(seconds > 0 && seconds <= 60)) throw new Error(`--seconds must be 0..60, got ${seconds}`);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const sock = connect({ host, port, timeout: 2000 });
+    let echoes = 0;
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const done = (ok: boolean, error?: string) => {
+      clearInterval(timer);
+      sock.destroy();
+      process.stdout.write(`${JSON.stringify({ ok, error, echoes, ms: Date.now() - started })}\n`);
+      resolve();
+    };
+    sock.once('error', (e: NodeJS.ErrnoException) => done(false, e.code ?? e.message));
+    sock.once('timeout', () => done(false, `ETIMEDOUT after ${echoes} echoes`));
+    sock.on('data', (d) => {
+      echoes += d.toString().split('x').length - 1;
+    });
+    sock.once('connect', () => {
+      process.stdout.write('connected\n');
+      timer = setInterval(() => {
+        if (echoes < sent) return done(false, `echo ${sent} missing`);
+        if (Date.now() - started >= seconds * 1000) return done(true);
+        sock.write('x');
+        sent++;
+      }, 200);
+    });
+  });
+}
+
+function sendDns(bind: string | undefined, bindPort: number, to: string, port: number, msg: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = createSocket(isIP(to) === 6 ? 'udp6' : 'udp4');
+    sock.once('error', reject);
+    sock.bind({ address: bind, port: bindPort }, () => {
+      sock.send(msg, port, to, (err) => {
+        sock.close();
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+  });
+}
+
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === 'serve') return serve(rest);
@@ -95,6 +147,27 @@ async function main(): Promise<void> {
     if (!host || !port) throw new Error('usage: probe tcp|udp HOST PORT');
     if (proto === 'tcp') return probeTcp(host, Number(port), timeoutMs, bind);
     if (proto === 'udp') return probeUdp(host, Number(port), timeoutMs, bind);
+  }
+  if (cmd === 'hold' && rest[0] === 'tcp' && rest[1] && rest[2]) {
+    return holdTcp(rest[1], Number(rest[2]), Number(flag(rest, '--seconds', '3')));
+  }
+  if (cmd === 'query' && rest[0] && rest[1]) {
+    const type = flag(rest, '--type', 'A') as 'A' | 'AAAA';
+    const msg = dnsPacket.encode({ type: 'query', id: Number(flag(rest, '--id', '4242')), flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name: rest[1], class: 'IN' }] });
+    return sendDns(undefined, Number(flag(rest, '--sport', '0')), rest[0], 53, msg);
+  }
+  if (cmd === 'forge') {
+    const name = flag(rest, '--name', '');
+    const answer = flag(rest, '--answer', '');
+    const type = isIP(answer) === 6 ? 'AAAA' : 'A';
+    const msg = dnsPacket.encode({
+      type: 'response',
+      id: Number(flag(rest, '--id', '0')),
+      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+      questions: [{ type, name, class: 'IN' }],
+      answers: [{ type, name, class: 'IN', ttl: Number(flag(rest, '--ttl', '300')), data: answer }],
+    });
+    return sendDns(flag(rest, '--bind', ''), 53, flag(rest, '--to', ''), Number(flag(rest, '--port', '0')), msg);
   }
   if (cmd === 'send' && rest[0] === 'udp' && rest[1] && rest[2]) {
     return sendUdp(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));

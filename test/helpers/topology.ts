@@ -21,6 +21,8 @@ export const OUTSIDE_LINK_V6 = { node: '2001:db8:ff::1', outside: '2001:db8:ff::
 /** Addresses of outside hosts (all in the outside namespace). */
 export const OUTSIDE_HOSTS_V4 = ['203.0.113.10', '203.0.113.11', '203.0.113.12', '198.51.100.10', '198.51.100.11'];
 export const OUTSIDE_HOSTS_V6 = ['2001:db8:ff::10', '2001:db8:ff::11', '2001:db8:ff::12'];
+/** An outside address no server listens on: tests forge DNS answers from it. */
+export const SILENT_RESOLVER = '203.0.113.53';
 export const SERVER_TCP_PORTS = [80, 443, 8443];
 export const SERVER_UDP_PORTS = [5000];
 const TEST_PREFIX = 'fqet';
@@ -99,8 +101,8 @@ export class Topology {
   private readonly children = new Set<ChildProcess>();
   private readonly namespaces: string[] = [];
 
-  private constructor() {
-    this.id = `${TEST_PREFIX}-${process.pid.toString(36)}-${(counter++).toString(36)}${randomBytes(2).toString('hex')}`;
+  private constructor(prefix: string) {
+    this.id = `${prefix}-${process.pid.toString(36)}-${(counter++).toString(36)}${randomBytes(2).toString('hex')}`;
     this.nodeNs = `${this.id}-node`;
     this.outNs = `${this.id}-out`;
     this.pinDir = join(PIN_ROOT, `${this.id}`);
@@ -114,9 +116,9 @@ export class Topology {
     return Topology.nsPath(this.nodeNs);
   }
 
-  static async create(pods: PodSpec[]): Promise<Topology> {
+  static async create(pods: PodSpec[], opts: { prefix?: string } = {}): Promise<Topology> {
     ensureBpffs();
-    const topo = new Topology();
+    const topo = new Topology(opts.prefix ?? TEST_PREFIX);
     live.add(topo);
     try {
       await topo.build(pods);
@@ -161,7 +163,7 @@ export class Topology {
     await this.ip(this.nodeNs, 'link', 'set', 'out0', 'up');
     await this.ip(this.outNs, 'addr', 'add', `${OUTSIDE_LINK_V4.outside}/24`, 'dev', 'eth0');
     await this.ip(this.outNs, '-6', 'addr', 'add', `${OUTSIDE_LINK_V6.outside}/64`, 'dev', 'eth0', 'nodad');
-    for (const a of OUTSIDE_HOSTS_V4) await this.ip(this.outNs, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
+    for (const a of [...OUTSIDE_HOSTS_V4, SILENT_RESOLVER]) await this.ip(this.outNs, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
     for (const a of OUTSIDE_HOSTS_V6) await this.ip(this.outNs, '-6', 'addr', 'add', `${a}/128`, 'dev', 'eth0', 'nodad');
     await this.ip(this.outNs, 'link', 'set', 'eth0', 'up');
     for (const net of ['203.0.113.0/24', '198.51.100.0/24']) {
@@ -290,6 +292,21 @@ export class Topology {
     return JSON.parse(stdout.trim().split('\n').pop()!) as { ok: boolean; error?: string };
   }
 
+  /**
+   * Leave everything running after this process exits (the demo's --keep):
+   * the caller prints how to remove it.
+   */
+  release(): void {
+    for (const child of this.children) {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      child.unref();
+    }
+    this.children.clear();
+    this.namespaces.length = 0;
+    live.delete(this);
+  }
+
   async destroy(): Promise<void> {
     this.destroySync();
   }
@@ -310,7 +327,7 @@ export class Topology {
         /* already gone */
       }
     }
-    if (existsSync(this.pinDir)) rmSync(this.pinDir, { recursive: true, force: true });
+    if (live.has(this) && existsSync(this.pinDir)) rmSync(this.pinDir, { recursive: true, force: true });
     live.delete(this);
   }
 }

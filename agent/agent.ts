@@ -1,0 +1,281 @@
+/*
+ * The agent: wires a pod source, the endpoint manager, the DNS learner, the
+ * FQDN cache and the reconciler to the datapath, and keeps them going.
+ * Start-up order: load (or reuse) the pins, restore identities, names and
+ * allow entries from the maps, apply the first pod snapshot, then learn.
+ * Stop: stop learning and leave the pinned programs and maps enforcing.
+ */
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Server } from 'node:http';
+import { Datapath } from './datapath/datapath.js';
+import { parseIp, formatIp } from './datapath/addr.js';
+import { AllowSource, IPPROTO, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import type { PacketSocket, RingBufferReader } from './datapath/native.js';
+import { FqdnCache } from './cache/fqdn-cache.js';
+import { Reconciler } from './reconciler.js';
+import { EndpointManager, type EnforcedPod } from './endpoints.js';
+import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
+import { rulesForName, type PortRule } from './policy/annotation.js';
+import { nameHash } from './policy/name-hash.js';
+import { FileSource } from './sources/file-source.js';
+import type { PodSpec } from './sources/pod.js';
+import { interfaceByName, interfaceForIp } from './net/host-interface.js';
+import { AgentMetrics } from './observability/metrics.js';
+import { startHttp } from './observability/http.js';
+import type { Logger } from './observability/log.js';
+import type { Config } from './config.js';
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+const TICK_MS = 500;
+const DEFAULT_EVENTS_PER_SEC = 200;
+
+/** The monotonic clock shared with the kernel (bpf_ktime_get_ns), in ms. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+function realtimeNs(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+}
+
+function toKernelPorts(ports: PortRule[]): KernelPortRule[] {
+  return ports.map((p) => ({ port: p.port, proto: p.proto === 'tcp' ? IPPROTO.tcp : p.proto === 'udp' ? IPPROTO.udp : 0 }));
+}
+
+export class AgentStartError extends Error {
+  override name = 'AgentStartError';
+}
+
+function checkPinDir(pinDir: string): void {
+  let magic: number;
+  try {
+    magic = statfsSync(dirname(pinDir)).type;
+  } catch (err) {
+    throw new AgentStartError(`--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not accessible: ${(err as Error).message}`);
+  }
+  if (magic !== BPF_FS_MAGIC) {
+    throw new AgentStartError(`--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not a BPF filesystem (mount it: mount -t bpf bpf ${dirname(pinDir)})`);
+  }
+}
+
+export class Agent {
+  readonly dp: Datapath;
+  readonly cache: FqdnCache;
+  readonly reconciler: Reconciler;
+  readonly endpoints: EndpointManager;
+  readonly learner: DnsLearner;
+  readonly metrics: AgentMetrics;
+  private readonly names = new Map<bigint, string>();
+  private readonly byIdentity = new Map<number, EnforcedPod>();
+  private source: FileSource | undefined;
+  private tap: PacketSocket | undefined;
+  private events: RingBufferReader | undefined;
+  private http: Server | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private snapshotApplied = false;
+  private pendingLatencies: bigint[] = [];
+
+  private constructor(private readonly cfg: Config, private readonly log: Logger) {
+    checkPinDir(cfg.bpfPinDir);
+    this.dp = Datapath.load(cfg.bpfPinDir);
+    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
+    this.reconciler = new Reconciler({
+      cache: this.cache,
+      allow: this.dp.maps.allow,
+      identities: () => this.byIdentity.keys(),
+      portsFor: (identity, name) => {
+        const pod = this.byIdentity.get(identity);
+        const r = pod ? rulesForName(pod.policy, name) : undefined;
+        return r?.allowed ? toKernelPorts(r.ports) : null;
+      },
+      staticCidrs: cfg.allowCidrs,
+      nameHash,
+      nameOf: (hash) => this.names.get(hash),
+      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
+      kernelNowNs: () => process.hrtime.bigint(),
+    });
+    this.endpoints = new EndpointManager({
+      dp: this.dp,
+      lookup: { byName: interfaceByName, byIp: interfaceForIp },
+      log,
+      events: {
+        onPolicy: (pod, previous) => {
+          this.byIdentity.set(pod.identity, pod);
+          if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
+          this.reconciler.markAll();
+        },
+        onRemoved: (pod) => {
+          this.byIdentity.delete(pod.identity);
+          this.cache.forgetIdentity(pod.identity);
+          this.reconciler.markAll();
+          this.flush();
+        },
+        onPolicyErrors: (pod, errors) => {
+          for (const e of errors) this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
+          this.metrics.policyErrors.inc({ namespace: pod.namespace, pod: pod.name }, errors.length);
+        },
+      },
+    });
+    this.learner = new DnsLearner({
+      podByInterface: (ifindex) => this.endpoints.byInterface(ifindex),
+      isTrustedResolver: (ip) => this.cfg.dnsServers.some((s) => formatIp(parseIp(s)) === ip),
+      kernelSawQuery: (identity, port, id, resolver) =>
+        this.dp.maps.queries.get({ identity, sport: port, dnsId: id, resolver: parseIp(resolver) }) !== undefined,
+      learn: (a) => this.learn(a),
+      verdict: (v, detail) => {
+        this.metrics.dnsMessages.inc({ verdict: v });
+        if (v.startsWith('rejected')) this.log.info({ verdict: v, ...detail }, 'DNS answer rejected');
+        else if (v === 'accepted') this.log.debug({ ...detail }, 'DNS answer accepted');
+      },
+      minTtlMs: cfg.minTtlMs,
+      maxTtlMs: cfg.maxTtlMs,
+      nowMs: monotonicMs,
+    });
+    this.metrics = new AgentMetrics({
+      podCounters: () =>
+        [...this.byIdentity.values()].flatMap((pod) => {
+          const c = this.dp.maps.counters.get(pod.identity);
+          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons }] : [];
+        }),
+      maps: () => [
+        { map: 'fqe_allow', entries: this.reconciler.entries, capacity: 1_048_576 },
+        { map: 'fqe_endpoints', entries: this.byIdentity.size, capacity: 4096 },
+        { map: 'fqe_names', entries: this.names.size, capacity: 65_536 },
+      ],
+      cacheEntries: () => this.cache.size,
+      enforcedPods: () => this.byIdentity.size,
+      socketDrops: () => this.tap?.stats().drops ?? 0,
+    });
+  }
+
+  static async start(cfg: Config, log: Logger): Promise<Agent> {
+    if (cfg.source === 'kubernetes') {
+      throw new AgentStartError('--source kubernetes is not available in this build yet; use --source file with --endpoints-file');
+    }
+    const agent = new Agent(cfg, log);
+    try {
+      await agent.run();
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    return agent;
+  }
+
+  private async run(): Promise<void> {
+    const { dp, cfg } = this;
+    dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: DEFAULT_EVENTS_PER_SEC, minTtlS: Math.round(cfg.minTtlMs / 1000), maxTtlS: Math.round(cfg.maxTtlMs / 1000), flags: 0 });
+    this.syncResolvers();
+    const restored = this.restore();
+    this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
+
+    if (cfg.metricsAddress) this.http = await startHttp(cfg.metricsAddress, this.metrics.registry, () => this.notReady());
+    this.events = dp.openEvents((evs) => {
+      for (const e of evs) {
+        const pod = this.byIdentity.get(e.identity);
+        this.metrics.events.inc({ namespace: pod?.namespace ?? '', pod: pod?.name ?? '', kind: e.kind, reason: e.reason });
+        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto }, 'packet refused');
+      }
+    });
+    this.tap = dp.openDnsTap((packets) => {
+      this.learner.handle(packets);
+      this.flush();
+    });
+    this.source = new FileSource({
+      path: cfg.endpointsFile!,
+      onPods: (pods) => void this.applyPods(pods),
+      onError: (err) => {
+        this.metrics.sourceErrors.inc({ source: 'file' });
+        this.log.error({ err: err.message }, 'endpoints file rejected');
+      },
+    });
+    this.source.start();
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+  }
+
+  private syncResolvers(): void {
+    const want = new Set(this.cfg.dnsServers.map((s) => formatIp(parseIp(s))));
+    for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
+    for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
+  }
+
+  /** Identities, names and allow entries from the pinned maps. */
+  private restore(): { identities: number; names: number; allowEntries: number; cacheEntries: number } {
+    const identities = this.endpoints.restore();
+    for (const [hash, name] of this.dp.maps.names.entries()) this.names.set(hash, name);
+    const allow = this.dp.maps.allow.entries();
+    this.reconciler.adopt(allow);
+    for (const [key, value] of allow) {
+      const name = this.names.get(value.nameHash);
+      if (!name || value.expiresNs === 0n || value.source === AllowSource.static || key.prefixLen !== 128) continue;
+      this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, value.source === AllowSource.kernel ? 'kernel' : 'agent');
+    }
+    return { identities, names: this.names.size, allowEntries: allow.length, cacheEntries: this.cache.size };
+  }
+
+  private async applyPods(pods: PodSpec[]): Promise<void> {
+    await this.endpoints.apply(pods);
+    for (const identity of this.cache.identities()) if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
+    this.reconciler.markAll();
+    this.flush();
+    if (!this.snapshotApplied) {
+      this.snapshotApplied = true;
+      this.log.info({ enforced: this.byIdentity.size, waiting: this.endpoints.pending.size }, 'first pod snapshot applied; ready');
+    }
+  }
+
+  private learn(a: LearnedAnswer): void {
+    const hash = nameHash(a.name);
+    if (!this.names.has(hash)) {
+      this.names.set(hash, a.name);
+      try {
+        this.dp.maps.names.set(hash, a.name);
+      } catch (err) {
+        this.log.warn({ name: a.name, err: (err as Error).message }, 'could not record the name in fqe_names');
+      }
+    }
+    this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
+    this.pendingLatencies.push(a.capturedNs);
+  }
+
+  /** Write what changed to the kernel; observe capture-to-map latency. */
+  flush(): void {
+    const started = process.hrtime.bigint();
+    try {
+      const r = this.reconciler.flush();
+      if (r.portOverflows) this.metrics.portOverflows.inc(r.portOverflows);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'writing the allow map failed; will retry');
+      this.reconciler.markAll();
+      return;
+    }
+    const done = realtimeNs();
+    this.metrics.reconcileDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    for (const captured of this.pendingLatencies) this.metrics.captureToMap.observe(Math.max(0, Number(done - captured)) / 1e9);
+    this.pendingLatencies = [];
+  }
+
+  private tick(): void {
+    this.reconciler.markDirty(this.cache.expire());
+    this.learner.sweep();
+    this.flush();
+    if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
+  }
+
+  /** null when ready, else why not. */
+  notReady(): string | null {
+    if (!this.snapshotApplied) return 'waiting for the first pod snapshot';
+    return null;
+  }
+
+  /** Stop learning; pinned programs and maps keep enforcing. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.source?.stop();
+    this.tap?.close();
+    this.events?.close();
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.dp.close();
+  }
+}

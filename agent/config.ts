@@ -1,0 +1,163 @@
+/*
+ * The agent's flags: parsed from argv and FQDN_EGRESS_<FLAG> environment
+ * variables (a flag wins over its variable), validated, with defaults.
+ * Pure: returns a Config or throws a ConfigError naming the flag.
+ */
+import { isIP } from 'node:net';
+import { parseCidr, type Cidr } from './datapath/addr.js';
+import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface Config {
+  source: 'kubernetes' | 'file';
+  endpointsFile: string | undefined;
+  nodeName: string | undefined;
+  dnsServers: string[];
+  bpfPinDir: string;
+  minTtlMs: number;
+  maxTtlMs: number;
+  maxIpsPerName: number;
+  allowCidrs: Cidr[];
+  metricsAddress: { host: string; port: number } | undefined;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+}
+
+interface FlagSpec {
+  help: string;
+  default?: string;
+  boolean?: boolean;
+}
+
+export const FLAGS: Record<string, FlagSpec> = {
+  source: { help: 'where pods come from: kubernetes | file', default: 'file' },
+  'endpoints-file': { help: 'file source: YAML or JSON list of pods, re-read on change' },
+  'node-name': { help: 'this node (kubernetes source; default: the NODE_NAME variable)' },
+  'dns-servers': { help: 'trusted resolvers, comma separated (required for the file source)' },
+  'bpf-pin-dir': { help: 'where maps and programs are pinned', default: DEFAULT_PIN_DIR },
+  'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
+  'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
+  'max-ips-per-name': { help: 'IPs kept per pod and name; the least recently answered go first', default: '1000' },
+  'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
+  'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
+  'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
+  help: { help: 'print this help', boolean: true },
+};
+
+export function usage(): string {
+  const lines = [
+    'Usage: fqdn-egress-agent [flags]',
+    '',
+    'Lets pods annotated with fqdn-egress.io/allow reach only the names they list.',
+    'Every flag can also be set as FQDN_EGRESS_<FLAG> (e.g. FQDN_EGRESS_DNS_SERVERS).',
+    'Durations take a unit (500ms, 30s, 5m, 1h) or plain seconds.',
+    '',
+    'Flags:',
+  ];
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    const def = spec.default !== undefined && spec.default !== '' ? ` (default ${spec.default})` : '';
+    lines.push(`  --${name.padEnd(18)} ${spec.help}${def}`);
+  }
+  return lines.join('\n');
+}
+
+/** "500ms", "30s", "5m", "1h", "2d" or plain seconds ("30", "1.5") to ms. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) throw new ConfigError(`--${flag}: "${text}" is not a duration (examples: 500ms, 30s, 5m, 1h, or plain seconds)`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const ms = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit]!;
+  return Math.round(n * ms);
+}
+
+function envName(flag: string): string {
+  return `FQDN_EGRESS_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/** Flags from argv, then environment, then defaults. */
+export function readFlags(argv: string[], env: NodeJS.ProcessEnv): Map<string, string> {
+  const values = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (flags start with --; see --help)`);
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const spec = FLAGS[name];
+    if (!spec) throw new ConfigError(`unknown flag --${name} (see --help)`);
+    if (spec.boolean) {
+      values.set(name, 'true');
+      continue;
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new ConfigError(`--${name} needs a value`);
+    values.set(name, value);
+  }
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    if (values.has(name)) continue;
+    const fromEnv = env[envName(name)];
+    if (fromEnv !== undefined) values.set(name, fromEnv);
+    else if (spec.default !== undefined) values.set(name, spec.default);
+  }
+  return values;
+}
+
+function list(text: string | undefined): string[] {
+  return (text ?? '').split(/[\s,]+/).filter((s) => s !== '');
+}
+
+function positiveInt(text: string, flag: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) throw new ConfigError(`--${flag}: "${text}" is not a positive whole number`);
+  return Number(text);
+}
+
+function parseListenAddress(text: string): { host: string; port: number } | undefined {
+  if (text === 'off') return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 0 || port > 65535) throw new ConfigError(`--metrics-address: "${text}" is not HOST:PORT (or "off")`);
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | 'help' {
+  const f = readFlags(argv, env);
+  if (f.get('help') === 'true') return 'help';
+  const source = f.get('source')!;
+  if (source !== 'kubernetes' && source !== 'file') throw new ConfigError(`--source: "${source}" is not one of kubernetes, file`);
+  const endpointsFile = f.get('endpoints-file');
+  if (source === 'file' && !endpointsFile) throw new ConfigError('--endpoints-file is required with --source file');
+  const dnsServers = list(f.get('dns-servers'));
+  for (const ip of dnsServers) if (isIP(ip) === 0) throw new ConfigError(`--dns-servers: "${ip}" is not an IP address`);
+  if (source === 'file' && dnsServers.length === 0) throw new ConfigError('--dns-servers is required with --source file (the trusted resolvers)');
+  const minTtlMs = parseDuration(f.get('min-ttl')!, 'min-ttl');
+  const maxTtlMs = parseDuration(f.get('max-ttl')!, 'max-ttl');
+  if (maxTtlMs < minTtlMs) throw new ConfigError(`--max-ttl (${f.get('max-ttl')}) is shorter than --min-ttl (${f.get('min-ttl')})`);
+  if (maxTtlMs === 0) throw new ConfigError('--max-ttl must be longer than 0');
+  const allowCidrs = list(f.get('allow-cidrs')).map((c) => {
+    try {
+      return parseCidr(c);
+    } catch (err) {
+      throw new ConfigError(`--allow-cidrs: ${(err as Error).message}`);
+    }
+  });
+  const logLevel = f.get('log-level')!;
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
+    throw new ConfigError(`--log-level: "${logLevel}" is not one of trace, debug, info, warn, error`);
+  }
+  return {
+    source,
+    endpointsFile,
+    nodeName: f.get('node-name') ?? env.NODE_NAME,
+    dnsServers,
+    bpfPinDir: f.get('bpf-pin-dir')!,
+    minTtlMs,
+    maxTtlMs,
+    maxIpsPerName: positiveInt(f.get('max-ips-per-name')!, 'max-ips-per-name'),
+    allowCidrs,
+    metricsAddress: parseListenAddress(f.get('metrics-address')!),
+    logLevel: logLevel as Config['logLevel'],
+  };
+}

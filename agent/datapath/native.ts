@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The typed face of the native binding (native/*.cc, built to
+// build/Release/fqe_native.node). This is the only module that loads the
+// addon: everything else imports these functions. It owns no policy and
+// validates nothing beyond what the addon checks (argument types, buffer
+// sizes against the map): defaults, retries and meaning live in the map
+// wrappers. Every errno failure of the addon is a BpfError.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** An errno failure of a system or libbpf call made by the addon. */
+export class BpfError extends Error {
+  /** errno name, e.g. 'ENOENT' */
+  readonly code: string;
+  /** errno number, e.g. 2 */
+  readonly errno: number;
+  /** what was being done, e.g. "bpf_map_update_elem(fqe_allow)" */
+  readonly op: string;
+  /** libbpf / verifier output of a failed load (last ~8 KiB) */
+  readonly details: string | undefined;
+
+  constructor(message: string, code: string, errno: number, op: string, details?: string) {
+    super(message);
+    this.name = 'BpfError';
+    this.code = code;
+    this.errno = errno;
+    this.op = op;
+    this.details = details;
+  }
+}
+
+export interface ProgramDesc {
+  fd: number;
+  /** enum bpf_prog_type */
+  type: number;
+  name: string;
+}
+
+export interface MapDesc {
+  fd: number;
+  /** enum bpf_map_type */
+  type: number;
+  keySize: number;
+  /** per-element size as declared (not multiplied for per-CPU maps) */
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface LoadedObject {
+  /** registry id for closeObject; keeps the fds below valid */
+  id: number;
+  programs: Record<string, ProgramDesc>;
+  /** internal maps (.rodata, .bss, ...) are left out */
+  maps: Record<string, MapDesc>;
+}
+
+export interface LoadObjectOptions {
+  /** values of `const volatile` globals, set before load (exact sizes) */
+  rodata?: Record<string, Buffer>;
+}
+
+export interface ProgInfo {
+  id: number;
+  type: number;
+  name: string;
+  /** 16 hex digits */
+  tag: string;
+}
+
+export interface MapInfo {
+  id: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+}
+
+export interface MapDump {
+  /** count keys, back to back */
+  keys: Buffer;
+  /** count values, back to back */
+  values: Buffer;
+  count: number;
+}
+
+export type TcDirection = 'ingress' | 'egress';
+
+export interface TcTarget {
+  ifindex: number;
+  direction: TcDirection;
+  handle: number;
+  priority: number;
+  /** e.g. /var/run/netns/NAME: the call runs inside that network namespace */
+  netns?: string;
+}
+
+export interface TcAttachOptions extends TcTarget {
+  progFd: number;
+}
+
+export interface TestRunOptions {
+  repeat?: number;
+  ctx?: Buffer;
+  /** room for the output packet; default data.length + 512 */
+  dataOutSize?: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  /** kernel's average ns per run */
+  durationNs: number;
+  data: Buffer;
+}
+
+export interface StructLayout {
+  size: number;
+  /** field name → offset in bytes */
+  fields: Record<string, number>;
+}
+
+/**
+ * sizeof/offsetof of bpf/lib/fqe_types.h by struct name without `fqe_`
+ * (allow_key, allow_val, ct_key, event, ...), plus `constants`: the header's
+ * #defines and enum fqe_reason values without the `FQE_` prefix.
+ */
+export type Layouts = Record<string, StructLayout> & { readonly constants: Record<string, number> };
+
+export interface CapturedPacket {
+  data: Buffer;
+  ifindex: number;
+  /** sll_pkttype: PACKET_HOST 0, PACKET_OUTGOING 4, ... */
+  pktType: number;
+  /** CLOCK_REALTIME ns (SO_TIMESTAMPNS) */
+  tsNs: bigint;
+  /** length on the wire side of the filter; data is cut at 64 KiB */
+  origLen: number;
+}
+
+export interface PacketSocketOptions {
+  /** BPF_PROG_TYPE_SOCKET_FILTER program */
+  progFd: number;
+  netns?: string;
+  /** messages per recvmmsg, default 64 */
+  batch?: number;
+  /** SO_RCVBUF(FORCE), default 4 MiB */
+  bufferBytes?: number;
+  onPackets: (packets: CapturedPacket[]) => void;
+  /** receive errors; without it they are uncaught exceptions */
+  onError?: (err: BpfError) => void;
+}
+
+export interface PacketSocketStats {
+  /** packets that passed the filter, including dropped ones (kernel semantics) */
+  packets: number;
+  drops: number;
+}
+
+export interface PacketSocket {
+  stats(): PacketSocketStats;
+  /** idempotent */
+  close(): void;
+  ref(): this;
+  unref(): this;
+}
+
+export interface RingBufferReaderOptions {
+  /** BPF_MAP_TYPE_RINGBUF map */
+  mapFd: number;
+  onRecords: (records: Buffer[]) => void;
+}
+
+export interface RingBufferReader {
+  /** drains synchronously through onRecords; returns the record count */
+  consume(): number;
+  /** idempotent */
+  close(): void;
+  ref(): this;
+  unref(): this;
+}
+
+/** Every function and class of the addon. */
+export interface NativeBinding {
+  loadObject(path: string, pinDir: string, opts?: LoadObjectOptions): LoadedObject;
+  closeObject(id: number): void;
+  pinProgram(fd: number, path: string): void;
+  unpin(path: string): boolean;
+  objGet(path: string): number;
+  closeFd(fd: number): void;
+  progInfo(fd: number): ProgInfo;
+  mapInfo(fd: number): MapInfo;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+  mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapGetNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  mapDump(fd: number, keySize: number, valueSize: number): MapDump;
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+  mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  createMap(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags?: number): number;
+  numPossibleCpus(): number;
+  ifNameToIndex(name: string, netns?: string): number;
+  tcAttach(opts: TcAttachOptions): number;
+  tcDetach(target: TcTarget): boolean;
+  tcQuery(target: TcTarget): number | null;
+  progTestRun(progFd: number, data: Buffer, opts?: TestRunOptions): TestRunResult;
+  layouts(): Layouts;
+  PacketSocket: new (opts: PacketSocketOptions) => PacketSocket;
+  RingBufferReader: new (opts: RingBufferReaderOptions) => RingBufferReader;
+}
+
+// dist/agent/datapath/native.js → package root is three levels up.
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const addon = createRequire(import.meta.url)(path.join(packageRoot, 'build', 'Release', 'fqe_native.node')) as NativeBinding & {
+  setErrorClass(ctor: typeof BpfError): void;
+};
+addon.setErrorClass(BpfError);
+
+/** The whole binding as one object (`native.mapLookup(...)`). */
+export const native: NativeBinding = addon;
+
+/** Opens an ELF object, reusing/creating pins under pinDir, and loads it. */
+export const loadObject: (path: string, pinDir: string, opts?: LoadObjectOptions) => LoadedObject = addon.loadObject;
+/** Closes the object's fds; pins stay. */
+export const closeObject: (id: number) => void = addon.closeObject;
+export const pinProgram: (fd: number, path: string) => void = addon.pinProgram;
+/** false when nothing was pinned there */
+export const unpin: (path: string) => boolean = addon.unpin;
+export const objGet: (path: string) => number = addon.objGet;
+export const closeFd: (fd: number) => void = addon.closeFd;
+export const progInfo: (fd: number) => ProgInfo = addon.progInfo;
+export const mapInfo: (fd: number) => MapInfo = addon.mapInfo;
+
+// Map access. Sizes must match the map (per-CPU values: roundup(size, 8) *
+// numPossibleCpus()); a mismatch is a RangeError.
+export const mapUpdate: (fd: number, key: Buffer, value: Buffer, flags?: number) => void = addon.mapUpdate;
+/** null when the key is absent */
+export const mapLookup: (fd: number, key: Buffer, valueSize: number) => Buffer | null = addon.mapLookup;
+/** false when the key was absent */
+export const mapDelete: (fd: number, key: Buffer) => boolean = addon.mapDelete;
+/** first key for null; null after the last key */
+export const mapGetNextKey: (fd: number, key: Buffer | null, keySize: number) => Buffer | null = addon.mapGetNextKey;
+export const mapDump: (fd: number, keySize: number, valueSize: number) => MapDump = addon.mapDump;
+/** returns the number of elements written */
+export const mapUpdateBatch: (fd: number, keys: Buffer, values: Buffer, count: number, flags?: number) => number =
+  addon.mapUpdateBatch;
+/** returns the number deleted; absent keys are skipped, not counted */
+export const mapDeleteBatch: (fd: number, keys: Buffer, count: number) => number = addon.mapDeleteBatch;
+export const createMap: (
+  type: number,
+  keySize: number,
+  valueSize: number,
+  maxEntries: number,
+  name: string,
+  flags?: number,
+) => number = addon.createMap;
+export const numPossibleCpus: () => number = addon.numPossibleCpus;
+export const ifNameToIndex: (name: string, netns?: string) => number = addon.ifNameToIndex;
+
+/** Creates clsact if missing, attaches (or replaces) our filter; returns the prog id. */
+export const tcAttach: (opts: TcAttachOptions) => number = addon.tcAttach;
+/** false when the filter (or the clsact qdisc) is absent */
+export const tcDetach: (target: TcTarget) => boolean = addon.tcDetach;
+/** attached prog id, or null when absent */
+export const tcQuery: (target: TcTarget) => number | null = addon.tcQuery;
+export const progTestRun: (progFd: number, data: Buffer, opts?: TestRunOptions) => TestRunResult = addon.progTestRun;
+export const layouts: () => Layouts = addon.layouts;
+
+export const PacketSocket: new (opts: PacketSocketOptions) => PacketSocket = addon.PacketSocket;
+export const RingBufferReader: new (opts: RingBufferReaderOptions) => RingBufferReader = addon.RingBufferReader;
+
+/** enum bpf_map_type values used by the agent and its tests. */
+export const MapType = {
+  HASH: 1,
+  ARRAY: 2,
+  PERCPU_HASH: 5,
+  PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
+  LRU_PERCPU_HASH: 10,
+  LPM_TRIE: 11,
+  RINGBUF: 27,
+} as const;
+
+/** Update flags and map flags of the bpf(2) UAPI. */
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+export const BPF_F_NO_PREALLOC = 1;

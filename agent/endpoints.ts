@@ -1,0 +1,229 @@
+/*
+ * The endpoint manager: turns a source's snapshot of pods into enforced
+ * endpoints in the kernel. For each annotated pod it finds the host-side
+ * interface, keeps a stable identity (restored from the pinned maps after a
+ * restart), writes address ownership and the endpoint entry, and attaches
+ * our tc filters. A pod that goes away (or loses its annotation) is purged
+ * completely, before any new pod is set up, so a reused IP inherits nothing.
+ * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
+ */
+import { parseIp, formatIp } from './datapath/addr.js';
+import { EndpointFlag, type PodInfo } from './datapath/codecs.js';
+import type { Datapath } from './datapath/datapath.js';
+import { parsePodPolicy, type PodPolicy, type PolicyError } from './policy/annotation.js';
+import { podKey, type PodSpec } from './sources/pod.js';
+import type { HostInterface, Lookup } from './net/host-interface.js';
+import type { Logger } from './observability/log.js';
+
+export interface EnforcedPod {
+  key: string;
+  namespace: string;
+  name: string;
+  identity: number;
+  ifindex: number;
+  ifname: string;
+  ips: string[];
+  policy: PodPolicy;
+}
+
+export interface EndpointEvents {
+  /** a pod's policy (or the pod) is new or changed */
+  onPolicy(pod: EnforcedPod, previous: PodPolicy | undefined): void;
+  /** a pod was purged from the kernel */
+  onRemoved(pod: EnforcedPod): void;
+  /** invalid annotation entries of a pod (reported once per distinct text) */
+  onPolicyErrors(pod: { namespace: string; name: string }, errors: PolicyError[]): void;
+}
+
+export interface EndpointManagerOptions {
+  dp: Pick<Datapath, 'attach' | 'detach' | 'maps'>;
+  lookup: { byName(name: string): Promise<Lookup>; byIp(ip: string): Promise<Lookup> };
+  events: EndpointEvents;
+  log: Logger;
+}
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export class EndpointManager {
+  private readonly pods = new Map<string, EnforcedPod>();
+  private readonly byIfindex = new Map<number, EnforcedPod>();
+  /** pods the source wants but whose interface is not there yet: key -> why */
+  private readonly waiting = new Map<string, string>();
+  /** identities found in the maps at start-up, by pod key */
+  private readonly restored = new Map<string, { identity: number; ifindex: number }>();
+  private readonly reportedErrors = new Map<string, string>();
+  private nextIdentity = 1;
+  private lastSnapshot: PodSpec[] = [];
+  private applying: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: EndpointManagerOptions) {}
+
+  /** Read identities back from the pinned maps (after a restart). */
+  restore(): number {
+    for (const [identity, info] of this.opts.dp.maps.pods.entries()) {
+      this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+      this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
+    }
+    for (const [, ep] of this.opts.dp.maps.endpoints.entries()) this.nextIdentity = Math.max(this.nextIdentity, ep.identity + 1);
+    return this.restored.size;
+  }
+
+  get enforced(): EnforcedPod[] {
+    return [...this.pods.values()];
+  }
+
+  get pending(): Map<string, string> {
+    return this.waiting;
+  }
+
+  byInterface(ifindex: number): EnforcedPod | undefined {
+    return this.byIfindex.get(ifindex);
+  }
+
+  byIdentity(identity: number): EnforcedPod | undefined {
+    for (const p of this.pods.values()) if (p.identity === identity) return p;
+    return undefined;
+  }
+
+  /** Apply a complete snapshot; calls are serialized. */
+  apply(snapshot: PodSpec[]): Promise<void> {
+    this.lastSnapshot = snapshot;
+    this.applying = this.applying.then(() => this.applyNow(snapshot)).catch((err: Error) => {
+      this.opts.log.error({ err }, 'applying the pod snapshot failed');
+    });
+    return this.applying;
+  }
+
+  /** Retry pods whose interface was missing (an interface created later). */
+  retryWaiting(): Promise<void> {
+    if (this.waiting.size === 0) return this.applying;
+    return this.apply(this.lastSnapshot);
+  }
+
+  private async applyNow(snapshot: PodSpec[]): Promise<void> {
+    const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy }>();
+    for (const spec of snapshot) {
+      const policy = parsePodPolicy(spec.annotations);
+      this.reportErrors(spec, policy);
+      if (policy.enforced) wanted.set(podKey(spec), { spec, policy });
+    }
+    // Purge first: a pod that is gone takes its entries with it before anything new lands.
+    for (const pod of [...this.pods.values()]) if (!wanted.has(pod.key)) this.purge(pod);
+    for (const [key, r] of [...this.restored]) {
+      if (!wanted.has(key)) {
+        this.purgeIdentity(r.identity, r.ifindex);
+        this.restored.delete(key);
+      }
+    }
+    for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
+
+    for (const [key, { spec, policy }] of wanted) {
+      const lookup = spec.interface ? await this.opts.lookup.byName(spec.interface) : await this.lookupByIps(spec.ips);
+      if ('missing' in lookup) {
+        if (this.waiting.get(key) !== lookup.missing) this.opts.log.warn({ pod: key, reason: lookup.missing }, 'pod interface not found; will retry');
+        this.waiting.set(key, lookup.missing);
+        continue;
+      }
+      this.waiting.delete(key);
+      this.upsert(spec, policy, lookup.found);
+    }
+  }
+
+  private async lookupByIps(ips: string[]): Promise<Lookup> {
+    let last: Lookup = { missing: 'pod has no IP' };
+    for (const ip of ips) {
+      last = await this.opts.lookup.byIp(ip);
+      if ('found' in last) return last;
+    }
+    return last;
+  }
+
+  private reportErrors(spec: PodSpec, policy: PodPolicy): void {
+    const key = podKey(spec);
+    const text = policy.enforced ? policy.errors.map((e) => e.message).join('\n') : '';
+    if (text === (this.reportedErrors.get(key) ?? '')) return;
+    if (text === '') this.reportedErrors.delete(key);
+    else {
+      this.reportedErrors.set(key, text);
+      this.opts.events.onPolicyErrors(spec, policy.errors);
+    }
+  }
+
+  private upsert(spec: PodSpec, policy: PodPolicy, iface: HostInterface): void {
+    const key = podKey(spec);
+    const { dp } = this.opts;
+    const old = this.pods.get(key);
+    const restored = this.restored.get(key);
+    const identity = old?.identity ?? restored?.identity ?? this.nextIdentity++;
+    this.restored.delete(key);
+    const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
+    const flags = policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce;
+
+    // An interface change (pod re-created with a new veth): leave the old one.
+    const oldIfindex = old?.ifindex ?? restored?.ifindex;
+    if (oldIfindex !== undefined && oldIfindex !== iface.ifindex) {
+      dp.maps.endpoints.delete(oldIfindex);
+      this.detachQuietly(oldIfindex, key);
+      if (old) this.byIfindex.delete(old.ifindex);
+    }
+    // A different pod on the same interface: purge it first.
+    const other = this.byIfindex.get(iface.ifindex);
+    if (other && other.key !== key) this.purge(other);
+
+    const oldIps = old?.ips ?? (restored ? this.ownedAddresses(identity) : []);
+    for (const ip of oldIps) if (!ips.includes(ip)) dp.maps.owners.delete({ identity, addr: parseIp(ip) });
+    for (const ip of ips) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
+    const info: PodInfo = { ifindex: iface.ifindex, flags, ifname: iface.ifname, namespace: spec.namespace, name: spec.name };
+    dp.maps.pods.set(identity, info);
+    dp.attach(iface.ifindex);
+    // Last: the endpoint entry is what switches enforcement on.
+    dp.maps.endpoints.set(iface.ifindex, { identity, flags });
+
+    const pod: EnforcedPod = { key, namespace: spec.namespace, name: spec.name, identity, ifindex: iface.ifindex, ifname: iface.ifname, ips, policy };
+    this.pods.set(key, pod);
+    this.byIfindex.set(iface.ifindex, pod);
+    const changed = !old || old.policy !== policy;
+    if (!old) this.opts.log.info({ pod: key, identity, interface: iface.ifname, mode: policy.mode, rules: policy.rules.length }, 'enforcing pod');
+    else if (!sameList(old.ips, ips) || old.ifindex !== iface.ifindex) this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
+    if (changed) this.opts.events.onPolicy(pod, old?.policy);
+  }
+
+  private ownedAddresses(identity: number): string[] {
+    return this.opts.dp.maps.owners
+      .entries()
+      .filter(([k]) => k.identity === identity)
+      .map(([k]) => formatIp(k.addr));
+  }
+
+  private detachQuietly(ifindex: number, key: string): void {
+    try {
+      this.opts.dp.detach(ifindex);
+    } catch (err) {
+      // The interface is usually gone with its pod; nothing left to detach.
+      this.opts.log.debug({ pod: key, ifindex, err }, 'detach failed');
+    }
+  }
+
+  /** Remove everything a pod had in the kernel. */
+  private purge(pod: EnforcedPod): void {
+    this.pods.delete(pod.key);
+    if (this.byIfindex.get(pod.ifindex) === pod) this.byIfindex.delete(pod.ifindex);
+    this.purgeIdentity(pod.identity, pod.ifindex);
+    this.opts.log.info({ pod: pod.key, identity: pod.identity }, 'pod no longer enforced; entries removed');
+    this.opts.events.onRemoved(pod);
+  }
+
+  private purgeIdentity(identity: number, ifindex: number): void {
+    const { maps } = this.opts.dp;
+    const current = maps.endpoints.get(ifindex);
+    if (current?.identity === identity) maps.endpoints.delete(ifindex);
+    this.detachQuietly(ifindex, `identity ${identity}`);
+    maps.owners.deleteMany(maps.owners.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.conntrack.deleteMany(maps.conntrack.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.counters.delete(identity);
+    maps.pods.delete(identity);
+  }
+}

@@ -1,0 +1,103 @@
+/*
+ * The agent's Prometheus metrics (prom-client). Owns names, labels and help
+ * texts; values are pushed by the agent or collected from the maps at
+ * scrape time through the injected `collectors`.
+ */
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+export interface PodCounters {
+  namespace: string;
+  pod: string;
+  passed: bigint;
+  dropped: bigint;
+  audited: bigint;
+  reasons: Record<string, bigint>;
+}
+
+export interface Collectors {
+  podCounters(): PodCounters[];
+  maps(): Array<{ map: string; entries: number; capacity: number }>;
+  cacheEntries(): number;
+  enforcedPods(): number;
+  socketDrops(): number;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly dnsMessages: Counter<'verdict'>;
+  readonly policyErrors: Counter<'namespace' | 'pod'>;
+  readonly events: Counter<'namespace' | 'pod' | 'kind' | 'reason'>;
+  readonly sourceErrors: Counter<'source'>;
+  readonly captureToMap: Histogram;
+  readonly reconcileDuration: Histogram;
+  readonly portOverflows: Counter;
+
+  constructor(collectors: Collectors) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'fqdn_egress_process_' });
+    this.dnsMessages = new Counter({
+      name: 'fqdn_egress_dns_messages_total',
+      help: 'DNS messages seen by the tap, by verdict (query, accepted, rejected-<reason>, duplicate)',
+      labelNames: ['verdict'],
+      registers,
+    });
+    this.policyErrors = new Counter({ name: 'fqdn_egress_policy_errors_total', help: 'Invalid annotation entries, by pod', labelNames: ['namespace', 'pod'], registers });
+    this.events = new Counter({
+      name: 'fqdn_egress_events_total',
+      help: 'Drop and audit events read from the ring buffer (rate-limited in the kernel; see fqdn_egress_pod_packets_total for exact counts)',
+      labelNames: ['namespace', 'pod', 'kind', 'reason'],
+      registers,
+    });
+    this.sourceErrors = new Counter({ name: 'fqdn_egress_source_errors_total', help: 'Pod source errors (the last good state is kept)', labelNames: ['source'], registers });
+    this.captureToMap = new Histogram({
+      name: 'fqdn_egress_capture_to_map_seconds',
+      help: 'From the tap capturing a DNS answer to its IPs written in the allow map',
+      buckets: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.reconcileDuration = new Histogram({
+      name: 'fqdn_egress_reconcile_duration_seconds',
+      help: 'Time to apply cache and policy changes to the allow map',
+      buckets: [0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+      registers,
+    });
+    this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
+    new Gauge({
+      name: 'fqdn_egress_pod_packets_total',
+      help: 'Packets of enforced pods by verdict and reason, from the kernel counters',
+      labelNames: ['namespace', 'pod', 'verdict', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of collectors.podCounters()) {
+          this.set({ namespace: c.namespace, pod: c.pod, verdict: 'passed', reason: '' }, Number(c.passed));
+          this.set({ namespace: c.namespace, pod: c.pod, verdict: 'audited', reason: '' }, Number(c.audited));
+          for (const [reason, n] of Object.entries(c.reasons)) {
+            if (reason !== 'none' && n > 0n) this.set({ namespace: c.namespace, pod: c.pod, verdict: 'refused', reason }, Number(n));
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_map_entries',
+      help: 'Entries in each kernel map',
+      labelNames: ['map'],
+      registers,
+      collect() {
+        for (const m of collectors.maps()) this.set({ map: m.map }, m.entries);
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_map_fill_ratio',
+      help: 'Entries in each kernel map over its capacity',
+      labelNames: ['map'],
+      registers,
+      collect() {
+        for (const m of collectors.maps()) this.set({ map: m.map }, m.entries / m.capacity);
+      },
+    });
+    new Gauge({ name: 'fqdn_egress_cache_entries', help: '(pod, name, IP) entries in the FQDN cache', registers, collect() { this.set(collectors.cacheEntries()); } });
+    new Gauge({ name: 'fqdn_egress_enforced_pods', help: 'Pods enforced on this node', registers, collect() { this.set(collectors.enforcedPods()); } });
+    new Gauge({ name: 'fqdn_egress_socket_drops_total', help: 'Packets the DNS tap socket dropped (receive buffer full)', registers, collect() { this.set(collectors.socketDrops()); } });
+  }
+}

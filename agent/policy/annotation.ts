@@ -1,0 +1,219 @@
+/*
+ * The opt-in annotations of a pod, parsed into a PodPolicy. Pure; owns the
+ * annotation syntax, port merging and the fail-closed handling of bad input.
+ * It does not log, emit events or touch maps: callers report `errors`.
+ *
+ *   fqdn-egress.io/allow: "api.stripe.com:443, *.example.com  dns.google:853/tcp"
+ *   fqdn-egress.io/mode:  enforce (default) | audit
+ *
+ * allow: entries separated by commas and/or whitespace (empty items ignored),
+ * each `NAME[:PORT[/PROTO]]`; NAME as in pattern.ts; PORT 1..65535 in plain
+ * decimal (no sign, no leading zero); PROTO tcp|udp, any case. No port: any
+ * port and protocol. PORT alone: TCP and UDP (proto 'any').
+ * An empty value is valid and allows no name. Invalid entries become errors
+ * and allow nothing; the valid ones still apply. Entries for the same pattern
+ * are merged (duplicates are fine): one entry without a port makes the
+ * pattern allow any port; otherwise the port rules are merged (443/tcp and
+ * 443/udp become 443 for both) and at most MAX_PORT_RULES are kept, in entry
+ * order; each rule beyond that is an error and allows nothing.
+ * mode: anything other than enforce/audit (case and surrounding whitespace
+ * ignored) is an error and the mode stays 'enforce'.
+ *
+ * API:
+ *   parsePodPolicy(annotations): PodPolicy
+ *   rulesForName(policy, name): { allowed, ports }   union over matching rules
+ */
+import { MAX_PORT_RULES } from '../datapath/codecs.js';
+import { NameError, parsePattern, matchesPattern, patternToString, type NamePattern } from './pattern.js';
+
+export const ALLOW_ANNOTATION = 'fqdn-egress.io/allow';
+export const MODE_ANNOTATION = 'fqdn-egress.io/mode';
+
+export type PolicyMode = 'enforce' | 'audit';
+
+/** proto 'any' = TCP and UDP. */
+export interface PortRule {
+  port: number;
+  proto: 'tcp' | 'udp' | 'any';
+}
+
+export interface AllowRule {
+  pattern: NamePattern;
+  /** Empty = any port, any protocol. At most MAX_PORT_RULES, sorted by port. */
+  ports: PortRule[];
+}
+
+export interface PolicyError {
+  /** Which annotation the bad text came from. */
+  annotation: typeof ALLOW_ANNOTATION | typeof MODE_ANNOTATION;
+  /** The offending entry (allow) or the raw value (mode). */
+  entry: string;
+  /** Complete message, e.g. `invalid entry "*.": wildcard needs a name after "*."`. */
+  message: string;
+}
+
+export interface PodPolicy {
+  /** The pod carries the allow annotation (even an empty one). */
+  enforced: boolean;
+  mode: PolicyMode;
+  /** One rule per distinct pattern, in order of first appearance. */
+  rules: AllowRule[];
+  errors: PolicyError[];
+}
+
+const SEPARATORS = /[\s,]+/;
+const DECIMAL = /^\d+$/;
+const IPV6_ENTRY = /^[\[\]0-9a-f:.\/]+$/i;
+const IPV4_CIDR = /^[\d.]+\//;
+const MAX_PORT = 65535;
+
+class EntryError extends Error {}
+
+interface ParsedEntry {
+  pattern: NamePattern;
+  /** undefined = any port */
+  port: PortRule | undefined;
+}
+
+function parsePort(text: string): PortRule {
+  const slash = text.indexOf('/');
+  const portText = slash < 0 ? text : text.slice(0, slash);
+  const protoText = slash < 0 ? undefined : text.slice(slash + 1);
+  if (portText === '') throw new EntryError('port is empty; expected NAME:PORT[/PROTO]');
+  if (!DECIMAL.test(portText)) throw new EntryError(`port "${portText}" is not a decimal number`);
+  if (portText.length > 1 && portText.startsWith('0')) throw new EntryError(`port "${portText}" has a leading zero`);
+  const port = Number(portText);
+  if (port < 1 || port > MAX_PORT) throw new EntryError(`port ${portText} is out of range 1..${MAX_PORT}`);
+  if (protoText === undefined) return { port, proto: 'any' };
+  const proto = protoText.toLowerCase();
+  if (proto === '') throw new EntryError('protocol is empty after "/"; expected tcp or udp');
+  if (proto !== 'tcp' && proto !== 'udp') throw new EntryError(`unknown protocol "${protoText}"; expected tcp or udp`);
+  return { port, proto };
+}
+
+function parseEntry(entry: string): ParsedEntry {
+  const colons = entry.split(':').length - 1;
+  if (colons > 1) {
+    if (IPV6_ENTRY.test(entry)) throw new EntryError('an IPv6 address is not a name; allow addresses with the agent\'s allowCIDRs instead');
+    throw new EntryError('more than one ":"; expected NAME[:PORT[/PROTO]]');
+  }
+  const colon = entry.indexOf(':');
+  const nameText = colon < 0 ? entry : entry.slice(0, colon);
+  if (nameText === '') throw new EntryError('name is empty; expected NAME[:PORT[/PROTO]]');
+  if (colon < 0 && nameText.includes('/') && !IPV4_CIDR.test(nameText)) {
+    throw new EntryError('a protocol needs a port; expected NAME:PORT/PROTO');
+  }
+  let pattern: NamePattern;
+  try {
+    pattern = parsePattern(nameText);
+  } catch (err) {
+    if (err instanceof NameError) throw new EntryError(err.reason);
+    throw err;
+  }
+  return { pattern, port: colon < 0 ? undefined : parsePort(entry.slice(colon + 1)) };
+}
+
+/**
+ * Adds `rule` to `ports`, merging with what is there. Returns false when the
+ * rule needs a new slot and `limit` slots are taken.
+ */
+function addPortRule(ports: PortRule[], rule: PortRule, limit: number): boolean {
+  const samePort = ports.filter((p) => p.port === rule.port);
+  if (samePort.some((p) => p.proto === 'any' || p.proto === rule.proto)) return true;
+  if (samePort.length > 0) {
+    // One of tcp/udp is there and the rule adds the other or 'any': both now.
+    samePort[0]!.proto = 'any';
+    return true;
+  }
+  if (ports.length >= limit) return false;
+  ports.push({ ...rule });
+  return true;
+}
+
+const PROTO_ORDER = { any: 0, tcp: 1, udp: 2 } as const;
+
+function sortPorts(ports: PortRule[]): PortRule[] {
+  return ports.sort((a, b) => a.port - b.port || PROTO_ORDER[a.proto] - PROTO_ORDER[b.proto]);
+}
+
+function parseMode(value: string | undefined, errors: PolicyError[]): PolicyMode {
+  if (value === undefined) return 'enforce';
+  const mode = value.trim().toLowerCase();
+  if (mode === 'enforce' || mode === 'audit') return mode;
+  errors.push({
+    annotation: MODE_ANNOTATION,
+    entry: value,
+    message: `invalid ${MODE_ANNOTATION} "${value}": expected "enforce" or "audit"; enforcing`,
+  });
+  return 'enforce';
+}
+
+/** Parses a pod's annotations (undefined = none). Never throws. */
+export function parsePodPolicy(annotations: Record<string, string> | undefined): PodPolicy {
+  const errors: PolicyError[] = [];
+  const mode = parseMode(annotations?.[MODE_ANNOTATION], errors);
+  const value = annotations?.[ALLOW_ANNOTATION];
+  if (value === undefined) return { enforced: false, mode, rules: [], errors };
+
+  interface Group {
+    pattern: NamePattern;
+    anyPort: boolean;
+    ports: { entry: string; rule: PortRule }[];
+  }
+  const groups = new Map<string, Group>();
+  for (const entry of value.split(SEPARATORS)) {
+    if (entry === '') continue;
+    let parsed: ParsedEntry;
+    try {
+      parsed = parseEntry(entry);
+    } catch (err) {
+      if (!(err instanceof EntryError)) throw err;
+      errors.push({ annotation: ALLOW_ANNOTATION, entry, message: `invalid entry "${entry}": ${err.message}` });
+      continue;
+    }
+    const key = patternToString(parsed.pattern);
+    let group = groups.get(key);
+    if (group === undefined) {
+      group = { pattern: parsed.pattern, anyPort: false, ports: [] };
+      groups.set(key, group);
+    }
+    if (parsed.port === undefined) group.anyPort = true;
+    else group.ports.push({ entry, rule: parsed.port });
+  }
+
+  const rules: AllowRule[] = [];
+  for (const [key, group] of groups) {
+    const ports: PortRule[] = [];
+    if (!group.anyPort) {
+      for (const { entry, rule } of group.ports) {
+        if (!addPortRule(ports, rule, MAX_PORT_RULES)) {
+          errors.push({
+            annotation: ALLOW_ANNOTATION,
+            entry,
+            message: `invalid entry "${entry}": "${key}" already has ${MAX_PORT_RULES} port rules, the most one name can carry; this one allows nothing`,
+          });
+        }
+      }
+    }
+    rules.push({ pattern: group.pattern, ports: sortPorts(ports) });
+  }
+  return { enforced: true, mode, rules, errors };
+}
+
+/**
+ * What the policy allows for `name` (any DNS name; case and a trailing dot do
+ * not matter): allowed when some rule matches, with the union of the ports of
+ * every matching rule (empty = any port; one matching rule without ports
+ * wins). When not allowed, ports is empty and means nothing. The union is not
+ * capped: it can exceed MAX_PORT_RULES when several patterns match one name.
+ */
+export function rulesForName(policy: PodPolicy, name: string): { allowed: boolean; ports: PortRule[] } {
+  const matching = policy.rules.filter((r) => matchesPattern(r.pattern, name));
+  if (matching.length === 0) return { allowed: false, ports: [] };
+  if (matching.some((r) => r.ports.length === 0)) return { allowed: true, ports: [] };
+  const ports: PortRule[] = [];
+  for (const rule of matching) {
+    for (const p of rule.ports) addPortRule(ports, p, Infinity);
+  }
+  return { allowed: true, ports: sortPorts(ports) };
+}

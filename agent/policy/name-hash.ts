@@ -1,0 +1,107 @@
+/*
+ * The name hash: how a DNS name reaches the kernel. Pure; owns the hash and
+ * the wire-format conversion it is defined on, nothing else. The C side
+ * (bpf/) implements the same function; both are checked against
+ * test/fixtures/name-hash-vectors.json. Changing anything here is a map
+ * layout change.
+ *
+ * Definition (64-bit FNV-1a, offset basis 0xcbf29ce484222325, prime
+ * 0x100000001b3, arithmetic modulo 2^64):
+ *   1. Take the name's wire-format labels, ASCII A-Z lower-cased to a-z
+ *      (no other byte changes). A trailing dot (root) is dropped; the root's
+ *      zero-length label is never fed.
+ *   2. h = offset basis. For each label from the RIGHTMOST to the leftmost:
+ *      feed its length byte, then its bytes left to right, where feeding a
+ *      byte b is h = (h XOR b) * prime mod 2^64.
+ *   3. The running h right after feeding label k (0 = leftmost) is the hash
+ *      of the suffix that starts at label k. So one right-to-left pass yields
+ *      the hash of every suffix, and the last one is the hash of the name.
+ *   4. 0 means "no name" in the maps: a result of 0 is reported as 1. This
+ *      mapping applies only to the reported value, never to the running h.
+ * Example: "a" feeds 0x01 0x61; "b.a" feeds 0x01 0x61 0x01 0x62.
+ *
+ * Wildcards: `*.suffix` is stored as wildcardHash(suffix) = nameHash(suffix);
+ * the kernel matches it when some PROPER suffix (k >= 1) of the queried name
+ * hashes to it, never the full name.
+ *
+ * Input: a name as text; one trailing dot allowed; labels 1..63 bytes of
+ * printable ASCII other than '.'; at most 255 bytes in wire format (with the
+ * final zero). Anything else throws. Policy validity (allowed characters,
+ * hyphens) is pattern.ts's business, not this module's.
+ *
+ * API:
+ *   nameHash(name): bigint          hash of the whole name
+ *   suffixHashes(name): bigint[]    [k] = hash of the suffix starting at label
+ *                                   k: [0] = whole name … [n-1] = last label
+ *   wildcardHash(suffix): bigint    = nameHash(suffix)
+ *   nameToWire(name): Buffer        lower-cased wire format, ending in 0x00
+ */
+
+export const FNV64_OFFSET_BASIS = 0xcbf29ce484222325n;
+export const FNV64_PRIME = 0x100000001b3n;
+/** The hash value that means "no name"; never returned. */
+export const NO_NAME_HASH = 0n;
+
+const MASK64 = (1n << 64n) - 1n;
+const MAX_WIRE_LENGTH = 255;
+const MAX_LABEL_LENGTH = 63;
+
+/** Lower-cased label bytes, leftmost first. Throws on an invalid name. */
+function labelsOf(name: string): Buffer[] {
+  const text = name.endsWith('.') && name !== '.' ? name.slice(0, -1) : name;
+  if (text === '' || text === '.') throw new Error(`name hash: "${name}" has no labels`);
+  const labels: Buffer[] = [];
+  let wireLength = 1; // the final zero byte
+  for (const label of text.split('.')) {
+    if (label.length === 0) throw new Error(`name hash: "${name}" has an empty label`);
+    if (label.length > MAX_LABEL_LENGTH) throw new Error(`name hash: "${name}" has a label longer than ${MAX_LABEL_LENGTH} bytes`);
+    const bytes = Buffer.alloc(label.length);
+    for (let i = 0; i < label.length; i++) {
+      const c = label.charCodeAt(i);
+      if (c < 0x21 || c > 0x7e) throw new Error(`name hash: "${name}" has a byte outside printable ASCII`);
+      bytes[i] = c >= 0x41 && c <= 0x5a ? c + 0x20 : c;
+    }
+    labels.push(bytes);
+    wireLength += 1 + label.length;
+  }
+  if (wireLength > MAX_WIRE_LENGTH) throw new Error(`name hash: "${name}" is ${wireLength} bytes in wire format, at most ${MAX_WIRE_LENGTH}`);
+  return labels;
+}
+
+function feed(h: bigint, byte: number): bigint {
+  return ((h ^ BigInt(byte)) * FNV64_PRIME) & MASK64;
+}
+
+function report(h: bigint): bigint {
+  return h === NO_NAME_HASH ? 1n : h;
+}
+
+/** [k] = hash of the suffix starting at label k; [0] is the whole name, the last entry the last label alone. */
+export function suffixHashes(name: string): bigint[] {
+  const labels = labelsOf(name);
+  const hashes = new Array<bigint>(labels.length);
+  let h = FNV64_OFFSET_BASIS;
+  for (let k = labels.length - 1; k >= 0; k--) {
+    const label = labels[k]!;
+    h = feed(h, label.length);
+    for (const byte of label) h = feed(h, byte);
+    hashes[k] = report(h);
+  }
+  return hashes;
+}
+
+/** Hash of the whole (exact) name. */
+export function nameHash(name: string): bigint {
+  return suffixHashes(name)[0]!;
+}
+
+/** What `*.suffix` is stored as: the hash of the suffix. */
+export function wildcardHash(suffix: string): bigint {
+  return nameHash(suffix);
+}
+
+/** Lower-cased wire format including the final zero byte (which the hash does not feed). */
+export function nameToWire(name: string): Buffer {
+  const labels = labelsOf(name);
+  return Buffer.concat([...labels.flatMap((l) => [Buffer.from([l.length]), l]), Buffer.from([0])]);
+}

@@ -1,0 +1,196 @@
+/*
+ * The reconciler: makes the kernel's allow trie match what the FQDN cache and
+ * the agent-wide allowCIDRs say, for every enforced pod. It keeps a shadow of
+ * what it wrote, so a change costs only the entries it touches; a full
+ * resync diffs everything. It must not decide policy (portsFor does) and
+ * never deletes an unexpired entry the kernel learned for a name it cannot
+ * judge. Datapath and clocks are injected: unit tests use a recording table.
+ */
+import { parseIp, type Cidr, formatCidr } from './datapath/addr.js';
+import { AllowSource, MAX_PORT_RULES, type AllowKey, type AllowValue, type PortRule } from './datapath/codecs.js';
+import type { Change, FqdnCache } from './cache/fqdn-cache.js';
+
+/** The allow map as the reconciler writes it (a BpfMap, or a fake). */
+export interface AllowTable {
+  setMany(entries: Array<[AllowKey, AllowValue]>): number;
+  deleteMany(keys: AllowKey[]): number;
+}
+
+export interface ReconcilerDeps {
+  cache: FqdnCache;
+  allow: AllowTable;
+  /** identities of the pods enforced right now */
+  identities(): Iterable<number>;
+  /** ports a pod may use towards a name ([] = any), or null if the name is not allowed */
+  portsFor(identity: number, name: string): PortRule[] | null;
+  /** agent-wide prefixes every enforced pod may reach */
+  staticCidrs: Cidr[];
+  nameHash(name: string): bigint;
+  /** the name behind a hash, if the agent ever saw it */
+  nameOf(hash: bigint): string | undefined;
+  /** the cache's ms clock to the kernel's CLOCK_MONOTONIC ns */
+  toKernelNs(ms: number): bigint;
+  /** the kernel's clock now (to judge entries read back from the map) */
+  kernelNowNs(): bigint;
+}
+
+export interface ReconcileResult {
+  upserts: number;
+  deletes: number;
+  /** names whose port rules did not fit one entry (fail closed: extra rules dropped) */
+  portOverflows: number;
+}
+
+function keyString(identity: number, addr: Buffer, prefixLen: number): string {
+  return `${identity}/${formatCidr(addr, prefixLen)}`;
+}
+
+function sameValue(a: AllowValue, b: AllowValue): boolean {
+  return (
+    a.expiresNs === b.expiresNs &&
+    a.nameHash === b.nameHash &&
+    a.source === b.source &&
+    a.ports.length === b.ports.length &&
+    a.ports.every((p, i) => p.port === b.ports[i]!.port && p.proto === b.ports[i]!.proto)
+  );
+}
+
+/** Union of port rules; an empty list (any port) wins; proto 0 covers TCP and UDP. */
+export function mergePorts(lists: PortRule[][]): { ports: PortRule[]; overflow: boolean } {
+  if (lists.some((l) => l.length === 0)) return { ports: [], overflow: false };
+  const byPort = new Map<number, Set<number>>();
+  for (const l of lists) for (const r of l) (byPort.get(r.port) ?? byPort.set(r.port, new Set()).get(r.port)!).add(r.proto);
+  const out: PortRule[] = [];
+  for (const [port, protos] of [...byPort].sort((a, b) => a[0] - b[0])) {
+    if (protos.has(0) || (protos.has(6) && protos.has(17))) out.push({ port, proto: 0 });
+    else for (const proto of [...protos].sort()) out.push({ port, proto });
+  }
+  return { ports: out.slice(0, MAX_PORT_RULES), overflow: out.length > MAX_PORT_RULES };
+}
+
+export class Reconciler {
+  private readonly shadow = new Map<string, { key: AllowKey; value: AllowValue }>();
+  private dirty = new Map<string, Change>();
+  private fullResyncPending = true;
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  get entries(): number {
+    return this.shadow.size;
+  }
+
+  /** What the kernel map holds, as read at start-up. */
+  adopt(entries: Array<[AllowKey, AllowValue]>): void {
+    for (const [key, value] of entries) this.shadow.set(keyString(key.identity, key.addr, key.prefixLen), { key, value });
+    this.fullResyncPending = true;
+  }
+
+  markDirty(changes: Change[]): void {
+    for (const c of changes) this.dirty.set(`${c.identity}/${c.ip}`, c);
+  }
+
+  /** Policy or pod set changed: diff everything on the next flush. */
+  markAll(): void {
+    this.fullResyncPending = true;
+  }
+
+  /** The entry (identity, ip) should have, or undefined. */
+  private desiredHost(identity: number, ip: string, overflow: { n: number }): AllowValue | undefined {
+    const view = this.deps.cache.view(identity, ip);
+    if (!view) return undefined;
+    let expiresAtMs = -Infinity;
+    let newest: { name: string; learnedBy: string } | undefined;
+    const portLists: PortRule[][] = [];
+    for (const e of view.entries) {
+      const ports = this.deps.portsFor(identity, e.name);
+      if (!ports) continue;
+      portLists.push(ports);
+      if (e.expiresAtMs > expiresAtMs) {
+        expiresAtMs = e.expiresAtMs;
+        newest = e;
+      }
+    }
+    if (!newest) return undefined;
+    const merged = mergePorts(portLists);
+    if (merged.overflow) overflow.n++;
+    return {
+      expiresNs: this.deps.toKernelNs(expiresAtMs),
+      nameHash: this.deps.nameHash(newest.name),
+      ports: merged.ports,
+      source: newest.learnedBy === 'kernel' ? AllowSource.kernel : AllowSource.agent,
+    };
+  }
+
+  private staticEntries(identity: number): Array<{ k: string; key: AllowKey; value: AllowValue }> {
+    return this.deps.staticCidrs.map((c) => {
+      const key = { identity, addr: c.addr, prefixLen: c.prefixLen };
+      return { k: keyString(identity, c.addr, c.prefixLen), key, value: { expiresNs: 0n, nameHash: 0n, ports: [], source: AllowSource.static } };
+    });
+  }
+
+  /** Entries we may not judge: learned by the kernel, unexpired, for a name we do not know. */
+  private keepOpaque(key: AllowKey, value: AllowValue, identities: Set<number>): boolean {
+    return (
+      identities.has(key.identity) &&
+      value.source === AllowSource.kernel &&
+      value.expiresNs > this.deps.kernelNowNs() &&
+      this.deps.nameOf(value.nameHash) === undefined
+    );
+  }
+
+  /** Apply what changed (or everything, after markAll/adopt) to the kernel map. */
+  flush(): ReconcileResult {
+    const overflow = { n: 0 };
+    const upserts: Array<[AllowKey, AllowValue]> = [];
+    const deletes: AllowKey[] = [];
+    const want = (k: string, key: AllowKey, value: AllowValue | undefined) => {
+      const have = this.shadow.get(k);
+      if (value === undefined) {
+        if (have) {
+          deletes.push(have.key);
+          this.shadow.delete(k);
+        }
+        return;
+      }
+      if (have && sameValue(have.value, value)) return;
+      upserts.push([key, value]);
+      this.shadow.set(k, { key, value });
+    };
+
+    if (this.fullResyncPending) {
+      this.fullResyncPending = false;
+      this.dirty.clear();
+      const identities = new Set(this.deps.identities());
+      const desired = new Map<string, { key: AllowKey; value: AllowValue }>();
+      for (const identity of identities) {
+        for (const s of this.staticEntries(identity)) desired.set(s.k, { key: s.key, value: s.value });
+        for (const ip of this.deps.cache.ipsOf(identity)) {
+          const value = this.desiredHost(identity, ip, overflow);
+          const addr = parseIp(ip);
+          if (value) desired.set(keyString(identity, addr, 128), { key: { identity, addr, prefixLen: 128 }, value });
+        }
+      }
+      for (const [k, have] of [...this.shadow]) {
+        if (!desired.has(k) && !this.keepOpaque(have.key, have.value, identities)) want(k, have.key, undefined);
+      }
+      for (const [k, d] of desired) want(k, d.key, d.value);
+    } else {
+      const identities = new Set(this.deps.identities());
+      for (const c of this.dirty.values()) {
+        const addr = parseIp(c.ip);
+        const value = identities.has(c.identity) ? this.desiredHost(c.identity, c.ip, overflow) : undefined;
+        want(keyString(c.identity, addr, 128), { identity: c.identity, addr, prefixLen: 128 }, value);
+      }
+      this.dirty.clear();
+    }
+    // Deletes first: a pod's old entries are gone before anything new lands.
+    if (deletes.length) this.deps.allow.deleteMany(deletes);
+    if (upserts.length) this.deps.allow.setMany(upserts);
+    return { upserts: upserts.length, deletes: deletes.length, portOverflows: overflow.n };
+  }
+
+  /** Entries currently written for one identity (for inspection and tests). */
+  entriesOf(identity: number): Array<{ key: AllowKey; value: AllowValue }> {
+    return [...this.shadow.values()].filter((e) => e.key.identity === identity);
+  }
+}

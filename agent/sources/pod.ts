@@ -1,0 +1,17 @@
+/*
+ * What a source says about a pod on this node. Sources (file, Kubernetes)
+ * produce complete snapshots of these; the endpoint manager acts on them.
+ */
+export interface PodSpec {
+  namespace: string;
+  name: string;
+  /** the pod's own addresses (IPv4 and/or IPv6) */
+  ips: string[];
+  /** host-side interface, when the source knows it */
+  interface?: string;
+  annotations: Record<string, string>;
+}
+
+export function podKey(p: { namespace: string; name: string }): string {
+  return `${p.namespace}/${p.name}`;
+}

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// layouts(): sizeof and offsetof of every struct and field of fqe_types.h,
+// and its constants, so the TypeScript codecs are checked against the one
+// header the BPF programs are compiled with.
+#include "addon.h"
+#include "errors.h"
+
+extern "C" {
+#include "fqe_types.h"
+}
+
+#include <cstddef>
+
+namespace fqe {
+
+#define FQE_STRUCT(name)                                           \
+	{                                                          \
+		Napi::Object fields = Napi::Object::New(env);      \
+		Napi::Object layout = Napi::Object::New(env);      \
+		layout.Set("size", Napi::Number::New(              \
+					   env, sizeof(struct fqe_##name))); \
+		layout.Set("fields", fields);                      \
+		result.Set(#name, layout);                         \
+		using S = struct fqe_##name;
+#define FQE_FIELD(field) \
+	fields.Set(#field, Napi::Number::New(env, offsetof(S, field)));
+#define FQE_END }
+#define FQE_CONST(name) \
+	constants.Set(#name, Napi::Number::New(env, static_cast<double>(FQE_##name)));
+
+static Napi::Value Layouts(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	Napi::Object result = Napi::Object::New(env);
+
+	FQE_STRUCT(config)
+	FQE_FIELD(ct_tcp_idle_ns)
+	FQE_FIELD(ct_other_idle_ns)
+	FQE_FIELD(events_per_sec)
+	FQE_FIELD(min_ttl_s)
+	FQE_FIELD(max_ttl_s)
+	FQE_FIELD(flags)
+	FQE_END
+
+	FQE_STRUCT(endpoint)
+	FQE_FIELD(identity)
+	FQE_FIELD(flags)
+	FQE_END
+
+	FQE_STRUCT(owner_key)
+	FQE_FIELD(identity)
+	FQE_FIELD(addr)
+	FQE_END
+
+	FQE_STRUCT(port_rule)
+	FQE_FIELD(port)
+	FQE_FIELD(proto)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(allow_key)
+	FQE_FIELD(prefixlen)
+	FQE_FIELD(identity)
+	FQE_FIELD(addr)
+	FQE_END
+
+	FQE_STRUCT(allow_val)
+	FQE_FIELD(expires_ns)
+	FQE_FIELD(name_hash)
+	FQE_FIELD(nports)
+	FQE_FIELD(source)
+	FQE_FIELD(pad)
+	FQE_FIELD(pad2)
+	FQE_FIELD(ports)
+	FQE_END
+
+	FQE_STRUCT(resolver_key)
+	FQE_FIELD(addr)
+	FQE_END
+
+	FQE_STRUCT(query_key)
+	FQE_FIELD(identity)
+	FQE_FIELD(sport)
+	FQE_FIELD(dns_id)
+	FQE_FIELD(resolver)
+	FQE_END
+
+	FQE_STRUCT(query_val)
+	FQE_FIELD(sent_ns)
+	FQE_FIELD(proto)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(ct_key)
+	FQE_FIELD(identity)
+	FQE_FIELD(pod_addr)
+	FQE_FIELD(peer_addr)
+	FQE_FIELD(pod_port)
+	FQE_FIELD(peer_port)
+	FQE_FIELD(proto)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(ct_val)
+	FQE_FIELD(last_seen_ns)
+	FQE_FIELD(created_ns)
+	FQE_FIELD(flags)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(counters)
+	FQE_FIELD(passed)
+	FQE_FIELD(dropped)
+	FQE_FIELD(audited)
+	FQE_FIELD(dns_queries)
+	FQE_FIELD(ct_passed)
+	FQE_FIELD(events_suppressed)
+	FQE_FIELD(reasons)
+	FQE_FIELD(rl_window_ns)
+	FQE_FIELD(rl_count)
+	FQE_END
+
+	FQE_STRUCT(name)
+	FQE_FIELD(name)
+	FQE_END
+
+	FQE_STRUCT(pod_info)
+	FQE_FIELD(ifindex)
+	FQE_FIELD(flags)
+	FQE_FIELD(ifname)
+	FQE_FIELD(pod_namespace)
+	FQE_FIELD(pod_name)
+	FQE_END
+
+	FQE_STRUCT(event)
+	FQE_FIELD(ts_ns)
+	FQE_FIELD(identity)
+	FQE_FIELD(ifindex)
+	FQE_FIELD(saddr)
+	FQE_FIELD(daddr)
+	FQE_FIELD(sport)
+	FQE_FIELD(dport)
+	FQE_FIELD(proto)
+	FQE_FIELD(reason)
+	FQE_FIELD(kind)
+	FQE_FIELD(family)
+	FQE_END
+
+	Napi::Object constants = Napi::Object::New(env);
+	FQE_CONST(ABI_VERSION)
+	FQE_CONST(MAX_ENDPOINTS)
+	FQE_CONST(MAX_OWNED_ADDRS)
+	FQE_CONST(MAX_ALLOW)
+	FQE_CONST(MAX_RESOLVERS)
+	FQE_CONST(MAX_PENDING)
+	FQE_CONST(MAX_CONNTRACK)
+	FQE_CONST(EVENTS_BYTES)
+	FQE_CONST(MAX_PORT_RULES)
+	FQE_CONST(MAX_NAMES)
+	FQE_CONST(NAME_LEN)
+	FQE_CONST(POD_NAMESPACE_LEN)
+	FQE_CONST(POD_NAME_LEN)
+	FQE_CONST(IFNAME_LEN)
+	FQE_CONST(EP_ENFORCE)
+	FQE_CONST(EP_AUDIT)
+	FQE_CONST(SRC_AGENT)
+	FQE_CONST(SRC_KERNEL)
+	FQE_CONST(SRC_STATIC)
+	FQE_CONST(REASON_NONE)
+	FQE_CONST(REASON_NOT_ALLOWED)
+	FQE_CONST(REASON_EXPIRED)
+	FQE_CONST(REASON_PORT)
+	FQE_CONST(REASON_SPOOFED)
+	FQE_CONST(REASON_UNTRUSTED_DNS)
+	FQE_CONST(REASON_MALFORMED)
+	FQE_CONST(REASON_PROTOCOL)
+	FQE_CONST(REASON_MAX)
+	FQE_CONST(EV_DROP)
+	FQE_CONST(EV_AUDIT)
+	FQE_CONST(CONFIG_KEY)
+	FQE_CONST(CT_OUTBOUND)
+	FQE_CONST(CT_INBOUND)
+	result.Set("constants", constants);
+	return result;
+}
+
+void InitLayouts(Napi::Env env, Napi::Object exports)
+{
+	exports.Set("layouts", Napi::Function::New(env, Layouts));
+}
+
+} // namespace fqe

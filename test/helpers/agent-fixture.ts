@@ -1,0 +1,175 @@
+/*
+ * A node-in-a-box with the real agent running in the node namespace
+ * (nsenter, so it sees the bpffs), a real dnsmasq outside, real servers and
+ * real clients in the pods. The endpoints file lives in a temp dir; the
+ * agent's pins in the topology's pin dir. Torn down with the topology.
+ */
+import { mkdtempSync, writeFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import type { TestContext } from 'node:test';
+import { withTopology, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep, type Topology, type PodSpec } from './topology.js';
+import { Datapath } from '../../agent/datapath/datapath.js';
+
+export const AGENT_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'agent', 'main.js');
+export const TRUSTED = [OUTSIDE_LINK_V4.outside, OUTSIDE_LINK_V6.outside, SILENT_RESOLVER];
+const METRICS = '127.0.0.1:9464';
+
+/** The names dnsmasq serves in every agent test. */
+export const ZONE: Record<string, string[]> = {
+  'api.stripe.test': ['203.0.113.10', '2001:db8:ff::10'],
+  'www.kadath.test': ['203.0.113.11'],
+  'deep.a.kadath.test': ['203.0.113.12'],
+  'kadath.test': ['198.51.100.11'],
+  'blocked.test': ['198.51.100.10'],
+  'v6only.test': ['2001:db8:ff::11'],
+  'edge.cdn-provider.test': ['203.0.113.12'],
+};
+export const CNAMES = ['cdn.test,edge.cdn-provider.test'];
+
+export interface FilePod {
+  name: string;
+  namespace?: string;
+  allow?: string;
+  mode?: string;
+  /** write the interface into the file (default) or let the agent find it from the route */
+  withInterface?: boolean;
+  /** claim another pod's addresses (IP reuse tests) */
+  ipsOf?: string;
+}
+
+export interface AgentBox {
+  topo: Topology;
+  agent: ChildProcess | undefined;
+  logs: string[];
+  writePods(pods: FilePod[]): void;
+  writeRaw(text: string): void;
+  startAgent(extra?: string[]): Promise<void>;
+  stopAgent(signal?: NodeJS.Signals): Promise<number | null>;
+  dig(pod: string, name: string, type?: string, opts?: { tcp?: boolean; server?: string }): Promise<string[]>;
+  connect(pod: string, host: string, port?: number, timeoutMs?: number): Promise<boolean>;
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  metricsText(): Promise<string>;
+  maps<T>(fn: (dp: Datapath) => T): T;
+  waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs?: number): Promise<void>;
+}
+
+export async function withAgentBox(
+  t: TestContext,
+  pods: PodSpec[],
+  opts: { agentArgs?: string[]; dnsmasqArgs?: string[] },
+  fn: (box: AgentBox) => Promise<void>,
+): Promise<void> {
+  await withTopology(t, pods, async (topo) => {
+    const dir = mkdtempSync(join(tmpdir(), 'fqe-agent-'));
+    const file = join(dir, 'endpoints.yaml');
+    writeFileSync(file, 'pods: []\n');
+    await topo.startOutsideServers();
+    await topo.startDnsmasq(ZONE, [...CNAMES.map((c) => `--cname=${c}`), ...(opts.dnsmasqArgs ?? [])]);
+    const box: AgentBox = {
+      topo,
+      agent: undefined,
+      logs: [],
+      writePods(list) {
+        const lines = ['pods:'];
+        for (const p of list) {
+          const pod = topo.pod(p.name);
+          const ipsOf = topo.pod(p.ipsOf ?? p.name);
+          lines.push(`  - namespace: ${p.namespace ?? 'shop'}`, `    name: ${p.name}`, `    ips: [${ipsOf.v4}, "${ipsOf.v6}"]`);
+          if (p.withInterface !== false) lines.push(`    interface: ${pod.hostIf}`);
+          lines.push('    annotations:');
+          if (p.allow !== undefined) lines.push(`      fqdn-egress.io/allow: ${JSON.stringify(p.allow)}`);
+          if (p.mode !== undefined) lines.push(`      fqdn-egress.io/mode: ${p.mode}`);
+          if (p.allow === undefined && p.mode === undefined) lines[lines.length - 1] = '    annotations: {}';
+        }
+        if (list.length === 0) lines[0] = 'pods: []';
+        box.writeRaw(`${lines.join('\n')}\n`);
+      },
+      writeRaw(text) {
+        writeFileSync(`${file}.tmp`, text);
+        renameSync(`${file}.tmp`, file);
+      },
+      async startAgent(extra = []) {
+        const args = [
+          process.execPath, AGENT_MAIN, '--source', 'file', '--endpoints-file', file, '--dns-servers', TRUSTED.join(','),
+          '--bpf-pin-dir', topo.pinDir, '--metrics-address', METRICS, '--log-level', 'debug', ...(opts.agentArgs ?? []), ...extra,
+        ];
+        const child = topo.spawn(topo.nodeNs, args, 'nsenter');
+        box.agent = child;
+        let buf = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          buf += d.toString();
+          const lines = buf.split('\n');
+          buf = lines.pop()!;
+          box.logs.push(...lines);
+        });
+        child.stderr!.on('data', (d: Buffer) => box.logs.push(d.toString()));
+        await box.waitFor('agent ready', async () => {
+          if (child.exitCode !== null) throw new Error(`agent exited with ${child.exitCode}:\n${box.logs.join('\n')}`);
+          try {
+            const r = await topo.exec(topo.nodeNs, ['curl', '-sf', `http://${METRICS}/readyz`], 3000);
+            return r.stdout.startsWith('ready');
+          } catch {
+            return false;
+          }
+        }, 15_000);
+      },
+      async stopAgent(signal = 'SIGTERM') {
+        const child = box.agent;
+        if (!child || child.exitCode !== null) return child?.exitCode ?? null;
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+        child.kill(signal);
+        const code = await exited;
+        box.agent = undefined;
+        return code;
+      },
+      async dig(pod, name, type = 'A', o = {}) {
+        const args = ['dig', `@${o.server ?? OUTSIDE_LINK_V4.outside}`, '+short', '+time=2', '+tries=1', ...(o.tcp ? ['+tcp'] : []), name, type];
+        const r = await topo.exec(topo.pod(pod).netns, args).catch((e: Error) => ({ stdout: `;; ${e.message}` }));
+        return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith(';'));
+      },
+      async connect(pod, host, port = 443, timeoutMs = 1500) {
+        return (await topo.probe(pod, 'tcp', host, port, timeoutMs)).ok;
+      },
+      async metricsText() {
+        return (await topo.exec(topo.nodeNs, ['curl', '-sf', `http://${METRICS}/metrics`])).stdout;
+      },
+      async metric(name, labels = {}) {
+        const text = await box.metricsText();
+        const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+        let total = 0;
+        for (const line of text.split('\n')) {
+          if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+          if (want.every((w) => line.includes(w))) total += Number(line.split(' ').pop());
+        }
+        return total;
+      },
+      maps(fn) {
+        const dp = Datapath.openPinned(topo.pinDir);
+        try {
+          return fn(dp);
+        } finally {
+          dp.close();
+        }
+      },
+      async waitFor(what, cond, timeoutMs = 5000) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          if (await cond()) return;
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\nagent log tail:\n${box.logs.slice(-30).join('\n')}`);
+          await sleep(50);
+        }
+      },
+    };
+    try {
+      await fn(box);
+    } finally {
+      await box.stopAgent('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+export { NETTOOL };
