@@ -147,6 +147,18 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(family)
 	FQE_END
 
+	FQE_STRUCT(name)
+	FQE_FIELD(name)
+	FQE_END
+
+	FQE_STRUCT(pod_info)
+	FQE_FIELD(ifindex)
+	FQE_FIELD(flags)
+	FQE_FIELD(ifname)
+	FQE_FIELD(pod_namespace)
+	FQE_FIELD(pod_name)
+	FQE_END
+
 	Napi::Object constants = Napi::Object::New(env);
 	FQE_CONST(ABI_VERSION)
 	FQE_CONST(MAX_ENDPOINTS)
@@ -157,6 +169,11 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(MAX_CONNTRACK)
 	FQE_CONST(EVENTS_BYTES)
 	FQE_CONST(MAX_PORT_RULES)
+	FQE_CONST(MAX_NAMES)
+	FQE_CONST(NAME_LEN)
+	FQE_CONST(POD_NAMESPACE_LEN)
+	FQE_CONST(POD_NAME_LEN)
+	FQE_CONST(IFNAME_LEN)
 	FQE_CONST(MAX_NAMES)
 	FQE_CONST(NAME_LEN)
 	FQE_CONST(POD_NAMESPACE_LEN)

@@ -86,6 +86,8 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 	Napi::Env env = info.Env();
 	std::string path = FQE_ARG_STRING("loadObject", 0, "path");
 	std::string pinDir = FQE_ARG_STRING("loadObject", 1, "pinDir");
+	if (pinDir.empty()) // libbpf would pin into the root of /sys/fs/bpf
+		ThrowRange(env, "loadObject: pinDir must not be empty");
 	Napi::Object rodataValues;
 	if (!IsAbsent(info[2])) {
 		Napi::Object opts = FQE_ARG_OBJECT("loadObject", 2, "opts");
@@ -96,7 +98,7 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 
 	LibbpfCapture capture;
 	auto openOpts = ZeroedOpts<bpf_object_open_opts>();
-	openOpts.pin_root_path = pinDir.empty() ? nullptr : pinDir.c_str();
+	openOpts.pin_root_path = pinDir.c_str();
 	ObjectHolder holder;
 	errno = 0;
 	holder.obj = bpf_object__open_file(path.c_str(), &openOpts);

@@ -64,7 +64,8 @@ test('errno failures are BpfErrors with code, errno, op and message', rootOnly, 
   assert.throws(() => mapUpdate(fd, u32(1), u64(1n)), (e) => assertBpfError(e, 'EBADF', 9, /bpf_map_update_elem/));
   assert.throws(() => closeFd(fd), (e) => assertBpfError(e, 'EBADF', 9, /^close\(/));
   assert.throws(() => objGet('/sys/fs/bpf/fqe-test-does-not-exist'), (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_obj_get\(/));
-  assert.throws(() => loadObject('/nonexistent/fqe.o', ''), (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_object__open_file\(\/nonexistent\/fqe.o\)$/));
+  assert.throws(() => loadObject('/nonexistent/fqe.o', ''), /loadObject: pinDir must not be empty/);
+  assert.throws(() => loadObject('/nonexistent/fqe.o', '/sys/fs/bpf/fqe-test-unused'), (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_object__open_file\(\/nonexistent\/fqe.o\)$/));
   assert.throws(() => ifNameToIndex('fqe-no-such-if'), (e) => assertBpfError(e, 'ENODEV', 19, /^if_nametoindex\(fqe-no-such-if\)$/));
   assert.throws(() => ifNameToIndex('lo', '/nonexistent/netns'), (e) => assertBpfError(e, 'ENOENT', 2, /^open\(\/nonexistent\/netns\)$/));
   assert.equal(unpin('/sys/fs/bpf/fqe-test-does-not-exist'), false);
@@ -102,7 +103,9 @@ test('layouts() reports every struct of fqe_types.h and its constants', () => {
   assert.equal(l.event?.size, 56);
   assert.equal(l.ct_key?.size, 44);
   assert.equal(l.counters?.size, 128);
-  for (const name of ['config', 'endpoint', 'owner_key', 'port_rule', 'resolver_key', 'query_key', 'query_val', 'ct_val']) {
+  assert.equal(l.name?.size, 256);
+  assert.equal(l.constants.NAME_LEN, 256);
+  for (const name of ['pod_info', 'config', 'endpoint', 'owner_key', 'port_rule', 'resolver_key', 'query_key', 'query_val', 'ct_val']) {
     assert.ok(l[name] && l[name].size > 0, `struct fqe_${name}`);
   }
   assert.equal(l.constants.ABI_VERSION, 1);

@@ -4,7 +4,7 @@
  * holds an invalid pod keeps the last good snapshot (fail closed) and says
  * why. Owns reading and validating the file; knows nothing of the datapath.
  */
-import { readFileSync, statSync, watchFile, unwatchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, stat } from 'node:fs';
 import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import type { PodSpec } from './pod.js';
@@ -72,19 +72,25 @@ export interface FileSourceOptions {
 export class FileSource {
   private lastGood: PodSpec[] | undefined;
   private lastText: string | undefined;
+  /** mtime, size and inode of what was last read: a change triggers a reload */
+  private lastStat = '';
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: FileSourceOptions) {}
 
-  /** Read once (throws on a bad first file only if there is no good snapshot yet). */
+  /** Read now, then poll for changes (an atomic rename counts too). */
   start(): void {
     this.reload();
-    watchFile(this.opts.path, { interval: this.opts.pollMs ?? 250, persistent: true }, (cur: Stats, prev: Stats) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) this.reload();
-    });
+    this.timer = setInterval(() => {
+      stat(this.opts.path, (err, st) => {
+        const seen = err ? `error ${err.code}` : `${st.mtimeMs} ${st.size} ${st.ino}`;
+        if (seen !== this.lastStat) this.reload();
+      });
+    }, this.opts.pollMs ?? 250);
   }
 
   stop(): void {
-    unwatchFile(this.opts.path);
+    if (this.timer) clearInterval(this.timer);
   }
 
   get snapshot(): PodSpec[] | undefined {
@@ -94,9 +100,13 @@ export class FileSource {
   reload(): void {
     let text: string;
     try {
-      statSync(this.opts.path);
+      const st = statSync(this.opts.path);
+      this.lastStat = `${st.mtimeMs} ${st.size} ${st.ino}`;
       text = readFileSync(this.opts.path, 'utf8');
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (this.lastStat === `error ${code}`) return; // said so already
+      this.lastStat = `error ${code}`;
       this.opts.onError(new EndpointsFileError(`${this.opts.path}: cannot read: ${(err as Error).message} (keeping the last good state)`));
       return;
     }

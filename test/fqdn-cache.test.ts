@@ -1,0 +1,82 @@
+/* Unit tests of the FQDN cache (pure, fake clock). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FqdnCache } from '../agent/cache/fqdn-cache.js';
+
+function clock(start = 1000) {
+  const c = { t: start, now: () => c.t };
+  return c;
+}
+
+test('learn records IPs per pod and name with their expiry', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });
+  const changes = cache.learn(1, 'api.stripe.test', [{ ip: '203.0.113.10', ttlMs: 5000 }, { ip: '2001:db8:ff::10', ttlMs: 3000 }], 'agent');
+  assert.deepEqual(changes.map((x) => x.ip).sort(), ['2001:db8:ff::10', '203.0.113.10']);
+  assert.equal(cache.size, 2);
+  assert.deepEqual(cache.view(1, '203.0.113.10'), {
+    ip: '203.0.113.10', expiresAtMs: 6000, name: 'api.stripe.test', names: ['api.stripe.test'], learnedBy: 'agent',
+    entries: [{ name: 'api.stripe.test', expiresAtMs: 6000, learnedBy: 'agent' }],
+  });
+  assert.equal(cache.view(2, '203.0.113.10'), undefined, 'pods are separate');
+});
+
+test('an IP answered for two names expires with the later one', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });
+  cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1000 }], 'agent');
+  cache.learn(1, 'b.test', [{ ip: '203.0.113.1', ttlMs: 5000 }], 'kernel');
+  assert.equal(cache.view(1, '203.0.113.1')!.name, 'b.test');
+  c.t += 2000;
+  const expired = cache.expire();
+  assert.deepEqual(expired, [{ identity: 1, ip: '203.0.113.1' }]);
+  assert.deepEqual(cache.view(1, '203.0.113.1')!.names, ['b.test']);
+  c.t += 4000;
+  cache.expire();
+  assert.equal(cache.view(1, '203.0.113.1'), undefined);
+  assert.equal(cache.size, 0);
+});
+
+test('a shorter answer never shortens what a longer one granted', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });
+  cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 10_000 }], 'agent');
+  assert.deepEqual(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1000 }], 'agent'), []);
+  assert.equal(cache.view(1, '203.0.113.1')!.expiresAtMs, 11_000);
+});
+
+test('max IPs per name evicts the least recently answered', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 2, now: c.now });
+  cache.learn(1, 'lb.test', [{ ip: '203.0.113.1', ttlMs: 60_000 }], 'agent');
+  c.t += 1;
+  cache.learn(1, 'lb.test', [{ ip: '203.0.113.2', ttlMs: 60_000 }], 'agent');
+  c.t += 1;
+  cache.learn(1, 'lb.test', [{ ip: '203.0.113.1', ttlMs: 60_000 }], 'agent'); // answered again: now the newest
+  c.t += 1;
+  const changes = cache.learn(1, 'lb.test', [{ ip: '203.0.113.3', ttlMs: 60_000 }], 'agent');
+  assert.deepEqual(cache.ipsOf(1).sort(), ['203.0.113.1', '203.0.113.3']);
+  assert.ok(changes.some((x) => x.ip === '203.0.113.2'), 'the eviction is reported as a change');
+  assert.throws(() => new FqdnCache({ maxIpsPerName: 0, now: c.now }), /at least 1/);
+});
+
+test('forgetNames and forgetIdentity remove what policy no longer allows', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });
+  cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 5000 }], 'agent');
+  cache.learn(1, 'b.test', [{ ip: '203.0.113.2', ttlMs: 5000 }], 'agent');
+  cache.learn(2, 'a.test', [{ ip: '203.0.113.1', ttlMs: 5000 }], 'agent');
+  assert.deepEqual(cache.forgetNames(1, (n) => n !== 'a.test'), [{ identity: 1, ip: '203.0.113.1' }]);
+  assert.deepEqual(cache.ipsOf(1), ['203.0.113.2']);
+  assert.deepEqual(cache.forgetIdentity(2), [{ identity: 2, ip: '203.0.113.1' }]);
+  assert.equal(cache.size, 1);
+  assert.deepEqual(cache.identities(), [1]);
+});
+
+test('restore puts back unexpired entries only', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });
+  assert.equal(cache.restore(1, 'a.test', '203.0.113.1', 500, 'kernel').length, 0, 'already expired');
+  assert.equal(cache.restore(1, 'a.test', '203.0.113.2', 5000, 'kernel').length, 1);
+  assert.equal(cache.view(1, '203.0.113.2')!.learnedBy, 'kernel');
+});

@@ -1,0 +1,113 @@
+/* Unit tests of the reconciler against a recording allow table (no kernel). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Reconciler, mergePorts, type AllowTable } from '../agent/reconciler.js';
+import { FqdnCache } from '../agent/cache/fqdn-cache.js';
+import { parseCidr, formatCidr } from '../agent/datapath/addr.js';
+import { AllowSource, type AllowKey, type AllowValue, type PortRule } from '../agent/datapath/codecs.js';
+
+class RecordingTable implements AllowTable {
+  readonly entries = new Map<string, AllowValue>();
+  readonly log: string[] = [];
+  setMany(entries: Array<[AllowKey, AllowValue]>): number {
+    for (const [k, v] of entries) {
+      const key = `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
+      this.entries.set(key, v);
+      this.log.push(`set ${key}`);
+    }
+    return entries.length;
+  }
+  deleteMany(keys: AllowKey[]): number {
+    for (const k of keys) {
+      const key = `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
+      this.entries.delete(key);
+      this.log.push(`delete ${key}`);
+    }
+    return keys.length;
+  }
+}
+
+function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { staticCidrs?: string[]; names?: Map<bigint, string> } = {}) {
+  const clock = { t: 1000 };
+  const cache = new FqdnCache({ maxIpsPerName: 10, now: () => clock.t });
+  const table = new RecordingTable();
+  const rec = new Reconciler({
+    cache,
+    allow: table,
+    identities: () => Object.keys(policy).map(Number),
+    portsFor: (identity, name) => policy[identity]?.[name] ?? null,
+    staticCidrs: (opts.staticCidrs ?? []).map(parseCidr),
+    nameHash: (name) => BigInt(name.length),
+    nameOf: (hash) => opts.names?.get(hash),
+    toKernelNs: (ms) => BigInt(ms) * 1_000_000n,
+    kernelNowNs: () => BigInt(clock.t) * 1_000_000n,
+  });
+  return { clock, cache, table, rec };
+}
+
+test('learned IPs become allow entries with expiry, name hash and ports', () => {
+  const { cache, table, rec } = setup({ 1: { 'api.test': [{ port: 443, proto: 6 }] } });
+  rec.markDirty(cache.learn(1, 'api.test', [{ ip: '203.0.113.10', ttlMs: 5000 }], 'agent'));
+  const r = rec.flush();
+  assert.deepEqual(r, { upserts: 1, deletes: 0, portOverflows: 0 });
+  assert.deepEqual(table.entries.get('1 203.0.113.10'), { expiresNs: 6_000_000_000n, nameHash: 8n, ports: [{ port: 443, proto: 6 }], source: AllowSource.agent });
+  assert.deepEqual(rec.flush(), { upserts: 0, deletes: 0, portOverflows: 0 }, 'nothing changed: nothing written');
+});
+
+test('expired entries are removed; a name no longer allowed is revoked', () => {
+  const policy: Record<number, Record<string, PortRule[]>> = { 1: { 'a.test': [], 'b.test': [] } };
+  const { clock, cache, table, rec } = setup(policy);
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1000 }], 'agent'));
+  rec.markDirty(cache.learn(1, 'b.test', [{ ip: '203.0.113.2', ttlMs: 9000 }], 'agent'));
+  rec.flush();
+  clock.t += 2000;
+  rec.markDirty(cache.expire());
+  rec.flush();
+  assert.deepEqual([...table.entries.keys()], ['1 203.0.113.2']);
+  delete policy[1]!['b.test'];
+  rec.markAll();
+  rec.flush();
+  assert.deepEqual([...table.entries.keys()], [], 'revoked on the next full resync');
+});
+
+test('static CIDRs are written for every enforced pod and never expire', () => {
+  const { table, rec } = setup({ 1: {}, 2: {} }, { staticCidrs: ['192.0.2.0/24', '2001:db8:ff::/64'] });
+  rec.flush();
+  assert.deepEqual([...table.entries.keys()].sort(), ['1 192.0.2.0/24', '1 2001:db8:ff::/64', '2 192.0.2.0/24', '2 2001:db8:ff::/64']);
+  assert.equal(table.entries.get('1 192.0.2.0/24')!.expiresNs, 0n);
+});
+
+test('a pod that goes away loses its entries, deletes before upserts', () => {
+  const policy: Record<number, Record<string, PortRule[]>> = { 1: { 'a.test': [] }, 2: { 'a.test': [] } };
+  const { cache, table, rec } = setup(policy);
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent'));
+  rec.flush();
+  delete policy[1];
+  cache.forgetIdentity(1);
+  rec.markDirty(cache.learn(2, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent'));
+  rec.markAll();
+  table.log.length = 0;
+  rec.flush();
+  assert.deepEqual(table.log, ['delete 1 203.0.113.1', 'set 2 203.0.113.1']);
+});
+
+test('entries found in the map at start-up are adopted, kept when unjudgeable, removed when stale', () => {
+  const { clock, table, rec } = setup({ 1: { 'known.test': [] } }, { names: new Map([[10n, 'known.test']]) });
+  const addr = (ip: string) => parseCidr(ip).addr;
+  const future = BigInt(clock.t + 10_000) * 1_000_000n;
+  rec.adopt([
+    [{ identity: 1, addr: addr('203.0.113.1'), prefixLen: 128 }, { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel }],
+    [{ identity: 1, addr: addr('203.0.113.2'), prefixLen: 128 }, { expiresNs: future, nameHash: 10n, ports: [], source: AllowSource.kernel }],
+    [{ identity: 7, addr: addr('203.0.113.3'), prefixLen: 128 }, { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel }],
+  ]);
+  rec.flush();
+  assert.deepEqual(table.log.sort(), ['delete 1 203.0.113.2', 'delete 7 203.0.113.3'], 'a known name not in the cache and a gone pod are removed; the opaque kernel entry stays');
+});
+
+test('port rules merge; any port wins; overflow keeps 8 and is reported', () => {
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], [{ port: 443, proto: 17 }], [{ port: 80, proto: 6 }]]).ports, [{ port: 80, proto: 6 }, { port: 443, proto: 0 }]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], []]).ports, []);
+  const many = mergePorts([Array.from({ length: 10 }, (_, i) => ({ port: 1000 + i, proto: 6 }))]);
+  assert.equal(many.ports.length, 8);
+  assert.equal(many.overflow, true);
+});
