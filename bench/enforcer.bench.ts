@@ -13,7 +13,7 @@ import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { AllowSource, EndpointFlag, IPPROTO } from '../agent/datapath/codecs.js';
-import { buildFrame } from './packets.js';
+import { buildFrame } from '../test/helpers/frames.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const SIZES = SMOKE ? [10, 1000] : [10, 100_000, 1_000_000];

@@ -12,4 +12,5 @@ if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp bpf/lib/fqe_types.h -new
   npm run -s build:native >/tmp/fqe-node-gyp.log 2>&1 || { cat /tmp/fqe-node-gyp.log >&2; exit 1; }
 fi
 
+rm -rf dist  # no stale output from removed sources
 node_modules/.bin/tsc -p tsconfig.json
