@@ -10,14 +10,14 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, IPPROTO, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, type PolicyKey, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import type { PacketSocket, RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
-import { nameHash } from './policy/name-hash.js';
+import { nameHash, wildcardHash } from './policy/name-hash.js';
 import { FileSource } from './sources/file-source.js';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
@@ -28,6 +28,8 @@ import type { Config } from './config.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 const TICK_MS = 500;
+/** how often entries the inline learner wrote are read into the cache */
+const KERNEL_IMPORT_MS = 5000;
 const DEFAULT_EVENTS_PER_SEC = 200;
 
 /** The monotonic clock shared with the kernel (bpf_ktime_get_ns), in ms. */
@@ -68,6 +70,9 @@ export class Agent {
   readonly metrics: AgentMetrics;
   private readonly names = new Map<bigint, string>();
   private readonly byIdentity = new Map<number, EnforcedPod>();
+  /** what fqe_policy holds per identity: "kind:hash" -> key */
+  private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
+  private lastKernelImport = 0;
   private source: FileSource | undefined;
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
@@ -78,7 +83,7 @@ export class Agent {
 
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
-    this.dp = Datapath.load(cfg.bpfPinDir);
+    this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner });
     this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
     this.reconciler = new Reconciler({
       cache: this.cache,
@@ -102,11 +107,13 @@ export class Agent {
       events: {
         onPolicy: (pod, previous) => {
           this.byIdentity.set(pod.identity, pod);
+          this.syncPolicy(pod.identity, pod);
           if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
           this.reconciler.markAll();
         },
         onRemoved: (pod) => {
           this.byIdentity.delete(pod.identity);
+          this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
           this.reconciler.markAll();
           this.flush();
@@ -165,7 +172,22 @@ export class Agent {
 
   private async run(): Promise<void> {
     const { dp, cfg } = this;
-    dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: DEFAULT_EVENTS_PER_SEC, minTtlS: Math.round(cfg.minTtlMs / 1000), maxTtlS: Math.round(cfg.maxTtlMs / 1000), flags: 0 });
+    dp.maps.config.set(0, {
+      ctTcpIdleNs: 0n,
+      ctOtherIdleNs: 0n,
+      eventsPerSec: DEFAULT_EVENTS_PER_SEC,
+      minTtlS: Math.ceil(cfg.minTtlMs / 1000),
+      maxTtlS: Math.max(1, Math.floor(cfg.maxTtlMs / 1000)),
+      flags: dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
+    });
+    if (dp.inlineLearnerUnavailable === 'switched off') {
+      this.log.warn('inline learner switched off (--inline-learner false): learning in userspace only; a connection made right after its DNS answer may be dropped');
+    } else if (dp.inlineLearnerUnavailable) {
+      this.log.error(
+        { reason: dp.inlineLearnerUnavailable },
+        'THE KERNEL REFUSED THE INLINE DNS LEARNER: running with userspace learning only. A connection made right after its DNS answer may be dropped, and nothing new is learned while the agent is down. Needs Linux 5.17 or newer (bpf_loop).',
+      );
+    }
     this.syncResolvers();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
@@ -200,9 +222,49 @@ export class Agent {
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
   }
 
+  /** Keep fqe_policy (what the inline learner may learn) in step with a pod's rules. */
+  private syncPolicy(identity: number, pod: EnforcedPod | undefined): void {
+    const want = new Map<string, [PolicyKey, KernelPortRule[]]>();
+    for (const rule of pod?.policy.rules ?? []) {
+      const key =
+        rule.pattern.kind === 'exact'
+          ? { identity, kind: PolicyKind.exact, hash: nameHash(rule.pattern.name) }
+          : { identity, kind: PolicyKind.wildcard, hash: wildcardHash(rule.pattern.suffix) };
+      want.set(`${key.kind}:${key.hash}`, [key, toKernelPorts(rule.ports)]);
+    }
+    const have = this.policyShadow.get(identity) ?? new Map<string, PolicyKey>();
+    this.dp.maps.policy.deleteMany([...have].filter(([k]) => !want.has(k)).map(([, key]) => key));
+    this.dp.maps.policy.setMany([...want.values()]);
+    if (want.size === 0) this.policyShadow.delete(identity);
+    else this.policyShadow.set(identity, new Map([...want].map(([k, [key]]) => [k, key])));
+  }
+
+  /** Read what the inline learner wrote into the cache (with its name). */
+  importKernelLearned(): number {
+    let imported = 0;
+    for (const [key, value] of this.dp.maps.allow.entries()) {
+      if (value.source !== AllowSource.kernel || key.prefixLen !== 128 || !this.byIdentity.has(key.identity)) continue;
+      if (!this.reconciler.noteKernelEntry(key, value)) continue;
+      let name = this.names.get(value.nameHash);
+      if (!name) {
+        name = this.dp.maps.names.get(value.nameHash);
+        if (name) this.names.set(value.nameHash, name);
+      }
+      if (!name) continue;
+      this.reconciler.markDirty(this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, 'kernel'));
+      imported++;
+    }
+    return imported;
+  }
+
   /** Identities, names and allow entries from the pinned maps. */
   private restore(): { identities: number; names: number; allowEntries: number; cacheEntries: number } {
     const identities = this.endpoints.restore();
+    for (const [key] of this.dp.maps.policy.entries()) {
+      const m = this.policyShadow.get(key.identity) ?? new Map<string, PolicyKey>();
+      m.set(`${key.kind}:${key.hash}`, key);
+      this.policyShadow.set(key.identity, m);
+    }
     for (const [hash, name] of this.dp.maps.names.entries()) this.names.set(hash, name);
     const allow = this.dp.maps.allow.entries();
     this.reconciler.adopt(allow);
@@ -217,6 +279,7 @@ export class Agent {
   private async applyPods(pods: PodSpec[]): Promise<void> {
     await this.endpoints.apply(pods);
     for (const identity of this.cache.identities()) if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
+    for (const identity of [...this.policyShadow.keys()]) if (!this.byIdentity.has(identity)) this.syncPolicy(identity, undefined);
     this.reconciler.markAll();
     this.flush();
     if (!this.snapshotApplied) {
@@ -257,6 +320,10 @@ export class Agent {
   }
 
   private tick(): void {
+    if (!this.dp.inlineLearnerUnavailable && Date.now() - this.lastKernelImport >= KERNEL_IMPORT_MS) {
+      this.lastKernelImport = Date.now();
+      this.importKernelLearned();
+    }
     this.reconciler.markDirty(this.cache.expire());
     this.learner.sweep();
     this.flush();

@@ -23,6 +23,7 @@ export interface Config {
   allowCidrs: Cidr[];
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  inlineLearner: boolean;
 }
 
 interface FlagSpec {
@@ -43,6 +44,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
+  'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
   help: { help: 'print this help', boolean: true },
 };
 
@@ -147,6 +149,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
     throw new ConfigError(`--log-level: "${logLevel}" is not one of trace, debug, info, warn, error`);
   }
+  const inlineLearner = f.get('inline-learner')!;
+  if (inlineLearner !== 'true' && inlineLearner !== 'false') throw new ConfigError(`--inline-learner: "${inlineLearner}" is not true or false`);
   return {
     source,
     endpointsFile,
@@ -159,5 +163,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     allowCidrs,
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],
+    inlineLearner: inlineLearner === 'true',
   };
 }

@@ -223,6 +223,7 @@ export class EndpointManager {
     maps.owners.deleteMany(maps.owners.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.conntrack.deleteMany(maps.conntrack.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
     maps.pods.delete(identity);
   }

@@ -85,6 +85,18 @@ export class Reconciler {
     this.fullResyncPending = true;
   }
 
+  /**
+   * An entry the kernel's inline learner wrote: remember it as written.
+   * Returns true when it is new or differs from what we wrote.
+   */
+  noteKernelEntry(key: AllowKey, value: AllowValue): boolean {
+    const k = keyString(key.identity, key.addr, key.prefixLen);
+    const have = this.shadow.get(k);
+    if (have && sameValue(have.value, value)) return false;
+    this.shadow.set(k, { key, value });
+    return true;
+  }
+
   markDirty(changes: Change[]): void {
     for (const c of changes) this.dirty.set(`${c.identity}/${c.ip}`, c);
   }

@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * tc egress of a pod's host-side interface, i.e. everything the pod receives.
- * Tracks flows opened towards the pod so that its replies pass the enforcer.
- * The inline DNS learner will live here too. Never drops.
+ *  - The inline DNS learner: a UDP answer from a trusted resolver to a query
+ *    this pod really sent (port, id), for a name its policy allows, has its
+ *    A/AAAA written into the allow trie before the pod sees the answer, so
+ *    the pod's first connection is never dropped (and learning goes on while
+ *    the agent is down). What it cannot parse is left to the agent.
+ *  - Conntrack for flows opened towards the pod, so that its replies pass.
+ * Never drops. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
+ * the fallback for kernels whose verifier refuses the learner.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -13,6 +19,182 @@
 #include "lib/parse.h"
 #include "lib/config.h"
 #include "lib/conntrack.h"
+#include "lib/report.h"
+
+#ifndef FQE_INLINE_LEARNER
+#define FQE_INLINE_LEARNER 1
+#endif
+
+#if FQE_INLINE_LEARNER
+#include "lib/dns.h"
+
+#define FQE_DEFAULT_MAX_TTL_S 86400
+
+/* Scratch space for one answer (per CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_learn_scratch);
+} fqe_scratch SEC(".maps");
+
+static __always_inline __u64 ttl_ns(const struct fqe_config *cfg, __u32 ttl)
+{
+	__u32 lo = cfg ? cfg->min_ttl_s : 0;
+	__u32 hi = cfg && cfg->max_ttl_s ? cfg->max_ttl_s : FQE_DEFAULT_MAX_TTL_S;
+
+	if (ttl < lo)
+		ttl = lo;
+	if (ttl > hi)
+		ttl = hi;
+	return (__u64)ttl * FQE_NSEC_PER_SEC;
+}
+
+/* Ports of the new entry: the rule's, united with an unexpired old entry's. */
+static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fqe_allow_val *old,
+					const struct fqe_policy_val *rule)
+{
+	v->nports = rule->nports > FQE_MAX_PORT_RULES ? FQE_MAX_PORT_RULES : rule->nports;
+	__builtin_memcpy(v->ports, rule->ports, sizeof(v->ports));
+	if (!old)
+		return;
+	if (old->nports == 0 || rule->nports == 0) {
+		v->nports = 0; /* either grants any port */
+		return;
+	}
+#pragma unroll
+	for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
+		int found = 0;
+
+		if (i >= old->nports)
+			break;
+#pragma unroll
+		for (int j = 0; j < FQE_MAX_PORT_RULES; j++) {
+			if (j < v->nports && v->ports[j].port == old->ports[i].port &&
+			    v->ports[j].proto == old->ports[i].proto)
+				found = 1;
+		}
+		if (!found && v->nports < FQE_MAX_PORT_RULES) {
+			v->ports[v->nports & (FQE_MAX_PORT_RULES - 1)] = old->ports[i];
+			v->nports++;
+		}
+	}
+}
+
+static __always_inline void write_allow(__u32 identity, const __u8 *addr, __u64 expires,
+					__u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
+{
+	struct fqe_allow_key k = { .prefixlen = 32 + 128, .identity = identity };
+	struct fqe_allow_val v = {};
+	struct fqe_allow_val *old;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	old = bpf_map_lookup_elem(&fqe_allow, &k);
+	/* A covering prefix (allowCIDRs) is not this host's entry. */
+	if (old && (old->source == FQE_SRC_STATIC || (old->expires_ns && old->expires_ns <= now)))
+		old = NULL;
+	v.expires_ns = expires;
+	if (old && old->expires_ns > expires)
+		v.expires_ns = old->expires_ns;
+	v.name_hash = name_hash;
+	v.source = FQE_SRC_KERNEL;
+	merge_ports(&v, old, rule);
+	bpf_map_update_elem(&fqe_allow, &k, &v, BPF_ANY);
+}
+
+struct fqe_write_ctx {
+	const struct fqe_config *cfg;
+	struct fqe_learn_scratch *s;
+	const struct fqe_policy_val *rule;
+	__u32 identity;
+	__u32 min_cname_ttl;
+	__u64 name_hash;
+	__u64 now;
+};
+
+static long write_step(__u64 i, void *data)
+{
+	struct fqe_write_ctx *w = data;
+	__u32 slot = (__u32)i & (FQE_LEARN_MAX_ANSWERS - 1);
+	__u32 ttl = w->s->ttls[slot];
+
+	if (w->min_cname_ttl < ttl)
+		ttl = w->min_cname_ttl;
+	write_allow(w->identity, w->s->ips[slot], w->now + ttl_ns(w->cfg, ttl), w->name_hash, w->rule, w->now);
+	return 0;
+}
+
+/* Learn from a DNS answer on its way to the pod. */
+static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config *cfg,
+				  __u32 identity, const struct fqe_pkt *p, __u64 now)
+{
+	const struct fqe_policy_val *rule;
+	struct fqe_learn_scratch *s;
+	struct fqe_resolver_key rk;
+	struct fqe_owner_key ok = { .identity = identity };
+	struct fqe_query_key qk = { .identity = identity };
+	struct fqe_counters *c;
+	struct fqe_dns_hdr hdr;
+	struct fqe_qname q = {};
+	__u32 min_cname_ttl, end, zero = 0;
+	__u64 name_hash = 0;
+	__u16 flags;
+	int n;
+
+	if (cfg && (cfg->flags & FQE_CFG_INLINE_LEARNER_OFF))
+		return;
+	__builtin_memcpy(rk.addr, p->saddr, 16);
+	if (!bpf_map_lookup_elem(&fqe_resolvers, &rk))
+		return;
+	__builtin_memcpy(ok.addr, p->daddr, 16);
+	if (!bpf_map_lookup_elem(&fqe_owners, &ok))
+		return;
+	if (p->payload_len < sizeof(hdr) ||
+	    bpf_skb_load_bytes(skb, p->payload_off, &hdr, sizeof(hdr)) < 0)
+		return;
+	flags = bpf_ntohs(hdr.flags);
+	if (!(flags & 0x8000) || ((flags >> 11) & 0xf) != 0 || bpf_ntohs(hdr.qdcount) != 1)
+		return;
+	qk.sport = p->dport;
+	qk.dns_id = bpf_ntohs(hdr.id);
+	__builtin_memcpy(qk.resolver, p->saddr, 16);
+	if (!bpf_map_lookup_elem(&fqe_queries, &qk))
+		return; /* unsolicited: adds nothing */
+
+	c = fqe_counters_get(identity);
+	s = bpf_map_lookup_elem(&fqe_scratch, &zero);
+	if (!s || !c)
+		return;
+	end = p->payload_off + p->payload_len;
+	if (fqe_dns_read_qname(skb, p->payload_off + sizeof(hdr), end, s, &q) < 0)
+		goto skipped;
+	rule = fqe_dns_match(s, &q, identity, &name_hash);
+	if (!rule) {
+		bpf_map_delete_elem(&fqe_queries, &qk);
+		return; /* a name this pod may not reach */
+	}
+	n = fqe_dns_read_answers(skb, q.end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl);
+	if (n < 0)
+		goto skipped;
+
+	fqe_dns_lower_dotted(s, q.dotted_len);
+	if (!bpf_map_lookup_elem(&fqe_names, &name_hash))
+		bpf_map_update_elem(&fqe_names, &name_hash, s->dotted, BPF_ANY);
+	{
+		struct fqe_write_ctx w = {
+			.cfg = cfg, .s = s, .rule = rule, .identity = identity,
+			.name_hash = name_hash, .min_cname_ttl = min_cname_ttl, .now = now,
+		};
+
+		bpf_loop(n, write_step, &w, 0);
+	}
+	c->learned += n;
+	bpf_map_delete_elem(&fqe_queries, &qk);
+	return;
+skipped:
+	c->learn_skipped++;
+}
+#endif /* FQE_INLINE_LEARNER */
 
 /* Does this packet open a flow (rather than answer one the pod opened)? */
 static __always_inline int opens_flow(const struct fqe_pkt *p)
@@ -40,11 +222,16 @@ int fqe_learner(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (fqe_parse(skb, &p) != FQE_PARSE_OK || p.frag || fqe_is_icmp6_link_control(&p))
 		return TC_ACT_UNSPEC;
-	if (p.sport == FQE_DNS_PORT && (p.proto == IPPROTO_UDP || p.proto == IPPROTO_TCP))
-		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 
 	cfg = fqe_config_get();
 	now = bpf_ktime_get_ns();
+	if (p.sport == FQE_DNS_PORT && (p.proto == IPPROTO_UDP || p.proto == IPPROTO_TCP)) {
+#if FQE_INLINE_LEARNER
+		if (p.proto == IPPROTO_UDP)
+			learn(skb, cfg, ep->identity, &p, now);
+#endif
+		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
+	}
 	fqe_ct_key_of(&ct, ep->identity, &p, 0);
 	if (!fqe_ct_touch(cfg, &ct, now) && opens_flow(&p))
 		fqe_ct_create(&ct, now, FQE_CT_INBOUND);

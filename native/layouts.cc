@@ -75,6 +75,18 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(ports)
 	FQE_END
 
+	FQE_STRUCT(policy_key)
+	FQE_FIELD(identity)
+	FQE_FIELD(kind)
+	FQE_FIELD(hash)
+	FQE_END
+
+	FQE_STRUCT(policy_val)
+	FQE_FIELD(nports)
+	FQE_FIELD(pad)
+	FQE_FIELD(ports)
+	FQE_END
+
 	FQE_STRUCT(resolver_key)
 	FQE_FIELD(addr)
 	FQE_END
@@ -116,6 +128,8 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(dns_queries)
 	FQE_FIELD(ct_passed)
 	FQE_FIELD(events_suppressed)
+	FQE_FIELD(learned)
+	FQE_FIELD(learn_skipped)
 	FQE_FIELD(reasons)
 	FQE_FIELD(rl_window_ns)
 	FQE_FIELD(rl_count)
@@ -198,6 +212,10 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(CONFIG_KEY)
 	FQE_CONST(CT_OUTBOUND)
 	FQE_CONST(CT_INBOUND)
+	FQE_CONST(CFG_INLINE_LEARNER_OFF)
+	FQE_CONST(POLICY_EXACT)
+	FQE_CONST(POLICY_WILDCARD)
+	FQE_CONST(MAX_POLICY)
 	result.Set("constants", constants);
 	return result;
 }

@@ -19,9 +19,14 @@ export const LAYOUTS = {
   ct_key: { size: 44, fields: { identity: 0, pod_addr: 4, peer_addr: 20, pod_port: 36, peer_port: 38, proto: 40 } },
   ct_val: { size: 24, fields: { last_seen_ns: 0, created_ns: 8, flags: 16 } },
   counters: {
-    size: 128,
-    fields: { passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, reasons: 48, rl_window_ns: 112, rl_count: 120 },
+    size: 144,
+    fields: {
+      passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, learned: 48, learn_skipped: 56,
+      reasons: 64, rl_window_ns: 128, rl_count: 136,
+    },
   },
+  policy_key: { size: 16, fields: { identity: 0, kind: 4, hash: 8 } },
+  policy_val: { size: 36, fields: { nports: 0, ports: 4 } },
   name: { size: 256, fields: { name: 0 } },
   pod_info: { size: 344, fields: { ifindex: 0, flags: 4, ifname: 8, pod_namespace: 24, pod_name: 88 } },
   event: {
@@ -34,6 +39,8 @@ export const MAX_PORT_RULES = 8;
 export const LPM_IDENTITY_BITS = 32;
 
 export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
+export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
+export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
 export const CtFlag = { outbound: 0x1, inbound: 0x2 } as const;
 export const EventKind = { drop: 1, audit: 2 } as const;
@@ -248,6 +255,12 @@ export interface QueryValue {
 }
 
 export const queryValueCodec = {
+  encode(v: QueryValue): Buffer {
+    const b = Buffer.alloc(L.query_val.size);
+    b.writeBigUInt64LE(v.sentNs, L.query_val.fields.sent_ns);
+    b.writeUInt8(v.proto, L.query_val.fields.proto);
+    return b;
+  },
   decode(b: Buffer): QueryValue {
     return { sentNs: b.readBigUInt64LE(L.query_val.fields.sent_ns), proto: b.readUInt8(L.query_val.fields.proto) };
   },
@@ -307,6 +320,10 @@ export interface Counters {
   dnsQueries: bigint;
   ctPassed: bigint;
   eventsSuppressed: bigint;
+  /** allow entries written by the inline learner */
+  learned: bigint;
+  /** answers the inline learner left to the agent */
+  learnSkipped: bigint;
   reasons: Record<Reason, bigint>;
 }
 
@@ -328,8 +345,57 @@ export const countersCodec = {
       dnsQueries: sum(f.dns_queries),
       ctPassed: sum(f.ct_passed),
       eventsSuppressed: sum(f.events_suppressed),
+      learned: sum(f.learned),
+      learnSkipped: sum(f.learn_skipped),
       reasons,
     };
+  },
+};
+
+export interface PolicyKey {
+  identity: number;
+  kind: number;
+  hash: bigint;
+}
+
+export const policyKeyCodec = {
+  encode(k: PolicyKey): Buffer {
+    const f = L.policy_key.fields;
+    const b = Buffer.alloc(L.policy_key.size);
+    b.writeUInt32LE(k.identity, f.identity);
+    b.writeUInt32LE(k.kind, f.kind);
+    b.writeBigUInt64LE(k.hash, f.hash);
+    return b;
+  },
+  decode(b: Buffer): PolicyKey {
+    const f = L.policy_key.fields;
+    return { identity: b.readUInt32LE(f.identity), kind: b.readUInt32LE(f.kind), hash: b.readBigUInt64LE(f.hash) };
+  },
+};
+
+/** Ports a name rule grants ([] = any). */
+export const policyValueCodec = {
+  encode(ports: PortRule[]): Buffer {
+    if (ports.length > MAX_PORT_RULES) throw new Error(`policy value: ${ports.length} port rules, at most ${MAX_PORT_RULES} fit`);
+    const f = L.policy_val.fields;
+    const b = Buffer.alloc(L.policy_val.size);
+    b.writeUInt8(ports.length, f.nports);
+    ports.forEach((r, i) => {
+      const at = f.ports + i * L.port_rule.size;
+      b.writeUInt16LE(r.port, at + L.port_rule.fields.port);
+      b.writeUInt8(r.proto, at + L.port_rule.fields.proto);
+    });
+    return b;
+  },
+  decode(b: Buffer): PortRule[] {
+    const f = L.policy_val.fields;
+    const n = Math.min(b.readUInt8(f.nports), MAX_PORT_RULES);
+    const ports: PortRule[] = [];
+    for (let i = 0; i < n; i++) {
+      const at = f.ports + i * L.port_rule.size;
+      ports.push({ port: b.readUInt16LE(at + L.port_rule.fields.port), proto: b.readUInt8(at + L.port_rule.fields.proto) });
+    }
+    return ports;
   },
 };
 

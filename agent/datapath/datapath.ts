@@ -6,13 +6,13 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { native, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
+import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
 import { BpfMap } from './bpf-map.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
-  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec,
+  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
-  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo,
+  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PortRule,
 } from './codecs.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
@@ -24,16 +24,25 @@ export const TC_PRIORITY = 1;
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACKAGE_ROOT, 'bpf') : join(PACKAGE_ROOT, '..', 'bpf');
 
-/** Object files in load order, with the program each one holds. */
+/**
+ * Object files in load order, with the program each one holds. The learner
+ * has a fallback without the inline DNS learner (conntrack only) for kernels
+ * whose verifier refuses it (bpf_loop needs 5.17).
+ */
 const OBJECTS = [
   { file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer' },
-  { file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner' },
+  { file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o' },
   { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
 ] as const;
 
+export interface LoadOptions {
+  /** load the conntrack-only learner even where the inline learner would load */
+  withoutInlineLearner?: boolean;
+}
+
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods',
+  'fqe_names', 'fqe_pods', 'fqe_policy',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -48,6 +57,7 @@ export interface DatapathMaps {
   counters: BpfMap<number, Counters>;
   names: BpfMap<bigint, string>;
   pods: BpfMap<number, PodInfo>;
+  policy: BpfMap<PolicyKey, PortRule[]>;
   /** fd of the events ring buffer */
   eventsFd: number;
 }
@@ -66,6 +76,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     counters: new BpfMap('fqe_counters', fds.fqe_counters, 4, countersCodec.slotSize * cpus, u32Codec, perCpu),
     names: new BpfMap('fqe_names', fds.fqe_names, 8, LAYOUTS.name.size, u64Codec, nameCodec),
     pods: new BpfMap('fqe_pods', fds.fqe_pods, 4, LAYOUTS.pod_info.size, u32Codec, podInfoCodec),
+    policy: new BpfMap('fqe_policy', fds.fqe_policy, LAYOUTS.policy_key.size, LAYOUTS.policy_val.size, policyKeyCodec, policyValueCodec),
     eventsFd: fds.fqe_events,
   };
 }
@@ -84,20 +95,37 @@ export class Datapath {
     readonly programs: { enforcer: number; learner: number; dnsFilter: number } | null,
     private readonly objectIds: number[],
     private readonly ownedFds: number[],
+    /** why the inline learner is not loaded, or null when it is */
+    readonly inlineLearnerUnavailable: string | null = null,
   ) {}
 
   /**
    * Load the programs, reusing the maps pinned under pinDir (creating them
    * when missing), and pin the programs there too.
    */
-  static load(pinDir: string = DEFAULT_PIN_DIR, bpfDir: string = DEFAULT_BPF_DIR): Datapath {
+  static load(pinDir: string = DEFAULT_PIN_DIR, bpfDir: string = DEFAULT_BPF_DIR, opts: LoadOptions = {}): Datapath {
     mkdirSync(pinDir, { recursive: true });
     const objectIds: number[] = [];
     const progFds: number[] = [];
-    let mapFds: Partial<Record<MapName, number>> = {};
+    const mapFds: Partial<Record<MapName, number>> = {};
+    let unavailable: string | null = null;
     try {
       for (const o of OBJECTS) {
-        const obj = native.loadObject(join(bpfDir, o.file), pinDir);
+        let obj;
+        if ('fallback' in o && opts.withoutInlineLearner) {
+          unavailable = 'switched off';
+          obj = native.loadObject(join(bpfDir, o.fallback), pinDir);
+        } else if ('fallback' in o) {
+          try {
+            obj = native.loadObject(join(bpfDir, o.file), pinDir);
+          } catch (err) {
+            const e = err as BpfError;
+            unavailable = `${e.message}${e.details ? `: ${e.details.trim().split('\n').slice(-3).join(' | ')}` : ''}`;
+            obj = native.loadObject(join(bpfDir, o.fallback), pinDir);
+          }
+        } else {
+          obj = native.loadObject(join(bpfDir, o.file), pinDir);
+        }
         objectIds.push(obj.id);
         const prog = obj.programs[o.program];
         if (!prog) throw new Error(`${o.file}: no program ${o.program}`);
@@ -118,7 +146,7 @@ export class Datapath {
       throw err;
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
-    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, []);
+    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable);
   }
 
   /** Open the pinned maps only (the CLI, or a process that only writes maps). */

@@ -61,6 +61,15 @@ enum fqe_reason {
 #define FQE_EV_DROP 1
 #define FQE_EV_AUDIT 2
 
+/* fqe_config flags */
+#define FQE_CFG_INLINE_LEARNER_OFF 0x1 /* learn in userspace only */
+
+/* fqe_policy kinds */
+#define FQE_POLICY_EXACT 1 /* hash of the whole name */
+#define FQE_POLICY_WILDCARD 2 /* hash of the suffix after "*." */
+
+#define FQE_MAX_POLICY 65536
+
 /* fqe_config has one slot. */
 #define FQE_CONFIG_KEY 0
 
@@ -107,6 +116,19 @@ struct fqe_allow_val {
 	__u8 source; /* FQE_SRC_* */
 	__u16 pad;
 	__u32 pad2;
+	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
+};
+
+/* May this pod learn from answers for this name (hash)? On which ports? */
+struct fqe_policy_key {
+	__u32 identity;
+	__u32 kind; /* FQE_POLICY_* */
+	__u64 hash; /* name hash (see agent/policy/name-hash.ts) */
+};
+
+struct fqe_policy_val {
+	__u8 nports; /* 0 = any port, any protocol */
+	__u8 pad[3];
 	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
 };
 
@@ -158,6 +180,8 @@ struct fqe_counters {
 	__u64 dns_queries;
 	__u64 ct_passed;
 	__u64 events_suppressed; /* rate limit or ring buffer full */
+	__u64 learned; /* allow entries written by the inline learner */
+	__u64 learn_skipped; /* answers the inline learner left to the agent */
 	__u64 reasons[FQE_REASON_MAX];
 	/* event rate limiter state: window start and count in it */
 	__u64 rl_window_ns;

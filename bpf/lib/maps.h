@@ -48,6 +48,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_allow SEC(".maps");
 
+/* May this pod learn from answers for this name, and for which ports? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_POLICY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_policy_key);
+	__type(value, struct fqe_policy_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_policy SEC(".maps");
+
 /* Is this address a trusted resolver? */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,0 +1,108 @@
+/*
+ * The learner program under BPF_PROG_TEST_RUN: loads the real datapath into
+ * a pin dir of its own, enforces one identity on the interface test runs use
+ * (lo, ifindex 1: the program is never attached, so lo is untouched) and
+ * builds DNS answers to feed it. For kernel tests and benchmarks; always
+ * close() it (removes the pin dir).
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import dnsPacket from 'dns-packet';
+import { Datapath } from '../../agent/datapath/datapath.js';
+import { native } from '../../agent/datapath/native.js';
+import { parseIp, formatIp } from '../../agent/datapath/addr.js';
+import { EndpointFlag, type PortRule } from '../../agent/datapath/codecs.js';
+import { buildFrame } from './frames.js';
+import { ensureBpffs, PIN_ROOT } from './topology.js';
+
+const TEST_RUN_IFINDEX = 1;
+let counter = 0;
+
+export interface AnswerSpec {
+  name: string;
+  id: number;
+  sport: number;
+  ips: string[];
+  from?: string;
+  to?: string;
+  ttl?: number;
+  cname?: string;
+}
+
+export class LearnerHarness {
+  readonly identity = 1;
+  readonly podV4 = '198.18.1.2';
+  readonly podV6 = '2001:db8:1::2';
+  readonly resolver = '192.0.2.2';
+  private constructor(readonly dp: Datapath, readonly pinDir: string) {}
+
+  static open(opts: { withoutInlineLearner?: boolean } = {}): LearnerHarness {
+    ensureBpffs();
+    const pinDir = join(PIN_ROOT, `fqet-${process.pid.toString(36)}-l${counter++}`);
+    let dp: Datapath;
+    try {
+      dp = Datapath.load(pinDir, undefined, opts);
+    } catch (err) {
+      rmSync(pinDir, { recursive: true, force: true });
+      throw err;
+    }
+    const h = new LearnerHarness(dp, pinDir);
+    dp.maps.endpoints.set(TEST_RUN_IFINDEX, { identity: h.identity, flags: EndpointFlag.enforce });
+    for (const ip of [h.podV4, h.podV6]) dp.maps.owners.set({ identity: h.identity, addr: parseIp(ip) }, 1);
+    dp.maps.resolvers.set(parseIp(h.resolver), 1);
+    dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 86_400, flags: 0 });
+    return h;
+  }
+
+  allowName(kind: number, hash: bigint, ports: PortRule[] = []): void {
+    this.dp.maps.policy.set({ identity: this.identity, kind, hash }, ports);
+  }
+
+  expectQuery(id: number, sport: number, resolver = this.resolver): void {
+    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs: 1n, proto: 17 });
+  }
+
+  pendingQueries(): number {
+    return this.dp.maps.queries.entries().length;
+  }
+
+  static answerPayload(a: AnswerSpec): Buffer {
+    const answers: dnsPacket.Answer[] = [];
+    let owner = a.name;
+    if (a.cname) {
+      answers.push({ type: 'CNAME', name: a.name, class: 'IN', ttl: a.ttl ?? 300, data: a.cname });
+      owner = a.cname;
+    }
+    for (const ip of a.ips) answers.push({ type: ip.includes(':') ? 'AAAA' : 'A', name: owner, class: 'IN', ttl: a.ttl ?? 300, data: ip });
+    return dnsPacket.encode({ type: 'response', id: a.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ type: 'A', name: a.name, class: 'IN' }], answers });
+  }
+
+  frame(a: AnswerSpec, payload = LearnerHarness.answerPayload(a)): Buffer {
+    const to = a.to ?? this.podV4;
+    const from = a.from ?? (to.includes(':') ? '2001:db8:ff::2' : this.resolver);
+    return buildFrame({ src: from, dst: to, proto: 'udp', sport: 53, dport: a.sport, payload });
+  }
+
+  run(frame: Buffer): number {
+    return native.progTestRun(this.dp.programs!.learner, frame).retval | 0;
+  }
+
+  /** Allow entries of the identity: ip -> name hash. */
+  learned(): Map<string, bigint> {
+    return new Map(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k, v]) => [formatIp(k.addr), v.nameHash]));
+  }
+
+  clearLearned(): void {
+    this.dp.maps.allow.deleteMany(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k]) => k));
+  }
+
+  counters(): { learned: bigint; learnSkipped: bigint } {
+    const c = this.dp.maps.counters.get(this.identity);
+    return { learned: c?.learned ?? 0n, learnSkipped: c?.learnSkipped ?? 0n };
+  }
+
+  close(): void {
+    this.dp.close();
+    rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,180 @@
+/*
+ * Kernel tests of the inline DNS learner through BPF_PROG_TEST_RUN: the C
+ * name hash against the shared vectors, forged answers, and a fuzz run of
+ * random and mutated answers compared with the userspace decoder.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import dnsPacket from 'dns-packet';
+import { requireKernelTestEnv } from './helpers/topology.js';
+import { LearnerHarness } from './helpers/learner-harness.js';
+import { PolicyKind } from '../agent/datapath/codecs.js';
+import { nameHash, wildcardHash } from '../agent/policy/name-hash.js';
+import { decodeDns } from '../agent/dns/message.js';
+
+interface Vector {
+  description: string;
+  name: string;
+  hash: string;
+  suffixHashes: string[];
+}
+const VECTORS = (JSON.parse(readFileSync(new URL('../../test/fixtures/name-hash-vectors.json', import.meta.url), 'utf8')) as { vectors: Vector[] }).vectors;
+
+function withHarness(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerHarness) => void, opts = {}): void {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open(opts);
+  try {
+    fn(h);
+  } finally {
+    h.close();
+  }
+}
+
+test('the kernel hashes names exactly as the shared vectors say (exact and wildcard)', (t) => {
+  withHarness(t, (h) => {
+    let sport = 30000;
+    for (const v of VECTORS) {
+      // exact: the whole name's hash
+      h.clearLearned();
+      h.allowName(PolicyKind.exact, BigInt(`0x${v.hash}`));
+      h.expectQuery(7, ++sport);
+      h.run(h.frame({ name: v.name, id: 7, sport, ips: ['203.0.113.77'] }));
+      assert.equal(h.learned().get('203.0.113.77'), BigInt(`0x${v.hash}`), `exact: ${v.description}`);
+      const stored = h.dp.maps.names.get(BigInt(`0x${v.hash}`));
+      assert.equal(stored, v.name.toLowerCase().replace(/\.$/, ''), `fqe_names holds the name: ${v.description}`);
+      h.dp.maps.policy.delete({ identity: h.identity, kind: PolicyKind.exact, hash: BigInt(`0x${v.hash}`) });
+      // wildcard: the suffix one label down, when there is one
+      if (v.suffixHashes.length > 1) {
+        h.clearLearned();
+        h.allowName(PolicyKind.wildcard, BigInt(`0x${v.suffixHashes[1]}`));
+        h.expectQuery(8, ++sport);
+        h.run(h.frame({ name: v.name, id: 8, sport, ips: ['203.0.113.78'] }));
+        assert.ok(h.learned().has('203.0.113.78'), `wildcard: ${v.description}`);
+        h.dp.maps.policy.delete({ identity: h.identity, kind: PolicyKind.wildcard, hash: BigInt(`0x${v.suffixHashes[1]}`) });
+      }
+    }
+  });
+});
+
+test('the inline learner writes A and AAAA with expiry, ports and CNAME chains, and clears the query', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, nameHash('api.stripe.test'), [{ port: 443, proto: 6 }]);
+    h.allowName(PolicyKind.wildcard, wildcardHash('kadath.test'));
+    h.expectQuery(1, 40001);
+    const before = process.hrtime.bigint();
+    h.run(h.frame({ name: 'API.Stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10', '2001:db8:ff::10'], ttl: 60 }));
+    const entries = h.dp.maps.allow.entries();
+    const v4 = entries.find(([k]) => k.addr.equals(Buffer.from('00000000000000000000ffffcb00710a', 'hex')))?.[1];
+    assert.ok(v4, 'A learned');
+    assert.deepEqual(v4.ports, [{ port: 443, proto: 6 }]);
+    assert.equal(v4.source, 2, 'source: kernel');
+    assert.ok(v4.expiresNs > before + 59_000_000_000n && v4.expiresNs < before + 61_000_000_000n, 'expires after the TTL');
+    assert.ok(h.learned().has('2001:db8:ff::10'), 'AAAA learned');
+    assert.equal(h.pendingQueries(), 0, 'the query is cleared');
+    h.expectQuery(2, 40002);
+    h.run(h.frame({ name: 'cdn.a.kadath.test', cname: 'edge.provider.test', id: 2, sport: 40002, ips: ['198.51.100.40'], ttl: 5 }));
+    assert.ok(h.learned().has('198.51.100.40'), 'the address at the end of a CNAME chain, for a wildcard name');
+    assert.ok(h.counters().learned >= 3n);
+  });
+});
+
+test('forged answers add nothing in the kernel', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, nameHash('api.stripe.test'));
+    h.expectQuery(1, 40001);
+    const cases: Array<[string, Parameters<LearnerHarness['frame']>[0]]> = [
+      ['untrusted server', { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.1'], from: '203.0.113.99' }],
+      ['wrong id', { name: 'api.stripe.test', id: 2, sport: 40001, ips: ['198.51.100.2'] }],
+      ['wrong port', { name: 'api.stripe.test', id: 1, sport: 40002, ips: ['198.51.100.3'] }],
+      ['answer to another pod', { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.4'], to: '198.18.1.99' }],
+    ];
+    for (const [what, spec] of cases) {
+      h.run(h.frame(spec));
+      assert.deepEqual([...h.learned().keys()], [], what);
+    }
+    h.expectQuery(3, 40003);
+    h.run(h.frame({ name: 'blocked.test', id: 3, sport: 40003, ips: ['198.51.100.5'] }));
+    assert.deepEqual([...h.learned().keys()], [], 'name not allowed');
+    assert.equal(h.counters().learned, 0n);
+    h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'] }));
+    assert.deepEqual([...h.learned().keys()], ['203.0.113.10'], 'the genuine answer still counts');
+  });
+});
+
+test('with the inline learner switched off nothing is learned in the kernel', (t) => {
+  withHarness(t, (h) => {
+    assert.equal(h.dp.inlineLearnerUnavailable, 'switched off');
+    h.allowName(PolicyKind.exact, nameHash('api.stripe.test'));
+    h.expectQuery(1, 40001);
+    h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'] }));
+    assert.deepEqual([...h.learned().keys()], []);
+  }, { withoutInlineLearner: true });
+});
+
+function addressRecords(payload: Buffer): number {
+  try {
+    return dnsPacket.decode(payload).answers?.filter((a) => a.type === 'A' || a.type === 'AAAA').length ?? 0;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** A small seeded PRNG (mulberry32): the fuzz run is the same every time. */
+function prng(seed: number): () => number {
+  return () => {
+    seed |= 0;
+    seed = (seed + 0x6d2b79f5) | 0;
+    let r = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('the kernel parser survives 100,000 random and mutated answers and agrees with the userspace decoder', (t) => {
+  withHarness(t, (h) => {
+    const rand = prng(0x5eed);
+    const NAME = 'www.kadath.test';
+    h.allowName(PolicyKind.exact, nameHash(NAME));
+    const seeds = [
+      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10', '2001:db8:ff::10'] }),
+      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, cname: 'x.cdn.test', ips: ['198.51.100.7', '198.51.100.8', '198.51.100.9'] }),
+      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: Array.from({ length: 40 }, (_, i) => `192.0.2.${i + 1}`) }),
+    ];
+    const stats = { runs: 0, bothAccepted: 0, kernelOnly: 0, userspaceOnly: 0, neither: 0 };
+    const N = Number(process.env.FQE_FUZZ_RUNS ?? 100_000);
+    for (let i = 0; i < N; i++) {
+      let payload: Buffer;
+      if (i % 10 === 0) {
+        payload = Buffer.from(Array.from({ length: Math.floor(rand() * 300) }, () => Math.floor(rand() * 256)));
+      } else {
+        payload = Buffer.from(seeds[i % seeds.length]!);
+        const flips = 1 + Math.floor(rand() * 4);
+        for (let f = 0; f < flips; f++) payload[Math.floor(rand() * payload.length)] ^= 1 << Math.floor(rand() * 8);
+        if (rand() < 0.1) payload = payload.subarray(0, Math.floor(rand() * payload.length));
+      }
+      const id = payload.length >= 2 ? payload.readUInt16BE(0) : 0;
+      h.expectQuery(id, 40000);
+      const retval = h.run(h.frame({ name: NAME, id, sport: 40000, ips: [] }, payload));
+      assert.equal(retval, -1, 'the learner never drops');
+      stats.runs++;
+      const kernel = [...h.learned().keys()].sort();
+      const dns = decodeDns(payload);
+      const user = dns.ok && dns.message.isResponse && dns.message.question?.name === NAME ? [...new Set(dns.message.answers.map((a) => a.ip))].sort() : null;
+      if (kernel.length > 0 && user && user.length > 0) {
+        stats.bothAccepted++;
+        for (const ip of kernel) assert.ok(user.includes(ip), `run ${i}: kernel learned ${ip}, the decoder did not (payload ${payload.toString('hex')})`);
+        // The kernel takes the first 32 address records; the agent takes them all.
+        if (addressRecords(payload) <= 32) assert.deepEqual(kernel, user, `run ${i}: same addresses (payload ${payload.toString('hex')})`);
+      } else if (kernel.length > 0) stats.kernelOnly++;
+      else if (user && user.length > 0) stats.userspaceOnly++;
+      else stats.neither++;
+      if (kernel.length > 0) h.clearLearned();
+      h.dp.maps.queries.deleteMany(h.dp.maps.queries.entries().map(([k]) => k));
+    }
+    t.diagnostic(`fuzz: ${JSON.stringify(stats)}`);
+    assert.equal(stats.runs, N);
+    assert.ok(stats.bothAccepted > N / 10, 'a good share of the mutated answers is still accepted by both');
+  });
+});
+
