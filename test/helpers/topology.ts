@@ -225,6 +225,9 @@ export class Topology {
     const child = spawn(how === 'nsenter' ? 'nsenter' : 'ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
+    // Always drain its output: a full pipe would block the process (dnsmasq logging, say).
+    child.stdout!.on('data', () => undefined);
+    child.stderr!.on('data', () => undefined);
     return child;
   }
 
@@ -261,7 +264,7 @@ export class Topology {
     const args = [
       'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces',
       `--listen-address=${OUTSIDE_LINK_V4.outside}`, `--listen-address=${OUTSIDE_LINK_V6.outside}`,
-      '--pid-file=', '--user=root', '--log-facility=-', '--log-queries', ...extra,
+      '--pid-file=', '--user=root', '--log-facility=-', ...extra,
     ];
     for (const [name, addrs] of Object.entries(records)) {
       for (const a of addrs) args.push(`--host-record=${name},${a}`);
