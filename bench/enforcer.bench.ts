@@ -61,9 +61,11 @@ function fillAllow(dp: Datapath, count: number): void {
 
 function main(): void {
   const pinDir = join('/sys/fs/bpf', `fqe-bench-${process.pid}`);
-  const dp = Datapath.load(pinDir);
-  const pass = native.loadObject(join(DEFAULT_BPF_DIR, 'passthrough.bpf.o'), pinDir);
+  let dp: Datapath | undefined;
+  let pass: ReturnType<typeof native.loadObject> | undefined;
   try {
+    dp = Datapath.load(pinDir);
+    pass = native.loadObject(join(DEFAULT_BPF_DIR, 'passthrough.bpf.o'), pinDir);
     const passFd = pass.programs.fqe_passthrough!.fd;
     const enforcer = dp.programs!.enforcer;
     dp.maps.endpoints.set(LOOPBACK_IFINDEX, { identity: IDENTITY, flags: EndpointFlag.enforce });
@@ -101,8 +103,8 @@ function main(): void {
       );
     }
   } finally {
-    native.closeObject(pass.id);
-    dp.close();
+    if (pass) native.closeObject(pass.id);
+    dp?.close();
     rmSync(pinDir, { recursive: true, force: true });
   }
 }

@@ -52,7 +52,7 @@ export class AgentMetrics {
     this.captureToMap = new Histogram({
       name: 'fqdn_egress_capture_to_map_seconds',
       help: 'From the tap capturing a DNS answer to its IPs written in the allow map',
-      buckets: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5],
+      buckets: [0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5],
       registers,
     });
     this.reconcileDuration = new Histogram({

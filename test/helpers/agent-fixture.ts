@@ -57,7 +57,7 @@ export interface AgentBox {
 }
 
 export async function withAgentBox(
-  t: TestContext,
+  t: TestContext | undefined,
   pods: PodSpec[],
   opts: { agentArgs?: string[]; dnsmasqArgs?: string[] },
   fn: (box: AgentBox) => Promise<void>,

@@ -49,10 +49,10 @@ export interface RaceResult {
 }
 
 /** Run the client in a pod and read the enforcer's drop counter around it. */
-export async function runRace(box: AgentBox, pod: string, client: string, prefix: string, count: number, identity: number): Promise<RaceResult> {
+export async function runRace(box: AgentBox, pod: string, client: string, prefix: string, count: number, identity: number, gapUs = 0): Promise<RaceResult> {
   const drops = () => box.maps((dp) => dp.maps.counters.get(identity)?.reasons['not-allowed'] ?? 0n);
   const before = drops();
-  const { stdout } = await box.topo.exec(box.topo.pod(pod).netns, [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count)], 120_000);
+  const { stdout } = await box.topo.exec(box.topo.pod(pod).netns, [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count), String(gapUs)], 120_000);
   const r = JSON.parse(stdout.trim()) as { names: number; answered: number; connects: number };
   return { ...r, firstSynDrops: Number(drops() - before) };
 }

@@ -336,9 +336,9 @@ export class Topology {
 }
 
 /** Build a topology for one test and always tear it down. */
-export async function withTopology(t: TestContext, pods: PodSpec[], fn: (topo: Topology) => Promise<void>): Promise<void> {
+export async function withTopology(t: TestContext | undefined, pods: PodSpec[], fn: (topo: Topology) => Promise<void>): Promise<void> {
   const topo = await Topology.create(pods);
-  t.after(() => topo.destroy());
+  t?.after(() => topo.destroy());
   try {
     await fn(topo);
   } finally {

@@ -1,0 +1,152 @@
+/*
+ * The agent's DNS path.
+ *  1. Throughput on one core, in process, with real kernel maps: DNS answers
+ *     per second through frame parsing, the learner's checks, the FQDN cache
+ *     and the reconciler writing the allow map; baseline in the same run:
+ *     dns-packet's decode of the same answers alone.
+ *  2. Capture-to-map latency in the node-in-a-box: the real agent (inline
+ *     learner off, so every entry is the agent's write) while a C client
+ *     resolves fresh names, paced at about 1,000 answers/s and then as fast
+ *     as it can; p50/p99 from the agent's own histogram
+ *     (fqdn_egress_capture_to_map_seconds), reset by a restart between runs.
+ * Prints one JSON line. BENCH_SMOKE=1: small counts.
+ */
+import { rmSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import dnsPacket from 'dns-packet';
+import { Datapath } from '../agent/datapath/datapath.js';
+import { EndpointFlag } from '../agent/datapath/codecs.js';
+import { FqdnCache } from '../agent/cache/fqdn-cache.js';
+import { Reconciler } from '../agent/reconciler.js';
+import { DnsLearner } from '../agent/learn/dns-learner.js';
+import { parsePodPolicy, rulesForName } from '../agent/policy/annotation.js';
+import { nameHash } from '../agent/policy/name-hash.js';
+import { monotonicMs } from '../agent/agent.js';
+import type { EnforcedPod } from '../agent/endpoints.js';
+import type { CapturedPacket } from '../agent/datapath/native.js';
+import { buildFrame } from '../test/helpers/frames.js';
+import { ensureBpffs, PIN_ROOT } from '../test/helpers/topology.js';
+import { withAgentBox } from '../test/helpers/agent-fixture.js';
+import { compileRaceClient, raceHostsFile, runRace } from '../test/helpers/race.js';
+
+const SMOKE = process.env.BENCH_SMOKE === '1';
+const ANSWERS = SMOKE ? 5_000 : 100_000;
+const BATCH = 64;
+const RACE_NAMES = SMOKE ? 100 : 500;
+
+function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ratio: number } {
+  ensureBpffs();
+  const pinDir = join(PIN_ROOT, `fqe-bench-agent-${process.pid}`);
+  let dp: Datapath | undefined;
+  try {
+    dp = Datapath.load(pinDir);
+    const pod: EnforcedPod = {
+      key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
+      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
+    };
+    dp.maps.endpoints.set(1, { identity: 1, flags: EndpointFlag.enforce });
+    const cache = new FqdnCache({ maxIpsPerName: 1000, now: monotonicMs });
+    const rec = new Reconciler({
+      cache, allow: dp.maps.allow, identities: () => [1],
+      portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
+      staticCidrs: [], nameHash, nameOf: () => undefined,
+      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => process.hrtime.bigint(),
+    });
+    const learner = new DnsLearner({
+      podByInterface: () => pod, isTrustedResolver: (ip) => ip === '192.0.2.2', kernelSawQuery: () => false,
+      learn: (a) => rec.markDirty(cache.learn(1, a.name, a.answers, 'agent')), verdict: () => undefined,
+      minTtlMs: 30_000, maxTtlMs: 3_600_000, nowMs: monotonicMs,
+    });
+    const packets: CapturedPacket[] = [];
+    const payloads: Buffer[] = [];
+    for (let i = 0; i < ANSWERS; i++) {
+      const name = `n${i}.bench.test`;
+      const q = dnsPacket.encode({ type: 'query', id: i & 0xffff, questions: [{ type: 'A', name, class: 'IN' }] });
+      const n = 0xc6120000 + i; // 198.18.0.0/15: unique for up to 131,072 answers (no traffic is sent)
+      const ip = `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
+      const a = dnsPacket.encode({ type: 'response', id: i & 0xffff, questions: [{ type: 'A', name, class: 'IN' }], answers: [{ type: 'A', name, class: 'IN', ttl: 300, data: ip }] });
+      payloads.push(a);
+      const sport = 10000 + (i % 50000);
+      packets.push({ data: buildFrame({ src: '198.18.1.2', dst: '192.0.2.2', proto: 'udp', sport, dport: 53, payload: q }), ifindex: 1, pktType: 0, tsNs: 0n, origLen: 0 });
+      packets.push({ data: buildFrame({ src: '192.0.2.2', dst: '198.18.1.2', proto: 'udp', sport: 53, dport: sport, payload: a }), ifindex: 1, pktType: 4, tsNs: 0n, origLen: 0 });
+    }
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < packets.length; i += BATCH * 2) {
+      learner.handle(packets.slice(i, i + BATCH * 2));
+      rec.flush();
+    }
+    const agentNs = Number(process.hrtime.bigint() - t0);
+    if (rec.entries !== ANSWERS) throw new Error(`expected ${ANSWERS} allow entries, got ${rec.entries}`);
+    const t1 = process.hrtime.bigint();
+    for (const p of payloads) dnsPacket.decode(p);
+    const baseNs = Number(process.hrtime.bigint() - t1);
+    const answersPerSec = Math.round(ANSWERS / (agentNs / 1e9));
+    const baselineDecodePerSec = Math.round(ANSWERS / (baseNs / 1e9));
+    return { answersPerSec, baselineDecodePerSec, ratio: Number((answersPerSec / baselineDecodePerSec).toFixed(3)) };
+  } finally {
+    dp?.close();
+    rmSync(pinDir, { recursive: true, force: true });
+  }
+}
+
+/** Quantile from cumulative Prometheus buckets, interpolated inside the bucket. */
+function quantile(text: string, q: number): number {
+  const buckets = text.split('\n').filter((l) => l.startsWith('fqdn_egress_capture_to_map_seconds_bucket'))
+    .map((l) => ({ le: Number(/le="([^"]+)"/.exec(l)![1]!.replace('+Inf', 'Infinity')), n: Number(l.split(' ').pop()) }));
+  const total = buckets[buckets.length - 1]!.n;
+  const target = q * total;
+  let prevLe = 0;
+  let prevN = 0;
+  for (const b of buckets) {
+    if (b.n >= target) return b.le === Infinity ? prevLe : prevLe + ((target - prevN) / Math.max(1, b.n - prevN)) * (b.le - prevLe);
+    prevLe = b.le;
+    prevN = b.n;
+  }
+  return prevLe;
+}
+
+interface Latency {
+  answers: number;
+  answersPerSec: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-bench-'));
+  const client = compileRaceClient();
+  const out: Record<string, Latency> = {};
+  try {
+    const hosts = ['paced', 'flat'].map((p) => raceHostsFile(dir, p, RACE_NAMES));
+    await withAgentBox(undefined, [{ name: 'client' }], { agentArgs: ['--inline-learner', 'false'], dnsmasqArgs: hosts.map((h) => `--addn-hosts=${h}`) }, async (box) => {
+      box.writePods([{ name: 'client', allow: '*.race.test' }]);
+      for (const [prefix, gapUs] of [['paced', 1000], ['flat', 0]] as const) {
+        await box.startAgent(['--log-level', 'info']);
+        const identity = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
+        const t0 = Date.now();
+        const r = await runRace(box, 'client', client.path, prefix, RACE_NAMES, identity, gapUs);
+        const secs = (Date.now() - t0) / 1000;
+        await box.waitFor('every answer measured', async () => (await box.metric('fqdn_egress_capture_to_map_seconds_count')) >= r.answered, 5000);
+        const text = await box.metricsText();
+        out[prefix] = { answers: r.answered, answersPerSec: Math.round(r.answered / secs), p50Us: Math.round(quantile(text, 0.5) * 1e6), p99Us: Math.round(quantile(text, 0.99) * 1e6) };
+        await box.stopAgent();
+      }
+    });
+  } finally {
+    client.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { paced: out.paced!, flatOut: out.flat! };
+}
+
+async function main(): Promise<void> {
+  const tp = throughput();
+  const lat = process.env.BENCH_ONLY === 'throughput' ? undefined : await latency();
+  process.stdout.write(`${JSON.stringify({ bench: 'agent', throughput: { answers: ANSWERS, ...tp, baseline: 'dns-packet decode alone' }, captureToMap: lat })}\n`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`agent bench failed: ${err.stack}\n`);
+  process.exit(1);
+});
