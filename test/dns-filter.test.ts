@@ -4,7 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, sleep } from './helpers/topology.js';
+import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep } from './helpers/topology.js';
+import { formatIp } from '../agent/datapath/addr.js';
 import { withBox } from './helpers/datapath-fixture.js';
 import type { CapturedPacket } from '../agent/datapath/native.js';
 
@@ -133,12 +134,16 @@ test('DNS to a trusted resolver passes and its query is recorded; DNS to another
     box.trustResolver(OUTSIDE_LINK_V4.outside);
     const a = topo.pod('a');
     const ok = await topo.exec(a.netns, ['dig', `@${OUTSIDE_LINK_V4.outside}`, '+short', '+time=2', '+tries=1', 'svc.test', 'A']);
-    assert.equal(ok.stdout.trim(), OUTSIDE_HOSTS_V4[0]);
+    assert.equal(ok.stdout.trim(), OUTSIDE_HOSTS_V4[0], 'a trusted resolver answers');
+    // A query nobody answers stays recorded (an answer's learner clears it).
+    box.trustResolver(SILENT_RESOLVER);
+    await topo.exec(a.netns, [process.execPath, NETTOOL, 'query', SILENT_RESOLVER, 'svc.test', '--id', '4242', '--sport', '40123']);
     const queries = box.dp.maps.queries.entries().filter(([k]) => k.identity === 1501);
     assert.equal(queries.length, 1, 'one pending query recorded');
     const [key, value] = queries[0]!;
-    assert.ok(key.sport > 0 && value.proto === 17 && value.sentNs > 0n);
-    assert.equal(box.counters(1501).dnsQueries, 1n, 'counted as a DNS query');
+    assert.deepEqual({ sport: key.sport, dnsId: key.dnsId, resolver: formatIp(key.resolver), proto: value.proto }, { sport: 40123, dnsId: 4242, resolver: SILENT_RESOLVER, proto: 17 });
+    assert.ok(value.sentNs > 0n);
+    assert.equal(box.counters(1501).dnsQueries, 2n, 'both counted as DNS queries');
     await assert.rejects(topo.exec(a.netns, ['dig', `@${untrusted}`, '+short', '+time=1', '+tries=1', 'svc.test', 'A']), 'untrusted resolver unreachable');
     assert.ok(box.counters(1501).reasons['untrusted-dns'] > 0n, 'dropped as untrusted DNS');
   });
