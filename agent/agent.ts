@@ -180,6 +180,11 @@ export class Agent {
       maxTtlS: Math.max(1, Math.floor(cfg.maxTtlMs / 1000)),
       flags: dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
     });
+    for (const m of dp.migrated) {
+      const detail = { map: m.map, entries: m.entries, from: m.from, to: m.to };
+      if (m.action === 'kept') this.log.warn(detail, 'pinned map had another definition: upgraded, entries kept');
+      else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
+    }
     if (dp.inlineLearnerUnavailable === 'switched off') {
       this.log.warn('inline learner switched off (--inline-learner false): learning in userspace only; a connection made right after its DNS answer may be dropped');
     } else if (dp.inlineLearnerUnavailable) {

@@ -16,6 +16,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -273,8 +274,42 @@ static Napi::Value MapInfo(const Napi::CallbackInfo &info)
 	return result;
 }
 
+// describeObject(path): the maps an object file defines (internal ones left
+// out), without loading anything: lets the agent compare them with pins.
+static Napi::Value DescribeObject(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	std::string path = FQE_ARG_STRING("describeObject", 0, "path");
+	LibbpfCapture capture;
+	ObjectHolder holder;
+	errno = 0;
+	holder.obj = bpf_object__open_file(path.c_str(), nullptr);
+	if (!holder.obj) {
+		int err = errno ? errno : EINVAL;
+		ThrowErrno(env, err, "bpf_object__open_file(" + path + ")",
+			   capture.Details());
+	}
+	Napi::Object maps = Napi::Object::New(env);
+	struct bpf_map *map;
+	bpf_object__for_each_map(map, holder.obj)
+	{
+		const char *name = bpf_map__name(map);
+		if (!name || name[0] == '.' || std::strchr(name, '.'))
+			continue;
+		Napi::Object m = Napi::Object::New(env);
+		m.Set("type", Napi::Number::New(env, bpf_map__type(map)));
+		m.Set("keySize", Napi::Number::New(env, bpf_map__key_size(map)));
+		m.Set("valueSize", Napi::Number::New(env, bpf_map__value_size(map)));
+		m.Set("maxEntries", Napi::Number::New(env, bpf_map__max_entries(map)));
+		m.Set("flags", Napi::Number::New(env, bpf_map__map_flags(map)));
+		maps.Set(name, m);
+	}
+	return maps;
+}
+
 void InitObject(Napi::Env env, Napi::Object exports)
 {
+	exports.Set("describeObject", Napi::Function::New(env, DescribeObject));
 	exports.Set("loadObject", Napi::Function::New(env, LoadObject));
 	exports.Set("closeObject", Napi::Function::New(env, CloseObject));
 	exports.Set("pinProgram", Napi::Function::New(env, PinProgram));

@@ -8,6 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
 import { BpfMap } from './bpf-map.js';
+import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec,
@@ -97,6 +98,8 @@ export class Datapath {
     private readonly ownedFds: number[],
     /** why the inline learner is not loaded, or null when it is */
     readonly inlineLearnerUnavailable: string | null = null,
+    /** pins whose definition changed since the last load, and what became of them */
+    readonly migrated: MigrationStep[] = [],
   ) {}
 
   /**
@@ -105,9 +108,11 @@ export class Datapath {
    */
   static load(pinDir: string = DEFAULT_PIN_DIR, bpfDir: string = DEFAULT_BPF_DIR, opts: LoadOptions = {}): Datapath {
     mkdirSync(pinDir, { recursive: true });
+    const saved = prepareMigration(pinDir, expectedShapes(OBJECTS.map((o) => join(bpfDir, o.file))));
     const objectIds: number[] = [];
     const progFds: number[] = [];
     const mapFds: Partial<Record<MapName, number>> = {};
+    let finishMigrationLater: Record<string, number> = {};
     let unavailable: string | null = null;
     try {
       for (const o of OBJECTS) {
@@ -134,6 +139,7 @@ export class Datapath {
         native.unpin(pin);
         native.pinProgram(prog.fd, pin);
         if (Object.keys(mapFds).length === 0) {
+          finishMigrationLater = Object.fromEntries(Object.entries(obj.maps).map(([name, m]) => [name, m.fd]));
           for (const name of MAP_NAMES) {
             const m = obj.maps[name];
             if (!m) throw new Error(`${o.file}: no map ${name}`);
@@ -146,7 +152,8 @@ export class Datapath {
       throw err;
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
-    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable);
+    const migrated = finishMigration(saved, finishMigrationLater);
+    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated);
   }
 
   /** Open the pinned maps only (the CLI, or a process that only writes maps). */

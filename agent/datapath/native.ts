@@ -48,6 +48,15 @@ export interface MapDesc {
   maxEntries: number;
 }
 
+export interface MapShape {
+  type: number;
+  keySize: number;
+  /** as declared (not multiplied for per-CPU maps) */
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
 export interface LoadedObject {
   /** registry id for closeObject; keeps the fds below valid */
   id: number;
@@ -186,6 +195,8 @@ export interface RingBufferReader {
 export interface NativeBinding {
   loadObject(path: string, pinDir: string, opts?: LoadObjectOptions): LoadedObject;
   closeObject(id: number): void;
+  /** the maps an object file defines (not loaded; internal maps left out) */
+  describeObject(path: string): Record<string, MapShape>;
   pinProgram(fd: number, path: string): void;
   unpin(path: string): boolean;
   objGet(path: string): number;
