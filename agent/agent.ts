@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, type PolicyKey, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import type { PacketSocket, RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
@@ -172,14 +172,7 @@ export class Agent {
 
   private async run(): Promise<void> {
     const { dp, cfg } = this;
-    dp.maps.config.set(0, {
-      ctTcpIdleNs: 0n,
-      ctOtherIdleNs: 0n,
-      eventsPerSec: DEFAULT_EVENTS_PER_SEC,
-      minTtlS: Math.ceil(cfg.minTtlMs / 1000),
-      maxTtlS: Math.max(1, Math.floor(cfg.maxTtlMs / 1000)),
-      flags: dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
-    });
+    dp.maps.config.set(0, this.configValue());
     for (const m of dp.migrated) {
       const detail = { map: m.map, entries: m.entries, from: m.from, to: m.to };
       if (m.action === 'kept') this.log.warn(detail, 'pinned map had another definition: upgraded, entries kept');
@@ -225,6 +218,19 @@ export class Agent {
     const want = new Set(this.cfg.dnsServers.map((s) => formatIp(parseIp(s))));
     for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
+  }
+
+  /** fqe_config as this agent wants it, with its heartbeat (egressctl status reads it). */
+  private configValue(): KernelConfig {
+    return {
+      ...ZERO_CONFIG,
+      eventsPerSec: DEFAULT_EVENTS_PER_SEC,
+      minTtlS: Math.ceil(this.cfg.minTtlMs / 1000),
+      maxTtlS: Math.max(1, Math.floor(this.cfg.maxTtlMs / 1000)),
+      flags: this.dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
+      agentHeartbeatNs: process.hrtime.bigint(),
+      agentPid: process.pid,
+    };
   }
 
   /** Keep fqe_policy (what the inline learner may learn) in step with a pod's rules. */
@@ -325,6 +331,7 @@ export class Agent {
   }
 
   private tick(): void {
+    this.dp.maps.config.set(0, this.configValue());
     if (!this.dp.inlineLearnerUnavailable && Date.now() - this.lastKernelImport >= KERNEL_IMPORT_MS) {
       this.lastKernelImport = Date.now();
       this.importKernelLearned();
@@ -344,6 +351,11 @@ export class Agent {
   /** Stop learning; pinned programs and maps keep enforcing. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    try {
+      this.dp.maps.config.set(0, { ...this.configValue(), agentHeartbeatNs: 0n, agentPid: 0 });
+    } catch {
+      /* the maps may be gone: nothing to tell egressctl */
+    }
     this.source?.stop();
     this.tap?.close();
     this.events?.close();

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
 import { parseIp } from '../agent/datapath/addr.js';
-import { AllowSource, EndpointFlag, IPPROTO } from '../agent/datapath/codecs.js';
+import { AllowSource, EndpointFlag, IPPROTO, ZERO_CONFIG } from '../agent/datapath/codecs.js';
 import { buildFrame } from '../test/helpers/frames.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
@@ -73,7 +73,7 @@ function main(): void {
     const allowed = { expiresNs: 0n, nameHash: 0n, ports: [{ port: 443, proto: IPPROTO.tcp }], source: AllowSource.static };
     dp.maps.allow.set({ identity: IDENTITY, addr: parseIp(ALLOWED_V4), prefixLen: 128 }, allowed);
     dp.maps.allow.set({ identity: IDENTITY, addr: parseIp(ALLOWED_V6), prefixLen: 128 }, allowed);
-    dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 1, minTtlS: 0, maxTtlS: 0, flags: 0 });
+    dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 1, minTtlS: 0, maxTtlS: 0 });
 
     const frames = {
       'allowed-v4': buildFrame({ src: POD_V4, dst: ALLOWED_V4, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x10 }),

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, NETTOOL, sleep } from './helpers/topology.js';
 import { withBox, monotonicNs } from './helpers/datapath-fixture.js';
 import { Datapath } from '../agent/datapath/datapath.js';
-import { IPPROTO, type DropEvent } from '../agent/datapath/codecs.js';
+import { IPPROTO, type DropEvent, ZERO_CONFIG } from '../agent/datapath/codecs.js';
 import { parseCidr } from '../agent/datapath/addr.js';
 
 const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
@@ -226,7 +226,7 @@ test('events are rate-limited per identity so a flood cannot starve the agent', 
     let received = 0;
     const reader = box.dp.openEvents((evs) => (received += evs.length));
     try {
-      box.dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 5, minTtlS: 0, maxTtlS: 0, flags: 0 });
+      box.dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 5, minTtlS: 0, maxTtlS: 0 });
       box.enforce('a', 1301);
       // 40 refused UDP datagrams, sent well inside one second.
       await box.topo.exec(box.topo.pod('a').netns, [process.execPath, NETTOOL, 'send', 'udp', HOST_A, '5000', '--count', '40']);

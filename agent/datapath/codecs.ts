@@ -7,7 +7,11 @@
 import { ADDR_LEN, formatIp } from './addr.js';
 
 export const LAYOUTS = {
-  config: { size: 32, fields: { ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28 } },
+  config: {
+    size: 48,
+    fields: { ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28, agent_heartbeat_ns: 32, agent_pid: 40 },
+  },
+  recent: { size: 64, fields: { seq: 0, ev: 8 } },
   endpoint: { size: 8, fields: { identity: 0, flags: 4 } },
   owner_key: { size: 20, fields: { identity: 0, addr: 4 } },
   port_rule: { size: 4, fields: { port: 0, proto: 2 } },
@@ -68,7 +72,13 @@ export interface Config {
   minTtlS: number;
   maxTtlS: number;
   flags: number;
+  /** CLOCK_MONOTONIC ns of the running agent's last tick; 0n = none */
+  agentHeartbeatNs: bigint;
+  agentPid: number;
 }
+
+/** Every tunable at "kernel default" (0), no agent running. */
+export const ZERO_CONFIG: Config = { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0 };
 
 export const configCodec = {
   encode(c: Config): Buffer {
@@ -79,6 +89,8 @@ export const configCodec = {
     b.writeUInt32LE(c.minTtlS, L.config.fields.min_ttl_s);
     b.writeUInt32LE(c.maxTtlS, L.config.fields.max_ttl_s);
     b.writeUInt32LE(c.flags, L.config.fields.flags);
+    b.writeBigUInt64LE(c.agentHeartbeatNs, L.config.fields.agent_heartbeat_ns);
+    b.writeUInt32LE(c.agentPid, L.config.fields.agent_pid);
     return b;
   },
   decode(b: Buffer): Config {
@@ -89,6 +101,8 @@ export const configCodec = {
       minTtlS: b.readUInt32LE(L.config.fields.min_ttl_s),
       maxTtlS: b.readUInt32LE(L.config.fields.max_ttl_s),
       flags: b.readUInt32LE(L.config.fields.flags),
+      agentHeartbeatNs: b.readBigUInt64LE(L.config.fields.agent_heartbeat_ns),
+      agentPid: b.readUInt32LE(L.config.fields.agent_pid),
     };
   },
 };
@@ -412,6 +426,13 @@ export interface DropEvent {
   kind: 'drop' | 'audit';
   family: 4 | 6;
 }
+
+/** One slot of the fqe_recent ring: seq 0 = never written. */
+export const recentCodec = {
+  decode(b: Buffer): { seq: bigint; event: DropEvent } {
+    return { seq: b.readBigUInt64LE(L.recent.fields.seq), event: eventCodec.decode(b.subarray(L.recent.fields.ev)) };
+  },
+};
 
 export const eventCodec = {
   decode(b: Buffer): DropEvent {

@@ -11,7 +11,7 @@ import { BpfMap } from './bpf-map.js';
 import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
-  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec,
+  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PortRule,
 } from './codecs.js';
@@ -43,7 +43,7 @@ export interface LoadOptions {
 
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods', 'fqe_policy',
+  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -59,6 +59,8 @@ export interface DatapathMaps {
   names: BpfMap<bigint, string>;
   pods: BpfMap<number, PodInfo>;
   policy: BpfMap<PolicyKey, PortRule[]>;
+  recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
+  recentSeq: BpfMap<number, bigint>;
   /** fd of the events ring buffer */
   eventsFd: number;
 }
@@ -78,6 +80,8 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     names: new BpfMap('fqe_names', fds.fqe_names, 8, LAYOUTS.name.size, u64Codec, nameCodec),
     pods: new BpfMap('fqe_pods', fds.fqe_pods, 4, LAYOUTS.pod_info.size, u32Codec, podInfoCodec),
     policy: new BpfMap('fqe_policy', fds.fqe_policy, LAYOUTS.policy_key.size, LAYOUTS.policy_val.size, policyKeyCodec, policyValueCodec),
+    recent: new BpfMap('fqe_recent', fds.fqe_recent, 4, LAYOUTS.recent.size, u32Codec, recentCodec),
+    recentSeq: new BpfMap('fqe_recent_seq', fds.fqe_recent_seq, 4, 8, u32Codec, u64Codec),
     eventsFd: fds.fqe_events,
   };
 }

@@ -29,6 +29,7 @@ typedef uint64_t __u64;
 #define FQE_MAX_CONNTRACK 262144
 #define FQE_EVENTS_BYTES (1 << 20)
 #define FQE_MAX_PORT_RULES 8
+#define FQE_RECENT_EVENTS 1024 /* a power of two */
 #define FQE_MAX_NAMES 65536
 #define FQE_NAME_LEN 256
 #define FQE_POD_NAMESPACE_LEN 64
@@ -81,6 +82,9 @@ struct fqe_config {
 	__u32 min_ttl_s; /* inline learner clamp (its own issue) */
 	__u32 max_ttl_s;
 	__u32 flags;
+	__u64 agent_heartbeat_ns; /* CLOCK_MONOTONIC, written by a running agent */
+	__u32 agent_pid;
+	__u32 pad;
 };
 
 /* Which identity and mode owns this interface? key: __u32 ifindex */
@@ -220,6 +224,12 @@ struct fqe_pod_info {
 	char ifname[FQE_IFNAME_LEN];
 	char pod_namespace[FQE_POD_NAMESPACE_LEN];
 	char pod_name[FQE_POD_NAME_LEN];
+};
+
+/* The last FQE_RECENT_EVENTS events, for egressctl drops (slot = seq % N). */
+struct fqe_recent {
+	__u64 seq; /* 1-based; 0 = slot never written */
+	struct fqe_event ev;
 };
 
 #endif /* FQE_TYPES_H */

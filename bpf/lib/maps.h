@@ -92,6 +92,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_events SEC(".maps");
 
+/* What were the last events? (a ring of FQE_RECENT_EVENTS slots) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FQE_RECENT_EVENTS);
+	__type(key, __u32);
+	__type(value, struct fqe_recent);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_recent SEC(".maps");
+
+/* How many events were ever written to fqe_recent? (one slot) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_recent_seq SEC(".maps");
+
 /* How many packets did each identity pass and drop (per CPU)? */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

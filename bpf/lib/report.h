@@ -41,6 +41,25 @@ static __always_inline int fqe_event_allowed(const struct fqe_config *cfg,
 	return 1;
 }
 
+/* Keep a copy in the fqe_recent ring: egressctl reads it without consuming. */
+static __always_inline void fqe_remember_event(const struct fqe_event *ev)
+{
+	struct fqe_recent *slot;
+	__u32 zero = 0, at;
+	__u64 *head, seq;
+
+	head = bpf_map_lookup_elem(&fqe_recent_seq, &zero);
+	if (!head)
+		return;
+	seq = __sync_fetch_and_add(head, 1);
+	at = seq & (FQE_RECENT_EVENTS - 1);
+	slot = bpf_map_lookup_elem(&fqe_recent, &at);
+	if (!slot)
+		return;
+	__builtin_memcpy(&slot->ev, ev, sizeof(*ev));
+	slot->seq = seq + 1;
+}
+
 static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct fqe_pkt *p,
 					   __u32 identity, __u8 reason, __u8 kind, __u64 now,
 					   struct fqe_counters *c)
@@ -62,6 +81,7 @@ static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct f
 	ev->reason = reason;
 	ev->kind = kind;
 	ev->family = p->family;
+	fqe_remember_event(ev);
 	bpf_ringbuf_submit(ev, 0);
 }
 

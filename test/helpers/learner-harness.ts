@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
 import { parseIp, formatIp } from '../../agent/datapath/addr.js';
-import { EndpointFlag, type PortRule } from '../../agent/datapath/codecs.js';
+import { EndpointFlag, type PortRule, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
 import { buildFrame } from './frames.js';
 import { ensureBpffs, PIN_ROOT } from './topology.js';
 
@@ -50,7 +50,7 @@ export class LearnerHarness {
     dp.maps.endpoints.set(TEST_RUN_IFINDEX, { identity: h.identity, flags: EndpointFlag.enforce });
     for (const ip of [h.podV4, h.podV6]) dp.maps.owners.set({ identity: h.identity, addr: parseIp(ip) }, 1);
     dp.maps.resolvers.set(parseIp(h.resolver), 1);
-    dp.maps.config.set(0, { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 86_400, flags: 0 });
+    dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 0, minTtlS: 0, maxTtlS: 86_400 });
     return h;
   }
 
