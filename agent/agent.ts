@@ -242,6 +242,7 @@ export class Agent {
           ? { identity, kind: PolicyKind.exact, hash: nameHash(rule.pattern.name) }
           : { identity, kind: PolicyKind.wildcard, hash: wildcardHash(rule.pattern.suffix) };
       want.set(`${key.kind}:${key.hash}`, [key, toKernelPorts(rule.ports)]);
+      this.rememberName(key.hash, rule.pattern.kind === 'exact' ? rule.pattern.name : rule.pattern.suffix);
     }
     const have = this.policyShadow.get(identity) ?? new Map<string, PolicyKey>();
     this.dp.maps.policy.deleteMany([...have].filter(([k]) => !want.has(k)).map(([, key]) => key));
@@ -299,16 +300,19 @@ export class Agent {
     }
   }
 
-  private learn(a: LearnedAnswer): void {
-    const hash = nameHash(a.name);
-    if (!this.names.has(hash)) {
-      this.names.set(hash, a.name);
-      try {
-        this.dp.maps.names.set(hash, a.name);
-      } catch (err) {
-        this.log.warn({ name: a.name, err: (err as Error).message }, 'could not record the name in fqe_names');
-      }
+  /** hash -> name in fqe_names, so egressctl and a restarted agent can show names. */
+  private rememberName(hash: bigint, name: string): void {
+    if (this.names.get(hash) === name) return;
+    this.names.set(hash, name);
+    try {
+      this.dp.maps.names.set(hash, name);
+    } catch (err) {
+      this.log.warn({ name, err: (err as Error).message }, 'could not record the name in fqe_names');
     }
+  }
+
+  private learn(a: LearnedAnswer): void {
+    this.rememberName(nameHash(a.name), a.name);
     this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
     this.pendingLatencies.push(a.capturedNs);
   }

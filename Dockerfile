@@ -1,0 +1,79 @@
+# fqdn-egress agent image: the agent (fqdn-egress-agent), egressctl, the BPF
+# objects and the native libbpf binding. Installed by charts/fqdn-egress.
+#
+#   docker build -t ghcr.io/fqdn-egress/fqdn-egress:0.1.0 .
+#
+# The BPF objects are compiled for the build machine's architecture headers
+# (bpf/Makefile uses /usr/include/$(uname -m)-linux-gnu): build per platform.
+
+# ---- build: BPF objects (clang), native addon (node-gyp), TypeScript (tsc) ----
+FROM node:20-bookworm AS build
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      clang llvm libbpf-dev libelf-dev zlib1g-dev make g++ python3 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+
+# Dependencies first, so a source change reuses this layer. No install
+# scripts: nothing needs one, and the addon is built below from source.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
+# Sources by name (tsconfig.json also compiles test/ and bench/), so a
+# developer's node_modules, dist/ and build/ never enter the image; objects
+# built on the host are removed so that make rebuilds them here.
+COPY tsconfig.json binding.gyp ./
+COPY scripts ./scripts
+COPY bpf ./bpf
+COPY native ./native
+COPY agent ./agent
+COPY test ./test
+COPY bench ./bench
+# The official node image keeps Node's headers under /usr/local (the build
+# script's default, /usr, is where Debian's nodejs package puts them); with
+# them node-gyp never downloads headers.
+ENV npm_config_nodedir=/usr/local
+RUN rm -f bpf/*.o \
+ && npm run build \
+ && rm -rf dist/test dist/bench \
+ && npm prune --omit=dev
+
+# ---- runtime ----
+FROM node:20-bookworm-slim
+
+# libbpf1/libelf1/zlib1g: what the native addon links against.
+# iproute2: tc and ip, for looking at a node by hand (`kubectl exec … -- tc filter show dev …`).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libbpf1 libelf1 zlib1g iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/bpf/*.o ./bpf/
+COPY --from=build /app/build/Release/fqe_native.node ./build/Release/fqe_native.node
+
+# egressctl on PATH (and the agent under its package name), as small wrappers
+# rather than symlinks: they need neither a shebang nor an executable bit on
+# the compiled JavaScript.
+RUN printf '#!/bin/sh\nexec node /app/dist/agent/cli/egressctl.js "$@"\n' > /usr/local/bin/egressctl \
+ && printf '#!/bin/sh\nexec node /app/dist/agent/main.js "$@"\n' > /usr/local/bin/fqdn-egress-agent \
+ && chmod 0755 /usr/local/bin/egressctl /usr/local/bin/fqdn-egress-agent
+
+ENV NODE_ENV=production
+
+# Root on purpose, without root's power: the chart drops ALL capabilities and
+# adds back only BPF, NET_ADMIN, PERFMON and NET_RAW. A non-root user
+# (USER 65532) cannot work with capabilities here: Kubernetes grants added
+# capabilities to a non-root process only through ambient capabilities, which
+# it does not set, and the chart's allowPrivilegeEscalation: false
+# (no_new_privs) also blocks file capabilities on the node binary. The pins
+# also live in the host's bpffs, root-owned with mode 0700, and
+# CAP_DAC_OVERRIDE is dropped, so only uid 0 may write there.
+USER 0
+
+ENTRYPOINT ["node", "/app/dist/agent/main.js"]

@@ -1,0 +1,269 @@
+/*
+ * What egressctl shows, read from the pinned maps alone (the agent may be
+ * down): pods with their policy, allowed IPs with names and time left,
+ * flows that outlive their TTL, recent drop and audit events, and health.
+ * Builds plain objects; rendering is render.ts's job.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Datapath } from '../datapath/datapath.js';
+import { native, type BpfError } from '../datapath/native.js';
+import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
+import { AllowSource, ConfigFlag, EndpointFlag, LAYOUTS, PolicyKind, type DropEvent, type PortRule } from '../datapath/codecs.js';
+
+export class CliError extends Error {
+  override name = 'CliError';
+}
+
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
+
+export function protoName(p: number): string {
+  return PROTO_NAMES[p] ?? String(p);
+}
+
+export function portsText(ports: PortRule[]): string[] {
+  if (ports.length === 0) return ['any'];
+  return ports.map((p) => (p.proto === 0 ? String(p.port) : `${p.port}/${protoName(p.proto)}`));
+}
+
+/** Pinned map -> the value size this egressctl was built for. */
+const EXPECTED_VALUE_SIZES: Record<string, number> = {
+  fqe_allow: LAYOUTS.allow_val.size,
+  fqe_endpoints: LAYOUTS.endpoint.size,
+  fqe_pods: LAYOUTS.pod_info.size,
+  fqe_config: LAYOUTS.config.size,
+  fqe_recent: LAYOUTS.recent.size,
+  fqe_conntrack: LAYOUTS.ct_val.size,
+  fqe_policy: LAYOUTS.policy_val.size,
+};
+
+/** Open the pins with clear errors: missing, not permitted, another version. */
+export function openState(pinDir: string): Datapath {
+  if (!existsSync(pinDir)) {
+    throw new CliError(`no fqdn-egress state at ${pinDir}: is the agent installed on this node? (or pass --pin-dir)`);
+  }
+  for (const [map, size] of Object.entries(EXPECTED_VALUE_SIZES)) {
+    const pin = join(pinDir, map);
+    let fd: number;
+    try {
+      fd = native.objGet(pin);
+    } catch (err) {
+      const e = err as BpfError;
+      if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied reading ${pin}: run egressctl as root (or with CAP_BPF)`);
+      if (e.code === 'ENOENT') throw new CliError(`${pin} is missing: the maps at ${pinDir} were made by another version of fqdn-egress, or the agent never started`);
+      throw new CliError(`cannot open ${pin}: ${e.message}`);
+    }
+    try {
+      const info = native.mapInfo(fd);
+      if (info.valueSize !== size) {
+        throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${map} values are ${info.valueSize} bytes, this egressctl reads ${size}`);
+      }
+    } finally {
+      native.closeFd(fd);
+    }
+  }
+  return Datapath.openPinned(pinDir);
+}
+
+export interface AllowedIp {
+  ip: string;
+  name: string | null;
+  learnedBy: 'agent' | 'kernel' | 'static';
+  /** seconds left; null = does not expire */
+  expiresInSeconds: number | null;
+  ports: string[];
+}
+
+export interface TrackedFlow {
+  proto: string;
+  podPort: number;
+  peer: string;
+  peerPort: number;
+  idleSeconds: number;
+}
+
+export interface PodReport {
+  namespace: string;
+  name: string;
+  identity: number;
+  interface: string;
+  ifindex: number;
+  mode: 'enforce' | 'audit';
+  allow: Array<{ pattern: string; ports: string[] }>;
+  ips: AllowedIp[];
+  trackedAfterTtl: TrackedFlow[];
+  counters: { passed: string; dropped: string; audited: string; learnedInKernel: string };
+}
+
+export interface AgentHealth {
+  running: boolean;
+  pid: number | null;
+  /** seconds since the agent's last heartbeat; null when it never wrote one */
+  heartbeatAgeSeconds: number | null;
+  inlineLearner: 'on' | 'off';
+}
+
+const HEARTBEAT_STALE_NS = 3_000_000_000n;
+
+export function agentHealth(dp: Datapath, nowNs = process.hrtime.bigint()): AgentHealth {
+  const cfg = dp.maps.config.get(0);
+  const hb = cfg?.agentHeartbeatNs ?? 0n;
+  const age = hb > 0n ? nowNs - hb : null;
+  return {
+    running: age !== null && age < HEARTBEAT_STALE_NS,
+    pid: cfg?.agentPid ? cfg.agentPid : null,
+    heartbeatAgeSeconds: age === null ? null : Number(age) / 1e9,
+    inlineLearner: cfg && cfg.flags & ConfigFlag.inlineLearnerOff ? 'off' : 'on',
+  };
+}
+
+function sameIdentityMatch(podKey: string, want: string | undefined): boolean {
+  return want === undefined || podKey === want;
+}
+
+export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime.bigint()): PodReport[] {
+  const names = new Map(dp.maps.names.entries());
+  const endpoints = new Map(dp.maps.endpoints.entries().map(([ifindex, ep]) => [ep.identity, { ifindex, ep }]));
+  const allow = dp.maps.allow.entries();
+  const policy = dp.maps.policy.entries();
+  const conntrack = dp.maps.conntrack.entries();
+  const reports: PodReport[] = [];
+  for (const [identity, info] of dp.maps.pods.entries().sort((a, b) => `${a[1].namespace}/${a[1].name}`.localeCompare(`${b[1].namespace}/${b[1].name}`))) {
+    const key = `${info.namespace}/${info.name}`;
+    if (!sameIdentityMatch(key, podFilter)) continue;
+    const ep = endpoints.get(identity);
+    const live = new Set<string>();
+    const ips: AllowedIp[] = [];
+    for (const [k, v] of allow) {
+      if (k.identity !== identity) continue;
+      if (v.expiresNs !== 0n && v.expiresNs <= nowNs) continue;
+      const ip = k.prefixLen === 128 ? formatIp(k.addr) : formatCidr(k.addr, k.prefixLen);
+      live.add(ip);
+      ips.push({
+        ip,
+        name: v.source === AllowSource.static ? null : names.get(v.nameHash) ?? null,
+        learnedBy: v.source === AllowSource.kernel ? 'kernel' : v.source === AllowSource.static ? 'static' : 'agent',
+        expiresInSeconds: v.expiresNs === 0n ? null : Math.round(Number(v.expiresNs - nowNs) / 1e8) / 10,
+        ports: portsText(v.ports),
+      });
+    }
+    ips.sort((a, b) => (a.name ?? '~').localeCompare(b.name ?? '~') || a.ip.localeCompare(b.ip));
+    const rules = policy
+      .filter(([k]) => k.identity === identity)
+      .map(([k, ports]) => {
+        const n = names.get(k.hash) ?? `#${k.hash.toString(16)}`;
+        return { pattern: k.kind === PolicyKind.wildcard ? `*.${n}` : n, ports: portsText(ports) };
+      })
+      .sort((a, b) => a.pattern.localeCompare(b.pattern));
+    const tracked: TrackedFlow[] = conntrack
+      .filter(([k, v]) => k.identity === identity && v.flags & 0x1 && !live.has(formatIp(k.peerAddr)))
+      .map(([k, v]) => ({ proto: protoName(k.proto), podPort: k.podPort, peer: formatIp(k.peerAddr), peerPort: k.peerPort, idleSeconds: Math.round(Number(nowNs - v.lastSeenNs) / 1e8) / 10 }));
+    const c = dp.maps.counters.get(identity);
+    reports.push({
+      namespace: info.namespace,
+      name: info.name,
+      identity,
+      interface: info.ifname,
+      ifindex: info.ifindex,
+      mode: (ep?.ep.flags ?? info.flags) & EndpointFlag.audit ? 'audit' : 'enforce',
+      allow: rules,
+      ips,
+      trackedAfterTtl: tracked,
+      counters: { passed: String(c?.passed ?? 0n), dropped: String(c?.dropped ?? 0n), audited: String(c?.audited ?? 0n), learnedInKernel: String(c?.learned ?? 0n) },
+    });
+  }
+  return reports;
+}
+
+export interface DropRecord {
+  seq: number;
+  time: string;
+  pod: string | null;
+  kind: 'drop' | 'audit';
+  reason: string;
+  proto: string;
+  source: string;
+  destination: string;
+  port: number;
+  /** the name this destination was last answered for (to this pod), if any */
+  name: string | null;
+}
+
+/** Events in fqe_recent after `afterSeq`, oldest first. */
+export function recentDrops(dp: Datapath, opts: { afterSeq?: number; pod?: string } = {}, nowNs = process.hrtime.bigint()): DropRecord[] {
+  const pods = new Map(dp.maps.pods.entries());
+  const names = new Map(dp.maps.names.entries());
+  const wallNowMs = Date.now();
+  const out: DropRecord[] = [];
+  const slots = dp.maps.recent.entries().filter(([, r]) => r.seq > BigInt(opts.afterSeq ?? 0)).sort((a, b) => (a[1].seq < b[1].seq ? -1 : 1));
+  for (const [, { seq, event }] of slots) {
+    const info = pods.get(event.identity);
+    const pod = info ? `${info.namespace}/${info.name}` : null;
+    if (opts.pod !== undefined && pod !== opts.pod) continue;
+    out.push({
+      seq: Number(seq),
+      time: new Date(wallNowMs - Number(nowNs - event.tsNs) / 1e6).toISOString(),
+      pod,
+      kind: event.kind,
+      reason: event.reason,
+      proto: protoName(event.proto),
+      source: event.saddr,
+      destination: event.daddr,
+      port: event.dport,
+      name: nameFor(dp, names, event),
+    });
+  }
+  return out;
+}
+
+function nameFor(dp: Datapath, names: Map<bigint, string>, e: DropEvent): string | null {
+  const v = dp.maps.allow.get({ identity: e.identity, addr: parseIp(e.daddr), prefixLen: 128 });
+  return v && v.source !== AllowSource.static ? names.get(v.nameHash) ?? null : null;
+}
+
+export interface StatusReport {
+  pinDir: string;
+  agent: AgentHealth;
+  interfaces: Array<{ pod: string; interface: string; ifindex: number; enforcer: number | null; learner: number | null }>;
+  maps: Array<{ map: string; entries: number; capacity: number; fill: number }>;
+  totals: { passed: string; dropped: string; audited: string; learnedInKernel: string; answersLeftToAgent: string };
+}
+
+export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusReport {
+  const pods = dp.maps.pods.entries();
+  const interfaces = pods.map(([, info]) => {
+    const q = (direction: 'ingress' | 'egress') => {
+      try {
+        return dp.attached(info.ifindex, direction);
+      } catch {
+        return null;
+      }
+    };
+    return { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, enforcer: q('ingress'), learner: q('egress') };
+  });
+  const maps = (['fqe_allow', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
+    const fd = native.objGet(join(dp.pinDir, map));
+    try {
+      const info = native.mapInfo(fd);
+      const entries = native.mapDump(fd, info.keySize, info.valueSize).count;
+      return { map, entries, capacity: info.maxEntries, fill: Math.round((entries / info.maxEntries) * 10000) / 10000 };
+    } finally {
+      native.closeFd(fd);
+    }
+  });
+  let passed = 0n, dropped = 0n, audited = 0n, learned = 0n, skipped = 0n;
+  for (const [, c] of dp.maps.counters.entries()) {
+    passed += c.passed;
+    dropped += c.dropped;
+    audited += c.audited;
+    learned += c.learned;
+    skipped += c.learnSkipped;
+  }
+  return {
+    pinDir: dp.pinDir,
+    agent: agentHealth(dp, nowNs),
+    interfaces,
+    maps,
+    totals: { passed: String(passed), dropped: String(dropped), audited: String(audited), learnedInKernel: String(learned), answersLeftToAgent: String(skipped) },
+  };
+}
