@@ -103,9 +103,10 @@ static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
  * *pass says why (for the counters).
  */
 static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_config *cfg,
-				   __u32 identity, const struct fqe_pkt *p, __u64 now,
+				   const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u64 now,
 				   enum fqe_pass *pass)
 {
+	__u32 identity = ep->identity;
 	struct fqe_ct_key ct;
 	__u8 verdict;
 
@@ -133,7 +134,10 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	}
 	if (verdict == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
 	    (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP))
-		return FQE_REASON_UNTRUSTED_DNS;
+		verdict = FQE_REASON_UNTRUSTED_DNS;
+	/* Audit mode: report a flow once; the rest of it passes as tracked. */
+	if ((ep->flags & FQE_EP_AUDIT) && !p->frag)
+		fqe_ct_create(&ct, now, FQE_CT_OUTBOUND | FQE_CT_AUDITED);
 	return verdict;
 }
 
@@ -163,7 +167,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 	else if (parsed != FQE_PARSE_OK)
 		reason = FQE_REASON_MALFORMED;
 	else
-		reason = decide(skb, cfg, ep->identity, &p, now, &pass);
+		reason = decide(skb, cfg, ep, &p, now, &pass);
 
 	if (fqe_report(skb, cfg, ep, &p, reason, pass, now))
 		return TC_ACT_SHOT;

@@ -1,76 +1,84 @@
 /*
- * The demo (README's first command): a node-in-a-box with the real datapath.
- * Until the agent learns from DNS, the allowed IP is written directly, the
- * way the agent will write what a DNS answer teaches it.
- *   shop/payments  enforced, allowed 203.0.113.10:443 (tcp)
- *   shop/frontend  not annotated: untouched
- * Real clients in each pod; prints what was tried, allowed or dropped and
- * why; exits 0 only if every outcome is the expected one. --keep leaves the
- * box running and prints how to play with it and how to clean up.
+ * The demo (the README's first command): a node-in-a-box with the real agent.
+ *   a resolver (dnsmasq) with a few names, one behind a CNAME chain, one with IPv6
+ *   real TCP servers behind them
+ *   shop/payments  fqdn-egress.io/allow: "api.stripe.test:443, *.kadath.test"
+ *   shop/frontend  no annotation: untouched
+ *   shop/audit     the same allow list, in audit mode: passes, but reports
+ * Real clients in each pod resolve a name and connect to what it answered.
+ * Prints what was tried, allowed or dropped, and why; then egressctl inspect
+ * and egressctl drops. Exits 0 only if every outcome is the expected one.
+ *   --keep   leave it running (prints how to enter the pods and clean up)
  */
-import { Datapath } from '../agent/datapath/datapath.js';
-import { IPPROTO } from '../agent/datapath/codecs.js';
-import { Topology } from './helpers/topology.js';
-import { makeBox } from './helpers/datapath-fixture.js';
+import { execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
+
+const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'egressctl.js');
+const ALLOW = 'api.stripe.test:443, *.kadath.test';
 
 interface Trial {
   pod: string;
-  proto: 'tcp' | 'udp';
-  host: string;
+  name: string;
+  type?: 'A' | 'AAAA';
   port: number;
   expect: 'allowed' | 'dropped';
   why: string;
 }
 
 const TRIALS: Trial[] = [
-  { pod: 'payments', proto: 'tcp', host: '203.0.113.10', port: 443, expect: 'allowed', why: 'allow entry 203.0.113.10 tcp/443' },
-  { pod: 'payments', proto: 'tcp', host: '203.0.113.10', port: 80, expect: 'dropped', why: 'port 80 not in the entry' },
-  { pod: 'payments', proto: 'tcp', host: '198.51.100.10', port: 443, expect: 'dropped', why: 'no allow entry for this IP' },
-  { pod: 'payments', proto: 'udp', host: '2001:db8:ff::10', port: 5000, expect: 'dropped', why: 'no allow entry (IPv6)' },
-  { pod: 'frontend', proto: 'tcp', host: '198.51.100.10', port: 443, expect: 'allowed', why: 'pod not annotated: not enforced' },
+  { pod: 'payments', name: 'api.stripe.test', port: 443, expect: 'allowed', why: 'api.stripe.test:443 is allowed' },
+  { pod: 'payments', name: 'api.stripe.test', type: 'AAAA', port: 443, expect: 'allowed', why: 'the same name over IPv6 (AAAA)' },
+  { pod: 'payments', name: 'api.stripe.test', port: 8443, expect: 'dropped', why: 'only port 443 is allowed for it' },
+  { pod: 'payments', name: 'www.kadath.test', port: 443, expect: 'allowed', why: '*.kadath.test matches' },
+  { pod: 'payments', name: 'pay.kadath.test', port: 443, expect: 'allowed', why: '*.kadath.test, through a CNAME chain' },
+  { pod: 'payments', name: 'kadath.test', port: 443, expect: 'dropped', why: '*.kadath.test never matches kadath.test itself' },
+  { pod: 'payments', name: 'blocked.test', port: 443, expect: 'dropped', why: 'not in the allow list' },
+  { pod: 'frontend', name: 'blocked.test', port: 443, expect: 'allowed', why: 'no annotation: not enforced' },
+  { pod: 'audit', name: 'blocked.test', port: 443, expect: 'allowed', why: 'audit mode: passes, reported as an audit event' },
 ];
 
-async function main(): Promise<number> {
-  const keep = process.argv.includes('--keep');
-  const topo = await Topology.create([{ name: 'payments' }, { name: 'frontend' }], { prefix: 'fqedemo' });
-  let dp: Datapath | undefined;
-  try {
-    dp = Datapath.load(topo.pinDir);
-    await topo.startOutsideServers();
-    const box = makeBox(topo, dp);
-    box.enforce('payments', 1);
-    box.allow(1, '203.0.113.10', { ports: [{ port: 443, proto: IPPROTO.tcp }] });
-
-    const rows: string[][] = [['POD', 'TRIED', 'RESULT', 'EXPECTED', 'WHY']];
-    let failures = 0;
-    for (const t of TRIALS) {
-      const r = await topo.probe(t.pod, t.proto, t.host, t.port, 800);
-      const got = r.ok ? 'allowed' : 'dropped';
-      if (got !== t.expect) failures++;
-      rows.push([`shop/${t.pod}`, `${t.proto} ${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, got, got === t.expect ? 'yes' : 'NO', t.why]);
-    }
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  '));
-    const c = box.counters(1);
-    console.log(`\nenforcer counters for shop/payments: passed=${c.passed} dropped=${c.dropped} (not-allowed=${c.reasons['not-allowed']}, port=${c.reasons.port})`);
-    console.log(failures === 0 ? '\ndemo: every outcome as expected' : `\ndemo: ${failures} unexpected outcome(s)`);
-    if (keep) {
-      console.log(`\nkept running. Enter a pod:  ip netns exec ${topo.pod('payments').netns} bash`);
-      console.log(`maps:  bpftool map dump pinned ${topo.pinDir}/fqe_allow`);
-      console.log('clean up:  npm run demo -- --clean');
-      dp.close();
-      topo.release();
-    }
-    return failures === 0 ? 0 : 1;
-  } finally {
-    if (!keep) {
-      dp?.close();
-      await topo.destroy();
-    }
-  }
+function egressctl(box: AgentBox, args: string[]): string {
+  return execFileSync('nsenter', [`--net=${box.topo.nodeNsPath}`, process.execPath, EGRESSCTL, ...args, '--pin-dir', box.topo.pinDir]).toString();
 }
 
-main().then(
+async function run(keep: boolean): Promise<number> {
+  let failures = 0;
+  await withAgentBox(undefined, [{ name: 'payments' }, { name: 'frontend' }, { name: 'audit' }], { prefix: 'fqedemo' }, async (box) => {
+    box.writePods([
+      { name: 'payments', allow: ALLOW },
+      { name: 'frontend' },
+      { name: 'audit', allow: ALLOW, mode: 'audit' },
+    ]);
+    await box.startAgent(['--log-level', 'warn']);
+    console.log(`fqdn-egress demo: agent running, shop/payments allowed "${ALLOW}"\n`);
+    const rows: string[][] = [['POD', 'TRIED', 'RESULT', 'EXPECTED', 'WHY']];
+    for (const t of TRIALS) {
+      const answer = (await box.dig(t.pod, t.name, t.type ?? 'A')).filter((l) => !l.endsWith('.')).pop();
+      let got: 'allowed' | 'dropped' | 'no answer' = 'no answer';
+      if (answer) got = (await box.connect(t.pod, answer, t.port, 800)) ? 'allowed' : 'dropped';
+      if (got !== t.expect) failures++;
+      const target = answer ? (answer.includes(':') ? `[${answer}]` : answer) : '?';
+      rows.push([`shop/${t.pod}`, `${t.name} → ${target}:${t.port}`, got, got === t.expect ? 'yes' : 'NO', t.why]);
+    }
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => [...r[i]!].length)));
+    for (const r of rows) console.log(r.map((c, i) => c + ' '.repeat(widths[i]! - [...c].length)).join('  ').trimEnd());
+    console.log('\n$ egressctl inspect\n' + egressctl(box, ['inspect']));
+    console.log('$ egressctl drops\n' + egressctl(box, ['drops']));
+    console.log(failures === 0 ? 'demo: every outcome as expected' : `demo: ${failures} unexpected outcome(s)`);
+    if (!keep) return undefined;
+    console.log('\nThe box is still running. Try:');
+    console.log(`  ip netns exec ${box.topo.pod('payments').netns} dig @192.0.2.2 www.kadath.test`);
+    console.log(`  ip netns exec ${box.topo.pod('payments').netns} curl -m 2 -v http://203.0.113.11:80/`);
+    console.log(`  nsenter --net=${box.topo.nodeNsPath} node ${EGRESSCTL} inspect --pin-dir ${box.topo.pinDir}`);
+    console.log('Clean up:  npm run demo -- --clean');
+    return 'keep';
+  });
+  return failures === 0 ? 0 : 1;
+}
+
+run(process.argv.includes('--keep')).then(
   (code) => process.exit(code),
   (err: Error) => {
     console.error(`demo failed: ${err.stack ?? err.message}`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Datapath } from '../datapath/datapath.js';
 import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
-import { AllowSource, ConfigFlag, EndpointFlag, LAYOUTS, PolicyKind, type DropEvent, type PortRule } from '../datapath/codecs.js';
+import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
   override name = 'CliError';
@@ -156,7 +156,7 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       })
       .sort((a, b) => a.pattern.localeCompare(b.pattern));
     const tracked: TrackedFlow[] = conntrack
-      .filter(([k, v]) => k.identity === identity && v.flags & 0x1 && !live.has(formatIp(k.peerAddr)))
+      .filter(([k, v]) => k.identity === identity && v.flags & CtFlag.outbound && !(v.flags & CtFlag.audited) && !live.has(formatIp(k.peerAddr)))
       .map(([k, v]) => ({ proto: protoName(k.proto), podPort: k.podPort, peer: formatIp(k.peerAddr), peerPort: k.peerPort, idleSeconds: Math.round(Number(nowNs - v.lastSeenNs) / 1e8) / 10 }));
     const c = dp.maps.counters.get(identity);
     reports.push({

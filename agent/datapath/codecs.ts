@@ -46,7 +46,7 @@ export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
 export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
-export const CtFlag = { outbound: 0x1, inbound: 0x2 } as const;
+export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4 } as const;
 export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 

@@ -123,7 +123,9 @@ function describe(err: unknown): string {
     }
     return `HTTP ${code}${detail ? `: ${detail.slice(0, 300)}` : ''}`;
   }
-  return e.message ?? String(err);
+  // node-fetch's FetchError repeats the whole URL: keep the reason
+  const m = /^request to \S+ failed, reason: (.*)$/s.exec(e.message ?? '');
+  return m ? m[1]! : (e.message ?? String(err));
 }
 
 function isGone(err: unknown): boolean {

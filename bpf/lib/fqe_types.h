@@ -168,6 +168,7 @@ struct fqe_ct_key {
 
 #define FQE_CT_OUTBOUND 0x1 /* opened by the pod (allowed egress) */
 #define FQE_CT_INBOUND 0x2 /* opened towards the pod */
+#define FQE_CT_AUDITED 0x4 /* refused but passed in audit mode (reported once) */
 
 struct fqe_ct_val {
 	__u64 last_seen_ns;

@@ -27,7 +27,7 @@ export const ZONE: Record<string, string[]> = {
   'v6only.test': ['2001:db8:ff::11'],
   'edge.cdn-provider.test': ['203.0.113.12'],
 };
-export const CNAMES = ['cdn.test,edge.cdn-provider.test'];
+export const CNAMES = ['cdn.test,edge.cdn-provider.test', 'pay.kadath.test,edge.cdn-provider.test'];
 
 export interface FilePod {
   name: string;
@@ -59,8 +59,8 @@ export interface AgentBox {
 export async function withAgentBox(
   t: TestContext | undefined,
   pods: PodSpec[],
-  opts: { agentArgs?: string[]; dnsmasqArgs?: string[] },
-  fn: (box: AgentBox) => Promise<void>,
+  opts: { agentArgs?: string[]; dnsmasqArgs?: string[]; prefix?: string },
+  fn: (box: AgentBox) => Promise<void | 'keep'>,
 ): Promise<void> {
   await withTopology(t, pods, async (topo) => {
     const dir = mkdtempSync(join(tmpdir(), 'fqe-agent-'));
@@ -163,13 +163,17 @@ export async function withAgentBox(
         }
       },
     };
+    let keep = false;
     try {
-      await fn(box);
+      keep = (await fn(box)) === 'keep';
     } finally {
-      await box.stopAgent('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      if (!keep) {
+        await box.stopAgent('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
-  });
+    return keep ? 'keep' : undefined;
+  }, opts.prefix ? { prefix: opts.prefix } : {});
 }
 
 export { NETTOOL };

@@ -336,13 +336,24 @@ export class Topology {
 }
 
 /** Build a topology for one test and always tear it down. */
-export async function withTopology(t: TestContext | undefined, pods: PodSpec[], fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await Topology.create(pods);
+/**
+ * Build a topology for one test (or the demo) and always tear it down,
+ * unless fn returns 'keep' (the demo's --keep): then it is released.
+ */
+export async function withTopology(
+  t: TestContext | undefined,
+  pods: PodSpec[],
+  fn: (topo: Topology) => Promise<void | 'keep'>,
+  opts: { prefix?: string } = {},
+): Promise<void> {
+  const topo = await Topology.create(pods, opts);
   t?.after(() => topo.destroy());
+  let keep = false;
   try {
-    await fn(topo);
+    keep = (await fn(topo)) === 'keep';
   } finally {
-    await topo.destroy();
+    if (keep) topo.release();
+    else await topo.destroy();
   }
 }
 
