@@ -19,6 +19,8 @@ import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash } from './policy/name-hash.js';
 import { FileSource } from './sources/file-source.js';
+import { KubernetesSource } from './sources/kubernetes-source.js';
+import * as k8s from '@kubernetes/client-node';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { AgentMetrics } from './observability/metrics.js';
@@ -73,7 +75,10 @@ export class Agent {
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
   private lastKernelImport = 0;
-  private source: FileSource | undefined;
+  private source: FileSource | KubernetesSource | undefined;
+  /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
+  private resolvers: string[];
+  private readonly announced = new Set<string>();
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
   private http: Server | undefined;
@@ -83,6 +88,7 @@ export class Agent {
 
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
+    this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner });
     this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
     this.reconciler = new Reconciler({
@@ -108,11 +114,16 @@ export class Agent {
         onPolicy: (pod, previous) => {
           this.byIdentity.set(pod.identity, pod);
           this.syncPolicy(pod.identity, pod);
+          if (!previous && !this.announced.has(pod.key)) {
+            this.announced.add(pod.key);
+            this.podEvent(pod, 'EnforcementStarted', `fqdn-egress ${pod.policy.mode === 'audit' ? 'audits' : 'enforces'} egress on ${pod.ifname}: ${pod.policy.rules.length} allowed name pattern(s)`, 'Normal');
+          }
           if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
           this.reconciler.markAll();
         },
         onRemoved: (pod) => {
           this.byIdentity.delete(pod.identity);
+          this.announced.delete(pod.key);
           this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
           this.reconciler.markAll();
@@ -121,12 +132,13 @@ export class Agent {
         onPolicyErrors: (pod, errors) => {
           for (const e of errors) this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
           this.metrics.policyErrors.inc({ namespace: pod.namespace, pod: pod.name }, errors.length);
+          this.podEvent(pod, 'InvalidAnnotation', `${errors.map((e) => e.message).join('; ')} (these entries allow nothing; the others apply)`, 'Warning');
         },
       },
     });
     this.learner = new DnsLearner({
       podByInterface: (ifindex) => this.endpoints.byInterface(ifindex),
-      isTrustedResolver: (ip) => this.cfg.dnsServers.some((s) => formatIp(parseIp(s)) === ip),
+      isTrustedResolver: (ip) => this.resolvers.includes(ip),
       kernelSawQuery: (identity, port, id, resolver) =>
         this.dp.maps.queries.get({ identity, sport: port, dnsId: id, resolver: parseIp(resolver) }) !== undefined,
       learn: (a) => this.learn(a),
@@ -157,9 +169,6 @@ export class Agent {
   }
 
   static async start(cfg: Config, log: Logger): Promise<Agent> {
-    if (cfg.source === 'kubernetes') {
-      throw new AgentStartError('--source kubernetes is not available in this build yet; use --source file with --endpoints-file');
-    }
     const agent = new Agent(cfg, log);
     try {
       await agent.run();
@@ -202,20 +211,57 @@ export class Agent {
       this.learner.handle(packets);
       this.flush();
     });
-    this.source = new FileSource({
-      path: cfg.endpointsFile!,
-      onPods: (pods) => void this.applyPods(pods),
-      onError: (err) => {
-        this.metrics.sourceErrors.inc({ source: 'file' });
-        this.log.error({ err: err.message }, 'endpoints file rejected');
-      },
-    });
-    this.source.start();
+    if (cfg.source === 'file') {
+      const source = new FileSource({
+        path: cfg.endpointsFile!,
+        onPods: (pods) => void this.applyPods(pods),
+        onError: (err) => {
+          this.metrics.sourceErrors.inc({ source: 'file' });
+          this.log.error({ err: err.message }, 'endpoints file rejected');
+        },
+      });
+      this.source = source;
+      source.start();
+    } else {
+      const kubeConfig = new k8s.KubeConfig();
+      kubeConfig.loadFromDefault();
+      const source = new KubernetesSource({
+        kubeConfig,
+        nodeName: cfg.nodeName!,
+        log: this.log,
+        onPods: (pods) => void this.applyPods(pods),
+        onResolvers: (ips) => this.discoveredResolvers(ips),
+        onError: (err) => {
+          this.metrics.sourceErrors.inc({ source: 'kubernetes' });
+          this.log.error({ err: err.message }, 'Kubernetes API: keeping the last known state');
+        },
+      });
+      this.source = source;
+      // Not awaited: while the API server is away the pins keep enforcing, and readiness waits.
+      source.start().catch((err: Error) => this.log.warn({ err: err.message }, 'Kubernetes source stopped before its first list'));
+    }
     this.timer = setInterval(() => this.tick(), TICK_MS);
   }
 
+  /** kube-dns discovery: used unless --dns-servers overrides it. */
+  private discoveredResolvers(ips: string[]): void {
+    if (this.cfg.dnsServers.length > 0) return;
+    const next = ips.map((s) => formatIp(parseIp(s)));
+    if (next.length === 0) {
+      this.log.warn('kube-dns has no address: keeping the trusted resolvers in force');
+      return;
+    }
+    this.log.info({ resolvers: next }, 'trusted resolvers from kube-system/kube-dns');
+    this.resolvers = next;
+    this.syncResolvers();
+  }
+
+  private podEvent(pod: { namespace: string; name: string }, reason: 'InvalidAnnotation' | 'EnforcementStarted', message: string, type: 'Warning' | 'Normal'): void {
+    if (this.source instanceof KubernetesSource) void this.source.podEvent(pod, reason, message, type);
+  }
+
   private syncResolvers(): void {
-    const want = new Set(this.cfg.dnsServers.map((s) => formatIp(parseIp(s))));
+    const want = new Set(this.resolvers);
     for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
   }

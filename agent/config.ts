@@ -33,10 +33,10 @@ interface FlagSpec {
 }
 
 export const FLAGS: Record<string, FlagSpec> = {
-  source: { help: 'where pods come from: kubernetes | file', default: 'file' },
+  source: { help: 'where pods come from: kubernetes | file (default: kubernetes inside a cluster, else file)' },
   'endpoints-file': { help: 'file source: YAML or JSON list of pods, re-read on change' },
   'node-name': { help: 'this node (kubernetes source; default: the NODE_NAME variable)' },
-  'dns-servers': { help: 'trusted resolvers, comma separated (required for the file source)' },
+  'dns-servers': { help: 'trusted resolvers, comma separated; replaces discovery from kube-system/kube-dns (required for the file source)' },
   'bpf-pin-dir': { help: 'where maps and programs are pinned', default: DEFAULT_PIN_DIR },
   'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
@@ -127,13 +127,15 @@ function parseListenAddress(text: string): { host: string; port: number } | unde
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | 'help' {
   const f = readFlags(argv, env);
   if (f.get('help') === 'true') return 'help';
-  const source = f.get('source')!;
+  const source = f.get('source') ?? (env.KUBERNETES_SERVICE_HOST ? 'kubernetes' : 'file');
   if (source !== 'kubernetes' && source !== 'file') throw new ConfigError(`--source: "${source}" is not one of kubernetes, file`);
   const endpointsFile = f.get('endpoints-file');
   if (source === 'file' && !endpointsFile) throw new ConfigError('--endpoints-file is required with --source file');
   const dnsServers = list(f.get('dns-servers'));
   for (const ip of dnsServers) if (isIP(ip) === 0) throw new ConfigError(`--dns-servers: "${ip}" is not an IP address`);
   if (source === 'file' && dnsServers.length === 0) throw new ConfigError('--dns-servers is required with --source file (the trusted resolvers)');
+  const nodeName = f.get('node-name') ?? env.NODE_NAME;
+  if (source === 'kubernetes' && !nodeName) throw new ConfigError('--node-name (or the NODE_NAME variable, from the downward API) is required with --source kubernetes');
   const minTtlMs = parseDuration(f.get('min-ttl')!, 'min-ttl');
   const maxTtlMs = parseDuration(f.get('max-ttl')!, 'max-ttl');
   if (maxTtlMs < minTtlMs) throw new ConfigError(`--max-ttl (${f.get('max-ttl')}) is shorter than --min-ttl (${f.get('min-ttl')})`);
@@ -154,7 +156,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   return {
     source,
     endpointsFile,
-    nodeName: f.get('node-name') ?? env.NODE_NAME,
+    nodeName,
     dnsServers,
     bpfPinDir: f.get('bpf-pin-dir')!,
     minTtlMs,
