@@ -1,0 +1,83 @@
+/*
+ * The agent with --source kubernetes, end to end in the node-in-a-box: the
+ * real agent and the real @kubernetes/client-node in the node namespace,
+ * against an in-process fake API server that speaks list/watch (also in that
+ * namespace), real dnsmasq behind the discovered kube-dns address.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requireKernelTestEnv, OUTSIDE_LINK_V4, SILENT_RESOLVER } from './helpers/topology.js';
+import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
+import { RemoteApiServer } from './helpers/remote-apiserver.js';
+import { formatIp } from '../agent/datapath/addr.js';
+
+const NODE = 'node-1';
+
+function enforced(box: AgentBox): string[] {
+  return box.maps((dp) => dp.maps.pods.entries().map(([, p]) => `${p.namespace}/${p.name}`).sort());
+}
+
+function resolvers(box: AgentBox): string[] {
+  return box.maps((dp) => dp.maps.resolvers.entries().map(([a]) => formatIp(a)).sort());
+}
+
+test('the agent follows the Kubernetes API: pods on this node, edits, deletes, outages, Events, kube-dns discovery', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  await withAgentBox(t, [{ name: 'payments' }, { name: 'other' }], {}, async (box) => {
+    const api = await RemoteApiServer.start(box.topo);
+    try {
+      const pay = box.topo.pod('payments');
+      const other = box.topo.pod('other');
+      await api.setService({ clusterIP: OUTSIDE_LINK_V4.outside });
+      api.writeKubeconfig(join(dir, 'kubeconfig'));
+      process.env.KUBECONFIG = join(dir, 'kubeconfig');
+      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      assert.deepEqual(resolvers(box), [OUTSIDE_LINK_V4.outside], 'the trusted resolver comes from the kube-dns Service');
+
+      await api.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: [pay.v4, pay.v6], annotations: { 'fqdn-egress.io/allow': 'api.stripe.test, *.' } });
+      await api.addPod({ namespace: 'shop', name: 'elsewhere', nodeName: 'node-2', ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' } });
+      await api.addPod({ namespace: 'kube-system', name: 'hostnet', nodeName: NODE, ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' }, hostNetwork: true });
+      await box.waitFor('payments enforced', () => enforced(box).includes('shop/payments'), 2000);
+      assert.deepEqual(enforced(box), ['shop/payments'], 'pods of other nodes and host-network pods are left alone');
+      await box.dig('payments', 'api.stripe.test');
+      assert.equal(await box.connect('payments', '203.0.113.10'), true, 'learned through the discovered resolver');
+      assert.equal(await box.connect('payments', '203.0.113.11', 443, 500), false);
+      await box.waitFor('Events on the pod', async () => (await api.events()).length >= 2, 3000);
+      const events = await api.events();
+      const invalid = events.find((e) => e.reason === 'InvalidAnnotation');
+      assert.ok(invalid, 'an Event for the invalid entry');
+      assert.deepEqual({ kind: invalid.involvedObject?.kind, ns: invalid.involvedObject?.namespace, name: invalid.involvedObject?.name, type: invalid.type }, { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' });
+      assert.match(invalid.message, /invalid entry "\*\."/);
+      assert.ok(events.some((e) => e.reason === 'EnforcementStarted' && e.type === 'Normal'), 'an Event when enforcement starts');
+
+      // An annotation edit applies.
+      await api.setAnnotations('shop', 'payments', { 'fqdn-egress.io/allow': 'www.kadath.test' });
+      await box.waitFor('api.stripe.test revoked', () => box.maps((dp) => dp.maps.allow.entries().length === 0), 3000);
+      await box.dig('payments', 'www.kadath.test');
+      assert.equal(await box.connect('payments', '203.0.113.11'), true, 'the new name');
+      assert.equal(await box.connect('payments', '203.0.113.10', 443, 500), false, 'the old one is gone');
+
+      // An outage keeps enforcement; what changed meanwhile arrives afterwards.
+      await api.setDown(true);
+      assert.equal(await box.connect('payments', '198.51.100.10', 443, 500), false, 'still enforcing during the outage');
+      assert.equal(await box.connect('payments', '203.0.113.11'), true, 'still allowing during the outage');
+      assert.deepEqual(enforced(box), ['shop/payments']);
+      await api.deletePod('shop', 'payments');
+      await api.setDown(false);
+      await box.waitFor('the delete made during the outage', () => enforced(box).length === 0, 20_000);
+      assert.equal(await box.connect('payments', '198.51.100.10'), true, 'enforcement lifted with the pod gone');
+
+      // A changed kube-dns Service is followed.
+      await api.setService({ clusterIP: SILENT_RESOLVER });
+      await box.waitFor('the new resolver', () => resolvers(box).join() === SILENT_RESOLVER, 3000);
+    } finally {
+      delete process.env.KUBECONFIG;
+      api.stop();
+    }
+  });
+});
