@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireKernelTestEnv } from './helpers/topology.js';
@@ -97,6 +97,30 @@ test('egressctl inspect, drops and status with the agent running and stopped', a
       const stTable = await egressctl(['status', ...pin]);
       assert.match(stTable.stdout, phase === 'running' ? /agent: up/ : /agent: down/);
     }
+  });
+});
+
+test('egressctl drops --follow prints new events as they happen and stops on SIGINT', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    assert.equal(await box.connect('payments', '198.51.100.10', 443, 300), false, 'an event before following');
+    const follower = spawn(process.execPath, [EGRESSCTL, 'drops', '--follow', '--output', 'json', '--pod', 'shop/payments', '--pin-dir', box.topo.pinDir]);
+    let out = '';
+    follower.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => follower.once('exit', resolve));
+    try {
+      await box.waitFor('the earlier event', () => out.includes('"port":443'), 5000);
+      assert.equal(await box.connect('payments', '198.51.100.11', 8443, 300), false);
+      await box.waitFor('the new event', () => out.includes('"port":8443'), 5000);
+      const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { destination: string; reason: string });
+      assert.deepEqual(lines.map((l) => l.destination).slice(-1), ['198.51.100.11']);
+      assert.ok(lines.every((l) => l.reason === 'not-allowed'));
+    } finally {
+      follower.kill('SIGINT');
+    }
+    assert.equal(await exited, 0, 'SIGINT ends --follow cleanly');
   });
 });
 
