@@ -44,7 +44,8 @@ RUN rm -f bpf/*.o \
 FROM node:20-bookworm-slim
 
 # libbpf1/libelf1/zlib1g: what the native addon links against.
-# iproute2: tc and ip, for looking at a node by hand (`kubectl exec … -- tc filter show dev …`).
+# iproute2: the agent runs `ip` and `bridge` to find a pod's host-side interface
+# from the route to its IP (and tc is handy by hand).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libbpf1 libelf1 zlib1g iproute2 \
