@@ -339,9 +339,10 @@ export class Agent {
     for (const identity of this.cache.identities()) if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
     for (const identity of [...this.policyShadow.keys()]) if (!this.byIdentity.has(identity)) this.syncPolicy(identity, undefined);
     this.reconciler.markAll();
+    const first = !this.snapshotApplied;
+    this.snapshotApplied = true;
     this.flush();
-    if (!this.snapshotApplied) {
-      this.snapshotApplied = true;
+    if (first) {
       this.log.info({ enforced: this.byIdentity.size, waiting: this.endpoints.pending.size }, 'first pod snapshot applied; ready');
     }
   }
@@ -365,6 +366,9 @@ export class Agent {
 
   /** Write what changed to the kernel; observe capture-to-map latency. */
   flush(): void {
+    // Until the first pod snapshot is applied no pod counts as enforced, and a
+    // full resync would take every restored entry away: wait for it.
+    if (!this.snapshotApplied) return;
     const started = process.hrtime.bigint();
     try {
       const r = this.reconciler.flush();

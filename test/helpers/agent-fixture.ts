@@ -46,7 +46,8 @@ export interface AgentBox {
   logs: string[];
   writePods(pods: FilePod[]): void;
   writeRaw(text: string): void;
-  startAgent(extra?: string[]): Promise<void>;
+  /** start the agent; by default wait until /readyz answers */
+  startAgent(extra?: string[], opts?: { waitReady?: boolean }): Promise<void>;
   stopAgent(signal?: NodeJS.Signals): Promise<number | null>;
   dig(pod: string, name: string, type?: string, opts?: { tcp?: boolean; server?: string }): Promise<string[]>;
   connect(pod: string, host: string, port?: number, timeoutMs?: number): Promise<boolean>;
@@ -91,7 +92,7 @@ export async function withAgentBox(
         writeFileSync(`${file}.tmp`, text);
         renameSync(`${file}.tmp`, file);
       },
-      async startAgent(extra = []) {
+      async startAgent(extra = [], startOpts = {}) {
         const args = [
           process.execPath, AGENT_MAIN, '--source', 'file', '--endpoints-file', file, '--dns-servers', TRUSTED.join(','),
           '--bpf-pin-dir', topo.pinDir, '--metrics-address', METRICS, '--log-level', 'debug', ...(opts.agentArgs ?? []), ...extra,
@@ -106,6 +107,7 @@ export async function withAgentBox(
           box.logs.push(...lines);
         });
         child.stderr!.on('data', (d: Buffer) => box.logs.push(d.toString()));
+        if (startOpts.waitReady === false) return;
         await box.waitFor('agent ready', async () => {
           if (child.exitCode !== null) throw new Error(`agent exited with ${child.exitCode}:\n${box.logs.join('\n')}`);
           try {
