@@ -1,0 +1,155 @@
+/*
+ * DNS latency as a pod sees it, with dnsperf (in the pod) against dnsmasq
+ * (outside), in three set-ups measured in the same run and alternated:
+ *   baseline  pod not enforced, our programs detached, no agent
+ *   inline    the real agent with the inline learner (default)
+ *   userspace the real agent with --inline-learner false
+ *   kernelOnly (a diagnostic) programs attached and the inline learner on,
+ *             agent stopped: what the kernel path alone costs
+ * Every name queried is allowed by the pod's annotation (*.race.test), so
+ * both learners do their full work on every answer. Latencies come from
+ * dnsperf -v (one line per query, µs resolution): p50, p99, mean, and the
+ * ratios of p50 and p99 to the baseline (goal <= 1.02).
+ * Bounded: a fixed query rate (-Q) for a fixed time (-l) per phase.
+ * Prints one JSON line. BENCH_SMOKE=1: one round of 3 s phases.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
+import { raceHostsFile, RACE_SUFFIX } from '../test/helpers/race.js';
+import { OUTSIDE_LINK_V4 } from '../test/helpers/topology.js';
+import { native } from '../agent/datapath/native.js';
+import { TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
+
+const SMOKE = process.env.BENCH_SMOKE === '1';
+const SECONDS = SMOKE ? 3 : 10;
+const ROUNDS = SMOKE ? 1 : 3;
+const QPS = 1000;
+const NAMES = 500;
+const PREFIX = 'lat';
+
+type Phase = 'baseline' | 'inline' | 'userspace' | 'kernelOnly';
+
+interface DnsperfRun {
+  latenciesUs: number[];
+  sent: number;
+  lost: number;
+  rcodes: Record<string, number>;
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** One dnsperf run in the pod; parses "> RCODE NAME TYPE SECONDS" lines and the summary. */
+async function dnsperf(box: AgentBox, queryFile: string): Promise<DnsperfRun> {
+  const { stdout } = await box.topo.exec(
+    box.topo.pod('client').netns,
+    ['dnsperf', '-s', OUTSIDE_LINK_V4.outside, '-d', queryFile, '-l', String(SECONDS), '-Q', String(QPS), '-c', '1', '-q', '20', '-t', '2', '-v'],
+    (SECONDS + 30) * 1000,
+  );
+  const latenciesUs: number[] = [];
+  const rcodes: Record<string, number> = {};
+  for (const line of stdout.split('\n')) {
+    const m = /^> (\S+) \S+ \S+ (\d+\.\d+)$/.exec(line);
+    if (!m) continue;
+    rcodes[m[1]!] = (rcodes[m[1]!] ?? 0) + 1;
+    latenciesUs.push(Number(m[2]) * 1e6);
+  }
+  const sent = Number(/Queries sent:\s+(\d+)/.exec(stdout)?.[1] ?? NaN);
+  const lost = Number(/Queries lost:\s+(\d+)/.exec(stdout)?.[1] ?? NaN);
+  if (!(sent > 0) || latenciesUs.length === 0) throw new Error(`dnsperf gave no result:\n${stdout.slice(-2000)}`);
+  return { latenciesUs, sent, lost, rcodes };
+}
+
+function summarize(runs: DnsperfRun[]): { queries: number; lost: number; p50Us: number; p99Us: number; meanUs: number; rcodes: Record<string, number> } {
+  const all = runs.flatMap((r) => r.latenciesUs).sort((a, b) => a - b);
+  const rcodes: Record<string, number> = {};
+  for (const r of runs) for (const [k, v] of Object.entries(r.rcodes)) rcodes[k] = (rcodes[k] ?? 0) + v;
+  return {
+    queries: runs.reduce((s, r) => s + r.sent, 0),
+    lost: runs.reduce((s, r) => s + r.lost, 0),
+    p50Us: Math.round(quantile(all, 0.5)),
+    p99Us: Math.round(quantile(all, 0.99)),
+    meanUs: Math.round(all.reduce((s, x) => s + x, 0) / all.length),
+    rcodes,
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-bench-dns-'));
+  let result: Record<string, unknown> | undefined;
+  try {
+    const hosts = raceHostsFile(dir, PREFIX, NAMES);
+    const queryFile = join(dir, 'queries.txt');
+    writeFileSync(queryFile, Array.from({ length: NAMES }, (_, i) => `n${i}.${PREFIX}.${RACE_SUFFIX} A`).join('\n') + '\n');
+    await withAgentBox(undefined, [{ name: 'client' }], { dnsmasqArgs: [`--addn-hosts=${hosts}`], prefix: 'fqeb' }, async (box) => {
+      box.writePods([{ name: 'client', allow: `*.${RACE_SUFFIX}` }]);
+      const pod = box.topo.pod('client');
+      // Our filters by handle and priority (works before the agent ever pinned anything).
+      const tc = { ifindex: pod.ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, netns: box.topo.nodeNsPath };
+      const attached = () => native.tcQuery({ ...tc, direction: 'ingress' }) !== null;
+      const runs: Record<Phase, DnsperfRun[]> = { baseline: [], inline: [], userspace: [], kernelOnly: [] };
+      const learned = { inline: 0, userspace: 0 };
+      for (let round = 0; round < ROUNDS; round++) {
+        const phases: Phase[] = ['baseline', 'inline', 'userspace', 'kernelOnly'];
+        // Rotate the order per round so drift does not favour one phase.
+        for (let i = 0; i < round % phases.length; i++) phases.push(phases.shift()!);
+        for (const phase of phases) {
+          if (phase === 'baseline') {
+            await box.stopAgent();
+            // Not enforced: take our filters off the pod's veth (the agent re-attaches on start).
+            for (const direction of ['ingress', 'egress'] as const) native.tcDetach({ ...tc, direction });
+            if (attached()) throw new Error('baseline: our filter is still attached');
+            runs.baseline.push(await dnsperf(box, queryFile));
+            continue;
+          }
+          if (phase === 'kernelOnly') {
+            // The agent attaches with the inline learner, then goes away; the pins keep working.
+            await box.stopAgent();
+            await box.startAgent(['--log-level', 'info']);
+            await box.stopAgent('SIGKILL');
+            if (!attached()) throw new Error('kernelOnly: our filter is not attached');
+            runs.kernelOnly.push(await dnsperf(box, queryFile));
+            continue;
+          }
+          await box.stopAgent();
+          await box.startAgent(['--log-level', 'info', ...(phase === 'userspace' ? ['--inline-learner', 'false'] : [])]);
+          if (!attached()) throw new Error(`${phase}: the agent did not attach to the pod`);
+          const before = await box.metric('fqdn_egress_dns_messages_total', { verdict: 'accepted' });
+          runs[phase].push(await dnsperf(box, queryFile));
+          learned[phase] += (await box.metric('fqdn_egress_dns_messages_total', { verdict: 'accepted' })) - before;
+        }
+      }
+      await box.stopAgent();
+      if (learned.inline === 0 || learned.userspace === 0) throw new Error(`the agent accepted no answer (inline ${learned.inline}, userspace ${learned.userspace}): not measuring what we meant`);
+      const base = summarize(runs.baseline);
+      const ratios = (phase: Phase) => {
+        const s = summarize(runs[phase]);
+        return { ...s, p50Ratio: Number((s.p50Us / base.p50Us).toFixed(3)), p99Ratio: Number((s.p99Us / base.p99Us).toFixed(3)) };
+      };
+      const inline = { ...ratios('inline'), agentAcceptedAnswers: learned.inline };
+      const userspace = { ...ratios('userspace'), agentAcceptedAnswers: learned.userspace };
+      result = {
+        bench: 'dns-latency',
+        tool: `dnsperf -v in the pod -> dnsmasq outside, ${QPS} q/s for ${SECONDS} s per phase, ${ROUNDS} round(s), ${NAMES} allowed names`,
+        baseline: { what: 'pod not enforced, programs detached, no agent', ...base },
+        inlineLearner: inline,
+        userspaceOnly: userspace,
+        kernelOnly: { what: 'programs attached, inline learner on, agent stopped (diagnostic)', ...ratios('kernelOnly') },
+        goal: 'p50 and p99 ratios <= 1.02',
+        met: [inline, userspace].every((r) => r.p50Ratio <= 1.02 && r.p99Ratio <= 1.02),
+      };
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`dns-latency bench failed: ${err.stack}\n`);
+  process.exit(1);
+});
