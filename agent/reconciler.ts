@@ -12,6 +12,7 @@ import type { Change, FqdnCache } from './cache/fqdn-cache.js';
 
 /** The allow map as the reconciler writes it (a BpfMap, or a fake). */
 export interface AllowTable {
+  get(key: AllowKey): AllowValue | undefined;
   setMany(entries: Array<[AllowKey, AllowValue]>): number;
   deleteMany(keys: AllowKey[]): number;
 }
@@ -140,6 +141,15 @@ export class Reconciler {
     });
   }
 
+  /** Did the kernel write a newer, unexpired entry than the one we know? Then adopt it. */
+  private refreshedByKernel(key: AllowKey, known: AllowValue): boolean {
+    const current = this.deps.allow.get(key);
+    if (!current || current.source !== AllowSource.kernel || sameValue(current, known)) return false;
+    if (current.expiresNs !== 0n && current.expiresNs <= this.deps.kernelNowNs()) return false;
+    this.shadow.set(keyString(key.identity, key.addr, key.prefixLen), { key, value: current });
+    return true;
+  }
+
   /** Entries we may not judge: learned by the kernel, unexpired, for a name we do not know. */
   private keepOpaque(key: AllowKey, value: AllowValue, identities: Set<number>): boolean {
     return (
@@ -158,10 +168,12 @@ export class Reconciler {
     const want = (k: string, key: AllowKey, value: AllowValue | undefined) => {
       const have = this.shadow.get(k);
       if (value === undefined) {
-        if (have) {
-          deletes.push(have.key);
-          this.shadow.delete(k);
-        }
+        if (!have) return;
+        // The inline learner may have refreshed this entry since we last
+        // wrote it (the agent sees that answer ~0.3 ms later): keep it.
+        if (have.value.source !== AllowSource.static && this.refreshedByKernel(have.key, have.value)) return;
+        deletes.push(have.key);
+        this.shadow.delete(k);
         return;
       }
       if (have && sameValue(have.value, value)) return;

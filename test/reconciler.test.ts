@@ -9,6 +9,9 @@ import { AllowSource, type AllowKey, type AllowValue, type PortRule } from '../a
 class RecordingTable implements AllowTable {
   readonly entries = new Map<string, AllowValue>();
   readonly log: string[] = [];
+  get(k: AllowKey): AllowValue | undefined {
+    return this.entries.get(`${k.identity} ${formatCidr(k.addr, k.prefixLen)}`);
+  }
   setMany(entries: Array<[AllowKey, AllowValue]>): number {
     for (const [k, v] of entries) {
       const key = `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
@@ -110,4 +113,22 @@ test('port rules merge; any port wins; overflow keeps 8 and is reported', () => 
   const many = mergePorts([Array.from({ length: 10 }, (_, i) => ({ port: 1000 + i, proto: 6 }))]);
   assert.equal(many.ports.length, 8);
   assert.equal(many.overflow, true);
+});
+
+test('an entry the inline learner refreshed meanwhile is not deleted when our copy expires', () => {
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [], 'b.test': [] } });
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1000 }], 'agent'));
+  rec.flush();
+  // The kernel learns b.test -> the same IP; the agent has not seen that answer yet.
+  const fresh = { expiresNs: BigInt(clock.t + 5000) * 1_000_000n, nameHash: 6n, ports: [], source: AllowSource.kernel };
+  table.entries.set('1 203.0.113.1', fresh);
+  clock.t += 2000;
+  rec.markDirty(cache.expire());
+  rec.flush();
+  assert.deepEqual(table.entries.get('1 203.0.113.1'), fresh, 'kept: the kernel refreshed it');
+  // Once the kernel's entry has expired too, it goes.
+  clock.t += 10_000;
+  rec.markAll();
+  rec.flush();
+  assert.equal(table.entries.has('1 203.0.113.1'), false);
 });
