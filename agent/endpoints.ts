@@ -82,10 +82,6 @@ export class EndpointManager {
     return this.byIfindex.get(ifindex);
   }
 
-  byIdentity(identity: number): EnforcedPod | undefined {
-    for (const p of this.pods.values()) if (p.identity === identity) return p;
-    return undefined;
-  }
 
   /** Apply a complete snapshot; calls are serialized. */
   apply(snapshot: PodSpec[]): Promise<void> {

@@ -212,9 +212,4 @@ export class Reconciler {
     if (upserts.length) this.deps.allow.setMany(upserts);
     return { upserts: upserts.length, deletes: deletes.length, portOverflows: overflow.n };
   }
-
-  /** Entries currently written for one identity (for inspection and tests). */
-  entriesOf(identity: number): Array<{ key: AllowKey; value: AllowValue }> {
-    return [...this.shadow.values()].filter((e) => e.key.identity === identity);
-  }
 }

@@ -142,7 +142,7 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
 
 async function main(): Promise<void> {
   const tp = throughput();
-  const lat = process.env.BENCH_ONLY === 'throughput' ? undefined : await latency();
+  const lat = await latency();
   process.stdout.write(`${JSON.stringify({ bench: 'agent', throughput: { answers: ANSWERS, ...tp, baseline: 'dns-packet decode alone' }, captureToMap: lat })}\n`);
 }
 

@@ -62,6 +62,15 @@ static struct bpf_tc_hook Hook(const TcTarget &t)
 	return hook;
 }
 
+// Our filter on that hook: found and replaced by handle and priority only.
+static struct bpf_tc_opts Filter(const TcTarget &t)
+{
+	auto opts = ZeroedOpts<bpf_tc_opts>();
+	opts.handle = t.handle;
+	opts.priority = t.priority;
+	return opts;
+}
+
 // tcAttach({ifindex, direction, progFd, handle, priority, netns?}) -> prog id
 static Napi::Value TcAttach(const Napi::CallbackInfo &info)
 {
@@ -77,10 +86,8 @@ static Napi::Value TcAttach(const Napi::CallbackInfo &info)
 	if (ret < 0 && ret != -EEXIST)
 		ThrowErrno(env, PositiveErrno(ret), Op("bpf_tc_hook_create", t),
 			   capture.Details());
-	auto opts = ZeroedOpts<bpf_tc_opts>();
+	struct bpf_tc_opts opts = Filter(t);
 	opts.prog_fd = progFd;
-	opts.handle = t.handle;
-	opts.priority = t.priority;
 	opts.flags = BPF_TC_F_REPLACE;
 	ret = bpf_tc_attach(&hook, &opts);
 	if (ret < 0)
@@ -97,9 +104,7 @@ static Napi::Value TcDetach(const Napi::CallbackInfo &info)
 	NetnsGuard guard(env, t.netns);
 	LibbpfCapture capture; // expected misses stay quiet
 	struct bpf_tc_hook hook = Hook(t);
-	auto opts = ZeroedOpts<bpf_tc_opts>();
-	opts.handle = t.handle;
-	opts.priority = t.priority;
+	struct bpf_tc_opts opts = Filter(t);
 	int ret = bpf_tc_detach(&hook, &opts);
 	if (ret < 0) {
 		int err = PositiveErrno(ret);
@@ -119,9 +124,7 @@ static Napi::Value TcQuery(const Napi::CallbackInfo &info)
 	NetnsGuard guard(env, t.netns);
 	LibbpfCapture capture; // expected misses stay quiet
 	struct bpf_tc_hook hook = Hook(t);
-	auto opts = ZeroedOpts<bpf_tc_opts>();
-	opts.handle = t.handle;
-	opts.priority = t.priority;
+	struct bpf_tc_opts opts = Filter(t);
 	int ret = bpf_tc_query(&hook, &opts);
 	if (ret < 0) {
 		int err = PositiveErrno(ret);

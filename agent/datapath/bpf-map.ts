@@ -65,7 +65,4 @@ export class BpfMap<K, V> {
     return out;
   }
 
-  count(): number {
-    return native.mapDump(this.fd, this.keySize, this.valueSize).count;
-  }
 }

@@ -116,7 +116,7 @@ export class Datapath {
     const objectIds: number[] = [];
     const progFds: number[] = [];
     const mapFds: Partial<Record<MapName, number>> = {};
-    let finishMigrationLater: Record<string, number> = {};
+    let firstObjectMapFds: Record<string, number> = {};
     let unavailable: string | null = null;
     try {
       for (const o of OBJECTS) {
@@ -143,7 +143,7 @@ export class Datapath {
         native.unpin(pin);
         native.pinProgram(prog.fd, pin);
         if (Object.keys(mapFds).length === 0) {
-          finishMigrationLater = Object.fromEntries(Object.entries(obj.maps).map(([name, m]) => [name, m.fd]));
+          firstObjectMapFds = Object.fromEntries(Object.entries(obj.maps).map(([name, m]) => [name, m.fd]));
           for (const name of MAP_NAMES) {
             const m = obj.maps[name];
             if (!m) throw new Error(`${o.file}: no map ${name}`);
@@ -156,7 +156,7 @@ export class Datapath {
       throw err;
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
-    const migrated = finishMigration(saved, finishMigrationLater);
+    const migrated = finishMigration(saved, firstObjectMapFds);
     return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated);
   }
 

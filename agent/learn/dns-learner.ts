@@ -7,7 +7,7 @@
  * but writes nothing itself: `learn` does (cache, maps). Clock injected.
  */
 import type { CapturedPacket } from '../datapath/native.js';
-import { parseFrame, type Segment } from './../dns/frame.js';
+import { parseFrame, type Segment } from '../dns/frame.js';
 import { decodeDns, type DnsMessage } from '../dns/message.js';
 import { TcpDnsReassembler } from '../dns/tcp-stream.js';
 import { rulesForName } from '../policy/annotation.js';
