@@ -6,18 +6,20 @@
  * Stop: stop learning and leave the pinned programs and maps enforcing.
  */
 import { statfsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import type { PacketSocket, RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
-import { nameHash, wildcardHash } from './policy/name-hash.js';
+import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
+import { rebuiltBecause } from './datapath/migrate.js';
 import { FileSource } from './sources/file-source.js';
 import { KubernetesSource } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
@@ -71,6 +73,8 @@ export class Agent {
   readonly learner: DnsLearner;
   readonly metrics: AgentMetrics;
   private readonly names = new Map<bigint, string>();
+  /** the node's name-hash secret (fqe_hash_key): kept across restarts */
+  private readonly hashKey: bigint;
   private readonly byIdentity = new Map<number, EnforcedPod>();
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
@@ -90,6 +94,7 @@ export class Agent {
     checkPinDir(cfg.bpfPinDir);
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner });
+    this.hashKey = this.nodeHashKey();
     this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
     this.reconciler = new Reconciler({
       cache: this.cache,
@@ -100,8 +105,7 @@ export class Agent {
         const r = pod ? rulesForName(pod.policy, name) : undefined;
         return r?.allowed ? toKernelPorts(r.ports) : null;
       },
-      staticCidrs: cfg.allowCidrs,
-      nameHash,
+      nameHash: (name) => nameHash(name, this.hashKey),
       nameOf: (hash) => this.names.get(hash),
       toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
       kernelNowNs: () => process.hrtime.bigint(),
@@ -139,8 +143,10 @@ export class Agent {
     this.learner = new DnsLearner({
       podByInterface: (ifindex) => this.endpoints.byInterface(ifindex),
       isTrustedResolver: (ip) => this.resolvers.includes(ip),
-      kernelSawQuery: (identity, port, id, resolver) =>
-        this.dp.maps.queries.get({ identity, sport: port, dnsId: id, resolver: parseIp(resolver) }) !== undefined,
+      kernelSawQuery: (identity, port, id, resolver) => {
+        const q = this.dp.maps.queries.get({ identity, sport: port, dnsId: id, resolver: parseIp(resolver) });
+        return q !== undefined && process.hrtime.bigint() - q.sentNs <= BigInt(cfg.queryWindowMs) * 1_000_000n;
+      },
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
@@ -149,6 +155,8 @@ export class Agent {
       },
       minTtlMs: cfg.minTtlMs,
       maxTtlMs: cfg.maxTtlMs,
+      queryWindowMs: cfg.queryWindowMs,
+      connectGraceMs: cfg.connectGraceMs,
       nowMs: monotonicMs,
     });
     this.metrics = new AgentMetrics({
@@ -185,6 +193,8 @@ export class Agent {
     for (const m of dp.migrated) {
       const detail = { map: m.map, entries: m.entries, from: m.from, to: m.to };
       if (m.action === 'kept') this.log.warn(detail, 'pinned map had another definition: upgraded, entries kept');
+      else if (m.action === 'converted') this.log.warn(detail, 'pinned map had an older layout: upgraded, entries converted');
+      else if (m.action === 'rebuilt') this.log.warn({ ...detail, how: rebuiltBecause(m.map) }, 'pinned map had an older layout: upgraded, entries rebuilt by the agent');
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
     if (dp.inlineLearnerUnavailable === 'switched off') {
@@ -196,6 +206,7 @@ export class Agent {
       );
     }
     this.syncResolvers();
+    this.syncCidrs();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -266,6 +277,25 @@ export class Agent {
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
   }
 
+  /** The node's name-hash secret: the pinned one, or a new random one (never 0). */
+  private nodeHashKey(): bigint {
+    const pinned = this.dp.maps.hashKey.get(0) ?? 0n;
+    if (pinned !== 0n) return pinned;
+    let key = 0n;
+    while (key === 0n) key = randomBytes(8).readBigUInt64LE(0);
+    this.dp.maps.hashKey.set(0, key);
+    return key;
+  }
+
+  /** fqe_cidrs holds exactly --allow-cidrs. */
+  private syncCidrs(): void {
+    const want = new Map(this.cfg.allowCidrs.map((c) => [`${c.family}/${c.addr.toString('hex')}/${c.prefixLen}`, { family: c.family, addr: c.addr, prefixLen: c.prefixLen }]));
+    for (const [key] of this.dp.maps.cidrs.entries()) {
+      if (!want.has(`${key.family}/${key.addr.toString('hex')}/${key.prefixLen}`)) this.dp.maps.cidrs.delete(key);
+    }
+    for (const key of want.values()) this.dp.maps.cidrs.set(key, 1);
+  }
+
   /** fqe_config as this agent wants it, with its heartbeat (egressctl status reads it). */
   private configValue(): KernelConfig {
     return {
@@ -276,19 +306,23 @@ export class Agent {
       flags: this.dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
       agentHeartbeatNs: process.hrtime.bigint(),
       agentPid: process.pid,
+      queryWindowNs: BigInt(this.cfg.queryWindowMs) * 1_000_000n,
+      connectGraceNs: BigInt(this.cfg.connectGraceMs) * 1_000_000n,
     };
   }
 
   /** Keep fqe_policy (what the inline learner may learn) in step with a pod's rules. */
   private syncPolicy(identity: number, pod: EnforcedPod | undefined): void {
-    const want = new Map<string, [PolicyKey, KernelPortRule[]]>();
+    const want = new Map<string, [PolicyKey, PolicyValue]>();
     for (const rule of pod?.policy.rules ?? []) {
+      const name = rule.pattern.kind === 'exact' ? rule.pattern.name : rule.pattern.suffix;
       const key =
         rule.pattern.kind === 'exact'
-          ? { identity, kind: PolicyKind.exact, hash: nameHash(rule.pattern.name) }
-          : { identity, kind: PolicyKind.wildcard, hash: wildcardHash(rule.pattern.suffix) };
-      want.set(`${key.kind}:${key.hash}`, [key, toKernelPorts(rule.ports)]);
-      this.rememberName(key.hash, rule.pattern.kind === 'exact' ? rule.pattern.name : rule.pattern.suffix);
+          ? { identity, kind: PolicyKind.exact, hash: nameHash(name, this.hashKey) }
+          : { identity, kind: PolicyKind.wildcard, hash: wildcardHash(name, this.hashKey) };
+      // The kernel compares these bytes with the question before a hash hit counts.
+      want.set(`${key.kind}:${key.hash}`, [key, { ports: toKernelPorts(rule.ports), name: hashOrderBytes(name) }]);
+      this.rememberName(key.hash, name);
     }
     const have = this.policyShadow.get(identity) ?? new Map<string, PolicyKey>();
     this.dp.maps.policy.deleteMany([...have].filter(([k]) => !want.has(k)).map(([, key]) => key));
@@ -297,17 +331,33 @@ export class Agent {
     else this.policyShadow.set(identity, new Map([...want].map(([k, [key]]) => [k, key])));
   }
 
+  /**
+   * The name behind a kernel entry's hash, only when it checks out as a
+   * string: it hashes to that hash under this node's key (or, for entries
+   * from before the key, the unkeyed hash) and the pod's policy allows it.
+   */
+  private checkedName(identity: number, hash: bigint): string | undefined {
+    let name = this.names.get(hash);
+    if (!name) {
+      name = this.dp.maps.names.get(hash);
+      if (name) this.names.set(hash, name);
+    }
+    if (!name) return undefined;
+    const pod = this.byIdentity.get(identity);
+    if (!this.hashesTo(name, hash) || !pod || !rulesForName(pod.policy, name).allowed) {
+      this.metrics.kernelEntriesRefused.inc();
+      return undefined;
+    }
+    return name;
+  }
+
   /** Read what the inline learner wrote into the cache (with its name). */
   importKernelLearned(): number {
     let imported = 0;
     for (const [key, value] of this.dp.maps.allow.entries()) {
       if (value.source !== AllowSource.kernel || key.prefixLen !== 128 || !this.byIdentity.has(key.identity)) continue;
       if (!this.reconciler.noteKernelEntry(key, value)) continue;
-      let name = this.names.get(value.nameHash);
-      if (!name) {
-        name = this.dp.maps.names.get(value.nameHash);
-        if (name) this.names.set(value.nameHash, name);
-      }
+      const name = this.checkedName(key.identity, value.nameHash);
       if (!name) continue;
       this.reconciler.markDirty(this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, 'kernel'));
       imported++;
@@ -328,10 +378,21 @@ export class Agent {
     this.reconciler.adopt(allow);
     for (const [key, value] of allow) {
       const name = this.names.get(value.nameHash);
+      // Pods are not known yet: the reconciler drops names their policy does not allow.
+      if (name && value.source === AllowSource.kernel && !this.hashesTo(name, value.nameHash)) continue;
       if (!name || value.expiresNs === 0n || value.source === AllowSource.static || key.prefixLen !== 128) continue;
       this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, value.source === AllowSource.kernel ? 'kernel' : 'agent');
     }
     return { identities, names: this.names.size, allowEntries: allow.length, cacheEntries: this.cache.size };
+  }
+
+  /** Does this name hash to `hash` (keyed, or unkeyed for entries from before the key)? */
+  private hashesTo(name: string, hash: bigint): boolean {
+    try {
+      return nameHash(name, this.hashKey) === hash || nameHash(name) === hash;
+    } catch {
+      return false; // not a name a policy could hold
+    }
   }
 
   private async applyPods(pods: PodSpec[]): Promise<void> {
@@ -359,7 +420,7 @@ export class Agent {
   }
 
   private learn(a: LearnedAnswer): void {
-    this.rememberName(nameHash(a.name), a.name);
+    this.rememberName(nameHash(a.name, this.hashKey), a.name);
     this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
     this.pendingLatencies.push(a.capturedNs);
   }

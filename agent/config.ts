@@ -24,6 +24,10 @@ export interface Config {
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   inlineLearner: boolean;
+  /** a recorded DNS query is good for one answer within this */
+  queryWindowMs: number;
+  /** an accepted answer allows connections for at least this long, whatever its TTL */
+  connectGraceMs: number;
 }
 
 interface FlagSpec {
@@ -45,6 +49,8 @@ export const FLAGS: Record<string, FlagSpec> = {
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
+  'query-window': { help: 'how long a pod\'s DNS query may be answered (one answer each; 100ms to 1m)', default: '5s' },
+  'connect-grace': { help: 'an accepted answer allows connections for at least this long, even with TTL 0 (100ms to 5m)', default: '5s' },
   help: { help: 'print this help', boolean: true },
 };
 
@@ -153,6 +159,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   }
   const inlineLearner = f.get('inline-learner')!;
   if (inlineLearner !== 'true' && inlineLearner !== 'false') throw new ConfigError(`--inline-learner: "${inlineLearner}" is not true or false`);
+  const queryWindowMs = parseDuration(f.get('query-window')!, 'query-window');
+  if (queryWindowMs < 100 || queryWindowMs > 60_000) throw new ConfigError(`--query-window: ${f.get('query-window')} is not between 100ms and 1m`);
+  const connectGraceMs = parseDuration(f.get('connect-grace')!, 'connect-grace');
+  if (connectGraceMs < 100 || connectGraceMs > 300_000) throw new ConfigError(`--connect-grace: ${f.get('connect-grace')} is not between 100ms and 5m`);
   return {
     source,
     endpointsFile,
@@ -166,5 +176,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],
     inlineLearner: inlineLearner === 'true',
+    queryWindowMs,
+    connectGraceMs,
   };
 }

@@ -4,7 +4,9 @@
  * interface, keeps a stable identity (restored from the pinned maps after a
  * restart), writes address ownership and the endpoint entry, and attaches
  * our tc filters. A pod that goes away (or loses its annotation) is purged
- * completely, before any new pod is set up, so a reused IP inherits nothing.
+ * completely, before any new pod is set up, so a reused IP inherits nothing:
+ * purging scans every map for the identity (not what we remember writing),
+ * and an identity is never handed out while any map still holds it.
  * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
  */
 import { parseIp, formatIp } from './datapath/addr.js';
@@ -53,6 +55,8 @@ export class EndpointManager {
   private readonly waiting = new Map<string, string>();
   /** identities found in the maps at start-up, by pod key */
   private readonly restored = new Map<string, { identity: number; ifindex: number }>();
+  /** identities some map holds at start-up that no pod owns (purged on the first snapshot) */
+  private readonly orphans = new Set<number>();
   private readonly reportedErrors = new Map<string, string>();
   private nextIdentity = 1;
   private lastSnapshot: PodSpec[] = [];
@@ -62,12 +66,26 @@ export class EndpointManager {
 
   /** Read identities back from the pinned maps (after a restart). */
   restore(): number {
-    for (const [identity, info] of this.opts.dp.maps.pods.entries()) {
-      this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+    for (const [identity, info] of this.opts.dp.maps.pods.entries()) this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+    const owned = new Set([...this.restored.values()].map((r) => r.identity));
+    for (const identity of this.identitiesInMaps()) {
       this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
+      if (!owned.has(identity)) this.orphans.add(identity);
     }
-    for (const [, ep] of this.opts.dp.maps.endpoints.entries()) this.nextIdentity = Math.max(this.nextIdentity, ep.identity + 1);
     return this.restored.size;
+  }
+
+  /** Every identity any map holds an entry for. */
+  private identitiesInMaps(): Set<number> {
+    const { maps } = this.opts.dp;
+    const ids = new Set<number>();
+    for (const [identity] of maps.pods.entries()) ids.add(identity);
+    for (const [, ep] of maps.endpoints.entries()) ids.add(ep.identity);
+    for (const [identity] of maps.counters.entries()) ids.add(identity);
+    for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack] as const) {
+      for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
+    }
+    return ids;
   }
 
   get enforced(): EnforcedPod[] {
@@ -112,6 +130,11 @@ export class EndpointManager {
         this.purgeIdentity(r.identity, r.ifindex);
         this.restored.delete(key);
       }
+    }
+    for (const identity of [...this.orphans]) {
+      this.purgeIdentity(identity, undefined);
+      this.orphans.delete(identity);
+      this.opts.log.info({ identity }, 'entries of an identity no pod owns removed');
     }
     for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
 
@@ -211,12 +234,17 @@ export class EndpointManager {
     this.opts.events.onRemoved(pod);
   }
 
-  private purgeIdentity(identity: number, ifindex: number): void {
+  /** Every entry keyed by this identity, in every map (scanned, not remembered). */
+  private purgeIdentity(identity: number, ifindex: number | undefined): void {
     const { maps } = this.opts.dp;
-    const current = maps.endpoints.get(ifindex);
-    if (current?.identity === identity) maps.endpoints.delete(ifindex);
-    this.detachQuietly(ifindex, `identity ${identity}`);
+    for (const [i, ep] of maps.endpoints.entries()) {
+      if (ep.identity !== identity) continue;
+      maps.endpoints.delete(i);
+      if (i !== ifindex && !this.byIfindex.has(i)) this.detachQuietly(i, `identity ${identity}`);
+    }
+    if (ifindex !== undefined) this.detachQuietly(ifindex, `identity ${identity}`);
     maps.owners.deleteMany(maps.owners.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.allow.deleteMany(maps.allow.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.conntrack.deleteMany(maps.conntrack.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));

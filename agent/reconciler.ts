@@ -1,12 +1,12 @@
 /*
- * The reconciler: makes the kernel's allow trie match what the FQDN cache and
- * the agent-wide allowCIDRs say, for every enforced pod. It keeps a shadow of
+ * The reconciler: makes the kernel's allow trie match what the FQDN cache
+ * says, for every enforced pod (allowCIDRs live in their own map, fqe_cidrs). It keeps a shadow of
  * what it wrote, so a change costs only the entries it touches; a full
  * resync diffs everything. It must not decide policy (portsFor does) and
  * never deletes an unexpired entry the kernel learned for a name it cannot
  * judge. Datapath and clocks are injected: unit tests use a recording table.
  */
-import { parseIp, type Cidr, formatCidr } from './datapath/addr.js';
+import { parseIp, formatCidr } from './datapath/addr.js';
 import { AllowSource, MAX_PORT_RULES, type AllowKey, type AllowValue, type PortRule } from './datapath/codecs.js';
 import type { Change, FqdnCache } from './cache/fqdn-cache.js';
 
@@ -24,8 +24,6 @@ export interface ReconcilerDeps {
   identities(): Iterable<number>;
   /** ports a pod may use towards a name ([] = any), or null if the name is not allowed */
   portsFor(identity: number, name: string): PortRule[] | null;
-  /** agent-wide prefixes every enforced pod may reach */
-  staticCidrs: Cidr[];
   nameHash(name: string): bigint;
   /** the name behind a hash, if the agent ever saw it */
   nameOf(hash: bigint): string | undefined;
@@ -134,13 +132,6 @@ export class Reconciler {
     };
   }
 
-  private staticEntries(identity: number): Array<{ k: string; key: AllowKey; value: AllowValue }> {
-    return this.deps.staticCidrs.map((c) => {
-      const key = { identity, addr: c.addr, prefixLen: c.prefixLen };
-      return { k: keyString(identity, c.addr, c.prefixLen), key, value: { expiresNs: 0n, nameHash: 0n, ports: [], source: AllowSource.static } };
-    });
-  }
-
   /** Did the kernel write a newer, unexpired entry than the one we know? Then adopt it. */
   private refreshedByKernel(key: AllowKey, known: AllowValue): boolean {
     const current = this.deps.allow.get(key);
@@ -187,7 +178,6 @@ export class Reconciler {
       const identities = new Set(this.deps.identities());
       const desired = new Map<string, { key: AllowKey; value: AllowValue }>();
       for (const identity of identities) {
-        for (const s of this.staticEntries(identity)) desired.set(s.k, { key: s.key, value: s.value });
         for (const ip of this.deps.cache.ipsOf(identity)) {
           const value = this.desiredHost(identity, ip, overflow);
           const addr = parseIp(ip);

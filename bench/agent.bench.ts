@@ -50,13 +50,13 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
     const rec = new Reconciler({
       cache, allow: dp.maps.allow, identities: () => [1],
       portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
-      staticCidrs: [], nameHash, nameOf: () => undefined,
+      nameHash: (n) => nameHash(n), nameOf: () => undefined,
       toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => process.hrtime.bigint(),
     });
     const learner = new DnsLearner({
       podByInterface: () => pod, isTrustedResolver: (ip) => ip === '192.0.2.2', kernelSawQuery: () => false,
       learn: (a) => rec.markDirty(cache.learn(1, a.name, a.answers, 'agent')), verdict: () => undefined,
-      minTtlMs: 30_000, maxTtlMs: 3_600_000, nowMs: monotonicMs,
+      minTtlMs: 30_000, maxTtlMs: 3_600_000, queryWindowMs: 5000, connectGraceMs: 0, nowMs: monotonicMs,
     });
     const packets: CapturedPacket[] = [];
     const payloads: Buffer[] = [];

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { native } from '../agent/datapath/native.js';
 import { DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { PolicyKind } from '../agent/datapath/codecs.js';
-import { nameHash } from '../agent/policy/name-hash.js';
 import { LearnerHarness } from '../test/helpers/learner-harness.js';
 import { buildFrame } from '../test/helpers/frames.js';
 
@@ -32,7 +31,7 @@ function main(): void {
   try {
     const passFd = pass.programs.fqe_passthrough!.fd;
     const name = 'api.stripe.test';
-    for (const h of [full, ctOnly]) h.allowName(PolicyKind.exact, nameHash(name));
+    for (const h of [full, ctOnly]) h.allowName(PolicyKind.exact, name);
     const nonDns = buildFrame({ src: '203.0.113.10', dst: full.podV4, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x10 });
     const answer = full.frame({ name, id: 7, sport: 40001, ips: ['203.0.113.10', '203.0.113.11'] });
     const other = full.frame({ name, id: 8, sport: 40002, ips: ['203.0.113.10'] });

@@ -100,7 +100,7 @@ function main(): void {
     const rec = new Reconciler({
       cache, allow: dp.maps.allow, identities: () => [IDENTITY],
       portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
-      staticCidrs: [], nameHash, nameOf: () => undefined,
+      nameHash: (n) => nameHash(n), nameOf: () => undefined,
       toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => BigInt(Math.round(nowMs * 1e6)),
     });
     let accepted = 0;
@@ -111,6 +111,8 @@ function main(): void {
         if (v === 'accepted') accepted++;
       },
       minTtlMs, maxTtlMs, nowMs: clock,
+      queryWindowMs: parseDuration(FLAGS['query-window']!.default!, 'query-window'),
+      connectGraceMs: parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace'),
     });
 
     const baseline = memory();

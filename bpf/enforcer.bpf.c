@@ -2,9 +2,11 @@
 /*
  * The enforcer: tc ingress of a pod's host-side interface, i.e. everything
  * the pod sends. An enforced pod's packet passes only when it is link
- * control, DNS to a trusted resolver, part of a tracked flow, or bound for a
- * destination the pod was allowed (not expired, port listed). Everything
- * else is dropped (or passed and reported in audit mode).
+ * control (that cannot leave the link), DNS to a trusted resolver, part of a
+ * tracked flow, or bound for a destination the pod was allowed (a learned
+ * entry not expired with the port listed, or an allowCIDRs prefix).
+ * Everything else is dropped (or passed and reported in audit mode). A flow
+ * that only audit mode let through ends when the pod is switched to enforce.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
  */
@@ -79,6 +81,18 @@ static __always_inline __u8 allow_verdict(__u32 identity, const struct fqe_pkt *
 	return FQE_REASON_NONE;
 }
 
+/* Is the destination inside an agent-wide allowCIDRs prefix (any port)? */
+static __always_inline int cidr_allows(const struct fqe_pkt *p)
+{
+	struct fqe_cidr_key k = {
+		.prefixlen = 32 + 128,
+		.family = p->family,
+	};
+
+	__builtin_memcpy(k.addr, p->daddr, 16);
+	return bpf_map_lookup_elem(&fqe_cidrs, &k) != NULL;
+}
+
 static __always_inline int is_trusted_resolver(const struct fqe_pkt *p)
 {
 	struct fqe_resolver_key k;
@@ -107,6 +121,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 				   enum fqe_pass *pass)
 {
 	__u32 identity = ep->identity;
+	struct fqe_ct_val *tracked = NULL;
 	struct fqe_ct_key ct;
 	__u8 verdict;
 
@@ -121,14 +136,27 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	}
 
 	fqe_ct_key_of(&ct, identity, p, 1);
+	if (!p->frag)
+		tracked = fqe_ct_lookup(cfg, &ct, now);
 	verdict = allow_verdict(identity, p, now);
+	if (verdict != FQE_REASON_NONE && cidr_allows(p))
+		verdict = FQE_REASON_NONE;
 	if (verdict == FQE_REASON_NONE) {
-		if (!p->frag && !fqe_ct_touch(cfg, &ct, now))
+		if (tracked) {
+			fqe_ct_refresh(tracked, now);
+			/* the policy allows it now: no longer an audit-only flow */
+			if (tracked->flags & FQE_CT_AUDITED)
+				tracked->flags = FQE_CT_OUTBOUND;
+		} else if (!p->frag) {
 			fqe_ct_create(&ct, now, FQE_CT_OUTBOUND);
+		}
 		return FQE_REASON_NONE;
 	}
+	if (tracked && fqe_ct_audit_ended(tracked, ep))
+		return FQE_REASON_AUDIT_ENDED;
 	/* Replies to inbound flows; flows that outlive their IP's TTL. */
-	if (!p->frag && fqe_ct_touch(cfg, &ct, now)) {
+	if (tracked) {
+		fqe_ct_refresh(tracked, now);
 		*pass = FQE_PASS_CT;
 		return FQE_REASON_NONE;
 	}

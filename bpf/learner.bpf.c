@@ -2,10 +2,12 @@
 /*
  * tc egress of a pod's host-side interface, i.e. everything the pod receives.
  *  - The inline DNS learner: a UDP answer from a trusted resolver to a query
- *    this pod really sent (port, id), for a name its policy allows, has its
- *    A/AAAA written into the allow trie before the pod sees the answer, so
- *    the pod's first connection is never dropped (and learning goes on while
- *    the agent is down). What it cannot parse is left to the agent.
+ *    this pod really sent (port, id) within the query window, for a name its
+ *    policy allows (the real name compared, not only its keyed hash), has
+ *    its A/AAAA written into the allow trie before the pod sees the answer,
+ *    so the pod's first connection is never dropped (and learning goes on
+ *    while the agent is down). A query is good for one answer. What it
+ *    cannot parse is left to the agent.
  *  - Conntrack for flows opened towards the pod, so that its replies pass.
  * Never drops. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
  * the fallback for kernels whose verifier refuses the learner.
@@ -38,16 +40,28 @@ struct {
 	__type(value, struct fqe_learn_scratch);
 } fqe_scratch SEC(".maps");
 
+/* How long an address stays allowed: the TTL clamped, never under the grace. */
 static __always_inline __u64 ttl_ns(const struct fqe_config *cfg, __u32 ttl)
 {
 	__u32 lo = cfg ? cfg->min_ttl_s : 0;
 	__u32 hi = cfg && cfg->max_ttl_s ? cfg->max_ttl_s : FQE_DEFAULT_MAX_TTL_S;
+	__u64 grace = fqe_connect_grace_ns(cfg);
+	__u64 ns;
 
 	if (ttl < lo)
 		ttl = lo;
 	if (ttl > hi)
 		ttl = hi;
-	return (__u64)ttl * FQE_NSEC_PER_SEC;
+	ns = (__u64)ttl * FQE_NSEC_PER_SEC;
+	return ns < grace ? grace : ns;
+}
+
+static __always_inline __u64 hash_key(void)
+{
+	__u32 zero = 0;
+	const struct fqe_hash_key *k = bpf_map_lookup_elem(&fqe_hash_key, &zero);
+
+	return k ? k->key : 0;
 }
 
 /* Ports of the new entry: the rule's, united with an unexpired old entry's. */
@@ -130,21 +144,22 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 {
 	const struct fqe_policy_val *rule;
 	struct fqe_learn_scratch *s;
-	struct fqe_resolver_key rk;
 	struct fqe_owner_key ok = { .identity = identity };
 	struct fqe_query_key qk = { .identity = identity };
+	const struct fqe_query_val *sent;
 	struct fqe_counters *c;
 	struct fqe_dns_hdr hdr;
-	struct fqe_qname q = {};
+	struct fqe_qname *q;
 	__u32 min_cname_ttl, end, zero = 0;
 	__u64 name_hash = 0;
+	int refused = 0;
 	__u16 flags;
 	int n;
 
 	if (cfg && (cfg->flags & FQE_CFG_INLINE_LEARNER_OFF))
 		return;
-	__builtin_memcpy(rk.addr, p->saddr, 16);
-	if (!bpf_map_lookup_elem(&fqe_resolvers, &rk))
+	/* struct fqe_resolver_key is the address alone: the stack stays small */
+	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr))
 		return;
 	__builtin_memcpy(ok.addr, p->daddr, 16);
 	if (!bpf_map_lookup_elem(&fqe_owners, &ok))
@@ -158,26 +173,34 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	qk.sport = p->dport;
 	qk.dns_id = bpf_ntohs(hdr.id);
 	__builtin_memcpy(qk.resolver, p->saddr, 16);
-	if (!bpf_map_lookup_elem(&fqe_queries, &qk))
+	sent = bpf_map_lookup_elem(&fqe_queries, &qk);
+	if (!sent)
 		return; /* unsolicited: adds nothing */
+	if (sent->proto != IPPROTO_UDP || fqe_older_than(now, sent->sent_ns, fqe_query_window_ns(cfg))) {
+		bpf_map_delete_elem(&fqe_queries, &qk);
+		return; /* another transport, or asked too long ago: adds nothing */
+	}
 
 	c = fqe_counters_get(identity);
 	s = bpf_map_lookup_elem(&fqe_scratch, &zero);
 	if (!s || !c)
 		return;
 	end = p->payload_off + p->payload_len;
-	if (fqe_dns_read_qname(skb, p->payload_off + sizeof(hdr), end, s, &q) < 0)
+	q = &s->q;
+	if (fqe_dns_read_qname(skb, p->payload_off + sizeof(hdr), end, s, q) < 0)
 		goto skipped;
-	rule = fqe_dns_match(s, &q, identity, &name_hash);
+	rule = fqe_dns_match(s, q, identity, hash_key(), &name_hash, &refused);
 	if (!rule) {
+		if (refused)
+			c->learn_refused++;
 		bpf_map_delete_elem(&fqe_queries, &qk);
 		return; /* a name this pod may not reach */
 	}
-	n = fqe_dns_read_answers(skb, q.end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl);
+	n = fqe_dns_read_answers(skb, q->end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl);
 	if (n < 0)
 		goto skipped;
 
-	fqe_dns_lower_dotted(s, q.dotted_len);
+	fqe_dns_lower_dotted(s, q->dotted_len);
 	if (!bpf_map_lookup_elem(&fqe_names, &name_hash))
 		bpf_map_update_elem(&fqe_names, &name_hash, s->dotted, BPF_ANY);
 	{
@@ -214,6 +237,7 @@ int fqe_learner(struct __sk_buff *skb)
 	__u32 ifindex = skb->ifindex;
 	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
 	const struct fqe_config *cfg;
+	struct fqe_ct_val *tracked;
 	struct fqe_ct_key ct;
 	struct fqe_pkt p = {};
 	__u64 now;
@@ -233,8 +257,13 @@ int fqe_learner(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 	}
 	fqe_ct_key_of(&ct, ep->identity, &p, 0);
-	if (!fqe_ct_touch(cfg, &ct, now) && opens_flow(&p))
+	tracked = fqe_ct_lookup(cfg, &ct, now);
+	if (tracked) {
+		if (!fqe_ct_audit_ended(tracked, ep))
+			fqe_ct_refresh(tracked, now);
+	} else if (opens_flow(&p)) {
 		fqe_ct_create(&ct, now, FQE_CT_INBOUND);
+	}
 	return TC_ACT_UNSPEC;
 }
 

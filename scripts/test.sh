@@ -9,6 +9,6 @@ bash scripts/build.sh
 bash scripts/sweep.sh
 status=0
 if [ $# -eq 0 ]; then set -- dist/test/*.test.js; fi
-node --test --test-concurrency=2 --test-timeout=180000 "$@" || status=$?
+node --test --test-concurrency=2 --test-timeout=420000 "$@" || status=$?
 bash scripts/sweep.sh
 exit $status

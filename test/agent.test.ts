@@ -82,7 +82,7 @@ test('IPv6 (AAAA), CNAME chains and DNS over TCP are learned', async (t) => {
 
 test('after the TTL runs out a new connection is refused while an established one keeps working', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withAgentBox(t, [{ name: 'payments' }], { agentArgs: ['--min-ttl', '1s'], dnsmasqArgs: ['--local-ttl=1'] }, async (box) => {
+  await withAgentBox(t, [{ name: 'payments' }], { agentArgs: ['--min-ttl', '1s', '--connect-grace', '100ms'], dnsmasqArgs: ['--local-ttl=1'] }, async (box) => {
     box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
     await box.startAgent();
     await box.dig('payments', 'api.stripe.test');
@@ -132,8 +132,9 @@ test('forged answers of every kind add nothing', async (t) => {
     assert.deepEqual(allowedIps(box, 'payments'), [], 'payments learned nothing');
     assert.deepEqual(allowedIps(box, 'other'), [], 'other learned nothing');
     for (const last of [20, 21, 22, 23, 24, 25]) assert.equal(await box.connect('payments', `198.51.100.${last}`, 443, 400), false);
-    // The real answer to the real query still counts.
-    await forge(SILENT_RESOLVER, pay.v4, 40001, 1111, 'api.stripe.test', '203.0.113.10');
+    // The real answer to a real query, within the query window, still counts.
+    await query('payments', 'api.stripe.test', 1112, 40001);
+    await forge(SILENT_RESOLVER, pay.v4, 40001, 1112, 'api.stripe.test', '203.0.113.10');
     await box.waitFor('the genuine answer', () => allowedIps(box, 'payments').includes('203.0.113.10'));
   });
 });

@@ -108,11 +108,11 @@ test('layouts() reports every struct of fqe_types.h and its constants', () => {
   for (const name of ['pod_info', 'config', 'endpoint', 'owner_key', 'port_rule', 'resolver_key', 'query_key', 'query_val', 'ct_val']) {
     assert.ok(l[name] && l[name].size > 0, `struct fqe_${name}`);
   }
-  assert.equal(l.constants.ABI_VERSION, 1);
+  assert.equal(l.constants.ABI_VERSION, 2);
   assert.equal(l.constants.MAX_PORT_RULES, 8);
   assert.equal(l.constants.MAX_ALLOW, 1048576);
   assert.equal(l.constants.REASON_SPOOFED, 4);
-  assert.equal(l.constants.REASON_MAX, 8);
+  assert.equal(l.constants.REASON_MAX, 9);
   assert.equal(l.constants.EV_DROP, 1);
 });
 

@@ -5,23 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { requireKernelTestEnv } from './helpers/topology.js';
+import { egressctl, EGRESSCTL } from './helpers/egressctl.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
-
-const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'egressctl.js');
-
-/** Run egressctl, in the node's namespace when given (where the agent runs). */
-function egressctl(args: string[], netnsPath?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const [cmd, argv] = netnsPath ? ['nsenter', [`--net=${netnsPath}`, process.execPath, EGRESSCTL, ...args]] : [process.execPath, [EGRESSCTL, ...args]];
-  return new Promise((resolve) => {
-    execFile(cmd as string, argv as string[], { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: number }).code as unknown as number) ?? 1 : 0, stdout, stderr });
-    });
-  });
-}
 
 test('egressctl inspect, drops and status with the agent running and stopped', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
@@ -93,7 +80,8 @@ test('egressctl inspect, drops and status with the agent running and stopped', a
       assert.equal(s.agent.inlineLearner, 'on');
       assert.equal(s.interfaces.length, 2);
       assert.ok(s.interfaces.every((i: any) => typeof i.enforcer === 'number' && typeof i.learner === 'number'), 'programs attached');
-      assert.ok(s.maps.find((m: any) => m.map === 'fqe_allow').entries >= 3);
+      assert.ok(s.maps.find((m: any) => m.map === 'fqe_allow').entries >= 2);
+      assert.equal(s.maps.find((m: any) => m.map === 'fqe_cidrs').entries, 1, 'the --allow-cidrs prefix');
       const stTable = await egressctl(['status', ...pin]);
       assert.match(stTable.stdout, phase === 'running' ? /agent: up/ : /agent: down/);
     }

@@ -30,7 +30,7 @@ class RecordingTable implements AllowTable {
   }
 }
 
-function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { staticCidrs?: string[]; names?: Map<bigint, string> } = {}) {
+function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string> } = {}) {
   const clock = { t: 1000 };
   const cache = new FqdnCache({ maxIpsPerName: 10, now: () => clock.t });
   const table = new RecordingTable();
@@ -39,7 +39,6 @@ function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { stati
     allow: table,
     identities: () => Object.keys(policy).map(Number),
     portsFor: (identity, name) => policy[identity]?.[name] ?? null,
-    staticCidrs: (opts.staticCidrs ?? []).map(parseCidr),
     nameHash: (name) => BigInt(name.length),
     nameOf: (hash) => opts.names?.get(hash),
     toKernelNs: (ms) => BigInt(ms) * 1_000_000n,
@@ -73,11 +72,15 @@ test('expired entries are removed; a name no longer allowed is revoked', () => {
   assert.deepEqual([...table.entries.keys()], [], 'revoked on the next full resync');
 });
 
-test('static CIDRs are written for every enforced pod and never expire', () => {
-  const { table, rec } = setup({ 1: {}, 2: {} }, { staticCidrs: ['192.0.2.0/24', '2001:db8:ff::/64'] });
+test('allowCIDRs entries an older agent wrote into the allow map are removed (they live in fqe_cidrs now)', () => {
+  const { table, rec } = setup({ 1: {} });
+  const c = parseCidr('192.0.2.0/24');
+  const key = { identity: 1, addr: c.addr, prefixLen: c.prefixLen };
+  const value = { expiresNs: 0n, nameHash: 0n, ports: [], source: AllowSource.static };
+  table.setMany([[key, value]]);
+  rec.adopt([[key, value]]);
   rec.flush();
-  assert.deepEqual([...table.entries.keys()].sort(), ['1 192.0.2.0/24', '1 2001:db8:ff::/64', '2 192.0.2.0/24', '2 2001:db8:ff::/64']);
-  assert.equal(table.entries.get('1 192.0.2.0/24')!.expiresNs, 0n);
+  assert.deepEqual([...table.entries.keys()], []);
 });
 
 test('a pod that goes away loses its entries, deletes before upserts', () => {

@@ -127,6 +127,8 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
   const allow = dp.maps.allow.entries();
   const policy = dp.maps.policy.entries();
   const conntrack = dp.maps.conntrack.entries();
+  // --allow-cidrs: agent-wide, shown under every pod as `static`
+  const cidrs: AllowedIp[] = dp.maps.cidrs.entries().map(([k]) => ({ ip: formatCidr(k.addr, k.prefixLen), name: null, learnedBy: 'static', expiresInSeconds: null, ports: portsText([]) }));
   const reports: PodReport[] = [];
   for (const [identity, info] of dp.maps.pods.entries().sort((a, b) => `${a[1].namespace}/${a[1].name}`.localeCompare(`${b[1].namespace}/${b[1].name}`))) {
     const key = `${info.namespace}/${info.name}`;
@@ -147,10 +149,11 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
         ports: portsText(v.ports),
       });
     }
+    ips.push(...cidrs);
     ips.sort((a, b) => (a.name ?? '~').localeCompare(b.name ?? '~') || a.ip.localeCompare(b.ip));
     const rules = policy
       .filter(([k]) => k.identity === identity)
-      .map(([k, ports]) => {
+      .map(([k, { ports }]) => {
         const n = names.get(k.hash) ?? `#${k.hash.toString(16)}`;
         return { pattern: k.kind === PolicyKind.wildcard ? `*.${n}` : n, ports: portsText(ports) };
       })
@@ -241,7 +244,7 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
     };
     return { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, enforcer: q('ingress'), learner: q('egress') };
   });
-  const maps = (['fqe_allow', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
+  const maps = (['fqe_allow', 'fqe_cidrs', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
     const fd = native.objGet(join(dp.pinDir, map));
     try {
       const info = native.mapInfo(fd);

@@ -8,9 +8,14 @@ import { ADDR_LEN, formatIp } from './addr.js';
 
 export const LAYOUTS = {
   config: {
-    size: 48,
-    fields: { ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28, agent_heartbeat_ns: 32, agent_pid: 40 },
+    size: 64,
+    fields: {
+      ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28, agent_heartbeat_ns: 32, agent_pid: 40,
+      query_window_ns: 48, connect_grace_ns: 56,
+    },
   },
+  hash_key: { size: 8, fields: { key: 0 } },
+  cidr_key: { size: 24, fields: { prefixlen: 0, family: 4, addr: 8 } },
   recent: { size: 64, fields: { seq: 0, ev: 8 } },
   endpoint: { size: 8, fields: { identity: 0, flags: 4 } },
   owner_key: { size: 20, fields: { identity: 0, addr: 4 } },
@@ -23,14 +28,14 @@ export const LAYOUTS = {
   ct_key: { size: 44, fields: { identity: 0, pod_addr: 4, peer_addr: 20, pod_port: 36, peer_port: 38, proto: 40 } },
   ct_val: { size: 24, fields: { last_seen_ns: 0, created_ns: 8, flags: 16 } },
   counters: {
-    size: 144,
+    size: 216,
     fields: {
       passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, learned: 48, learn_skipped: 56,
-      reasons: 64, rl_window_ns: 128, rl_count: 136,
+      learn_refused: 64, reasons: 72, rl_window_ns: 200, rl_count: 208,
     },
   },
   policy_key: { size: 16, fields: { identity: 0, kind: 4, hash: 8 } },
-  policy_val: { size: 36, fields: { nports: 0, ports: 4 } },
+  policy_val: { size: 296, fields: { nports: 0, ports: 4, name_len: 36, name: 40 } },
   name: { size: 256, fields: { name: 0 } },
   pod_info: { size: 344, fields: { ifindex: 0, flags: 4, ifname: 8, pod_namespace: 24, pod_name: 88 } },
   event: {
@@ -40,6 +45,8 @@ export const LAYOUTS = {
 } as const;
 
 export const MAX_PORT_RULES = 8;
+/** bytes of a name in the kernel (fqe_name, fqe_policy_val.name) */
+export const NAME_LEN = 256;
 export const LPM_IDENTITY_BITS = 32;
 
 export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
@@ -51,7 +58,7 @@ export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol'] as const;
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended'] as const;
 export type Reason = (typeof REASONS)[number];
 
 const L = LAYOUTS;
@@ -75,10 +82,16 @@ export interface Config {
   /** CLOCK_MONOTONIC ns of the running agent's last tick; 0n = none */
   agentHeartbeatNs: bigint;
   agentPid: number;
+  /** a query is good for one answer within this; 0n = kernel default */
+  queryWindowNs: bigint;
+  /** an accepted answer allows at least this long; 0n = kernel default */
+  connectGraceNs: bigint;
 }
 
 /** Every tunable at "kernel default" (0), no agent running. */
-export const ZERO_CONFIG: Config = { ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0 };
+export const ZERO_CONFIG: Config = {
+  ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0, queryWindowNs: 0n, connectGraceNs: 0n,
+};
 
 export const configCodec = {
   encode(c: Config): Buffer {
@@ -91,6 +104,8 @@ export const configCodec = {
     b.writeUInt32LE(c.flags, L.config.fields.flags);
     b.writeBigUInt64LE(c.agentHeartbeatNs, L.config.fields.agent_heartbeat_ns);
     b.writeUInt32LE(c.agentPid, L.config.fields.agent_pid);
+    b.writeBigUInt64LE(c.queryWindowNs, L.config.fields.query_window_ns);
+    b.writeBigUInt64LE(c.connectGraceNs, L.config.fields.connect_grace_ns);
     return b;
   },
   decode(b: Buffer): Config {
@@ -103,6 +118,8 @@ export const configCodec = {
       flags: b.readUInt32LE(L.config.fields.flags),
       agentHeartbeatNs: b.readBigUInt64LE(L.config.fields.agent_heartbeat_ns),
       agentPid: b.readUInt32LE(L.config.fields.agent_pid),
+      queryWindowNs: b.readBigUInt64LE(L.config.fields.query_window_ns),
+      connectGraceNs: b.readBigUInt64LE(L.config.fields.connect_grace_ns),
     };
   },
 };
@@ -229,6 +246,32 @@ export const allowValueCodec = {
   },
 };
 
+/** fqe_cidrs: an allowCIDRs prefix, family kept apart (an IPv6 prefix never covers IPv4). */
+export interface CidrKey {
+  family: 4 | 6;
+  addr: Buffer;
+  /** prefix length in the 128-bit mapped address space (IPv4: 96 + len) */
+  prefixLen: number;
+}
+
+const CIDR_FAMILY_BITS = 32;
+
+export const cidrKeyCodec = {
+  encode(k: CidrKey): Buffer {
+    if (!Number.isInteger(k.prefixLen) || k.prefixLen < 0 || k.prefixLen > 128) throw new Error(`cidr key: prefix length ${k.prefixLen} is not in 0..128`);
+    const f = L.cidr_key.fields;
+    const b = Buffer.alloc(L.cidr_key.size);
+    b.writeUInt32LE(CIDR_FAMILY_BITS + k.prefixLen, f.prefixlen);
+    b.writeUInt8(k.family, f.family);
+    putAddr(b, f.addr, k.addr);
+    return b;
+  },
+  decode(b: Buffer): CidrKey {
+    const f = L.cidr_key.fields;
+    return { prefixLen: b.readUInt32LE(f.prefixlen) - CIDR_FAMILY_BITS, family: b.readUInt8(f.family) === 4 ? 4 : 6, addr: getAddr(b, f.addr) };
+  },
+};
+
 export const resolverKeyCodec = {
   encode(addr: Buffer): Buffer {
     const b = Buffer.alloc(L.resolver_key.size);
@@ -338,6 +381,8 @@ export interface Counters {
   learned: bigint;
   /** answers the inline learner left to the agent */
   learnSkipped: bigint;
+  /** answers whose name hash hit a rule but whose real name did not match */
+  learnRefused: bigint;
   reasons: Record<Reason, bigint>;
 }
 
@@ -361,6 +406,7 @@ export const countersCodec = {
       eventsSuppressed: sum(f.events_suppressed),
       learned: sum(f.learned),
       learnSkipped: sum(f.learn_skipped),
+      learnRefused: sum(f.learn_refused),
       reasons,
     };
   },
@@ -387,21 +433,30 @@ export const policyKeyCodec = {
   },
 };
 
-/** Ports a name rule grants ([] = any). */
+/** A name rule in the kernel: the ports it grants ([] = any) and the name the kernel compares. */
+export interface PolicyValue {
+  ports: PortRule[];
+  /** the rule's name (exact) or suffix (wildcard) as the hash feeds it: labels right to left, lower case */
+  name: Buffer;
+}
+
 export const policyValueCodec = {
-  encode(ports: PortRule[]): Buffer {
-    if (ports.length > MAX_PORT_RULES) throw new Error(`policy value: ${ports.length} port rules, at most ${MAX_PORT_RULES} fit`);
+  encode(v: PolicyValue): Buffer {
+    if (v.ports.length > MAX_PORT_RULES) throw new Error(`policy value: ${v.ports.length} port rules, at most ${MAX_PORT_RULES} fit`);
+    if (v.name.length > NAME_LEN) throw new Error(`policy value: name of ${v.name.length} bytes, at most ${NAME_LEN} fit`);
     const f = L.policy_val.fields;
     const b = Buffer.alloc(L.policy_val.size);
-    b.writeUInt8(ports.length, f.nports);
-    ports.forEach((r, i) => {
+    b.writeUInt8(v.ports.length, f.nports);
+    v.ports.forEach((r, i) => {
       const at = f.ports + i * L.port_rule.size;
       b.writeUInt16LE(r.port, at + L.port_rule.fields.port);
       b.writeUInt8(r.proto, at + L.port_rule.fields.proto);
     });
+    b.writeUInt16LE(v.name.length, f.name_len);
+    v.name.copy(b, f.name);
     return b;
   },
-  decode(b: Buffer): PortRule[] {
+  decode(b: Buffer): PolicyValue {
     const f = L.policy_val.fields;
     const n = Math.min(b.readUInt8(f.nports), MAX_PORT_RULES);
     const ports: PortRule[] = [];
@@ -409,7 +464,8 @@ export const policyValueCodec = {
       const at = f.ports + i * L.port_rule.size;
       ports.push({ port: b.readUInt16LE(at + L.port_rule.fields.port), proto: b.readUInt8(at + L.port_rule.fields.proto) });
     }
-    return ports;
+    const len = Math.min(b.readUInt16LE(f.name_len), NAME_LEN);
+    return { ports, name: Buffer.from(b.subarray(f.name, f.name + len)) };
   },
 };
 

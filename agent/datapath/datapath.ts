@@ -12,8 +12,9 @@ import { expectedShapes, prepareMigration, finishMigration, type MigrationStep }
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
+  cidrKeyCodec,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
-  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PortRule,
+  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
 } from './codecs.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
@@ -43,7 +44,7 @@ export interface LoadOptions {
 
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq',
+  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -58,7 +59,11 @@ export interface DatapathMaps {
   counters: BpfMap<number, Counters>;
   names: BpfMap<bigint, string>;
   pods: BpfMap<number, PodInfo>;
-  policy: BpfMap<PolicyKey, PortRule[]>;
+  policy: BpfMap<PolicyKey, PolicyValue>;
+  /** agent-wide allowCIDRs */
+  cidrs: BpfMap<CidrKey, number>;
+  /** the node's name-hash secret (slot 0) */
+  hashKey: BpfMap<number, bigint>;
   recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
   recentSeq: BpfMap<number, bigint>;
   /** fd of the events ring buffer */
@@ -82,6 +87,8 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     policy: new BpfMap('fqe_policy', fds.fqe_policy, LAYOUTS.policy_key.size, LAYOUTS.policy_val.size, policyKeyCodec, policyValueCodec),
     recent: new BpfMap('fqe_recent', fds.fqe_recent, 4, LAYOUTS.recent.size, u32Codec, recentCodec),
     recentSeq: new BpfMap('fqe_recent_seq', fds.fqe_recent_seq, 4, 8, u32Codec, u64Codec),
+    cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
+    hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
     eventsFd: fds.fqe_events,
   };
 }

@@ -2,8 +2,10 @@
  * The userspace learner: turns what the DNS tap delivers into "pod P may
  * reach these IPs for name N until T". An answer counts only when it comes
  * from a trusted resolver, to the pod's own address, for a query that pod
- * really sent (same transport, port, id and name), for a name the pod is
- * allowed; everything else is rejected with a reason. It decodes and judges
+ * really sent (same transport, port, id and name) within the query window
+ * (the kernel learner's window too; a query is good for one answer), for a
+ * name the pod is allowed; everything else is rejected with a reason. An
+ * accepted address stays allowed for at least the connect grace. It decodes and judges
  * but writes nothing itself: `learn` does (cache, maps). Clock injected.
  */
 import type { CapturedPacket } from '../datapath/native.js';
@@ -15,7 +17,6 @@ import type { EnforcedPod } from '../endpoints.js';
 
 const PACKET_OUTGOING = 4;
 const DNS_PORT = 53;
-const PENDING_TTL_MS = 30_000;
 const MAX_PENDING = 65_536;
 const DUPLICATE_WINDOW_MS = 2_000;
 
@@ -49,6 +50,10 @@ export interface LearnerDeps {
   verdict(v: Verdict, detail: { pod?: string; name?: string; reason?: string }): void;
   minTtlMs: number;
   maxTtlMs: number;
+  /** a query is good for one answer within this */
+  queryWindowMs: number;
+  /** the least an accepted address stays allowed, whatever its TTL */
+  connectGraceMs: number;
   nowMs(): number;
 }
 
@@ -121,7 +126,11 @@ export class DnsLearner {
     if (!pod.ips.includes(seg.dst)) return this.deps.verdict('rejected-wrong-destination', { ...detail, reason: `to ${seg.dst}` });
 
     const key = this.queryKey(pod, seg.proto, seg.dport, msg.id, seg.src);
-    const q = this.pending.get(key);
+    let q = this.pending.get(key);
+    if (q && this.deps.nowMs() - q.atMs > this.deps.queryWindowMs) {
+      this.pending.delete(key);
+      q = undefined; // too old: only the kernel's record (same window) may still vouch for it
+    }
     if (q && q.name !== name) return this.deps.verdict('rejected-name-mismatch', { ...detail, reason: `query was for ${q.name}` });
     if (!q && !this.deps.kernelSawQuery(pod.identity, seg.dport, msg.id, seg.src)) {
       return this.deps.verdict('rejected-unsolicited', { ...detail, reason: `no query with id ${msg.id} from port ${seg.dport}` });
@@ -133,8 +142,10 @@ export class DnsLearner {
     const seen = this.recent.get(dupKey);
     if (seen !== undefined && now - seen < DUPLICATE_WINDOW_MS) return this.deps.verdict('duplicate', detail);
     this.recent.set(dupKey, now);
+    this.pending.delete(key); // one answer per query
 
-    const answers = msg.answers.map((a) => ({ ip: a.ip, ttlMs: Math.min(this.deps.maxTtlMs, Math.max(this.deps.minTtlMs, a.ttl * 1000)) }));
+    const { minTtlMs, maxTtlMs, connectGraceMs } = this.deps;
+    const answers = msg.answers.map((a) => ({ ip: a.ip, ttlMs: Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, a.ttl * 1000))) }));
     this.deps.learn({ pod, name, answers, capturedNs: seg.tsNs });
     this.deps.verdict('accepted', detail);
   }
@@ -143,7 +154,7 @@ export class DnsLearner {
   sweep(): void {
     const now = this.deps.nowMs();
     for (const [k, q] of this.pending) {
-      if (now - q.atMs < PENDING_TTL_MS) break; // insertion order = age order
+      if (now - q.atMs <= this.deps.queryWindowMs) break; // insertion order = age order
       this.pending.delete(k);
     }
     for (const [k, at] of this.recent) if (now - at >= DUPLICATE_WINDOW_MS) this.recent.delete(k);

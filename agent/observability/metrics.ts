@@ -31,6 +31,7 @@ export class AgentMetrics {
   readonly captureToMap: Histogram;
   readonly reconcileDuration: Histogram;
   readonly portOverflows: Counter;
+  readonly kernelEntriesRefused: Counter;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
@@ -59,6 +60,11 @@ export class AgentMetrics {
       name: 'fqdn_egress_reconcile_duration_seconds',
       help: 'Time to apply cache and policy changes to the allow map',
       buckets: [0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+      registers,
+    });
+    this.kernelEntriesRefused = new Counter({
+      name: 'fqdn_egress_kernel_entries_refused_total',
+      help: 'Kernel-learned allow entries not imported: their name is unknown, does not hash to the entry, or the pod may not reach it',
       registers,
     });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });

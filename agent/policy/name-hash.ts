@@ -5,12 +5,12 @@
  * test/fixtures/name-hash-vectors.json. Changing anything here is a map
  * layout change.
  *
- * Definition (64-bit FNV-1a, offset basis 0xcbf29ce484222325, prime
- * 0x100000001b3, arithmetic modulo 2^64):
+ * Definition (64-bit FNV-1a keyed with the node's secret K, offset basis
+ * 0xcbf29ce484222325, prime 0x100000001b3, arithmetic modulo 2^64):
  *   1. Take the name's wire-format labels, ASCII A-Z lower-cased to a-z
  *      (no other byte changes). A trailing dot (root) is dropped; the root's
  *      zero-length label is never fed.
- *   2. h = offset basis. For each label from the RIGHTMOST to the leftmost:
+ *   2. h = offset basis XOR K. For each label from the RIGHTMOST to the leftmost:
  *      feed its length byte, then its bytes left to right, where feeding a
  *      byte b is h = (h XOR b) * prime mod 2^64.
  *   3. The running h right after feeding label k (0 = leftmost) is the hash
@@ -19,6 +19,14 @@
  *   4. 0 means "no name" in the maps: a result of 0 is reported as 1. This
  *      mapping applies only to the reported value, never to the running h.
  * Example: "a" feeds 0x01 0x61; "b.a" feeds 0x01 0x61 0x01 0x62.
+ * K = 0 gives plain FNV-1a (the shared vectors use it and a few keys).
+ *
+ * Why keyed, and why it is not enough: unkeyed FNV-1a is invertible (a
+ * lattice search finds a name with any given hash in about a minute), and a
+ * pod chooses the names it asks for. K (random per node, pinned in
+ * fqe_hash_key, kept across restarts) makes collisions unknowable in
+ * advance; the kernel still compares the real name with the rule's
+ * hashOrderBytes() before it trusts a hit. A hash only indexes.
  *
  * Wildcards: `*.suffix` is stored as wildcardHash(suffix) = nameHash(suffix);
  * the kernel matches it when some PROPER suffix (k >= 1) of the queried name
@@ -29,12 +37,14 @@
  * final zero). Anything else throws. Policy validity (allowed characters,
  * hyphens) is pattern.ts's business, not this module's.
  *
- * API:
- *   nameHash(name): bigint          hash of the whole name
- *   suffixHashes(name): bigint[]    [k] = hash of the suffix starting at label
- *                                   k: [0] = whole name … [n-1] = last label
- *   wildcardHash(suffix): bigint    = nameHash(suffix)
- *   nameToWire(name): Buffer        lower-cased wire format, ending in 0x00
+ * API (key: the node's secret, 0n when omitted):
+ *   nameHash(name, key): bigint          hash of the whole name
+ *   suffixHashes(name, key): bigint[]    [k] = hash of the suffix starting at
+ *                                        label k: [0] = whole name … [n-1] = last label
+ *   wildcardHash(suffix, key): bigint    = nameHash(suffix, key)
+ *   nameToWire(name): Buffer             lower-cased wire format, ending in 0x00
+ *   hashOrderBytes(name): Buffer         the bytes the hash feeds, in order
+ *                                        (what fqe_policy_val.name holds)
  */
 
 export const FNV64_OFFSET_BASIS = 0xcbf29ce484222325n;
@@ -77,10 +87,10 @@ function report(h: bigint): bigint {
 }
 
 /** [k] = hash of the suffix starting at label k; [0] is the whole name, the last entry the last label alone. */
-export function suffixHashes(name: string): bigint[] {
+export function suffixHashes(name: string, key = 0n): bigint[] {
   const labels = labelsOf(name);
   const hashes = new Array<bigint>(labels.length);
-  let h = FNV64_OFFSET_BASIS;
+  let h = (FNV64_OFFSET_BASIS ^ key) & MASK64;
   for (let k = labels.length - 1; k >= 0; k--) {
     const label = labels[k]!;
     h = feed(h, label.length);
@@ -91,13 +101,19 @@ export function suffixHashes(name: string): bigint[] {
 }
 
 /** Hash of the whole (exact) name. */
-export function nameHash(name: string): bigint {
-  return suffixHashes(name)[0]!;
+export function nameHash(name: string, key = 0n): bigint {
+  return suffixHashes(name, key)[0]!;
 }
 
 /** What `*.suffix` is stored as: the hash of the suffix. */
-export function wildcardHash(suffix: string): bigint {
-  return nameHash(suffix);
+export function wildcardHash(suffix: string, key = 0n): bigint {
+  return nameHash(suffix, key);
+}
+
+/** The bytes the hash feeds, in order: each label (right to left) as its length byte and lower-cased bytes. */
+export function hashOrderBytes(name: string): Buffer {
+  const labels = labelsOf(name);
+  return Buffer.concat(labels.reverse().flatMap((l) => [Buffer.from([l.length]), l]));
 }
 
 /** Lower-cased wire format including the final zero byte (which the hash does not feed). */

@@ -9,6 +9,8 @@
 #define FQE_DEFAULT_CT_TCP_IDLE_NS (3600ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CT_OTHER_IDLE_NS (60ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_EVENTS_PER_SEC 200
+#define FQE_DEFAULT_QUERY_WINDOW_NS (5ULL * FQE_NSEC_PER_SEC)
+#define FQE_DEFAULT_CONNECT_GRACE_NS (5ULL * FQE_NSEC_PER_SEC)
 
 static __always_inline const struct fqe_config *fqe_config_get(void)
 {
@@ -24,6 +26,27 @@ static __always_inline __u64 fqe_ct_idle_ns(const struct fqe_config *cfg, __u8 p
 						    FQE_DEFAULT_CT_TCP_IDLE_NS;
 	return cfg && cfg->ct_other_idle_ns ? cfg->ct_other_idle_ns :
 					      FQE_DEFAULT_CT_OTHER_IDLE_NS;
+}
+
+/* How long a recorded query may be answered. */
+static __always_inline __u64 fqe_query_window_ns(const struct fqe_config *cfg)
+{
+	return cfg && cfg->query_window_ns ? cfg->query_window_ns : FQE_DEFAULT_QUERY_WINDOW_NS;
+}
+
+/* The least an accepted answer allows, whatever its TTL (TTL 0, CNAMEs). */
+static __always_inline __u64 fqe_connect_grace_ns(const struct fqe_config *cfg)
+{
+	return cfg && cfg->connect_grace_ns ? cfg->connect_grace_ns : FQE_DEFAULT_CONNECT_GRACE_NS;
+}
+
+/*
+ * Has `then` (a time another CPU may have stored after we read `now`) been
+ * more than `span` ago? Signed: a `then` in our future is not old.
+ */
+static __always_inline int fqe_older_than(__u64 now, __u64 then, __u64 span)
+{
+	return (__s64)(now - then) > (__s64)span;
 }
 
 static __always_inline __u32 fqe_events_per_sec(const struct fqe_config *cfg)

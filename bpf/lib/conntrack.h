@@ -30,21 +30,37 @@ static __always_inline void fqe_ct_key_of(struct fqe_ct_key *k, __u32 identity,
 	}
 }
 
-/* A live entry for this flow, refreshed; NULL when untracked or idle. */
+/*
+ * The live entry for this flow, or NULL when untracked or idle. Another CPU
+ * may refresh the entry at any moment (a flow's two directions run on
+ * different CPUs): time is compared signed, an idle entry is never deleted
+ * here (a new flow overwrites it, the LRU reclaims it), and last_seen only
+ * moves forward.
+ */
 static __always_inline struct fqe_ct_val *
-fqe_ct_touch(const struct fqe_config *cfg, const struct fqe_ct_key *k, __u64 now)
+fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k, __u64 now)
 {
 	struct fqe_ct_val *ct = bpf_map_lookup_elem(&fqe_conntrack, k);
 
-	if (!ct)
+	if (!ct || fqe_older_than(now, ct->last_seen_ns, fqe_ct_idle_ns(cfg, k->proto)))
 		return NULL;
-	if (now - ct->last_seen_ns > fqe_ct_idle_ns(cfg, k->proto)) {
-		bpf_map_delete_elem(&fqe_conntrack, k);
-		return NULL;
-	}
-	if (ct->last_seen_ns != now)
-		ct->last_seen_ns = now;
 	return ct;
+}
+
+static __always_inline void fqe_ct_refresh(struct fqe_ct_val *ct, __u64 now)
+{
+	if ((__s64)(now - ct->last_seen_ns) > 0)
+		ct->last_seen_ns = now;
+}
+
+/*
+ * A flow that only audit mode let through, while the pod is enforced now:
+ * it is over (never refreshed, never passed), however it is kept alive.
+ */
+static __always_inline int fqe_ct_audit_ended(const struct fqe_ct_val *ct,
+					      const struct fqe_endpoint *ep)
+{
+	return (ct->flags & FQE_CT_AUDITED) && !(ep->flags & FQE_EP_AUDIT);
 }
 
 static __always_inline void fqe_ct_create(const struct fqe_ct_key *k, __u64 now,

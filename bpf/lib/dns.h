@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The inline learner's DNS parser: the question name (hashed as
- * agent/policy/name-hash.ts does: FNV-1a 64 over the lower-cased wire labels
- * from the rightmost label to the leftmost, so one pass yields every suffix
- * hash) and the A/AAAA records of the answer section. Bounded everywhere;
- * anything it cannot parse returns an error and is left to the agent.
+ * agent/policy/name-hash.ts does: FNV-1a 64, started from the basis XOR the
+ * node's secret key, over the lower-cased wire labels from the rightmost
+ * label to the leftmost, so one pass yields every suffix hash) and the
+ * A/AAAA records of the answer section. The hash only finds a rule: a rule
+ * matches when the question's real name bytes equal the rule's name (exact)
+ * or end in it on a label boundary (wildcard). Bounded everywhere; anything
+ * it cannot parse returns an error and is left to the agent.
  */
 #ifndef FQE_DNS_H
 #define FQE_DNS_H
@@ -41,19 +44,20 @@ struct fqe_dns_rr {
 	__be16 rdlen;
 } __attribute__((packed));
 
+struct fqe_qname {
+	__u32 end; /* offset after the name's root label */
+	__u32 rev_pos; /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
+	__u32 dotted_len;
+};
+
 /* Per-CPU scratch space: too big for the stack. */
 struct fqe_learn_scratch {
+	struct fqe_qname q; /* where the question name lies */
 	__u8 rev[2 * FQE_DNS_WIRE_MAX]; /* labels right to left: hashing order */
 	__u8 is_start[2 * FQE_DNS_WIRE_MAX]; /* 1 where rev[] holds a length byte */
 	char dotted[FQE_NAME_LEN + 64]; /* lower-case dotted name, NUL padded */
 	__u8 ips[FQE_LEARN_MAX_ANSWERS][16];
 	__u32 ttls[FQE_LEARN_MAX_ANSWERS];
-};
-
-struct fqe_qname {
-	__u32 end; /* offset after the name's root label */
-	__u32 rev_pos; /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
-	__u32 dotted_len;
 };
 
 /*
@@ -150,6 +154,9 @@ struct fqe_match_ctx {
 	__u64 h;
 	__u64 name_hash; /* the whole name's hash, once reached */
 	__u64 wild_hash; /* the first suffix with a wildcard rule */
+	__u32 wild_len; /* that suffix's length in rev[] bytes */
+	int differ; /* the name comparison: set when a byte differs */
+	const struct fqe_policy_val *rule; /* the rule being compared */
 };
 
 static long fqe_match_step(__u64 j, void *data)
@@ -176,36 +183,93 @@ static long fqe_match_step(__u64 j, void *data)
 	}
 	if (c->s->is_start[next] && !c->wild_hash) {
 		k.hash = fqe_hash_out(c->h);
-		if (bpf_map_lookup_elem(&fqe_policy, &k))
+		if (bpf_map_lookup_elem(&fqe_policy, &k)) {
 			c->wild_hash = k.hash;
+			c->wild_len = (__u32)j + 1;
+		}
+	}
+	return 0;
+}
+
+static long fqe_cmp_step(__u64 j, void *data)
+{
+	struct fqe_match_ctx *c = data;
+	__u32 idx = c->rev_pos + (__u32)j;
+	__u32 at = (__u32)j;
+
+	if (idx >= FQE_DNS_WIRE_MAX || at >= FQE_NAME_LEN) {
+		c->differ = 1;
+		return 1;
+	}
+	asm volatile("%0 &= 0xff" : "+r"(idx));
+	asm volatile("%0 &= 0xff" : "+r"(at));
+	/* Length bytes are 1..63, below 'A': lower-casing leaves them alone. */
+	if (fqe_lower(c->s->rev[idx]) != c->rule->name[at]) {
+		c->differ = 1;
+		return 1;
 	}
 	return 0;
 }
 
 /*
+ * The fact behind a hash hit: the first `len` bytes of the question's rev[]
+ * (its rightmost labels) equal the rule's name, and the rule names exactly
+ * `len` bytes. The caller says which `len` the rule must cover; c is the
+ * match walk's context (scratch, rev_pos), reused to keep the stack small.
+ */
+static __always_inline int fqe_dns_name_is(struct fqe_match_ctx *c,
+					   const struct fqe_policy_val *rule, __u32 len)
+{
+	if (len == 0 || rule->name_len != len || len > FQE_NAME_LEN)
+		return 0;
+	c->rule = rule;
+	c->differ = 0;
+	bpf_loop(len, fqe_cmp_step, c, 0);
+	return !c->differ;
+}
+
+/*
  * Hash the name in one right-to-left pass; at each label boundary look the
  * suffix up in the pod's policy as FQE_POLICY_WILDCARD, and the whole name
- * as FQE_POLICY_EXACT. Returns the matching rule (exact first) or NULL.
+ * as FQE_POLICY_EXACT. A hit counts only when the real bytes match: the
+ * whole name for an exact rule, a proper suffix on a label boundary for a
+ * wildcard. Returns the matching rule (exact first) or NULL; *refused is
+ * set when a hash hit but the name did not (a collision, or an attack).
  */
 static __always_inline const struct fqe_policy_val *
 fqe_dns_match(struct fqe_learn_scratch *s, const struct fqe_qname *q, __u32 identity,
-	      __u64 *name_hash)
+	      __u64 hash_key, __u64 *name_hash, int *refused)
 {
-	struct fqe_match_ctx c = { .s = s, .rev_pos = q->rev_pos, .identity = identity, .h = FQE_FNV64_BASIS };
+	struct fqe_match_ctx c = {
+		.s = s, .rev_pos = q->rev_pos, .identity = identity, .h = FQE_FNV64_BASIS ^ hash_key,
+	};
 	struct fqe_policy_key k = { .identity = identity, .kind = FQE_POLICY_EXACT };
 	const struct fqe_policy_val *rule;
+	__u32 total;
 
 	bpf_loop(FQE_DNS_WIRE_MAX, fqe_match_step, &c, 0);
-	if (!c.name_hash)
+	if (!c.name_hash || q->rev_pos >= FQE_DNS_WIRE_MAX)
 		return NULL;
+	total = FQE_DNS_WIRE_MAX - q->rev_pos;
 	*name_hash = c.name_hash;
 	k.hash = c.name_hash;
 	rule = bpf_map_lookup_elem(&fqe_policy, &k);
-	if (rule || !c.wild_hash)
-		return rule;
+	if (rule) {
+		if (fqe_dns_name_is(&c, rule, total))
+			return rule;
+		*refused = 1;
+	}
+	if (!c.wild_hash)
+		return NULL;
 	k.kind = FQE_POLICY_WILDCARD;
 	k.hash = c.wild_hash;
-	return bpf_map_lookup_elem(&fqe_policy, &k);
+	rule = bpf_map_lookup_elem(&fqe_policy, &k);
+	/* wild_len < total: a boundary inside the name, so a proper suffix */
+	if (rule && c.wild_len < total && fqe_dns_name_is(&c, rule, c.wild_len))
+		return rule;
+	if (rule)
+		*refused = 1;
+	return NULL;
 }
 
 struct fqe_lower_ctx {

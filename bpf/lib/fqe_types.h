@@ -19,7 +19,7 @@ typedef uint64_t __u64;
 #endif
 
 /* Bump when any layout below changes: the agent migrates older pins. */
-#define FQE_ABI_VERSION 1
+#define FQE_ABI_VERSION 2
 
 #define FQE_MAX_ENDPOINTS 4096
 #define FQE_MAX_OWNED_ADDRS 16384
@@ -31,6 +31,7 @@ typedef uint64_t __u64;
 #define FQE_MAX_PORT_RULES 8
 #define FQE_RECENT_EVENTS 1024 /* a power of two */
 #define FQE_MAX_NAMES 65536
+#define FQE_MAX_CIDRS 1024
 #define FQE_NAME_LEN 256
 #define FQE_POD_NAMESPACE_LEN 64
 #define FQE_POD_NAME_LEN 256
@@ -55,8 +56,12 @@ enum fqe_reason {
 	FQE_REASON_UNTRUSTED_DNS = 5, /* port 53 to a resolver we do not trust */
 	FQE_REASON_MALFORMED = 6, /* header could not be parsed */
 	FQE_REASON_PROTOCOL = 7, /* ethertype we do not enforce (VLAN, ...) */
-	FQE_REASON_MAX = 8,
+	FQE_REASON_AUDIT_ENDED = 8, /* a flow only audit mode let through, after the switch to enforce */
+	FQE_REASON_MAX = 9,
 };
+
+/* Room for reasons to come: counters keep their layout when one is added. */
+#define FQE_REASON_SLOTS 16
 
 /* Event kinds on the ring buffer. */
 #define FQE_EV_DROP 1
@@ -85,6 +90,13 @@ struct fqe_config {
 	__u64 agent_heartbeat_ns; /* CLOCK_MONOTONIC, written by a running agent */
 	__u32 agent_pid;
 	__u32 pad;
+	__u64 query_window_ns; /* a query is good for one answer within this; 0 = default */
+	__u64 connect_grace_ns; /* an accepted answer allows at least this long; 0 = default */
+};
+
+/* The per-node secret that keys the name hash (one slot; never 0 once set). */
+struct fqe_hash_key {
+	__u64 key;
 };
 
 /* Which identity and mode owns this interface? key: __u32 ifindex */
@@ -130,10 +142,30 @@ struct fqe_policy_key {
 	__u64 hash; /* name hash (see agent/policy/name-hash.ts) */
 };
 
+/*
+ * The hash only finds the rule; the kernel then compares the question's real
+ * name with `name`: the wire labels from the RIGHTMOST to the leftmost (the
+ * order the hash feeds them), lower case, without the root label. For an
+ * exact rule that is the whole name; for `*.suffix`, the suffix.
+ */
 struct fqe_policy_val {
 	__u8 nports; /* 0 = any port, any protocol */
 	__u8 pad[3];
 	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
+	__u16 name_len; /* bytes of name[] in use; 0 = no name: never matches */
+	__u8 pad2[2];
+	__u8 name[FQE_NAME_LEN];
+};
+
+/*
+ * Agent-wide allowCIDRs: may any enforced pod reach this prefix (any port)?
+ * LPM over family and address, so an IPv6 prefix never covers IPv4.
+ */
+struct fqe_cidr_key {
+	__u32 prefixlen; /* 32 (family word) + address bits (IPv4: 32 + 96 + len) */
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
 };
 
 /* Is this address a trusted resolver? value: __u32 (1) */
@@ -187,7 +219,8 @@ struct fqe_counters {
 	__u64 events_suppressed; /* rate limit or ring buffer full */
 	__u64 learned; /* allow entries written by the inline learner */
 	__u64 learn_skipped; /* answers the inline learner left to the agent */
-	__u64 reasons[FQE_REASON_MAX];
+	__u64 learn_refused; /* a rule's hash hit, but the real name did not match */
+	__u64 reasons[FQE_REASON_SLOTS];
 	/* event rate limiter state: window start and count in it */
 	__u64 rl_window_ns;
 	__u64 rl_count;

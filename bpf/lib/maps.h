@@ -48,6 +48,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_allow SEC(".maps");
 
+/* May any enforced pod reach this prefix (agent-wide allowCIDRs)? */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FQE_MAX_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_cidr_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_cidrs SEC(".maps");
+
+/* Which secret keys this node's name hash? (one slot, set once by the agent) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_hash_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_hash_key SEC(".maps");
+
 /* May this pod learn from answers for this name, and for which ports? */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

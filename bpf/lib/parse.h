@@ -48,6 +48,7 @@ struct fqe_pkt {
 	__u8 frag; /* non-first fragment: no L4 header */
 	__u8 icmp_type;
 	__u8 tcp_flags; /* byte 13 of the TCP header */
+	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
 };
 
 #define FQE_TCP_FIN 0x01
@@ -112,8 +113,10 @@ static __always_inline int fqe_parse_v4(struct __sk_buff *skb, struct fqe_pkt *p
 	p->proto = ip.protocol;
 	fqe_addr_from_v4(p->saddr, ip.saddr);
 	fqe_addr_from_v4(p->daddr, ip.daddr);
-	end = off + bpf_ntohs(ip.tot_len);
-	if (end > skb->len)
+	p->hop_limit = ip.ttl;
+	/* BIG TCP (GSO beyond 64 KiB): tot_len 0, the length is the skb's. */
+	end = ip.tot_len ? off + bpf_ntohs(ip.tot_len) : skb->len;
+	if (end > skb->len || end < off + ip.ihl * 4)
 		return FQE_PARSE_MALFORMED;
 	if (bpf_ntohs(ip.frag_off) & 0x1fff) {
 		p->frag = 1;
@@ -136,7 +139,9 @@ static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p
 	p->family = 6;
 	__builtin_memcpy(p->saddr, &ip6.saddr, 16);
 	__builtin_memcpy(p->daddr, &ip6.daddr, 16);
-	end = off + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+	p->hop_limit = ip6.hop_limit;
+	/* BIG TCP: payload length 0 (the jumbo option is gone by tc), the skb's. */
+	end = ip6.payload_len ? off + sizeof(ip6) + bpf_ntohs(ip6.payload_len) : skb->len;
 	if (end > skb->len)
 		return FQE_PARSE_MALFORMED;
 	nexthdr = ip6.nexthdr;
@@ -187,12 +192,45 @@ static __always_inline int fqe_parse(struct __sk_buff *skb, struct fqe_pkt *p)
 	return FQE_PARSE_OTHER;
 }
 
-/* ICMPv6 that must always pass: neighbour discovery and multicast listener. */
+static __always_inline int fqe_is_link_local6(const __u8 *a)
+{
+	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; /* fe80::/10 */
+}
+
+static __always_inline int fqe_is_unspecified6(const __u8 *a)
+{
+	__u8 any = 0;
+
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		any |= a[i];
+	return any == 0;
+}
+
+/*
+ * ICMPv6 that passes unconditionally: real link control only, which cannot
+ * leave the link. Neighbour discovery (133-137) carries hop limit 255 (RFC
+ * 4861 receivers discard anything else); MLD (130-132, 143) comes from a
+ * link-local or the unspecified source. Either goes to a link-local address
+ * or to link-scope multicast (ff02::/16: solicited-node, all-nodes,
+ * all-routers, MLDv2 routers). Anything else ICMPv6 is judged like any
+ * other packet.
+ */
 static __always_inline int fqe_is_icmp6_link_control(const struct fqe_pkt *p)
 {
+	int nd, mld;
+
 	if (p->family != 6 || p->proto != IPPROTO_ICMPV6 || p->frag)
 		return 0;
-	return (p->icmp_type >= 130 && p->icmp_type <= 137) || p->icmp_type == 143;
+	nd = p->icmp_type >= 133 && p->icmp_type <= 137;
+	mld = (p->icmp_type >= 130 && p->icmp_type <= 132) || p->icmp_type == 143;
+	if (!nd && !mld)
+		return 0;
+	if (!fqe_is_link_local6(p->daddr) && !(p->daddr[0] == 0xff && p->daddr[1] == 0x02))
+		return 0;
+	if (nd)
+		return p->hop_limit == 255;
+	return fqe_is_link_local6(p->saddr) || fqe_is_unspecified6(p->saddr);
 }
 
 #endif /* FQE_PARSE_H */

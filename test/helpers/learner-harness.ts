@@ -11,7 +11,8 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
 import { parseIp, formatIp } from '../../agent/datapath/addr.js';
-import { EndpointFlag, type PortRule, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
+import { EndpointFlag, PolicyKind, type PortRule, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
+import { nameHash, wildcardHash, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { buildFrame } from './frames.js';
 import { ensureBpffs, PIN_ROOT } from './topology.js';
 
@@ -54,12 +55,22 @@ export class LearnerHarness {
     return h;
   }
 
-  allowName(kind: number, hash: bigint, ports: PortRule[] = []): void {
-    this.dp.maps.policy.set({ identity: this.identity, kind, hash }, ports);
+  /** The node's hash key as the kernel sees it (0n unless a test set one). */
+  get hashKey(): bigint {
+    return this.dp.maps.hashKey.get(0) ?? 0n;
   }
 
-  expectQuery(id: number, sport: number, resolver = this.resolver): void {
-    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs: 1n, proto: 17 });
+  /** A rule for `name` (exact) or `*.name` (wildcard); the hash defaults to the keyed one, the real name goes with it. */
+  allowName(kind: number, name: string, ports: PortRule[] = [], hash?: bigint): bigint {
+    const h = hash ?? (kind === PolicyKind.exact ? nameHash(name, this.hashKey) : wildcardHash(name, this.hashKey));
+    this.dp.maps.policy.set({ identity: this.identity, kind, hash: h }, { ports, name: hashOrderBytes(name) });
+    return h;
+  }
+
+  /** A query the pod sent `agoNs` ago (the kernel's clock is CLOCK_MONOTONIC, as hrtime's). */
+  expectQuery(id: number, sport: number, resolver = this.resolver, agoNs = 0n): void {
+    const sentNs = process.hrtime.bigint() - agoNs;
+    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs, proto: 17 });
   }
 
   pendingQueries(): number {
@@ -96,9 +107,9 @@ export class LearnerHarness {
     this.dp.maps.allow.deleteMany(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k]) => k));
   }
 
-  counters(): { learned: bigint; learnSkipped: bigint } {
+  counters(): { learned: bigint; learnSkipped: bigint; learnRefused: bigint } {
     const c = this.dp.maps.counters.get(this.identity);
-    return { learned: c?.learned ?? 0n, learnSkipped: c?.learnSkipped ?? 0n };
+    return { learned: c?.learned ?? 0n, learnSkipped: c?.learnSkipped ?? 0n, learnRefused: c?.learnRefused ?? 0n };
   }
 
   close(): void {

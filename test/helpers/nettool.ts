@@ -5,8 +5,9 @@
  *   probe tcp|udp HOST PORT [--timeout-ms N] [--bind ADDR]
  *                                        print one JSON line {ok, error?, ms}
  *   send udp HOST PORT --count N         send N datagrams (at most 10000), no reply awaited
- *   hold tcp HOST PORT --seconds S       keep one connection, echo a byte every 200 ms;
- *                                        {ok} when every echo came back
+ *   hold tcp|udp HOST PORT --seconds S   keep one connection (one UDP socket), echo a byte
+ *                                        every 200 ms; {ok} when every echo came back
+ *   query-flood SERVER --count N         N DNS queries (at most 100000), distinct (port, id)
  *   query SERVER NAME --id ID --sport P [--type A|AAAA]
  *                                        send one DNS query (no wait for the answer)
  *   forge --bind ADDR --to ADDR --port P --id ID --name N --answer IP [--ttl S]
@@ -123,6 +124,54 @@ function holdTcp(host: string, port: number, seconds: number): Promise<void> {
   });
 }
 
+/** One UDP socket (one flow) that sends every 200 ms and wants each echo back before the next. */
+function holdUdp(host: string, port: number, seconds: number): Promise<void> {
+  if (!(seconds > 0 && seconds <= 60)) throw new Error(`--seconds must be 0..60, got ${seconds}`);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+    let echoes = 0;
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const done = (ok: boolean, error?: string) => {
+      clearInterval(timer);
+      sock.close();
+      process.stdout.write(`${JSON.stringify({ ok, error, echoes, ms: Date.now() - started })}\n`);
+      resolve();
+    };
+    sock.on('message', () => echoes++);
+    sock.once('error', (e: NodeJS.ErrnoException) => done(false, e.code ?? e.message));
+    sock.bind(0, () => {
+      process.stdout.write('connected\n');
+      const tick = () => {
+        if (echoes < sent) return done(false, `echo ${sent} missing`);
+        if (Date.now() - started >= seconds * 1000) return done(true);
+        sock.send('x', port, host);
+        sent++;
+      };
+      tick();
+      timer = setInterval(tick, 200);
+    });
+  });
+}
+
+/** N queries with distinct (port, id): 8 sockets, ids counting up. */
+async function queryFlood(server: string, count: number): Promise<void> {
+  if (!(count > 0 && count <= 100_000)) throw new Error(`--count must be 1..100000, got ${count}`);
+  const socks = await Promise.all(
+    Array.from({ length: 8 }, () => new Promise<ReturnType<typeof createSocket>>((resolve) => {
+      const s = createSocket(isIP(server) === 6 ? 'udp6' : 'udp4');
+      s.bind(0, () => resolve(s));
+    })),
+  );
+  for (let i = 0; i < count; i++) {
+    const msg = dnsPacket.encode({ type: 'query', id: (i >> 3) & 0xffff, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: `q${i}.flood.test`, class: 'IN' }] });
+    await new Promise<void>((resolve) => socks[i & 7]!.send(msg, 53, server, () => resolve()));
+  }
+  for (const s of socks) s.close();
+  process.stdout.write(`${JSON.stringify({ sent: count })}\n`);
+}
+
 function sendDns(bind: string | undefined, bindPort: number, to: string, port: number, msg: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = createSocket(isIP(to) === 6 ? 'udp6' : 'udp4');
@@ -151,6 +200,10 @@ async function main(): Promise<void> {
   if (cmd === 'hold' && rest[0] === 'tcp' && rest[1] && rest[2]) {
     return holdTcp(rest[1], Number(rest[2]), Number(flag(rest, '--seconds', '3')));
   }
+  if (cmd === 'hold' && rest[0] === 'udp' && rest[1] && rest[2]) {
+    return holdUdp(rest[1], Number(rest[2]), Number(flag(rest, '--seconds', '3')));
+  }
+  if (cmd === 'query-flood' && rest[0]) return queryFlood(rest[0], Number(flag(rest, '--count', '1')));
   if (cmd === 'query' && rest[0] && rest[1]) {
     const type = flag(rest, '--type', 'A') as 'A' | 'AAAA';
     const msg = dnsPacket.encode({ type: 'query', id: Number(flag(rest, '--id', '4242')), flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name: rest[1], class: 'IN' }] });
