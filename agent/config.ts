@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { parseCidr, type Cidr } from './datapath/addr.js';
 import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
+import { ATTACH_MODES, type AttachMode } from './datapath/attach.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -24,6 +25,7 @@ export interface Config {
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   inlineLearner: boolean;
+  attachMode: AttachMode;
 }
 
 interface FlagSpec {
@@ -45,6 +47,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
+  'attach-mode': { help: 'how programs go on a pod interface: auto (tcx links where the kernel has tcx, else legacy tc) | tcx | legacy', default: 'auto' },
   help: { help: 'print this help', boolean: true },
 };
 
@@ -153,6 +156,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   }
   const inlineLearner = f.get('inline-learner')!;
   if (inlineLearner !== 'true' && inlineLearner !== 'false') throw new ConfigError(`--inline-learner: "${inlineLearner}" is not true or false`);
+  const attachMode = f.get('attach-mode')!;
+  if (!(ATTACH_MODES as readonly string[]).includes(attachMode)) throw new ConfigError(`--attach-mode: "${attachMode}" is not one of ${ATTACH_MODES.join(', ')}`);
   return {
     source,
     endpointsFile,
@@ -166,5 +171,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],
     inlineLearner: inlineLearner === 'true',
+    attachMode: attachMode as AttachMode,
   };
 }
