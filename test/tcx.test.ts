@@ -17,8 +17,8 @@ import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, sleep, type Topology } from './
 import { withBox, type Box } from './helpers/datapath-fixture.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
 import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
-import { linkPin, type Direction } from '../agent/datapath/attach.js';
-import { native, BPF_F_BEFORE } from '../agent/datapath/native.js';
+import { linkPin, describeAttach, type AttachResult, type Direction } from '../agent/datapath/attach.js';
+import { native, BpfError, BPF_F_BEFORE } from '../agent/datapath/native.js';
 
 const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
 const DROP_TIMEOUT_MS = 700;
@@ -243,6 +243,85 @@ test('upgrade: an interface with our legacy filter gets the tcx link first, then
       upgraded.close();
     }
   }, { attachMode: 'legacy' });
+});
+
+test('auto mode falls back to legacy tc when the kernel refuses the tcx link; tcx mode fails; legacy mode moves back', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    // A kernel without tcx answers BPF_LINK_CREATE for attach type 46 with EINVAL.
+    const record = native as unknown as Record<string, unknown>;
+    const original = native.tcxAttach;
+    record.tcxAttach = () => {
+      throw new BpfError('bpf_link_create(ifindex 2 tcx ingress): Invalid argument (EINVAL)', 'EINVAL', 22, 'bpf_link_create(ifindex 2 tcx ingress)');
+    };
+    let fallback: AttachResult | undefined;
+    try {
+      fallback = box.dp.attach(ifindex, { netns });
+      const forced = Datapath.load(box.topo.pinDir, undefined, { attachMode: 'tcx' });
+      try {
+        assert.throws(() => forced.attach(ifindex, { netns }), (e) => e instanceof BpfError && e.code === 'EINVAL', '--attach-mode tcx does not fall back');
+      } finally {
+        forced.close();
+      }
+    } finally {
+      record.tcxAttach = original;
+    }
+    assert.ok(fallback);
+    assert.equal(fallback.mode, 'legacy');
+    assert.match(fallback.fallbackReason ?? '', /Invalid argument \(EINVAL\)/);
+    assert.equal(describeAttach(fallback).level, 'warn', 'a fallback is logged as a warning');
+    assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), box.dp.attached(ifindex, 'ingress', { netns }));
+    box.enforce('a', 1601); // attaches again: tcx works now, the legacy filters go
+    assert.equal(box.dp.attachment(ifindex, { netns }).mode, 'tcx');
+    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null);
+    assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false);
+
+    const legacy = Datapath.load(box.topo.pinDir, undefined, { attachMode: 'legacy' });
+    try {
+      const back = legacy.attach(ifindex, { netns });
+      assert.deepEqual({ mode: back.mode, linksRemoved: back.linksRemoved }, { mode: 'legacy', linksRemoved: true });
+      assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), []);
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced');
+    } finally {
+      legacy.close();
+    }
+  });
+});
+
+test('a stale link pin (its interface gone) is replaced by a new link', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    // What a pod deleted while the agent was down leaves behind, under a's ifindex.
+    await box.topo.ip(box.topo.nodeNs, 'link', 'add', 'gone0', 'type', 'veth', 'peer', 'name', 'gone1');
+    const goneIfindex = native.ifNameToIndex('gone0', netns);
+    const fd = native.tcxAttach({ ifindex: goneIfindex, direction: 'ingress', progFd: box.dp.programs!.enforcer, netns });
+    try {
+      native.pinObject(fd, linkPin(box.topo.pinDir, ifindex, 'ingress'));
+    } finally {
+      native.closeFd(fd);
+    }
+    await box.topo.ip(box.topo.nodeNs, 'link', 'del', 'gone0');
+    const staleFd = native.objGet(linkPin(box.topo.pinDir, ifindex, 'ingress'));
+    const stale = native.linkInfo(staleFd);
+    native.closeFd(staleFd);
+    assert.equal(stale.tcx?.ifindex, 0, 'the link is severed');
+    assert.equal(box.dp.attached(ifindex, 'ingress', { netns }), null, 'a severed link does not count as attached');
+    assert.equal(box.dp.attachment(ifindex, { netns }).ingress.mode, null);
+    assert.ok(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), 'reading leaves the pin alone');
+
+    box.enforce('a', 1701);
+    const fresh = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+    assert.notEqual(fresh.id, stale.id, 'a new link');
+    assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [fresh.progId]);
+    assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced');
+  });
 });
 
 test('detach removes our links and legacy filters, and nothing else', async (t) => {

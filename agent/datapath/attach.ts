@@ -111,11 +111,12 @@ function errCode(err: unknown): string | undefined {
 }
 
 /**
- * Our pinned link for this hook, when it is still attached there; a stale
- * pin (device gone: ifindex 0, or not a tcx link for this hook) is removed.
- * The caller closes the returned fd.
+ * Our pinned link for this hook, when it is still attached there; null when
+ * there is no pin or the pin is stale (its device gone: ifindex 0). Reading
+ * leaves a stale pin alone; `removeStale` (the attach path) removes it. The
+ * caller closes the returned fd.
  */
-function openOwnLink(pin: string, ifindex: number, direction: Direction): { fd: number; id: number; progId: number } | null {
+function openOwnLink(pin: string, ifindex: number, direction: Direction, removeStale = false): { fd: number; id: number; progId: number } | null {
   let fd: number;
   try {
     fd = native.objGet(pin);
@@ -132,7 +133,8 @@ function openOwnLink(pin: string, ifindex: number, direction: Direction): { fd: 
     native.closeFd(fd);
     throw err;
   }
-  releaseLink(pin, fd);
+  if (removeStale) releaseLink(pin, fd);
+  else native.closeFd(fd);
   return null;
 }
 
@@ -151,7 +153,7 @@ function releaseLink(pin: string, fd: number): void {
 /** Put our link at the head of the chain, or update the pinned one in place. */
 function attachLink(pinDir: string, ifindex: number, direction: Direction, progFd: number, target: AttachTarget): LinkAction {
   const pin = linkPin(pinDir, ifindex, direction);
-  const own = openOwnLink(pin, ifindex, direction);
+  const own = openOwnLink(pin, ifindex, direction, true);
   if (own) {
     try {
       if (own.progId === native.progInfo(progFd).id) return 'kept';
