@@ -11,6 +11,7 @@
         "native/packet_socket.cc",
         "native/ringbuf.cc",
         "native/tc.cc",
+        "native/tcx.cc",
         "native/test_run.cc"
       ],
       "include_dirs": [

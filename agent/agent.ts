@@ -93,7 +93,7 @@ export class Agent {
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
-    this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner });
+    this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
     this.hashKey = this.nodeHashKey();
     this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
     this.reconciler = new Reconciler({

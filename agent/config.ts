@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { parseCidr, type Cidr } from './datapath/addr.js';
 import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
+import { ATTACH_MODES, type AttachMode } from './datapath/attach.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -28,6 +29,7 @@ export interface Config {
   queryWindowMs: number;
   /** an accepted answer allows connections for at least this long, whatever its TTL */
   connectGraceMs: number;
+  attachMode: AttachMode;
 }
 
 interface FlagSpec {
@@ -51,6 +53,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
   'query-window': { help: 'how long a pod\'s DNS query may be answered (one answer each; 100ms to 1m)', default: '5s' },
   'connect-grace': { help: 'an accepted answer allows connections for at least this long, even with TTL 0 (100ms to 5m)', default: '5s' },
+  'attach-mode': { help: 'how programs go on a pod interface: auto (tcx links where the kernel has tcx, else legacy tc) | tcx | legacy', default: 'auto' },
   help: { help: 'print this help', boolean: true },
 };
 
@@ -163,6 +166,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (queryWindowMs < 100 || queryWindowMs > 60_000) throw new ConfigError(`--query-window: ${f.get('query-window')} is not between 100ms and 1m`);
   const connectGraceMs = parseDuration(f.get('connect-grace')!, 'connect-grace');
   if (connectGraceMs < 100 || connectGraceMs > 300_000) throw new ConfigError(`--connect-grace: ${f.get('connect-grace')} is not between 100ms and 5m`);
+  const attachMode = f.get('attach-mode')!;
+  if (!(ATTACH_MODES as readonly string[]).includes(attachMode)) throw new ConfigError(`--attach-mode: "${attachMode}" is not one of ${ATTACH_MODES.join(', ')}`);
   return {
     source,
     endpointsFile,
@@ -178,5 +183,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     inlineLearner: inlineLearner === 'true',
     queryWindowMs,
     connectGraceMs,
+    attachMode: attachMode as AttachMode,
   };
 }

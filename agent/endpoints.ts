@@ -3,15 +3,18 @@
  * endpoints in the kernel. For each annotated pod it finds the host-side
  * interface, keeps a stable identity (restored from the pinned maps after a
  * restart), writes address ownership and the endpoint entry, and attaches
- * our tc filters. A pod that goes away (or loses its annotation) is purged
- * completely, before any new pod is set up, so a reused IP inherits nothing:
- * purging scans every map for the identity (not what we remember writing),
- * and an identity is never handed out while any map still holds it.
+ * our programs (how: datapath/attach.ts; the choice is logged once per
+ * interface, and again when it changes). A pod that goes away (or loses its
+ * annotation) is purged completely, before any new pod is set up, so a
+ * reused IP inherits nothing: purging scans every map for the identity (not
+ * what we remember writing), and an identity is never handed out while any
+ * map still holds it.
  * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
  */
 import { parseIp, formatIp } from './datapath/addr.js';
 import { EndpointFlag, type PodInfo } from './datapath/codecs.js';
 import type { Datapath } from './datapath/datapath.js';
+import { describeAttach, type AttachResult } from './datapath/attach.js';
 import { parsePodPolicy, type PodPolicy, type PolicyError } from './policy/annotation.js';
 import { podKey, type PodSpec } from './sources/pod.js';
 import type { HostInterface, Lookup } from './net/host-interface.js';
@@ -58,6 +61,8 @@ export class EndpointManager {
   /** identities some map holds at start-up that no pod owns (purged on the first snapshot) */
   private readonly orphans = new Set<number>();
   private readonly reportedErrors = new Map<string, string>();
+  /** what was last logged about each interface's attachment */
+  private readonly reportedAttach = new Map<number, string>();
   private nextIdentity = 1;
   private lastSnapshot: PodSpec[] = [];
   private applying: Promise<void> = Promise.resolve();
@@ -196,7 +201,7 @@ export class EndpointManager {
     for (const ip of ips) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
     const info: PodInfo = { ifindex: iface.ifindex, flags, ifname: iface.ifname, namespace: spec.namespace, name: spec.name };
     dp.maps.pods.set(identity, info);
-    dp.attach(iface.ifindex);
+    this.reportAttach(key, iface, dp.attach(iface.ifindex));
     // Last: the endpoint entry is what switches enforcement on.
     dp.maps.endpoints.set(iface.ifindex, { identity, flags });
 
@@ -209,6 +214,14 @@ export class EndpointManager {
     if (changed) this.opts.events.onPolicy(pod, old?.policy);
   }
 
+  private reportAttach(key: string, iface: HostInterface, result: AttachResult): void {
+    const { level, msg, fields } = describeAttach(result);
+    const summary = `${result.mode}|${result.fallbackReason ?? ''}|${result.warnings.join('|')}`;
+    if (this.reportedAttach.get(iface.ifindex) === summary) return;
+    this.reportedAttach.set(iface.ifindex, summary);
+    this.opts.log[level]({ pod: key, interface: iface.ifname, ...fields }, msg);
+  }
+
   private ownedAddresses(identity: number): string[] {
     return this.opts.dp.maps.owners
       .entries()
@@ -217,6 +230,7 @@ export class EndpointManager {
   }
 
   private detachQuietly(ifindex: number, key: string): void {
+    this.reportedAttach.delete(ifindex);
     try {
       this.opts.dp.detach(ifindex);
     } catch (err) {

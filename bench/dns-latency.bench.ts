@@ -19,8 +19,7 @@ import { join } from 'node:path';
 import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
 import { raceHostsFile, RACE_SUFFIX } from '../test/helpers/race.js';
 import { OUTSIDE_LINK_V4 } from '../test/helpers/topology.js';
-import { native } from '../agent/datapath/native.js';
-import { TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
+import { attachedProgram, detachPrograms } from '../agent/datapath/attach.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const SECONDS = SMOKE ? 3 : 10;
@@ -88,9 +87,9 @@ async function main(): Promise<void> {
     await withAgentBox(undefined, [{ name: 'client' }], { dnsmasqArgs: [`--addn-hosts=${hosts}`], prefix: 'fqeb' }, async (box) => {
       box.writePods([{ name: 'client', allow: `*.${RACE_SUFFIX}` }]);
       const pod = box.topo.pod('client');
-      // Our filters by handle and priority (works before the agent ever pinned anything).
-      const tc = { ifindex: pod.ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, netns: box.topo.nodeNsPath };
-      const attached = () => native.tcQuery({ ...tc, direction: 'ingress' }) !== null;
+      // Our tcx links or legacy filters (works before the agent ever pinned anything).
+      const target = { netns: box.topo.nodeNsPath };
+      const attached = () => attachedProgram(box.topo.pinDir, pod.ifindex, 'ingress', target) !== null;
       const runs: Record<Phase, DnsperfRun[]> = { baseline: [], inline: [], userspace: [], kernelOnly: [] };
       const learned = { inline: 0, userspace: 0 };
       for (let round = 0; round < ROUNDS; round++) {
@@ -101,7 +100,7 @@ async function main(): Promise<void> {
           if (phase === 'baseline') {
             await box.stopAgent();
             // Not enforced: take our filters off the pod's veth (the agent re-attaches on start).
-            for (const direction of ['ingress', 'egress'] as const) native.tcDetach({ ...tc, direction });
+            detachPrograms(box.topo.pinDir, pod.ifindex, target);
             if (attached()) throw new Error('baseline: our filter is still attached');
             runs.baseline.push(await dnsperf(box, queryFile));
             continue;

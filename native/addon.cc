@@ -126,6 +126,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports)
 	InitObject(env, exports);
 	InitMaps(env, exports);
 	InitTc(env, exports);
+	InitTcx(env, exports);
 	InitTestRun(env, exports);
 	InitLayouts(env, exports);
 	InitPacketSocket(env, exports);

@@ -181,16 +181,26 @@ static Napi::Value CloseObject(const Napi::CallbackInfo &info)
 	return info.Env().Undefined();
 }
 
-// pinProgram(fd, path)
-static Napi::Value PinProgram(const Napi::CallbackInfo &info)
+// pinProgram(fd, path), pinObject(fd, path): any bpf fd (a link, say)
+static Napi::Value Pin(const Napi::CallbackInfo &info, const char *fn)
 {
-	int fd = FQE_ARG_FD("pinProgram", 0);
-	std::string path = FQE_ARG_STRING("pinProgram", 1, "path");
+	int fd = FQE_ARG_FD(fn, 0);
+	std::string path = FQE_ARG_STRING(fn, 1, "path");
 	int ret = bpf_obj_pin(fd, path.c_str());
 	if (ret < 0)
 		ThrowErrno(info.Env(), PositiveErrno(ret),
 			   "bpf_obj_pin(" + path + ")");
 	return info.Env().Undefined();
+}
+
+static Napi::Value PinProgram(const Napi::CallbackInfo &info)
+{
+	return Pin(info, "pinProgram");
+}
+
+static Napi::Value PinObject(const Napi::CallbackInfo &info)
+{
+	return Pin(info, "pinObject");
 }
 
 // unpin(path) -> false when there was nothing to unpin
@@ -313,6 +323,7 @@ void InitObject(Napi::Env env, Napi::Object exports)
 	exports.Set("loadObject", Napi::Function::New(env, LoadObject));
 	exports.Set("closeObject", Napi::Function::New(env, CloseObject));
 	exports.Set("pinProgram", Napi::Function::New(env, PinProgram));
+	exports.Set("pinObject", Napi::Function::New(env, PinObject));
 	exports.Set("unpin", Napi::Function::New(env, Unpin));
 	exports.Set("objGet", Napi::Function::New(env, ObjGet));
 	exports.Set("closeFd", Napi::Function::New(env, CloseFd));

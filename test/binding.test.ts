@@ -69,6 +69,9 @@ test('errno failures are BpfErrors with code, errno, op and message', rootOnly, 
   assert.throws(() => ifNameToIndex('fqe-no-such-if'), (e) => assertBpfError(e, 'ENODEV', 19, /^if_nametoindex\(fqe-no-such-if\)$/));
   assert.throws(() => ifNameToIndex('lo', '/nonexistent/netns'), (e) => assertBpfError(e, 'ENOENT', 2, /^open\(\/nonexistent\/netns\)$/));
   assert.equal(unpin('/sys/fs/bpf/fqe-test-does-not-exist'), false);
+  assert.throws(() => native.linkInfo(fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_obj_get_info_by_fd\(link fd \d+\)$/));
+  assert.throws(() => native.linkDetach(fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_detach\(link fd \d+\)$/));
+  assert.throws(() => native.linkUpdate(fd, fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_update\(link fd \d+\)$/));
   assert.equal(ifNameToIndex('lo'), 1);
 });
 
@@ -89,6 +92,13 @@ test('wrong argument types throw TypeErrors with exact messages', () => {
   bad(() => any.tcAttach!('eth0'), 'tcAttach: options must be an object');
   bad(() => tcAttach({ ifindex: 1, direction: 'sideways' as 'ingress', handle: 1, priority: 1, progFd: 3 }), "tcAttach: direction must be 'ingress' or 'egress'");
   bad(() => any.tcQuery!({ ifindex: '1', direction: 'ingress', handle: 1, priority: 1 }), 'tcQuery: ifindex must be a number');
+  bad(() => any.tcxAttach!('eth0'), 'tcxAttach: options must be an object');
+  bad(() => native.tcxAttach({ ifindex: 1, direction: 'up' as 'ingress', progFd: 3 }), "tcxAttach: direction must be 'ingress' or 'egress'");
+  bad(() => native.tcxAttach({ ifindex: 1, direction: 'ingress', progFd: 3, relativeFd: 4, relativeId: 5 }), 'tcxAttach: relativeFd and relativeId exclude each other');
+  bad(() => any.tcxAttach!({ ifindex: 1, direction: 'ingress', progFd: 3, flags: -1 }), 'tcxAttach: flags must be between 0 and 4294967295', RangeError);
+  bad(() => any.tcxQuery!({ ifindex: 0, direction: 'egress' }), 'tcxQuery: ifindex must be between 1 and 2147483647', RangeError);
+  bad(() => any.linkUpdate!(3, 'x'), 'linkUpdate: newProgFd must be a number');
+  bad(() => any.linkInfo!(null), 'linkInfo: fd must be a number');
   bad(() => any.ifNameToIndex!('lo', 5), 'ifNameToIndex: netns must be a string');
   bad(() => new PacketSocket({} as never), 'PacketSocket: progFd must be a number');
   bad(() => new PacketSocket({ progFd: 3 } as never), 'PacketSocket: onPackets must be a function');

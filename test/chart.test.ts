@@ -178,7 +178,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
   const [defaults, custom, badNodeLocal] = await Promise.all([
     template(),
     template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
-      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'metrics.port=9500', 'bpf.root=/run/bpffs']),
+      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'metrics.port=9500', 'bpf.root=/run/bpffs']),
     template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
   ]);
   assert.deepEqual(one(defaults.objects, 'ConfigMap').data, {
@@ -192,6 +192,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_METRICS_ADDRESS: '0.0.0.0:9464',
     FQDN_EGRESS_LOG_LEVEL: 'info',
     FQDN_EGRESS_INLINE_LEARNER: 'true',
+    FQDN_EGRESS_ATTACH_MODE: 'auto',
   });
   assert.deepEqual(one(custom.objects, 'ConfigMap').data, {
     FQDN_EGRESS_SOURCE: 'kubernetes',
@@ -204,6 +205,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_METRICS_ADDRESS: '0.0.0.0:9500',
     FQDN_EGRESS_LOG_LEVEL: 'debug',
     FQDN_EGRESS_INLINE_LEARNER: 'false',
+    FQDN_EGRESS_ATTACH_MODE: 'legacy',
   });
   const { agent, pod } = daemonSet(custom.objects);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9500, protocol: 'TCP' }]);

@@ -21,6 +21,7 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal(cfg.bpfPinDir, '/sys/fs/bpf/fqdn-egress');
   assert.equal(cfg.minTtlMs, 30_000);
   assert.equal(cfg.maxIpsPerName, 1000);
+  assert.equal(cfg.attachMode, 'auto');
   assert.deepEqual(cfg.metricsAddress, { host: '0.0.0.0', port: 9464 });
   const env = { FQDN_EGRESS_MIN_TTL: '5s', FQDN_EGRESS_ALLOW_CIDRS: '192.0.2.0/24, 2001:db8::/32', FQDN_EGRESS_LOG_LEVEL: 'debug' };
   const fromEnv = parseConfig(BASE, env) as Config;
@@ -28,6 +29,8 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal(fromEnv.allowCidrs.length, 2);
   assert.equal(fromEnv.logLevel, 'debug');
   assert.equal((parseConfig([...BASE, '--min-ttl=1s'], env) as Config).minTtlMs, 1000);
+  assert.equal((parseConfig(BASE, { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'legacy');
+  assert.equal((parseConfig([...BASE, '--attach-mode', 'tcx'], { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'tcx');
   assert.equal(parseConfig(['--help'], {}), 'help');
   for (const name of Object.keys(FLAGS)) assert.ok(usage().includes(`--${name}`), `--help lists --${name}`);
 });
@@ -45,6 +48,7 @@ test('bad flags are rejected with a message naming the flag', () => {
     [[...BASE, '--allow-cidrs', '10.0.0.0/33'], /--allow-cidrs: invalid CIDR "10.0.0.0\/33"/],
     [[...BASE, '--metrics-address', 'nope'], /--metrics-address: "nope" is not HOST:PORT/],
     [[...BASE, '--log-level', 'loud'], /--log-level: "loud"/],
+    [[...BASE, '--attach-mode', 'xdp'], /--attach-mode: "xdp" is not one of auto, tcx, legacy/],
     [[...BASE, '--min-ttl'], /--min-ttl needs a value/],
   ];
   for (const [argv, re] of cases) assert.throws(() => parseConfig(argv, {}), (e: Error) => e instanceof ConfigError && re.test(e.message), argv.join(' '));

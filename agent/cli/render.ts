@@ -86,7 +86,14 @@ export function renderStatus(s: StatusReport, style: Style): string {
     `inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')}`,
     `packets: passed ${s.totals.passed}, dropped ${s.totals.dropped}, audited ${s.totals.audited}; learned in the kernel ${s.totals.learnedInKernel}, answers left to the agent ${s.totals.answersLeftToAgent}`,
     '',
-    table([['POD', 'INTERFACE', 'ENFORCER (tc ingress)', 'LEARNER (tc egress)'], ...s.interfaces.map((i) => [i.pod, `${i.interface} (${i.ifindex})`, i.enforcer === null ? paint(style, 'red', 'not attached') : `prog ${i.enforcer}`, i.learner === null ? paint(style, 'red', 'not attached') : `prog ${i.learner}`])], style),
+    table([['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)'], ...s.interfaces.map((i) => [
+      i.pod,
+      `${i.interface} (${i.ifindex})`,
+      i.attachMode === 'tcx' || i.attachMode === 'legacy' ? i.attachMode : paint(style, 'red', i.attachMode),
+      i.enforcer === null ? paint(style, 'red', 'not attached') : `prog ${i.enforcer}`,
+      i.learner === null ? paint(style, 'red', 'not attached') : `prog ${i.learner}`,
+    ])], style),
+    ...s.interfaces.flatMap((i) => i.warnings.map((w) => paint(style, 'yellow', `WARNING: ${i.pod} on ${i.interface}: ${w}`))),
     '',
     table([['MAP', 'ENTRIES', 'CAPACITY', 'FILL'], ...s.maps.map((m) => [m.map, String(m.entries), String(m.capacity), `${(m.fill * 100).toFixed(2)}%`])], style),
   ];

@@ -227,7 +227,18 @@ function nameFor(dp: Datapath, names: Map<bigint, string>, e: DropEvent): string
 export interface StatusReport {
   pinDir: string;
   agent: AgentHealth;
-  interfaces: Array<{ pod: string; interface: string; ifindex: number; enforcer: number | null; learner: number | null }>;
+  interfaces: Array<{
+    pod: string;
+    interface: string;
+    ifindex: number;
+    /** how ours is attached: tcx links, legacy tc filters, mixed (a switch cut short), none */
+    attachMode: 'tcx' | 'legacy' | 'mixed' | 'none' | 'unknown';
+    /** prog ids of ours, null when not attached */
+    enforcer: number | null;
+    learner: number | null;
+    /** programs that run before ours and can skip them (see README, "tcx") */
+    warnings: string[];
+  }>;
   maps: Array<{ map: string; entries: number; capacity: number; fill: number }>;
   totals: { passed: string; dropped: string; audited: string; learnedInKernel: string; answersLeftToAgent: string };
 }
@@ -235,14 +246,14 @@ export interface StatusReport {
 export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusReport {
   const pods = dp.maps.pods.entries();
   const interfaces = pods.map(([, info]) => {
-    const q = (direction: 'ingress' | 'egress') => {
-      try {
-        return dp.attached(info.ifindex, direction);
-      } catch {
-        return null;
-      }
-    };
-    return { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, enforcer: q('ingress'), learner: q('egress') };
+    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex };
+    try {
+      const a = dp.attachment(info.ifindex);
+      return { ...base, attachMode: a.mode, enforcer: a.ingress.progId, learner: a.egress.progId, warnings: a.warnings };
+    } catch (err) {
+      // The interface is gone (pod deleted while the agent was down), say.
+      return { ...base, attachMode: 'unknown' as const, enforcer: null, learner: null, warnings: [`cannot read the attachment: ${(err as Error).message}`] };
+    }
   });
   const maps = (['fqe_allow', 'fqe_cidrs', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
     const fd = native.objGet(join(dp.pinDir, map));

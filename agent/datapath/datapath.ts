@@ -1,7 +1,8 @@
 /*
  * The datapath: loads (or reuses) the pinned programs and maps under a pin
- * dir, attaches our tc filters to a pod's host-side interface, and gives
- * typed access to every map. Owns no policy: what to write is the caller's.
+ * dir, attaches our programs to a pod's host-side interface (how: attach.ts,
+ * tcx links or legacy tc), and gives typed access to every map. Owns no
+ * policy: what to write is the caller's.
  */
 import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -9,6 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
 import { BpfMap } from './bpf-map.js';
 import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
+import {
+  attachPrograms, detachPrograms, attachedProgram, inspectAttachment,
+  type AttachMode, type AttachResult, type AttachTarget, type Direction, type InterfaceAttachment,
+} from './attach.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
@@ -18,10 +23,7 @@ import {
 } from './codecs.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
-/** Our tc filters, found and replaced by handle and priority only. */
-export const TC_HANDLE = 0xfe0e;
-/** Priority 1: our filter runs before filters a CNI adds after it. */
-export const TC_PRIORITY = 1;
+export { TC_HANDLE, TC_PRIORITY, type AttachMode, type AttachResult, type Direction, type InterfaceAttachment } from './attach.js';
 
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACKAGE_ROOT, 'bpf') : join(PACKAGE_ROOT, '..', 'bpf');
@@ -40,6 +42,8 @@ const OBJECTS = [
 export interface LoadOptions {
   /** load the conntrack-only learner even where the inline learner would load */
   withoutInlineLearner?: boolean;
+  /** auto (default): tcx links where the kernel has tcx, else legacy tc; tcx or legacy: only that */
+  attachMode?: AttachMode;
 }
 
 const MAP_NAMES = [
@@ -93,12 +97,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
   };
 }
 
-export type Direction = 'ingress' | 'egress';
-
-export interface AttachOptions {
-  /** network namespace path (/var/run/netns/NAME); default: the caller's */
-  netns?: string;
-}
+export type AttachOptions = AttachTarget;
 
 export class Datapath {
   private constructor(
@@ -111,6 +110,8 @@ export class Datapath {
     readonly inlineLearnerUnavailable: string | null = null,
     /** pins whose definition changed since the last load, and what became of them */
     readonly migrated: MigrationStep[] = [],
+    /** how attach() puts our programs on an interface */
+    readonly attachMode: AttachMode = 'auto',
   ) {}
 
   /**
@@ -164,7 +165,7 @@ export class Datapath {
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
     const migrated = finishMigration(saved, firstObjectMapFds);
-    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated);
+    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto');
   }
 
   /** Open the pinned maps only (the CLI, or a process that only writes maps). */
@@ -189,25 +190,30 @@ export class Datapath {
     return this.programs;
   }
 
-  /** Attach the enforcer (tc ingress) and learner (tc egress) to a host-side interface. */
-  attach(ifindex: number, opts: AttachOptions = {}): void {
+  /**
+   * Attach the enforcer (ingress) and learner (egress) to a host-side
+   * interface: tcx links at the head of the chain where the kernel has tcx,
+   * else legacy tc (attach.ts). Idempotent; a restarted agent updates its
+   * pinned links in place.
+   */
+  attach(ifindex: number, opts: AttachOptions = {}): AttachResult {
     const progs = this.requirePrograms();
-    const base = { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) };
-    native.tcAttach({ ...base, direction: 'ingress', progFd: progs.enforcer });
-    native.tcAttach({ ...base, direction: 'egress', progFd: progs.learner });
+    return attachPrograms(this.pinDir, ifindex, { ingress: progs.enforcer, egress: progs.learner }, this.attachMode, opts);
   }
 
-  /** Remove our two filters; other filters and the clsact qdisc stay. */
+  /** Remove our links and filters; other programs and the clsact qdisc stay. */
   detach(ifindex: number, opts: AttachOptions = {}): boolean {
-    const base = { ifindex, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) };
-    const a = native.tcDetach({ ...base, direction: 'ingress' });
-    const b = native.tcDetach({ ...base, direction: 'egress' });
-    return a || b;
+    return detachPrograms(this.pinDir, ifindex, opts);
   }
 
-  /** The prog id of our filter on this interface and direction, or null. */
+  /** The prog id of ours on this interface and direction (tcx or legacy), or null. */
   attached(ifindex: number, direction: Direction, opts: AttachOptions = {}): number | null {
-    return native.tcQuery({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY, ...(opts.netns ? { netns: opts.netns } : {}) });
+    return attachedProgram(this.pinDir, ifindex, direction, opts);
+  }
+
+  /** How ours is attached on an interface, and what runs before it. */
+  attachment(ifindex: number, opts: AttachOptions = {}): InterfaceAttachment {
+    return inspectAttachment(this.pinDir, ifindex, opts);
   }
 
   /** The AF_PACKET tap with the DNS socket filter, in the node's namespace. */

@@ -111,6 +111,43 @@ export interface TcAttachOptions extends TcTarget {
   progFd: number;
 }
 
+export interface TcxTarget {
+  ifindex: number;
+  direction: TcDirection;
+  /** e.g. /var/run/netns/NAME: the call runs inside that network namespace */
+  netns?: string;
+}
+
+export interface TcxAttachOptions extends TcxTarget {
+  progFd: number;
+  /** BPF_F_BEFORE / BPF_F_AFTER / BPF_F_ID / BPF_F_LINK / BPF_F_REPLACE; 0: append */
+  flags?: number;
+  /** the program or link (BPF_F_LINK) to attach before or after, by fd ... */
+  relativeFd?: number;
+  /** ... or by id (with BPF_F_ID) */
+  relativeId?: number;
+  /** fail with ESTALE unless the chain is still at this revision */
+  expectedRevision?: number;
+}
+
+/** One tcx chain, in the order its programs run. */
+export interface TcxChain {
+  progIds: number[];
+  /** the link of each program; 0 where it was attached without a link */
+  linkIds: number[];
+  /** bumped by the kernel on every change of the chain */
+  revision: number;
+}
+
+export interface LinkInfo {
+  id: number;
+  /** enum bpf_link_type (11: tcx) */
+  type: number;
+  progId: number;
+  /** tcx links only; ifindex 0 once the device is gone */
+  tcx?: { ifindex: number; direction: TcDirection | 'unknown' };
+}
+
 export interface TestRunOptions {
   repeat?: number;
   ctx?: Buffer;
@@ -216,6 +253,12 @@ export interface NativeBinding {
   tcAttach(opts: TcAttachOptions): number;
   tcDetach(target: TcTarget): boolean;
   tcQuery(target: TcTarget): number | null;
+  tcxAttach(opts: TcxAttachOptions): number;
+  tcxQuery(target: TcxTarget): TcxChain;
+  linkUpdate(linkFd: number, newProgFd: number, oldProgFd?: number): void;
+  linkDetach(linkFd: number): void;
+  linkInfo(fd: number): LinkInfo;
+  pinObject(fd: number, path: string): void;
   progTestRun(progFd: number, data: Buffer, opts?: TestRunOptions): TestRunResult;
   layouts(): Layouts;
   PacketSocket: new (opts: PacketSocketOptions) => PacketSocket;
@@ -237,6 +280,8 @@ export const loadObject: (path: string, pinDir: string, opts?: LoadObjectOptions
 /** Closes the object's fds; pins stay. */
 export const closeObject: (id: number) => void = addon.closeObject;
 export const pinProgram: (fd: number, path: string) => void = addon.pinProgram;
+/** pins any bpf fd (a link, say) */
+export const pinObject: (fd: number, path: string) => void = addon.pinObject;
 /** false when nothing was pinned there */
 export const unpin: (path: string) => boolean = addon.unpin;
 export const objGet: (path: string) => number = addon.objGet;
@@ -276,6 +321,18 @@ export const tcAttach: (opts: TcAttachOptions) => number = addon.tcAttach;
 export const tcDetach: (target: TcTarget) => boolean = addon.tcDetach;
 /** attached prog id, or null when absent */
 export const tcQuery: (target: TcTarget) => number | null = addon.tcQuery;
+/**
+ * tcx (6.6+): creates a link on the device's chain; returns its fd, which the
+ * caller pins and/or closes (closing the last reference detaches it).
+ */
+export const tcxAttach: (opts: TcxAttachOptions) => number = addon.tcxAttach;
+/** the tcx chain in run order (empty when nothing is attached) */
+export const tcxQuery: (target: TcxTarget) => TcxChain = addon.tcxQuery;
+/** swap a link's program in place (with oldProgFd: only if it still runs that one) */
+export const linkUpdate: (linkFd: number, newProgFd: number, oldProgFd?: number) => void = addon.linkUpdate;
+/** detach a link from its hook now; the link object lives on until its last fd/pin goes */
+export const linkDetach: (linkFd: number) => void = addon.linkDetach;
+export const linkInfo: (fd: number) => LinkInfo = addon.linkInfo;
 export const progTestRun: (progFd: number, data: Buffer, opts?: TestRunOptions) => TestRunResult = addon.progTestRun;
 export const layouts: () => Layouts = addon.layouts;
 
@@ -299,3 +356,12 @@ export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
 export const BPF_F_NO_PREALLOC = 1;
+
+/** Attach flags of the mprog API (tcx), uapi 6.6. */
+export const BPF_F_REPLACE = 1 << 2;
+export const BPF_F_BEFORE = 1 << 3;
+export const BPF_F_AFTER = 1 << 4;
+export const BPF_F_ID = 1 << 5;
+export const BPF_F_LINK = 1 << 13;
+/** enum bpf_link_type: a tcx link */
+export const BPF_LINK_TYPE_TCX = 11;

@@ -4,7 +4,7 @@
  * will. Shared by the kernel tests; always torn down with the topology.
  */
 import type { TestContext } from 'node:test';
-import { Datapath } from '../../agent/datapath/datapath.js';
+import { Datapath, type LoadOptions } from '../../agent/datapath/datapath.js';
 import { parseIp, parseCidr } from '../../agent/datapath/addr.js';
 import { AllowSource, EndpointFlag, type Counters, type PortRule } from '../../agent/datapath/codecs.js';
 import { withTopology, type PodSpec, type Topology } from './topology.js';
@@ -52,9 +52,9 @@ export function makeBox(topo: Topology, dp: Datapath): Box {
 }
 
 /** Topology + datapath loaded into its pin dir, outside servers running. */
-export async function withBox(t: TestContext, pods: PodSpec[], fn: (box: Box) => Promise<void>): Promise<void> {
+export async function withBox(t: TestContext, pods: PodSpec[], fn: (box: Box) => Promise<void>, load: LoadOptions = {}): Promise<void> {
   await withTopology(t, pods, async (topo) => {
-    const dp = Datapath.load(topo.pinDir);
+    const dp = Datapath.load(topo.pinDir, undefined, load);
     try {
       await topo.startOutsideServers();
       await fn(makeBox(topo, dp));

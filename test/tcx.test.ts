@@ -1,0 +1,459 @@
+/*
+ * Kernel tests of how our programs sit on a pod's host-side interface next
+ * to a CNI's: tcx links at the head of the chain (6.6+), legacy tc as the
+ * fallback, pinned links that a restarted agent updates in place, the
+ * legacy → tcx upgrade, and what egressctl status says. A stand-in CNI
+ * program (bpf/cni_standin.bpf.c) passes everything with TC_ACT_OK and
+ * counts what it sees; its map is not pinned. Root only; they fail (never
+ * skip) when CI=true and cannot run.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, sleep, type Topology } from './helpers/topology.js';
+import { withBox, type Box } from './helpers/datapath-fixture.js';
+import { withAgentBox } from './helpers/agent-fixture.js';
+import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
+import { linkPin, describeAttach, type AttachResult, type Direction } from '../agent/datapath/attach.js';
+import { native, BpfError, BPF_F_BEFORE } from '../agent/datapath/native.js';
+
+const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
+const DROP_TIMEOUT_MS = 700;
+/** The stand-in's legacy filter: priority 1 like ours, another handle. */
+const STANDIN_HANDLE = 0x5eed;
+const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'egressctl.js');
+
+/** A CNI's program as far as we are concerned: passes everything, counts what it saw. */
+interface Standin {
+  progId: number;
+  /** every packet it saw */
+  seen(): bigint;
+  /** IPv4 TCP SYNs (connection attempts) it saw */
+  syns(): bigint;
+  /** attach through tcx (appended, or first with BPF_F_BEFORE); detached by close() */
+  attachTcx(direction: Direction, opts?: { first?: boolean }): void;
+  /** attach through legacy tc at priority 1 with its own handle; removed by close() */
+  attachLegacy(direction: Direction): void;
+  close(): void;
+}
+
+function loadStandin(topo: Topology, ifindex: number): Standin {
+  // Nothing in this object is pinned: the directory is never created.
+  const obj = native.loadObject(join(DEFAULT_BPF_DIR, 'cni_standin.bpf.o'), `${topo.pinDir}-standin-never-used`);
+  const progFd = obj.programs.standin_pass!.fd;
+  const mapFd = obj.maps.standin_seen!.fd;
+  const links: number[] = [];
+  const legacy: Direction[] = [];
+  const netns = topo.nodeNsPath;
+  return {
+    progId: native.progInfo(progFd).id,
+    seen: () => native.mapLookup(mapFd, Buffer.from([0, 0, 0, 0]), 8)!.readBigUInt64LE(),
+    syns: () => native.mapLookup(mapFd, Buffer.from([1, 0, 0, 0]), 8)!.readBigUInt64LE(),
+    attachTcx(direction, opts = {}) {
+      links.push(native.tcxAttach({ ifindex, direction, progFd, netns, ...(opts.first ? { flags: BPF_F_BEFORE } : {}) }));
+    },
+    attachLegacy(direction) {
+      native.tcAttach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, progFd, netns });
+      legacy.push(direction);
+    },
+    close() {
+      for (const fd of links.splice(0)) native.closeFd(fd); // the last reference: detached
+      for (const direction of legacy.splice(0)) native.tcDetach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, netns });
+      native.closeObject(obj.id);
+    },
+  };
+}
+
+async function withStandin(box: Box, pod: string, fn: (s: Standin) => Promise<void>): Promise<void> {
+  const s = loadStandin(box.topo, box.topo.pod(pod).ifindex);
+  try {
+    await fn(s);
+  } finally {
+    s.close();
+  }
+}
+
+function chain(topo: Topology, ifindex: number, direction: Direction): number[] {
+  return native.tcxQuery({ ifindex, direction, netns: topo.nodeNsPath }).progIds;
+}
+
+function legacyFilter(topo: Topology, ifindex: number, direction: Direction, handle = TC_HANDLE): number | null {
+  return native.tcQuery({ ifindex, direction, handle, priority: TC_PRIORITY, netns: topo.nodeNsPath });
+}
+
+/** Our pinned link of a hook: its id and the program it runs. */
+function pinnedLink(pinDir: string, ifindex: number, direction: Direction): { id: number; progId: number } {
+  const fd = native.objGet(linkPin(pinDir, ifindex, direction));
+  try {
+    const info = native.linkInfo(fd);
+    assert.deepEqual(info.tcx, { ifindex, direction }, 'a tcx link on this hook');
+    return { id: info.id, progId: info.progId };
+  } finally {
+    native.closeFd(fd);
+  }
+}
+
+function pinnedProgId(pinDir: string, pin: string): number {
+  const fd = native.objGet(join(pinDir, pin));
+  try {
+    return native.progInfo(fd).id;
+  } finally {
+    native.closeFd(fd);
+  }
+}
+
+function egressctl(args: string[], netnsPath: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('nsenter', [`--net=${netnsPath}`, process.execPath, EGRESSCTL, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? 1 : 0, stdout, stderr });
+    });
+  });
+}
+
+test('legacy tc alone: a tcx program that passes skips our enforcer, and status warns (why we attach through tcx)', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    box.enforce('a', 1101);
+    assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced while nothing else is attached');
+    assert.deepEqual(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).warnings, []);
+    await withStandin(box, 'a', async (cni) => {
+      cni.attachTcx('ingress');
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'the tcx pass ended the chain before our legacy filter');
+      assert.ok(cni.seen() > 0n);
+      const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
+      assert.equal(a.mode, 'legacy');
+      assert.equal(a.warnings.length, 1);
+      assert.match(a.warnings[0]!, new RegExp(`enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`));
+    });
+  }, { attachMode: 'legacy' });
+});
+
+test('tcx: a CNI tcx program that passes runs after our enforcer and learner, and never instead of them', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    await withStandin(box, 'a', async (cniIn) => {
+      await withStandin(box, 'a', async (cniOut) => {
+        // The CNI set the interface up first, as it does.
+        cniIn.attachTcx('ingress');
+        cniOut.attachTcx('egress');
+        box.enforce('a', 1201);
+        box.allow(1201, HOST_A);
+        const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
+        assert.equal(a.mode, 'tcx');
+        assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [a.ingress.progId, cniIn.progId], 'ours first on ingress');
+        assert.deepEqual(chain(box.topo, ifindex, 'egress'), [a.egress.progId, cniOut.progId], 'ours first on egress');
+        assert.deepEqual(a.warnings, []);
+        assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null, 'no legacy filter of ours');
+
+        const synsBefore = cniIn.syns();
+        assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'a not-allowed SYN is still dropped');
+        assert.ok(box.counters(1201).reasons['not-allowed'] > 0n);
+        assert.equal(cniIn.syns(), synsBefore, 'a dropped SYN never reaches the CNI program');
+        const [inBefore, outBefore] = [cniIn.syns(), cniOut.seen()];
+        assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'an allowed connection passes');
+        assert.ok(cniIn.syns() > inBefore, 'our pass (TCX_NEXT) let the CNI program see the pod\'s SYN');
+        assert.ok(cniOut.seen() > outBefore, 'and the replies after our learner');
+      });
+    });
+  });
+});
+
+test('tcx: a CNI filter on legacy tc at priority 1 still sees what we pass and nothing we drop', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    await withStandin(box, 'a', async (cni) => {
+      cni.attachLegacy('ingress');
+      box.enforce('a', 1301);
+      box.allow(1301, HOST_A);
+      assert.equal(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).mode, 'tcx');
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress', STANDIN_HANDLE), cni.progId, 'the CNI filter stays');
+      const before = cni.syns();
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'a not-allowed SYN is still dropped');
+      assert.equal(cni.syns(), before, 'a dropped SYN never reaches the legacy filter');
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'an allowed connection passes');
+      assert.ok(cni.syns() > before, 'and the legacy filter saw its SYN');
+    });
+  });
+});
+
+test('tcx: a program put before ours later is reported, since its pass would skip ours', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    box.enforce('a', 1401);
+    await withStandin(box, 'a', async (cni) => {
+      cni.attachTcx('ingress'); // appended: after ours
+      assert.deepEqual(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).warnings, []);
+      cni.attachTcx('egress', { first: true });
+      const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
+      assert.deepEqual(a.egress.ahead, [cni.progId]);
+      assert.deepEqual(a.warnings, [`DNS learner (egress): another tcx program runs before ours (prog ${cni.progId}); if it returns pass, ours is skipped`]);
+      // Attaching again keeps our link where it is (an update, not a move) and still warns.
+      const result = box.dp.attach(ifindex, { netns: box.topo.nodeNsPath });
+      assert.deepEqual(result.links, { ingress: 'kept', egress: 'kept' });
+      assert.equal(result.warnings.length, 1);
+    });
+  });
+});
+
+test('upgrade: an interface with our legacy filter gets the tcx link first, then loses the legacy filter', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    box.enforce('a', 1501); // the previous version: legacy tc
+    box.allow(1501, HOST_A);
+    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), box.dp.attached(ifindex, 'ingress', { netns }));
+    assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+
+    // Record every attach/detach call of the upgrade, in order.
+    const calls: string[] = [];
+    const spied = ['tcxAttach', 'tcDetach', 'tcAttach'] as const;
+    const originals = spied.map((name) => native[name]);
+    const record = native as unknown as Record<string, (...args: unknown[]) => unknown>;
+    spied.forEach((name, i) => {
+      record[name] = (opts: unknown) => {
+        calls.push(`${name} ${(opts as { direction: string }).direction}`);
+        return (originals[i] as (o: unknown) => unknown)(opts);
+      };
+    });
+    const upgraded = Datapath.load(box.topo.pinDir);
+    try {
+      const result = upgraded.attach(ifindex, { netns });
+      assert.deepEqual({ mode: result.mode, links: result.links, legacyRemoved: result.legacyRemoved }, { mode: 'tcx', links: { ingress: 'created', egress: 'created' }, legacyRemoved: true });
+    } finally {
+      spied.forEach((name, i) => (record[name] = originals[i] as (...args: unknown[]) => unknown));
+    }
+    assert.deepEqual(calls, ['tcxAttach ingress', 'tcxAttach egress', 'tcDetach ingress', 'tcDetach egress'], 'links in before the legacy filters go');
+    try {
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null);
+      assert.equal(legacyFilter(box.topo, ifindex, 'egress'), null);
+      const link = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+      assert.equal(link.progId, pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [link.progId]);
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced');
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
+    } finally {
+      upgraded.close();
+    }
+  }, { attachMode: 'legacy' });
+});
+
+test('auto mode falls back to legacy tc when the kernel refuses the tcx link; tcx mode fails; legacy mode moves back', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    // A kernel without tcx answers BPF_LINK_CREATE for attach type 46 with EINVAL.
+    const record = native as unknown as Record<string, unknown>;
+    const original = native.tcxAttach;
+    record.tcxAttach = () => {
+      throw new BpfError('bpf_link_create(ifindex 2 tcx ingress): Invalid argument (EINVAL)', 'EINVAL', 22, 'bpf_link_create(ifindex 2 tcx ingress)');
+    };
+    let fallback: AttachResult | undefined;
+    try {
+      fallback = box.dp.attach(ifindex, { netns });
+      const forced = Datapath.load(box.topo.pinDir, undefined, { attachMode: 'tcx' });
+      try {
+        assert.throws(() => forced.attach(ifindex, { netns }), (e) => e instanceof BpfError && e.code === 'EINVAL', '--attach-mode tcx does not fall back');
+      } finally {
+        forced.close();
+      }
+    } finally {
+      record.tcxAttach = original;
+    }
+    assert.ok(fallback);
+    assert.equal(fallback.mode, 'legacy');
+    assert.match(fallback.fallbackReason ?? '', /Invalid argument \(EINVAL\)/);
+    assert.equal(describeAttach(fallback).level, 'warn', 'a fallback is logged as a warning');
+    assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), box.dp.attached(ifindex, 'ingress', { netns }));
+    box.enforce('a', 1601); // attaches again: tcx works now, the legacy filters go
+    assert.equal(box.dp.attachment(ifindex, { netns }).mode, 'tcx');
+    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null);
+    assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false);
+
+    const legacy = Datapath.load(box.topo.pinDir, undefined, { attachMode: 'legacy' });
+    try {
+      const back = legacy.attach(ifindex, { netns });
+      assert.deepEqual({ mode: back.mode, linksRemoved: back.linksRemoved }, { mode: 'legacy', linksRemoved: true });
+      assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), []);
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced');
+    } finally {
+      legacy.close();
+    }
+  });
+});
+
+test('a stale link pin (its interface gone) is replaced by a new link', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    // What a pod deleted while the agent was down leaves behind, under a's ifindex.
+    await box.topo.ip(box.topo.nodeNs, 'link', 'add', 'gone0', 'type', 'veth', 'peer', 'name', 'gone1');
+    const goneIfindex = native.ifNameToIndex('gone0', netns);
+    const fd = native.tcxAttach({ ifindex: goneIfindex, direction: 'ingress', progFd: box.dp.programs!.enforcer, netns });
+    try {
+      native.pinObject(fd, linkPin(box.topo.pinDir, ifindex, 'ingress'));
+    } finally {
+      native.closeFd(fd);
+    }
+    await box.topo.ip(box.topo.nodeNs, 'link', 'del', 'gone0');
+    const staleFd = native.objGet(linkPin(box.topo.pinDir, ifindex, 'ingress'));
+    const stale = native.linkInfo(staleFd);
+    native.closeFd(staleFd);
+    assert.equal(stale.tcx?.ifindex, 0, 'the link is severed');
+    assert.equal(box.dp.attached(ifindex, 'ingress', { netns }), null, 'a severed link does not count as attached');
+    assert.equal(box.dp.attachment(ifindex, { netns }).ingress.mode, null);
+    assert.ok(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), 'reading leaves the pin alone');
+
+    box.enforce('a', 1701);
+    const fresh = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+    assert.notEqual(fresh.id, stale.id, 'a new link');
+    assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [fresh.progId]);
+    assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced');
+  });
+});
+
+test('detach removes our links and legacy filters, and nothing else', async (t) => {
+  if (!requireKernelTestEnv(t, ['tc'])) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    await withStandin(box, 'a', async (cni) => {
+      cni.attachTcx('ingress');
+      cni.attachLegacy('ingress');
+      box.dp.attach(ifindex, { netns });
+      // A legacy filter of ours too, as an upgrade cut short would leave it.
+      native.tcAttach({ ifindex, direction: 'ingress', handle: TC_HANDLE, priority: TC_PRIORITY, progFd: box.dp.programs!.enforcer, netns });
+      assert.equal(box.dp.detach(ifindex, { netns }), true);
+      for (const direction of ['ingress', 'egress'] as const) {
+        assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, direction)), false, `${direction} link unpinned`);
+        assert.equal(legacyFilter(box.topo, ifindex, direction), null, `${direction} legacy filter of ours gone`);
+        assert.equal(box.dp.attached(ifindex, direction, { netns }), null);
+      }
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [cni.progId], 'the CNI tcx program stays, alone');
+      assert.deepEqual(chain(box.topo, ifindex, 'egress'), []);
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress', STANDIN_HANDLE), cni.progId, 'the CNI legacy filter stays');
+      const { stdout } = await box.topo.exec(box.topo.nodeNs, ['tc', 'qdisc', 'show', 'dev', box.topo.pod('a').hostIf]);
+      assert.match(stdout, /clsact/, 'the clsact qdisc stays');
+      assert.equal(box.dp.detach(ifindex, { netns }), false, 'nothing left to detach');
+    });
+  });
+});
+
+test('agent restart keeps the pinned link (same id, program replaced) and enforcement never lapses', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    const { ifindex } = box.topo.pod('payments');
+    const before = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+    const learnerBefore = pinnedLink(box.topo.pinDir, ifindex, 'egress');
+    assert.ok(box.logs.some((l) => l.includes('programs attached as tcx links at the head of the chain') && l.includes('"attachMode":"tcx"')), 'the choice is logged');
+    assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
+    assert.equal(await box.connect('payments', '203.0.113.10'), true);
+
+    // While the agent is killed and started again: our link heads the chain
+    // at every sample, and a not-allowed SYN is refused every time.
+    let samples = 0;
+    const lapses: string[] = [];
+    const watch = setInterval(() => {
+      samples++;
+      const c = native.tcxQuery({ ifindex, direction: 'ingress', netns: box.topo.nodeNsPath });
+      if (c.linkIds[0] !== before.id) lapses.push(JSON.stringify(c));
+    }, 2);
+    let stop = false;
+    const refused: boolean[] = [];
+    const prober = (async () => {
+      while (!stop) refused.push(!(await box.connect('payments', '198.51.100.10', 443, 300)));
+    })();
+    try {
+      await sleep(300);
+      await box.stopAgent('SIGKILL');
+      await box.startAgent();
+      await sleep(300);
+    } finally {
+      stop = true;
+      await prober;
+      clearInterval(watch);
+    }
+    assert.deepEqual(lapses, [], 'our link stayed at the head of the chain');
+    assert.ok(samples > 20, `sampled the chain (${samples})`);
+    assert.ok(refused.length >= 2 && refused.every(Boolean), `every not-allowed SYN refused (${refused.length})`);
+
+    const after = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+    assert.equal(after.id, before.id, 'the same link');
+    assert.notEqual(after.progId, before.progId, 'running the restarted agent\'s enforcer');
+    assert.equal(after.progId, pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
+    assert.equal(pinnedLink(box.topo.pinDir, ifindex, 'egress').id, learnerBefore.id);
+    assert.ok(box.logs.some((l) => l.includes('"ingress":"updated"')), 'the restarted agent updated the link in place');
+    assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
+    assert.equal(await box.connect('payments', '203.0.113.10'), true, 'the new programs learn and enforce');
+  });
+});
+
+test('--attach-mode legacy still enforces; the next agent in auto mode upgrades to tcx; status shows both', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    const { ifindex } = box.topo.pod('payments');
+    const pin = ['--pin-dir', box.topo.pinDir];
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent(['--attach-mode', 'legacy']);
+    assert.ok(box.logs.some((l) => l.includes('programs attached through legacy tc')), 'the choice is logged');
+    assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false, 'no link');
+    assert.notEqual(legacyFilter(box.topo, ifindex, 'ingress'), null);
+    assert.notEqual(legacyFilter(box.topo, ifindex, 'egress'), null);
+    assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
+    assert.equal(await box.connect('payments', '203.0.113.10'), true);
+    assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false);
+    let st = JSON.parse((await egressctl(['status', '--output', 'json', ...pin], box.topo.nodeNsPath)).stdout);
+    assert.deepEqual(st.interfaces.map((i: Record<string, unknown>) => [i.attachMode, typeof i.enforcer, typeof i.learner, i.warnings]), [['legacy', 'number', 'number', []]]);
+
+    // A CNI's tcx program now runs before our legacy filter: status says so.
+    const cni = loadStandin(box.topo, ifindex);
+    try {
+      cni.attachTcx('ingress');
+      const table = await egressctl(['status', ...pin], box.topo.nodeNsPath);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /ATTACH/);
+      assert.match(table.stdout, new RegExp(`WARNING: shop/payments on vp1: enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`));
+
+      await box.stopAgent();
+      let watching = true;
+      const gaps: string[] = [];
+      const watch = (async () => {
+        while (watching) {
+          const ours = legacyFilter(box.topo, ifindex, 'ingress') !== null || existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress'));
+          if (!ours) gaps.push(new Date().toISOString());
+          await sleep(2);
+        }
+      })();
+      try {
+        await box.startAgent(); // auto
+      } finally {
+        watching = false;
+        await watch;
+      }
+      assert.deepEqual(gaps, [], 'ours was attached at every sample of the upgrade');
+      assert.ok(box.logs.some((l) => l.includes('"legacyFiltersRemoved":true')), 'the upgrade is logged');
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null, 'legacy filter gone');
+      assert.equal(chain(box.topo, ifindex, 'ingress')[0], pinnedLink(box.topo.pinDir, ifindex, 'ingress').progId, 'ours heads the chain, before the CNI');
+      st = JSON.parse((await egressctl(['status', '--output', 'json', ...pin], box.topo.nodeNsPath)).stdout);
+      assert.deepEqual(st.interfaces.map((i: Record<string, unknown>) => [i.attachMode, i.warnings]), [['tcx', []]]);
+      assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false, 'enforced past the CNI program');
+      assert.equal(await box.connect('payments', '203.0.113.10'), true);
+    } finally {
+      cni.close();
+    }
+  });
+});
