@@ -113,14 +113,16 @@ test('forged answers of every kind add nothing', async (t) => {
     const forge = (from: string, to: string, port: number, id: number, name: string, answer: string) =>
       box.topo.exec(box.topo.outNs, [process.execPath, NETTOOL, 'forge', '--bind', from, '--to', to, '--port', String(port), '--id', String(id), '--name', name, '--answer', answer]);
 
+    // Each forgery follows its query at once: a query is good for --query-window (5 s) only.
     await query('payments', 'api.stripe.test', 1111, 40001);
-    await query('payments', 'blocked.test', 2222, 40002);
-    await query('other', 'api.stripe.test', 3333, 40003);
     await forge('203.0.113.12', pay.v4, 40001, 1111, 'api.stripe.test', '198.51.100.20'); // untrusted server
     await forge(SILENT_RESOLVER, pay.v4, 40001, 9999, 'api.stripe.test', '198.51.100.21'); // wrong id
     await forge(SILENT_RESOLVER, pay.v4, 40009, 1111, 'api.stripe.test', '198.51.100.22'); // wrong port
+    await query('payments', 'blocked.test', 2222, 40002);
     await forge(SILENT_RESOLVER, pay.v4, 40002, 2222, 'blocked.test', '198.51.100.23'); // name not allowed
+    await query('other', 'api.stripe.test', 3333, 40003);
     await forge(SILENT_RESOLVER, pay.v4, 40003, 3333, 'api.stripe.test', '198.51.100.24'); // another pod's query
+    await query('payments', 'api.stripe.test', 1111, 40001);
     await forge(SILENT_RESOLVER, pay.v4, 40001, 1111, 'www.kadath.test', '198.51.100.25'); // a name it never asked
     await forge(SILENT_RESOLVER, other.v4, 40001, 1111, 'api.stripe.test', '198.51.100.26'); // the answer sent to another pod
     const rejected = async () =>
@@ -288,7 +290,8 @@ test('a restarted agent that cannot read its pods yet takes nothing away from th
     assert.deepEqual(allowedIps(box, 'payments'), ['203.0.113.10'], 'the allow entry is still there');
     assert.equal(await box.connect('payments', '203.0.113.10'), true, 'and the pod still connects');
     box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
-    await box.waitFor('ready after a good file', async () => (await box.metric('fqdn_egress_enforced_pods')) === 1, 5000);
+    // The agent may still be starting (no /metrics yet): ask until it answers.
+    await box.waitFor('ready after a good file', async () => (await box.metric('fqdn_egress_enforced_pods').catch(() => -1)) === 1, 10_000);
     assert.deepEqual(allowedIps(box, 'payments'), ['203.0.113.10']);
   });
 });
