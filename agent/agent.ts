@@ -20,6 +20,7 @@ import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
+import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
 import { FileSource } from './sources/file-source.js';
 import { KubernetesSource } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
@@ -34,6 +35,8 @@ const BPF_FS_MAGIC = 0xcafe4a11;
 const TICK_MS = 500;
 /** how often entries the inline learner wrote are read into the cache */
 const KERNEL_IMPORT_MS = 5000;
+/** how often idle flows are reclaimed and the per-pod flow counts corrected */
+const FLOW_SWEEP_MS = 5000;
 const DEFAULT_EVENTS_PER_SEC = 200;
 
 /** The monotonic clock shared with the kernel (bpf_ktime_get_ns), in ms. */
@@ -79,6 +82,8 @@ export class Agent {
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
   private lastKernelImport = 0;
+  private lastFlowSweep = 0;
+  private readonly flowSweeper: FlowSweeper;
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
@@ -95,6 +100,13 @@ export class Agent {
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
     this.hashKey = this.nodeHashKey();
+    this.flowSweeper = new FlowSweeper({
+      flows: this.dp.maps.conntrack,
+      counts: this.dp.maps.ctCounts,
+      nowNs: () => process.hrtime.bigint(),
+      tcpIdleNs: DEFAULT_TCP_IDLE_NS,
+      otherIdleNs: DEFAULT_OTHER_IDLE_NS,
+    });
     this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
     this.reconciler = new Reconciler({
       cache: this.cache,
@@ -306,6 +318,7 @@ export class Agent {
       flags: this.dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
       agentHeartbeatNs: process.hrtime.bigint(),
       agentPid: process.pid,
+      ctPerPod: this.cfg.flowsPerPod,
       queryWindowNs: BigInt(this.cfg.queryWindowMs) * 1_000_000n,
       connectGraceNs: BigInt(this.cfg.connectGraceMs) * 1_000_000n,
     };
@@ -450,6 +463,11 @@ export class Agent {
     if (!this.dp.inlineLearnerUnavailable && Date.now() - this.lastKernelImport >= KERNEL_IMPORT_MS) {
       this.lastKernelImport = Date.now();
       this.importKernelLearned();
+    }
+    if (Date.now() - this.lastFlowSweep >= FLOW_SWEEP_MS) {
+      this.lastFlowSweep = Date.now();
+      const r = this.flowSweeper.sweep();
+      this.metrics.flowsReclaimed.inc(r.reclaimed);
     }
     this.reconciler.markDirty(this.cache.expire());
     this.learner.sweep();

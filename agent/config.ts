@@ -25,6 +25,8 @@ export interface Config {
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   inlineLearner: boolean;
+  /** tracked flows one pod may hold; past it, its new flows are refused */
+  flowsPerPod: number;
   /** a recorded DNS query is good for one answer within this */
   queryWindowMs: number;
   /** an accepted answer allows connections for at least this long, whatever its TTL */
@@ -51,6 +53,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
+  'flows-per-pod': { help: 'tracked flows one pod may hold (its share of the node\'s 262144); past it its new flows are refused', default: '16384' },
   'query-window': { help: 'how long a pod\'s DNS query may be answered (one answer each; 100ms to 1m)', default: '5s' },
   'connect-grace': { help: 'an accepted answer allows connections for at least this long, even with TTL 0 (100ms to 5m)', default: '5s' },
   'attach-mode': { help: 'how programs go on a pod interface: auto (tcx links where the kernel has tcx, else legacy tc) | tcx | legacy', default: 'auto' },
@@ -162,6 +165,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   }
   const inlineLearner = f.get('inline-learner')!;
   if (inlineLearner !== 'true' && inlineLearner !== 'false') throw new ConfigError(`--inline-learner: "${inlineLearner}" is not true or false`);
+  const flowsPerPod = positiveInt(f.get('flows-per-pod')!, 'flows-per-pod');
+  if (flowsPerPod > 262_144) throw new ConfigError(`--flows-per-pod: ${flowsPerPod} is more than the flow table holds (262144)`);
   const queryWindowMs = parseDuration(f.get('query-window')!, 'query-window');
   if (queryWindowMs < 100 || queryWindowMs > 60_000) throw new ConfigError(`--query-window: ${f.get('query-window')} is not between 100ms and 1m`);
   const connectGraceMs = parseDuration(f.get('connect-grace')!, 'connect-grace');
@@ -181,6 +186,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],
     inlineLearner: inlineLearner === 'true',
+    flowsPerPod,
     queryWindowMs,
     connectGraceMs,
     attachMode: attachMode as AttachMode,

@@ -87,6 +87,7 @@ export class EndpointManager {
     for (const [identity] of maps.pods.entries()) ids.add(identity);
     for (const [, ep] of maps.endpoints.entries()) ids.add(ep.identity);
     for (const [identity] of maps.counters.entries()) ids.add(identity);
+    for (const [identity] of maps.ctCounts.entries()) ids.add(identity);
     for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack] as const) {
       for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
     }
@@ -263,6 +264,7 @@ export class EndpointManager {
     maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
+    maps.ctCounts.delete(identity);
     maps.pods.delete(identity);
   }
 }

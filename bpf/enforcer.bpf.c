@@ -143,12 +143,12 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		verdict = FQE_REASON_NONE;
 	if (verdict == FQE_REASON_NONE) {
 		if (tracked) {
-			fqe_ct_refresh(tracked, now);
+			fqe_ct_refresh(tracked, p, now);
 			/* the policy allows it now: no longer an audit-only flow */
 			if (tracked->flags & FQE_CT_AUDITED)
 				tracked->flags = FQE_CT_OUTBOUND;
-		} else if (!p->frag) {
-			fqe_ct_create(&ct, now, FQE_CT_OUTBOUND);
+		} else if (!p->frag && fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND) < 0) {
+			return FQE_REASON_FLOW_QUOTA;
 		}
 		return FQE_REASON_NONE;
 	}
@@ -156,7 +156,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		return FQE_REASON_AUDIT_ENDED;
 	/* Replies to inbound flows; flows that outlive their IP's TTL. */
 	if (tracked) {
-		fqe_ct_refresh(tracked, now);
+		fqe_ct_refresh(tracked, p, now);
 		*pass = FQE_PASS_CT;
 		return FQE_REASON_NONE;
 	}
@@ -165,7 +165,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		verdict = FQE_REASON_UNTRUSTED_DNS;
 	/* Audit mode: report a flow once; the rest of it passes as tracked. */
 	if ((ep->flags & FQE_EP_AUDIT) && !p->frag)
-		fqe_ct_create(&ct, now, FQE_CT_OUTBOUND | FQE_CT_AUDITED);
+		fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_AUDITED);
 	return verdict;
 }
 

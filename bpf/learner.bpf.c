@@ -9,7 +9,7 @@
  *    while the agent is down). A query is good for one answer. What it
  *    cannot parse is left to the agent.
  *  - Conntrack for flows opened towards the pod, so that its replies pass.
- * Never drops. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
+ * Drops only a new inbound flow past the pod's share of the flow table. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
  * the fallback for kernels whose verifier refuses the learner.
  */
 #include <linux/bpf.h>
@@ -260,9 +260,11 @@ int fqe_learner(struct __sk_buff *skb)
 	tracked = fqe_ct_lookup(cfg, &ct, now);
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
-			fqe_ct_refresh(tracked, now);
-	} else if (opens_flow(&p)) {
-		fqe_ct_create(&ct, now, FQE_CT_INBOUND);
+			fqe_ct_refresh(tracked, &p, now);
+	} else if (opens_flow(&p) && fqe_ct_create(cfg, &ct, now, FQE_CT_INBOUND) < 0) {
+		/* past the pod's share of the flow table: refuse the new flow */
+		if (fqe_report(skb, cfg, ep, &p, FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER, now))
+			return TC_ACT_SHOT;
 	}
 	return TC_ACT_UNSPEC;
 }

@@ -67,7 +67,7 @@ test('other keys and values round-trip', () => {
   assert.deepEqual(ctKeyCodec.decode(ctKeyCodec.encode(ct)), ct);
   const q = { identity: 4, sport: 33333, dnsId: 0xbeef, resolver: peer };
   assert.deepEqual(queryKeyCodec.decode(queryKeyCodec.encode(q)), q);
-  const cfg = { ctTcpIdleNs: 5n, ctOtherIdleNs: 6n, eventsPerSec: 7, minTtlS: 8, maxTtlS: 9, flags: 10, agentHeartbeatNs: 11n, agentPid: 12, queryWindowNs: 13n, connectGraceNs: 14n };
+  const cfg = { ctTcpIdleNs: 5n, ctOtherIdleNs: 6n, eventsPerSec: 7, minTtlS: 8, maxTtlS: 9, flags: 10, agentHeartbeatNs: 11n, agentPid: 12, ctPerPod: 15, queryWindowNs: 13n, connectGraceNs: 14n };
   assert.deepEqual(configCodec.decode(configCodec.encode(cfg)), cfg);
 });
 

@@ -10,7 +10,7 @@ export const LAYOUTS = {
   config: {
     size: 64,
     fields: {
-      ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28, agent_heartbeat_ns: 32, agent_pid: 40,
+      ct_tcp_idle_ns: 0, ct_other_idle_ns: 8, events_per_sec: 16, min_ttl_s: 20, max_ttl_s: 24, flags: 28, agent_heartbeat_ns: 32, agent_pid: 40, ct_per_pod: 44,
       query_window_ns: 48, connect_grace_ns: 56,
     },
   },
@@ -53,12 +53,12 @@ export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
 export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
-export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4 } as const;
+export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8 } as const;
 export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended'] as const;
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota'] as const;
 export type Reason = (typeof REASONS)[number];
 
 const L = LAYOUTS;
@@ -82,6 +82,8 @@ export interface Config {
   /** CLOCK_MONOTONIC ns of the running agent's last tick; 0n = none */
   agentHeartbeatNs: bigint;
   agentPid: number;
+  /** tracked flows one pod may hold; 0 = kernel default */
+  ctPerPod: number;
   /** a query is good for one answer within this; 0n = kernel default */
   queryWindowNs: bigint;
   /** an accepted answer allows at least this long; 0n = kernel default */
@@ -90,7 +92,7 @@ export interface Config {
 
 /** Every tunable at "kernel default" (0), no agent running. */
 export const ZERO_CONFIG: Config = {
-  ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0, queryWindowNs: 0n, connectGraceNs: 0n,
+  ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0, ctPerPod: 0, queryWindowNs: 0n, connectGraceNs: 0n,
 };
 
 export const configCodec = {
@@ -104,6 +106,7 @@ export const configCodec = {
     b.writeUInt32LE(c.flags, L.config.fields.flags);
     b.writeBigUInt64LE(c.agentHeartbeatNs, L.config.fields.agent_heartbeat_ns);
     b.writeUInt32LE(c.agentPid, L.config.fields.agent_pid);
+    b.writeUInt32LE(c.ctPerPod, L.config.fields.ct_per_pod);
     b.writeBigUInt64LE(c.queryWindowNs, L.config.fields.query_window_ns);
     b.writeBigUInt64LE(c.connectGraceNs, L.config.fields.connect_grace_ns);
     return b;
@@ -118,6 +121,7 @@ export const configCodec = {
       flags: b.readUInt32LE(L.config.fields.flags),
       agentHeartbeatNs: b.readBigUInt64LE(L.config.fields.agent_heartbeat_ns),
       agentPid: b.readUInt32LE(L.config.fields.agent_pid),
+      ctPerPod: b.readUInt32LE(L.config.fields.ct_per_pod),
       queryWindowNs: b.readBigUInt64LE(L.config.fields.query_window_ns),
       connectGraceNs: b.readBigUInt64LE(L.config.fields.connect_grace_ns),
     };

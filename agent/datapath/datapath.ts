@@ -48,7 +48,7 @@ export interface LoadOptions {
 
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key',
+  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -68,6 +68,8 @@ export interface DatapathMaps {
   cidrs: BpfMap<CidrKey, number>;
   /** the node's name-hash secret (slot 0) */
   hashKey: BpfMap<number, bigint>;
+  /** tracked flows per identity */
+  ctCounts: BpfMap<number, bigint>;
   recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
   recentSeq: BpfMap<number, bigint>;
   /** fd of the events ring buffer */
@@ -93,6 +95,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     recentSeq: new BpfMap('fqe_recent_seq', fds.fqe_recent_seq, 4, 8, u32Codec, u64Codec),
     cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
     hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
+    ctCounts: new BpfMap('fqe_ct_counts', fds.fqe_ct_counts, 4, 8, u32Codec, u64Codec),
     eventsFd: fds.fqe_events,
   };
 }

@@ -32,6 +32,7 @@ export class AgentMetrics {
   readonly reconcileDuration: Histogram;
   readonly portOverflows: Counter;
   readonly kernelEntriesRefused: Counter;
+  readonly flowsReclaimed: Counter;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
@@ -67,6 +68,7 @@ export class AgentMetrics {
       help: 'Kernel-learned allow entries not imported: their name is unknown, does not hash to the entry, or the pod may not reach it',
       registers,
     });
+    this.flowsReclaimed = new Counter({ name: 'fqdn_egress_flows_reclaimed_total', help: 'Tracked flows removed by the sweep after going idle (or closed)', registers });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
       name: 'fqdn_egress_pod_packets_total',

@@ -9,6 +9,7 @@
 #define FQE_DEFAULT_CT_TCP_IDLE_NS (3600ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CT_OTHER_IDLE_NS (60ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_EVENTS_PER_SEC 200
+#define FQE_DEFAULT_CT_PER_POD 16384
 #define FQE_DEFAULT_QUERY_WINDOW_NS (5ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CONNECT_GRACE_NS (5ULL * FQE_NSEC_PER_SEC)
 
@@ -26,6 +27,11 @@ static __always_inline __u64 fqe_ct_idle_ns(const struct fqe_config *cfg, __u8 p
 						    FQE_DEFAULT_CT_TCP_IDLE_NS;
 	return cfg && cfg->ct_other_idle_ns ? cfg->ct_other_idle_ns :
 					      FQE_DEFAULT_CT_OTHER_IDLE_NS;
+}
+
+static __always_inline __u32 fqe_ct_per_pod(const struct fqe_config *cfg)
+{
+	return cfg && cfg->ct_per_pod ? cfg->ct_per_pod : FQE_DEFAULT_CT_PER_POD;
 }
 
 /* How long a recorded query may be answered. */

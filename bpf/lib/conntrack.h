@@ -2,7 +2,10 @@
 /*
  * Flow tracking, always keyed from the pod's point of view so that both tc
  * hooks of its interface find the same entry. An entry lives while packets
- * keep flowing in either direction and dies after the idle timeout.
+ * keep flowing in either direction and dies after the idle timeout (a TCP
+ * flow that saw FIN or RST: after a short one, once the agent sweeps it).
+ * Each pod holds at most its share of the table (fqe_ct_counts), so one
+ * pod's flood cannot push another pod's flows out of the LRU.
  */
 #ifndef FQE_CONNTRACK_H
 #define FQE_CONNTRACK_H
@@ -47,10 +50,13 @@ fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k, __u64 no
 	return ct;
 }
 
-static __always_inline void fqe_ct_refresh(struct fqe_ct_val *ct, __u64 now)
+static __always_inline void fqe_ct_refresh(struct fqe_ct_val *ct, const struct fqe_pkt *p, __u64 now)
 {
 	if ((__s64)(now - ct->last_seen_ns) > 0)
 		ct->last_seen_ns = now;
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)) &&
+	    !(ct->flags & FQE_CT_CLOSING))
+		ct->flags |= FQE_CT_CLOSING; /* a lost race only delays reclaiming */
 }
 
 /*
@@ -63,16 +69,35 @@ static __always_inline int fqe_ct_audit_ended(const struct fqe_ct_val *ct,
 	return (ct->flags & FQE_CT_AUDITED) && !(ep->flags & FQE_EP_AUDIT);
 }
 
-static __always_inline void fqe_ct_create(const struct fqe_ct_key *k, __u64 now,
-					  __u32 flags)
+/*
+ * Track a new flow, within the pod's share. Returns 0 when tracked, -1 when
+ * the pod already holds its share (the caller refuses the flow). An idle
+ * entry for the same flow is taken over without counting twice.
+ */
+static __always_inline int fqe_ct_create(const struct fqe_config *cfg, const struct fqe_ct_key *k,
+					 __u64 now, __u32 flags)
 {
 	struct fqe_ct_val v = {
 		.last_seen_ns = now,
 		.created_ns = now,
 		.flags = flags,
 	};
+	__u32 identity = k->identity;
+	__u64 zero = 0, *count;
 
-	bpf_map_update_elem(&fqe_conntrack, k, &v, BPF_ANY);
+	count = bpf_map_lookup_elem(&fqe_ct_counts, &identity);
+	if (!count) {
+		bpf_map_update_elem(&fqe_ct_counts, &identity, &zero, BPF_NOEXIST);
+		count = bpf_map_lookup_elem(&fqe_ct_counts, &identity);
+		if (!count)
+			return -1; /* more pods than the table of counts holds: fail closed */
+	}
+	if (*count < fqe_ct_per_pod(cfg) && bpf_map_update_elem(&fqe_conntrack, k, &v, BPF_NOEXIST) == 0) {
+		__sync_fetch_and_add(count, 1);
+		return 0;
+	}
+	/* an idle entry of this very flow: reuse it, the count is unchanged */
+	return bpf_map_update_elem(&fqe_conntrack, k, &v, BPF_EXIST) == 0 ? 0 : -1;
 }
 
 #endif /* FQE_CONNTRACK_H */

@@ -57,7 +57,8 @@ enum fqe_reason {
 	FQE_REASON_MALFORMED = 6, /* header could not be parsed */
 	FQE_REASON_PROTOCOL = 7, /* ethertype we do not enforce (VLAN, ...) */
 	FQE_REASON_AUDIT_ENDED = 8, /* a flow only audit mode let through, after the switch to enforce */
-	FQE_REASON_MAX = 9,
+	FQE_REASON_FLOW_QUOTA = 9, /* a new flow past the pod's share of the flow table */
+	FQE_REASON_MAX = 10,
 };
 
 /* Room for reasons to come: counters keep their layout when one is added. */
@@ -89,7 +90,7 @@ struct fqe_config {
 	__u32 flags;
 	__u64 agent_heartbeat_ns; /* CLOCK_MONOTONIC, written by a running agent */
 	__u32 agent_pid;
-	__u32 pad;
+	__u32 ct_per_pod; /* tracked flows one pod may hold; 0 = default */
 	__u64 query_window_ns; /* a query is good for one answer within this; 0 = default */
 	__u64 connect_grace_ns; /* an accepted answer allows at least this long; 0 = default */
 };
@@ -201,6 +202,7 @@ struct fqe_ct_key {
 #define FQE_CT_OUTBOUND 0x1 /* opened by the pod (allowed egress) */
 #define FQE_CT_INBOUND 0x2 /* opened towards the pod */
 #define FQE_CT_AUDITED 0x4 /* refused but passed in audit mode (reported once) */
+#define FQE_CT_CLOSING 0x8 /* TCP FIN or RST seen: reclaimed after a short idle */
 
 struct fqe_ct_val {
 	__u64 last_seen_ns;

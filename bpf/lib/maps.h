@@ -104,6 +104,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_conntrack SEC(".maps");
 
+/*
+ * How many flows does each pod hold in fqe_conntrack? (key: identity) A pod
+ * past its share opens no new flow, so it cannot push other pods' flows
+ * out of the table. The datapath adds; the agent's sweep reclaims idle
+ * flows and writes the exact counts back.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_ct_counts SEC(".maps");
+
 /* Drop and audit events for the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -16,14 +16,16 @@ enum fqe_pass {
 	FQE_PASS_CT = 2, /* tracked flow */
 };
 
+/* A zeroed value to start a pod's counters from: in .rodata, not on the stack. */
+static const struct fqe_counters fqe_zero_counters = {};
+
 static __always_inline struct fqe_counters *fqe_counters_get(__u32 identity)
 {
 	struct fqe_counters *c = bpf_map_lookup_elem(&fqe_counters, &identity);
-	struct fqe_counters zero = {};
 
 	if (c)
 		return c;
-	bpf_map_update_elem(&fqe_counters, &identity, &zero, BPF_NOEXIST);
+	bpf_map_update_elem(&fqe_counters, &identity, &fqe_zero_counters, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&fqe_counters, &identity);
 }
 

@@ -8,6 +8,7 @@
  *   hold tcp|udp HOST PORT --seconds S   keep one connection (one UDP socket), echo a byte
  *                                        every 200 ms; {ok} when every echo came back
  *   query-flood SERVER --count N         N DNS queries (at most 100000), distinct (port, id)
+ *   flows udp HOST PORT --count N        N UDP flows (at most 5000): one datagram from each of N sockets
  *   query SERVER NAME --id ID --sport P [--type A|AAAA]
  *                                        send one DNS query (no wait for the answer)
  *   forge --bind ADDR --to ADDR --port P --id ID --name N --answer IP [--ttl S]
@@ -172,6 +173,17 @@ async function queryFlood(server: string, count: number): Promise<void> {
   process.stdout.write(`${JSON.stringify({ sent: count })}\n`);
 }
 
+/** N distinct UDP flows: N sockets (N source ports), one datagram each. */
+async function udpFlows(host: string, port: number, count: number): Promise<void> {
+  if (!(count > 0 && count <= 5000)) throw new Error(`--count must be 1..5000, got ${count}`);
+  for (let i = 0; i < count; i++) {
+    const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve) => sock.send(`flow ${i}`, port, host, () => resolve()));
+    sock.close();
+  }
+  process.stdout.write(`${JSON.stringify({ flows: count })}\n`);
+}
+
 function sendDns(bind: string | undefined, bindPort: number, to: string, port: number, msg: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = createSocket(isIP(to) === 6 ? 'udp6' : 'udp4');
@@ -203,6 +215,7 @@ async function main(): Promise<void> {
   if (cmd === 'hold' && rest[0] === 'udp' && rest[1] && rest[2]) {
     return holdUdp(rest[1], Number(rest[2]), Number(flag(rest, '--seconds', '3')));
   }
+  if (cmd === 'flows' && rest[0] === 'udp' && rest[1] && rest[2]) return udpFlows(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));
   if (cmd === 'query-flood' && rest[0]) return queryFlood(rest[0], Number(flag(rest, '--count', '1')));
   if (cmd === 'query' && rest[0] && rest[1]) {
     const type = flag(rest, '--type', 'A') as 'A' | 'AAAA';

@@ -1,0 +1,70 @@
+/*
+ * The flow sweeper: reclaims tracked flows that went idle (a TCP flow that
+ * saw FIN or RST after CLOSING_IDLE, any other after its protocol's idle
+ * timeout) and writes each pod's exact flow count back to fqe_ct_counts, so
+ * a pod's share of the flow table counts live flows only. The datapath never
+ * deletes a flow (another CPU may have just refreshed it); the sweep re-reads
+ * an entry right before deleting it and keeps it when it moved. Owns no
+ * policy; maps and clock are injected (unit tests use plain tables).
+ */
+import { CtFlag, IPPROTO, type CtKey, type CtValue } from './datapath/codecs.js';
+
+/** A flow that saw FIN or RST: gone after this much quiet (final ACKs, retransmits). */
+export const CLOSING_IDLE_NS = 10_000_000_000n;
+/** The kernel's defaults (bpf/lib/config.h) when fqe_config leaves them 0. */
+export const DEFAULT_TCP_IDLE_NS = 3_600_000_000_000n;
+export const DEFAULT_OTHER_IDLE_NS = 60_000_000_000n;
+
+export interface FlowTable {
+  entries(): Array<[CtKey, CtValue]>;
+  get(key: CtKey): CtValue | undefined;
+  deleteMany(keys: CtKey[]): number;
+}
+
+export interface CountTable {
+  entries(): Array<[number, bigint]>;
+  set(identity: number, count: bigint): void;
+}
+
+export interface FlowSweeperDeps {
+  flows: FlowTable;
+  counts: CountTable;
+  /** the kernel's CLOCK_MONOTONIC now */
+  nowNs(): bigint;
+  tcpIdleNs: bigint;
+  otherIdleNs: bigint;
+}
+
+export class FlowSweeper {
+  constructor(private readonly deps: FlowSweeperDeps) {}
+
+  private idle(value: CtValue, proto: number, now: bigint): boolean {
+    const limit = value.flags & CtFlag.closing ? CLOSING_IDLE_NS : proto === IPPROTO.tcp ? this.deps.tcpIdleNs : this.deps.otherIdleNs;
+    return now - value.lastSeenNs > limit;
+  }
+
+  /** One pass: delete idle flows, then write the exact count of each pod's flows. */
+  sweep(): { flows: number; reclaimed: number } {
+    const { flows, counts } = this.deps;
+    const now = this.deps.nowNs();
+    const perPod = new Map<number, bigint>();
+    const stale: CtKey[] = [];
+    let live = 0;
+    for (const [key, value] of flows.entries()) {
+      if (this.idle(value, key.proto, now)) {
+        // Re-read: a packet on another CPU may have refreshed it since the dump.
+        const current = flows.get(key);
+        if (current && this.idle(current, key.proto, this.deps.nowNs())) {
+          stale.push(key);
+          continue;
+        }
+      }
+      perPod.set(key.identity, (perPod.get(key.identity) ?? 0n) + 1n);
+      live++;
+    }
+    if (stale.length) flows.deleteMany(stale);
+    for (const [identity] of counts.entries()) if (!perPod.has(identity)) counts.set(identity, 0n);
+    for (const [identity, n] of perPod) counts.set(identity, n);
+    return { flows: live, reclaimed: stale.length };
+  }
+}
