@@ -109,7 +109,7 @@ export async function withAgentBox(
         child.stderr!.on('data', (d: Buffer) => box.logs.push(d.toString()));
         if (startOpts.waitReady === false) return;
         await box.waitFor('agent ready', async () => {
-          if (child.exitCode !== null) throw new Error(`agent exited with ${child.exitCode}:\n${box.logs.join('\n')}`);
+          if (child.exitCode !== null) throw Object.assign(new Error(`agent exited with ${child.exitCode}:\n${box.logs.join('\n')}`), { fatal: true });
           try {
             const r = await topo.exec(topo.nodeNs, ['curl', '-sf', `http://${METRICS}/readyz`], 3000);
             return r.stdout.startsWith('ready');
@@ -158,9 +158,21 @@ export async function withAgentBox(
       },
       async waitFor(what, cond, timeoutMs = 5000) {
         const deadline = Date.now() + timeoutMs;
+        let lastError: Error | undefined;
         for (;;) {
-          if (await cond()) return;
-          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\nagent log tail:\n${box.logs.slice(-30).join('\n')}`);
+          // A condition that throws (the agent's HTTP server not listening yet, on a
+          // loaded machine) counts as "not yet"; its error is reported on timeout.
+          // A `fatal` error (the agent exited) ends the wait at once.
+          try {
+            if (await cond()) return;
+            lastError = undefined;
+          } catch (err) {
+            if ((err as { fatal?: boolean }).fatal) throw err;
+            lastError = err as Error;
+          }
+          if (Date.now() > deadline) {
+            throw new Error(`timed out waiting for ${what}${lastError ? ` (last error: ${lastError.message})` : ''}\nagent log tail:\n${box.logs.slice(-30).join('\n')}`);
+          }
           await sleep(50);
         }
       },
