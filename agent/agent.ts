@@ -28,7 +28,7 @@ import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { startHttp } from './observability/http.js';
-import type { Logger } from './observability/log.js';
+import { RateLimitedLog, type Logger } from './observability/log.js';
 import type { Config } from './config.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -84,6 +84,8 @@ export class Agent {
   private lastKernelImport = 0;
   private lastFlowSweep = 0;
   private readonly flowSweeper: FlowSweeper;
+  /** rejected DNS messages: a pod sending junk must not flood the log */
+  private readonly rejectedLog: RateLimitedLog;
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
@@ -100,6 +102,7 @@ export class Agent {
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
     this.hashKey = this.nodeHashKey();
+    this.rejectedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
       counts: this.dp.maps.ctCounts,
@@ -162,7 +165,7 @@ export class Agent {
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
-        if (v.startsWith('rejected')) this.log.info({ verdict: v, ...detail }, 'DNS answer rejected');
+        if (v.startsWith('rejected')) this.rejectedLog.info(v, { verdict: v, ...detail }, 'DNS answer rejected');
         else if (v === 'accepted') this.log.debug({ ...detail }, 'DNS answer accepted');
       },
       minTtlMs: cfg.minTtlMs,

@@ -470,6 +470,36 @@ test('tcp: more than maxFlows evicts the least recently used', () => {
   assert.deepEqual(r.push(tcpSeg(11, stream.subarray(10), 0x18, 53, 1002)).messages, [], 'flow 1002 lost its head');
 });
 
+test('tcp: a 64 KiB message in 1-byte segments comes out whole, and its buffer is let go', () => {
+  const { r } = tcpReassembler();
+  const msg = Buffer.alloc(65_000, 0x5a);
+  const stream = framed(msg);
+  let out: Buffer[] = [];
+  let peak = 0;
+  for (let i = 0; i < stream.length; i++) {
+    out = out.concat(r.push(tcpSeg(1 + i, stream.subarray(i, i + 1))).messages);
+    peak = Math.max(peak, r.bytesHeld);
+  }
+  assert.equal(out.length, 1);
+  assert.ok(out[0]!.equals(msg));
+  assert.ok(peak <= 2 * stream.length, `the buffer grows by doubling (peak ${peak} bytes)`);
+  assert.equal(r.bytesHeld, 0, 'nothing held once the message is cut');
+});
+
+test('tcp: all flows together stay under maxTotalBytes; the least recently used go first', () => {
+  let clock = 0;
+  const r = new TcpDnsReassembler({ maxFlows: 100, maxBytesPerFlow: 70_000, maxTotalBytes: 3000, idleMs: 30_000, now: () => clock++ });
+  const head = framed(Buffer.alloc(1000)).subarray(0, 900);
+  const notes: string[] = [];
+  for (let port = 1000; port < 1010; port++) {
+    const res = r.push(tcpSeg(1, head, 0x18, 53, port));
+    if (res.dropped) notes.push(res.dropped);
+  }
+  assert.ok(r.bytesHeld <= 3000, `held ${r.bytesHeld}`);
+  assert.ok(r.size <= 3);
+  assert.match(notes[0] ?? '', /\|1000: evicted, all flows together over maxTotalBytes 3000/);
+});
+
 test('tcp: sweep drops idle flows by the injected clock', () => {
   const { r, advance } = tcpReassembler({ idleMs: 5_000 });
   const stream = framed(M1);

@@ -3,9 +3,13 @@
  * DNS over TCP: reassembles each direction of a TCP connection from the
  * segments the tap delivers and cuts the byte stream into DNS messages (each
  * behind a 2-byte length, RFC 1035 4.2.2). Pure: the clock is injected, no
- * I/O, no timers (the owner calls sweep()). Memory is bounded by maxFlows ×
- * maxBytesPerFlow. It does not decode messages (message.ts does) and does not
- * decide whom to trust.
+ * I/O, no timers (the owner calls sweep()). Memory is bounded per flow
+ * (maxBytesPerFlow) and in total (maxTotalBytes: the least recently used
+ * flows go first). Work is linear in the bytes received: a flow's bytes sit
+ * in one buffer that grows by doubling, and each byte is copied a bounded
+ * number of times whatever the segmentation (a message in 1-byte segments
+ * costs no more than in one). It does not decode messages (message.ts does)
+ * and does not decide whom to trust.
  *
  * What the tap shows shapes the design: the socket filter passes only
  * segments with payload, so bare SYN/FIN/RST are normally never seen. A flow
@@ -27,6 +31,8 @@ export interface TcpReassemblerOptions {
    * out-of-order window. Must be ≥ 65537 to pass every legal message.
    */
   maxBytesPerFlow: number;
+  /** bytes held by all flows together (buffers and out-of-order segments); default maxFlows × maxBytesPerFlow */
+  maxTotalBytes?: number;
   /** a flow (or tombstone) unseen this long is dropped by sweep() */
   idleMs: number;
   /** milliseconds, any monotonic origin */
@@ -51,8 +57,9 @@ interface Flow {
   nextSeq: number;
   /** sequence number of the SYN that started the flow, if seen */
   synSeq: number | null;
-  /** in-order bytes not yet cut into messages */
-  buffered: Buffer;
+  /** in-order bytes not yet cut into messages: buf[0..used) (buf may be larger) */
+  buf: Buffer;
+  used: number;
   /** out-of-order segments by sequence number */
   pending: Map<number, Buffer>;
   pendingBytes: number;
@@ -80,6 +87,8 @@ export class TcpDnsReassembler {
   /** insertion order = recency order (touched flows are re-inserted) */
   readonly #flows = new Map<string, Flow>();
   readonly #closed = new Map<string, Tombstone>();
+  /** bytes held by every flow: buffer capacities and pending segments */
+  #totalBytes = 0;
 
   constructor(opts: TcpReassemblerOptions) {
     for (const field of ['maxFlows', 'maxBytesPerFlow', 'idleMs'] as const) {
@@ -93,6 +102,23 @@ export class TcpDnsReassembler {
   /** live flows (tombstones not counted) */
   get size(): number {
     return this.#flows.size;
+  }
+
+  /** bytes held by all flows now */
+  get bytesHeld(): number {
+    return this.#totalBytes;
+  }
+
+  #held(flow: Flow): number {
+    return flow.buf.length + flow.pendingBytes;
+  }
+
+  /** Forget a flow and the bytes it held. */
+  #forget(key: string): void {
+    const flow = this.#flows.get(key);
+    if (!flow) return;
+    this.#totalBytes -= this.#held(flow);
+    this.#flows.delete(key);
   }
 
   push(seg: Segment): PushResult {
@@ -109,7 +135,7 @@ export class TcpDnsReassembler {
     const payload = seg.payload;
 
     if (flags & TCP_RST) {
-      this.#flows.delete(key);
+      this.#forget(key);
       this.#closed.delete(key);
       return result();
     }
@@ -120,7 +146,7 @@ export class TcpDnsReassembler {
       dataSeq = (seq + 1) >>> 0;
       // A retransmitted SYN (same ISN) keeps the flow; a new one restarts it.
       if (flow && flow.synSeq !== seq) {
-        this.#flows.delete(key);
+        this.#forget(key);
         flow = undefined;
       }
       this.#closed.delete(key);
@@ -144,7 +170,7 @@ export class TcpDnsReassembler {
       const off = seqDiff(dataSeq, flow.nextSeq);
       if (off > this.#opts.maxBytesPerFlow || off + payload.length < -this.#opts.maxBytesPerFlow) {
         notes.push(`flow ${key}: sequence jump of ${off} bytes, restarted`);
-        this.#flows.delete(key);
+        this.#forget(key);
         flow = this.#open(key, dataSeq, null, now, notes);
       }
     }
@@ -153,16 +179,17 @@ export class TcpDnsReassembler {
     if (flags & TCP_FIN) flow.finSeq = (dataSeq + payload.length) >>> 0;
     if (!this.#cut(flow, messages, notes)) return result();
 
-    const held = flow.buffered.length + flow.pendingBytes;
+    const held = flow.used + flow.pendingBytes;
     if (held > this.#opts.maxBytesPerFlow) {
       this.#drop(flow, `holds ${held} bytes, over maxBytesPerFlow ${this.#opts.maxBytesPerFlow}`, notes);
       return result();
     }
     if (flow.finSeq !== null && flow.pending.size === 0 && seqDiff(flow.nextSeq, flow.finSeq) >= 0) {
-      if (flow.buffered.length > 0) notes.push(`flow ${key}: FIN with ${flow.buffered.length} bytes of an incomplete message`);
-      this.#flows.delete(key);
+      if (flow.used > 0) notes.push(`flow ${key}: FIN with ${flow.used} bytes of an incomplete message`);
+      this.#forget(key);
       this.#entomb(key, flow.nextSeq, now);
     }
+    this.#enforceTotal(flow, notes);
     return result();
   }
 
@@ -172,7 +199,7 @@ export class TcpDnsReassembler {
     let dropped = 0;
     for (const [key, flow] of this.#flows) {
       if (now - flow.lastSeen >= this.#opts.idleMs) {
-        this.#flows.delete(key);
+        this.#forget(key);
         dropped++;
       }
     }
@@ -184,12 +211,12 @@ export class TcpDnsReassembler {
 
   #open(key: string, nextSeq: number, synSeq: number | null, now: number, notes: string[]): Flow {
     const flow: Flow = {
-      key, nextSeq, synSeq, buffered: EMPTY, pending: new Map(), pendingBytes: 0, finSeq: null, lastSeen: now,
+      key, nextSeq, synSeq, buf: EMPTY, used: 0, pending: new Map(), pendingBytes: 0, finSeq: null, lastSeen: now,
     };
     this.#flows.set(key, flow);
     if (this.#flows.size > this.#opts.maxFlows) {
       const oldest = this.#flows.keys().next().value as string;
-      this.#flows.delete(oldest);
+      this.#forget(oldest);
       notes.push(`flow ${oldest}: evicted, over maxFlows ${this.#opts.maxFlows}`);
     }
     return flow;
@@ -202,8 +229,19 @@ export class TcpDnsReassembler {
   }
 
   #drop(flow: Flow, why: string, notes: string[]): void {
-    this.#flows.delete(flow.key);
+    this.#forget(flow.key);
     notes.push(`flow ${flow.key}: dropped, ${why}`);
+  }
+
+  /** Over the total: the least recently used flows go (never the one just fed, unless alone). */
+  #enforceTotal(current: Flow, notes: string[]): void {
+    const cap = this.#opts.maxTotalBytes ?? this.#opts.maxFlows * this.#opts.maxBytesPerFlow;
+    for (const [key, flow] of this.#flows) {
+      if (this.#totalBytes <= cap) return;
+      if (flow === current && this.#flows.size > 1) continue;
+      this.#forget(key);
+      notes.push(`flow ${key}: evicted, all flows together over maxTotalBytes ${cap}`);
+    }
   }
 
   /** Take a segment's bytes: in order now, ahead of the stream into pending. */
@@ -218,7 +256,9 @@ export class TcpDnsReassembler {
           this.#drop(flow, `more than ${MAX_PENDING_SEGMENTS} out-of-order segments`, notes);
           return false;
         }
-        flow.pendingBytes += payload.length - (held?.length ?? 0);
+        const grow = payload.length - (held?.length ?? 0);
+        flow.pendingBytes += grow;
+        this.#totalBytes += grow;
         flow.pending.set(dataSeq, Buffer.from(payload));
       }
     }
@@ -230,6 +270,7 @@ export class TcpDnsReassembler {
         if (at > 0) continue;
         flow.pending.delete(pendingSeq);
         flow.pendingBytes -= data.length;
+        this.#totalBytes -= data.length;
         if (at + data.length > 0) this.#append(flow, data.subarray(-at));
         progressed = true;
       }
@@ -237,26 +278,43 @@ export class TcpDnsReassembler {
     return true;
   }
 
+  /** Append in place; the buffer doubles when full, so appending is amortized linear. */
   #append(flow: Flow, bytes: Buffer): void {
-    flow.buffered = flow.buffered.length === 0 ? Buffer.from(bytes) : Buffer.concat([flow.buffered, bytes]);
+    const need = flow.used + bytes.length;
+    if (need > flow.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, flow.buf.length * 2, 512));
+      flow.buf.copy(grown, 0, 0, flow.used);
+      this.#totalBytes += grown.length - flow.buf.length;
+      flow.buf = grown;
+    }
+    bytes.copy(flow.buf, flow.used);
+    flow.used = need;
     flow.nextSeq = (flow.nextSeq + bytes.length) >>> 0;
   }
 
   /** Cut whole messages off the in-order bytes. False if the flow was dropped. */
   #cut(flow: Flow, messages: Buffer[], notes: string[]): boolean {
-    const buf = flow.buffered;
+    const buf = flow.buf;
     let at = 0;
-    while (buf.length - at >= LENGTH_PREFIX) {
+    while (flow.used - at >= LENGTH_PREFIX) {
       const len = buf.readUInt16BE(at);
       if (LENGTH_PREFIX + len > this.#opts.maxBytesPerFlow) {
         this.#drop(flow, `message of ${len} bytes over maxBytesPerFlow ${this.#opts.maxBytesPerFlow}`, notes);
         return false;
       }
-      if (buf.length - at < LENGTH_PREFIX + len) break;
+      if (flow.used - at < LENGTH_PREFIX + len) break;
       if (len > 0) messages.push(Buffer.from(buf.subarray(at + LENGTH_PREFIX, at + LENGTH_PREFIX + len)));
       at += LENGTH_PREFIX + len;
     }
-    if (at > 0) flow.buffered = at === buf.length ? EMPTY : Buffer.from(buf.subarray(at));
+    if (at === 0) return true;
+    if (at === flow.used) {
+      this.#totalBytes -= flow.buf.length; // nothing left: let the buffer go
+      flow.buf = EMPTY;
+      flow.used = 0;
+    } else {
+      buf.copy(buf, 0, at, flow.used); // the start of the next message moves to the front, once
+      flow.used -= at;
+    }
     return true;
   }
 }

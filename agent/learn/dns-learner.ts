@@ -68,7 +68,8 @@ export class DnsLearner {
   private readonly tcp: TcpDnsReassembler;
 
   constructor(private readonly deps: LearnerDeps) {
-    this.tcp = new TcpDnsReassembler({ maxFlows: 4096, maxBytesPerFlow: 128 * 1024, idleMs: 30_000, now: deps.nowMs });
+    // 70,000 bytes: one largest legal message (65,537 with its length) and change; 16 MiB for all flows together.
+    this.tcp = new TcpDnsReassembler({ maxFlows: 4096, maxBytesPerFlow: 70_000, maxTotalBytes: 16 << 20, idleMs: 30_000, now: deps.nowMs });
   }
 
   get pendingQueries(): number {

@@ -116,7 +116,7 @@ export async function withAgentBox(
           } catch {
             return false;
           }
-        }, 15_000);
+        }, 45_000); // generous: a loaded 2-vCPU machine verifies the programs slowly
       },
       async stopAgent(signal = 'SIGTERM') {
         const child = box.agent;
