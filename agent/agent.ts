@@ -21,6 +21,7 @@ import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
+import { NamePruner } from './name-pruner.js';
 import { FileSource } from './sources/file-source.js';
 import { KubernetesSource } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
@@ -37,6 +38,8 @@ const TICK_MS = 500;
 const KERNEL_IMPORT_MS = 5000;
 /** how often idle flows are reclaimed and the per-pod flow counts corrected */
 const FLOW_SWEEP_MS = 5000;
+/** how often names nothing refers to any more leave fqe_names */
+const NAME_PRUNE_MS = 30_000;
 const DEFAULT_EVENTS_PER_SEC = 200;
 
 /** The monotonic clock shared with the kernel (bpf_ktime_get_ns), in ms. */
@@ -83,6 +86,8 @@ export class Agent {
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
   private lastKernelImport = 0;
   private lastFlowSweep = 0;
+  private lastNamePrune = Date.now();
+  private readonly namePruner = new NamePruner();
   private readonly flowSweeper: FlowSweeper;
   /** rejected DNS messages: a pod sending junk must not flood the log */
   private readonly rejectedLog: RateLimitedLog;
@@ -467,6 +472,10 @@ export class Agent {
       this.lastKernelImport = Date.now();
       this.importKernelLearned();
     }
+    if (Date.now() - this.lastNamePrune >= NAME_PRUNE_MS) {
+      this.lastNamePrune = Date.now();
+      this.pruneNames();
+    }
     if (Date.now() - this.lastFlowSweep >= FLOW_SWEEP_MS) {
       this.lastFlowSweep = Date.now();
       const r = this.flowSweeper.sweep();
@@ -476,6 +485,24 @@ export class Agent {
     this.learner.sweep();
     this.flush();
     if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
+  }
+
+  /** Names no allow entry, rule or cached answer refers to leave fqe_names and the agent. */
+  pruneNames(): number {
+    const referenced = new Set<bigint>();
+    for (const [, value] of this.dp.maps.allow.entries()) referenced.add(value.nameHash);
+    for (const keys of this.policyShadow.values()) for (const key of keys.values()) referenced.add(key.hash);
+    for (const identity of this.cache.identities()) {
+      for (const name of this.cache.namesOf(identity).keys()) referenced.add(nameHash(name, this.hashKey));
+    }
+    const stored = this.dp.maps.names.entries().map(([hash]) => hash);
+    const gone = this.namePruner.pass(stored, referenced);
+    if (gone.length) this.dp.maps.names.deleteMany(gone);
+    const kept = new Set(stored);
+    for (const hash of gone) kept.delete(hash);
+    for (const hash of [...this.names.keys()]) if (!kept.has(hash)) this.names.delete(hash);
+    this.metrics.namesPruned.inc(gone.length);
+    return gone.length;
   }
 
   /** null when ready, else why not. */

@@ -33,6 +33,7 @@ export class AgentMetrics {
   readonly portOverflows: Counter;
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
+  readonly namesPruned: Counter;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
@@ -69,6 +70,7 @@ export class AgentMetrics {
       registers,
     });
     this.flowsReclaimed = new Counter({ name: 'fqdn_egress_flows_reclaimed_total', help: 'Tracked flows removed by the sweep after going idle (or closed)', registers });
+    this.namesPruned = new Counter({ name: 'fqdn_egress_names_pruned_total', help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them', registers });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
       name: 'fqdn_egress_pod_packets_total',
