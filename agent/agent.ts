@@ -183,7 +183,7 @@ export class Agent {
       podCounters: () =>
         [...this.byIdentity.values()].flatMap((pod) => {
           const c = this.dp.maps.counters.get(pod.identity);
-          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons }] : [];
+          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, answersLeftToAgent: c.learnSkipped }] : [];
         }),
       maps: () => [
         { map: 'fqe_allow', entries: this.reconciler.entries, capacity: 1_048_576 },

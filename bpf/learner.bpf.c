@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * tc egress of a pod's host-side interface, i.e. everything the pod receives.
- *  - The inline DNS learner: a UDP answer from a trusted resolver to a query
- *    this pod really sent (port, id) within the query window, for a name its
+ *  - The inline DNS learner: a DNS answer (UDP, or TCP with the whole
+ *    message in one segment) from a trusted resolver to a query this pod
+ *    really sent (transport, port, id) within the query window, for a name its
  *    policy allows (the real name compared, not only its keyed hash), has
  *    its A/AAAA written into the allow trie before the pod sees the answer,
  *    so the pod's first connection is never dropped (and learning goes on
- *    while the agent is down). A query is good for one answer. What it
- *    cannot parse is left to the agent.
+ *    while the agent is down). A query is good for one answer. Up to
+ *    FQE_LEARN_MAX_ANSWERS addresses per answer. What it cannot parse (a TCP
+ *    message split over segments, a compressed question name) or holds only
+ *    in part is left to the agent, and counted (learn_skipped).
  *  - Conntrack for flows opened towards the pod, so that its replies pass.
  * Drops only a new inbound flow past the pod's share of the flow table. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
  * the fallback for kernels whose verifier refuses the learner.
@@ -138,7 +141,31 @@ static long write_step(__u64 i, void *data)
 	return 0;
 }
 
-/* Learn from a DNS answer on its way to the pod. */
+/*
+ * Where the DNS message lies in this packet: UDP, the whole payload; TCP, the
+ * payload after its two-byte length prefix. Returns 1 when the segment holds
+ * exactly one whole message, 0 when it starts one it does not hold whole (a
+ * message split over segments, or several in one), -1 when it carries no DNS
+ * header at all (a bare ACK, FIN, or too short to tell).
+ */
+static __always_inline int dns_message(struct __sk_buff *skb, const struct fqe_pkt *p,
+				       __u32 *off, __u32 *len)
+{
+	__be16 prefix;
+
+	*off = p->payload_off;
+	*len = p->payload_len;
+	if (p->proto != IPPROTO_TCP)
+		return *len >= sizeof(struct fqe_dns_hdr) ? 1 : -1;
+	if (*len < 2 + sizeof(struct fqe_dns_hdr) || bpf_skb_load_bytes(skb, *off, &prefix, 2) < 0)
+		return -1;
+	*off += 2;
+	*len -= 2;
+	/* No reassembly in the kernel: the rest of a split message is the agent's. */
+	return bpf_ntohs(prefix) == *len ? 1 : 0;
+}
+
+/* Learn from a DNS answer (UDP, or TCP in one segment) on its way to the pod. */
 static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config *cfg,
 				  __u32 identity, const struct fqe_pkt *p, __u64 now)
 {
@@ -150,9 +177,9 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	struct fqe_counters *c;
 	struct fqe_dns_hdr hdr;
 	struct fqe_qname *q;
-	__u32 min_cname_ttl, end, zero = 0;
+	__u32 min_cname_ttl, off, len, end, zero = 0;
 	__u64 name_hash = 0;
-	int refused = 0;
+	int refused = 0, partial = 0, whole;
 	__u16 flags;
 	int n;
 
@@ -164,8 +191,8 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	__builtin_memcpy(ok.addr, p->daddr, 16);
 	if (!bpf_map_lookup_elem(&fqe_owners, &ok))
 		return;
-	if (p->payload_len < sizeof(hdr) ||
-	    bpf_skb_load_bytes(skb, p->payload_off, &hdr, sizeof(hdr)) < 0)
+	whole = dns_message(skb, p, &off, &len);
+	if (whole < 0 || bpf_skb_load_bytes(skb, off, &hdr, sizeof(hdr)) < 0)
 		return;
 	flags = bpf_ntohs(hdr.flags);
 	if (!(flags & 0x8000) || ((flags >> 11) & 0xf) != 0 || bpf_ntohs(hdr.qdcount) != 1)
@@ -176,18 +203,20 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	sent = bpf_map_lookup_elem(&fqe_queries, &qk);
 	if (!sent)
 		return; /* unsolicited: adds nothing */
-	if (sent->proto != IPPROTO_UDP || fqe_older_than(now, sent->sent_ns, fqe_query_window_ns(cfg))) {
+	if (sent->proto != p->proto || fqe_older_than(now, sent->sent_ns, fqe_query_window_ns(cfg))) {
 		bpf_map_delete_elem(&fqe_queries, &qk);
-		return; /* another transport, or asked too long ago: adds nothing */
+		return; /* asked over another transport, or too long ago: adds nothing */
 	}
 
 	c = fqe_counters_get(identity);
 	s = bpf_map_lookup_elem(&fqe_scratch, &zero);
 	if (!s || !c)
 		return;
-	end = p->payload_off + p->payload_len;
+	if (!whole)
+		goto skipped;
+	end = off + len;
 	q = &s->q;
-	if (fqe_dns_read_qname(skb, p->payload_off + sizeof(hdr), end, s, q) < 0)
+	if (fqe_dns_read_qname(skb, off + sizeof(hdr), end, s, q) < 0)
 		goto skipped;
 	rule = fqe_dns_match(s, q, identity, hash_key(), &name_hash, &refused);
 	if (!rule) {
@@ -196,7 +225,7 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 		bpf_map_delete_elem(&fqe_queries, &qk);
 		return; /* a name this pod may not reach */
 	}
-	n = fqe_dns_read_answers(skb, q->end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl);
+	n = fqe_dns_read_answers(skb, q->end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl, &partial);
 	if (n < 0)
 		goto skipped;
 
@@ -213,6 +242,8 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	}
 	c->learned += n;
 	bpf_map_delete_elem(&fqe_queries, &qk);
+	if (partial)
+		c->learn_skipped++; /* the first FQE_LEARN_MAX_ANSWERS learned; the agent adds the rest */
 	return;
 skipped:
 	c->learn_skipped++;
@@ -251,8 +282,7 @@ int fqe_learner(struct __sk_buff *skb)
 	now = bpf_ktime_get_ns();
 	if (p.sport == FQE_DNS_PORT && (p.proto == IPPROTO_UDP || p.proto == IPPROTO_TCP)) {
 #if FQE_INLINE_LEARNER
-		if (p.proto == IPPROTO_UDP)
-			learn(skb, cfg, ep->identity, &p, now);
+		learn(skb, cfg, ep->identity, &p, now);
 #endif
 		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 	}

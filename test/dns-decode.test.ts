@@ -319,6 +319,10 @@ test('message: rejections', () => {
   update[2] = (update[2]! & 0x87) | (5 << 3);
   const forwardPointer = Buffer.from(query('a.io'));
   forwardPointer.writeUInt16BE(0xc000 | 12, 12);
+  // "a.io" whose root label is a pointer to offset 4 (QDCOUNT's high byte, 0):
+  // legal, dns-packet reads "a.io"; refused, as the kernel learner refuses it.
+  const plain = query('a.io');
+  const compressedQuestion = Buffer.concat([plain.subarray(0, 12 + 5), Buffer.from([0xc0, 0x04]), plain.subarray(12 + 6)]);
   const cases: Array<[string, Buffer, string]> = [
     ['empty', Buffer.alloc(0), 'malformed'],
     ['short header', Buffer.alloc(11), 'malformed'],
@@ -329,6 +333,7 @@ test('message: rejections', () => {
     ['label with a dot', dotted, 'malformed'],
     ['opcode UPDATE', update, 'malformed'],
     ['pointer loop', forwardPointer, 'malformed'],
+    ['compression pointer in the question name', compressedQuestion, 'malformed'],
   ];
   for (const [what, packet, reason] of cases) {
     const r = decodeDns(packet);

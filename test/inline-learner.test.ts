@@ -11,6 +11,7 @@ import { requireKernelTestEnv } from './helpers/topology.js';
 import { LearnerHarness } from './helpers/learner-harness.js';
 import { PolicyKind } from '../agent/datapath/codecs.js';
 import { decodeDns } from '../agent/dns/message.js';
+import { buildFrame } from './helpers/frames.js';
 
 interface Vector {
   description: string;
@@ -101,6 +102,110 @@ test('forged answers add nothing in the kernel', (t) => {
   });
 });
 
+/** `count` distinct documentation addresses (192.0.2/24, then 198.51.100/24, then 203.0.113/24). */
+function manyAddresses(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${['192.0.2', '198.51.100', '203.0.113'][Math.floor(i / 250)]}.${(i % 250) + 1}`);
+}
+
+const LEARN_BOUND = 128; // FQE_LEARN_MAX_ANSWERS in bpf/lib/dns.h
+
+for (const count of [40, 100, LEARN_BOUND]) {
+  test(`an answer with ${count} addresses is learned in full, and not counted as left to the agent`, (t) => {
+    withHarness(t, (h) => {
+      h.allowName(PolicyKind.exact, 'pool.objects.test');
+      const ips = manyAddresses(count);
+      h.expectQuery(1, 40001);
+      h.run(h.frame({ name: 'pool.objects.test', id: 1, sport: 40001, ips, compress: true }));
+      assert.deepEqual([...h.learned().keys()].sort(), [...ips].sort());
+      assert.equal(h.counters().learned, BigInt(count));
+      assert.equal(h.counters().learnSkipped, 0n);
+      assert.equal(h.pendingQueries(), 0, 'the query is cleared');
+    });
+  });
+}
+
+test(`an answer with 200 addresses: the first ${LEARN_BOUND} are learned, the answer is counted as left to the agent`, (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'pool.objects.test');
+    const ips = manyAddresses(200);
+    h.expectQuery(1, 40001);
+    h.run(h.frame({ name: 'pool.objects.test', id: 1, sport: 40001, ips, compress: true }));
+    assert.deepEqual([...h.learned().keys()].sort(), ips.slice(0, LEARN_BOUND).sort());
+    assert.equal(h.counters().learned, BigInt(LEARN_BOUND));
+    assert.equal(h.counters().learnSkipped, 1n, 'counted: the agent adds the rest');
+    // the agent's decoder reads them all
+    const dns = decodeDns(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 1, sport: 40001, ips, compress: true }));
+    assert.ok(dns.ok && dns.message.answers.length === 200);
+  });
+});
+
+test('DNS over TCP: an answer in one segment is learned, for a query the pod sent over TCP', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'api.stripe.test');
+    h.expectQuery(1, 40001, h.resolver, 0n, 'tcp');
+    const ips = manyAddresses(100);
+    h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips, transport: 'tcp', compress: true }));
+    assert.equal(h.learned().size, 100, 'every address of a 100-address TCP answer');
+    assert.equal(h.counters().learnSkipped, 0n);
+    assert.equal(h.pendingQueries(), 0, 'the query is cleared');
+    // a bare ACK from the resolver is no answer: nothing counted
+    h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40001, tcpFlags: 0x10 }));
+    assert.equal(h.counters().learnSkipped, 0n);
+  });
+});
+
+test('DNS over TCP: the answer must come over the transport the query was sent on', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'api.stripe.test');
+    h.expectQuery(1, 40001, h.resolver, 0n, 'udp');
+    h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'], transport: 'tcp' }));
+    assert.deepEqual([...h.learned().keys()], [], 'a TCP answer to a UDP query');
+    h.expectQuery(2, 40002, h.resolver, 0n, 'tcp');
+    h.run(h.frame({ name: 'api.stripe.test', id: 2, sport: 40002, ips: ['203.0.113.11'] }));
+    assert.deepEqual([...h.learned().keys()], [], 'a UDP answer to a TCP query');
+  });
+});
+
+test('DNS over TCP: a message split over segments is left to the agent (no reassembly in the kernel), and counted', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'api.stripe.test');
+    h.expectQuery(1, 40001, h.resolver, 0n, 'tcp');
+    const message = LearnerHarness.answerPayload({ name: 'api.stripe.test', id: 1, sport: 40001, ips: manyAddresses(40) });
+    const stream = LearnerHarness.tcpPayload(message);
+    const cut = 300;
+    for (const part of [stream.subarray(0, cut), stream.subarray(cut)]) {
+      h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40001, payload: part, tcpFlags: 0x18 }));
+    }
+    assert.deepEqual([...h.learned().keys()], []);
+    assert.equal(h.counters().learnSkipped, 1n, 'the first segment is counted as left to the agent');
+    // two messages in one segment are not one whole message either
+    h.expectQuery(2, 40002, h.resolver, 0n, 'tcp');
+    const two = LearnerHarness.answerPayload({ name: 'api.stripe.test', id: 2, sport: 40002, ips: ['203.0.113.10'] });
+    h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40002, payload: Buffer.concat([LearnerHarness.tcpPayload(two), LearnerHarness.tcpPayload(two)]), tcpFlags: 0x18 }));
+    assert.deepEqual([...h.learned().keys()], []);
+    assert.equal(h.counters().learnSkipped, 2n);
+  });
+});
+
+test('a compressed question name is refused by both learners', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'api.stripe.test');
+    const plain = LearnerHarness.answerPayload({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'] });
+    const compressed = LearnerHarness.compressQuestion(plain);
+    // dns-packet reads it as the same name: it is legal
+    assert.equal(dnsPacket.decode(compressed).questions?.[0]?.name, 'api.stripe.test');
+    const dns = decodeDns(compressed);
+    assert.equal(dns.ok, false, 'the agent refuses it');
+    if (!dns.ok) assert.match(dns.detail, /compression pointer in the question name/);
+    for (const transport of ['udp', 'tcp'] as const) {
+      h.expectQuery(1, 40001, h.resolver, 0n, transport);
+      h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: [], transport }, compressed));
+      assert.deepEqual([...h.learned().keys()], [], `the kernel refuses it (${transport})`);
+    }
+    assert.equal(h.counters().learnSkipped, 2n, 'counted as left to the agent');
+  });
+});
+
 test('with the inline learner switched off nothing is learned in the kernel', (t) => {
   withHarness(t, (h) => {
     assert.equal(h.dp.inlineLearnerUnavailable, 'switched off');
@@ -139,6 +244,8 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
       LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10', '2001:db8:ff::10'] }),
       LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, cname: 'x.cdn.test', ips: ['198.51.100.7', '198.51.100.8', '198.51.100.9'] }),
       LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: Array.from({ length: 40 }, (_, i) => `192.0.2.${i + 1}`) }),
+      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: manyAddresses(150), compress: true }),
+      LearnerHarness.compressQuestion(LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10'] })),
     ];
     const stats = { runs: 0, bothAccepted: 0, kernelOnly: 0, userspaceOnly: 0, neither: 0 };
     const N = Number(process.env.FQE_FUZZ_RUNS ?? 100_000);
@@ -153,8 +260,10 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
         if (rand() < 0.1) payload = payload.subarray(0, Math.floor(rand() * payload.length));
       }
       const id = payload.length >= 2 ? payload.readUInt16BE(0) : 0;
-      h.expectQuery(id, 40000);
-      const retval = h.run(h.frame({ name: NAME, id, sport: 40000, ips: [] }, payload));
+      // every third run over TCP (one segment, the length prefix right)
+      const transport = i % 3 === 1 ? 'tcp' : 'udp';
+      h.expectQuery(id, 40000, h.resolver, 0n, transport);
+      const retval = h.run(h.frame({ name: NAME, id, sport: 40000, ips: [], transport }, payload));
       assert.equal(retval, -1, 'the learner never drops');
       stats.runs++;
       const kernel = [...h.learned().keys()].sort();
@@ -163,8 +272,8 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
       if (kernel.length > 0 && user && user.length > 0) {
         stats.bothAccepted++;
         for (const ip of kernel) assert.ok(user.includes(ip), `run ${i}: kernel learned ${ip}, the decoder did not (payload ${payload.toString('hex')})`);
-        // The kernel takes the first 32 address records; the agent takes them all.
-        if (addressRecords(payload) <= 32) assert.deepEqual(kernel, user, `run ${i}: same addresses (payload ${payload.toString('hex')})`);
+        // The kernel takes the first LEARN_BOUND address records; the agent takes them all.
+        if (addressRecords(payload) <= LEARN_BOUND) assert.deepEqual(kernel, user, `run ${i}: same addresses (payload ${payload.toString('hex')})`);
       } else if (kernel.length > 0) stats.kernelOnly++;
       else if (user && user.length > 0) stats.userspaceOnly++;
       else stats.neither++;

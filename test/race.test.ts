@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireKernelTestEnv } from './helpers/topology.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
-import { compileRaceClient, raceHostsFile, runRace } from './helpers/race.js';
+import { compileRaceClient, raceHostsFile, racePoolHostsFile, runRace, type RaceMode, type RaceResult } from './helpers/race.js';
 
 const NAMES = 500;
 
@@ -40,6 +40,72 @@ test('a client that connects right after its answer: zero first-SYN drops with t
     assert.equal(on.firstSynDrops, 0, 'no first SYN dropped with the inline learner');
     assert.equal(off.answered, NAMES, 'every name answered (learner off)');
     assert.ok(off.firstSynDrops > NAMES / 10, `without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`);
+  });
+});
+
+/*
+ * Answer shapes beyond a small UDP answer: DNS over TCP, EDNS answers of 40
+ * and 100 addresses, and a truncated UDP answer followed by the TCP retry.
+ * The client connects to the LAST address of each answer. The links run at
+ * MTU 9000 so that a 100-address UDP answer (about 1.7 KB) is not split into
+ * IP fragments (no DNS learner reassembles those); dnsmasq answers EDNS up to
+ * 4096 bytes.
+ */
+const SHAPE_NAMES = 300;
+const SHAPES: Array<{ key: string; mode: RaceMode; perName: number; what: string }> = [
+  { key: 'tcp1', mode: 'tcp', perName: 1, what: 'DNS over TCP' },
+  { key: 'udp40', mode: 'edns', perName: 40, what: 'UDP (EDNS), 40 addresses' },
+  { key: 'udp100', mode: 'edns', perName: 100, what: 'UDP (EDNS), 100 addresses' },
+  { key: 'tc100', mode: 'udp', perName: 100, what: 'UDP truncated (no EDNS), then TCP, 100 addresses' },
+];
+
+test('every answer shape (TCP, 40 and 100 addresses, truncated then TCP): zero first-SYN drops with the inline learner, drops without', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter', 'cc'])) return;
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-race-shapes-'));
+  const client = compileRaceClient();
+  t.after(() => {
+    client.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const hosts: string[] = [];
+  let first = 0;
+  for (const shape of SHAPES) {
+    // the same addresses for both runs (the first run's entries are removed in between)
+    for (const learner of ['on', 'off']) hosts.push(racePoolHostsFile(dir, `${learner}-${shape.key}`, SHAPE_NAMES, shape.perName, first));
+    first += SHAPE_NAMES * shape.perName;
+  }
+  await withAgentBox(t, [{ name: 'client' }], { dnsmasqArgs: [...hosts.map((h) => `--addn-hosts=${h}`), '--edns-packet-max=4096'] }, async (box) => {
+    const pod = box.topo.pod('client');
+    for (const [ns, dev] of [[box.topo.nodeNs, 'out0'], [box.topo.outNs, 'eth0'], [box.topo.nodeNs, pod.hostIf], [pod.netns, 'eth0']] as const) {
+      await box.topo.ip(ns, 'link', 'set', 'dev', dev, 'mtu', '9000');
+    }
+    box.writePods([{ name: 'client', allow: '*.race.test' }]);
+    const results: Record<string, { on?: RaceResult; off?: RaceResult }> = {};
+    for (const learner of ['on', 'off'] as const) {
+      await box.startAgent(learner === 'on' ? [] : ['--inline-learner', 'false']);
+      const id = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
+      for (const shape of SHAPES) {
+        (results[shape.key] ??= {})[learner] = await runRace(box, 'client', client.path, `${learner}-${shape.key}`, SHAPE_NAMES, id, 0, shape.mode);
+      }
+      await box.stopAgent();
+      // Same addresses for the second run: forget what the first one learned.
+      box.maps((dp) => dp.maps.allow.deleteMany(dp.maps.allow.entries().filter(([k]) => k.identity === id).map(([k]) => k)));
+    }
+    for (const shape of SHAPES) {
+      const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
+      t.diagnostic(`${shape.what}: first-SYN drops with the inline learner ${on.firstSynDrops}/${on.connects}, without ${off.firstSynDrops}/${off.connects}; TCP retries ${on.tcpRetries}; addresses per answer ${on.addresses}; answers left to the agent ${on.leftToAgent}`);
+    }
+    for (const shape of SHAPES) {
+      const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
+      assert.equal(on.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner on)`);
+      assert.equal(on.addresses, shape.perName, `${shape.what}: the whole answer`);
+      assert.equal(on.tcpRetries, shape.key === 'tc100' ? SHAPE_NAMES : 0, `${shape.what}: TCP retries`);
+      assert.equal(on.connects, SHAPE_NAMES);
+      assert.equal(on.firstSynDrops, 0, `${shape.what}: no first SYN dropped with the inline learner`);
+      assert.equal(on.leftToAgent, 0, `${shape.what}: nothing left to the agent`);
+      assert.equal(off.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner off)`);
+      assert.ok(off.firstSynDrops > SHAPE_NAMES / 10, `${shape.what}: without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`);
+    }
   });
 });
 

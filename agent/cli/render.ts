@@ -41,7 +41,7 @@ export function renderInspect(pods: PodReport[], style: Style): string {
     const mode = p.mode === 'audit' ? paint(style, 'yellow', 'audit') : paint(style, 'green', 'enforce');
     out.push(`${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}`);
     out.push(`  allowed names: ${p.allow.length === 0 ? '(none: DNS only)' : p.allow.map((a) => `${a.pattern}${a.ports[0] === 'any' ? '' : `:${a.ports.join(',')}`}`).join(', ')}`);
-    out.push(`  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}`);
+    out.push(`  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}, answers left to the agent ${p.counters.answersLeftToAgent}`);
     if (p.ips.length === 0) out.push('  allowed IPs: none yet (no answer for an allowed name)');
     else {
       const rows = [['IP', 'NAME', 'PORTS', 'LEARNED BY', 'TIME LEFT']];

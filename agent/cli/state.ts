@@ -92,7 +92,8 @@ export interface PodReport {
   allow: Array<{ pattern: string; ports: string[] }>;
   ips: AllowedIp[];
   trackedAfterTtl: TrackedFlow[];
-  counters: { passed: string; dropped: string; audited: string; learnedInKernel: string };
+  /** answersLeftToAgent: DNS answers the inline learner did not learn (in full): the agent did, a little later */
+  counters: { passed: string; dropped: string; audited: string; learnedInKernel: string; answersLeftToAgent: string };
 }
 
 export interface AgentHealth {
@@ -172,7 +173,7 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       allow: rules,
       ips,
       trackedAfterTtl: tracked,
-      counters: { passed: String(c?.passed ?? 0n), dropped: String(c?.dropped ?? 0n), audited: String(c?.audited ?? 0n), learnedInKernel: String(c?.learned ?? 0n) },
+      counters: { passed: String(c?.passed ?? 0n), dropped: String(c?.dropped ?? 0n), audited: String(c?.audited ?? 0n), learnedInKernel: String(c?.learned ?? 0n), answersLeftToAgent: String(c?.learnSkipped ?? 0n) },
     });
   }
   return reports;

@@ -19,7 +19,10 @@
  * formats an A record cut short as "1.2.undefined.undefined". The walk checks
  * every record's bounds and RDLENGTH, and that no label of the question or of
  * an answer name contains a '.' (dns-packet joins labels with dots, so
- * ["api.stripe", "com"] would read as api.stripe.com).
+ * ["api.stripe", "com"] would read as api.stripe.com). A compression pointer
+ * in the question name is refused: the question is the first name of the
+ * message, so a pointer can only aim at the header, and the kernel learner
+ * (bpf/lib/dns.h) refuses it too; both learners judge the same answers.
  */
 import dnsPacket from 'dns-packet';
 import type { DecodedPacket } from 'dns-packet';
@@ -85,9 +88,10 @@ function normalizeName(name: string): string {
 /**
  * Walk a (possibly compressed) name at `off`; return the offset just past it
  * in the message. Pointers must point backwards (as dns-packet requires), so
- * the walk ends. With `strictLabels`, a label holding a '.' is refused.
+ * the walk ends. With `strictLabels`, a label holding a '.' is refused; with
+ * `noPointers`, any compression pointer is.
  */
-function skipName(buf: Buffer, off: number, what: string, strictLabels: boolean): number {
+function skipName(buf: Buffer, off: number, what: string, strictLabels: boolean, noPointers = false): number {
   let at = off;
   let end = -1;
   let wireLen = 0;
@@ -101,6 +105,7 @@ function skipName(buf: Buffer, off: number, what: string, strictLabels: boolean)
     }
     const kind = len & 0xc0;
     if (kind === 0xc0) {
+      if (noPointers) throw new Malformed(`${what}: compression pointer in the question name`);
       if (at + 1 >= buf.length) throw new Malformed(`${what}: compression pointer runs past the message`);
       const target = buf.readUInt16BE(at) & 0x3fff;
       if (target >= lowestPointerSource) throw new Malformed(`${what}: compression pointer does not point backwards`);
@@ -128,7 +133,9 @@ interface WireLayout {
 
 /** Check the whole message's structure; return the answer records. */
 function walk(buf: Buffer, anCount: number, nsCount: number, arCount: number): WireLayout {
-  let at = skipName(buf, HEADER_LEN, 'question', true);
+  // The question is the message's first name: a pointer there can only aim
+  // at the header. Refused, as the kernel learner refuses it.
+  let at = skipName(buf, HEADER_LEN, 'question', true, true);
   if (at + 4 > buf.length) throw new Malformed('question: type/class run past the message');
   at += 4;
   const questionEnd = at;

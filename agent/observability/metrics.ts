@@ -12,6 +12,10 @@ export interface PodCounters {
   dropped: bigint;
   audited: bigint;
   reasons: Record<string, bigint>;
+  /** allow entries the inline learner wrote */
+  learnedInKernel: bigint;
+  /** DNS answers the inline learner did not learn, or learned only in part: the agent's */
+  answersLeftToAgent: bigint;
 }
 
 export interface Collectors {
@@ -85,6 +89,19 @@ export class AgentMetrics {
           for (const [reason, n] of Object.entries(c.reasons)) {
             if (reason !== 'none' && n > 0n) this.set({ namespace: c.namespace, pod: c.pod, verdict: 'refused', reason }, Number(n));
           }
+        }
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_pod_kernel_learner_total',
+      help: 'The inline learner per pod, from the kernel counters: entries learned, and DNS answers left to the agent (a TCP message split over segments, more addresses than the kernel bound, an encoding it refuses); a first connection to an address only the agent learns may lose its first SYN',
+      labelNames: ['namespace', 'pod', 'outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of collectors.podCounters()) {
+          this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-learned' }, Number(c.learnedInKernel));
+          this.set({ namespace: c.namespace, pod: c.pod, outcome: 'answers-left-to-agent' }, Number(c.answersLeftToAgent));
         }
       },
     });

@@ -17,7 +17,10 @@
 #define FQE_DNS_HDR_LEN 12
 #define FQE_DNS_MAX_LABELS 128
 #define FQE_DNS_WIRE_MAX 256 /* a wire-format name is at most 255 bytes */
-#define FQE_LEARN_MAX_ANSWERS 32
+/* Addresses learned from one answer (a power of two: slots are masked).
+ * An answer with more address records has its first FQE_LEARN_MAX_ANSWERS
+ * learned and is counted as left to the agent, which learns the rest. */
+#define FQE_LEARN_MAX_ANSWERS 128
 #define FQE_RR_NAME_MAX_LABELS 128 /* labels of an uncompressed owner name */
 #define FQE_ANSWER_TOKENS 4096 /* labels + records the answer walk may visit */
 #define FQE_FNV64_BASIS 0xcbf29ce484222325ULL
@@ -303,6 +306,7 @@ struct fqe_answers_ctx {
 	__u32 in_rr; /* 0: at an owner name label, 1: at the fixed part of a record */
 	__u32 min_cname_ttl;
 	int result; /* 0 fine, -1 cannot parse */
+	int partial; /* more address records than FQE_LEARN_MAX_ANSWERS */
 };
 
 /*
@@ -318,7 +322,7 @@ static long fqe_answer_step(__u64 i, void *data)
 	__u32 ttl, slot;
 	__u8 len;
 
-	if (c->records == 0 || c->n >= FQE_LEARN_MAX_ANSWERS)
+	if (c->records == 0)
 		return 1;
 	if (!c->in_rr) {
 		if (off >= c->end || bpf_skb_load_bytes(c->skb, off, &len, 1) < 0)
@@ -351,6 +355,10 @@ static long fqe_answer_step(__u64 i, void *data)
 	c->records--;
 	if (bpf_ntohs(rr.class) != FQE_DNS_CLASS_IN)
 		return 0;
+	if ((type == FQE_DNS_TYPE_A || type == FQE_DNS_TYPE_AAAA) && c->n >= FQE_LEARN_MAX_ANSWERS) {
+		c->partial = 1; /* the scratch is full: the agent learns the rest */
+		return 1;
+	}
 	slot = c->n & (FQE_LEARN_MAX_ANSWERS - 1);
 	if (type == FQE_DNS_TYPE_A) {
 		if (rdlen != 4)
@@ -381,12 +389,15 @@ fail:
 /*
  * Collect the A/AAAA records of the answer section (at most
  * FQE_LEARN_MAX_ANSWERS) into scratch; *min_cname_ttl gets the smallest
- * CNAME TTL. Returns how many addresses, or -1 when the section does not
- * parse (the agent will judge the answer).
+ * CNAME TTL seen. Returns how many addresses, or -1 when the section does not
+ * parse (the agent will judge the answer). *partial is set when records were
+ * left unread (more addresses than the scratch holds, or more tokens than the
+ * walk may visit): the addresses collected are still good, the agent adds the
+ * rest.
  */
 static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off, __u32 end,
 						__u16 ancount, struct fqe_learn_scratch *s,
-						__u32 *min_cname_ttl)
+						__u32 *min_cname_ttl, int *partial)
 {
 	struct fqe_answers_ctx c = {
 		.skb = skb, .s = s, .off = off, .end = end, .records = ancount, .min_cname_ttl = 0xffffffff,
@@ -394,6 +405,7 @@ static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off
 
 	bpf_loop(FQE_ANSWER_TOKENS, fqe_answer_step, &c, 0);
 	*min_cname_ttl = c.min_cname_ttl;
+	*partial = c.partial || c.records > 0;
 	return c.result < 0 ? -1 : (int)c.n;
 }
 

@@ -28,6 +28,10 @@ export interface AnswerSpec {
   to?: string;
   ttl?: number;
   cname?: string;
+  /** owner names as pointers to the question (as resolvers write them; dns-packet does not compress) */
+  compress?: boolean;
+  /** the answer's transport: 'udp' (default) or 'tcp' (one segment, with the length prefix) */
+  transport?: 'udp' | 'tcp';
 }
 
 export class LearnerHarness {
@@ -68,9 +72,49 @@ export class LearnerHarness {
   }
 
   /** A query the pod sent `agoNs` ago (the kernel's clock is CLOCK_MONOTONIC, as hrtime's). */
-  expectQuery(id: number, sport: number, resolver = this.resolver, agoNs = 0n): void {
+  expectQuery(id: number, sport: number, resolver = this.resolver, agoNs = 0n, transport: 'udp' | 'tcp' = 'udp'): void {
     const sentNs = process.hrtime.bigint() - agoNs;
-    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs, proto: 17 });
+    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs, proto: transport === 'tcp' ? 6 : 17 });
+  }
+
+  /** An answer whose records' owner names point at the question (0xc00c): 16 bytes per A record. */
+  private static compressedAnswer(a: AnswerSpec): Buffer {
+    const question = dnsPacket.encode({ type: 'query', id: a.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ type: 'A', name: a.name, class: 'IN' }] });
+    question.writeUInt16BE(0x8000 | dnsPacket.RECURSION_AVAILABLE, 2); // a response
+    question.writeUInt16BE(a.ips.length, 6);
+    const records = a.ips.map((ip) => {
+      const addr = parseIp(ip);
+      const v4 = !ip.includes(':');
+      const rdata = v4 ? addr.subarray(12) : addr;
+      const r = Buffer.alloc(12 + rdata.length);
+      r.writeUInt16BE(0xc00c, 0);
+      r.writeUInt16BE(v4 ? 1 : 28, 2);
+      r.writeUInt16BE(1, 4);
+      r.writeUInt32BE(a.ttl ?? 300, 6);
+      r.writeUInt16BE(rdata.length, 10);
+      rdata.copy(r, 12);
+      return r;
+    });
+    return Buffer.concat([question, ...records]);
+  }
+
+  /** DNS over TCP: the two-byte length prefix, then the message. */
+  static tcpPayload(message: Buffer, length = message.length): Buffer {
+    const prefix = Buffer.alloc(2);
+    prefix.writeUInt16BE(length);
+    return Buffer.concat([prefix, message]);
+  }
+
+  /**
+   * The same message with its question name compressed: the root label
+   * replaced by a pointer to offset 4 (QDCOUNT's high byte, 0: the root).
+   * Legal, if unusual; both learners refuse it. The answers' owner names
+   * point at the question (offset 12), which does not move.
+   */
+  static compressQuestion(message: Buffer): Buffer {
+    let at = 12;
+    while (message[at] !== 0) at += 1 + message[at]!;
+    return Buffer.concat([message.subarray(0, at), Buffer.from([0xc0, 0x04]), message.subarray(at + 1)]);
   }
 
   pendingQueries(): number {
@@ -78,6 +122,7 @@ export class LearnerHarness {
   }
 
   static answerPayload(a: AnswerSpec): Buffer {
+    if (a.compress && !a.cname) return LearnerHarness.compressedAnswer(a);
     const answers: dnsPacket.Answer[] = [];
     let owner = a.name;
     if (a.cname) {
@@ -91,6 +136,9 @@ export class LearnerHarness {
   frame(a: AnswerSpec, payload = LearnerHarness.answerPayload(a)): Buffer {
     const to = a.to ?? this.podV4;
     const from = a.from ?? (to.includes(':') ? '2001:db8:ff::2' : this.resolver);
+    if (a.transport === 'tcp') {
+      return buildFrame({ src: from, dst: to, proto: 'tcp', sport: 53, dport: a.sport, payload: LearnerHarness.tcpPayload(payload), tcpFlags: 0x18 });
+    }
     return buildFrame({ src: from, dst: to, proto: 'udp', sport: 53, dport: a.sport, payload });
   }
 

@@ -41,18 +41,53 @@ export function raceHostsFile(dir: string, prefix: string, count: number): strin
   return path;
 }
 
+/** Pool addresses for big answers: 198.18.16.0 onwards (pods and the node sit below), up to 198.19.255.255; never routed anywhere. */
+export const POOL_SIZE = 2 * 65_536 - 16 * 256;
+export function poolAddress(k: number): string {
+  if (k < 0 || k >= POOL_SIZE) throw new Error(`pool address ${k} out of range`);
+  const v = ((198 << 24) >>> 0) + (18 << 16) + (16 << 8) + k;
+  return `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`;
+}
+
+/**
+ * A hosts file for dnsmasq: n<i>.<prefix>.race.test -> `perName` addresses of
+ * its own, taken from the pool from `firstAddress` on (count * perName of them).
+ */
+export function racePoolHostsFile(dir: string, prefix: string, count: number, perName: number, firstAddress: number): string {
+  const path = join(dir, `${prefix}.hosts`);
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) {
+    for (let j = 0; j < perName; j++) lines.push(`${poolAddress(firstAddress + i * perName + j)} n${i}.${prefix}.${RACE_SUFFIX}`);
+  }
+  writeFileSync(path, lines.join('\n') + '\n');
+  return path;
+}
+
 export interface RaceResult {
   names: number;
   answered: number;
   connects: number;
+  /** answers that came truncated over UDP and were asked again over TCP */
+  tcpRetries: number;
+  /** A records in the last answer */
+  addresses: number;
   firstSynDrops: number;
+  /** answers the inline learner left to the agent during the run (kernel counter) */
+  leftToAgent: number;
 }
 
+/** How the client asks: see test/fixtures/race-client.c. */
+export type RaceMode = 'udp' | 'edns' | 'tcp';
+
 /** Run the client in a pod and read the enforcer's drop counter around it. */
-export async function runRace(box: AgentBox, pod: string, client: string, prefix: string, count: number, identity: number, gapUs = 0): Promise<RaceResult> {
-  const drops = () => box.maps((dp) => dp.maps.counters.get(identity)?.reasons['not-allowed'] ?? 0n);
-  const before = drops();
-  const { stdout } = await box.topo.exec(box.topo.pod(pod).netns, [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count), String(gapUs)], 120_000);
-  const r = JSON.parse(stdout.trim()) as { names: number; answered: number; connects: number };
-  return { ...r, firstSynDrops: Number(drops() - before) };
+export async function runRace(box: AgentBox, pod: string, client: string, prefix: string, count: number, identity: number, gapUs = 0, mode: RaceMode = 'udp'): Promise<RaceResult> {
+  const counters = () => box.maps((dp) => {
+    const c = dp.maps.counters.get(identity);
+    return { drops: c?.reasons['not-allowed'] ?? 0n, skipped: c?.learnSkipped ?? 0n };
+  });
+  const before = counters();
+  const { stdout } = await box.topo.exec(box.topo.pod(pod).netns, [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count), String(gapUs), mode], 120_000);
+  const r = JSON.parse(stdout.trim()) as { names: number; answered: number; connects: number; tcpRetries: number; addresses: number };
+  const after = counters();
+  return { ...r, firstSynDrops: Number(after.drops - before.drops), leftToAgent: Number(after.skipped - before.skipped) };
 }
