@@ -125,7 +125,7 @@ export class Agent {
         const r = pod ? rulesForName(pod.policy, name) : undefined;
         return r?.allowed ? toKernelPorts(r.ports) : null;
       },
-      nameHash: (name) => nameHash(name, this.hashKey),
+      nameHash: (name) => this.recordedHash(name),
       nameOf: (hash) => this.names.get(hash),
       toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
       kernelNowNs: () => process.hrtime.bigint(),
@@ -440,8 +440,22 @@ export class Agent {
     }
   }
 
+  /**
+   * The keyed hash of a name, with the name recorded for it in fqe_names.
+   * Every hash the agent writes into fqe_allow goes through here, so the
+   * name behind an entry is always on record: egressctl shows it, and a
+   * restarted agent restores the entry. (Entries restored from before the
+   * keyed hash carry the unkeyed one; they are rewritten under the keyed
+   * hash, which fqe_names did not hold yet.)
+   */
+  private recordedHash(name: string): bigint {
+    const hash = nameHash(name, this.hashKey);
+    this.rememberName(hash, name);
+    return hash;
+  }
+
   private learn(a: LearnedAnswer): void {
-    this.rememberName(nameHash(a.name, this.hashKey), a.name);
+    this.recordedHash(a.name);
     this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
     this.pendingLatencies.push(a.capturedNs);
   }

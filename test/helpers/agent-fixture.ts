@@ -46,8 +46,11 @@ export interface AgentBox {
   logs: string[];
   writePods(pods: FilePod[]): void;
   writeRaw(text: string): void;
-  /** start the agent; by default wait until /readyz answers */
-  startAgent(extra?: string[], opts?: { waitReady?: boolean }): Promise<void>;
+  /**
+   * start the agent; by default wait until /readyz answers. `main`: another
+   * build's dist/agent/main.js (an earlier release, in upgrade tests)
+   */
+  startAgent(extra?: string[], opts?: { waitReady?: boolean; main?: string; readyTimeoutMs?: number }): Promise<void>;
   stopAgent(signal?: NodeJS.Signals): Promise<number | null>;
   dig(pod: string, name: string, type?: string, opts?: { tcp?: boolean; server?: string }): Promise<string[]>;
   connect(pod: string, host: string, port?: number, timeoutMs?: number): Promise<boolean>;
@@ -94,7 +97,7 @@ export async function withAgentBox(
       },
       async startAgent(extra = [], startOpts = {}) {
         const args = [
-          process.execPath, AGENT_MAIN, '--source', 'file', '--endpoints-file', file, '--dns-servers', TRUSTED.join(','),
+          process.execPath, startOpts.main ?? AGENT_MAIN, '--source', 'file', '--endpoints-file', file, '--dns-servers', TRUSTED.join(','),
           '--bpf-pin-dir', topo.pinDir, '--metrics-address', METRICS, '--log-level', 'debug', ...(opts.agentArgs ?? []), ...extra,
         ];
         const child = topo.spawn(topo.nodeNs, args, 'nsenter');
@@ -116,7 +119,7 @@ export async function withAgentBox(
           } catch {
             return false;
           }
-        }, 45_000); // generous: a loaded 2-vCPU machine verifies the programs slowly
+        }, startOpts.readyTimeoutMs ?? 45_000); // generous: a loaded 2-vCPU machine verifies the programs slowly
       },
       async stopAgent(signal = 'SIGTERM') {
         const child = box.agent;

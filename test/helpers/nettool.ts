@@ -6,7 +6,8 @@
  *                                        print one JSON line {ok, error?, ms}
  *   send udp HOST PORT --count N         send N datagrams (at most 10000), no reply awaited
  *   hold tcp|udp HOST PORT --seconds S   keep one connection (one UDP socket), echo a byte
- *                                        every 200 ms; {ok} when every echo came back
+ *                                        every 200 ms; {ok} when every echo came back;
+ *                                        SIGTERM ends it early, at the next echo check
  *   query-flood SERVER --count N         N DNS queries (at most 100000), distinct (port, id)
  *   flows udp HOST PORT --count N        N UDP flows (at most 5000): one datagram from each of N sockets
  *   query SERVER NAME --id ID --sport P [--type A|AAAA]
@@ -97,6 +98,8 @@ async function sendUdp(host: string, port: number, count: number): Promise<void>
 function holdTcp(host: string, port: number, seconds: number): Promise<void> {
   if (!(seconds > 0 && seconds <= 60)) throw new Error(`--seconds must be 0..60, got ${seconds}`);
   const started = Date.now();
+  let stopping = false;
+  process.once('SIGTERM', () => (stopping = true));
   return new Promise((resolve) => {
     const sock = connect({ host, port, timeout: 2000 });
     let echoes = 0;
@@ -117,7 +120,7 @@ function holdTcp(host: string, port: number, seconds: number): Promise<void> {
       process.stdout.write('connected\n');
       timer = setInterval(() => {
         if (echoes < sent) return done(false, `echo ${sent} missing`);
-        if (Date.now() - started >= seconds * 1000) return done(true);
+        if (stopping || Date.now() - started >= seconds * 1000) return done(true);
         sock.write('x');
         sent++;
       }, 200);
@@ -129,6 +132,8 @@ function holdTcp(host: string, port: number, seconds: number): Promise<void> {
 function holdUdp(host: string, port: number, seconds: number): Promise<void> {
   if (!(seconds > 0 && seconds <= 60)) throw new Error(`--seconds must be 0..60, got ${seconds}`);
   const started = Date.now();
+  let stopping = false;
+  process.once('SIGTERM', () => (stopping = true));
   return new Promise((resolve) => {
     const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
     let echoes = 0;
@@ -146,7 +151,7 @@ function holdUdp(host: string, port: number, seconds: number): Promise<void> {
       process.stdout.write('connected\n');
       const tick = () => {
         if (echoes < sent) return done(false, `echo ${sent} missing`);
-        if (Date.now() - started >= seconds * 1000) return done(true);
+        if (stopping || Date.now() - started >= seconds * 1000) return done(true);
         sock.send('x', port, host);
         sent++;
       };

@@ -89,6 +89,14 @@ const live = new Set<Topology>();
 process.on('exit', () => {
   for (const topo of live) topo.destroySync();
 });
+// The test runner ends a file that overran --test-timeout with SIGTERM, which
+// skips 'exit' handlers: the agents and servers it started would live on.
+for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+  process.once(signal, () => {
+    for (const topo of live) topo.destroySync();
+    process.exit(code);
+  });
+}
 
 let counter = 0;
 
