@@ -142,13 +142,14 @@ test('ICMPv6 link control is no tunnel: NS and MLD with data to a global address
       box.writePods([{ name: 'a', allow: 'api.stripe.test' }]);
       await box.startAgent();
       const id = identityOf(box, 'a');
-      const sink = await box.topo.spawnReady(box.topo.outNs, ['python3', `${dir}-sink.py`, '4'], /ready/);
+      const sink = await box.topo.spawnReady(box.topo.outNs, ['python3', `${dir}-sink.py`, '6'], /ready/);
       let sinkOut = '';
       sink.stdout!.on('data', (d: Buffer) => (sinkOut += d.toString()));
+      const sinkDone = new Promise((resolve) => (sink.exitCode !== null ? resolve(null) : sink.once('exit', resolve)));
       const pod = box.topo.pod('a');
       await box.topo.exec(pod.netns, ['python3', `${dir}-send.py`, 'ns', '2001:db8:ff::10', '20']);
       await box.topo.exec(pod.netns, ['python3', `${dir}-send.py`, 'mld', '2001:db8:ff::11', '20']);
-      await new Promise((resolve) => sink.once('exit', resolve));
+      await sinkDone;
       assert.match(sinkOut, /seen 0\b/, `nothing reached the outside (${sinkOut.trim()})`);
       const dropped = box.maps((dp) => dp.maps.counters.get(id)?.reasons['not-allowed'] ?? 0n);
       assert.ok(dropped >= 40n, `every crafted NS and MLD was refused (${dropped})`);
