@@ -178,7 +178,8 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
   const [defaults, custom, badNodeLocal] = await Promise.all([
     template(),
     template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
-      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'metrics.port=9500', 'bpf.root=/run/bpffs']),
+      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'metrics.port=9500', 'bpf.root=/run/bpffs',
+      'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048']),
     template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
   ]);
   assert.deepEqual(one(defaults.objects, 'ConfigMap').data, {
@@ -193,6 +194,9 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_LOG_LEVEL: 'info',
     FQDN_EGRESS_INLINE_LEARNER: 'true',
     FQDN_EGRESS_ATTACH_MODE: 'auto',
+    FQDN_EGRESS_QUERY_WINDOW: '5s',
+    FQDN_EGRESS_CONNECT_GRACE: '5s',
+    FQDN_EGRESS_FLOWS_PER_POD: '16384',
   });
   assert.deepEqual(one(custom.objects, 'ConfigMap').data, {
     FQDN_EGRESS_SOURCE: 'kubernetes',
@@ -206,6 +210,9 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_LOG_LEVEL: 'debug',
     FQDN_EGRESS_INLINE_LEARNER: 'false',
     FQDN_EGRESS_ATTACH_MODE: 'legacy',
+    FQDN_EGRESS_QUERY_WINDOW: '2s',
+    FQDN_EGRESS_CONNECT_GRACE: '1s',
+    FQDN_EGRESS_FLOWS_PER_POD: '2048',
   });
   const { agent, pod } = daemonSet(custom.objects);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9500, protocol: 'TCP' }]);
