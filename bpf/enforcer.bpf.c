@@ -138,6 +138,16 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	fqe_ct_key_of(&ct, identity, p, 1);
 	if (!p->frag)
 		tracked = fqe_ct_lookup(cfg, &ct, now);
+	/*
+	 * The common case first: a packet of a tracked flow (replies to inbound
+	 * flows, flows past their IP's TTL, any established flow) costs this one
+	 * lookup. Established flows may finish after a policy narrows (NPEP-133).
+	 */
+	if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
+		fqe_ct_refresh(tracked, p, now);
+		*pass = FQE_PASS_CT;
+		return FQE_REASON_NONE;
+	}
 	verdict = allow_verdict(identity, p, now);
 	if (verdict != FQE_REASON_NONE && cidr_allows(p))
 		verdict = FQE_REASON_NONE;
@@ -152,14 +162,8 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		}
 		return FQE_REASON_NONE;
 	}
-	if (tracked && fqe_ct_audit_ended(tracked, ep))
-		return FQE_REASON_AUDIT_ENDED;
-	/* Replies to inbound flows; flows that outlive their IP's TTL. */
-	if (tracked) {
-		fqe_ct_refresh(tracked, p, now);
-		*pass = FQE_PASS_CT;
-		return FQE_REASON_NONE;
-	}
+	if (tracked)
+		return FQE_REASON_AUDIT_ENDED; /* only audit let it through */
 	if (verdict == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
 	    (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP))
 		verdict = FQE_REASON_UNTRUSTED_DNS;
