@@ -9,7 +9,7 @@
  */
 import { CtFlag, IPPROTO, type CtKey, type CtValue } from './datapath/codecs.js';
 
-/** A flow that saw FIN or RST: gone after this much quiet (final ACKs, retransmits). */
+/** A flow that saw FIN or RST: gone after this much quiet (final ACKs, retransmits); FQE_CT_CLOSING_IDLE_NS in bpf/lib/config.h. */
 export const CLOSING_IDLE_NS = 10_000_000_000n;
 /** The kernel's defaults (bpf/lib/config.h) when fqe_config leaves them 0. */
 export const DEFAULT_TCP_IDLE_NS = 3_600_000_000_000n;

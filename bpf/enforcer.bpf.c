@@ -137,7 +137,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 
 	fqe_ct_key_of(&ct, identity, p, 1);
 	if (!p->frag)
-		tracked = fqe_ct_lookup(cfg, &ct, now);
+		tracked = fqe_ct_lookup(cfg, &ct, p, now);
 	/*
 	 * The common case first: a packet of a tracked flow (replies to inbound
 	 * flows, flows past their IP's TTL, any established flow) costs this one

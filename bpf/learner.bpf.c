@@ -12,8 +12,9 @@
  *    message split over segments, a compressed question name) or holds only
  *    in part is left to the agent, and counted (learn_skipped).
  *  - Conntrack for flows opened towards the pod, so that its replies pass.
- * Drops only a new inbound flow past the pod's share of the flow table. Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only,
- * the fallback for kernels whose verifier refuses the learner.
+ * Drops only a new inbound flow past the pod's share of the flow table.
+ * Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only, the fallback
+ * for kernels whose verifier refuses the learner.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -287,7 +288,7 @@ int fqe_learner(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 	}
 	fqe_ct_key_of(&ct, ep->identity, &p, 0);
-	tracked = fqe_ct_lookup(cfg, &ct, now);
+	tracked = fqe_ct_lookup(cfg, &ct, &p, now);
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
 			fqe_ct_refresh(tracked, &p, now);

@@ -50,6 +50,26 @@ test('BIG TCP: an IPv4 total length of 0 and an IPv6 payload length of 0 take th
   }
 });
 
+test('a closed TCP flow cannot be reopened past the policy: a new SYN on its 5-tuple is judged afresh', (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open();
+  try {
+    const c = parseCidr('203.0.113.10');
+    const key = { identity: h.identity, addr: c.addr, prefixLen: c.prefixLen };
+    h.dp.maps.allow.set(key, { expiresNs: 0n, nameHash: 0n, ports: [], source: AllowSource.static });
+    const enforcer = h.dp.programs!.enforcer;
+    const seg = (tcpFlags: number) => buildFrame({ src: h.podV4, dst: '203.0.113.10', proto: 'tcp', sport: 41000, dport: 443, tcpFlags });
+    assert.equal(native.progTestRun(enforcer, seg(0x02)).retval, TC_ACT_UNSPEC, 'SYN to an allowed address');
+    assert.equal(native.progTestRun(enforcer, seg(0x11)).retval, TC_ACT_UNSPEC, 'FIN of that connection');
+    h.dp.maps.allow.delete(key); // the name is no longer allowed (policy narrowed, or TTL ran out)
+    assert.equal(native.progTestRun(enforcer, seg(0x10)).retval, TC_ACT_UNSPEC, 'the closing connection\'s last ACK still passes');
+    assert.equal(native.progTestRun(enforcer, seg(0x02)).retval, 2 /* TC_ACT_SHOT */, 'a new SYN on the same 5-tuple is refused');
+    assert.equal(h.dp.maps.counters.get(h.identity)?.reasons['not-allowed'], 1n, 'as not-allowed');
+  } finally {
+    h.close();
+  }
+});
+
 /** iperf3 JSON result: the exit code and the error text, if any. */
 async function iperf(box: AgentBox, ns: string, args: string[]): Promise<{ ok: boolean; error: string }> {
   try {

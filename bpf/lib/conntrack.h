@@ -38,14 +38,25 @@ static __always_inline void fqe_ct_key_of(struct fqe_ct_key *k, __u32 identity,
  * may refresh the entry at any moment (a flow's two directions run on
  * different CPUs): time is compared signed, an idle entry is never deleted
  * here (a new flow overwrites it, the LRU reclaims it), and last_seen only
- * moves forward.
+ * moves forward. A closed TCP flow (FIN or RST seen) lives only for its last
+ * packets, and a new SYN on its 5-tuple is a new connection, judged afresh:
+ * a pod cannot reopen a closed flow to skip the policy.
  */
 static __always_inline struct fqe_ct_val *
-fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k, __u64 now)
+fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k,
+	      const struct fqe_pkt *p, __u64 now)
 {
 	struct fqe_ct_val *ct = bpf_map_lookup_elem(&fqe_conntrack, k);
 
-	if (!ct || fqe_older_than(now, ct->last_seen_ns, fqe_ct_idle_ns(cfg, k->proto)))
+	if (!ct)
+		return NULL;
+	if (ct->flags & FQE_CT_CLOSING) {
+		if (fqe_older_than(now, ct->last_seen_ns, FQE_CT_CLOSING_IDLE_NS) ||
+		    (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN))
+			return NULL;
+		return ct;
+	}
+	if (fqe_older_than(now, ct->last_seen_ns, fqe_ct_idle_ns(cfg, k->proto)))
 		return NULL;
 	return ct;
 }
