@@ -363,9 +363,8 @@ export class Agent {
       name = this.dp.maps.names.get(hash);
       if (name) this.names.set(hash, name);
     }
-    if (!name) return undefined;
     const pod = this.byIdentity.get(identity);
-    if (!this.hashesTo(name, hash) || !pod || !rulesForName(pod.policy, name).allowed) {
+    if (!name || !this.hashesTo(name, hash) || !pod || !rulesForName(pod.policy, name).allowed) {
       this.metrics.kernelEntriesRefused.inc();
       return undefined;
     }
