@@ -11,12 +11,13 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, ConfigFlag, IPPROTO, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import type { PacketSocket, RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
+import { KernelRecords } from './learn/kernel-records.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
@@ -34,8 +35,8 @@ import type { Config } from './config.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 const TICK_MS = 500;
-/** how often entries the inline learner wrote are read into the cache */
-const KERNEL_IMPORT_MS = 5000;
+/** how often the learned-records ring is drained (the kernel wakes us only when much waits) */
+const RECORDS_DRAIN_MS = 100;
 /** how often idle flows are reclaimed and the per-pod flow counts corrected */
 const FLOW_SWEEP_MS = 5000;
 /** how often names nothing refers to any more leave fqe_names */
@@ -84,7 +85,9 @@ export class Agent {
   private readonly byIdentity = new Map<number, EnforcedPod>();
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
-  private lastKernelImport = 0;
+  private readonly kernelRecords: KernelRecords;
+  /** fqe_learned_lost when last read: a rise means records were lost */
+  private recordsLost = 0n;
   private lastFlowSweep = 0;
   private lastNamePrune = Date.now();
   private readonly namePruner = new NamePruner();
@@ -97,6 +100,8 @@ export class Agent {
   private readonly announced = new Set<string>();
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
+  private learned: RingBufferReader | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
   private http: Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private snapshotApplied = false;
@@ -163,10 +168,7 @@ export class Agent {
     this.learner = new DnsLearner({
       podByInterface: (ifindex) => this.endpoints.byInterface(ifindex),
       isTrustedResolver: (ip) => this.resolvers.includes(ip),
-      kernelSawQuery: (identity, port, id, resolver) => {
-        const q = this.dp.maps.queries.get({ identity, sport: port, dnsId: id, resolver: parseIp(resolver) });
-        return q !== undefined && process.hrtime.bigint() - q.sentNs <= BigInt(cfg.queryWindowMs) * 1_000_000n;
-      },
+      kernelSawQuery: (identity, proto, port, id, resolver) => this.kernelSawQuery(identity, proto, port, id, resolver),
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
@@ -175,15 +177,23 @@ export class Agent {
       },
       minTtlMs: cfg.minTtlMs,
       maxTtlMs: cfg.maxTtlMs,
-      queryWindowMs: cfg.queryWindowMs,
       connectGraceMs: cfg.connectGraceMs,
       nowMs: monotonicMs,
+    });
+    this.kernelRecords = new KernelRecords({
+      cache: this.cache,
+      pod: (identity) => this.byIdentity.get(identity),
+      hashesTo: (name, hash) => this.hashesTo(name, hash),
+      noteKernelEntry: (key, value) => this.reconciler.noteKernelEntry(key, value),
+      rememberName: (hash, name) => this.rememberName(hash, name),
+      keepMs: (ttlS) => Math.max(cfg.connectGraceMs, Math.min(cfg.maxTtlMs, Math.max(cfg.minTtlMs, ttlS * 1000))),
     });
     this.metrics = new AgentMetrics({
       podCounters: () =>
         [...this.byIdentity.values()].flatMap((pod) => {
           const c = this.dp.maps.counters.get(pod.identity);
-          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, answersLeftToAgent: c.learnSkipped }] : [];
+          const unrecorded = this.dp.maps.queryRate.get(pod.identity)?.unrecorded ?? 0n;
+          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, answersLeftToAgent: c.learnSkipped, queriesUnrecorded: unrecorded }] : [];
         }),
       maps: () => [
         { map: 'fqe_allow', entries: this.reconciler.entries, capacity: 1_048_576 },
@@ -217,6 +227,9 @@ export class Agent {
       else if (m.action === 'rebuilt') this.log.warn({ ...detail, how: rebuiltBecause(m.map) }, 'pinned map had an older layout: upgraded, entries rebuilt by the agent');
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
+    if (dp.enforcerOnPreciseClock) {
+      this.log.warn({ reason: dp.enforcerOnPreciseClock }, 'the kernel refused the enforcer on the coarse clock (needs 5.11): running it on the precise clock, a little slower per packet');
+    }
     if (dp.inlineLearnerUnavailable === 'switched off') {
       this.log.warn('inline learner switched off (--inline-learner false): learning in userspace only; a connection made right after its DNS answer may be dropped');
     } else if (dp.inlineLearnerUnavailable) {
@@ -238,6 +251,9 @@ export class Agent {
         this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto }, 'packet refused');
       }
     });
+    this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));
+    this.recordsLost = dp.maps.learnedLost.get(0) ?? 0n;
+    this.drainTimer = setInterval(() => this.learned?.consume(), RECORDS_DRAIN_MS);
     this.tap = dp.openDnsTap((packets) => {
       this.learner.handle(packets);
       this.flush();
@@ -371,7 +387,48 @@ export class Agent {
     return name;
   }
 
-  /** Read what the inline learner wrote into the cache (with its name). */
+  /** The inline learner's records: into the cache, no packet decoded, no map read. */
+  private onLearnedRecords(records: LearnedRecord[], malformed: number): void {
+    if (malformed) this.metrics.kernelRecords.inc({ outcome: 'malformed' }, malformed);
+    const r = this.kernelRecords.apply(records);
+    if (r.accepted) this.metrics.kernelRecords.inc({ outcome: 'accepted' }, r.accepted);
+    if (r.refused) {
+      this.metrics.kernelRecords.inc({ outcome: 'refused' }, r.refused);
+      this.metrics.kernelEntriesRefused.inc(r.refused);
+    }
+    if (r.changes.length) {
+      this.reconciler.markDirty(r.changes);
+      this.flush();
+    }
+  }
+
+  /**
+   * The kernel's proof that the pod asked (consumed: one answer per query):
+   * the learner's tap mark for an answer it left to us, or, with the inline
+   * learner off, the enforcer's query record within the query window.
+   */
+  private kernelSawQuery(identity: number, proto: 'udp' | 'tcp', port: number, id: number, resolver: string): boolean {
+    const protoNum = proto === 'tcp' ? IPPROTO.tcp : IPPROTO.udp;
+    const now = process.hrtime.bigint();
+    if (!this.dp.inlineLearnerUnavailable) {
+      const key = { identity, podPort: port, dnsId: id, resolver: parseIp(resolver), proto: protoNum };
+      const until = this.dp.maps.tapPass.get(key);
+      if (until === undefined || until <= now) return false;
+      this.dp.maps.tapPass.delete(key);
+      return true;
+    }
+    const key = { identity, sport: port, dnsId: id, resolver: parseIp(resolver) };
+    const q = this.dp.maps.queries.get(key);
+    if (q === undefined || q.proto !== protoNum || now - q.sentNs > BigInt(this.cfg.queryWindowMs) * 1_000_000n) return false;
+    this.dp.maps.queries.delete(key);
+    return true;
+  }
+
+  /**
+   * Read every kernel-learned entry into the cache (with its name): at
+   * start-up through restore(), and again only when the kernel reports lost
+   * records.
+   */
   importKernelLearned(): number {
     let imported = 0;
     for (const [key, value] of this.dp.maps.allow.entries()) {
@@ -481,10 +538,7 @@ export class Agent {
 
   private tick(): void {
     this.dp.maps.config.set(0, this.configValue());
-    if (!this.dp.inlineLearnerUnavailable && Date.now() - this.lastKernelImport >= KERNEL_IMPORT_MS) {
-      this.lastKernelImport = Date.now();
-      this.importKernelLearned();
-    }
+    if (!this.dp.inlineLearnerUnavailable) this.checkLostRecords();
     if (Date.now() - this.lastNamePrune >= NAME_PRUNE_MS) {
       this.lastNamePrune = Date.now();
       this.pruneNames();
@@ -500,10 +554,20 @@ export class Agent {
     if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
   }
 
-  /** Names no allow entry, rule or cached answer refers to leave fqe_names and the agent. */
+  /** Records the ring could not take: re-read fqe_allow once, so nothing learned is missed. */
+  private checkLostRecords(): void {
+    const lost = this.dp.maps.learnedLost.get(0) ?? 0n;
+    if (lost <= this.recordsLost) return;
+    this.metrics.kernelRecordsLost.inc(Number(lost - this.recordsLost));
+    this.log.warn({ lost: Number(lost - this.recordsLost) }, 'the learned-records ring was full: re-reading the allow map');
+    this.recordsLost = lost;
+    this.learned?.consume();
+    this.importKernelLearned();
+  }
+
+  /** Names no allow entry (as the reconciler knows them), rule or cached answer refers to leave fqe_names and the agent. */
   pruneNames(): number {
-    const referenced = new Set<bigint>();
-    for (const [, value] of this.dp.maps.allow.entries()) referenced.add(value.nameHash);
+    const referenced = new Set<bigint>(this.reconciler.nameHashes());
     for (const keys of this.policyShadow.values()) for (const key of keys.values()) referenced.add(key.hash);
     for (const identity of this.cache.identities()) {
       for (const name of this.cache.namesOf(identity).keys()) referenced.add(nameHash(name, this.hashKey));
@@ -527,6 +591,7 @@ export class Agent {
   /** Stop learning; pinned programs and maps keep enforcing. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.drainTimer) clearInterval(this.drainTimer);
     try {
       this.dp.maps.config.set(0, { ...this.configValue(), agentHeartbeatNs: 0n, agentPid: 0 });
     } catch {
@@ -535,6 +600,7 @@ export class Agent {
     this.source?.stop();
     this.tap?.close();
     this.events?.close();
+    this.learned?.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     this.dp.close();
   }

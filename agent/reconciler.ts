@@ -96,6 +96,11 @@ export class Reconciler {
     return true;
   }
 
+  /** The name hashes of every entry it knows the kernel holds. */
+  *nameHashes(): Iterable<bigint> {
+    for (const { value } of this.shadow.values()) yield value.nameHash;
+  }
+
   markDirty(changes: Change[]): void {
     for (const c of changes) this.dirty.set(`${c.identity}/${c.ip}`, c);
   }

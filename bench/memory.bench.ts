@@ -1,19 +1,24 @@
 /*
  * Memory under churn, in accelerated time: the load under which Cilium's
  * agent grew to 3.4 GiB (200 answers/s, 10,000 new names an hour, TTL 5 s)
- * replayed for the equivalent of 12 hours through the agent's own pipeline
- * in process (frames -> DnsLearner -> FqdnCache -> Reconciler -> the real
- * allow map in a pin dir of its own, removed at the end), with an injected
- * clock that jumps ahead. Every simulated 500 ms it does what the agent's
- * tick does (cache expiry, learner sweep, flush); the tap's batches are
- * flushed as the agent flushes them. Names: 10,000 new ones an hour, each
+ * replayed for the equivalent of 12 hours through the agent's whole
+ * learning path in process, with an injected clock that jumps ahead: nine
+ * answers in ten arrive as the inline learner's records (record ->
+ * KernelRecords -> FqdnCache -> Reconciler's bookkeeping), one in ten through
+ * the tap (frame -> DnsLearner -> FqdnCache -> Reconciler -> the real allow
+ * map in a pin dir of its own, removed at the end); every name is recorded in
+ * the real fqe_names as the agent does, and pruned every simulated 30 s as
+ * the agent does. Every simulated 500 ms it does what the agent's tick does
+ * (cache expiry, learner sweep, flush). Names: 10,000 new ones an hour, each
  * answered while it is among the 1,000 newest; each answer carries 2 A
  * records that rotate every 20 s of simulated time (CDN-like churn).
  * TTLs go through the agent's defaults (--min-ttl 30s). RSS and heap after
- * a full GC are sampled every simulated 30 minutes; baseline: the same right
- * after setup (maps loaded, pipeline built). Goal: flat, under 150 MiB.
+ * a full GC are sampled every simulated 30 minutes, with fqe_names' fill;
+ * baseline: the same right after setup (maps loaded, pipeline built). Goals:
+ * RSS flat (second-half growth <= 0) and under 150 MiB, fqe_names bounded.
  * Prints one JSON line. BENCH_SMOKE=1: 30 simulated minutes.
- * The inline learner is not exercised (no packet reaches the kernel here).
+ * The kernel's own part is not exercised (no packet reaches it here): the
+ * records are built as it writes them (test/helpers/records.ts).
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -21,16 +26,19 @@ import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { Datapath } from '../agent/datapath/datapath.js';
 import { parseIp } from '../agent/datapath/addr.js';
-import { EndpointFlag } from '../agent/datapath/codecs.js';
+import { EndpointFlag, learnedRecordCodec } from '../agent/datapath/codecs.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
 import { Reconciler } from '../agent/reconciler.js';
 import { DnsLearner } from '../agent/learn/dns-learner.js';
+import { KernelRecords } from '../agent/learn/kernel-records.js';
+import { NamePruner } from '../agent/name-pruner.js';
 import { parsePodPolicy, rulesForName } from '../agent/policy/annotation.js';
 import { nameHash } from '../agent/policy/name-hash.js';
 import { FLAGS, parseDuration } from '../agent/config.js';
 import type { EnforcedPod } from '../agent/endpoints.js';
 import type { CapturedPacket } from '../agent/datapath/native.js';
 import { buildFrame } from '../test/helpers/frames.js';
+import { encodeLearnedRecord } from '../test/helpers/records.js';
 import { ensureBpffs, PIN_ROOT } from '../test/helpers/topology.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
@@ -43,6 +51,8 @@ const IP_ROTATION_MS = 20_000;
 const TICK_MS = 500;
 const BATCH_ANSWERS = 20; // the tap hands the agent batches; it flushes after each
 const SAMPLE_EVERY_MS = 30 * 60_000;
+const TAP_EVERY = 10; // one answer in ten is one the kernel left to the tap
+const NAME_PRUNE_MS = 30_000; // as the agent
 const GOAL_MIB = 150;
 const POD_V4 = '198.18.1.2';
 const RESOLVER = '192.0.2.2';
@@ -104,21 +114,46 @@ function main(): void {
       toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => BigInt(Math.round(nowMs * 1e6)),
     });
     let accepted = 0;
+    // The agent's name bookkeeping: hash -> name, mirrored in fqe_names.
+    const names = new Map<bigint, string>();
+    const rememberName = (hash: bigint, name: string) => {
+      if (names.get(hash) === name) return;
+      names.set(hash, name);
+      dp!.maps.names.set(hash, name);
+    };
     const learner = new DnsLearner({
-      podByInterface: () => pod, isTrustedResolver: (ip) => ip === RESOLVER, kernelSawQuery: () => false,
-      learn: (a) => rec.markDirty(cache.learn(IDENTITY, a.name, a.answers, 'agent')),
+      podByInterface: () => pod, isTrustedResolver: (ip) => ip === RESOLVER, kernelSawQuery: () => true,
+      learn: (a) => {
+        rememberName(nameHash(a.name), a.name);
+        rec.markDirty(cache.learn(IDENTITY, a.name, a.answers, 'agent'));
+      },
       verdict: (v) => {
         if (v === 'accepted') accepted++;
       },
       minTtlMs, maxTtlMs, nowMs: clock,
-      queryWindowMs: parseDuration(FLAGS['query-window']!.default!, 'query-window'),
       connectGraceMs: parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace'),
     });
+    const connectGraceMs = parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace');
+    const records = new KernelRecords({
+      cache, pod: () => pod, hashesTo: (name, hash) => nameHash(name) === hash,
+      noteKernelEntry: (key, value) => rec.noteKernelEntry(key, value),
+      rememberName,
+      keepMs: (ttlS) => Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, ttlS * 1000))),
+    });
+    const pruner = new NamePruner();
+    const pruneNames = () => {
+      const referenced = new Set<bigint>(rec.nameHashes());
+      for (const n of cache.namesOf(IDENTITY).keys()) referenced.add(nameHash(n));
+      const stored = dp!.maps.names.entries().map(([hash]) => hash);
+      const gone = pruner.pass(stored, referenced);
+      if (gone.length) dp!.maps.names.deleteMany(gone);
+      for (const hash of gone) names.delete(hash);
+    };
 
     const baseline = memory();
-    const samples: Array<{ simHours: number; rssMiB: number; heapUsedMiB: number; externalMiB: number; allowEntries: number; cacheEntries: number; pendingQueries: number }> = [];
+    const samples: Array<{ simHours: number; rssMiB: number; heapUsedMiB: number; externalMiB: number; allowEntries: number; cacheEntries: number; names: number }> = [];
     const sample = (simMs: number) => {
-      samples.push({ simHours: round1(simMs / 3_600_000), ...memory(), allowEntries: dp!.maps.allow.entries().length, cacheEntries: cache.size, pendingQueries: learner.pendingQueries });
+      samples.push({ simHours: round1(simMs / 3_600_000), ...memory(), allowEntries: rec.entries, cacheEntries: cache.size, names: dp!.maps.names.entries().length });
     };
 
     const totalMs = SIM_HOURS * 3_600_000;
@@ -132,23 +167,33 @@ function main(): void {
       const introduced = Math.floor((simMs / 3_600_000) * NEW_NAMES_PER_HOUR) + ACTIVE_NAMES;
       for (let done = 0; done < answersPerTick; done += BATCH_ANSWERS) {
         const packets: CapturedPacket[] = [];
+        const raw: Buffer[] = [];
         for (let k = 0; k < BATCH_ANSWERS && done + k < answersPerTick; k++) {
           const nameIdx = introduced - 1 - (hash32(seq, 1) % ACTIVE_NAMES);
           const name = `n${nameIdx}.churn.test`;
           const gen = Math.floor((nowMs + (nameIdx % 20) * 1000) / IP_ROTATION_MS);
+          const ips = [0, 1].map((j) => ipFor(hash32(nameIdx * 2 + j, gen)));
           const id = seq & 0xffff;
           const sport = 1024 + (seq % 60_000);
+          const viaTap = seq % TAP_EVERY === 0;
           seq++;
+          answers++;
+          if (!viaTap) {
+            const tsNs = BigInt(Math.round(nowMs * 1e6));
+            const expiresNs = tsNs + BigInt(Math.max(minTtlMs, ANSWER_TTL_S * 1000)) * 1_000_000n;
+            raw.push(encodeLearnedRecord({ identity: IDENTITY, name, nameHash: nameHash(name), tsNs, addrs: ips.map((ip) => ({ ip, ttlS: ANSWER_TTL_S, expiresNs })) }));
+            continue;
+          }
           const question = [{ type: 'A' as const, name, class: 'IN' as const }];
-          const q = dnsPacket.encode({ type: 'query', id, questions: question });
           const a = dnsPacket.encode({
             type: 'response', id, questions: question,
-            answers: [0, 1].map((j) => ({ type: 'A' as const, name, class: 'IN' as const, ttl: ANSWER_TTL_S, data: ipFor(hash32(nameIdx * 2 + j, gen)) })),
+            answers: ips.map((ip) => ({ type: 'A' as const, name, class: 'IN' as const, ttl: ANSWER_TTL_S, data: ip })),
           });
-          packets.push({ data: buildFrame({ src: POD_V4, dst: RESOLVER, proto: 'udp', sport, dport: 53, payload: q }), ifindex: 1, pktType: 0, tsNs: 0n, origLen: 0 });
           packets.push({ data: buildFrame({ src: RESOLVER, dst: POD_V4, proto: 'udp', sport: 53, dport: sport, payload: a }), ifindex: 1, pktType: 4, tsNs: 0n, origLen: 0 });
-          answers++;
         }
+        const r = records.apply(raw.map((b) => learnedRecordCodec.decode(b)));
+        accepted += r.accepted;
+        if (r.changes.length) rec.markDirty(r.changes);
         learner.handle(packets);
         rec.flush();
       }
@@ -158,12 +203,14 @@ function main(): void {
       learner.sweep();
       rec.flush();
       peakAllow = Math.max(peakAllow, rec.entries);
+      if ((simMs + TICK_MS) % NAME_PRUNE_MS === 0) pruneNames();
       if ((simMs + TICK_MS) % SAMPLE_EVERY_MS === 0) sample(simMs + TICK_MS);
     }
     if (samples.length === 0) sample(totalMs);
     const wallS = (Date.now() - t0) / 1000;
     if (accepted !== answers) throw new Error(`the learner accepted ${accepted} of ${answers} answers`);
     const maxRss = Math.max(...samples.map((s) => s.rssMiB));
+    const maxNames = Math.max(...samples.map((s) => s.names));
     const half = samples.slice(Math.floor(samples.length / 2));
     const growthSecondHalfMiB = round1(half[half.length - 1]!.rssMiB - half[0]!.rssMiB);
     const result = {
@@ -180,8 +227,11 @@ function main(): void {
       growthSecondHalfMiB,
       peakAllowEntries: peakAllow,
       allowMapCapacity: 1_048_576,
-      goal: `flat, RSS under ${GOAL_MIB} MiB`,
-      met: maxRss < GOAL_MIB,
+      path: `${TAP_EVERY - 1} answers in ${TAP_EVERY} as kernel records, 1 through the tap`,
+      maxNamesInMap: maxNames,
+      namesMapCapacity: 65_536,
+      goal: `RSS flat (second-half growth <= 0) and under ${GOAL_MIB} MiB, fqe_names bounded`,
+      met: maxRss < GOAL_MIB && growthSecondHalfMiB <= 0 && maxNames < 65_536,
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {

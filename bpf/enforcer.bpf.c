@@ -9,6 +9,12 @@
  * that only audit mode let through ends when the pod is switched to enforce.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
+ *
+ * A packet of a tracked flow costs the endpoint lookup and one conntrack
+ * lookup, read against the coarse clock (one tick, a few ms, is nothing
+ * next to TTLs and idle timeouts of seconds); it is not counted per packet.
+ * Built twice: with FQE_COARSE_CLOCK=0 it reads the precise clock, for
+ * kernels without bpf_ktime_get_coarse_ns (before 5.11).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -20,6 +26,47 @@
 #include "lib/config.h"
 #include "lib/conntrack.h"
 #include "lib/report.h"
+
+#ifndef FQE_COARSE_CLOCK
+#define FQE_COARSE_CLOCK 1
+#endif
+
+static __always_inline __u64 enforcer_now(void)
+{
+#if FQE_COARSE_CLOCK
+	return bpf_ktime_get_coarse_ns();
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
+static const struct fqe_query_rate fqe_zero_rate = {};
+
+/*
+ * May this pod have one more query recorded this second (on this CPU)?
+ * Past FQE_QUERIES_PER_SEC the query passes unrecorded, and is counted.
+ */
+static __always_inline int query_within_rate(__u32 identity, __u64 now)
+{
+	struct fqe_query_rate *r = bpf_map_lookup_elem(&fqe_query_rate, &identity);
+
+	if (!r) {
+		bpf_map_update_elem(&fqe_query_rate, &identity, &fqe_zero_rate, BPF_NOEXIST);
+		r = bpf_map_lookup_elem(&fqe_query_rate, &identity);
+		if (!r)
+			return 0;
+	}
+	if (fqe_older_than(now, r->window_ns, FQE_NSEC_PER_SEC)) {
+		r->window_ns = now;
+		r->count = 0;
+	}
+	if (r->count >= FQE_QUERIES_PER_SEC) {
+		r->unrecorded++;
+		return 0;
+	}
+	r->count++;
+	return 1;
+}
 
 /* Remember a DNS query so that only its answer can teach the learner. */
 static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
@@ -33,6 +80,8 @@ static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
 
 	if (p->payload_len < prefix + 12)
 		return; /* no DNS header in this segment (SYN, ACK, ...) */
+	if (!query_within_rate(identity, now))
+		return;
 	if (bpf_skb_load_bytes(skb, p->payload_off + prefix, &id, sizeof(id)) < 0)
 		return;
 	k.identity = identity;
@@ -122,11 +171,31 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 {
 	__u32 identity = ep->identity;
 	struct fqe_ct_val *tracked = NULL;
+	int looked_up = 0;
 	struct fqe_ct_key ct;
 	__u8 verdict;
 
 	if (fqe_is_icmp6_link_control(p))
 		return FQE_REASON_NONE;
+	/*
+	 * The common case first: a packet of a tracked flow (replies to inbound
+	 * flows, flows past their IP's TTL, any established flow) costs this one
+	 * lookup. The key holds the pod's address, and a flow is tracked only
+	 * once that address was found to be the pod's (here for the flows it
+	 * opens, in the learner for those opened towards it), so a hit is that
+	 * check too. Port 53 goes the long way: queries are judged every time.
+	 * Established flows may finish after a policy narrows (NPEP-133).
+	 */
+	if (!p->frag && p->dport != FQE_DNS_PORT) {
+		fqe_ct_key_of(&ct, identity, p, 1);
+		tracked = fqe_ct_lookup(cfg, &ct, p, now);
+		looked_up = 1;
+		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
+			fqe_ct_refresh(tracked, p, now);
+			*pass = FQE_PASS_CT;
+			return FQE_REASON_NONE;
+		}
+	}
 	if (!owns_source(identity, p))
 		return FQE_REASON_SPOOFED;
 	if (is_trusted_resolver(p)) {
@@ -134,19 +203,15 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		*pass = FQE_PASS_DNS;
 		return FQE_REASON_NONE;
 	}
-
-	fqe_ct_key_of(&ct, identity, p, 1);
-	if (!p->frag)
-		tracked = fqe_ct_lookup(cfg, &ct, p, now);
-	/*
-	 * The common case first: a packet of a tracked flow (replies to inbound
-	 * flows, flows past their IP's TTL, any established flow) costs this one
-	 * lookup. Established flows may finish after a policy narrows (NPEP-133).
-	 */
-	if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
-		fqe_ct_refresh(tracked, p, now);
-		*pass = FQE_PASS_CT;
-		return FQE_REASON_NONE;
+	if (!looked_up) {
+		fqe_ct_key_of(&ct, identity, p, 1);
+		if (!p->frag)
+			tracked = fqe_ct_lookup(cfg, &ct, p, now);
+		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
+			fqe_ct_refresh(tracked, p, now);
+			*pass = FQE_PASS_CT;
+			return FQE_REASON_NONE;
+		}
 	}
 	verdict = allow_verdict(identity, p, now);
 	if (verdict != FQE_REASON_NONE && cidr_allows(p))
@@ -193,7 +258,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 
 	cfg = fqe_config_get();
-	now = bpf_ktime_get_ns();
+	now = enforcer_now();
 	if (parsed == FQE_PARSE_OTHER)
 		reason = FQE_REASON_PROTOCOL;
 	else if (parsed != FQE_PARSE_OK)
@@ -201,6 +266,9 @@ int fqe_enforcer(struct __sk_buff *skb)
 	else
 		reason = decide(skb, cfg, ep, &p, now, &pass);
 
+	/* A tracked flow's packet: two lookups, nothing counted (the flow was, when it opened). */
+	if (reason == FQE_REASON_NONE && pass == FQE_PASS_CT)
+		return TC_ACT_UNSPEC;
 	if (fqe_report(skb, cfg, ep, &p, reason, pass, now))
 		return TC_ACT_SHOT;
 	return TC_ACT_UNSPEC;

@@ -8,9 +8,12 @@
  *    its A/AAAA written into the allow trie before the pod sees the answer,
  *    so the pod's first connection is never dropped (and learning goes on
  *    while the agent is down). A query is good for one answer. Up to
- *    FQE_LEARN_MAX_ANSWERS addresses per answer. What it cannot parse (a TCP
- *    message split over segments, a compressed question name) or holds only
- *    in part is left to the agent, and counted (learn_skipped).
+ *    FQE_LEARN_MAX_ANSWERS addresses per answer. Each answer learned from is
+ *    reported to the agent as one record on fqe_learned (no packet to
+ *    decode). What it cannot parse (a TCP message split over segments, a
+ *    compressed question name) or holds only in part is marked in
+ *    fqe_tap_pass, the only way an answer reaches the agent's tap, and
+ *    counted (learn_skipped).
  *  - Conntrack for flows opened towards the pod, so that its replies pass.
  * Drops only a new inbound flow past the pod's share of the flow table.
  * Built twice: with FQE_INLINE_LEARNER=0 it is conntrack only, the fallback
@@ -43,6 +46,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fqe_learn_scratch);
 } fqe_scratch SEC(".maps");
+
+/* The record being built for fqe_learned (per CPU): too big for the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_learned_rec);
+} fqe_rec_scratch SEC(".maps");
+
+_Static_assert(FQE_LEARNED_MAX_ADDRS == FQE_LEARN_MAX_ANSWERS, "a record holds every address learned");
 
 /* How long an address stays allowed: the TTL clamped, never under the grace. */
 static __always_inline __u64 ttl_ns(const struct fqe_config *cfg, __u32 ttl)
@@ -99,7 +112,7 @@ static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fq
 	}
 }
 
-static __always_inline void write_allow(__u32 identity, const __u8 *addr, __u64 expires,
+static __always_inline __u64 write_allow(__u32 identity, const __u8 *addr, __u64 expires,
 					__u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
 {
 	struct fqe_allow_key k = { .prefixlen = 32 + 128, .identity = identity };
@@ -118,11 +131,13 @@ static __always_inline void write_allow(__u32 identity, const __u8 *addr, __u64 
 	v.source = FQE_SRC_KERNEL;
 	merge_ports(&v, old, rule);
 	bpf_map_update_elem(&fqe_allow, &k, &v, BPF_ANY);
+	return v.expires_ns;
 }
 
 struct fqe_write_ctx {
 	const struct fqe_config *cfg;
 	struct fqe_learn_scratch *s;
+	struct fqe_learned_rec *rec;
 	const struct fqe_policy_val *rule;
 	__u32 identity;
 	__u32 min_cname_ttl;
@@ -136,10 +151,78 @@ static long write_step(__u64 i, void *data)
 	__u32 slot = (__u32)i & (FQE_LEARN_MAX_ANSWERS - 1);
 	__u32 ttl = w->s->ttls[slot];
 
+	struct fqe_learned_addr *a = &w->rec->addrs[slot];
+
 	if (w->min_cname_ttl < ttl)
 		ttl = w->min_cname_ttl;
-	write_allow(w->identity, w->s->ips[slot], w->now + ttl_ns(w->cfg, ttl), w->name_hash, w->rule, w->now);
+	__builtin_memcpy(a->addr, w->s->ips[slot], 16);
+	a->ttl_s = ttl;
+	a->expires_ns = write_allow(w->identity, w->s->ips[slot], w->now + ttl_ns(w->cfg, ttl),
+				    w->name_hash, w->rule, w->now);
 	return 0;
+}
+
+/* Start the record of an answer learned from: everything but the addresses. */
+static __always_inline void record_begin(struct fqe_learned_rec *rec, const struct fqe_learn_scratch *s,
+					 __u32 identity, __u64 name_hash,
+					 const struct fqe_policy_val *rule, __u64 now)
+{
+	rec->ts_ns = now;
+	rec->name_hash = name_hash;
+	rec->identity = identity;
+	rec->naddrs = 0;
+	rec->name_len = s->q.dotted_len < FQE_NAME_LEN ? s->q.dotted_len : FQE_NAME_LEN - 1;
+	rec->flags = 0;
+	rec->nports = rule->nports > FQE_MAX_PORT_RULES ? FQE_MAX_PORT_RULES : rule->nports;
+	__builtin_memcpy(rec->ports, rule->ports, sizeof(rec->ports));
+	__builtin_memcpy(rec->name, s->dotted, FQE_NAME_LEN);
+}
+
+/*
+ * Hand the record to the agent. Wake-ups are batched: the agent drains the
+ * ring on its own clock and is woken only when much is waiting. A full ring
+ * loses the record, counted in fqe_learned_lost (the agent re-reads fqe_allow).
+ */
+static __always_inline void record_submit(struct fqe_learned_rec *rec, int n)
+{
+	__u64 size = sizeof(*rec) - sizeof(rec->addrs) + (__u64)n * sizeof(rec->addrs[0]);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u32 zero = 0;
+	__u64 *lost;
+
+	if (n <= 0 || n > FQE_LEARNED_MAX_ADDRS)
+		return;
+	rec->naddrs = n;
+	if (bpf_ringbuf_query(&fqe_learned, BPF_RB_AVAIL_DATA) >= FQE_LEARNED_WAKEUP_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
+	asm volatile("" : "+r"(size)); /* one register, checked once, then used */
+	if (size > sizeof(*rec))
+		return;
+	if (bpf_ringbuf_output(&fqe_learned, rec, size, flags) == 0)
+		return;
+	lost = bpf_map_lookup_elem(&fqe_learned_lost, &zero);
+	if (lost)
+		(*lost)++;
+}
+
+/*
+ * The answer to this query goes to the agent's tap: it is the only way an
+ * answer reaches userspace (and, being the query's record now, the agent's
+ * proof that the pod asked). TCP marks the connection too, for the segments
+ * that follow.
+ */
+static __always_inline void mark_for_tap(const struct fqe_config *cfg, const struct fqe_query_key *qk,
+					 __u8 proto, __u64 now)
+{
+	struct fqe_tap_key k = { .identity = qk->identity, .pod_port = qk->sport, .dns_id = qk->dns_id, .proto = proto };
+	struct fqe_tap_val v = { .until_ns = now + fqe_query_window_ns(cfg) };
+
+	__builtin_memcpy(k.resolver, qk->resolver, 16);
+	bpf_map_update_elem(&fqe_tap_pass, &k, &v, BPF_ANY);
+	if (proto == IPPROTO_TCP) {
+		k.dns_id = 0;
+		bpf_map_update_elem(&fqe_tap_pass, &k, &v, BPF_ANY);
+	}
 }
 
 /*
@@ -175,6 +258,7 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	struct fqe_owner_key ok = { .identity = identity };
 	struct fqe_query_key qk = { .identity = identity };
 	const struct fqe_query_val *sent;
+	struct fqe_learned_rec *rec;
 	struct fqe_counters *c;
 	struct fqe_dns_hdr hdr;
 	struct fqe_qname *q;
@@ -211,7 +295,8 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 
 	c = fqe_counters_get(identity);
 	s = bpf_map_lookup_elem(&fqe_scratch, &zero);
-	if (!s || !c)
+	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
+	if (!s || !c || !rec)
 		return;
 	if (!whole)
 		goto skipped;
@@ -233,23 +318,43 @@ static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config
 	fqe_dns_lower_dotted(s, q->dotted_len);
 	if (!bpf_map_lookup_elem(&fqe_names, &name_hash))
 		bpf_map_update_elem(&fqe_names, &name_hash, s->dotted, BPF_ANY);
+	record_begin(rec, s, identity, name_hash, rule, now);
 	{
 		struct fqe_write_ctx w = {
-			.cfg = cfg, .s = s, .rule = rule, .identity = identity,
+			.cfg = cfg, .s = s, .rec = rec, .rule = rule, .identity = identity,
 			.name_hash = name_hash, .min_cname_ttl = min_cname_ttl, .now = now,
 		};
 
 		bpf_loop(n, write_step, &w, 0);
 	}
 	c->learned += n;
-	bpf_map_delete_elem(&fqe_queries, &qk);
 	if (partial)
-		c->learn_skipped++; /* the first FQE_LEARN_MAX_ANSWERS learned; the agent adds the rest */
-	return;
+		rec->flags |= FQE_REC_PARTIAL;
+	record_submit(rec, n);
+	if (!partial) {
+		bpf_map_delete_elem(&fqe_queries, &qk);
+		return;
+	}
+	/* the first FQE_LEARN_MAX_ANSWERS learned; the agent adds the rest */
 skipped:
 	c->learn_skipped++;
+	mark_for_tap(cfg, &qk, p->proto, now);
+	bpf_map_delete_elem(&fqe_queries, &qk);
 }
 #endif /* FQE_INLINE_LEARNER */
+
+/*
+ * Is the destination the pod's own address? Only then is an inbound flow
+ * tracked: the enforcer's fast path takes a tracked flow's pod address as
+ * checked, so no flow may be keyed by an address the pod does not own.
+ */
+static __always_inline int pod_owns(__u32 identity, const __u8 *addr)
+{
+	struct fqe_owner_key k = { .identity = identity };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&fqe_owners, &k) != NULL;
+}
 
 /* Does this packet open a flow (rather than answer one the pod opened)? */
 static __always_inline int opens_flow(const struct fqe_pkt *p)
@@ -292,7 +397,8 @@ int fqe_learner(struct __sk_buff *skb)
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
 			fqe_ct_refresh(tracked, &p, now);
-	} else if (opens_flow(&p) && fqe_ct_create(cfg, &ct, now, FQE_CT_INBOUND) < 0) {
+	} else if (opens_flow(&p) && pod_owns(ep->identity, p.daddr) &&
+		   fqe_ct_create(cfg, &ct, now, FQE_CT_INBOUND) < 0) {
 		/* past the pod's share of the flow table: refuse the new flow */
 		if (fqe_report(skb, cfg, ep, &p, FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER, now))
 			return TC_ACT_SHOT;

@@ -186,6 +186,43 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(family)
 	FQE_END
 
+	FQE_STRUCT(learned_addr)
+	FQE_FIELD(addr)
+	FQE_FIELD(expires_ns)
+	FQE_FIELD(ttl_s)
+	FQE_END
+
+	FQE_STRUCT(learned_rec)
+	FQE_FIELD(ts_ns)
+	FQE_FIELD(name_hash)
+	FQE_FIELD(identity)
+	FQE_FIELD(naddrs)
+	FQE_FIELD(name_len)
+	FQE_FIELD(flags)
+	FQE_FIELD(nports)
+	FQE_FIELD(ports)
+	FQE_FIELD(name)
+	FQE_FIELD(addrs)
+	FQE_END
+
+	FQE_STRUCT(tap_key)
+	FQE_FIELD(identity)
+	FQE_FIELD(pod_port)
+	FQE_FIELD(dns_id)
+	FQE_FIELD(resolver)
+	FQE_FIELD(proto)
+	FQE_END
+
+	FQE_STRUCT(tap_val)
+	FQE_FIELD(until_ns)
+	FQE_END
+
+	FQE_STRUCT(query_rate)
+	FQE_FIELD(window_ns)
+	FQE_FIELD(count)
+	FQE_FIELD(unrecorded)
+	FQE_END
+
 	Napi::Object constants = Napi::Object::New(env);
 	FQE_CONST(ABI_VERSION)
 	FQE_CONST(MAX_ENDPOINTS)
@@ -231,6 +268,11 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(POLICY_EXACT)
 	FQE_CONST(POLICY_WILDCARD)
 	FQE_CONST(MAX_POLICY)
+	FQE_CONST(LEARNED_BYTES)
+	FQE_CONST(LEARNED_MAX_ADDRS)
+	FQE_CONST(MAX_TAP_PASS)
+	FQE_CONST(REC_PARTIAL)
+	FQE_CONST(QUERIES_PER_SEC)
 	result.Set("constants", constants);
 	return result;
 }

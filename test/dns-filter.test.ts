@@ -1,11 +1,13 @@
 /*
  * Kernel test of the DNS socket filter on a real AF_PACKET tap in the node
- * namespace: real dnsmasq, real dig in the pods, real non-DNS traffic.
+ * namespace: real dnsmasq, real dig in the pods, real non-DNS traffic. The
+ * tap carries only what the inline learner left to the agent.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep } from './helpers/topology.js';
 import { formatIp } from '../agent/datapath/addr.js';
+import { ConfigFlag, ZERO_CONFIG } from '../agent/datapath/codecs.js';
 import { withBox } from './helpers/datapath-fixture.js';
 import type { CapturedPacket } from '../agent/datapath/native.js';
 
@@ -69,7 +71,7 @@ function dnsIds(payloads: Buffer[], proto: 'udp' | 'tcp'): number[] {
   return ids;
 }
 
-test('the socket filter delivers each DNS answer to an enforced pod exactly once, and no other traffic', async (t) => {
+test('the tap gets only what the inline learner left to the agent: a TCP answer split over segments, once; no answer the kernel judged, nothing a pod sends', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig'])) return;
   await withBox(t, [{ name: 'a' }, { name: 'b' }], async (box) => {
     const { topo } = box;
@@ -83,41 +85,73 @@ test('the socket filter delivers each DNS answer to an enforced pod exactly once
     const seen: Seen[] = [];
     const tap = box.dp.openDnsTap((packets) => seen.push(...packets.map(classify)), { netns: topo.nodeNsPath });
     try {
-      const lookups = [
-        { server: OUTSIDE_LINK_V4.outside, family: 4, proto: 'udp', type: 'A', expect: OUTSIDE_HOSTS_V4[0]! },
-        { server: OUTSIDE_LINK_V4.outside, family: 4, proto: 'tcp', type: 'A', expect: OUTSIDE_HOSTS_V4[0]! },
-        { server: OUTSIDE_LINK_V6.outside, family: 6, proto: 'udp', type: 'AAAA', expect: OUTSIDE_HOSTS_V6[0]! },
-        { server: OUTSIDE_LINK_V6.outside, family: 6, proto: 'tcp', type: 'AAAA', expect: OUTSIDE_HOSTS_V6[0]! },
-      ] as const;
-      for (const l of lookups) {
-        const args = ['dig', `@${l.server}`, '+short', '+time=2', '+tries=1', ...(l.proto === 'tcp' ? ['+tcp'] : []), 'svc.test', l.type];
-        const { stdout } = await topo.exec(a.netns, args);
-        assert.equal(stdout.trim(), l.expect, `dig ${l.proto} ${l.type}`);
+      // Answers the learner judges (whole messages, UDP and TCP, v4 and v6): none reach the tap.
+      for (const [server, type, proto] of [
+        [OUTSIDE_LINK_V4.outside, 'A', 'udp'], [OUTSIDE_LINK_V4.outside, 'A', 'tcp'],
+        [OUTSIDE_LINK_V6.outside, 'AAAA', 'udp'], [OUTSIDE_LINK_V6.outside, 'AAAA', 'tcp'],
+      ] as const) {
+        const { stdout } = await topo.exec(a.netns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', ...(proto === 'tcp' ? ['+tcp'] : []), 'svc.test', type]);
+        assert.notEqual(stdout.trim(), '', `dig ${proto} ${type} answered`);
       }
-      // Not DNS: must not reach userspace. A pod that is not enforced: neither.
+      // Not DNS, and a pod that is not enforced: never.
       assert.equal((await topo.probe('a', 'tcp', OUTSIDE_HOSTS_V4[0]!, 443)).ok, true);
       assert.equal((await topo.probe('a', 'udp', OUTSIDE_HOSTS_V4[0]!, 5000)).ok, true);
       await topo.exec(topo.pod('b').netns, ['dig', `@${OUTSIDE_LINK_V4.outside}`, '+short', '+time=2', '+tries=1', 'svc.test', 'A']);
       await sleep(200);
+      assert.equal(seen.length, 0, `nothing the kernel judged, nothing a pod sent (got ${seen.map((p) => `${p.proto} ${p.sport}->${p.dport}`).join(', ')})`);
 
-      assert.ok(seen.length > 0, 'the tap delivered packets');
-      for (const s of seen) {
-        assert.equal(s.ifindex, a.ifindex, 'only the enforced pod\'s interface');
-        assert.ok(s.proto !== 'other' && (s.sport === 53 || s.dport === 53), `only DNS (got ${s.proto} ${s.sport}->${s.dport})`);
-        assert.ok(s.payload.length > 0, 'no bare TCP control segments');
+      // A TCP answer written in two segments: the kernel leaves it to the agent.
+      const splitter = OUTSIDE_HOSTS_V4[2]!;
+      box.trustResolver(splitter);
+      await topo.spawnReady(topo.outNs, [process.execPath, NETTOOL, 'dns-tcp-serve', '--bind', splitter, '--answer', '198.51.100.7', '--split', '20'], /ready/);
+      const split = await topo.exec(a.netns, ['dig', `@${splitter}`, '+short', '+time=2', '+tries=1', '+tcp', 'pool.test', 'A']);
+      assert.equal(split.stdout.trim(), '198.51.100.7', 'dig got the whole answer');
+      await sleep(200);
+      assert.equal(seen.length, 2, `the answer's two segments reached the tap (${seen.length})`);
+      for (const p of seen) {
+        assert.equal(p.ifindex, a.ifindex, 'only the enforced pod\'s interface');
+        assert.ok(p.outgoing && p.proto === 'tcp' && p.sport === 53, `only the answer on its way to the pod (got ${p.proto} ${p.sport}->${p.dport})`);
+        assert.ok(p.payload.length > 0, 'no bare TCP control segments');
       }
-      for (const l of lookups) {
-        const answers = seen.filter((s) => s.family === l.family && s.proto === l.proto && s.sport === 53);
-        const queries = seen.filter((s) => s.family === l.family && s.proto === l.proto && s.dport === 53);
-        assert.ok(answers.every((s) => s.outgoing), 'answers are the copy sent to the pod');
-        assert.ok(queries.every((s) => !s.outgoing), 'queries are the copy received from the pod');
-        const answerIds = dnsIds(answers.map((s) => s.payload), l.proto);
-        const queryIds = dnsIds(queries.map((s) => s.payload), l.proto);
-        assert.equal(answerIds.length, 1, `exactly one ${l.proto}/v${l.family} answer (got ${answerIds.length})`);
-        assert.equal(queryIds.length, 1, `exactly one ${l.proto}/v${l.family} query (got ${queryIds.length})`);
-        assert.equal(answerIds[0], queryIds[0], 'the answer belongs to the query');
-      }
+      assert.deepEqual(dnsIds(seen.map((p) => p.payload), 'tcp').length, 1, 'exactly one message, once');
       assert.equal(tap.stats().drops, 0, 'the socket dropped nothing');
+    } finally {
+      tap.close();
+    }
+  });
+});
+
+test('with the inline learner off, the tap gets every answer to a query the enforcer recorded, once, and still nothing a pod sends', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig'])) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { topo } = box;
+    await topo.startDnsmasq({ 'svc.test': [OUTSIDE_HOSTS_V4[0]!, OUTSIDE_HOSTS_V6[0]!] });
+    box.enforce('a', 1451);
+    box.trustResolver(OUTSIDE_LINK_V4.outside);
+    box.trustResolver(OUTSIDE_LINK_V6.outside);
+    box.dp.maps.config.set(0, { ...ZERO_CONFIG, flags: ConfigFlag.inlineLearnerOff });
+    const a = topo.pod('a');
+    const seen: Seen[] = [];
+    const tap = box.dp.openDnsTap((packets) => seen.push(...packets.map(classify)), { netns: topo.nodeNsPath });
+    try {
+      for (const [server, type, proto] of [
+        [OUTSIDE_LINK_V4.outside, 'A', 'udp'], [OUTSIDE_LINK_V4.outside, 'A', 'tcp'],
+        [OUTSIDE_LINK_V6.outside, 'AAAA', 'udp'], [OUTSIDE_LINK_V6.outside, 'AAAA', 'tcp'],
+      ] as const) {
+        await topo.exec(a.netns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', ...(proto === 'tcp' ? ['+tcp'] : []), 'svc.test', type]);
+      }
+      // An answer nobody asked for (forged from the resolver's address): not delivered.
+      box.trustResolver(SILENT_RESOLVER);
+      await topo.exec(topo.outNs, [process.execPath, NETTOOL, 'forge', '--bind', SILENT_RESOLVER, '--to', a.v4, '--port', '40999', '--id', '777', '--name', 'svc.test', '--answer', '198.51.100.9']);
+      await sleep(200);
+      for (const p of seen) assert.ok(p.outgoing && p.sport === 53 && p.payload.length > 0, `only answers (got ${p.proto} ${p.sport}->${p.dport})`);
+      for (const family of [4, 6] as const) {
+        for (const proto of ['udp', 'tcp'] as const) {
+          const ids = dnsIds(seen.filter((p) => p.family === family && p.proto === proto).map((p) => p.payload), proto);
+          assert.equal(ids.length, 1, `exactly one ${proto}/v${family} answer (got ${ids.length})`);
+        }
+      }
+      assert.ok(!seen.some((p) => p.proto === 'udp' && p.payload.readUInt16BE(0) === 777), 'the unsolicited answer stayed out');
     } finally {
       tap.close();
     }

@@ -14,6 +14,10 @@ import { join } from 'node:path';
 import { requireKernelTestEnv, sleep, NETTOOL, SILENT_RESOLVER, OUTSIDE_LINK_V4 } from './helpers/topology.js';
 import { withAgentBox, ZONE, type AgentBox } from './helpers/agent-fixture.js';
 import { LearnerHarness } from './helpers/learner-harness.js';
+import { buildFrame } from './helpers/frames.js';
+import { native } from '../agent/datapath/native.js';
+
+const TC_ACT_SHOT = 2;
 import { egressctl } from './helpers/egressctl.js';
 import { PolicyKind } from '../agent/datapath/codecs.js';
 import { formatIp } from '../agent/datapath/addr.js';
@@ -297,4 +301,31 @@ test('TTL 0 still allows the connection the pod opens right after its answer (CN
     const entry = box.maps((dp) => dp.maps.allow.entries().find(([k]) => formatIp(k.addr) === ZONE['edge.cdn-provider.test']![0]));
     assert.ok(entry && entry[1].expiresNs > process.hrtime.bigint(), 'within the connect grace');
   });
+});
+
+test('a tracked flow is no way around the source check: no flow is tracked for an address the pod does not own, and a spoofed source stays dropped', (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open();
+  try {
+    const notOwned = '198.18.1.99';
+    const peer = '203.0.113.50';
+    const enforcer = h.dp.programs!.enforcer;
+    // A flow opened towards an address routed to the pod's interface that the pod does not own.
+    h.run(buildFrame({ src: peer, dst: notOwned, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x02 }));
+    h.run(buildFrame({ src: peer, dst: notOwned, proto: 'udp', sport: 5000, dport: 40001, payload: Buffer.from('x') }));
+    assert.deepEqual(h.dp.maps.conntrack.entries().map(([k]) => formatIp(k.podAddr)), [], 'nothing tracked for it');
+    // The pod answering from that address: dropped as spoofed, however it looks like a reply.
+    for (const frame of [
+      buildFrame({ src: notOwned, dst: peer, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x12 }),
+      buildFrame({ src: notOwned, dst: peer, proto: 'udp', sport: 40001, dport: 5000, payload: Buffer.from('y') }),
+    ]) {
+      assert.equal(native.progTestRun(enforcer, frame).retval, TC_ACT_SHOT);
+    }
+    assert.equal(h.dp.maps.counters.get(h.identity)!.reasons.spoofed, 2n);
+    // The control: the same towards the pod's own address is tracked, and its reply passes.
+    h.run(buildFrame({ src: peer, dst: h.podV4, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x02 }));
+    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst: peer, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x12 })).retval | 0, -1);
+  } finally {
+    h.close();
+  }
 });

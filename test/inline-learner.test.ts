@@ -12,6 +12,8 @@ import { LearnerHarness } from './helpers/learner-harness.js';
 import { PolicyKind } from '../agent/datapath/codecs.js';
 import { decodeDns } from '../agent/dns/message.js';
 import { buildFrame } from './helpers/frames.js';
+import { nameHash } from '../agent/policy/name-hash.js';
+import { formatIp } from '../agent/datapath/addr.js';
 
 interface Vector {
   description: string;
@@ -286,3 +288,58 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
   });
 });
 
+
+test('each answer learned from becomes one learned record for the agent: name, addresses, TTL, expiry, the rule\'s ports', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'api.stripe.test', [{ port: 443, proto: 6 }]);
+    h.records(); // an empty ring to start from
+    h.expectQuery(1, 40001);
+    const before = process.hrtime.bigint();
+    h.run(h.frame({ name: 'API.Stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10', '203.0.113.11'], ttl: 120 }));
+    const recs = h.records();
+    assert.equal(recs.length, 1, 'one record per answer');
+    const r = recs[0]!;
+    assert.equal(r.identity, h.identity);
+    assert.equal(r.name, 'api.stripe.test', 'the question, lower case');
+    assert.equal(r.nameHash, nameHash('api.stripe.test', h.hashKey));
+    assert.equal(r.partial, false);
+    assert.deepEqual(r.ports, [{ port: 443, proto: 6 }]);
+    assert.deepEqual(r.addrs.map((a) => [a.ip, a.ttlS]), [['203.0.113.10', 120], ['203.0.113.11', 120]]);
+    const entries = new Map(h.dp.maps.allow.entries().map(([k, v]) => [formatIp(k.addr), v.expiresNs]));
+    for (const a of r.addrs) {
+      assert.equal(a.expiresNs, entries.get(a.ip), 'the expiry the allow entry got');
+      assert.ok(a.expiresNs >= before + 120_000_000_000n);
+    }
+    assert.deepEqual(h.tapMarks(), [], 'learned in full: nothing for the tap');
+    // not learned (name not allowed, unsolicited): no record
+    h.expectQuery(2, 40002);
+    h.run(h.frame({ name: 'blocked.test', id: 2, sport: 40002, ips: ['198.51.100.5'] }));
+    h.run(h.frame({ name: 'api.stripe.test', id: 3, sport: 40003, ips: ['198.51.100.6'] }));
+    assert.equal(h.records().length, 0);
+    assert.deepEqual(h.tapMarks(), [], 'refused answers do not reach the tap either');
+  });
+});
+
+test('an answer the learner cannot learn in full is marked for the agent\'s tap (and its query moves there); TCP marks the connection', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.exact, 'pool.objects.test');
+    h.expectQuery(1, 40001);
+    h.run(h.frame({ name: 'pool.objects.test', id: 1, sport: 40001, ips: manyAddresses(200), compress: true }));
+    const recs = h.records();
+    assert.equal(recs.length, 1);
+    assert.equal(recs[0]!.addrs.length, LEARN_BOUND, 'the first 128 are in the record');
+    assert.equal(recs[0]!.partial, true, 'marked partial: the tap has the rest');
+    assert.deepEqual(h.tapMarks(), ['udp|40001|1']);
+    assert.equal(h.pendingQueries(), 0, 'the query moved to the tap mark');
+    // a compressed question: not learned, left to the agent
+    h.expectQuery(2, 40002);
+    h.run(h.frame({ name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] }, LearnerHarness.compressQuestion(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] }))));
+    assert.deepEqual(h.tapMarks(), ['udp|40001|1', 'udp|40002|2']);
+    // TCP split over segments: the message and its connection
+    h.expectQuery(3, 40003, h.resolver, 0n, 'tcp');
+    const stream = LearnerHarness.tcpPayload(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 3, sport: 40003, ips: manyAddresses(40) }));
+    h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40003, payload: stream.subarray(0, 300), tcpFlags: 0x18 }));
+    assert.deepEqual(h.tapMarks(), ['tcp|40003|0', 'tcp|40003|3', 'udp|40001|1', 'udp|40002|2']);
+    assert.equal(h.records().length, 0, 'nothing learned, no record');
+  });
+});

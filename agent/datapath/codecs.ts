@@ -42,6 +42,14 @@ export const LAYOUTS = {
     size: 56,
     fields: { ts_ns: 0, identity: 8, ifindex: 12, saddr: 16, daddr: 32, sport: 48, dport: 50, proto: 52, reason: 53, kind: 54, family: 55 },
   },
+  learned_addr: { size: 32, fields: { addr: 0, expires_ns: 16, ttl_s: 24 } },
+  learned_rec: {
+    size: 4416,
+    fields: { ts_ns: 0, name_hash: 8, identity: 16, naddrs: 20, name_len: 22, flags: 24, nports: 25, ports: 32, name: 64, addrs: 320 },
+  },
+  tap_key: { size: 28, fields: { identity: 0, pod_port: 4, dns_id: 6, resolver: 8, proto: 24 } },
+  tap_val: { size: 8, fields: { until_ns: 0 } },
+  query_rate: { size: 24, fields: { window_ns: 0, count: 8, unrecorded: 16 } },
 } as const;
 
 export const MAX_PORT_RULES = 8;
@@ -581,5 +589,114 @@ export const podInfoCodec = {
       namespace: getString(b, f.pod_namespace, POD_NAMESPACE_LEN),
       name: getString(b, f.pod_name, POD_NAME_LEN),
     };
+  },
+};
+
+/*
+ * The inline learner's reports: one learned record per answer it learned
+ * from (fqe_learned ring), and the tap marks (fqe_tap_pass) of answers it
+ * left to the agent.
+ */
+export const LEARNED_MAX_ADDRS = 128;
+export const LearnedFlag = { partial: 0x1 } as const;
+
+export interface LearnedAddress {
+  ip: string;
+  /** the same, as the kernel holds it (16 bytes, IPv4 mapped) */
+  addr: Buffer;
+  /** the allow entry's expiry after the kernel's write (CLOCK_MONOTONIC ns) */
+  expiresNs: bigint;
+  ttlS: number;
+}
+
+export interface LearnedRecord {
+  tsNs: bigint;
+  nameHash: bigint;
+  identity: number;
+  /** the question, lower case, dotted, as the kernel compared it with the rule */
+  name: string;
+  partial: boolean;
+  ports: PortRule[];
+  addrs: LearnedAddress[];
+}
+
+export const learnedRecordCodec = {
+  /** Throws on a record shorter than its header says: the kernel and agent disagree on the layout. */
+  decode(b: Buffer): LearnedRecord {
+    const f = L.learned_rec.fields;
+    const a = L.learned_addr;
+    if (b.length < f.addrs) throw new Error(`learned record of ${b.length} bytes, shorter than its ${f.addrs}-byte header`);
+    const naddrs = b.readUInt16LE(f.naddrs);
+    if (naddrs > LEARNED_MAX_ADDRS || b.length < f.addrs + naddrs * a.size) {
+      throw new Error(`learned record of ${b.length} bytes cannot hold the ${naddrs} addresses it claims`);
+    }
+    const nameLen = Math.min(b.readUInt16LE(f.name_len), NAME_LEN - 1);
+    const nports = Math.min(b.readUInt8(f.nports), MAX_PORT_RULES);
+    const ports: PortRule[] = [];
+    for (let i = 0; i < nports; i++) {
+      const at = f.ports + i * L.port_rule.size;
+      ports.push({ port: b.readUInt16LE(at), proto: b.readUInt8(at + L.port_rule.fields.proto) });
+    }
+    const addrs: LearnedAddress[] = new Array(naddrs);
+    for (let i = 0; i < naddrs; i++) {
+      const at = f.addrs + i * a.size;
+      const addr = b.subarray(at + a.fields.addr, at + a.fields.addr + ADDR_LEN);
+      addrs[i] = {
+        ip: formatIp(addr),
+        addr,
+        expiresNs: b.readBigUInt64LE(at + a.fields.expires_ns),
+        ttlS: b.readUInt32LE(at + a.fields.ttl_s),
+      };
+    }
+    return {
+      tsNs: b.readBigUInt64LE(f.ts_ns),
+      nameHash: b.readBigUInt64LE(f.name_hash),
+      identity: b.readUInt32LE(f.identity),
+      name: b.toString('latin1', f.name, f.name + nameLen),
+      partial: (b.readUInt8(f.flags) & LearnedFlag.partial) !== 0,
+      ports,
+      addrs,
+    };
+  },
+};
+
+export interface TapKey {
+  identity: number;
+  podPort: number;
+  /** 0 for a TCP connection's mark */
+  dnsId: number;
+  resolver: Buffer;
+  proto: number;
+}
+
+export const tapKeyCodec = {
+  encode(k: TapKey): Buffer {
+    const f = L.tap_key.fields;
+    const b = Buffer.alloc(L.tap_key.size);
+    b.writeUInt32LE(k.identity, f.identity);
+    b.writeUInt16LE(k.podPort, f.pod_port);
+    b.writeUInt16LE(k.dnsId, f.dns_id);
+    putAddr(b, f.resolver, k.resolver);
+    b.writeUInt8(k.proto, f.proto);
+    return b;
+  },
+  decode(b: Buffer): TapKey {
+    const f = L.tap_key.fields;
+    return {
+      identity: b.readUInt32LE(f.identity),
+      podPort: b.readUInt16LE(f.pod_port),
+      dnsId: b.readUInt16LE(f.dns_id),
+      resolver: getAddr(b, f.resolver),
+      proto: b.readUInt8(f.proto),
+    };
+  },
+};
+
+/** fqe_query_rate, summed over CPUs: the queries a pod sent past its recording rate. */
+export const queryRateCodec = {
+  decodePerCpu(b: Buffer, cpus: number): { unrecorded: bigint } {
+    let unrecorded = 0n;
+    for (let i = 0; i < cpus; i++) unrecorded += b.readBigUInt64LE(i * L.query_rate.size + L.query_rate.fields.unrecorded);
+    return { unrecorded };
   },
 };

@@ -17,9 +17,10 @@ import {
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec,
+  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
+  type LearnedRecord, type TapKey,
 } from './codecs.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
@@ -34,7 +35,7 @@ export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACK
  * whose verifier refuses it (bpf_loop needs 5.17).
  */
 const OBJECTS = [
-  { file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer' },
+  { file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer', olderKernel: 'enforcer_precise_clock.bpf.o' },
   { file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o' },
   { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
 ] as const;
@@ -49,6 +50,7 @@ export interface LoadOptions {
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
   'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts',
+  'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -72,8 +74,16 @@ export interface DatapathMaps {
   ctCounts: BpfMap<number, bigint>;
   recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
   recentSeq: BpfMap<number, bigint>;
+  /** answers the inline learner left to the tap: until when (ns) */
+  tapPass: BpfMap<TapKey, bigint>;
+  /** queries each pod sent past its recording rate (summed over CPUs) */
+  queryRate: BpfMap<number, { unrecorded: bigint }>;
+  /** learned records that found the ring full, summed over CPUs (slot 0) */
+  learnedLost: BpfMap<number, bigint>;
   /** fd of the events ring buffer */
   eventsFd: number;
+  /** fd of the learned-records ring buffer */
+  learnedFd: number;
 }
 
 function buildMaps(fds: Record<MapName, number>): DatapathMaps {
@@ -96,8 +106,18 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
     hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
     ctCounts: new BpfMap('fqe_ct_counts', fds.fqe_ct_counts, 4, 8, u32Codec, u64Codec),
+    tapPass: new BpfMap('fqe_tap_pass', fds.fqe_tap_pass, LAYOUTS.tap_key.size, LAYOUTS.tap_val.size, tapKeyCodec, u64Codec),
+    queryRate: new BpfMap('fqe_query_rate', fds.fqe_query_rate, 4, LAYOUTS.query_rate.size * cpus, u32Codec, { decode: (b: Buffer) => queryRateCodec.decodePerCpu(b, cpus) }),
+    learnedLost: new BpfMap('fqe_learned_lost', fds.fqe_learned_lost, 4, 8 * cpus, u32Codec, { decode: (b: Buffer) => sumPerCpuU64(b, cpus) }),
     eventsFd: fds.fqe_events,
+    learnedFd: fds.fqe_learned,
   };
+}
+
+function sumPerCpuU64(b: Buffer, cpus: number): bigint {
+  let sum = 0n;
+  for (let i = 0; i < cpus; i++) sum += b.readBigUInt64LE(i * 8);
+  return sum;
 }
 
 export type AttachOptions = AttachTarget;
@@ -115,6 +135,8 @@ export class Datapath {
     readonly migrated: MigrationStep[] = [],
     /** how attach() puts our programs on an interface */
     readonly attachMode: AttachMode = 'auto',
+    /** why the enforcer runs on the precise clock (an older kernel), or null */
+    readonly enforcerOnPreciseClock: string | null = null,
   ) {}
 
   /**
@@ -129,6 +151,7 @@ export class Datapath {
     const mapFds: Partial<Record<MapName, number>> = {};
     let firstObjectMapFds: Record<string, number> = {};
     let unavailable: string | null = null;
+    let enforcerFallback: string | null = null;
     try {
       for (const o of OBJECTS) {
         let obj;
@@ -142,6 +165,18 @@ export class Datapath {
             const e = err as BpfError;
             unavailable = `${e.message}${e.details ? `: ${e.details.trim().split('\n').slice(-3).join(' | ')}` : ''}`;
             obj = native.loadObject(join(bpfDir, o.fallback), pinDir);
+          }
+        } else if ('olderKernel' in o) {
+          try {
+            obj = native.loadObject(join(bpfDir, o.file), pinDir);
+          } catch (err) {
+            // Before 5.11 (no coarse clock): the same enforcer on the precise clock.
+            try {
+              obj = native.loadObject(join(bpfDir, o.olderKernel), pinDir);
+            } catch {
+              throw err;
+            }
+            enforcerFallback = (err as BpfError).message;
           }
         } else {
           obj = native.loadObject(join(bpfDir, o.file), pinDir);
@@ -168,7 +203,7 @@ export class Datapath {
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
     const migrated = finishMigration(saved, firstObjectMapFds);
-    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto');
+    return new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto', enforcerFallback);
   }
 
   /** Open the pinned maps only (the CLI, or a process that only writes maps). */
@@ -228,6 +263,28 @@ export class Datapath {
   /** Drop and audit events from the ring buffer. */
   openEvents(onEvents: (events: DropEvent[]) => void): RingBufferReader {
     return new native.RingBufferReader({ mapFd: this.maps.eventsFd, onRecords: (records: Buffer[]) => onEvents(records.map((r) => eventCodec.decode(r))) });
+  }
+
+  /**
+   * The inline learner's learned records. The kernel wakes the reader only
+   * when much is waiting: call consume() on a timer to drain the rest.
+   */
+  openLearned(onRecords: (records: LearnedRecord[], malformed: number) => void): RingBufferReader {
+    return new native.RingBufferReader({
+      mapFd: this.maps.learnedFd,
+      onRecords: (raw: Buffer[]) => {
+        const records: LearnedRecord[] = [];
+        let malformed = 0;
+        for (const r of raw) {
+          try {
+            records.push(learnedRecordCodec.decode(r));
+          } catch {
+            malformed++;
+          }
+        }
+        onRecords(records, malformed);
+      },
+    });
   }
 
   /** Close our fds and objects; pins (and so enforcement) stay. */

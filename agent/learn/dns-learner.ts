@@ -1,12 +1,16 @@
 /*
  * The userspace learner: turns what the DNS tap delivers into "pod P may
- * reach these IPs for name N until T". An answer counts only when it comes
- * from a trusted resolver, to the pod's own address, for a query that pod
- * really sent (same transport, port, id and name) within the query window
- * (the kernel learner's window too; a query is good for one answer), for a
- * name the pod is allowed; everything else is rejected with a reason. An
- * accepted address stays allowed for at least the connect grace. It decodes and judges
- * but writes nothing itself: `learn` does (cache, maps). Clock injected.
+ * reach these IPs for name N until T". The tap carries only answers the
+ * kernel could not learn from (a TCP message over several segments, a
+ * compressed question, more addresses than a record holds) or, with the
+ * inline learner off, every answer: nothing a pod sends reaches this parser.
+ * An answer counts only when it comes from a trusted resolver, to the pod's
+ * own address, for a query the kernel recorded that pod sending (transport,
+ * port, id, resolver) within the query window (a query is good for one
+ * answer: kernelSawQuery consumes it), for a name the pod is allowed;
+ * everything else is rejected with a reason. An accepted address stays
+ * allowed for at least the connect grace. It decodes and judges but writes
+ * nothing itself: `learn` does (cache, maps). Clock injected.
  */
 import type { CapturedPacket } from '../datapath/native.js';
 import { parseFrame, type Segment } from '../dns/frame.js';
@@ -17,11 +21,9 @@ import type { EnforcedPod } from '../endpoints.js';
 
 const PACKET_OUTGOING = 4;
 const DNS_PORT = 53;
-const MAX_PENDING = 65_536;
 const DUPLICATE_WINDOW_MS = 2_000;
 
 export type Verdict =
-  | 'query'
   | 'accepted'
   | 'ignored-not-enforced'
   | 'rejected-frame'
@@ -29,7 +31,6 @@ export type Verdict =
   | 'rejected-untrusted-resolver'
   | 'rejected-wrong-destination'
   | 'rejected-unsolicited'
-  | 'rejected-name-mismatch'
   | 'rejected-name-not-allowed'
   | 'duplicate';
 
@@ -44,36 +45,27 @@ export interface LearnedAnswer {
 export interface LearnerDeps {
   podByInterface(ifindex: number): EnforcedPod | undefined;
   isTrustedResolver(ip: string): boolean;
-  /** did the kernel record this query (identity, pod port, id, resolver)? For answers to queries sent before a restart. */
-  kernelSawQuery(identity: number, port: number, id: number, resolver: string): boolean;
+  /**
+   * Did the kernel record this query (identity, transport, pod port, id,
+   * resolver) within the query window? Consumes it: one answer per query.
+   */
+  kernelSawQuery(identity: number, proto: 'udp' | 'tcp', port: number, id: number, resolver: string): boolean;
   learn(answer: LearnedAnswer): void;
   verdict(v: Verdict, detail: { pod?: string; name?: string; reason?: string }): void;
   minTtlMs: number;
   maxTtlMs: number;
-  /** a query is good for one answer within this */
-  queryWindowMs: number;
   /** the least an accepted address stays allowed, whatever its TTL */
   connectGraceMs: number;
   nowMs(): number;
 }
 
-interface Pending {
-  name: string;
-  atMs: number;
-}
-
 export class DnsLearner {
-  private readonly pending = new Map<string, Pending>();
   private readonly recent = new Map<string, number>();
   private readonly tcp: TcpDnsReassembler;
 
   constructor(private readonly deps: LearnerDeps) {
     // 70,000 bytes: one largest legal message (65,537 with its length) and change; 16 MiB for all flows together.
     this.tcp = new TcpDnsReassembler({ maxFlows: 4096, maxBytesPerFlow: 70_000, maxTotalBytes: 16 << 20, idleMs: 30_000, now: deps.nowMs });
-  }
-
-  get pendingQueries(): number {
-    return this.pending.size;
   }
 
   handle(packets: CapturedPacket[]): void {
@@ -100,23 +92,9 @@ export class DnsLearner {
         this.deps.verdict('rejected-malformed', { pod: pod.key, reason: `${dns.reason}: ${dns.detail}` });
         continue;
       }
-      if (seg.pktType !== PACKET_OUTGOING && seg.dport === DNS_PORT && !dns.message.isResponse) this.onQuery(pod, seg, dns.message);
-      else if (seg.pktType === PACKET_OUTGOING && seg.sport === DNS_PORT && dns.message.isResponse) this.onAnswer(pod, seg, dns.message);
-      else this.deps.verdict('rejected-malformed', { pod: pod.key, reason: 'neither a query from the pod nor an answer to it' });
+      if (seg.pktType === PACKET_OUTGOING && seg.sport === DNS_PORT && dns.message.isResponse) this.onAnswer(pod, seg, dns.message);
+      else this.deps.verdict('rejected-malformed', { pod: pod.key, reason: 'not an answer on its way to the pod' });
     }
-  }
-
-  private queryKey(pod: EnforcedPod, proto: string, podPort: number, id: number, resolver: string): string {
-    return `${pod.identity}|${proto}|${podPort}|${id}|${resolver}`;
-  }
-
-  private onQuery(pod: EnforcedPod, seg: Segment, msg: DnsMessage): void {
-    if (!msg.question) return;
-    const key = this.queryKey(pod, seg.proto, seg.sport, msg.id, seg.dst);
-    this.pending.delete(key);
-    this.pending.set(key, { name: msg.question.name, atMs: this.deps.nowMs() });
-    if (this.pending.size > MAX_PENDING) this.pending.delete(this.pending.keys().next().value!);
-    this.deps.verdict('query', { pod: pod.key, name: msg.question.name });
   }
 
   private onAnswer(pod: EnforcedPod, seg: Segment, msg: DnsMessage): void {
@@ -126,24 +104,15 @@ export class DnsLearner {
     if (!this.deps.isTrustedResolver(seg.src)) return this.deps.verdict('rejected-untrusted-resolver', { ...detail, reason: `from ${seg.src}` });
     if (!pod.ips.includes(seg.dst)) return this.deps.verdict('rejected-wrong-destination', { ...detail, reason: `to ${seg.dst}` });
 
-    const key = this.queryKey(pod, seg.proto, seg.dport, msg.id, seg.src);
-    let q = this.pending.get(key);
-    if (q && this.deps.nowMs() - q.atMs > this.deps.queryWindowMs) {
-      this.pending.delete(key);
-      q = undefined; // too old: only the kernel's record (same window) may still vouch for it
-    }
-    if (q && q.name !== name) return this.deps.verdict('rejected-name-mismatch', { ...detail, reason: `query was for ${q.name}` });
-    if (!q && !this.deps.kernelSawQuery(pod.identity, seg.dport, msg.id, seg.src)) {
-      return this.deps.verdict('rejected-unsolicited', { ...detail, reason: `no query with id ${msg.id} from port ${seg.dport}` });
-    }
     if (!rulesForName(pod.policy, name).allowed) return this.deps.verdict('rejected-name-not-allowed', detail);
-
     const now = this.deps.nowMs();
-    const dupKey = `${key}|${name}|${msg.question!.type}|${msg.answers.map((a) => a.ip).join(',')}`;
+    const dupKey = `${pod.identity}|${seg.proto}|${seg.dport}|${msg.id}|${seg.src}|${name}|${msg.question!.type}|${msg.answers.map((a) => a.ip).join(',')}`;
     const seen = this.recent.get(dupKey);
     if (seen !== undefined && now - seen < DUPLICATE_WINDOW_MS) return this.deps.verdict('duplicate', detail);
+    if (!this.deps.kernelSawQuery(pod.identity, seg.proto, seg.dport, msg.id, seg.src)) {
+      return this.deps.verdict('rejected-unsolicited', { ...detail, reason: `no query with id ${msg.id} from port ${seg.dport} within the query window` });
+    }
     this.recent.set(dupKey, now);
-    this.pending.delete(key); // one answer per query
 
     const { minTtlMs, maxTtlMs, connectGraceMs } = this.deps;
     const answers = msg.answers.map((a) => ({ ip: a.ip, ttlMs: Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, a.ttl * 1000))) }));
@@ -151,13 +120,9 @@ export class DnsLearner {
     this.deps.verdict('accepted', detail);
   }
 
-  /** Forget old queries, idle TCP flows and the duplicate window. */
+  /** Forget idle TCP flows and the duplicate window. */
   sweep(): void {
     const now = this.deps.nowMs();
-    for (const [k, q] of this.pending) {
-      if (now - q.atMs <= this.deps.queryWindowMs) break; // insertion order = age order
-      this.pending.delete(k);
-    }
     for (const [k, at] of this.recent) if (now - at >= DUPLICATE_WINDOW_MS) this.recent.delete(k);
     this.tcp.sweep();
   }

@@ -16,6 +16,8 @@ export interface PodCounters {
   learnedInKernel: bigint;
   /** DNS answers the inline learner did not learn, or learned only in part: the agent's */
   answersLeftToAgent: bigint;
+  /** DNS queries passed without a record, past the per-pod recording rate */
+  queriesUnrecorded: bigint;
 }
 
 export interface Collectors {
@@ -38,13 +40,15 @@ export class AgentMetrics {
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
   readonly namesPruned: Counter;
+  readonly kernelRecords: Counter<'outcome'>;
+  readonly kernelRecordsLost: Counter;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'fqdn_egress_process_' });
     this.dnsMessages = new Counter({
       name: 'fqdn_egress_dns_messages_total',
-      help: 'DNS messages seen by the tap, by verdict (query, accepted, rejected-<reason>, duplicate)',
+      help: 'DNS answers the tap delivered (only what the kernel could not learn from), by verdict (accepted, rejected-<reason>, duplicate)',
       labelNames: ['verdict'],
       registers,
     });
@@ -75,6 +79,17 @@ export class AgentMetrics {
     });
     this.flowsReclaimed = new Counter({ name: 'fqdn_egress_flows_reclaimed_total', help: 'Tracked flows removed by the sweep after going idle (or closed)', registers });
     this.namesPruned = new Counter({ name: 'fqdn_egress_names_pruned_total', help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them', registers });
+    this.kernelRecords = new Counter({
+      name: 'fqdn_egress_kernel_records_total',
+      help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; malformed)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.kernelRecordsLost = new Counter({
+      name: 'fqdn_egress_kernel_records_lost_total',
+      help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
+      registers,
+    });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
       name: 'fqdn_egress_pod_packets_total',
@@ -94,7 +109,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: 'fqdn_egress_pod_kernel_learner_total',
-      help: 'The inline learner per pod, from the kernel counters: entries learned, and DNS answers left to the agent (a TCP message split over segments, more addresses than the kernel bound, an encoding it refuses); a first connection to an address only the agent learns may lose its first SYN',
+      help: 'The inline learner per pod, from the kernel counters: entries learned, DNS answers left to the agent (a TCP message split over segments, more addresses than the kernel bound, an encoding it refuses; a first connection to an address only the agent learns may lose its first SYN), and queries passed unrecorded past the per-pod rate (their answers teach nothing)',
       labelNames: ['namespace', 'pod', 'outcome'],
       registers,
       collect() {
@@ -102,6 +117,7 @@ export class AgentMetrics {
         for (const c of collectors.podCounters()) {
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-learned' }, Number(c.learnedInKernel));
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'answers-left-to-agent' }, Number(c.answersLeftToAgent));
+          this.set({ namespace: c.namespace, pod: c.pod, outcome: 'queries-unrecorded' }, Number(c.queriesUnrecorded));
         }
       },
     });

@@ -217,7 +217,7 @@ struct fqe_counters {
 	__u64 dropped;
 	__u64 audited;
 	__u64 dns_queries;
-	__u64 ct_passed;
+	__u64 ct_passed; /* no longer counted: a tracked flow's packets take the fast path */
 	__u64 events_suppressed; /* rate limit or ring buffer full */
 	__u64 learned; /* allow entries written by the inline learner */
 	__u64 learn_skipped; /* answers the inline learner left to the agent */
@@ -266,6 +266,77 @@ struct fqe_pod_info {
 struct fqe_recent {
 	__u64 seq; /* 1-based; 0 = slot never written */
 	struct fqe_event ev;
+};
+
+/*
+ * The inline learner's reports (issue 12: the agent is not on the packet
+ * path). Each answer the kernel learned from becomes one learned record on
+ * the fqe_learned ring buffer; the agent updates its cache from it without
+ * decoding a packet. What the kernel could not handle is marked in
+ * fqe_tap_pass, and only that reaches the agent's AF_PACKET tap.
+ */
+#define FQE_LEARNED_BYTES (1 << 22)
+#define FQE_LEARNED_WAKEUP_BYTES (1 << 18) /* wake the agent once this much waits */
+#define FQE_LEARNED_MAX_ADDRS 128 /* = FQE_LEARN_MAX_ANSWERS */
+#define FQE_MAX_TAP_PASS 65536
+
+/* fqe_learned_rec flags */
+#define FQE_REC_PARTIAL 0x1 /* more addresses than the record holds: the tap has the answer */
+
+/* One address the learner wrote, with the expiry it gave its allow entry. */
+struct fqe_learned_addr {
+	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+	__u64 expires_ns; /* the entry's expiry after the write (CLOCK_MONOTONIC) */
+	__u32 ttl_s; /* the answer's TTL (smallest of the record and its CNAMEs) */
+	__u32 pad;
+};
+
+/* An answer the inline learner learned from: header, then naddrs addresses. */
+struct fqe_learned_rec {
+	__u64 ts_ns; /* when the learner wrote it (CLOCK_MONOTONIC) */
+	__u64 name_hash; /* keyed hash of name, as in fqe_allow_val */
+	__u32 identity;
+	__u16 naddrs; /* addrs[] in use */
+	__u16 name_len; /* bytes of name[] in use */
+	__u8 flags; /* FQE_REC_* */
+	__u8 nports; /* the rule's ports (0 = any) */
+	__u8 pad[6];
+	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
+	char name[FQE_NAME_LEN]; /* the question, lower case, dotted, no trailing dot */
+	struct fqe_learned_addr addrs[FQE_LEARNED_MAX_ADDRS];
+};
+
+/*
+ * May the agent's tap take this answer? Set by the learner for an answer to
+ * a real query that it could not learn from in full (UDP: per query id;
+ * TCP: per connection, dns_id 0, as a message may span segments).
+ */
+struct fqe_tap_key {
+	__u32 identity;
+	__u16 pod_port; /* host byte order */
+	__u16 dns_id; /* host byte order; 0 for a TCP connection */
+	__u8 resolver[16];
+	__u8 proto; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 pad[3];
+};
+
+struct fqe_tap_val {
+	__u64 until_ns; /* CLOCK_MONOTONIC: the tap passes it until then */
+};
+
+/*
+ * How many queries may one pod have recorded per second, per CPU? Past it a
+ * query still passes but is not recorded (its answer teaches nothing), so a
+ * pod flooding its resolver cannot push other pods' pending queries out of
+ * the node-wide fqe_queries (whose answers then no learner would take).
+ */
+#define FQE_QUERIES_PER_SEC 2048
+
+/* The per-pod query recording window (per CPU). key: __u32 identity */
+struct fqe_query_rate {
+	__u64 window_ns; /* CLOCK_MONOTONIC start of the current second */
+	__u64 count; /* queries recorded in it */
+	__u64 unrecorded; /* queries passed without a record, ever */
 };
 
 #endif /* FQE_TYPES_H */

@@ -172,4 +172,38 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_pods SEC(".maps");
 
+/* What did the inline learner learn? (records for the agent; batched wake-ups) */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FQE_LEARNED_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_learned SEC(".maps");
+
+/* How many learned records found the ring full? (per CPU; the agent then re-reads fqe_allow) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_learned_lost SEC(".maps");
+
+/* May the agent's DNS tap take this answer (the kernel could not learn it)? */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_TAP_PASS);
+	__type(key, struct fqe_tap_key);
+	__type(value, struct fqe_tap_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_tap_pass SEC(".maps");
+
+/* How many queries did each pod have recorded this second (per CPU)? */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct fqe_query_rate);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_query_rate SEC(".maps");
+
 #endif /* FQE_MAPS_H */

@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
 import { parseIp, formatIp } from '../../agent/datapath/addr.js';
-import { EndpointFlag, PolicyKind, type PortRule, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
+import { EndpointFlag, PolicyKind, type PortRule, type LearnedRecord, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
 import { nameHash, wildcardHash, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { buildFrame } from './frames.js';
 import { ensureBpffs, PIN_ROOT } from './topology.js';
@@ -119,6 +119,23 @@ export class LearnerHarness {
 
   pendingQueries(): number {
     return this.dp.maps.queries.entries().length;
+  }
+
+  /** Answers the learner left to the agent's tap: "proto|pod port|dns id" (dns id 0: a TCP connection). */
+  tapMarks(): string[] {
+    return this.dp.maps.tapPass.entries().map(([k]) => `${k.proto === 6 ? 'tcp' : 'udp'}|${k.podPort}|${k.dnsId}`).sort();
+  }
+
+  /** Drain the learned-records ring (what the agent would read). */
+  records(): LearnedRecord[] {
+    const out: LearnedRecord[] = [];
+    const reader = this.dp.openLearned((records) => out.push(...records));
+    try {
+      reader.consume();
+    } finally {
+      reader.close();
+    }
+    return out;
   }
 
   static answerPayload(a: AnswerSpec): Buffer {

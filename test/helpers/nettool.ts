@@ -14,6 +14,10 @@
  *                                        send one DNS query (no wait for the answer)
  *   forge --bind ADDR --to ADDR --port P --id ID --name N --answer IP [--ttl S]
  *                                        send a DNS answer from ADDR:53 (tests of forged answers)
+ *   dns-tcp-serve --bind ADDR --answer IP --split BYTES
+ *                                        a DNS-over-TCP server on ADDR:53 answering every query
+ *                                        with IP, its reply written in two segments (the first
+ *                                        BYTES bytes, 50 ms, the rest); print "ready"
  * TCP server: greets with "hello\n" and echoes. UDP server: echoes.
  */
 import { createServer, connect, type Socket } from 'node:net';
@@ -203,6 +207,36 @@ function sendDns(bind: string | undefined, bindPort: number, to: string, port: n
   });
 }
 
+/** DNS over TCP whose every reply spans two segments: the kernel learner cannot take it whole. */
+async function dnsTcpServe(bind: string, answer: string, split: number): Promise<void> {
+  const server = createServer((sock) => {
+    sock.setNoDelay(true);
+    sock.on('error', () => sock.destroy());
+    let buf = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const query = dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+        const q = query.questions![0]!;
+        const type = isIP(answer) === 6 ? 'AAAA' : 'A';
+        const msg = dnsPacket.encode({
+          type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+          questions: [q], answers: [{ type, name: q.name, class: 'IN', ttl: 300, data: answer }],
+        });
+        const stream = Buffer.concat([Buffer.from([msg.length >> 8, msg.length & 0xff]), msg]);
+        sock.write(stream.subarray(0, split));
+        setTimeout(() => sock.write(stream.subarray(split)), 50);
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: bind, port: 53 }, resolve);
+  });
+  process.stdout.write('ready\n');
+}
+
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === 'serve') return serve(rest);
@@ -240,6 +274,7 @@ async function main(): Promise<void> {
     });
     return sendDns(flag(rest, '--bind', ''), 53, flag(rest, '--to', ''), Number(flag(rest, '--port', '0')), msg);
   }
+  if (cmd === 'dns-tcp-serve') return dnsTcpServe(flag(rest, '--bind', ''), flag(rest, '--answer', ''), Number(flag(rest, '--split', '10')));
   if (cmd === 'send' && rest[0] === 'udp' && rest[1] && rest[2]) {
     return sendUdp(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));
   }
