@@ -329,3 +329,24 @@ test('a tracked flow is no way around the source check: no flow is tracked for a
     h.close();
   }
 });
+
+test('a pod flooding its resolver cannot flush the node-wide query table: past its recording rate its queries pass unrecorded and are counted', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open();
+  try {
+    const RATE = 2048; // FQE_QUERIES_PER_SEC, per pod and CPU (a test run stays on one CPU)
+    const enforcer = h.dp.programs!.enforcer;
+    const query = (id: number) => buildFrame({ src: h.podV4, dst: h.resolver, proto: 'udp', sport: 40000 + (id % 1000), dport: 53, payload: LearnerHarness.queryPayload('api.stripe.test', id) });
+    const flood = native.progTestRun(enforcer, query(1), { repeat: RATE + 100 });
+    assert.equal(flood.retval | 0, -1, 'queries pass');
+    const recorded = () => h.dp.maps.queries.entries().map(([k]) => k.dnsId);
+    assert.equal(native.progTestRun(enforcer, query(2)).retval | 0, -1, 'a query past the rate still passes');
+    assert.deepEqual(recorded(), [1], 'but is not recorded');
+    assert.ok(h.dp.maps.queryRate.get(h.identity)!.unrecorded >= 100n, 'counted');
+    await sleep(1100);
+    native.progTestRun(enforcer, query(3));
+    assert.deepEqual(recorded().sort(), [1, 3], 'the next second records again');
+  } finally {
+    h.close();
+  }
+});

@@ -138,6 +138,11 @@ export class LearnerHarness {
     return out;
   }
 
+  /** A query as a pod sends it. */
+  static queryPayload(name: string, id: number): Buffer {
+    return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
+  }
+
   static answerPayload(a: AnswerSpec): Buffer {
     if (a.compress && !a.cname) return LearnerHarness.compressedAnswer(a);
     const answers: dnsPacket.Answer[] = [];
