@@ -10,7 +10,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -339,5 +339,60 @@ test('a rollout from the previous release (ABI 1, legacy tc) keeps every connect
     assert.deepEqual(hostEntries(allowEntries(pinDir)), [...before, `${identity} ${FRESH.ip}`].sort(), 'every allowed IP kept across the second restart');
     for (const ip of [...allowedIps, GAP.ip, FRESH.ip]) assert.equal(await box.connect('payments', ip), true, `after a second restart: ${ip} connects`);
     assert.equal(await box.connect('payments', REFUSED, 443, 500), false, 'after a second restart: still refused');
+  });
+});
+
+/** The previous main: map ABI 2, tcx where the kernel has it; no learned records, the tap took every DNS packet. */
+const PREVIOUS_MAIN = 'a4722ae';
+
+test('a rollout from the previous main (ABI 2) keeps held connections and every allowed IP; the new maps come up beside the old pins and nothing is migrated', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  let previous: Release;
+  try {
+    previous = await previousRelease(PREVIOUS_MAIN);
+  } catch (err) {
+    if (!(err instanceof ReleaseUnavailable) || process.env.CI === 'true') throw err;
+    t.skip(err.message);
+    return;
+  }
+  await withAgentBox(t, [{ name: 'payments' }], { dnsmasqArgs: ['--local-ttl=600'] }, async (box) => {
+    const pod = box.topo.pod('payments');
+    const pinDir = box.topo.pinDir;
+    box.writePods([{ name: 'payments', allow: ALLOW }]);
+    await box.startAgent([], { main: previous.agentMain, readyTimeoutMs: READY_TIMEOUT_MS });
+    assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
+    assert.deepEqual(await box.dig('payments', 'www.kadath.test'), ['203.0.113.11']);
+    for (const ip of ['203.0.113.10', '203.0.113.11']) assert.equal(await box.connect('payments', ip), true, `before: ${ip}`);
+    const identity = identityOf(pinDir, pod.ifindex);
+    const before = hostEntries(allowEntries(pinDir));
+    assert.deepEqual(before, [`${identity} 203.0.113.10`, `${identity} 203.0.113.11`]);
+    assert.equal(existsSync(join(pinDir, 'fqe_learned')), false, 'the previous main has no records ring');
+    const held = await Promise.all([hold(t, box, 'tcp', '203.0.113.10', 443), hold(t, box, 'udp', '203.0.113.11', 5000)]);
+    await sleep(500);
+
+    assert.equal(await box.stopAgent('SIGTERM'), 0, 'the previous agent exits 0 on SIGTERM');
+    const from = box.logs.length;
+    await box.startAgent([], { readyTimeoutMs: READY_TIMEOUT_MS });
+    const readyAt = Date.now();
+    const lines = logLines(box, from);
+    assert.deepEqual(lines.filter((l) => /^pinned map had/.test(l.msg ?? '')).map((l) => l.map), [], 'no layout changed: nothing to migrate');
+    assert.deepEqual(lines.filter((l) => (l.level ?? 0) >= 50).map((l) => l.msg), [], 'no error logged');
+    for (const map of ['fqe_learned', 'fqe_tap_pass', 'fqe_query_rate']) assert.ok(existsSync(join(pinDir, map)), `${map} pinned beside the old maps`);
+    assert.equal(identityOf(pinDir, pod.ifindex), identity, 'the pod keeps its identity');
+    const after = hostEntries(allowEntries(pinDir));
+    for (const e of before) assert.ok(after.includes(e), `${e} still allowed (have ${after.join(', ')})`);
+    for (const ip of ['203.0.113.10', '203.0.113.11']) assert.equal(await box.connect('payments', ip), true, `after: ${ip} without a new lookup`);
+    assert.equal(await box.connect('payments', REFUSED, 443, 500), false, 'after: still refused');
+
+    // A new name: learned inline, and reported to the new agent as a record.
+    assert.deepEqual(await box.dig('payments', FRESH.name), [FRESH.ip]);
+    assert.equal(await box.connect('payments', FRESH.ip), true);
+    await box.waitFor('the record of the new answer', async () => (await box.metric('fqdn_egress_kernel_records_total', { outcome: 'accepted' })) >= 1);
+
+    const results = await Promise.all(held.map((h) => h.stop()));
+    results.forEach((r, i) => {
+      assert.equal(r.ok, true, `held connection ${i} never lost an echo across the rollout (${JSON.stringify(r)})`);
+      assert.ok(held[i]!.started + r.ms > readyAt, `held connection ${i} lasted until after the new agent was ready`);
+    });
   });
 });
