@@ -7,6 +7,8 @@
  * entry not expired with the port listed, or an allowCIDRs prefix).
  * Everything else is dropped (or passed and reported in audit mode). A flow
  * that only audit mode let through ends when the pod is switched to enforce.
+ * A DNS query is judged by its name too (lib/dns_query.h): a refused one is
+ * answered NXDOMAIN in place and never reaches the resolver.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
  */
@@ -20,6 +22,7 @@
 #include "lib/config.h"
 #include "lib/conntrack.h"
 #include "lib/report.h"
+#include "lib/dns_query.h"
 
 /* Remember a DNS query so that only its answer can teach the learner. */
 static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
@@ -130,9 +133,14 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	if (!owns_source(identity, p))
 		return FQE_REASON_SPOOFED;
 	if (is_trusted_resolver(p)) {
-		record_query(skb, identity, p, now);
+		verdict = FQE_REASON_NONE;
+		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF))
+			verdict = fqe_dns_query_verdict(skb, p, identity, now);
+		/* audit passes a refused query: its answer is matched as usual */
+		if (verdict == FQE_REASON_NONE || (ep->flags & FQE_EP_AUDIT))
+			record_query(skb, identity, p, now);
 		*pass = FQE_PASS_DNS;
-		return FQE_REASON_NONE;
+		return verdict;
 	}
 
 	fqe_ct_key_of(&ct, identity, p, 1);
@@ -201,9 +209,11 @@ int fqe_enforcer(struct __sk_buff *skb)
 	else
 		reason = decide(skb, cfg, ep, &p, now, &pass);
 
-	if (fqe_report(skb, cfg, ep, &p, reason, pass, now))
-		return TC_ACT_SHOT;
-	return TC_ACT_UNSPEC;
+	if (!fqe_report(skb, cfg, ep, &p, reason, pass, now))
+		return TC_ACT_UNSPEC;
+	if (reason == FQE_REASON_DNS_NAME)
+		return fqe_dns_refuse(skb, &p); /* NXDOMAIN back to the pod */
+	return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

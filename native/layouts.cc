@@ -186,6 +186,23 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(family)
 	FQE_END
 
+	/* DNS query filter (issue 15) */
+	FQE_STRUCT(refused_key)
+	FQE_FIELD(ts_ns)
+	FQE_FIELD(identity)
+	FQE_FIELD(sport)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(refused_name)
+	FQE_FIELD(name_len)
+	FQE_FIELD(qtype)
+	FQE_FIELD(flags)
+	FQE_FIELD(proto)
+	FQE_FIELD(pad)
+	FQE_FIELD(wire)
+	FQE_END
+
 	Napi::Object constants = Napi::Object::New(env);
 	FQE_CONST(ABI_VERSION)
 	FQE_CONST(MAX_ENDPOINTS)
@@ -231,6 +248,12 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(POLICY_EXACT)
 	FQE_CONST(POLICY_WILDCARD)
 	FQE_CONST(MAX_POLICY)
+	/* DNS query filter (issue 15) */
+	FQE_CONST(REASON_DNS_NAME)
+	FQE_CONST(EP_DNS_FILTER_OFF)
+	FQE_CONST(MAX_CLUSTER_DOMAINS)
+	FQE_CONST(MAX_DNS_REFUSED)
+	FQE_CONST(REFUSED_PARSED)
 	result.Set("constants", constants);
 	return result;
 }

@@ -17,7 +17,8 @@ import {
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec,
+  cidrKeyCodec, refusedKeyCodec, refusedNameCodec,
+  type RefusedKey, type RefusedName,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
 } from './codecs.js';
@@ -49,6 +50,8 @@ export interface LoadOptions {
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
   'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts',
+  // DNS query filter (issue 15)
+  'fqe_cluster_domains', 'fqe_dns_refused',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -72,6 +75,10 @@ export interface DatapathMaps {
   ctCounts: BpfMap<number, bigint>;
   recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
   recentSeq: BpfMap<number, bigint>;
+  /** the cluster's own domains: keyed name hash -> the domain's real name (DNS query filter) */
+  clusterDomains: BpfMap<bigint, PolicyValue>;
+  /** the names refused DNS queries asked for, keyed like their events */
+  dnsRefused: BpfMap<RefusedKey, RefusedName>;
   /** fd of the events ring buffer */
   eventsFd: number;
 }
@@ -96,6 +103,8 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
     hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
     ctCounts: new BpfMap('fqe_ct_counts', fds.fqe_ct_counts, 4, 8, u32Codec, u64Codec),
+    clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
+    dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
     eventsFd: fds.fqe_events,
   };
 }
