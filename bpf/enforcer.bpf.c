@@ -135,7 +135,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	if (is_trusted_resolver(p)) {
 		verdict = FQE_REASON_NONE;
 		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF))
-			verdict = fqe_dns_query_verdict(skb, p, identity, now);
+			verdict = fqe_dns_query_verdict(skb, p, identity);
 		/* audit passes a refused query: its answer is matched as usual */
 		if (verdict == FQE_REASON_NONE || (ep->flags & FQE_EP_AUDIT))
 			record_query(skb, identity, p, now);
@@ -191,7 +191,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 	struct fqe_pkt p = {};
 	__u64 now;
 	__u8 reason;
-	int parsed;
+	int parsed, drop;
 
 	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
 		return TC_ACT_UNSPEC; /* not an enforced pod */
@@ -209,7 +209,10 @@ int fqe_enforcer(struct __sk_buff *skb)
 	else
 		reason = decide(skb, cfg, ep, &p, now, &pass);
 
-	if (!fqe_report(skb, cfg, ep, &p, reason, pass, now))
+	drop = fqe_report(skb, cfg, ep, &p, reason, pass, now);
+	if (reason == FQE_REASON_DNS_NAME)
+		fqe_dns_remember_refused(skb, &p, ep->identity, now); /* the name, for egressctl drops */
+	if (!drop)
 		return TC_ACT_UNSPEC;
 	if (reason == FQE_REASON_DNS_NAME)
 		return fqe_dns_refuse(skb, &p); /* NXDOMAIN back to the pod */

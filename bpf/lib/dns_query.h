@@ -41,6 +41,8 @@ struct fqe_query_scratch {
 	struct fqe_refused_name refused; /* what fqe_dns_refused gets */
 	__u32 msg_off; /* where the DNS message starts */
 	__u32 question_end; /* offset after QTYPE and QCLASS; 0 = not parsed */
+	__u32 name_off; /* where the question name starts */
+	__u32 name_len; /* its wire length without the root label */
 	__u16 flags; /* the query's header flags */
 	__u16 pad[3];
 	__u8 seg[FQE_DNS_SEG_MAX]; /* the reply's UDP segment, for its checksum */
@@ -143,23 +145,53 @@ static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const st
 	return p->payload_len >= FQE_DNS_HDR_LEN ? 1 : -1;
 }
 
-/* Keep the refused name for egressctl drops, keyed like the event. */
+/* Did this refusal's event make it into fqe_recent? (rate-limited events do not) */
+static __always_inline int fqe_dns_event_recorded(__u32 identity, __u16 sport, __u64 now)
+{
+	const struct fqe_recent *r;
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&fqe_recent_seq, &zero);
+	__u64 seq;
+
+	if (!head)
+		return 0;
+	seq = *head;
+	/* ours is the newest, unless another CPU wrote one since: look a few back */
+	for (__u32 i = 1; i <= 4 && i <= seq; i++) {
+		slot = (seq - i) & (FQE_RECENT_EVENTS - 1);
+		r = bpf_map_lookup_elem(&fqe_recent, &slot);
+		if (r && r->ev.ts_ns == now && r->ev.identity == identity && r->ev.sport == sport &&
+		    r->ev.reason == FQE_REASON_DNS_NAME)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Keep the name a refused query asked for, keyed like its event, when the
+ * event was recorded (so a flood of refusals cannot push out the names of
+ * the events egressctl shows). Call after fqe_report(), before the reply
+ * rewrites the packet.
+ */
 static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, const struct fqe_pkt *p,
-						     __u32 identity, __u64 now, struct fqe_query_scratch *qs,
-						     __u32 name_off, __u32 name_len)
+						     __u32 identity, __u64 now)
 {
 	struct fqe_refused_key k = { .ts_ns = now, .identity = identity, .sport = p->sport };
-	struct fqe_refused_name *v = &qs->refused;
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+	struct fqe_refused_name *v;
+	__u64 len;
 
-	__u64 len = name_len - 1;
-
+	if (!qs || !fqe_dns_event_recorded(identity, p->sport, now))
+		return;
+	v = &qs->refused;
 	v->proto = p->proto;
 	v->name_len = 0;
+	len = qs->name_len - 1;
 	/* a root-only name has no bytes; fqe_dns_read_qname fits any other in 256 */
 	if ((v->flags & FQE_REFUSED_PARSED) && len < FQE_NAME_LEN) {
 		asm volatile("%0 &= 0xff" : "+r"(len)); /* the verifier sees 1 <= len + 1 <= 256 */
 		len += 1;
-		if (bpf_skb_load_bytes(skb, name_off, v->wire, len) == 0)
+		if (bpf_skb_load_bytes(skb, qs->name_off, v->wire, len) == 0)
 			v->name_len = len;
 	}
 	bpf_map_update_elem(&fqe_dns_refused, &k, v, BPF_ANY);
@@ -167,11 +199,11 @@ static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, cons
 
 /*
  * The verdict on a query to a trusted resolver: FQE_REASON_NONE passes,
- * FQE_REASON_DNS_NAME refuses (and remembers the name). The scratch keeps
- * what fqe_dns_refuse() needs to answer.
+ * FQE_REASON_DNS_NAME refuses. The scratch keeps what
+ * fqe_dns_remember_refused() and fqe_dns_refuse() need.
  */
 static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const struct fqe_pkt *p,
-						  __u32 identity, __u64 now)
+						  __u32 identity)
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
 	struct fqe_dns_hdr hdr;
@@ -200,6 +232,8 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 	if (qs->s.q.end + 4 > end || bpf_skb_load_bytes(skb, qs->s.q.end, &qtype, 2) < 0)
 		goto refuse;
 	qs->question_end = qs->s.q.end + 4;
+	qs->name_off = off + FQE_DNS_HDR_LEN;
+	qs->name_len = qs->s.q.end - 1 - qs->name_off;
 	qs->refused.flags = FQE_REFUSED_PARSED;
 	qs->refused.qtype = bpf_ntohs(qtype);
 	key = fqe_dns_hash_key();
@@ -208,8 +242,6 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 	if (fqe_dns_in_cluster(&qs->s, &qs->s.q, key))
 		return FQE_REASON_NONE;
 refuse:
-	fqe_dns_remember_refused(skb, p, identity, now, qs, off + FQE_DNS_HDR_LEN,
-				 qs->s.q.end - 1 - (off + FQE_DNS_HDR_LEN));
 	return FQE_REASON_DNS_NAME;
 }
 

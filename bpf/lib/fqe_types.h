@@ -278,7 +278,7 @@ struct fqe_recent {
 #define FQE_EP_DNS_FILTER_OFF 0x4
 
 #define FQE_MAX_CLUSTER_DOMAINS 64
-#define FQE_MAX_DNS_REFUSED FQE_RECENT_EVENTS
+#define FQE_MAX_DNS_REFUSED (2 * FQE_RECENT_EVENTS) /* names of recorded events only; LRU slack */
 
 /*
  * Is this suffix one of the cluster's own domains (--cluster-domain)?
