@@ -26,7 +26,7 @@ import { LearnerHarness } from '../test/helpers/learner-harness.js';
 import { buildFrame } from '../test/helpers/frames.js';
 import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
 import { raceHostsFile, RACE_SUFFIX } from '../test/helpers/race.js';
-import { OUTSIDE_LINK_V4 } from '../test/helpers/topology.js';
+import { dnsperf as runDnsperf, quantile, type DnsperfRun } from '../test/helpers/dnsperf.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const REPEAT = SMOKE ? 10_000 : 1_000_000;
@@ -41,10 +41,6 @@ const PREFIX = 'flt';
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
-}
-
-function quantile(sorted: number[], q: number): number {
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 function kernelCost(): Record<string, unknown> {
@@ -96,24 +92,8 @@ function kernelCost(): Record<string, unknown> {
   }
 }
 
-/** dnsperf in the pod: latencies (µs) and rcodes. */
-async function dnsperf(box: AgentBox, queryFile: string): Promise<{ latenciesUs: number[]; rcodes: Record<string, number>; lost: number }> {
-  const { stdout } = await box.topo.exec(
-    box.topo.pod('client').netns,
-    ['dnsperf', '-s', OUTSIDE_LINK_V4.outside, '-d', queryFile, '-l', String(SECONDS), '-Q', String(QPS), '-c', '1', '-q', '20', '-t', '2', '-v'],
-    (SECONDS + 30) * 1000,
-  );
-  const latenciesUs: number[] = [];
-  const rcodes: Record<string, number> = {};
-  for (const line of stdout.split('\n')) {
-    const m = /^> (\S+) \S+ \S+ (\d+\.\d+)$/.exec(line);
-    if (!m) continue;
-    rcodes[m[1]!] = (rcodes[m[1]!] ?? 0) + 1;
-    latenciesUs.push(Number(m[2]) * 1e6);
-  }
-  const lost = Number(/Queries lost:\s+(\d+)/.exec(stdout)?.[1] ?? NaN);
-  if (latenciesUs.length === 0) throw new Error(`dnsperf gave no result:\n${stdout.slice(-2000)}`);
-  return { latenciesUs, rcodes, lost };
+function dnsperf(box: AgentBox, queryFile: string): Promise<DnsperfRun> {
+  return runDnsperf(box, 'client', queryFile, SECONDS, QPS);
 }
 
 type Phase = 'filterOn' | 'filterOff' | 'refused' | 'resolverNxdomain';
@@ -142,7 +122,7 @@ async function latency(): Promise<Record<string, unknown>> {
       };
       box.writePods([{ name: 'client', allow: `*.${RACE_SUFFIX}` }]);
       await box.startAgent(['--log-level', 'info']);
-      const runs: Record<Phase, Array<Awaited<ReturnType<typeof dnsperf>>>> = { filterOn: [], filterOff: [], refused: [], resolverNxdomain: [] };
+      const runs: Record<Phase, DnsperfRun[]> = { filterOn: [], filterOff: [], refused: [], resolverNxdomain: [] };
       for (let round = 0; round < LATENCY_ROUNDS; round++) {
         const phases: Phase[] = ['filterOn', 'filterOff', 'refused', 'resolverNxdomain'];
         for (let i = 0; i < round % phases.length; i++) phases.push(phases.shift()!);
