@@ -14,7 +14,7 @@ import { native } from '../agent/datapath/native.js';
 import { EndpointFlag, PolicyKind } from '../agent/datapath/codecs.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { clusterDomainEntries, escapeWireName } from '../agent/policy/dns-query-filter.js';
-import { internetChecksum, udpChecksumOk } from './helpers/checksum.js';
+import { internetChecksum, l4ChecksumOk } from './helpers/checksum.js';
 
 const PASS = -1; // TC_ACT_UNSPEC as test-run reports it
 const SHOT = 2;
@@ -90,7 +90,7 @@ test('other names are answered NXDOMAIN in place: same id and question, checksum
       assert.equal(internetChecksum(ip), 0, 'IPv4 header checksum');
       assert.equal(frame.readUInt16BE(34), 53, 'from port 53');
       assert.equal(frame.readUInt16BE(36), 41000, 'to the query port');
-      assert.ok(udpChecksumOk(frame), 'UDP checksum');
+      assert.ok(l4ChecksumOk(frame), 'UDP checksum');
       const m = dnsPacket.decode(replyMessage(frame));
       assert.equal(replyMessage(frame).readUInt16BE(2) & 0xf, 3, 'RCODE 3: NXDOMAIN');
       assert.equal(m.id, 0xbeef);
@@ -110,7 +110,7 @@ test('the NXDOMAIN over IPv6 carries a correct UDP checksum', (t) => {
       const r = f.query('data-0123456789abcdef.attacker.example', { v6: true, type, edns: true });
       assert.equal(r.retval, REDIRECT, type);
       assert.equal(r.data.readUInt16BE(14 + 4), r.data.length - 14 - 40, 'payload length');
-      assert.ok(udpChecksumOk(r.data), `UDP checksum (${type})`);
+      assert.ok(l4ChecksumOk(r.data), `UDP checksum (${type})`);
       const m = dnsPacket.decode(replyMessage(r.data));
       assert.equal(replyMessage(r.data).readUInt16BE(2) & 0xf, 3, 'RCODE 3: NXDOMAIN');
       assert.equal(m.questions![0]!.type, type);
@@ -118,10 +118,27 @@ test('the NXDOMAIN over IPv6 carries a correct UDP checksum', (t) => {
   });
 });
 
-test('a refused query over TCP is dropped, and never reaches the resolver', (t) => {
+test('a refused query over TCP ends its connection: a RST from the resolver, in sequence, checksums right', (t) => {
   withFilter(t, (f) => {
-    assert.equal(f.query('evil.attacker.example', { tcp: true }).retval, SHOT);
-    assert.equal(f.query('evil.attacker.example', { tcp: true, v6: true }).retval, SHOT);
+    for (const v6 of [false, true]) {
+      const message = dnsPacket.encode({ type: 'query', id: 5, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'TXT', name: 'leak.attacker.example', class: 'IN' }] });
+      const payload = LearnerHarness.tcpPayload(message);
+      const frame = buildFrame({ src: v6 ? f.h.podV6 : f.h.podV4, dst: v6 ? RESOLVER_V6 : f.h.resolver, proto: 'tcp', sport: 41234, dport: 53, payload, tcpFlags: 0x18 });
+      const l4 = 14 + (v6 ? 40 : 20);
+      frame.writeUInt32BE(0x11223344, l4 + 4); // the pod's sequence number
+      frame.writeUInt32BE(0xaabbccdd, l4 + 8); // what it acknowledged of the resolver
+      const r = native.progTestRun(f.h.dp.programs!.enforcer, frame);
+      assert.equal(r.retval | 0, REDIRECT, 'answered, not passed');
+      const out = r.data;
+      assert.equal(out.length, l4 + 20, 'a bare TCP header: the query is gone');
+      assert.equal(out.readUInt16BE(l4), 53, 'from port 53');
+      assert.equal(out.readUInt16BE(l4 + 2), 41234, 'to the query port');
+      assert.equal(out.readUInt32BE(l4 + 4), 0xaabbccdd, 'seq: what the pod expects next');
+      assert.equal(out.readUInt32BE(l4 + 8), (0x11223344 + payload.length) >>> 0, 'ack: past the query');
+      assert.equal(out[l4 + 13], 0x14, 'RST and ACK');
+      assert.ok(l4ChecksumOk(out), `TCP checksum (${v6 ? 'IPv6' : 'IPv4'})`);
+      if (!v6) assert.equal(internetChecksum(out.subarray(14, 34)), 0, 'IPv4 header checksum');
+    }
   });
 });
 
@@ -160,9 +177,9 @@ test('anything but one plain question is refused: fail closed', (t) => {
     // TCP: exactly one whole message per segment
     assert.equal(f.raw(LearnerHarness.tcpPayload(ok), { tcp: true }).retval, PASS, 'one whole message over TCP passes');
     assert.equal(f.raw(Buffer.alloc(0), { tcp: true }).retval, PASS, 'a segment without payload (handshake, ACK) passes');
-    assert.equal(f.raw(Buffer.concat([LearnerHarness.tcpPayload(ok), LearnerHarness.tcpPayload(two)]), { tcp: true }).retval, SHOT, 'two messages in one segment');
-    assert.equal(f.raw(LearnerHarness.tcpPayload(ok).subarray(0, 20), { tcp: true }).retval, SHOT, 'the first part of a split message');
-    assert.equal(f.raw(LearnerHarness.tcpPayload(ok, ok.length + 40), { tcp: true }).retval, SHOT, 'a length prefix that promises more');
+    assert.equal(f.raw(Buffer.concat([LearnerHarness.tcpPayload(ok), LearnerHarness.tcpPayload(two)]), { tcp: true }).retval, REDIRECT, 'two messages in one segment: reset');
+    assert.equal(f.raw(LearnerHarness.tcpPayload(ok).subarray(0, 20), { tcp: true }).retval, REDIRECT, 'the first part of a split message: reset');
+    assert.equal(f.raw(LearnerHarness.tcpPayload(ok, ok.length + 40), { tcp: true }).retval, REDIRECT, 'a length prefix that promises more: reset');
   });
 });
 

@@ -18,8 +18,8 @@
  * question, QR and RA set, RCODE 3, no records; anything after the question,
  * an EDNS OPT record too, is cut), addresses, ports and MACs swapped,
  * checksums recomputed, and is redirected back out of the interface it came
- * in on, to the pod. The resolver never sees it. A refused TCP segment is
- * dropped.
+ * in on, to the pod. A refused TCP segment becomes a RST to the pod, which
+ * ends the connection. The resolver never sees either.
  */
 #ifndef FQE_DNS_QUERY_H
 #define FQE_DNS_QUERY_H
@@ -261,17 +261,20 @@ static __always_inline void fqe_ip4_csum(struct iphdr *ip)
 	ip->check = fqe_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
 }
 
-/* The UDP checksum of the reply: pseudo header, then the segment in qs->seg. */
-static __always_inline int fqe_udp_csum(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 l4,
-					__u32 udp_len, struct fqe_query_scratch *qs, __u16 *check)
+/*
+ * The reply's UDP or TCP checksum (p->proto): pseudo header, then the
+ * segment of seg_len bytes at l4, copied into qs->seg (zero padded).
+ */
+static __always_inline int fqe_l4_csum(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 l4,
+				       __u32 seg_len, struct fqe_query_scratch *qs, __u16 *check)
 {
-	__u64 len = udp_len - sizeof(struct udphdr), padded;
+	__u64 len = seg_len - sizeof(struct udphdr), padded;
 	__s64 sum;
 
 #pragma unroll
 	for (int i = 0; i < FQE_DNS_SEG_MAX / 8; i++)
 		((__u64 *)qs->seg)[i] = 0;
-	if (udp_len < sizeof(struct udphdr) || len > 300)
+	if (seg_len < sizeof(struct udphdr) || len > 300)
 		return -1;
 	asm volatile("%0 &= 0x1ff" : "+r"(len)); /* the verifier sees 8 <= len + 8 <= 519 */
 	len += sizeof(struct udphdr);
@@ -283,7 +286,7 @@ static __always_inline int fqe_udp_csum(struct __sk_buff *skb, const struct fqe_
 			__u8 saddr[4], daddr[4];
 			__u8 zero, proto;
 			__be16 len;
-		} ph = { .proto = IPPROTO_UDP, .len = bpf_htons(udp_len) };
+		} ph = { .proto = p->proto, .len = bpf_htons(seg_len) };
 
 		/* the reply's source is the query's destination */
 		__builtin_memcpy(ph.saddr, p->daddr + 12, 4);
@@ -294,7 +297,7 @@ static __always_inline int fqe_udp_csum(struct __sk_buff *skb, const struct fqe_
 			__u8 saddr[16], daddr[16];
 			__be32 len;
 			__u8 zero[3], next;
-		} ph = { .len = bpf_htonl(udp_len), .next = IPPROTO_UDP };
+		} ph = { .len = bpf_htonl(seg_len), .next = p->proto };
 
 		__builtin_memcpy(ph.saddr, p->daddr, 16);
 		__builtin_memcpy(ph.daddr, p->saddr, 16);
@@ -306,36 +309,66 @@ static __always_inline int fqe_udp_csum(struct __sk_buff *skb, const struct fqe_
 	if (sum < 0)
 		return -1;
 	*check = fqe_csum_fold(sum);
-	if (*check == 0)
+	if (*check == 0 && p->proto == IPPROTO_UDP)
 		*check = 0xffff; /* 0 means "no checksum" (IPv4) and is invalid for IPv6 */
 	return 0;
 }
 
 /*
- * Answer a refused query: UDP gets its NXDOMAIN in place, sent back to the
- * pod (TC_ACT_REDIRECT); TCP, a query we could not echo, or a packet with
- * IPv4 options or IPv6 extension headers is dropped (TC_ACT_SHOT).
+ * Turn the packet around, back to the pod: MACs and addresses swapped, the
+ * IP length for an L4 segment of seg_len bytes. Only a plain header (IPv4
+ * without options, IPv6 without extension headers) is turned around.
  */
-static __always_inline int fqe_dns_refuse(struct __sk_buff *skb, const struct fqe_pkt *p)
+static __always_inline int fqe_turn_around(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 seg_len)
 {
-	struct fqe_query_scratch *qs = fqe_query_scratch_get();
-	__u32 ip_len = p->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
-	__u32 l4 = ETH_HLEN + ip_len, msg_len, udp_len;
 	__u8 mac[2 * ETH_ALEN], swapped[2 * ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return -1;
+	__builtin_memcpy(swapped, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(swapped + ETH_ALEN, mac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
+		return -1;
+	if (p->family == 4) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.ihl != 5)
+			return -1;
+		__builtin_memcpy(&ip.saddr, p->daddr + 12, 4);
+		__builtin_memcpy(&ip.daddr, p->saddr + 12, 4);
+		ip.tot_len = bpf_htons(sizeof(ip) + seg_len);
+		ip.ttl = 64;
+		ip.check = 0;
+		fqe_ip4_csum(&ip);
+		return bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0);
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != p->proto)
+			return -1;
+		__builtin_memcpy(&ip6.saddr, p->daddr, 16);
+		__builtin_memcpy(&ip6.daddr, p->saddr, 16);
+		ip6.payload_len = bpf_htons(seg_len);
+		ip6.hop_limit = 64;
+		return bpf_skb_store_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6), 0);
+	}
+}
+
+/* A refused UDP query becomes its own NXDOMAIN answer. */
+static __always_inline int fqe_dns_nxdomain(struct __sk_buff *skb, const struct fqe_pkt *p,
+					    struct fqe_query_scratch *qs, __u32 l4)
+{
 	struct udphdr uh = {};
+	__u32 udp_len;
 	__be16 dns[5];
 	__u16 check;
 
-	if (!qs || p->proto != IPPROTO_UDP || !qs->question_end)
-		return TC_ACT_SHOT;
-	if (p->payload_off != l4 + sizeof(uh) || qs->msg_off != p->payload_off ||
+	if (!qs->question_end || p->payload_off != l4 + sizeof(uh) || qs->msg_off != p->payload_off ||
 	    qs->question_end <= qs->msg_off)
-		return TC_ACT_SHOT;
-	msg_len = qs->question_end - qs->msg_off;
-	udp_len = sizeof(uh) + msg_len;
+		return -1; /* no question to echo, or a header we do not turn around */
+	udp_len = sizeof(uh) + qs->question_end - qs->msg_off;
 	if (bpf_skb_change_tail(skb, qs->question_end, 0) < 0)
-		return TC_ACT_SHOT;
-
+		return -1;
 	/* DNS: a response, recursion available, NXDOMAIN, the question alone. */
 	dns[0] = bpf_htons(FQE_DNS_QR | FQE_DNS_RA | (qs->flags & (FQE_DNS_RD | FQE_DNS_CD)) |
 			   FQE_DNS_RCODE_NXDOMAIN);
@@ -343,51 +376,66 @@ static __always_inline int fqe_dns_refuse(struct __sk_buff *skb, const struct fq
 	dns[2] = 0;
 	dns[3] = 0;
 	dns[4] = 0;
-	if (bpf_skb_store_bytes(skb, qs->msg_off + 2, dns, sizeof(dns), 0) < 0)
-		return TC_ACT_SHOT;
-
-	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-		return TC_ACT_SHOT;
-	__builtin_memcpy(swapped, mac + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(swapped + ETH_ALEN, mac, ETH_ALEN);
-	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
-		return TC_ACT_SHOT;
-
-	if (p->family == 4) {
-		struct iphdr ip;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.ihl != 5)
-			return TC_ACT_SHOT;
-		__builtin_memcpy(&ip.saddr, p->daddr + 12, 4);
-		__builtin_memcpy(&ip.daddr, p->saddr + 12, 4);
-		ip.tot_len = bpf_htons(ip_len + udp_len);
-		ip.ttl = 64;
-		ip.check = 0;
-		fqe_ip4_csum(&ip);
-		if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0)
-			return TC_ACT_SHOT;
-	} else {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != IPPROTO_UDP)
-			return TC_ACT_SHOT;
-		__builtin_memcpy(&ip6.saddr, p->daddr, 16);
-		__builtin_memcpy(&ip6.daddr, p->saddr, 16);
-		ip6.payload_len = bpf_htons(udp_len);
-		ip6.hop_limit = 64;
-		if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6), 0) < 0)
-			return TC_ACT_SHOT;
-	}
-
+	if (bpf_skb_store_bytes(skb, qs->msg_off + 2, dns, sizeof(dns), 0) < 0 ||
+	    fqe_turn_around(skb, p, udp_len) < 0)
+		return -1;
 	uh.source = bpf_htons(p->dport);
 	uh.dest = bpf_htons(p->sport);
 	uh.len = bpf_htons(udp_len);
-	if (bpf_skb_store_bytes(skb, l4, &uh, sizeof(uh), 0) < 0)
+	if (bpf_skb_store_bytes(skb, l4, &uh, sizeof(uh), 0) < 0 ||
+	    fqe_l4_csum(skb, p, l4, udp_len, qs, &check) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, sizeof(check), 0);
+}
+
+/*
+ * A refused TCP query ends its connection: the segment becomes a RST (with
+ * ACK) from the resolver, in sequence, so the pod's stack closes at once.
+ * The resolver never sees the segment; its half of the connection times out.
+ */
+static __always_inline int fqe_dns_reset(struct __sk_buff *skb, const struct fqe_pkt *p,
+					 struct fqe_query_scratch *qs, __u32 l4)
+{
+	struct tcphdr th, rst = {};
+	__u16 check;
+
+	if (p->payload_off < l4 + sizeof(th) || bpf_skb_load_bytes(skb, l4, &th, sizeof(th)) < 0)
+		return -1;
+	rst.source = th.dest;
+	rst.dest = th.source;
+	rst.seq = th.ack_seq; /* what the pod expects from the resolver next */
+	rst.ack_seq = bpf_htonl(bpf_ntohl(th.seq) + p->payload_len + th.syn + th.fin);
+	rst.doff = sizeof(rst) / 4;
+	rst.rst = 1;
+	rst.ack = 1;
+	if (bpf_skb_change_tail(skb, l4 + sizeof(rst), 0) < 0 || fqe_turn_around(skb, p, sizeof(rst)) < 0 ||
+	    bpf_skb_store_bytes(skb, l4, &rst, sizeof(rst), 0) < 0 ||
+	    fqe_l4_csum(skb, p, l4, sizeof(rst), qs, &check) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, l4 + offsetof(struct tcphdr, check), &check, sizeof(check), 0);
+}
+
+/*
+ * Answer a refused query and send the answer back to the pod
+ * (TC_ACT_REDIRECT to the egress of the interface it came in on): UDP gets
+ * its NXDOMAIN, TCP a RST. What cannot be turned around (IPv4 options, IPv6
+ * extension headers, a UDP message with no question to echo) is dropped.
+ */
+static __always_inline int fqe_dns_refuse(struct __sk_buff *skb, const struct fqe_pkt *p)
+{
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+	__u32 l4 = ETH_HLEN + (p->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
+	int err;
+
+	if (!qs)
 		return TC_ACT_SHOT;
-	if (fqe_udp_csum(skb, p, l4, udp_len, qs, &check) < 0 ||
-	    bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, sizeof(check), 0) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	if (p->proto == IPPROTO_UDP)
+		err = fqe_dns_nxdomain(skb, p, qs, l4);
+	else if (p->proto == IPPROTO_TCP)
+		err = fqe_dns_reset(skb, p, qs, l4);
+	else
+		err = -1;
+	return err < 0 ? TC_ACT_SHOT : bpf_redirect(skb->ifindex, 0);
 }
 
 #endif /* FQE_DNS_QUERY_H */

@@ -1,6 +1,7 @@
 /*
  * Internet checksums for tests that inspect frames the kernel wrote: the
- * IPv4 header checksum and the UDP checksum over its pseudo header. Pure.
+ * IPv4 header checksum and the UDP or TCP checksum over its pseudo header.
+ * Pure.
  */
 
 /** One's complement sum folded and inverted: 0 over data that carries its own correct checksum. */
@@ -12,14 +13,20 @@ export function internetChecksum(data: Buffer, initial = 0): number {
   return ~sum & 0xffff;
 }
 
-/** Whether the UDP checksum of an Ethernet frame (IPv4 without options, or IPv6 without extension headers) is right. */
-export function udpChecksumOk(frame: Buffer): boolean {
+/**
+ * Whether the UDP or TCP checksum of an Ethernet frame (IPv4 without
+ * options, or IPv6 without extension headers) is right.
+ */
+export function l4ChecksumOk(frame: Buffer): boolean {
   const v6 = frame.readUInt16BE(12) === 0x86dd;
   const l4 = 14 + (v6 ? 40 : 20);
-  const udp = frame.subarray(l4, l4 + frame.readUInt16BE(l4 + 4));
-  if (udp.readUInt16BE(6) === 0) return !v6; // "no checksum": IPv4 only
+  const proto = v6 ? frame[20]! : frame[23]!;
+  const segLen = v6 ? frame.readUInt16BE(18) : frame.readUInt16BE(16) - 20;
+  const seg = frame.subarray(l4, l4 + segLen);
+  if (proto === 17 && seg.readUInt16BE(6) === 0) return !v6; // "no checksum": IPv4 UDP only
+  const len = Buffer.from([seg.length >> 8, seg.length & 0xff]);
   const pseudo = v6
-    ? Buffer.concat([frame.subarray(22, 54), Buffer.from([0, 0, udp.length >> 8, udp.length & 0xff, 0, 0, 0, 17])])
-    : Buffer.concat([frame.subarray(26, 34), Buffer.from([0, 17, udp.length >> 8, udp.length & 0xff])]);
-  return internetChecksum(Buffer.concat([pseudo, udp])) === 0;
+    ? Buffer.concat([frame.subarray(22, 54), Buffer.from([0, 0]), len, Buffer.from([0, 0, 0, proto])])
+    : Buffer.concat([frame.subarray(26, 34), Buffer.from([0, proto]), len]);
+  return internetChecksum(Buffer.concat([pseudo, seg])) === 0;
 }
