@@ -8,7 +8,7 @@
  * Everything else is dropped (or passed and reported in audit mode). A flow
  * that only audit mode let through ends when the pod is switched to enforce.
  * A DNS query is judged by its name too (lib/dns_query.h): a refused one is
- * answered NXDOMAIN in place and never reaches the resolver.
+ * answered NXDOMAIN in place (over TCP: reset) and never reaches the resolver.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
  */
