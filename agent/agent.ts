@@ -21,6 +21,9 @@ import { KernelRecords } from './learn/kernel-records.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
+import { syncClusterDomains } from './datapath/cluster-domains.js';
+import { clusterDomainEntries } from './policy/dns-query-filter.js';
+import { refusedQueryOf } from './observability/refused-query.js';
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
 import { NamePruner } from './name-pruner.js';
 import { FileSource } from './sources/file-source.js';
@@ -139,6 +142,7 @@ export class Agent {
       dp: this.dp,
       lookup: { byName: interfaceByName, byIp: interfaceForIp },
       log,
+      dnsFilter: cfg.dnsFilter,
       events: {
         onPolicy: (pod, previous) => {
           this.byIdentity.set(pod.identity, pod);
@@ -240,6 +244,7 @@ export class Agent {
     }
     this.syncResolvers();
     this.syncCidrs();
+    syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -248,7 +253,7 @@ export class Agent {
       for (const e of evs) {
         const pod = this.byIdentity.get(e.identity);
         this.metrics.events.inc({ namespace: pod?.namespace ?? '', pod: pod?.name ?? '', kind: e.kind, reason: e.reason });
-        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto }, 'packet refused');
+        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto, ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}) }, 'packet refused');
       }
     });
     this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));

@@ -16,6 +16,7 @@ import { EndpointFlag, type PodInfo } from './datapath/codecs.js';
 import type { Datapath } from './datapath/datapath.js';
 import { describeAttach, type AttachResult } from './datapath/attach.js';
 import { parsePodPolicy, type PodPolicy, type PolicyError } from './policy/annotation.js';
+import { dnsFilterFor, type DnsFilterMode } from './policy/dns-query-filter.js';
 import { podKey, type PodSpec } from './sources/pod.js';
 import type { HostInterface, Lookup } from './net/host-interface.js';
 import type { Logger } from './observability/log.js';
@@ -45,6 +46,8 @@ export interface EndpointManagerOptions {
   lookup: { byName(name: string): Promise<Lookup>; byIp(ip: string): Promise<Lookup> };
   events: EndpointEvents;
   log: Logger;
+  /** the DNS query filter for pods without a fqdn-egress.io/dns-filter annotation (default on) */
+  dnsFilter?: DnsFilterMode;
 }
 
 function sameList(a: string[], b: string[]): boolean {
@@ -61,6 +64,8 @@ export class EndpointManager {
   /** identities some map holds at start-up that no pod owns (purged on the first snapshot) */
   private readonly orphans = new Set<number>();
   private readonly reportedErrors = new Map<string, string>();
+  /** invalid dns-filter annotations already logged, by pod key */
+  private readonly reportedDnsFilter = new Map<string, string>();
   /** what was last logged about each interface's attachment */
   private readonly reportedAttach = new Map<number, string>();
   private nextIdentity = 1;
@@ -185,7 +190,7 @@ export class EndpointManager {
     const identity = old?.identity ?? restored?.identity ?? this.nextIdentity++;
     this.restored.delete(key);
     const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
-    const flags = policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce;
+    const flags = (policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | this.dnsFilterFlag(key, spec);
 
     // An interface change (pod re-created with a new veth): leave the old one.
     const oldIfindex = old?.ifindex ?? restored?.ifindex;
@@ -211,9 +216,18 @@ export class EndpointManager {
     this.pods.set(key, pod);
     this.byIfindex.set(iface.ifindex, pod);
     const changed = !old || old.policy !== policy;
-    if (!old) this.opts.log.info({ pod: key, identity, interface: iface.ifname, mode: policy.mode, rules: policy.rules.length }, 'enforcing pod');
+    if (!old) this.opts.log.info({ pod: key, identity, interface: iface.ifname, mode: policy.mode, rules: policy.rules.length, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' }, 'enforcing pod');
     else if (!sameList(old.ips, ips) || old.ifindex !== iface.ifindex) this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
     if (changed) this.opts.events.onPolicy(pod, old?.policy);
+  }
+
+  /** FQE_EP_DNS_FILTER_OFF when the pod (or the agent's default) switches the query filter off. */
+  private dnsFilterFlag(key: string, spec: PodSpec): number {
+    const { mode, problem } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
+    if (problem && this.reportedDnsFilter.get(key) !== problem) this.opts.log.warn({ pod: key }, problem);
+    if (problem) this.reportedDnsFilter.set(key, problem);
+    else this.reportedDnsFilter.delete(key);
+    return mode === 'off' ? EndpointFlag.dnsFilterOff : 0;
   }
 
   private reportAttach(key: string, iface: HostInterface, result: AttachResult): void {

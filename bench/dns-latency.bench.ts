@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
 import { raceHostsFile, RACE_SUFFIX } from '../test/helpers/race.js';
-import { OUTSIDE_LINK_V4 } from '../test/helpers/topology.js';
+import { dnsperf as runDnsperf, quantile, type DnsperfRun } from '../test/helpers/dnsperf.js';
 import { attachedProgram, detachPrograms } from '../agent/datapath/attach.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
@@ -34,37 +34,8 @@ const PREFIX = 'lat';
 
 type Phase = 'baseline' | 'inline' | 'userspace' | 'kernelOnly';
 
-interface DnsperfRun {
-  latenciesUs: number[];
-  sent: number;
-  lost: number;
-  rcodes: Record<string, number>;
-}
-
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-/** One dnsperf run in the pod; parses "> RCODE NAME TYPE SECONDS" lines and the summary. */
-async function dnsperf(box: AgentBox, queryFile: string): Promise<DnsperfRun> {
-  const { stdout } = await box.topo.exec(
-    box.topo.pod('client').netns,
-    ['dnsperf', '-s', OUTSIDE_LINK_V4.outside, '-d', queryFile, '-l', String(SECONDS), '-Q', String(QPS), '-c', '1', '-q', '20', '-t', '2', '-v'],
-    (SECONDS + 30) * 1000,
-  );
-  const latenciesUs: number[] = [];
-  const rcodes: Record<string, number> = {};
-  for (const line of stdout.split('\n')) {
-    const m = /^> (\S+) \S+ \S+ (\d+\.\d+)$/.exec(line);
-    if (!m) continue;
-    rcodes[m[1]!] = (rcodes[m[1]!] ?? 0) + 1;
-    latenciesUs.push(Number(m[2]) * 1e6);
-  }
-  const sent = Number(/Queries sent:\s+(\d+)/.exec(stdout)?.[1] ?? NaN);
-  const lost = Number(/Queries lost:\s+(\d+)/.exec(stdout)?.[1] ?? NaN);
-  if (!(sent > 0) || latenciesUs.length === 0) throw new Error(`dnsperf gave no result:\n${stdout.slice(-2000)}`);
-  return { latenciesUs, sent, lost, rcodes };
+function dnsperf(box: AgentBox, queryFile: string): Promise<DnsperfRun> {
+  return runDnsperf(box, 'client', queryFile, SECONDS, QPS);
 }
 
 function summarize(runs: DnsperfRun[]): { queries: number; lost: number; p50Us: number; p99Us: number; meanUs: number; rcodes: Record<string, number> } {

@@ -7,6 +7,8 @@
  * entry not expired with the port listed, or an allowCIDRs prefix).
  * Everything else is dropped (or passed and reported in audit mode). A flow
  * that only audit mode let through ends when the pod is switched to enforce.
+ * A DNS query is judged by its name too (lib/dns_query.h): a refused one is
+ * answered NXDOMAIN in place (over TCP: reset) and never reaches the resolver.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
  *
@@ -26,6 +28,7 @@
 #include "lib/config.h"
 #include "lib/conntrack.h"
 #include "lib/report.h"
+#include "lib/dns_query.h"
 
 #ifndef FQE_COARSE_CLOCK
 #define FQE_COARSE_CLOCK 1
@@ -199,9 +202,14 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	if (!owns_source(identity, p))
 		return FQE_REASON_SPOOFED;
 	if (is_trusted_resolver(p)) {
-		record_query(skb, identity, p, now);
+		verdict = FQE_REASON_NONE;
+		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF))
+			verdict = fqe_dns_query_verdict(skb, p, identity);
+		/* audit passes a refused query: its answer is matched as usual */
+		if (verdict == FQE_REASON_NONE || (ep->flags & FQE_EP_AUDIT))
+			record_query(skb, identity, p, now);
 		*pass = FQE_PASS_DNS;
-		return FQE_REASON_NONE;
+		return verdict;
 	}
 	if (!looked_up) {
 		fqe_ct_key_of(&ct, identity, p, 1);
@@ -248,7 +256,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 	struct fqe_pkt p = {};
 	__u64 now;
 	__u8 reason;
-	int parsed;
+	int parsed, drop;
 
 	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
 		return TC_ACT_UNSPEC; /* not an enforced pod */
@@ -269,9 +277,14 @@ int fqe_enforcer(struct __sk_buff *skb)
 	/* A tracked flow's packet: two lookups, nothing counted (the flow was, when it opened). */
 	if (reason == FQE_REASON_NONE && pass == FQE_PASS_CT)
 		return TC_ACT_UNSPEC;
-	if (fqe_report(skb, cfg, ep, &p, reason, pass, now))
-		return TC_ACT_SHOT;
-	return TC_ACT_UNSPEC;
+	drop = fqe_report(skb, cfg, ep, &p, reason, pass, now);
+	if (reason == FQE_REASON_DNS_NAME)
+		fqe_dns_remember_refused(skb, &p, ep->identity, now); /* the name, for egressctl drops */
+	if (!drop)
+		return TC_ACT_UNSPEC;
+	if (reason == FQE_REASON_DNS_NAME)
+		return fqe_dns_refuse(skb, &p); /* NXDOMAIN back to the pod */
+	return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -221,6 +221,21 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(window_ns)
 	FQE_FIELD(count)
 	FQE_FIELD(unrecorded)
+	/* DNS query filter (issue 15) */
+	FQE_STRUCT(refused_key)
+	FQE_FIELD(ts_ns)
+	FQE_FIELD(identity)
+	FQE_FIELD(sport)
+	FQE_FIELD(pad)
+	FQE_END
+
+	FQE_STRUCT(refused_name)
+	FQE_FIELD(name_len)
+	FQE_FIELD(qtype)
+	FQE_FIELD(flags)
+	FQE_FIELD(proto)
+	FQE_FIELD(pad)
+	FQE_FIELD(wire)
 	FQE_END
 
 	Napi::Object constants = Napi::Object::New(env);
@@ -273,6 +288,12 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(MAX_TAP_PASS)
 	FQE_CONST(REC_PARTIAL)
 	FQE_CONST(QUERIES_PER_SEC)
+	/* DNS query filter (issue 15) */
+	FQE_CONST(REASON_DNS_NAME)
+	FQE_CONST(EP_DNS_FILTER_OFF)
+	FQE_CONST(MAX_CLUSTER_DOMAINS)
+	FQE_CONST(MAX_DNS_REFUSED)
+	FQE_CONST(REFUSED_PARSED)
 	result.Set("constants", constants);
 	return result;
 }

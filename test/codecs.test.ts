@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../agent/datapath/native.js';
 import {
-  LAYOUTS, REASONS, MAX_PORT_RULES, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
+  LAYOUTS, REASONS, MAX_PORT_RULES, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
 } from '../agent/datapath/codecs.js';
 import { parseIp, formatIp, parseCidr, formatCidr } from '../agent/datapath/addr.js';
 
@@ -39,6 +39,17 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.REASON_SPOOFED, REASONS.indexOf('spoofed'));
   assert.equal(consts.REASON_UNTRUSTED_DNS, REASONS.indexOf('untrusted-dns'));
   assert.equal(consts.REASON_PROTOCOL, REASONS.indexOf('protocol'));
+  assert.equal(consts.REASON_DNS_NAME, REASONS.indexOf('dns-name'));
+  assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
+  assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
+});
+
+test('refused-name records round-trip, and an unparsed query has no name', () => {
+  const k = { tsNs: 123456789n, identity: 9, sport: 40001 };
+  assert.deepEqual(refusedKeyCodec.decode(refusedKeyCodec.encode(k)), k);
+  const v = { wire: Buffer.from('\x04evil\x07example', 'latin1'), qtype: 16, proto: 17 };
+  assert.deepEqual(refusedNameCodec.decode(refusedNameCodec.encode(v)), v);
+  assert.equal(refusedNameCodec.decode(refusedNameCodec.encode({ wire: null, qtype: 0, proto: 6 })).wire, null);
 });
 
 test('allow keys put the identity in front of the prefix', () => {

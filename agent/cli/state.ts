@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Datapath } from '../datapath/datapath.js';
 import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
+import { refusedQueryOf } from '../observability/refused-query.js';
 import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
@@ -89,6 +90,8 @@ export interface PodReport {
   interface: string;
   ifindex: number;
   mode: 'enforce' | 'audit';
+  /** the DNS query filter: queries for other names are answered NXDOMAIN (on) or pass (off) */
+  dnsFilter: 'on' | 'off';
   allow: Array<{ pattern: string; ports: string[] }>;
   ips: AllowedIp[];
   trackedAfterTtl: TrackedFlow[];
@@ -170,6 +173,7 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       interface: info.ifname,
       ifindex: info.ifindex,
       mode: (ep?.ep.flags ?? info.flags) & EndpointFlag.audit ? 'audit' : 'enforce',
+      dnsFilter: (ep?.ep.flags ?? info.flags) & EndpointFlag.dnsFilterOff ? 'off' : 'on',
       allow: rules,
       ips,
       trackedAfterTtl: tracked,
@@ -189,8 +193,10 @@ export interface DropRecord {
   source: string;
   destination: string;
   port: number;
-  /** the name this destination was last answered for (to this pod), if any */
+  /** the name this destination was last answered for (to this pod), if any; for dns-name, the name the refused query asked for (escaped) */
   name: string | null;
+  /** dns-name only: the refused query's type (A, TXT, ...), or null when it was not one plain question */
+  queryType?: string | null;
 }
 
 /** Events in fqe_recent after `afterSeq`, oldest first. */
@@ -215,6 +221,7 @@ export function recentDrops(dp: Datapath, opts: { afterSeq?: number; pod?: strin
       destination: event.daddr,
       port: event.dport,
       name: nameFor(dp, names, event),
+      ...(event.reason === 'dns-name' ? refusedQueryOf(dp.maps.dnsRefused, event) : {}),
     });
   }
   return out;

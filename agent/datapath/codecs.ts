@@ -50,6 +50,9 @@ export const LAYOUTS = {
   tap_key: { size: 28, fields: { identity: 0, pod_port: 4, dns_id: 6, resolver: 8, proto: 24 } },
   tap_val: { size: 8, fields: { until_ns: 0 } },
   query_rate: { size: 24, fields: { window_ns: 0, count: 8, unrecorded: 16 } },
+  // DNS query filter (issue 15)
+  refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
+  refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
 } as const;
 
 export const MAX_PORT_RULES = 8;
@@ -57,7 +60,7 @@ export const MAX_PORT_RULES = 8;
 export const NAME_LEN = 256;
 export const LPM_IDENTITY_BITS = 32;
 
-export const EndpointFlag = { enforce: 0x1, audit: 0x2 } as const;
+export const EndpointFlag = { enforce: 0x1, audit: 0x2, dnsFilterOff: 0x4 } as const;
 export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
@@ -66,7 +69,7 @@ export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota'] as const;
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name'] as const;
 export type Reason = (typeof REASONS)[number];
 
 const L = LAYOUTS;
@@ -698,5 +701,59 @@ export const queryRateCodec = {
     let unrecorded = 0n;
     for (let i = 0; i < cpus; i++) unrecorded += b.readBigUInt64LE(i * L.query_rate.size + L.query_rate.fields.unrecorded);
     return { unrecorded };
+  },
+};
+
+/*
+ * DNS query filter (issue 15): the name a refused query asked for, keyed
+ * like its event (fqe_dns_refused), so egressctl and the agent can show it.
+ */
+export interface RefusedKey {
+  tsNs: bigint;
+  identity: number;
+  sport: number;
+}
+
+export const refusedKeyCodec = {
+  encode(k: RefusedKey): Buffer {
+    const f = L.refused_key.fields;
+    const b = Buffer.alloc(L.refused_key.size);
+    b.writeBigUInt64LE(k.tsNs, f.ts_ns);
+    b.writeUInt32LE(k.identity, f.identity);
+    b.writeUInt16LE(k.sport, f.sport);
+    return b;
+  },
+  decode(b: Buffer): RefusedKey {
+    const f = L.refused_key.fields;
+    return { tsNs: b.readBigUInt64LE(f.ts_ns), identity: b.readUInt32LE(f.identity), sport: b.readUInt16LE(f.sport) };
+  },
+};
+
+export interface RefusedName {
+  /** the question name as sent (wire format, no root label); null when the query was not one plain question */
+  wire: Buffer | null;
+  qtype: number;
+  proto: number;
+}
+
+const REFUSED_PARSED = 0x1;
+
+export const refusedNameCodec = {
+  encode(v: RefusedName): Buffer {
+    const f = L.refused_name.fields;
+    const b = Buffer.alloc(L.refused_name.size);
+    if (v.wire && v.wire.length > NAME_LEN) throw new Error(`refused name: ${v.wire.length} bytes, at most ${NAME_LEN} fit`);
+    b.writeUInt16LE(v.wire?.length ?? 0, f.name_len);
+    b.writeUInt16LE(v.qtype, f.qtype);
+    b.writeUInt8(v.wire ? REFUSED_PARSED : 0, f.flags);
+    b.writeUInt8(v.proto, f.proto);
+    v.wire?.copy(b, f.wire);
+    return b;
+  },
+  decode(b: Buffer): RefusedName {
+    const f = L.refused_name.fields;
+    const parsed = (b.readUInt8(f.flags) & REFUSED_PARSED) !== 0;
+    const len = Math.min(b.readUInt16LE(f.name_len), NAME_LEN);
+    return { wire: parsed ? Buffer.from(b.subarray(f.wire, f.wire + len)) : null, qtype: b.readUInt16LE(f.qtype), proto: b.readUInt8(f.proto) };
   },
 };

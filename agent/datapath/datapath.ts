@@ -17,7 +17,8 @@ import {
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec,
+  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec,
+  type RefusedKey, type RefusedName,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
   type LearnedRecord, type TapKey,
@@ -51,6 +52,8 @@ const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
   'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts',
   'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
+  // DNS query filter (issue 15)
+  'fqe_cluster_domains', 'fqe_dns_refused',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -80,6 +83,10 @@ export interface DatapathMaps {
   queryRate: BpfMap<number, { unrecorded: bigint }>;
   /** learned records that found the ring full, summed over CPUs (slot 0) */
   learnedLost: BpfMap<number, bigint>;
+  /** the cluster's own domains: keyed name hash -> the domain's real name (DNS query filter) */
+  clusterDomains: BpfMap<bigint, PolicyValue>;
+  /** the names refused DNS queries asked for, keyed like their events */
+  dnsRefused: BpfMap<RefusedKey, RefusedName>;
   /** fd of the events ring buffer */
   eventsFd: number;
   /** fd of the learned-records ring buffer */
@@ -109,6 +116,8 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     tapPass: new BpfMap('fqe_tap_pass', fds.fqe_tap_pass, LAYOUTS.tap_key.size, LAYOUTS.tap_val.size, tapKeyCodec, u64Codec),
     queryRate: new BpfMap('fqe_query_rate', fds.fqe_query_rate, 4, LAYOUTS.query_rate.size * cpus, u32Codec, { decode: (b: Buffer) => queryRateCodec.decodePerCpu(b, cpus) }),
     learnedLost: new BpfMap('fqe_learned_lost', fds.fqe_learned_lost, 4, 8 * cpus, u32Codec, { decode: (b: Buffer) => sumPerCpuU64(b, cpus) }),
+    clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
+    dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
     eventsFd: fds.fqe_events,
     learnedFd: fds.fqe_learned,
   };

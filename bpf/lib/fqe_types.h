@@ -58,7 +58,8 @@ enum fqe_reason {
 	FQE_REASON_PROTOCOL = 7, /* ethertype we do not enforce (VLAN, ...) */
 	FQE_REASON_AUDIT_ENDED = 8, /* a flow only audit mode let through, after the switch to enforce */
 	FQE_REASON_FLOW_QUOTA = 9, /* a new flow past the pod's share of the flow table */
-	FQE_REASON_MAX = 10,
+	FQE_REASON_DNS_NAME = 10, /* a DNS query for a name outside the pod's rules and the cluster domains */
+	FQE_REASON_MAX = 11,
 };
 
 /* Room for reasons to come: counters keep their layout when one is added. */
@@ -337,6 +338,43 @@ struct fqe_query_rate {
 	__u64 window_ns; /* CLOCK_MONOTONIC start of the current second */
 	__u64 count; /* queries recorded in it */
 	__u64 unrecorded; /* queries passed without a record, ever */
+};
+
+/*
+ * ---- DNS query filter (issue 15): queries are policy too ----
+ * New maps only; no layout above changes.
+ */
+
+/* Endpoint flag: this pod's DNS queries are not judged by name (opt-out). */
+#define FQE_EP_DNS_FILTER_OFF 0x4
+
+#define FQE_MAX_CLUSTER_DOMAINS 64
+#define FQE_MAX_DNS_REFUSED (2 * FQE_RECENT_EVENTS) /* names of recorded events only; LRU slack */
+
+/*
+ * Is this suffix one of the cluster's own domains (--cluster-domain)?
+ * key: __u64 keyed hash of the domain (as wildcardHash); value: struct
+ * fqe_policy_val with the domain's real name (ports unused), so the kernel
+ * compares bytes, not only a hash.
+ */
+
+/* Which name did a refused query ask for? Keyed like its event. */
+struct fqe_refused_key {
+	__u64 ts_ns; /* the event's ts_ns */
+	__u32 identity;
+	__u16 sport; /* host byte order */
+	__u16 pad;
+};
+
+#define FQE_REFUSED_PARSED 0x1 /* a plain one-question query: qtype and name are set */
+
+struct fqe_refused_name {
+	__u16 name_len; /* bytes of wire[] in use */
+	__u16 qtype; /* host byte order */
+	__u8 flags; /* FQE_REFUSED_* */
+	__u8 proto; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 pad[2];
+	__u8 wire[FQE_NAME_LEN]; /* the question name as sent, wire format, no root label */
 };
 
 #endif /* FQE_TYPES_H */

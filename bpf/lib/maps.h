@@ -206,4 +206,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_query_rate SEC(".maps");
 
+/* ---- DNS query filter (issue 15) ---- */
+
+/* Is this suffix (keyed hash) one of the cluster's own domains? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_CLUSTER_DOMAINS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct fqe_policy_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_cluster_domains SEC(".maps");
+
+/* Which name did a refused DNS query ask for? (egressctl drops shows it) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_DNS_REFUSED);
+	__type(key, struct fqe_refused_key);
+	__type(value, struct fqe_refused_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_dns_refused SEC(".maps");
+
 #endif /* FQE_MAPS_H */

@@ -34,6 +34,8 @@ export interface FilePod {
   namespace?: string;
   allow?: string;
   mode?: string;
+  /** fqdn-egress.io/dns-filter (the DNS query filter; the agent's default is on) */
+  dnsFilter?: string;
   /** write the interface into the file (default) or let the agent find it from the route */
   withInterface?: boolean;
   /** claim another pod's addresses (IP reuse tests) */
@@ -86,7 +88,8 @@ export async function withAgentBox(
           lines.push('    annotations:');
           if (p.allow !== undefined) lines.push(`      fqdn-egress.io/allow: ${JSON.stringify(p.allow)}`);
           if (p.mode !== undefined) lines.push(`      fqdn-egress.io/mode: ${p.mode}`);
-          if (p.allow === undefined && p.mode === undefined) lines[lines.length - 1] = '    annotations: {}';
+          if (p.dnsFilter !== undefined) lines.push(`      fqdn-egress.io/dns-filter: ${JSON.stringify(p.dnsFilter)}`);
+          if (p.allow === undefined && p.mode === undefined && p.dnsFilter === undefined) lines[lines.length - 1] = '    annotations: {}';
         }
         if (list.length === 0) lines[0] = 'pods: []';
         box.writeRaw(`${lines.join('\n')}\n`);

@@ -12,8 +12,11 @@ import { withTopology, type PodSpec, type Topology } from './topology.js';
 export interface Box {
   topo: Topology;
   dp: Datapath;
-  /** Attach the programs and mark the pod enforced (or audited) under an identity. */
-  enforce(pod: string, identity: number, mode?: 'enforce' | 'audit'): void;
+  /**
+   * Attach the programs and mark the pod enforced (or audited) under an identity.
+   * The box writes no name rules, so the DNS query filter is off unless asked for.
+   */
+  enforce(pod: string, identity: number, mode?: 'enforce' | 'audit', opts?: { dnsFilter?: 'on' | 'off' }): void;
   allow(identity: number, cidr: string, opts?: { ports?: PortRule[]; expiresNs?: bigint }): void;
   trustResolver(ip: string): void;
   counters(identity: number): Counters;
@@ -27,11 +30,12 @@ export function makeBox(topo: Topology, dp: Datapath): Box {
   return {
     topo,
     dp,
-    enforce(podName, identity, mode = 'enforce') {
+    enforce(podName, identity, mode = 'enforce', opts = {}) {
       const pod = topo.pod(podName);
       dp.attach(pod.ifindex, { netns: topo.nodeNsPath });
       for (const ip of [pod.v4, pod.v6]) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
-      dp.maps.endpoints.set(pod.ifindex, { identity, flags: mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce });
+      const dnsFilter = opts.dnsFilter === 'on' ? 0 : EndpointFlag.dnsFilterOff;
+      dp.maps.endpoints.set(pod.ifindex, { identity, flags: (mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | dnsFilter });
     },
     allow(identity, cidr, opts = {}) {
       const c = parseCidr(cidr);

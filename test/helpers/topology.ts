@@ -272,8 +272,10 @@ export class Topology {
     const args = [
       'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces',
       `--listen-address=${OUTSIDE_LINK_V4.outside}`, `--listen-address=${OUTSIDE_LINK_V6.outside}`,
-      '--pid-file=', '--user=root', '--log-facility=-', ...extra,
+      '--pid-file=', '--user=root', ...extra,
     ];
+    // dnsmasq refuses a repeated flag: logs go to stderr unless the caller names a file (a query log)
+    if (!extra.some((a) => a.startsWith('--log-facility='))) args.push('--log-facility=-');
     for (const [name, addrs] of Object.entries(records)) {
       for (const a of addrs) args.push(`--host-record=${name},${a}`);
     }

@@ -1,0 +1,92 @@
+/*
+ * The DNS query filter's userspace half (issue 15). Pure; owns what the
+ * agent tells the kernel about queries, and how a refused query's name is
+ * shown. Knows no maps: the agent writes what these return.
+ *
+ * What the kernel does (bpf/lib/dns_query.h): an enforced pod's query to a
+ * trusted resolver passes only when its name is one the pod's rules allow,
+ * or is, or lies under, one of the cluster's own domains. Those domains
+ * reach the kernel here: each as its keyed hash (wildcardHash) and the real
+ * bytes in hash order (hashOrderBytes), which the kernel compares before it
+ * trusts a hash hit. Any other query is answered NXDOMAIN in place.
+ *
+ * Per pod: the annotation `fqdn-egress.io/dns-filter: "on" | "off"`; the
+ * agent-wide default comes from --dns-filter. Off sets FQE_EP_DNS_FILTER_OFF.
+ */
+import { normalizeName, NameError } from './pattern.js';
+import { hashOrderBytes, wildcardHash } from './name-hash.js';
+
+export const DNS_FILTER_ANNOTATION = 'fqdn-egress.io/dns-filter';
+export const DEFAULT_CLUSTER_DOMAINS = ['cluster.local'] as const;
+
+export type DnsFilterMode = 'on' | 'off';
+
+/** The filter for one pod: its annotation when valid, else the agent's default. */
+export function dnsFilterFor(annotations: Record<string, string>, fallback: DnsFilterMode): { mode: DnsFilterMode; problem: string | null } {
+  const raw = annotations[DNS_FILTER_ANNOTATION];
+  if (raw === undefined) return { mode: fallback, problem: null };
+  const value = raw.trim().toLowerCase();
+  if (value === 'on' || value === 'off') return { mode: value, problem: null };
+  // fail closed: a typo must not switch the filter off
+  return { mode: 'on', problem: `${DNS_FILTER_ANNOTATION}: "${raw}" is neither "on" nor "off"; the filter stays on` };
+}
+
+/** A cluster domain as the kernel holds it: key and value of fqe_cluster_domains. */
+export interface ClusterDomainEntry {
+  domain: string;
+  hash: bigint;
+  /** labels right to left, lower case: what the kernel compares */
+  name: Buffer;
+}
+
+/** Normalize --cluster-domain values; throws with the offending value. */
+export function parseClusterDomains(values: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const v of values) {
+    let d: string;
+    try {
+      d = normalizeName(v.trim());
+    } catch (err) {
+      throw new Error(`--cluster-domain "${v}": ${err instanceof NameError ? err.reason : String(err)}`);
+    }
+    if (!out.includes(d)) out.push(d);
+  }
+  return out;
+}
+
+export function clusterDomainEntries(domains: readonly string[], hashKey: bigint): ClusterDomainEntry[] {
+  return domains.map((domain) => ({ domain, hash: wildcardHash(domain, hashKey), name: hashOrderBytes(domain) }));
+}
+
+/** DNS query types by number, for the names egressctl shows. */
+const QTYPES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 255: 'ANY' };
+
+export function qtypeName(qtype: number): string {
+  return QTYPES[qtype] ?? `TYPE${qtype}`;
+}
+
+/**
+ * A wire-format name (no root label) as presentation text with every byte a
+ * pod could use to mislead a reader escaped (RFC 4343 style): `.` and `\`
+ * inside a label, and anything outside printable ASCII, as `\DDD`.
+ */
+export function escapeWireName(wire: Buffer): string {
+  const labels: string[] = [];
+  let at = 0;
+  while (at < wire.length) {
+    const len = wire[at]!;
+    if (len === 0 || len > 63 || at + 1 + len > wire.length) {
+      labels.push('\\?'); // not a label: shown, never guessed at
+      break;
+    }
+    let text = '';
+    for (const b of wire.subarray(at + 1, at + 1 + len)) {
+      if (b === 0x2e || b === 0x5c) text += `\\${String.fromCharCode(b)}`;
+      else if (b > 0x20 && b < 0x7f) text += String.fromCharCode(b);
+      else text += `\\${b.toString().padStart(3, '0')}`;
+    }
+    labels.push(text);
+    at += 1 + len;
+  }
+  return labels.length === 0 ? '.' : labels.join('.');
+}

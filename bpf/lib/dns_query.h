@@ -1,0 +1,441 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * DNS queries are policy: the enforcer's judgement of a query an enforced
+ * pod sends to a trusted resolver, and the NXDOMAIN it answers in place when
+ * the query is refused.
+ *
+ * A query passes only when it is one plain question (QR 0, opcode 0, one
+ * question, no answer or authority records, at most one additional record:
+ * EDNS), its name uncompressed, and that name is one the pod's rules allow
+ * (the learner's matching: bpf/lib/dns.h, real bytes compared after the
+ * keyed hash) or lies under one of the cluster's domains (fqe_cluster_domains,
+ * compared the same way). Over TCP the segment must hold exactly one whole
+ * message after its length prefix; a segment without payload (handshake,
+ * ACK, FIN) carries no query and passes. Anything else is refused: fail
+ * closed.
+ *
+ * A refused UDP query becomes its own NXDOMAIN answer (same id and
+ * question, QR and RA set, RCODE 3, no records; anything after the question,
+ * an EDNS OPT record too, is cut), addresses, ports and MACs swapped,
+ * checksums recomputed, and is redirected back out of the interface it came
+ * in on, to the pod. A refused TCP segment becomes a RST to the pod, which
+ * ends the connection. The resolver never sees either.
+ */
+#ifndef FQE_DNS_QUERY_H
+#define FQE_DNS_QUERY_H
+
+#include <linux/if_ether.h>
+#include "dns.h"
+
+#define FQE_DNS_QR 0x8000
+#define FQE_DNS_OPCODE_MASK 0x7800
+#define FQE_DNS_RD 0x0100
+#define FQE_DNS_RA 0x0080
+#define FQE_DNS_CD 0x0010
+#define FQE_DNS_RCODE_NXDOMAIN 3
+#define FQE_DNS_SEG_MAX 528 /* UDP header + DNS header + question (<= 281) fit, and any masked length */
+
+/* Per-CPU scratch for one query: too big for the stack. */
+struct fqe_query_scratch {
+	struct fqe_learn_scratch s; /* the learner's name buffers, reused */
+	struct fqe_refused_name refused; /* what fqe_dns_refused gets */
+	__u32 msg_off; /* where the DNS message starts */
+	__u32 question_end; /* offset after QTYPE and QCLASS; 0 = not parsed */
+	__u32 name_off; /* where the question name starts */
+	__u32 name_len; /* its wire length without the root label */
+	__u16 flags; /* the query's header flags */
+	__u16 pad[3];
+	__u8 seg[FQE_DNS_SEG_MAX]; /* the reply's UDP segment, for its checksum */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_query_scratch);
+} fqe_query_scratch SEC(".maps");
+
+static __always_inline struct fqe_query_scratch *fqe_query_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&fqe_query_scratch, &zero);
+}
+
+static __always_inline __u64 fqe_dns_hash_key(void)
+{
+	__u32 zero = 0;
+	const struct fqe_hash_key *k = bpf_map_lookup_elem(&fqe_hash_key, &zero);
+
+	return k ? k->key : 0;
+}
+
+struct fqe_domain_ctx {
+	struct fqe_match_ctx m; /* scratch, rev_pos, the running hash */
+	__u64 hit_hash; /* the shortest suffix that is a cluster domain */
+	__u32 hit_len; /* its length in rev[] bytes */
+};
+
+/* The hash walk of dns.h, looking each suffix up among the cluster domains. */
+static long fqe_domain_step(__u64 j, void *data)
+{
+	struct fqe_domain_ctx *c = data;
+	__u32 idx = c->m.rev_pos + (__u32)j;
+	__u32 next;
+	__u64 h;
+	__u8 b;
+
+	if (idx >= FQE_DNS_WIRE_MAX)
+		return 1;
+	asm volatile("%0 &= 0xff" : "+r"(idx));
+	next = idx + 1;
+	asm volatile("%0 &= 0x1ff" : "+r"(next));
+	b = c->m.s->rev[idx];
+	if (!c->m.s->is_start[idx])
+		b = fqe_lower(b);
+	c->m.h = (c->m.h ^ b) * FQE_FNV64_PRIME;
+	if (next != FQE_DNS_WIRE_MAX && !c->m.s->is_start[next])
+		return 0; /* inside a label */
+	h = fqe_hash_out(c->m.h);
+	if (bpf_map_lookup_elem(&fqe_cluster_domains, &h)) {
+		c->hit_hash = h;
+		c->hit_len = (__u32)j + 1;
+		return 1;
+	}
+	return next == FQE_DNS_WIRE_MAX;
+}
+
+/* Is the question name a cluster domain or under one? Real bytes compared. */
+static __always_inline int fqe_dns_in_cluster(struct fqe_learn_scratch *s, const struct fqe_qname *q,
+					      __u64 hash_key)
+{
+	struct fqe_domain_ctx c = {
+		.m = { .s = s, .rev_pos = q->rev_pos, .h = FQE_FNV64_BASIS ^ hash_key },
+	};
+	const struct fqe_policy_val *domain;
+
+	bpf_loop(FQE_DNS_WIRE_MAX, fqe_domain_step, &c, 0);
+	if (!c.hit_hash)
+		return 0;
+	domain = bpf_map_lookup_elem(&fqe_cluster_domains, &c.hit_hash);
+	return domain && fqe_dns_name_is(&c.m, domain, c.hit_len);
+}
+
+/*
+ * Where the query's DNS message lies: 1 with off and end set, 0 when the
+ * packet carries no DNS data (a TCP segment without payload), -1 when it is
+ * not exactly one message (refused).
+ */
+static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const struct fqe_pkt *p,
+						 __u32 *off, __u32 *end)
+{
+	__be16 prefix;
+
+	*off = p->payload_off;
+	*end = p->payload_off + p->payload_len;
+	if (p->proto == IPPROTO_TCP) {
+		if (p->payload_len == 0)
+			return 0;
+		/* One whole message after its length prefix, nothing more, nothing less. */
+		if (p->payload_len < 2 + FQE_DNS_HDR_LEN || bpf_skb_load_bytes(skb, *off, &prefix, 2) < 0 ||
+		    bpf_ntohs(prefix) != p->payload_len - 2)
+			return -1;
+		*off += 2;
+	}
+	return p->payload_len >= FQE_DNS_HDR_LEN ? 1 : -1;
+}
+
+/* Did this refusal's event make it into fqe_recent? (rate-limited events do not) */
+static __always_inline int fqe_dns_event_recorded(__u32 identity, __u16 sport, __u64 now)
+{
+	const struct fqe_recent *r;
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&fqe_recent_seq, &zero);
+	__u64 seq;
+
+	if (!head)
+		return 0;
+	seq = *head;
+	/* ours is the newest, unless another CPU wrote one since: look a few back */
+	for (__u32 i = 1; i <= 4 && i <= seq; i++) {
+		slot = (seq - i) & (FQE_RECENT_EVENTS - 1);
+		r = bpf_map_lookup_elem(&fqe_recent, &slot);
+		if (r && r->ev.ts_ns == now && r->ev.identity == identity && r->ev.sport == sport &&
+		    r->ev.reason == FQE_REASON_DNS_NAME)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Keep the name a refused query asked for, keyed like its event, when the
+ * event was recorded (so a flood of refusals cannot push out the names of
+ * the events egressctl shows). Call after fqe_report(), before the reply
+ * rewrites the packet.
+ */
+static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, const struct fqe_pkt *p,
+						     __u32 identity, __u64 now)
+{
+	struct fqe_refused_key k = { .ts_ns = now, .identity = identity, .sport = p->sport };
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+	struct fqe_refused_name *v;
+	__u64 len;
+
+	if (!qs || !fqe_dns_event_recorded(identity, p->sport, now))
+		return;
+	v = &qs->refused;
+	v->proto = p->proto;
+	v->name_len = 0;
+	len = qs->name_len - 1;
+	/* a root-only name has no bytes; fqe_dns_read_qname fits any other in 256 */
+	if ((v->flags & FQE_REFUSED_PARSED) && len < FQE_NAME_LEN) {
+		asm volatile("%0 &= 0xff" : "+r"(len)); /* the verifier sees 1 <= len + 1 <= 256 */
+		len += 1;
+		if (bpf_skb_load_bytes(skb, qs->name_off, v->wire, len) == 0)
+			v->name_len = len;
+	}
+	bpf_map_update_elem(&fqe_dns_refused, &k, v, BPF_ANY);
+}
+
+/*
+ * The verdict on a query to a trusted resolver: FQE_REASON_NONE passes,
+ * FQE_REASON_DNS_NAME refuses. The scratch keeps what
+ * fqe_dns_remember_refused() and fqe_dns_refuse() need.
+ */
+static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const struct fqe_pkt *p,
+						  __u32 identity)
+{
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+	struct fqe_dns_hdr hdr;
+	__u64 name_hash = 0, key;
+	__u32 off, end;
+	__be16 qtype;
+	int refused = 0, msg;
+
+	if (!qs)
+		return FQE_REASON_DNS_NAME;
+	qs->question_end = 0;
+	qs->refused.flags = 0;
+	qs->refused.qtype = 0;
+	msg = fqe_dns_query_message(skb, p, &off, &end);
+	if (msg == 0)
+		return FQE_REASON_NONE;
+	if (msg < 0 || bpf_skb_load_bytes(skb, off, &hdr, sizeof(hdr)) < 0)
+		goto refuse;
+	qs->msg_off = off;
+	qs->flags = bpf_ntohs(hdr.flags);
+	if (qs->flags & (FQE_DNS_QR | FQE_DNS_OPCODE_MASK) || bpf_ntohs(hdr.qdcount) != 1 || hdr.ancount ||
+	    hdr.nscount || bpf_ntohs(hdr.arcount) > 1)
+		goto refuse;
+	if (fqe_dns_read_qname(skb, off + FQE_DNS_HDR_LEN, end, &qs->s, &qs->s.q) < 0)
+		goto refuse;
+	if (qs->s.q.end + 4 > end || bpf_skb_load_bytes(skb, qs->s.q.end, &qtype, 2) < 0)
+		goto refuse;
+	qs->question_end = qs->s.q.end + 4;
+	qs->name_off = off + FQE_DNS_HDR_LEN;
+	qs->name_len = qs->s.q.end - 1 - qs->name_off;
+	qs->refused.flags = FQE_REFUSED_PARSED;
+	qs->refused.qtype = bpf_ntohs(qtype);
+	key = fqe_dns_hash_key();
+	if (fqe_dns_match(&qs->s, &qs->s.q, identity, key, &name_hash, &refused))
+		return FQE_REASON_NONE;
+	if (fqe_dns_in_cluster(&qs->s, &qs->s.q, key))
+		return FQE_REASON_NONE;
+refuse:
+	return FQE_REASON_DNS_NAME;
+}
+
+/* Fold a 32-bit one's complement sum to the 16 bits a header holds. */
+static __always_inline __u16 fqe_csum_fold(__s64 sum)
+{
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/* IPv4 header checksum of the 20-byte header `ip` (check already 0). */
+static __always_inline void fqe_ip4_csum(struct iphdr *ip)
+{
+	ip->check = fqe_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+/*
+ * The reply's UDP or TCP checksum (p->proto): pseudo header, then the
+ * segment of seg_len bytes at l4, copied into qs->seg (zero padded).
+ */
+static __always_inline int fqe_l4_csum(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 l4,
+				       __u32 seg_len, struct fqe_query_scratch *qs, __u16 *check)
+{
+	__u64 len = seg_len - sizeof(struct udphdr), padded;
+	__s64 sum;
+
+#pragma unroll
+	for (int i = 0; i < FQE_DNS_SEG_MAX / 8; i++)
+		((__u64 *)qs->seg)[i] = 0;
+	if (seg_len < sizeof(struct udphdr) || len > 300)
+		return -1;
+	asm volatile("%0 &= 0x1ff" : "+r"(len)); /* the verifier sees 8 <= len + 8 <= 519 */
+	len += sizeof(struct udphdr);
+	if (bpf_skb_load_bytes(skb, l4, qs->seg, len) < 0)
+		return -1;
+	padded = (len + 3) & ~3ULL; /* the zeroed tail pads it */
+	if (p->family == 4) {
+		struct {
+			__u8 saddr[4], daddr[4];
+			__u8 zero, proto;
+			__be16 len;
+		} ph = { .proto = p->proto, .len = bpf_htons(seg_len) };
+
+		/* the reply's source is the query's destination */
+		__builtin_memcpy(ph.saddr, p->daddr + 12, 4);
+		__builtin_memcpy(ph.daddr, p->saddr + 12, 4);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	} else {
+		struct {
+			__u8 saddr[16], daddr[16];
+			__be32 len;
+			__u8 zero[3], next;
+		} ph = { .len = bpf_htonl(seg_len), .next = p->proto };
+
+		__builtin_memcpy(ph.saddr, p->daddr, 16);
+		__builtin_memcpy(ph.daddr, p->saddr, 16);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)qs->seg, padded, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	*check = fqe_csum_fold(sum);
+	if (*check == 0 && p->proto == IPPROTO_UDP)
+		*check = 0xffff; /* 0 means "no checksum" (IPv4) and is invalid for IPv6 */
+	return 0;
+}
+
+/*
+ * Turn the packet around, back to the pod: MACs and addresses swapped, the
+ * IP length for an L4 segment of seg_len bytes. Only a plain header (IPv4
+ * without options, IPv6 without extension headers) is turned around.
+ */
+static __always_inline int fqe_turn_around(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 seg_len)
+{
+	__u8 mac[2 * ETH_ALEN], swapped[2 * ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return -1;
+	__builtin_memcpy(swapped, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(swapped + ETH_ALEN, mac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
+		return -1;
+	if (p->family == 4) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.ihl != 5)
+			return -1;
+		__builtin_memcpy(&ip.saddr, p->daddr + 12, 4);
+		__builtin_memcpy(&ip.daddr, p->saddr + 12, 4);
+		ip.tot_len = bpf_htons(sizeof(ip) + seg_len);
+		ip.ttl = 64;
+		ip.check = 0;
+		fqe_ip4_csum(&ip);
+		return bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0);
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != p->proto)
+			return -1;
+		__builtin_memcpy(&ip6.saddr, p->daddr, 16);
+		__builtin_memcpy(&ip6.daddr, p->saddr, 16);
+		ip6.payload_len = bpf_htons(seg_len);
+		ip6.hop_limit = 64;
+		return bpf_skb_store_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6), 0);
+	}
+}
+
+/* A refused UDP query becomes its own NXDOMAIN answer. */
+static __always_inline int fqe_dns_nxdomain(struct __sk_buff *skb, const struct fqe_pkt *p,
+					    struct fqe_query_scratch *qs, __u32 l4)
+{
+	struct udphdr uh = {};
+	__u32 udp_len;
+	__be16 dns[5];
+	__u16 check;
+
+	if (!qs->question_end || p->payload_off != l4 + sizeof(uh) || qs->msg_off != p->payload_off ||
+	    qs->question_end <= qs->msg_off)
+		return -1; /* no question to echo, or a header we do not turn around */
+	udp_len = sizeof(uh) + qs->question_end - qs->msg_off;
+	if (bpf_skb_change_tail(skb, qs->question_end, 0) < 0)
+		return -1;
+	/* DNS: a response, recursion available, NXDOMAIN, the question alone. */
+	dns[0] = bpf_htons(FQE_DNS_QR | FQE_DNS_RA | (qs->flags & (FQE_DNS_RD | FQE_DNS_CD)) |
+			   FQE_DNS_RCODE_NXDOMAIN);
+	dns[1] = bpf_htons(1);
+	dns[2] = 0;
+	dns[3] = 0;
+	dns[4] = 0;
+	if (bpf_skb_store_bytes(skb, qs->msg_off + 2, dns, sizeof(dns), 0) < 0 ||
+	    fqe_turn_around(skb, p, udp_len) < 0)
+		return -1;
+	uh.source = bpf_htons(p->dport);
+	uh.dest = bpf_htons(p->sport);
+	uh.len = bpf_htons(udp_len);
+	if (bpf_skb_store_bytes(skb, l4, &uh, sizeof(uh), 0) < 0 ||
+	    fqe_l4_csum(skb, p, l4, udp_len, qs, &check) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, sizeof(check), 0);
+}
+
+/*
+ * A refused TCP query ends its connection: the segment becomes a RST (with
+ * ACK) from the resolver, in sequence, so the pod's stack closes at once.
+ * The resolver never sees the segment; its half of the connection times out.
+ */
+static __always_inline int fqe_dns_reset(struct __sk_buff *skb, const struct fqe_pkt *p,
+					 struct fqe_query_scratch *qs, __u32 l4)
+{
+	struct tcphdr th, rst = {};
+	__u16 check;
+
+	if (p->payload_off < l4 + sizeof(th) || bpf_skb_load_bytes(skb, l4, &th, sizeof(th)) < 0)
+		return -1;
+	rst.source = th.dest;
+	rst.dest = th.source;
+	rst.seq = th.ack_seq; /* what the pod expects from the resolver next */
+	rst.ack_seq = bpf_htonl(bpf_ntohl(th.seq) + p->payload_len + th.syn + th.fin);
+	rst.doff = sizeof(rst) / 4;
+	rst.rst = 1;
+	rst.ack = 1;
+	if (bpf_skb_change_tail(skb, l4 + sizeof(rst), 0) < 0 || fqe_turn_around(skb, p, sizeof(rst)) < 0 ||
+	    bpf_skb_store_bytes(skb, l4, &rst, sizeof(rst), 0) < 0 ||
+	    fqe_l4_csum(skb, p, l4, sizeof(rst), qs, &check) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, l4 + offsetof(struct tcphdr, check), &check, sizeof(check), 0);
+}
+
+/*
+ * Answer a refused query and send the answer back to the pod
+ * (TC_ACT_REDIRECT to the egress of the interface it came in on): UDP gets
+ * its NXDOMAIN, TCP a RST. What cannot be turned around (IPv4 options, IPv6
+ * extension headers, a UDP message with no question to echo) is dropped.
+ */
+static __always_inline int fqe_dns_refuse(struct __sk_buff *skb, const struct fqe_pkt *p)
+{
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+	__u32 l4 = ETH_HLEN + (p->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
+	int err;
+
+	if (!qs)
+		return TC_ACT_SHOT;
+	if (p->proto == IPPROTO_UDP)
+		err = fqe_dns_nxdomain(skb, p, qs, l4);
+	else if (p->proto == IPPROTO_TCP)
+		err = fqe_dns_reset(skb, p, qs, l4);
+	else
+		err = -1;
+	return err < 0 ? TC_ACT_SHOT : bpf_redirect(skb->ifindex, 0);
+}
+
+#endif /* FQE_DNS_QUERY_H */
