@@ -221,6 +221,8 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(window_ns)
 	FQE_FIELD(count)
 	FQE_FIELD(unrecorded)
+	FQE_END
+
 	/* DNS query filter (issue 15) */
 	FQE_STRUCT(refused_key)
 	FQE_FIELD(ts_ns)
