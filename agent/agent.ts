@@ -188,7 +188,7 @@ export class Agent {
       cache: this.cache,
       pod: (identity) => this.byIdentity.get(identity),
       hashesTo: (name, hash) => this.hashesTo(name, hash),
-      noteKernelEntry: (key, value) => this.reconciler.noteKernelEntry(key, value),
+      noteKernelEntry: (key, value, ip) => this.reconciler.noteKernelEntry(key, value, ip),
       rememberName: (hash, name) => this.rememberName(hash, name),
       keepMs: (ttlS) => Math.max(cfg.connectGraceMs, Math.min(cfg.maxTtlMs, Math.max(cfg.minTtlMs, ttlS * 1000))),
     });

@@ -86,10 +86,12 @@ export class Reconciler {
 
   /**
    * An entry the kernel's inline learner wrote: remember it as written.
-   * Returns true when it is new or differs from what we wrote.
+   * Returns true when it is new or differs from what we wrote. `ip`: the
+   * host address as formatIp gives it, when the caller has it.
    */
-  noteKernelEntry(key: AllowKey, value: AllowValue): boolean {
-    const k = keyString(key.identity, key.addr, key.prefixLen);
+  noteKernelEntry(key: AllowKey, value: AllowValue, ip?: string): boolean {
+    // a host entry's key string is its address as text: the caller may have it already
+    const k = ip !== undefined && key.prefixLen === 128 ? `${key.identity}/${ip}` : keyString(key.identity, key.addr, key.prefixLen);
     const have = this.shadow.get(k);
     if (have && sameValue(have.value, value)) return false;
     this.shadow.set(k, { key, value });

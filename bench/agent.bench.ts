@@ -6,7 +6,8 @@
  *     the same run: dns-packet's decode of the same answers alone.
  *  1b. Learned records per second through the record path (decode, the
  *     name check, the cache, the reconciler's bookkeeping: the kernel already
- *     wrote the map), against the tap path's answers per second above.
+ *     wrote the map), in three shapes (see records()), against the tap path's
+ *     answers per second above.
  *  2. Capture-to-map latency in the node-in-a-box: the real agent (inline
  *     learner off, so every entry is the agent's write) while a C client
  *     resolves fresh names, paced at about 1,000 answers/s and then as fast
@@ -143,8 +144,15 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
   return { paced: out.paced!, flatOut: out.flat! };
 }
 
-/** Learned records per second: what the agent does per answer the kernel learned. */
-function records(): { recordsPerSec: number; addressesPerRecord: number } {
+/**
+ * Learned records per second: what the agent does per answer the kernel
+ * learned (decode, the name check, the cache, the reconciler's bookkeeping),
+ * in three shapes: every record a new name and address (the worst case: each
+ * one grows the cache); 1,000 names answered again and again with rotating
+ * addresses (CDN-like churn); 1,000 names answered again with the same
+ * addresses (steady state: each record extends an expiry).
+ */
+function records(shape: 'new-names' | 'rotating' | 'steady'): number {
   const pod: EnforcedPod = {
     key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
     policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
@@ -159,17 +167,20 @@ function records(): { recordsPerSec: number; addressesPerRecord: number } {
   const names = new Map<bigint, string>();
   const kr = new KernelRecords({
     cache, pod: () => pod, hashesTo: (name, hash) => nameHash(name) === hash,
-    noteKernelEntry: (key, value) => rec.noteKernelEntry(key, value),
+    noteKernelEntry: (key, value, ip) => rec.noteKernelEntry(key, value, ip),
     rememberName: (hash, name) => void names.set(hash, name),
     keepMs: (ttlS) => ttlS * 1000,
   });
   const raw: Buffer[] = [];
   const now = process.hrtime.bigint();
   for (let i = 0; i < ANSWERS; i++) {
-    const name = `n${i}.bench.test`;
-    const n = 0xc6120000 + i;
+    const nameIdx = shape === 'new-names' ? i : i % 1000;
+    const addrIdx = shape === 'steady' ? nameIdx : i;
+    const name = `n${nameIdx}.bench.test`;
+    const n = 0xc6120000 + addrIdx;
     const ip = `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
-    raw.push(encodeLearnedRecord({ identity: 1, name, nameHash: nameHash(name), tsNs: now, addrs: [{ ip, ttlS: 300, expiresNs: now + 300_000_000_000n }] }));
+    const ts = now + BigInt(i) * 1000n;
+    raw.push(encodeLearnedRecord({ identity: 1, name, nameHash: nameHash(name), tsNs: ts, addrs: [{ ip, ttlS: 300, expiresNs: ts + 300_000_000_000n }] }));
   }
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < raw.length; i += BATCH) {
@@ -178,19 +189,28 @@ function records(): { recordsPerSec: number; addressesPerRecord: number } {
     rec.flush();
   }
   const ns = Number(process.hrtime.bigint() - t0);
-  if (cache.size !== ANSWERS || rec.entries !== ANSWERS) throw new Error(`expected ${ANSWERS} cached and noted entries, got ${cache.size}/${rec.entries}`);
-  return { recordsPerSec: Math.round(ANSWERS / (ns / 1e9)), addressesPerRecord: 1 };
+  const distinct = shape === 'steady' ? 1000 : ANSWERS;
+  if (rec.entries !== distinct) throw new Error(`${shape}: expected ${distinct} noted entries, got ${rec.entries}`);
+  return Math.round(ANSWERS / (ns / 1e9));
 }
 
 async function main(): Promise<void> {
   const tp = throughput();
-  const rc = records();
+  const rc = { newNames: records('new-names'), rotating: records('rotating'), steady: records('steady') };
   const lat = await latency();
   process.stdout.write(
     `${JSON.stringify({
       bench: 'agent',
       throughput: { answers: ANSWERS, ...tp, baseline: 'dns-packet decode alone' },
-      records: { records: ANSWERS, ...rc, baselineTapAnswersPerSec: tp.answersPerSec, ratio: Number((rc.recordsPerSec / tp.answersPerSec).toFixed(2)), goal: '>= 200000 records/s' },
+      records: {
+        records: ANSWERS,
+        addressesPerRecord: 1,
+        recordsPerSec: rc,
+        baselineTapAnswersPerSec: tp.answersPerSec,
+        ratioToTap: Number((rc.rotating / tp.answersPerSec).toFixed(2)),
+        goal: '>= 200000 records/s',
+        met: Math.min(rc.newNames, rc.rotating, rc.steady) >= 200_000,
+      },
       captureToMap: lat,
     })}\n`,
   );

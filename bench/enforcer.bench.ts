@@ -1,7 +1,10 @@
 /*
  * Enforcer cost per packet, measured in the kernel with BPF_PROG_TEST_RUN,
  * against a pass-through tc program in the same run. Scenarios: allowed IPv4,
- * allowed IPv6, tracked connection (no allow entry), dropped, not enforced;
+ * allowed IPv6 (after their first run, established flows: the fast path),
+ * tracked connection (no allow entry), dropped, not enforced; and a new
+ * allowed flow (single runs over distinct ports, against single runs of the
+ * pass-through program);
  * with 10, 100,000 and 1,000,000 entries in the allow trie.
  * Prints one JSON line per trie size. BENCH_SMOKE=1: small sizes, few runs.
  * Uses a pin dir of its own under /sys/fs/bpf, removed at the end; attaches
@@ -19,6 +22,7 @@ const SMOKE = process.env.BENCH_SMOKE === '1';
 const SIZES = SMOKE ? [10, 1000] : [10, 100_000, 1_000_000];
 const REPEAT = SMOKE ? 10_000 : 1_000_000;
 const ROUNDS = SMOKE ? 1 : 5;
+const NEW_FLOWS = SMOKE ? 200 : 5000;
 const IDENTITY = 1;
 const LOOPBACK_IFINDEX = 1; // BPF_PROG_TEST_RUN runs tc programs on lo
 
@@ -94,6 +98,18 @@ function main(): void {
         const ns = measure(enforcer, frame);
         results[name] = { ns, ratio: Number((ns / baseline).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, frame).retval) };
       }
+      // A new allowed flow each time: single runs over distinct source ports (the
+      // first packet is judged in full and opens the flow), against single runs
+      // of the pass-through program (the same method's overhead).
+      const fresh = Array.from({ length: NEW_FLOWS }, (_, i) =>
+        buildFrame({ src: POD_V4, dst: ALLOWED_V4, proto: 'tcp', sport: 10000 + ((size * 7 + i) % 50000), dport: 443, tcpFlags: 0x02 }));
+      dp.maps.conntrack.deleteMany(dp.maps.conntrack.entries().filter(([k]) => k.peerPort === 443 && k.podPort !== 40000).map(([k]) => k));
+      dp.maps.ctCounts.delete(IDENTITY);
+      const single = (fd: number, frames: Buffer[]) => median(frames.map((f) => native.progTestRun(fd, f, { repeat: 1 }).durationNs));
+      const singleBase = single(passFd, fresh);
+      const newFlowNs = single(enforcer, fresh);
+      results['new-flow-v4'] = { ns: newFlowNs, ratio: Number((newFlowNs / singleBase).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, fresh[0]!).retval) };
+      results['new-flow-v4-baseline-single-runs'] = { ns: singleBase, ratio: 1, verdict: 'pass' };
       dp.maps.endpoints.delete(LOOPBACK_IFINDEX);
       const ns = measure(enforcer, frames['allowed-v4']);
       results['not-enforced'] = { ns, ratio: Number((ns / baseline).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, frames['allowed-v4']).retval) };

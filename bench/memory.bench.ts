@@ -136,7 +136,7 @@ function main(): void {
     const connectGraceMs = parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace');
     const records = new KernelRecords({
       cache, pod: () => pod, hashesTo: (name, hash) => nameHash(name) === hash,
-      noteKernelEntry: (key, value) => rec.noteKernelEntry(key, value),
+      noteKernelEntry: (key, value, ip) => rec.noteKernelEntry(key, value, ip),
       rememberName,
       keepMs: (ttlS) => Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, ttlS * 1000))),
     });

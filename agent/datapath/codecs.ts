@@ -613,7 +613,8 @@ export interface LearnedAddress {
 }
 
 export interface LearnedRecord {
-  tsNs: bigint;
+  /** when the learner wrote it (CLOCK_MONOTONIC, ms) */
+  tsMs: number;
   nameHash: bigint;
   identity: number;
   /** the question, lower case, dotted, as the kernel compared it with the rule */
@@ -622,6 +623,9 @@ export interface LearnedRecord {
   ports: PortRule[];
   addrs: LearnedAddress[];
 }
+
+/** a record's "any port" (shared: records are read, never changed) */
+const ANY_PORT: PortRule[] = Object.freeze([]) as unknown as PortRule[];
 
 export const learnedRecordCodec = {
   /** Throws on a record shorter than its header says: the kernel and agent disagree on the layout. */
@@ -635,7 +639,7 @@ export const learnedRecordCodec = {
     }
     const nameLen = Math.min(b.readUInt16LE(f.name_len), NAME_LEN - 1);
     const nports = Math.min(b.readUInt8(f.nports), MAX_PORT_RULES);
-    const ports: PortRule[] = [];
+    const ports: PortRule[] = nports === 0 ? ANY_PORT : [];
     for (let i = 0; i < nports; i++) {
       const at = f.ports + i * L.port_rule.size;
       ports.push({ port: b.readUInt16LE(at), proto: b.readUInt8(at + L.port_rule.fields.proto) });
@@ -652,7 +656,8 @@ export const learnedRecordCodec = {
       };
     }
     return {
-      tsNs: b.readBigUInt64LE(f.ts_ns),
+      // ms as a double: exact to well under a microsecond for centuries of uptime
+      tsMs: (b.readUInt32LE(f.ts_ns + 4) * 2 ** 32 + b.readUInt32LE(f.ts_ns)) / 1e6,
       nameHash: b.readBigUInt64LE(f.name_hash),
       identity: b.readUInt32LE(f.identity),
       name: b.toString('latin1', f.name, f.name + nameLen),

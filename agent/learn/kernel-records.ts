@@ -21,8 +21,8 @@ export interface KernelRecordsDeps {
   pod(identity: number): EnforcedPod | undefined;
   /** does this name hash to this hash (the node's keyed hash, or the unkeyed one)? */
   hashesTo(name: string, hash: bigint): boolean;
-  /** the kernel wrote this entry: remember it as written */
-  noteKernelEntry(key: AllowKey, value: AllowValue): void;
+  /** the kernel wrote this entry (host `ip`): remember it as written */
+  noteKernelEntry(key: AllowKey, value: AllowValue, ip: string): void;
   /** hash -> name, for egressctl and a restarted agent */
   rememberName(hash: bigint, name: string): void;
   /** how long an answer with this TTL keeps its address, in ms (the kernel's clamp and grace) */
@@ -63,15 +63,16 @@ export class KernelRecords {
         continue;
       }
       this.deps.rememberName(r.nameHash, r.name);
-      const tsMs = Number(r.tsNs) / 1e6;
-      const written = new Set(r.addrs.map((a) => a.ip));
+      const tsMs = r.tsMs;
       for (const a of r.addrs) {
         const changes = this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel');
         this.deps.noteKernelEntry(
           { identity: r.identity, addr: a.addr, prefixLen: 128 },
           { expiresNs: a.expiresNs, nameHash: r.nameHash, ports: r.ports, source: AllowSource.kernel },
+          a.ip,
         );
-        for (const c of changes) if (!written.has(c.ip)) result.changes.push(c);
+        // the change for this address is the kernel's write; anything else (an eviction) is not
+        for (const c of changes) if (c.ip !== a.ip && !r.addrs.some((x) => x.ip === c.ip)) result.changes.push(c);
       }
       result.accepted++;
       result.addresses += r.addrs.length;

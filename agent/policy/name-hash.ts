@@ -56,30 +56,48 @@ const MASK64 = (1n << 64n) - 1n;
 const MAX_WIRE_LENGTH = 255;
 const MAX_LABEL_LENGTH = 63;
 
-/** Lower-cased label bytes, leftmost first. Throws on an invalid name. */
-function labelsOf(name: string): Buffer[] {
+/**
+ * The name's lower-cased bytes (without a trailing dot) and where each label
+ * starts and ends, leftmost first. Throws on an invalid name.
+ */
+function parse(name: string): { bytes: Uint8Array; starts: number[]; ends: number[] } {
   const text = name.endsWith('.') && name !== '.' ? name.slice(0, -1) : name;
   if (text === '' || text === '.') throw new Error(`name hash: "${name}" has no labels`);
-  const labels: Buffer[] = [];
-  let wireLength = 1; // the final zero byte
-  for (const label of text.split('.')) {
-    if (label.length === 0) throw new Error(`name hash: "${name}" has an empty label`);
-    if (label.length > MAX_LABEL_LENGTH) throw new Error(`name hash: "${name}" has a label longer than ${MAX_LABEL_LENGTH} bytes`);
-    const bytes = Buffer.alloc(label.length);
-    for (let i = 0; i < label.length; i++) {
-      const c = label.charCodeAt(i);
-      if (c < 0x21 || c > 0x7e) throw new Error(`name hash: "${name}" has a byte outside printable ASCII`);
-      bytes[i] = c >= 0x41 && c <= 0x5a ? c + 0x20 : c;
+  if (text.length + 2 > MAX_WIRE_LENGTH) throw new Error(`name hash: "${name}" is ${text.length + 2} bytes in wire format, at most ${MAX_WIRE_LENGTH}`);
+  const bytes = new Uint8Array(text.length);
+  const starts: number[] = [0];
+  const ends: number[] = [];
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      const len = i - starts[starts.length - 1]!;
+      if (len === 0) throw new Error(`name hash: "${name}" has an empty label`);
+      if (len > MAX_LABEL_LENGTH) throw new Error(`name hash: "${name}" has a label longer than ${MAX_LABEL_LENGTH} bytes`);
+      ends.push(i);
+      if (i < text.length) starts.push(i + 1);
+      continue;
     }
-    labels.push(bytes);
-    wireLength += 1 + label.length;
+    if (c < 0x21 || c > 0x7e) throw new Error(`name hash: "${name}" has a byte outside printable ASCII`);
+    bytes[i] = c >= 0x41 && c <= 0x5a ? c + 0x20 : c;
   }
-  if (wireLength > MAX_WIRE_LENGTH) throw new Error(`name hash: "${name}" is ${wireLength} bytes in wire format, at most ${MAX_WIRE_LENGTH}`);
-  return labels;
+  return { bytes, starts, ends };
 }
 
-function feed(h: bigint, byte: number): bigint {
-  return ((h ^ BigInt(byte)) * FNV64_PRIME) & MASK64;
+/** Lower-cased label bytes, leftmost first. Throws on an invalid name. */
+function labelsOf(name: string): Buffer[] {
+  const { bytes, starts, ends } = parse(name);
+  return starts.map((at, k) => Buffer.from(bytes.subarray(at, ends[k])));
+}
+
+/*
+ * FNV-1a 64 on two 32-bit halves (the same function as on bigint, without
+ * its allocations): h = (h ^ byte) * 0x100000001b3 mod 2^64, where the
+ * multiplication is h * 0x1b3 plus h << 40.
+ */
+const PRIME_LOW = 0x1b3;
+
+function toBigInt(hi: number, lo: number): bigint {
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 }
 
 function report(h: bigint): bigint {
@@ -88,14 +106,25 @@ function report(h: bigint): bigint {
 
 /** [k] = hash of the suffix starting at label k; [0] is the whole name, the last entry the last label alone. */
 export function suffixHashes(name: string, key = 0n): bigint[] {
-  const labels = labelsOf(name);
-  const hashes = new Array<bigint>(labels.length);
-  let h = (FNV64_OFFSET_BASIS ^ key) & MASK64;
-  for (let k = labels.length - 1; k >= 0; k--) {
-    const label = labels[k]!;
-    h = feed(h, label.length);
-    for (const byte of label) h = feed(h, byte);
-    hashes[k] = report(h);
+  const { bytes, starts, ends } = parse(name);
+  const hashes = new Array<bigint>(starts.length);
+  const basis = (FNV64_OFFSET_BASIS ^ key) & MASK64;
+  let hi = Number(basis >> 32n) >>> 0;
+  let lo = Number(basis & 0xffffffffn) >>> 0;
+  const feed = (byte: number) => {
+    lo = (lo ^ byte) >>> 0;
+    const a = (lo & 0xffff) * PRIME_LOW;
+    const b = (lo >>> 16) * PRIME_LOW + (a >>> 16);
+    const newLo = (((b & 0xffff) << 16) | (a & 0xffff)) >>> 0;
+    hi = (Math.imul(hi, PRIME_LOW) + (b >>> 16) + (lo << 8)) >>> 0;
+    lo = newLo;
+  };
+  for (let k = starts.length - 1; k >= 0; k--) {
+    const at = starts[k]!;
+    const end = ends[k]!;
+    feed(end - at);
+    for (let i = at; i < end; i++) feed(bytes[i]!);
+    hashes[k] = report(toBigInt(hi, lo));
   }
   return hashes;
 }
