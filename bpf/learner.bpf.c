@@ -81,7 +81,11 @@ static __always_inline __u64 hash_key(void)
 	return k ? k->key : 0;
 }
 
-/* Ports of the new entry: the rule's, united with an unexpired old entry's. */
+/*
+ * Ports of the new entry: the rule's, united with an unexpired old entry's.
+ * A tls rule (FQE_PROTO_TLS) and a TCP or TCP+UDP rule for the same port
+ * may both stay: the enforcer lets the one without the check win.
+ */
 static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fqe_allow_val *old,
 					const struct fqe_policy_val *rule)
 {
