@@ -9,68 +9,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { requireKernelTestEnv } from './helpers/topology.js';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
 import { egressctl } from './helpers/egressctl.js';
+import { withCert, startTlsServer, sClient, TLS_PORT } from './helpers/tls-server.js';
 import { CtFlag } from '../agent/datapath/codecs.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'python3', 'openssl', 'curl', 'nsenter'];
-const TLS_PORT = 4443;
 const ALLOW = `api.stripe.test:${TLS_PORT}/tls, *.kadath.test:${TLS_PORT}/tls`;
-
-/** A self-signed certificate (any name: the clients do not verify) in a directory removed after fn. */
-async function withCert(fn: (cert: string, key: string) => Promise<void>): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'fqe-tls-'));
-  try {
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=tls.test', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-    await fn(cert, key);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-const SERVER_ADDRS = ['203.0.113.10', '203.0.113.11', '2001:db8:ff::10'];
-
-/** openssl s_server on each outside address the test uses: any name is served. */
-async function startTlsServer(box: AgentBox, cert: string, key: string): Promise<void> {
-  for (const ip of SERVER_ADDRS) {
-    const accept = ip.includes(':') ? `[${ip}]:${TLS_PORT}` : `${ip}:${TLS_PORT}`;
-    box.topo.spawn(box.topo.outNs, ['openssl', 's_server', '-accept', accept, '-cert', cert, '-key', key, '-www', '-quiet']);
-  }
-  const deadline = Date.now() + 10_000;
-  for (const ip of SERVER_ADDRS) {
-    const target = ip.includes(':') ? `[${ip}]:${TLS_PORT}` : `${ip}:${TLS_PORT}`;
-    for (;;) {
-      const r = await box.topo.exec(box.topo.outNs, ['sh', '-c', `echo | timeout 3 openssl s_client -connect ${target} -servername probe.test >/dev/null 2>&1 && echo up || echo down`]);
-      if (r.stdout.includes('up')) break;
-      if (Date.now() > deadline) throw new Error(`openssl s_server on ${target} did not come up`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-  }
-}
-
-interface Handshake {
-  ok: boolean;
-  ms: number;
-  text: string;
-}
-
-/** openssl s_client from a pod: did the handshake complete? */
-async function sClient(box: AgentBox, pod: string, ip: string, serverName: string | null, extra: string[] = []): Promise<Handshake> {
-  const target = ip.includes(':') ? `[${ip}]:${TLS_PORT}` : `${ip}:${TLS_PORT}`;
-  const args = ['openssl', 's_client', '-connect', target, ...(serverName === null ? ['-noservername'] : ['-servername', serverName]), ...extra];
-  const t0 = performance.now();
-  const r = await box.topo.exec(box.topo.pod(pod).netns, ['sh', '-c', 'echo | timeout 5 "$@" 2>&1; echo "exit=$?"', 'sh', ...args]);
-  const ms = performance.now() - t0;
-  const ok = /exit=0/.test(r.stdout) && /Cipher is (?!\(NONE\))/.test(r.stdout);
-  return { ok, ms, text: r.stdout };
-}
 
 async function curl(box: AgentBox, pod: string, name: string, ip: string): Promise<{ code: number; ms: number }> {
   const t0 = performance.now();
@@ -135,7 +81,7 @@ test('openssl s_client, curl and a segmented Python hello: allowed names complet
   if (!requireKernelTestEnv(t, TOOLS)) return;
   await withCert(async (cert, key) => {
     await withAgentBox(t, [{ name: 'payments' }, { name: 'auditor' }], {}, async (box) => {
-      await startTlsServer(box, cert, key);
+      await startTlsServer(box.topo, cert, key, ['203.0.113.10', '203.0.113.11', '2001:db8:ff::10']);
       box.writePods([{ name: 'payments', allow: ALLOW }, { name: 'auditor', allow: ALLOW, mode: 'audit' }]);
       await box.startAgent();
       for (const pod of ['payments', 'auditor']) {
@@ -145,18 +91,18 @@ test('openssl s_client, curl and a segmented Python hello: allowed names complet
       }
 
       for (const [ip, family] of [['203.0.113.10', 'IPv4'], ['2001:db8:ff::10', 'IPv6']] as const) {
-        const ok = await sClient(box, 'payments', ip, 'api.stripe.test');
+        const ok = await sClient(box.topo, 'payments', ip, 'api.stripe.test');
         assert.ok(ok.ok, `${family}: the allowed name completes its handshake: ${ok.text}`);
-        const tls12 = await sClient(box, 'payments', ip, 'api.stripe.test', ['-tls1_2']);
+        const tls12 = await sClient(box.topo, 'payments', ip, 'api.stripe.test', ['-tls1_2']);
         assert.ok(tls12.ok, `${family}: TLS 1.2 too: ${tls12.text}`);
-        const other = await sClient(box, 'payments', ip, 'blocked.test');
+        const other = await sClient(box.topo, 'payments', ip, 'blocked.test');
         assert.equal(other.ok, false, `${family}: another name on the same IP is refused`);
         assert.ok(other.ms < 3000, `${family}: and fails fast (${Math.round(other.ms)} ms): ${other.text}`);
-        const none = await sClient(box, 'payments', ip, null);
+        const none = await sClient(box.topo, 'payments', ip, null);
         assert.equal(none.ok, false, `${family}: no server name is refused`);
       }
-      assert.ok((await sClient(box, 'payments', '203.0.113.11', 'www.kadath.test')).ok, 'a name under the wildcard');
-      assert.equal((await sClient(box, 'payments', '203.0.113.11', 'kadath.test')).ok, false, 'the wildcard does not cover its apex');
+      assert.ok((await sClient(box.topo, 'payments', '203.0.113.11', 'www.kadath.test')).ok, 'a name under the wildcard');
+      assert.equal((await sClient(box.topo, 'payments', '203.0.113.11', 'kadath.test')).ok, false, 'the wildcard does not cover its apex');
 
       assert.equal((await curl(box, 'payments', 'api.stripe.test', '203.0.113.10')).code, 0, 'curl with the allowed name');
       const refused = await curl(box, 'payments', 'evil.test', '203.0.113.10');
@@ -170,7 +116,7 @@ test('openssl s_client, curl and a segmented Python hello: allowed names complet
       const threeEvil = await segmentedHandshake(box, 'payments', '203.0.113.10', 'blocked.test', [3, 60]);
       assert.equal(threeEvil.ok, false, 'a refused name in the last of 3 segments');
 
-      const audited = await sClient(box, 'auditor', '203.0.113.10', 'blocked.test');
+      const audited = await sClient(box.topo, 'auditor', '203.0.113.10', 'blocked.test');
       assert.ok(audited.ok, `audit mode passes a refused name: ${audited.text}`);
 
       const flows = box.maps((dp) => dp.maps.conntrack.entries());
@@ -187,8 +133,8 @@ test('openssl s_client, curl and a segmented Python hello: allowed names complet
       assert.ok(list.some((d) => d.pod === 'shop/auditor' && d.kind === 'audit' && d.name === 'blocked.test'));
 
       await box.stopAgent('SIGKILL');
-      assert.ok((await sClient(box, 'payments', '203.0.113.10', 'api.stripe.test')).ok, 'the agent down: the allowed name still completes');
-      assert.equal((await sClient(box, 'payments', '203.0.113.10', 'blocked.test')).ok, false, 'the agent down: another name is still refused');
+      assert.ok((await sClient(box.topo, 'payments', '203.0.113.10', 'api.stripe.test')).ok, 'the agent down: the allowed name still completes');
+      assert.equal((await sClient(box.topo, 'payments', '203.0.113.10', 'blocked.test')).ok, false, 'the agent down: another name is still refused');
     });
   });
 });
