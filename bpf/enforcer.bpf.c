@@ -109,8 +109,20 @@ static __always_inline int port_allowed(const struct fqe_allow_val *v, const str
 {
 	int tls = PORT_NO;
 
-	if (v->nports == 0 || p->frag)
-		return PORT_YES; /* any port; a later fragment is judged by its address */
+	if (v->nports == 0)
+		return PORT_YES; /* any port */
+	if (p->frag) {
+		/*
+		 * A later fragment is judged by its address, unless a tls rule
+		 * is there: it could carry ClientHello bytes the check never saw.
+		 */
+#pragma unroll
+		for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
+			if (i < v->nports && v->ports[i].proto == FQE_PROTO_TLS)
+				return PORT_NO;
+		}
+		return PORT_YES;
+	}
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return PORT_NO;
 #pragma unroll
@@ -224,8 +236,8 @@ static __always_inline __u8 tls_flow_verdict(struct __sk_buff *skb, const struct
 	*tls_verdict = 1;
 	if (ep->flags & FQE_EP_AUDIT)
 		tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
-	else
-		tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED;
+	else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
+		tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED | FQE_CT_CLOSING;
 	return FQE_REASON_TLS_NAME;
 }
 
