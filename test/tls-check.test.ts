@@ -200,7 +200,7 @@ test('a retransmission of a parsed segment passes; one with other bytes, a hole 
   });
 });
 
-test('a hello that shows no name within 8 segments is refused; a plain tcp rule on the port skips the check; QUIC to a tls-only destination is refused', (t) => {
+test('a hello that shows no name within 8 segments is refused; a plain tcp rule on the port skips the check; QUIC and IP fragments to a tls-only destination are refused', (t) => {
   withTls(t, (h, flow) => {
     const hello = nameLast(HELLO_13, 1700);
     const f = flow();
@@ -217,6 +217,9 @@ test('a hello that shows no name within 8 segments is refused; a plain tcp rule 
     assert.equal(quic.retval | 0, SHOT, 'UDP 443 is not allowed by a tls rule');
     const otherPort = flow({ dport: 8443 });
     assert.equal(otherPort.syn(), SHOT, 'another port is not allowed');
+    const frag = buildFrame({ src: h.podV4, dst: SERVER_V4, proto: 'tcp', sport: 40444, dport: 443, payload: Buffer.alloc(100) });
+    frag.writeUInt16BE(16, 14 + 6); // fragment offset 16 (x 8 bytes): a later fragment, judged by its address
+    assert.equal(native.progTestRun(h.dp.programs!.enforcer, frag).retval | 0, SHOT, 'a later IP fragment to a tls-ruled destination could hide hello bytes: refused');
   });
 });
 
