@@ -226,8 +226,9 @@ static __always_inline __u8 tls_flow_verdict(struct __sk_buff *skb, const struct
 	if (out == FQE_TLS_PASS)
 		return FQE_REASON_NONE;
 	if (out == FQE_TLS_ALLOW) {
-		tracked->flags &= ~FQE_CT_TLS_PENDING; /* from now on: the fast path */
-		bpf_map_delete_elem(&fqe_tls_flows, ct);
+		/* watched until the server answers (the learner then clears it): then the fast path */
+		if (tracked->flags & FQE_CT_TLS_PENDING)
+			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
 		return FQE_REASON_NONE;
 	}
 	if (out == FQE_TLS_HOLD && !(ep->flags & FQE_EP_AUDIT))

@@ -398,6 +398,11 @@ int fqe_learner(struct __sk_buff *skb)
 	}
 	fqe_ct_key_of(&ct, ep->identity, &p, 0);
 	tracked = fqe_ct_lookup(cfg, &ct, &p, now);
+	if (tracked && (tracked->flags & FQE_CT_TLS_WATCH) && p.payload_len > 0) {
+		/* the server answers: it has read the whole ClientHello, whose name was allowed */
+		tracked->flags &= ~FQE_CT_TLS_WATCH;
+		bpf_map_delete_elem(&fqe_tls_flows, &ct);
+	}
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
 			fqe_ct_refresh(tracked, &p, now);

@@ -44,6 +44,7 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.PROTO_TLS, PROTO_TLS);
   assert.equal(consts.CT_TLS_PENDING, CtFlag.tlsPending);
   assert.equal(consts.CT_TLS_REFUSED, CtFlag.tlsRefused);
+  assert.equal(consts.CT_TLS_WATCH, CtFlag.tlsWatch);
   assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
 });

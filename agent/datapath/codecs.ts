@@ -54,7 +54,7 @@ export const LAYOUTS = {
   refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
   refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
   // TLS server name check (issue 13)
-  tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_len: 30, seg_start: 32, seg_len: 64, seg_hash: 96, name: 160 } },
+  tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, seg_start: 32, seg_len: 64, seg_hash: 96, name: 160 } },
 } as const;
 
 export const MAX_PORT_RULES = 8;
@@ -66,7 +66,7 @@ export const EndpointFlag = { enforce: 0x1, audit: 0x2, dnsFilterOff: 0x4 } as c
 export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
-export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8, tlsPending: 0x10, tlsRefused: 0x20 } as const;
+export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8, tlsPending: 0x10, tlsRefused: 0x20, tlsWatch: 0x40 } as const;
 export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 /** fqe_port_rule.proto of a `tls` rule: TCP once the ClientHello named an allowed server (not an IP protocol). */

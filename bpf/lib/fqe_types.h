@@ -391,7 +391,8 @@ struct fqe_refused_name {
 /* fqe_ct_val flags: the check's state of a flow allowed only by tls rules */
 #define FQE_CT_TLS_PENDING 0x10 /* its server name is not known yet */
 #define FQE_CT_TLS_REFUSED 0x20 /* its server name was refused: every packet drops */
-#define FQE_CT_TLS_CHECK (FQE_CT_TLS_PENDING | FQE_CT_TLS_REFUSED)
+#define FQE_CT_TLS_WATCH 0x40 /* allowed, until the server answers: a resent hello byte must be the one judged */
+#define FQE_CT_TLS_CHECK (FQE_CT_TLS_PENDING | FQE_CT_TLS_REFUSED | FQE_CT_TLS_WATCH)
 
 #define FQE_MAX_TLS_FLOWS 16384
 #define FQE_TLS_MAX_BYTES 16384 /* a ClientHello must show its name within this */
@@ -412,7 +413,7 @@ struct fqe_tls_flow {
 	__u8 rec_hdr; /* bytes of the current record header seen (0..5) */
 	__u8 state; /* where the parser is (enum in bpf/lib/tls.h) */
 	__u8 segments; /* segments parsed */
-	__u8 pad[1];
+	__u8 name_done; /* the name was seen and allowed: watching resent bytes */
 	__u16 name_len; /* bytes of name[] collected */
 	/* what each parsed segment was, so that a retransmission can be told apart from new data */
 	__u32 seg_start[FQE_TLS_MAX_SEGMENTS];

@@ -20,8 +20,13 @@
  * find the pod's rule, then the real bytes, exact or `*.` on a label
  * boundary, case-insensitive, a trailing dot ignored. It passes when that
  * rule allows TCP to the flow's port (a tls, tcp or any-protocol rule, or
- * no port at all). Then the pending flag is cleared and the flow costs
- * what any tracked flow costs.
+ * no port at all). The flow is then watched (FQE_CT_TLS_WATCH) until the
+ * server sends its first data, which it does only once it has read the
+ * whole ClientHello: until then a byte of the hello sent again must be the
+ * byte judged (a pod could have the first copy die on the way, with a low
+ * TTL, and resend other bytes). The learner clears the watch when it sees
+ * the server's data; from then on the flow costs what any tracked flow
+ * costs.
  *
  * Refused (another name, no SNI, not a ClientHello, no name within
  * FQE_TLS_MAX_BYTES or FQE_TLS_MAX_SEGMENTS, parser state lost): the
@@ -235,6 +240,7 @@ struct fqe_tls_walk {
 	__u32 len; /* bytes to walk */
 	__u64 h; /* keyed hash of the bytes walked */
 	int result;
+	int parsing; /* 0 once the verdict is in: the rest is only hashed */
 };
 
 static long fqe_tls_step(__u64 i, void *data)
@@ -259,23 +265,25 @@ static long fqe_tls_step(__u64 i, void *data)
 	}
 	b = c->chunk[at & (FQE_TLS_CHUNK - 1)];
 	c->h = (c->h ^ b) * FQE_FNV64_PRIME;
-	if (!c->f)
-		return 0; /* a retransmission: hashed, not parsed */
+	if (!c->f || !c->parsing)
+		return 0; /* a retransmission, or past the name: hashed, not parsed */
 	c->result = fqe_tls_byte(c->f, b);
-	return c->result != FQE_TLS_MORE;
+	if (c->result == FQE_TLS_NAME)
+		c->parsing = 0; /* hash the rest of the segment: it may be sent again */
+	return c->result == FQE_TLS_BAD;
 }
 
 /*
  * Walk len bytes of the segment at off (or fewer, when the verdict comes
  * first): FQE_TLS_MORE, FQE_TLS_NAME or FQE_TLS_BAD; *h the keyed hash of
- * the bytes (all of them when FQE_TLS_MORE). f NULL: only hash them.
+ * the bytes (all of them unless FQE_TLS_BAD). f NULL: only hash them.
  */
 static __always_inline int fqe_tls_walk(struct __sk_buff *skb, struct fqe_tls_flow *f, __u8 *chunk,
 					__u32 off, __u32 len, __u64 *h)
 {
 	struct fqe_tls_walk c = {
 		.skb = skb, .f = f, .chunk = chunk, .off = off, .len = len,
-		.h = FQE_FNV64_BASIS ^ fqe_dns_hash_key(),
+		.h = FQE_FNV64_BASIS ^ fqe_dns_hash_key(), .parsing = 1,
 	};
 
 	bpf_loop(FQE_TLS_MAX_BYTES, fqe_tls_step, &c, 0);
@@ -425,7 +433,7 @@ enum fqe_tls_outcome {
 	FQE_TLS_PASS = 0, /* no verdict yet, or the name was allowed */
 	FQE_TLS_HOLD = 1, /* drop this segment only: the client resends it in order */
 	FQE_TLS_REFUSE = 2, /* the flow is refused */
-	FQE_TLS_ALLOW = 3, /* the name is allowed: the check is over */
+	FQE_TLS_ALLOW = 3, /* the name is allowed: watched until the server answers */
 };
 
 /*
@@ -448,6 +456,8 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 	if (!f)
 		return FQE_TLS_REFUSE;
 	ahead = (__s32)(seq - f->next_seq);
+	if (ahead >= 0 && f->name_done)
+		return FQE_TLS_PASS; /* watched: new bytes, after the name */
 	if (ahead > 0)
 		return FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
 	if (ahead < 0) {
@@ -460,18 +470,21 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 		return FQE_TLS_REFUSE;
 	budget = FQE_TLS_MAX_BYTES - f->parsed;
 	r = fqe_tls_walk(skb, f, qs->seg, p->payload_off, len < budget ? len : budget, &h);
-	if (r == FQE_TLS_NAME)
-		return fqe_tls_name_allowed(f, qs, identity, p->dport) ? FQE_TLS_ALLOW : FQE_TLS_REFUSE;
-	if (r == FQE_TLS_BAD || len >= budget || f->segments + 1 >= FQE_TLS_MAX_SEGMENTS)
+	if (r == FQE_TLS_NAME) {
+		if (!fqe_tls_name_allowed(f, qs, identity, p->dport))
+			return FQE_TLS_REFUSE;
+		f->name_done = 1;
+	} else if (r == FQE_TLS_BAD || len >= budget || f->segments + 1 >= FQE_TLS_MAX_SEGMENTS) {
 		return FQE_TLS_REFUSE;
-	/* no name yet: remember the segment, wait for the next one */
+	}
+	/* remember the segment: no name yet (wait for the next one), or the one with the name */
 	f->seg_start[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = seq;
 	f->seg_len[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = len;
 	f->seg_hash[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = h;
 	f->segments++;
 	f->parsed += len;
 	f->next_seq = seq + len;
-	return FQE_TLS_PASS;
+	return f->name_done ? FQE_TLS_ALLOW : FQE_TLS_PASS;
 }
 
 /*
