@@ -54,6 +54,8 @@ interface Flow {
   syn(): number;
   /** data at stream offset `at` (0 = the first byte after the SYN) */
   send(payload: Buffer, at: number, flags?: number): { retval: number; data: Buffer };
+  /** the server's data to the pod, through the learner (tc egress) */
+  serverData(payload: Buffer): number;
   flags(): number | undefined;
   parserState(): boolean;
 }
@@ -84,6 +86,7 @@ function withTls(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerH
         sport,
         syn: () => run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1000, tcpFlags: SYN })).retval,
         send: (payload, at, flags = PSH_ACK) => run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1001 + at, ack: 7, tcpFlags: flags, payload })),
+        serverData: (payload) => (native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: dport, dport: sport, seq: 7, ack: 1001, tcpFlags: PSH_ACK, payload })).retval | 0),
         flags: () => h.dp.maps.conntrack.get(key)?.flags,
         parserState: () => h.dp.maps.tlsFlows.get(key) !== undefined,
       };
@@ -102,7 +105,7 @@ function sendInPieces(f: Flow, hello: Buffer, cuts: number[]): number[] {
   return out;
 }
 
-test('an allowed server name passes; the flow then takes the fast path (no parser state, no pending flag)', (t) => {
+test('an allowed server name passes; watched until the server answers, then the fast path (no parser state, no flag)', (t) => {
   withTls(t, (_h, flow) => {
     for (const hello of [HELLO_13, HELLO_12, HELLO_UPPER]) {
       const f = flow();
@@ -110,10 +113,31 @@ test('an allowed server name passes; the flow then takes the fast path (no parse
       assert.equal(f.flags()! & CtFlag.tlsPending, CtFlag.tlsPending, 'tracked as pending its check');
       assert.ok(f.parserState(), 'the parser starts at the SYN');
       assert.equal(f.send(hello, 0).retval, PASS);
-      assert.equal(f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused), 0, 'checked: no longer pending');
+      assert.equal(f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch), CtFlag.tlsWatch, 'allowed: watched, no longer pending');
+      assert.equal(f.send(Buffer.alloc(0), hello.length, ACK).retval, PASS, 'an ACK while watched');
+      assert.equal(f.serverData(Buffer.from('server hello')), PASS);
+      assert.equal(f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch), 0, 'the server answered: the check is over');
       assert.equal(f.parserState(), false, 'the parser state is gone');
       assert.equal(f.send(Buffer.from('application data'), hello.length).retval, PASS);
     }
+  });
+});
+
+test('while watched, a hello byte sent again must be the byte judged (the first copy may have died on the way)', (t) => {
+  withTls(t, (_h, flow) => {
+    const hello = nameLast(HELLO_13, 1700);
+    const f = flow();
+    f.syn();
+    assert.deepEqual(sendInPieces(f, hello, [1000]), [PASS, PASS]);
+    assert.equal(f.flags()! & CtFlag.tlsWatch, CtFlag.tlsWatch);
+    const forged = Buffer.from(hello.subarray(0, 1000));
+    forged[100] ^= 0x20;
+    assert.equal(f.send(forged, 0).retval, SHOT, 'other bytes in the judged range: dropped');
+    assert.equal(f.send(hello.subarray(0, 1000), 0).retval, PASS, 'the same bytes again: pass');
+    assert.equal(f.send(hello.subarray(1000), 1000).retval, PASS, 'the segment with the name again: pass');
+    assert.equal(f.send(Buffer.from('finished'), hello.length).retval, PASS, 'new bytes after the hello: pass');
+    f.serverData(Buffer.from('server hello'));
+    assert.equal(f.flags()! & CtFlag.tlsWatch, 0);
   });
 });
 
@@ -165,7 +189,7 @@ test('a hello of 2 and 3 segments and 3 records, the name in the last segment: e
     const f2 = flow();
     f2.syn();
     assert.deepEqual(sendInPieces(f2, big, [1400]), [PASS, PASS]);
-    assert.equal(f2.flags()! & CtFlag.tlsPending, 0);
+    assert.equal(f2.flags()! & (CtFlag.tlsPending | CtFlag.tlsWatch), CtFlag.tlsWatch);
     const f3 = flow();
     f3.syn();
     assert.deepEqual(sendInPieces(f3, nameLast(HELLO_13, 1700, 700), [3, 1000]), [PASS, PASS, PASS], 'records of 700 bytes, a record header cut');
