@@ -6,10 +6,10 @@
  *   tcp-ruled flow, both one run per fresh flow; and a packet of an
  *   established flow, tls-ruled (checked) against tcp-ruled, against a
  *   pass-through program (goal: the check adds nothing once a flow is past it);
- * - through a pod's veth (node-in-a-box, openssl s_server outside): TLS
+ * - through a pod's veth (node-in-a-box, a TLS server outside): TLS
  *   handshake latency (Python's ssl, one connection at a time) and TLS bulk
  *   throughput (goal: ratio >= 0.97), a tls-ruled port against a tcp-ruled
- *   one on the same server IP.
+ *   one on the same server IP (a Python ssl server that discards).
  * Prints one JSON line. BENCH_SMOKE=1: few runs. Pin dirs, namespaces and
  * processes are its own and removed at the end, also on failure.
  */
@@ -124,6 +124,27 @@ function kernelCosts(): Record<string, unknown> {
   }
 }
 
+/** A TLS server that reads and discards, one thread per connection. */
+const SERVER_SCRIPT = `
+import socket, ssl, sys, threading
+ip, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.create_server((ip, port), backlog=128)
+print('ready', flush=True)
+def serve(c):
+    try:
+        with ctx.wrap_socket(c, server_side=True) as t:
+            buf = bytearray(1 << 20)
+            while t.recv_into(buf):
+                pass
+    except Exception:
+        pass
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+
 const CLIENT = `
 import socket, ssl, sys, time, json
 ip, port, name, mode, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
@@ -166,9 +187,8 @@ async function throughVeth(): Promise<Record<string, unknown>> {
       try {
         const box = makeBox(topo, dp);
         for (const port of [TLS_PORT, TCP_PORT]) {
-          topo.spawn(topo.outNs, ['sh', '-c', `exec openssl s_server -accept ${SERVER}:${port} -cert ${cert} -key ${key} -quiet >/dev/null`]);
+          await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, SERVER, String(port), cert, key], /ready/);
         }
-        await new Promise((r) => setTimeout(r, 500));
         box.enforce('client', IDENTITY);
         allowServer(dp, IDENTITY);
         const netns = topo.pod('client').netns;
@@ -196,7 +216,7 @@ async function throughVeth(): Promise<Record<string, unknown>> {
             addedUs: round1(median(hs.tls) - median(hs.tcp)),
           },
           throughput: {
-            tool: 'Python ssl sendall of 1 MiB buffers, 1 stream, to openssl s_server',
+            tool: 'Python ssl sendall of 1 MiB buffers, 1 stream, to a Python ssl server that discards',
             seconds: SECONDS,
             rounds: ROUNDS,
             tlsRuledGbps: gbps.tls.map(round3),
