@@ -302,7 +302,13 @@ struct fqe_tls_name_ctx {
 	int bad;
 };
 
-/* Pass 1: dotted name -> wire format (in qs->refused.wire), labels checked. */
+/* A host name byte (letters, digits, hyphen): anything else is refused, NUL included. */
+static __always_inline int fqe_tls_ldh(__u8 b)
+{
+	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-';
+}
+
+/* Pass 1: dotted name -> wire format (in qs->refused.wire), labels and bytes checked. */
 static long fqe_tls_wire_step(__u64 i, void *data)
 {
 	struct fqe_tls_name_ctx *c = data;
@@ -315,6 +321,8 @@ static long fqe_tls_wire_step(__u64 i, void *data)
 	b = at < c->n ? c->f->name[at] : '.';
 	if (b != '.') {
 		c->qs->refused.wire[(at + 1) & (FQE_NAME_LEN - 1)] = b;
+		if (!fqe_tls_ldh(b))
+			c->bad = 1; /* the name is still shown (escaped), and refused */
 		return 0;
 	}
 	len = at - c->label_start;
@@ -393,10 +401,12 @@ static __always_inline int fqe_tls_name_allowed(struct fqe_tls_flow *f, struct f
 		return 0;
 	c.n = n;
 	bpf_loop(n + 1, fqe_tls_wire_step, &c, 0);
-	if (c.bad)
-		return 0;
+	if (c.label_start <= n)
+		return 0; /* an empty or over-long label stopped the walk: no wire name to show */
 	qs->refused.name_len = n + 1;
 	qs->refused.flags = FQE_REFUSED_PARSED;
+	if (c.bad)
+		return 0;
 	bpf_loop(n + 1, fqe_tls_rev_step, &c, 0);
 	q.rev_pos = FQE_DNS_WIRE_MAX - (n + 1);
 	rule = fqe_dns_match(&qs->s, &q, identity, fqe_dns_hash_key(), &name_hash, &refused);

@@ -130,29 +130,27 @@ export function nameLast(records: Buffer, padding: number, recordSize?: number):
 }
 
 /**
- * The reference: the server name a server would read from this stream, or
- * null when it is not one well-formed ClientHello with exactly one
+ * The reference: the server name a server would read from this stream (as
+ * far as it goes: a hello cut short after its name, or followed by a bad
+ * record, still names it), or null
+ * when the bytes up to the name are not a well-formed ClientHello with one
  * host_name entry (what the kernel parser must refuse). Lower case, a
  * trailing dot dropped.
  */
 export function parseServerName(stream: Buffer): string | null {
   try {
-    let at = 0;
     const hsParts: Buffer[] = [];
-    let hsNeeded = -1;
-    while (at + 5 <= stream.length) {
-      if (stream[at] !== 22 || stream[at + 1] !== 3) return null;
+    for (let at = 0; at + 5 <= stream.length; ) {
       const len = stream.readUInt16BE(at + 3);
-      if (len === 0 || len > 16384 || at + 5 + len > stream.length) return null;
-      hsParts.push(stream.subarray(at + 5, at + 5 + len));
+      // a bad record header ends what a server can read: the name must come before it
+      if (stream[at] !== 22 || stream[at + 1] !== 3 || len === 0 || len > 16384) break;
+      hsParts.push(stream.subarray(at + 5, Math.min(at + 5 + len, stream.length)));
       at += 5 + len;
-      const hs = Buffer.concat(hsParts);
-      if (hs.length >= 4) hsNeeded = 4 + hs.readUIntBE(1, 3);
-      if (hsNeeded >= 0 && hs.length >= hsNeeded) break;
     }
     const hs = Buffer.concat(hsParts);
-    if (hs.length < 4 || hs[0] !== 1 || hs.length < hsNeeded) return null;
-    const body = hs.subarray(4, hsNeeded);
+    if (hs.length < 4 || hs[0] !== 1) return null;
+    const declared = hs.readUIntBE(1, 3);
+    const body = hs.subarray(4, 4 + declared);
     let p = 34;
     if (body[p]! > 32) return null;
     p += 1 + body[p]!;
@@ -161,14 +159,15 @@ export function parseServerName(stream: Buffer): string | null {
     p += 2 + cs;
     if (body[p]! === 0) return null;
     p += 1 + body[p]!;
-    if (body.readUInt16BE(p) !== body.length - p - 2) return null;
+    if (body.readUInt16BE(p) !== declared - p - 2) return null;
     p += 2;
     while (p + 4 <= body.length) {
       const type = body.readUInt16BE(p);
       const len = body.readUInt16BE(p + 2);
-      if (p + 4 + len > body.length) return null;
+      if (p + 4 + len > declared) return null;
       if (type === EXT_SERVER_NAME) {
         const d = body.subarray(p + 4, p + 4 + len);
+        if (d.length < len) return null; // the name not all there
         if (d.length < 6 || d.readUInt16BE(0) !== d.length - 2 || d[2] !== 0 || d.readUInt16BE(3) !== d.length - 5) return null;
         let name = d.subarray(5).toString('latin1').toLowerCase();
         if (name.endsWith('.')) name = name.slice(0, -1);
