@@ -1,6 +1,6 @@
 /*
- * The TLS server name check end to end: the real agent, a real TLS server
- * (openssl s_server) outside that answers every name on every address, and
+ * The TLS server name check end to end: the real agent, a real HTTPS server
+ * (Python's ssl) outside that answers every name on every address, and
  * real clients in the pods (openssl s_client, curl, and Python's ssl writing
  * its ClientHello in several TCP segments). One IP serves several names: an
  * allowed name completes its handshake, another name on the same IP, or no
