@@ -330,6 +330,9 @@ static long fqe_tls_wire_step(__u64 i, void *data)
 		c->bad = 1;
 		return 1;
 	}
+	/* a label neither starts nor ends with a hyphen, as in the rules' names */
+	if (c->f->name[c->label_start & (FQE_NAME_LEN - 1)] == '-' || c->f->name[(at - 1) & (FQE_NAME_LEN - 1)] == '-')
+		c->bad = 1;
 	c->qs->refused.wire[c->label_start & (FQE_NAME_LEN - 1)] = len;
 	c->label_start = at + 1;
 	return 0;
