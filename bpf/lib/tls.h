@@ -18,7 +18,9 @@
  *
  * The name is compared the learner's way (bpf/lib/dns.h): keyed hash to
  * find the pod's rule, then the real bytes, exact or `*.` on a label
- * boundary, case-insensitive, a trailing dot ignored. It passes when that
+ * boundary, case-insensitive, a trailing dot ignored; a name that is not a
+ * host name (bytes other than letters, digits and hyphens, an empty label,
+ * a hyphen at a label's edge) is refused. It passes when that
  * rule allows TCP to the flow's port (a tls, tcp or any-protocol rule, or
  * no port at all). The flow is then watched (FQE_CT_TLS_WATCH) until the
  * server sends its first data, which it does only once it has read the
@@ -31,7 +33,7 @@
  * Refused (another name, no SNI, not a ClientHello, no name within
  * FQE_TLS_MAX_BYTES or FQE_TLS_MAX_SEGMENTS, parser state lost): the
  * segment becomes a RST to the pod, and the flow is marked
- * FQE_CT_TLS_REFUSED: every later packet of it is dropped. In audit mode the
+ * FQE_CT_TLS_REFUSED (and closing): every later packet of it is dropped. In audit mode the
  * refusal is reported and the flow passes as an audited one.
  */
 #ifndef FQE_TLS_H
