@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, ConfigFlag, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import type { PacketSocket, RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
@@ -23,7 +23,7 @@ import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
 import { syncClusterDomains } from './datapath/cluster-domains.js';
 import { clusterDomainEntries } from './policy/dns-query-filter.js';
-import { refusedQueryOf } from './observability/refused-query.js';
+import { refusedQueryOf, refusedServerNameOf } from './observability/refused-query.js';
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
 import { NamePruner } from './name-pruner.js';
 import { FileSource } from './sources/file-source.js';
@@ -56,7 +56,7 @@ function realtimeNs(): bigint {
 }
 
 function toKernelPorts(ports: PortRule[]): KernelPortRule[] {
-  return ports.map((p) => ({ port: p.port, proto: p.proto === 'tcp' ? IPPROTO.tcp : p.proto === 'udp' ? IPPROTO.udp : 0 }));
+  return ports.map((p) => ({ port: p.port, proto: p.proto === 'tcp' ? IPPROTO.tcp : p.proto === 'udp' ? IPPROTO.udp : p.proto === 'tls' ? PROTO_TLS : 0 }));
 }
 
 export class AgentStartError extends Error {
@@ -253,7 +253,7 @@ export class Agent {
       for (const e of evs) {
         const pod = this.byIdentity.get(e.identity);
         this.metrics.events.inc({ namespace: pod?.namespace ?? '', pod: pod?.name ?? '', kind: e.kind, reason: e.reason });
-        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto, ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}) }, 'packet refused');
+        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto, ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}), ...(e.reason === 'tls-server-name' ? { serverName: refusedServerNameOf(dp.maps.dnsRefused, e).name } : {}) }, 'packet refused');
       }
     });
     this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));

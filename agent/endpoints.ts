@@ -94,7 +94,7 @@ export class EndpointManager {
     for (const [identity] of maps.counters.entries()) ids.add(identity);
     for (const [identity] of maps.ctCounts.entries()) ids.add(identity);
     for (const [identity] of maps.queryRate.entries()) ids.add(identity);
-    for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack, maps.tapPass] as const) {
+    for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack, maps.tapPass, maps.tlsFlows] as const) {
       for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
     }
     return ids;
@@ -278,6 +278,7 @@ export class EndpointManager {
     maps.conntrack.deleteMany(maps.conntrack.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.tapPass.deleteMany(maps.tapPass.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.tlsFlows.deleteMany(maps.tlsFlows.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
     maps.ctCounts.delete(identity);

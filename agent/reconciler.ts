@@ -7,7 +7,7 @@
  * judge. Datapath and clocks are injected: unit tests use a recording table.
  */
 import { parseIp, formatCidr } from './datapath/addr.js';
-import { AllowSource, MAX_PORT_RULES, type AllowKey, type AllowValue, type PortRule } from './datapath/codecs.js';
+import { AllowSource, IPPROTO, MAX_PORT_RULES, PROTO_TLS, type AllowKey, type AllowValue, type PortRule } from './datapath/codecs.js';
 import type { Change, FqdnCache } from './cache/fqdn-cache.js';
 
 /** The allow map as the reconciler writes it (a BpfMap, or a fake). */
@@ -54,15 +54,18 @@ function sameValue(a: AllowValue, b: AllowValue): boolean {
   );
 }
 
-/** Union of port rules; an empty list (any port) wins; proto 0 covers TCP and UDP. */
+/**
+ * Union of port rules; an empty list (any port) wins; proto 0 covers TCP and
+ * UDP; TCP (or 0) covers PROTO_TLS (TCP with the server name check).
+ */
 export function mergePorts(lists: PortRule[][]): { ports: PortRule[]; overflow: boolean } {
   if (lists.some((l) => l.length === 0)) return { ports: [], overflow: false };
   const byPort = new Map<number, Set<number>>();
   for (const l of lists) for (const r of l) (byPort.get(r.port) ?? byPort.set(r.port, new Set()).get(r.port)!).add(r.proto);
   const out: PortRule[] = [];
   for (const [port, protos] of [...byPort].sort((a, b) => a[0] - b[0])) {
-    if (protos.has(0) || (protos.has(6) && protos.has(17))) out.push({ port, proto: 0 });
-    else for (const proto of [...protos].sort()) out.push({ port, proto });
+    if (protos.has(0) || (protos.has(IPPROTO.tcp) && protos.has(IPPROTO.udp))) out.push({ port, proto: 0 });
+    else for (const proto of [...protos].sort((a, b) => a - b)) if (!(proto === PROTO_TLS && protos.has(IPPROTO.tcp))) out.push({ port, proto }); // plain TCP wins over tls
   }
   return { ports: out.slice(0, MAX_PORT_RULES), overflow: out.length > MAX_PORT_RULES };
 }

@@ -9,6 +9,9 @@
  * that only audit mode let through ends when the pod is switched to enforce.
  * A DNS query is judged by its name too (lib/dns_query.h): a refused one is
  * answered NXDOMAIN in place (over TCP: reset) and never reaches the resolver.
+ * A TCP flow that only `tls` port rules allow is judged by the server name
+ * of its ClientHello too (lib/tls.h): until then it is tracked as pending
+ * and its segments skip the fast path; a refused one is reset and dropped.
  *
  * "Pass" is TC_ACT_UNSPEC: the next tc filter (a CNI's) still runs.
  *
@@ -29,6 +32,7 @@
 #include "lib/conntrack.h"
 #include "lib/report.h"
 #include "lib/dns_query.h"
+#include "lib/tls.h"
 
 #ifndef FQE_COARSE_CLOCK
 #define FQE_COARSE_CLOCK 1
@@ -96,25 +100,50 @@ static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
 	bpf_map_update_elem(&fqe_queries, &k, &v, BPF_ANY);
 }
 
+/* Port rule verdicts: a plain rule passes at once, a tls rule after the server name check. */
+#define PORT_NO 0
+#define PORT_YES 1
+#define PORT_TLS 2
+
 static __always_inline int port_allowed(const struct fqe_allow_val *v, const struct fqe_pkt *p)
 {
-	if (v->nports == 0 || p->frag)
-		return 1; /* any port; a later fragment is judged by its address */
+	int tls = PORT_NO;
+
+	if (v->nports == 0)
+		return PORT_YES; /* any port */
+	if (p->frag) {
+		/*
+		 * A later fragment is judged by its address, unless a tls rule
+		 * is there: it could carry ClientHello bytes the check never saw.
+		 */
+#pragma unroll
+		for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
+			if (i < v->nports && v->ports[i].proto == FQE_PROTO_TLS)
+				return PORT_NO;
+		}
+		return PORT_YES;
+	}
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return 0;
+		return PORT_NO;
 #pragma unroll
 	for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
 		if (i >= v->nports)
 			break;
-		if (v->ports[i].port == p->dport &&
-		    (v->ports[i].proto == 0 || v->ports[i].proto == p->proto))
-			return 1;
+		if (v->ports[i].port != p->dport)
+			continue;
+		if (v->ports[i].proto == 0 || v->ports[i].proto == p->proto)
+			return PORT_YES; /* a plain rule wins over a tls one */
+		if (v->ports[i].proto == FQE_PROTO_TLS && p->proto == IPPROTO_TCP)
+			tls = PORT_TLS;
 	}
-	return 0;
+	return tls;
 }
 
-/* The allow trie's verdict for this destination: NONE when it may pass. */
-static __always_inline __u8 allow_verdict(__u32 identity, const struct fqe_pkt *p, __u64 now)
+/*
+ * The allow trie's verdict for this destination: NONE when it may pass
+ * (*tls set when only a tls rule allows it: the server name decides).
+ */
+static __always_inline __u8 allow_verdict(__u32 identity, const struct fqe_pkt *p, __u64 now, int *tls)
 {
 	struct fqe_allow_key k = {
 		.prefixlen = 32 + 128,
@@ -128,9 +157,14 @@ static __always_inline __u8 allow_verdict(__u32 identity, const struct fqe_pkt *
 		return FQE_REASON_NOT_ALLOWED;
 	if (v->expires_ns && now >= v->expires_ns)
 		return FQE_REASON_EXPIRED;
-	if (!port_allowed(v, p))
-		return FQE_REASON_PORT;
-	return FQE_REASON_NONE;
+	switch (port_allowed(v, p)) {
+	case PORT_YES:
+		return FQE_REASON_NONE;
+	case PORT_TLS:
+		*tls = 1;
+		return FQE_REASON_NONE;
+	}
+	return FQE_REASON_PORT;
 }
 
 /* Is the destination inside an agent-wide allowCIDRs prefix (any port)? */
@@ -165,17 +199,62 @@ static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
 }
 
 /*
+ * A packet of a flow under the TLS server name check (pending or refused).
+ * *tls_verdict is set when this packet carries the flow's refusal (it gets
+ * the RST, the name is remembered).
+ */
+static __always_inline __u8 tls_flow_verdict(struct __sk_buff *skb, const struct fqe_endpoint *ep,
+					     const struct fqe_pkt *p, const struct fqe_ct_key *ct,
+					     struct fqe_ct_val *tracked, __u64 now, enum fqe_pass *pass,
+					     int *tls_verdict)
+{
+	struct fqe_tls_flow *f;
+	int out;
+
+	if (tracked->flags & FQE_CT_TLS_REFUSED)
+		return FQE_REASON_TLS_NAME;
+	fqe_ct_refresh(tracked, p, now);
+	*pass = FQE_PASS_CT;
+	f = bpf_map_lookup_elem(&fqe_tls_flows, ct);
+	if ((p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN && (!f || f->parsed == 0)) {
+		fqe_tls_start(ct, p); /* the SYN again, maybe with another sequence number */
+		f = bpf_map_lookup_elem(&fqe_tls_flows, ct);
+	}
+	if (p->payload_len == 0)
+		return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
+	out = fqe_tls_segment(skb, p, f, ep->identity);
+	if (out == FQE_TLS_PASS)
+		return FQE_REASON_NONE;
+	if (out == FQE_TLS_ALLOW) {
+		/* watched until the server answers (the learner then clears it): then the fast path */
+		if (tracked->flags & FQE_CT_TLS_PENDING)
+			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
+		return FQE_REASON_NONE;
+	}
+	if (out == FQE_TLS_HOLD && !(ep->flags & FQE_EP_AUDIT))
+		return FQE_REASON_TLS_NAME; /* this segment only: resent in order later */
+	bpf_map_delete_elem(&fqe_tls_flows, ct);
+	*tls_verdict = 1;
+	if (ep->flags & FQE_EP_AUDIT)
+		tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
+	else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
+		tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED | FQE_CT_CLOSING;
+	return FQE_REASON_TLS_NAME;
+}
+
+/*
  * Decide a parsed packet from an enforced pod: FQE_REASON_NONE passes, and
  * *pass says why (for the counters).
  */
 static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_config *cfg,
 				   const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u64 now,
-				   enum fqe_pass *pass)
+				   enum fqe_pass *pass, int *tls_verdict)
 {
 	__u32 identity = ep->identity;
 	struct fqe_ct_val *tracked = NULL;
 	int looked_up = 0;
 	struct fqe_ct_key ct;
+	int tls = 0;
 	__u8 verdict;
 
 	if (fqe_is_icmp6_link_control(p))
@@ -194,6 +273,8 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		tracked = fqe_ct_lookup(cfg, &ct, p, now);
 		looked_up = 1;
 		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
+			if (tracked->flags & FQE_CT_TLS_CHECK)
+				return tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
 			fqe_ct_refresh(tracked, p, now);
 			*pass = FQE_PASS_CT;
 			return FQE_REASON_NONE;
@@ -216,14 +297,39 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		if (!p->frag)
 			tracked = fqe_ct_lookup(cfg, &ct, p, now);
 		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
+			if (tracked->flags & FQE_CT_TLS_CHECK)
+				return tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
 			fqe_ct_refresh(tracked, p, now);
 			*pass = FQE_PASS_CT;
 			return FQE_REASON_NONE;
 		}
 	}
-	verdict = allow_verdict(identity, p, now);
-	if (verdict != FQE_REASON_NONE && cidr_allows(p))
+	verdict = allow_verdict(identity, p, now, &tls);
+	if ((verdict != FQE_REASON_NONE || tls) && cidr_allows(p)) {
 		verdict = FQE_REASON_NONE;
+		tls = 0; /* allowCIDRs allow any port: no name check */
+	}
+	if (verdict == FQE_REASON_NONE && tls && (tracked || (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) != FQE_TCP_SYN)) {
+		/* only a flow's start shows its ClientHello: a flow met mid-stream cannot be checked */
+		struct fqe_query_scratch *qs = fqe_query_scratch_get();
+
+		if (qs)
+			fqe_tls_no_name(qs);
+		verdict = FQE_REASON_TLS_NAME;
+		*tls_verdict = 1;
+	} else if (verdict == FQE_REASON_NONE && tls) {
+		if (fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
+			return FQE_REASON_FLOW_QUOTA;
+		fqe_tls_start(&ct, p);
+		if (p->payload_len > 0) { /* a ClientHello in the SYN (TCP Fast Open) */
+			tracked = bpf_map_lookup_elem(&fqe_conntrack, &ct);
+			if (!tracked)
+				return FQE_REASON_TLS_NAME;
+			verdict = tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
+			*pass = FQE_PASS_OTHER;
+		}
+		return verdict;
+	}
 	if (verdict == FQE_REASON_NONE) {
 		if (tracked) {
 			fqe_ct_refresh(tracked, p, now);
@@ -237,6 +343,8 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	}
 	if (tracked)
 		return FQE_REASON_AUDIT_ENDED; /* only audit let it through */
+	if (verdict == FQE_REASON_TLS_NAME)
+		*tls_verdict = 1;
 	if (verdict == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
 	    (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP))
 		verdict = FQE_REASON_UNTRUSTED_DNS;
@@ -253,6 +361,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
 	enum fqe_pass pass = FQE_PASS_OTHER;
 	const struct fqe_config *cfg;
+	int tls_verdict = 0;
 	struct fqe_pkt p = {};
 	__u64 now;
 	__u8 reason;
@@ -272,7 +381,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 	else if (parsed != FQE_PARSE_OK)
 		reason = FQE_REASON_MALFORMED;
 	else
-		reason = decide(skb, cfg, ep, &p, now, &pass);
+		reason = decide(skb, cfg, ep, &p, now, &pass, &tls_verdict);
 
 	/* A tracked flow's packet: two lookups, nothing counted (the flow was, when it opened). */
 	if (reason == FQE_REASON_NONE && pass == FQE_PASS_CT)
@@ -280,10 +389,15 @@ int fqe_enforcer(struct __sk_buff *skb)
 	drop = fqe_report(skb, cfg, ep, &p, reason, pass, now);
 	if (reason == FQE_REASON_DNS_NAME)
 		fqe_dns_remember_refused(skb, &p, ep->identity, now); /* the name, for egressctl drops */
+	tls_verdict = tls_verdict && reason == FQE_REASON_TLS_NAME;
+	if (tls_verdict)
+		fqe_tls_remember_refused(&p, ep->identity, now);
 	if (!drop)
 		return TC_ACT_UNSPEC;
 	if (reason == FQE_REASON_DNS_NAME)
 		return fqe_dns_refuse(skb, &p); /* NXDOMAIN back to the pod */
+	if (tls_verdict)
+		return fqe_tls_refuse(skb, &p); /* RST back to the pod */
 	return TC_ACT_SHOT;
 }
 

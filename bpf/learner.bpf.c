@@ -81,7 +81,11 @@ static __always_inline __u64 hash_key(void)
 	return k ? k->key : 0;
 }
 
-/* Ports of the new entry: the rule's, united with an unexpired old entry's. */
+/*
+ * Ports of the new entry: the rule's, united with an unexpired old entry's.
+ * A tls rule (FQE_PROTO_TLS) and a TCP or TCP+UDP rule for the same port
+ * may both stay: the enforcer lets the one without the check win.
+ */
 static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fqe_allow_val *old,
 					const struct fqe_policy_val *rule)
 {
@@ -394,6 +398,11 @@ int fqe_learner(struct __sk_buff *skb)
 	}
 	fqe_ct_key_of(&ct, ep->identity, &p, 0);
 	tracked = fqe_ct_lookup(cfg, &ct, &p, now);
+	if (tracked && (tracked->flags & FQE_CT_TLS_WATCH) && p.payload_len > 0) {
+		/* the server answers: it has read the whole ClientHello, whose name was allowed */
+		tracked->flags &= ~FQE_CT_TLS_WATCH;
+		bpf_map_delete_elem(&fqe_tls_flows, &ct);
+	}
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
 			fqe_ct_refresh(tracked, &p, now);

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 dnsmasq-base dnsutils curl
-      iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps)
+      iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

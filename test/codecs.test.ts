@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../agent/datapath/native.js';
 import {
-  LAYOUTS, REASONS, MAX_PORT_RULES, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
+  LAYOUTS, REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
 } from '../agent/datapath/codecs.js';
 import { parseIp, formatIp, parseCidr, formatCidr } from '../agent/datapath/addr.js';
 
@@ -40,6 +40,11 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.REASON_UNTRUSTED_DNS, REASONS.indexOf('untrusted-dns'));
   assert.equal(consts.REASON_PROTOCOL, REASONS.indexOf('protocol'));
   assert.equal(consts.REASON_DNS_NAME, REASONS.indexOf('dns-name'));
+  assert.equal(consts.REASON_TLS_NAME, REASONS.indexOf('tls-server-name'));
+  assert.equal(consts.PROTO_TLS, PROTO_TLS);
+  assert.equal(consts.CT_TLS_PENDING, CtFlag.tlsPending);
+  assert.equal(consts.CT_TLS_REFUSED, CtFlag.tlsRefused);
+  assert.equal(consts.CT_TLS_WATCH, CtFlag.tlsWatch);
   assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
 });

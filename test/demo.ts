@@ -5,6 +5,9 @@
  *   shop/payments  fqdn-egress.io/allow: "api.stripe.test:443, *.kadath.test"
  *   shop/frontend  no annotation: untouched
  *   shop/audit     the same allow list, in audit mode: passes, but reports
+ *   shop/checkout  fqdn-egress.io/allow: "api.stripe.test:4443/tls": one TLS
+ *                  server IP serving every name; only the allowed server name
+ *                  (SNI) completes its handshake, another is reset by the kernel
  * payments' DNS queries for names outside its list are answered NXDOMAIN by
  * the kernel (one of them an exfiltration attempt): the resolver never sees them.
  * Real clients in each pod resolve a name and connect to what it answered.
@@ -16,9 +19,18 @@ import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
+import { withCert, startTlsServer, sClient, TLS_PORT } from './helpers/tls-server.js';
 
 const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'egressctl.js');
 const ALLOW = 'api.stripe.test:443, *.kadath.test';
+const TLS_ALLOW = `api.stripe.test:${TLS_PORT}/tls`;
+const TLS_SERVER = '203.0.113.10'; // api.stripe.test's address; the server answers any name on it
+
+/** TLS trials: which server name the client sends to api.stripe.test's IP. */
+const TLS_TRIALS: Array<{ serverName: string; expect: 'allowed' | 'refused'; why: string }> = [
+  { serverName: 'api.stripe.test', expect: 'allowed', why: 'the allowed server name: the handshake completes' },
+  { serverName: 'blocked.test', expect: 'refused', why: 'another site on the same IP: reset by the kernel (tls-server-name)' },
+];
 
 interface Trial {
   pod: string;
@@ -48,11 +60,13 @@ function egressctl(box: AgentBox, args: string[]): string {
 
 async function run(keep: boolean): Promise<number> {
   let failures = 0;
-  await withAgentBox(undefined, [{ name: 'payments' }, { name: 'frontend' }, { name: 'audit' }], { prefix: 'fqedemo' }, async (box) => {
+  await withCert((cert, key) => withAgentBox(undefined, [{ name: 'payments' }, { name: 'frontend' }, { name: 'audit' }, { name: 'checkout' }], { prefix: 'fqedemo' }, async (box) => {
+    await startTlsServer(box.topo, cert, key, [TLS_SERVER]);
     box.writePods([
       { name: 'payments', allow: ALLOW },
       { name: 'frontend' },
       { name: 'audit', allow: ALLOW, mode: 'audit' },
+      { name: 'checkout', allow: TLS_ALLOW },
     ]);
     await box.startAgent(['--log-level', 'warn']);
     console.log(`fqdn-egress demo: agent running, shop/payments allowed "${ALLOW}"\n`);
@@ -65,6 +79,12 @@ async function run(keep: boolean): Promise<number> {
       const target = answer ? (answer.includes(':') ? `[${answer}]` : answer) : '?';
       rows.push([`shop/${t.pod}`, `${t.name} → ${target}:${t.port}`, got, got === t.expect ? 'yes' : 'NO', t.why]);
     }
+    await box.dig('checkout', 'api.stripe.test');
+    for (const t of TLS_TRIALS) {
+      const got = (await sClient(box.topo, 'checkout', TLS_SERVER, t.serverName)).ok ? 'allowed' : 'refused';
+      if (got !== t.expect) failures++;
+      rows.push(['shop/checkout', `TLS, SNI ${t.serverName} → ${TLS_SERVER}:${TLS_PORT}`, got, got === t.expect ? 'yes' : 'NO', t.why]);
+    }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => [...r[i]!].length)));
     for (const r of rows) console.log(r.map((c, i) => c + ' '.repeat(widths[i]! - [...c].length)).join('  ').trimEnd());
     console.log('\n$ egressctl inspect\n' + egressctl(box, ['inspect']));
@@ -74,10 +94,11 @@ async function run(keep: boolean): Promise<number> {
     console.log('\nThe box is still running. Try:');
     console.log(`  ip netns exec ${box.topo.pod('payments').netns} dig @192.0.2.2 www.kadath.test`);
     console.log(`  ip netns exec ${box.topo.pod('payments').netns} curl -m 2 -v http://203.0.113.11:80/`);
+    console.log(`  ip netns exec ${box.topo.pod('checkout').netns} openssl s_client -connect ${TLS_SERVER}:${TLS_PORT} -servername blocked.test`);
     console.log(`  nsenter --net=${box.topo.nodeNsPath} node ${EGRESSCTL} inspect --pin-dir ${box.topo.pinDir}`);
     console.log('Clean up:  npm run demo -- --clean');
     return 'keep';
-  });
+  }));
   return failures === 0 ? 0 : 1;
 }
 

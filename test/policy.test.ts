@@ -162,6 +162,15 @@ test('allow annotation: accepted values', () => {
     ['a.com:8080 a.com:443/tcp a.com:80', ['a.com:80,443/tcp,8080']],
     // the exact name and the wildcard are different patterns
     ['example.com *.example.com:443', ['example.com', '*.example.com:443']],
+    // tls: TCP with the server name check; TCP without the check (tcp or both) wins
+    ['api.stripe.com:443/tls', ['api.stripe.com:443/tls']],
+    ['a.com:443/TLS', ['a.com:443/tls']],
+    ['a.com:443/tls a.com:443/tcp', ['a.com:443/tcp']],
+    ['a.com:443/tcp a.com:443/tls', ['a.com:443/tcp']],
+    ['a.com:443/tls a.com:443', ['a.com:443']],
+    ['a.com:443/tls a.com:443/udp', ['a.com:443/udp,443/tls']],
+    ['a.com:443/tls a.com:443/udp a.com:443/tcp', ['a.com:443']],
+    ['a.com:443/tls a.com:443/tls', ['a.com:443/tls']],
   ];
   for (const [value, want] of cases) {
     const policy = allow(value);

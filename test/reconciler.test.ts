@@ -113,6 +113,11 @@ test('entries found in the map at start-up are adopted, kept when unjudgeable, r
 test('port rules merge; any port wins; overflow keeps 8 and is reported', () => {
   assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], [{ port: 443, proto: 17 }], [{ port: 80, proto: 6 }]]).ports, [{ port: 80, proto: 6 }, { port: 443, proto: 0 }]);
   assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], []]).ports, []);
+  // a tls rule (0xfe) gives way to TCP without the check on the same port, not to UDP
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 6 }]]).ports, [{ port: 443, proto: 6 }]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 0 }]]).ports, [{ port: 443, proto: 0 }]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 17 }]]).ports, [{ port: 443, proto: 17 }, { port: 443, proto: 0xfe }]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 0xfe }, { port: 80, proto: 6 }]]).ports, [{ port: 80, proto: 6 }, { port: 443, proto: 0xfe }]);
   const many = mergePorts([Array.from({ length: 10 }, (_, i) => ({ port: 1000 + i, proto: 6 }))]);
   assert.equal(many.ports.length, 8);
   assert.equal(many.overflow, true);

@@ -9,14 +9,14 @@ import { join } from 'node:path';
 import { Datapath } from '../datapath/datapath.js';
 import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
-import { refusedQueryOf } from '../observability/refused-query.js';
-import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, type DropEvent, type PortRule } from '../datapath/codecs.js';
+import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
+import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, PROTO_TLS, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
   override name = 'CliError';
 }
 
-const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', [PROTO_TLS]: 'tls' };
 
 export function protoName(p: number): string {
   return PROTO_NAMES[p] ?? String(p);
@@ -222,6 +222,7 @@ export function recentDrops(dp: Datapath, opts: { afterSeq?: number; pod?: strin
       port: event.dport,
       name: nameFor(dp, names, event),
       ...(event.reason === 'dns-name' ? refusedQueryOf(dp.maps.dnsRefused, event) : {}),
+      ...(event.reason === 'tls-server-name' ? refusedServerNameOf(dp.maps.dnsRefused, event) : {}),
     });
   }
   return out;

@@ -53,6 +53,8 @@ export const LAYOUTS = {
   // DNS query filter (issue 15)
   refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
   refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
+  // TLS server name check (issue 13)
+  tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, seg_start: 32, seg_len: 64, seg_hash: 96, name: 160 } },
 } as const;
 
 export const MAX_PORT_RULES = 8;
@@ -64,12 +66,14 @@ export const EndpointFlag = { enforce: 0x1, audit: 0x2, dnsFilterOff: 0x4 } as c
 export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
-export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8 } as const;
+export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8, tlsPending: 0x10, tlsRefused: 0x20, tlsWatch: 0x40 } as const;
 export const EventKind = { drop: 1, audit: 2 } as const;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
+/** fqe_port_rule.proto of a `tls` rule: TCP once the ClientHello named an allowed server (not an IP protocol). */
+export const PROTO_TLS = 0xfe;
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name'] as const;
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name', 'tls-server-name'] as const;
 export type Reason = (typeof REASONS)[number];
 
 const L = LAYOUTS;
@@ -760,5 +764,39 @@ export const refusedNameCodec = {
     const parsed = (b.readUInt8(f.flags) & REFUSED_PARSED) !== 0;
     const len = Math.min(b.readUInt16LE(f.name_len), NAME_LEN);
     return { wire: parsed ? Buffer.from(b.subarray(f.wire, f.wire + len)) : null, qtype: b.readUInt16LE(f.qtype), proto: b.readUInt8(f.proto) };
+  },
+};
+
+/*
+ * TLS server name check (issue 13): where the ClientHello parser of a flow
+ * pending its check stands (fqe_tls_flows, keyed like fqe_conntrack). Read
+ * only, for inspection and tests; the kernel owns it.
+ */
+export interface TlsFlow {
+  /** the next byte's TCP sequence number */
+  nextSeq: number;
+  /** ClientHello bytes parsed so far */
+  parsed: number;
+  segments: number;
+  /** the server name bytes collected so far (latin1) */
+  name: string;
+}
+
+export const tlsFlowCodec = {
+  encode(v: TlsFlow): Buffer {
+    const f = L.tls_flow.fields;
+    const b = Buffer.alloc(L.tls_flow.size);
+    b.writeUInt32LE(v.nextSeq >>> 0, f.next_seq);
+    b.writeUInt32LE(v.parsed, f.parsed);
+    b.writeUInt8(v.segments, f.segments);
+    const name = Buffer.from(v.name, 'latin1').subarray(0, NAME_LEN);
+    b.writeUInt16LE(name.length, f.name_len);
+    name.copy(b, f.name);
+    return b;
+  },
+  decode(b: Buffer): TlsFlow {
+    const f = L.tls_flow.fields;
+    const len = Math.min(b.readUInt16LE(f.name_len), NAME_LEN);
+    return { nextSeq: b.readUInt32LE(f.next_seq), parsed: b.readUInt32LE(f.parsed), segments: b.readUInt8(f.segments), name: b.subarray(f.name, f.name + len).toString('latin1') };
   },
 };

@@ -17,8 +17,8 @@ import {
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec,
-  type RefusedKey, type RefusedName,
+  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec, tlsFlowCodec,
+  type RefusedKey, type RefusedName, type TlsFlow,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
   type LearnedRecord, type TapKey,
@@ -54,6 +54,8 @@ const MAP_NAMES = [
   'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
   // DNS query filter (issue 15)
   'fqe_cluster_domains', 'fqe_dns_refused',
+  // TLS server name check (issue 13)
+  'fqe_tls_flows',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -87,6 +89,8 @@ export interface DatapathMaps {
   clusterDomains: BpfMap<bigint, PolicyValue>;
   /** the names refused DNS queries asked for, keyed like their events */
   dnsRefused: BpfMap<RefusedKey, RefusedName>;
+  /** where the ClientHello parser of each flow pending its TLS check stands (the kernel's) */
+  tlsFlows: BpfMap<CtKey, TlsFlow>;
   /** fd of the events ring buffer */
   eventsFd: number;
   /** fd of the learned-records ring buffer */
@@ -118,6 +122,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     learnedLost: new BpfMap('fqe_learned_lost', fds.fqe_learned_lost, 4, 8 * cpus, u32Codec, { decode: (b: Buffer) => sumPerCpuU64(b, cpus) }),
     clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
     dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
+    tlsFlows: new BpfMap('fqe_tls_flows', fds.fqe_tls_flows, LAYOUTS.ct_key.size, LAYOUTS.tls_flow.size, ctKeyCodec, tlsFlowCodec),
     eventsFd: fds.fqe_events,
     learnedFd: fds.fqe_learned,
   };

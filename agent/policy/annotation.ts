@@ -8,14 +8,16 @@
  *
  * allow: entries separated by commas and/or whitespace (empty items ignored),
  * each `NAME[:PORT[/PROTO]]`; NAME as in pattern.ts; PORT 1..65535 in plain
- * decimal (no sign, no leading zero); PROTO tcp|udp, any case. No port: any
- * port and protocol. PORT alone: TCP and UDP (proto 'any').
+ * decimal (no sign, no leading zero); PROTO tcp|udp|tls, any case. No port: any
+ * port and protocol. PORT alone: TCP and UDP (proto 'any'). `tls`: TCP whose
+ * ClientHello names a server the pod may reach (checked in the kernel).
  * An empty value is valid and allows no name. Invalid entries become errors
  * and allow nothing; the valid ones still apply. Entries for the same pattern
  * are merged (duplicates are fine): one entry without a port makes the
  * pattern allow any port; otherwise the port rules are merged (443/tcp and
- * 443/udp become 443 for both) and at most MAX_PORT_RULES are kept, in entry
- * order; each rule beyond that is an error and allows nothing.
+ * 443/udp become 443 for both; 443/tls and 443/tcp or 443 become the latter:
+ * a rule without the check wins) and at most MAX_PORT_RULES are kept, in
+ * entry order; each rule beyond that is an error and allows nothing.
  * mode: anything other than enforce/audit (case and surrounding whitespace
  * ignored) is an error and the mode stays 'enforce'.
  *
@@ -31,10 +33,10 @@ export const MODE_ANNOTATION = 'fqdn-egress.io/mode';
 
 export type PolicyMode = 'enforce' | 'audit';
 
-/** proto 'any' = TCP and UDP. */
+/** proto 'any' = TCP and UDP; 'tls' = TCP with the server name check. */
 export interface PortRule {
   port: number;
-  proto: 'tcp' | 'udp' | 'any';
+  proto: 'tcp' | 'udp' | 'any' | 'tls';
 }
 
 export interface AllowRule {
@@ -86,8 +88,8 @@ function parsePort(text: string): PortRule {
   if (port < 1 || port > MAX_PORT) throw new EntryError(`port ${portText} is out of range 1..${MAX_PORT}`);
   if (protoText === undefined) return { port, proto: 'any' };
   const proto = protoText.toLowerCase();
-  if (proto === '') throw new EntryError('protocol is empty after "/"; expected tcp or udp');
-  if (proto !== 'tcp' && proto !== 'udp') throw new EntryError(`unknown protocol "${protoText}"; expected tcp or udp`);
+  if (proto === '') throw new EntryError('protocol is empty after "/"; expected tcp, udp or tls');
+  if (proto !== 'tcp' && proto !== 'udp' && proto !== 'tls') throw new EntryError(`unknown protocol "${protoText}"; expected tcp, udp or tls`);
   return { port, proto };
 }
 
@@ -118,19 +120,20 @@ function parseEntry(entry: string): ParsedEntry {
  * rule needs a new slot and `limit` slots are taken.
  */
 function addPortRule(ports: PortRule[], rule: PortRule, limit: number): boolean {
+  const protos = new Set<PortRule['proto']>();
+  const expand = (p: PortRule['proto']): Array<PortRule['proto']> => (p === 'any' ? ['tcp', 'udp'] : [p]);
   const samePort = ports.filter((p) => p.port === rule.port);
-  if (samePort.some((p) => p.proto === 'any' || p.proto === rule.proto)) return true;
-  if (samePort.length > 0) {
-    // One of tcp/udp is there and the rule adds the other or 'any': both now.
-    samePort[0]!.proto = 'any';
-    return true;
-  }
-  if (ports.length >= limit) return false;
-  ports.push({ ...rule });
+  for (const p of [...samePort, rule]) for (const proto of expand(p.proto)) protos.add(proto);
+  if (protos.has('tcp')) protos.delete('tls'); // TCP without the check covers TCP with it
+  const merged: PortRule[] =
+    protos.has('tcp') && protos.has('udp') ? [{ port: rule.port, proto: 'any' }] : (['tcp', 'udp', 'tls'] as const).filter((p) => protos.has(p)).map((proto) => ({ port: rule.port, proto }));
+  if (merged.length > samePort.length && ports.length - samePort.length + merged.length > limit) return false;
+  const others = ports.filter((p) => p.port !== rule.port);
+  ports.splice(0, ports.length, ...others, ...merged);
   return true;
 }
 
-const PROTO_ORDER = { any: 0, tcp: 1, udp: 2 } as const;
+const PROTO_ORDER = { any: 0, tcp: 1, udp: 2, tls: 3 } as const;
 
 function sortPorts(ports: PortRule[]): PortRule[] {
   return ports.sort((a, b) => a.port - b.port || PROTO_ORDER[a.proto] - PROTO_ORDER[b.proto]);

@@ -146,7 +146,7 @@ static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const st
 }
 
 /* Did this refusal's event make it into fqe_recent? (rate-limited events do not) */
-static __always_inline int fqe_dns_event_recorded(__u32 identity, __u16 sport, __u64 now)
+static __always_inline int fqe_event_recorded(__u32 identity, __u16 sport, __u64 now, __u8 reason)
 {
 	const struct fqe_recent *r;
 	__u32 zero = 0, slot;
@@ -161,7 +161,7 @@ static __always_inline int fqe_dns_event_recorded(__u32 identity, __u16 sport, _
 		slot = (seq - i) & (FQE_RECENT_EVENTS - 1);
 		r = bpf_map_lookup_elem(&fqe_recent, &slot);
 		if (r && r->ev.ts_ns == now && r->ev.identity == identity && r->ev.sport == sport &&
-		    r->ev.reason == FQE_REASON_DNS_NAME)
+		    r->ev.reason == reason)
 			return 1;
 	}
 	return 0;
@@ -181,7 +181,7 @@ static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, cons
 	struct fqe_refused_name *v;
 	__u64 len;
 
-	if (!qs || !fqe_dns_event_recorded(identity, p->sport, now))
+	if (!qs || !fqe_event_recorded(identity, p->sport, now, FQE_REASON_DNS_NAME))
 		return;
 	v = &qs->refused;
 	v->proto = p->proto;

@@ -59,7 +59,8 @@ enum fqe_reason {
 	FQE_REASON_AUDIT_ENDED = 8, /* a flow only audit mode let through, after the switch to enforce */
 	FQE_REASON_FLOW_QUOTA = 9, /* a new flow past the pod's share of the flow table */
 	FQE_REASON_DNS_NAME = 10, /* a DNS query for a name outside the pod's rules and the cluster domains */
-	FQE_REASON_MAX = 11,
+	FQE_REASON_TLS_NAME = 11, /* a flow allowed only by tls rules whose ClientHello named no allowed server */
+	FQE_REASON_MAX = 12,
 };
 
 /* Room for reasons to come: counters keep their layout when one is added. */
@@ -116,7 +117,7 @@ struct fqe_owner_key {
 /* One allowed port. proto 0 = TCP and UDP. */
 struct fqe_port_rule {
 	__u16 port; /* host byte order */
-	__u8 proto; /* 0, IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* 0, IPPROTO_TCP, IPPROTO_UDP or FQE_PROTO_TLS */
 	__u8 pad;
 };
 
@@ -375,6 +376,50 @@ struct fqe_refused_name {
 	__u8 proto; /* IPPROTO_UDP or IPPROTO_TCP */
 	__u8 pad[2];
 	__u8 wire[FQE_NAME_LEN]; /* the question name as sent, wire format, no root label */
+};
+
+/*
+ * ---- TLS server name check (issue 13) ----
+ * New map and new values in unused room only; no layout above changes.
+ *
+ * A port rule with proto FQE_PROTO_TLS allows TCP to its port once the
+ * flow's ClientHello named a server the pod may reach there. A TCP or
+ * TCP+UDP rule for the same port grants it without the check.
+ */
+#define FQE_PROTO_TLS 0xfe
+
+/* fqe_ct_val flags: the check's state of a flow allowed only by tls rules */
+#define FQE_CT_TLS_PENDING 0x10 /* its server name is not known yet */
+#define FQE_CT_TLS_REFUSED 0x20 /* its server name was refused: every packet drops */
+#define FQE_CT_TLS_WATCH 0x40 /* allowed, until the server answers: a resent hello byte must be the one judged */
+#define FQE_CT_TLS_CHECK (FQE_CT_TLS_PENDING | FQE_CT_TLS_REFUSED | FQE_CT_TLS_WATCH)
+
+#define FQE_MAX_TLS_FLOWS 16384
+#define FQE_TLS_MAX_BYTES 16384 /* a ClientHello must show its name within this */
+#define FQE_TLS_MAX_SEGMENTS 8 /* ... and within this many segments */
+
+/*
+ * Where the ClientHello parser of one flow stands, between its segments.
+ * Key: struct fqe_ct_key (the flow, from the pod's point of view).
+ */
+struct fqe_tls_flow {
+	__u32 next_seq; /* the next byte's TCP sequence number */
+	__u32 parsed; /* bytes parsed so far */
+	__u32 need; /* bytes left in the current field */
+	__u32 acc; /* the current numeric field, so far */
+	__u32 hs_left; /* bytes left in the ClientHello body */
+	__u32 ext_left; /* bytes left in the current extension */
+	__u16 rec_left; /* bytes left in the current TLS record */
+	__u8 rec_hdr; /* bytes of the current record header seen (0..5) */
+	__u8 state; /* where the parser is (enum in bpf/lib/tls.h) */
+	__u8 segments; /* segments parsed */
+	__u8 name_done; /* the name was seen and allowed: watching resent bytes */
+	__u16 name_len; /* bytes of name[] collected */
+	/* what each parsed segment was, so that a retransmission can be told apart from new data */
+	__u32 seg_start[FQE_TLS_MAX_SEGMENTS];
+	__u32 seg_len[FQE_TLS_MAX_SEGMENTS];
+	__u64 seg_hash[FQE_TLS_MAX_SEGMENTS]; /* keyed FNV-1a of its bytes */
+	__u8 name[FQE_NAME_LEN]; /* the server name as sent, dotted */
 };
 
 #endif /* FQE_TYPES_H */

@@ -227,4 +227,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_dns_refused SEC(".maps");
 
+/* ---- TLS server name check (issue 13) ---- */
+
+/*
+ * Where does the ClientHello parser of this pending flow stand? An entry
+ * lives from the flow's SYN to its verdict; one pushed out by the LRU fails
+ * the flow closed.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_TLS_FLOWS);
+	__type(key, struct fqe_ct_key);
+	__type(value, struct fqe_tls_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_tls_flows SEC(".maps");
+
 #endif /* FQE_MAPS_H */

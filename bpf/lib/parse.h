@@ -49,6 +49,7 @@ struct fqe_pkt {
 	__u8 icmp_type;
 	__u8 tcp_flags; /* byte 13 of the TCP header */
 	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
+	__u32 tcp_seq; /* host byte order; TCP only */
 };
 
 #define FQE_TCP_FIN 0x01
@@ -77,6 +78,7 @@ static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p
 		p->sport = bpf_ntohs(th.source);
 		p->dport = bpf_ntohs(th.dest);
 		p->tcp_flags = ((__u8 *)&th)[13];
+		p->tcp_seq = bpf_ntohl(th.seq);
 		p->payload_off = off + th.doff * 4;
 	} else if (p->proto == IPPROTO_UDP) {
 		struct udphdr uh;

@@ -14,6 +14,9 @@ export interface FrameSpec {
   payload?: Buffer;
   /** TCP flags byte; default SYN */
   tcpFlags?: number;
+  /** TCP sequence and acknowledgement numbers; default 0 */
+  seq?: number;
+  ack?: number;
 }
 
 export function buildFrame(f: FrameSpec): Buffer {
@@ -44,6 +47,8 @@ export function buildFrame(f: FrameSpec): Buffer {
   b.writeUInt16BE(f.sport, l4);
   b.writeUInt16BE(f.dport, l4 + 2);
   if (f.proto === 'tcp') {
+    b.writeUInt32BE((f.seq ?? 0) >>> 0, l4 + 4);
+    b.writeUInt32BE((f.ack ?? 0) >>> 0, l4 + 8);
     b[l4 + 12] = 5 << 4;
     b[l4 + 13] = f.tcpFlags ?? 0x02;
     payload.copy(b, l4 + 20);
