@@ -184,20 +184,25 @@ static __always_inline void record_begin(struct fqe_learned_rec *rec, const stru
 
 /*
  * Hand the record to the agent. Wake-ups are batched: the agent drains the
- * ring on its own clock and is woken only when much is waiting. A full ring
+ * ring on its own clock (every 100 ms) and is woken once when much is
+ * waiting. A full ring
  * loses the record, counted in fqe_learned_lost (the agent re-reads fqe_allow).
  */
 static __always_inline void record_submit(struct fqe_learned_rec *rec, int n)
 {
 	__u64 size = sizeof(*rec) - sizeof(rec->addrs) + (__u64)n * sizeof(rec->addrs[0]);
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 avail;
 	__u32 zero = 0;
 	__u64 *lost;
 
 	if (n <= 0 || n > FQE_LEARNED_MAX_ADDRS)
 		return;
 	rec->naddrs = n;
-	if (bpf_ringbuf_query(&fqe_learned, BPF_RB_AVAIL_DATA) >= FQE_LEARNED_WAKEUP_BYTES)
+	/* wake the agent once, as the waiting data crosses the mark (not on every
+	 * record past it: while nobody reads, that would cost every answer) */
+	avail = bpf_ringbuf_query(&fqe_learned, BPF_RB_AVAIL_DATA);
+	if (avail < FQE_LEARNED_WAKEUP_BYTES && avail + size >= FQE_LEARNED_WAKEUP_BYTES)
 		flags = BPF_RB_FORCE_WAKEUP;
 	asm volatile("" : "+r"(size)); /* one register, checked once, then used */
 	if (size > sizeof(*rec))
