@@ -16,13 +16,13 @@
  * Bounded: a fixed query rate (-Q) for a fixed time (-l) per phase.
  * Prints one JSON line. BENCH_SMOKE=1: one round of 3 s phases.
  */
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
 import { raceHostsFile, RACE_SUFFIX } from '../test/helpers/race.js';
 import { dnsperf as runDnsperf, quantile, type DnsperfRun } from '../test/helpers/dnsperf.js';
+import { cpuSeconds } from '../test/helpers/proc.js';
 import { attachedProgram, detachPrograms } from '../agent/datapath/attach.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
@@ -50,15 +50,6 @@ function summarize(runs: DnsperfRun[]): { queries: number; lost: number; p50Us: 
     meanUs: Math.round(all.reduce((s, x) => s + x, 0) / all.length),
     rcodes,
   };
-}
-
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-
-/** CPU seconds (user + system) a process used so far, from /proc. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime (14), stime (15)
 }
 
 async function main(): Promise<void> {

@@ -18,12 +18,13 @@
  * BENCH_SMOKE=1: 3 s phases at 10,000 frames/s.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withAgentBox, type AgentBox } from '../test/helpers/agent-fixture.js';
 import { SILENT_RESOLVER, sleep } from '../test/helpers/topology.js';
+import { cpuSeconds, rssMiB } from '../test/helpers/proc.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const SECONDS = SMOKE ? 3 : 10;
@@ -32,19 +33,6 @@ const ADD_POD_AT_MS = SMOKE ? 1000 : 3000;
 const SPOOFED = '198.18.1.250';
 const SETTLE_MS = 3000;
 const SOURCE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'dns-flood.c');
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-function rssMiB(pid: number): number {
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-  return Number((kb / 1024).toFixed(1));
-}
-
 interface PhaseResult {
   agentCpuPctOfCore: number;
   rssStartMiB: number;

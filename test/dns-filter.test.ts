@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep } from './helpers/topology.js';
+import { type Topology, requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep } from './helpers/topology.js';
 import { formatIp } from '../agent/datapath/addr.js';
 import { ConfigFlag, ZERO_CONFIG } from '../agent/datapath/codecs.js';
 import { withBox } from './helpers/datapath-fixture.js';
@@ -71,6 +71,17 @@ function dnsIds(payloads: Buffer[], proto: 'udp' | 'tcp'): number[] {
   return ids;
 }
 
+/** svc.test resolved from the pod over UDP and TCP, IPv4 and IPv6: each must answer. */
+async function digEveryWay(topo: Topology, netns: string): Promise<void> {
+  for (const [server, type, proto] of [
+    [OUTSIDE_LINK_V4.outside, 'A', 'udp'], [OUTSIDE_LINK_V4.outside, 'A', 'tcp'],
+    [OUTSIDE_LINK_V6.outside, 'AAAA', 'udp'], [OUTSIDE_LINK_V6.outside, 'AAAA', 'tcp'],
+  ] as const) {
+    const { stdout } = await topo.exec(netns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', ...(proto === 'tcp' ? ['+tcp'] : []), 'svc.test', type]);
+    assert.notEqual(stdout.trim(), '', `dig ${proto} ${type} answered`);
+  }
+}
+
 test('the tap gets only what the inline learner left to the agent: a TCP answer split over segments, once; no answer the kernel judged, nothing a pod sends', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig'])) return;
   await withBox(t, [{ name: 'a' }, { name: 'b' }], async (box) => {
@@ -86,13 +97,7 @@ test('the tap gets only what the inline learner left to the agent: a TCP answer 
     const tap = box.dp.openDnsTap((packets) => seen.push(...packets.map(classify)), { netns: topo.nodeNsPath });
     try {
       // Answers the learner judges (whole messages, UDP and TCP, v4 and v6): none reach the tap.
-      for (const [server, type, proto] of [
-        [OUTSIDE_LINK_V4.outside, 'A', 'udp'], [OUTSIDE_LINK_V4.outside, 'A', 'tcp'],
-        [OUTSIDE_LINK_V6.outside, 'AAAA', 'udp'], [OUTSIDE_LINK_V6.outside, 'AAAA', 'tcp'],
-      ] as const) {
-        const { stdout } = await topo.exec(a.netns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', ...(proto === 'tcp' ? ['+tcp'] : []), 'svc.test', type]);
-        assert.notEqual(stdout.trim(), '', `dig ${proto} ${type} answered`);
-      }
+      await digEveryWay(topo, a.netns);
       // Not DNS, and a pod that is not enforced: never.
       assert.equal((await topo.probe('a', 'tcp', OUTSIDE_HOSTS_V4[0]!, 443)).ok, true);
       assert.equal((await topo.probe('a', 'udp', OUTSIDE_HOSTS_V4[0]!, 5000)).ok, true);
@@ -134,12 +139,7 @@ test('with the inline learner off, the tap gets every answer to a query the enfo
     const seen: Seen[] = [];
     const tap = box.dp.openDnsTap((packets) => seen.push(...packets.map(classify)), { netns: topo.nodeNsPath });
     try {
-      for (const [server, type, proto] of [
-        [OUTSIDE_LINK_V4.outside, 'A', 'udp'], [OUTSIDE_LINK_V4.outside, 'A', 'tcp'],
-        [OUTSIDE_LINK_V6.outside, 'AAAA', 'udp'], [OUTSIDE_LINK_V6.outside, 'AAAA', 'tcp'],
-      ] as const) {
-        await topo.exec(a.netns, ['dig', `@${server}`, '+short', '+time=2', '+tries=1', ...(proto === 'tcp' ? ['+tcp'] : []), 'svc.test', type]);
-      }
+      await digEveryWay(topo, a.netns);
       // An answer nobody asked for (forged from the resolver's address): not delivered.
       box.trustResolver(SILENT_RESOLVER);
       await topo.exec(topo.outNs, [process.execPath, NETTOOL, 'forge', '--bind', SILENT_RESOLVER, '--to', a.v4, '--port', '40999', '--id', '777', '--name', 'svc.test', '--answer', '198.51.100.9']);
