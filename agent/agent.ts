@@ -253,6 +253,8 @@ export class Agent {
       for (const e of evs) {
         const pod = this.byIdentity.get(e.identity);
         this.metrics.events.inc({ namespace: pod?.namespace ?? '', pod: pod?.name ?? '', kind: e.kind, reason: e.reason });
+        // (the refused name costs a map read: only when the line is logged)
+        if (!this.log.isLevelEnabled('debug')) continue;
         this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto, ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}), ...(e.reason === 'tls-server-name' ? { serverName: refusedServerNameOf(dp.maps.dnsRefused, e).name } : {}) }, 'packet refused');
       }
     });
