@@ -35,14 +35,18 @@ SEC("socket")
 int fqe_dns_filter(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
+	const struct fqe_endpoint *ep;
 	const struct fqe_config *cfg;
 	const struct fqe_tap_val *mark;
 	struct fqe_tap_key k = {};
 	struct fqe_pkt p = {};
 	__be16 id;
 
-	if (!ep || skb->pkt_type != PACKET_OUTGOING)
+	/* the tap sees every frame of the node's namespace: the cheap test first */
+	if (skb->pkt_type != PACKET_OUTGOING)
+		return 0;
+	ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
+	if (!ep)
 		return 0;
 	if (fqe_parse(skb, &p) != FQE_PARSE_OK || p.frag || p.payload_len == 0)
 		return 0;
