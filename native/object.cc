@@ -81,7 +81,36 @@ static void SetRodata(Napi::Env env, struct bpf_object *obj,
 	ThrowErrno(env, ENOENT, op);
 }
 
-// loadObject(path, pinDir, opts?: {rodata?: Record<string, Buffer>})
+// The verifier's statistics line ("processed N insns ..."), per program,
+// when loadObject is asked for them (log level 4: errors and statistics,
+// no instruction trace).
+struct VerifierLogs {
+	static constexpr size_t kBytes = 64 * 1024;
+	std::vector<std::vector<char>> bufs;
+
+	void Attach(struct bpf_object *obj)
+	{
+		struct bpf_program *prog;
+		bpf_object__for_each_program(prog, obj)
+		{
+			bufs.emplace_back(kBytes, '\0');
+			bpf_program__set_log_buf(prog, bufs.back().data(),
+						 kBytes);
+			bpf_program__set_log_level(prog, 4);
+		}
+	}
+
+	std::string Text() const
+	{
+		std::string all;
+		for (const auto &b : bufs)
+			all.append(b.data(), strnlen(b.data(), b.size()));
+		return all;
+	}
+};
+
+// loadObject(path, pinDir, opts?: {rodata?: Record<string, Buffer>,
+//            verifierStats?: boolean})
 static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
@@ -90,11 +119,19 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 	if (pinDir.empty()) // libbpf would pin into the root of /sys/fs/bpf
 		ThrowRange(env, "loadObject: pinDir must not be empty");
 	Napi::Object rodataValues;
+	bool verifierStats = false;
 	if (!IsAbsent(info[2])) {
 		Napi::Object opts = FQE_ARG_OBJECT("loadObject", 2, "opts");
 		if (!IsAbsent(opts.Get("rodata")))
 			rodataValues = ToObjectArg(env, opts.Get("rodata"),
 						   "loadObject", "rodata");
+		Napi::Value stats = opts.Get("verifierStats");
+		if (!IsAbsent(stats)) {
+			if (!stats.IsBoolean())
+				ThrowType(env, "loadObject", "verifierStats",
+					  "a boolean");
+			verifierStats = stats.As<Napi::Boolean>().Value();
+		}
 	}
 
 	LibbpfCapture capture;
@@ -122,10 +159,15 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 				  v.As<Napi::Buffer<uint8_t>>());
 		}
 	}
+	VerifierLogs logs;
+	if (verifierStats)
+		logs.Attach(holder.obj);
 	int ret = bpf_object__load(holder.obj);
 	if (ret < 0)
 		ThrowErrno(env, PositiveErrno(ret),
-			   "bpf_object__load(" + path + ")", capture.Details());
+			   "bpf_object__load(" + path + ")",
+			   verifierStats ? logs.Text() + capture.Details() :
+					   capture.Details());
 
 	Napi::Object programs = Napi::Object::New(env);
 	struct bpf_program *prog;
@@ -164,6 +206,8 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 	result.Set("id", id);
 	result.Set("programs", programs);
 	result.Set("maps", maps);
+	if (verifierStats)
+		result.Set("verifierLog", logs.Text());
 	return result;
 }
 

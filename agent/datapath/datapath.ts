@@ -151,6 +151,18 @@ export class Datapath {
     readonly attachMode: AttachMode = 'auto',
     /** why the enforcer runs on the precise clock (an older kernel), or null */
     readonly enforcerOnPreciseClock: string | null = null,
+    /**
+     * why the loaded enforcer has no TLS server name check, or null when it
+     * has one. Without it the enforcer refuses every flow only a tls rule
+     * allows (fail closed).
+     */
+    readonly tlsCheckUnavailable: string | null = null,
+    /**
+     * why the loaded enforcer does not judge DNS queries by name, or null
+     * when it does. Without it the enforcer refuses every query of a pod
+     * whose filter is on (fail closed).
+     */
+    readonly dnsQueryFilterUnavailable: string | null = null,
   ) {}
 
   /**

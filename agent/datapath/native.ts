@@ -63,11 +63,19 @@ export interface LoadedObject {
   programs: Record<string, ProgramDesc>;
   /** internal maps (.rodata, .bss, ...) are left out */
   maps: Record<string, MapDesc>;
+  /** with verifierStats: the verifier's statistics lines, per program */
+  verifierLog?: string;
 }
 
 export interface LoadObjectOptions {
   /** values of `const volatile` globals, set before load (exact sizes) */
   rodata?: Record<string, Buffer>;
+  /**
+   * ask the verifier for its statistics (log level 4): the result's
+   * verifierLog holds "processed N insns ..." per program, and a failure's
+   * details the error lines without the instruction trace
+   */
+  verifierStats?: boolean;
 }
 
 export interface ProgInfo {

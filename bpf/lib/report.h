@@ -53,7 +53,13 @@ static __always_inline void fqe_remember_event(const struct fqe_event *ev)
 	head = bpf_map_lookup_elem(&fqe_recent_seq, &zero);
 	if (!head)
 		return;
-	seq = __sync_fetch_and_add(head, 1);
+	/*
+	 * Read, then add without fetching (BPF_XADD: 5.10 has no fetching
+	 * atomics). Two CPUs may take the same slot; the later copy wins, and
+	 * the ring is a best-effort view anyway.
+	 */
+	seq = *(volatile __u64 *)head;
+	__sync_fetch_and_add(head, 1);
 	at = seq & (FQE_RECENT_EVENTS - 1);
 	slot = bpf_map_lookup_elem(&fqe_recent, &at);
 	if (!slot)
