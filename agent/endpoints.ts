@@ -97,6 +97,7 @@ export class EndpointManager {
     for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack, maps.tapPass, maps.tlsFlows] as const) {
       for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
     }
+    for (const key of maps.tlsBytes.keys()) ids.add(key.identity);
     return ids;
   }
 
@@ -279,6 +280,7 @@ export class EndpointManager {
     maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.tapPass.deleteMany(maps.tapPass.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.tlsFlows.deleteMany(maps.tlsFlows.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.tlsBytes.deleteMany(maps.tlsBytes.keys().filter((k) => k.identity === identity));
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
     maps.ctCounts.delete(identity);

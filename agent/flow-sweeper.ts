@@ -4,8 +4,11 @@
  * timeout) and writes each pod's exact flow count back to fqe_ct_counts, so
  * a pod's share of the flow table counts live flows only. The datapath never
  * deletes a flow (another CPU may have just refreshed it); the sweep re-reads
- * an entry right before deleting it and keeps it when it moved. Owns no
- * policy; maps and clock are injected (unit tests use plain tables).
+ * an entry right before deleting it and keeps it when it moved. It also
+ * frees the TLS check's state (parser, byte store) of flows that are gone or
+ * no longer under the check: the kernel frees it with a verdict or at the
+ * end of a watch, but a flow that just stops leaves it. Owns no policy; maps
+ * and clock are injected (unit tests use plain tables).
  */
 import { CtFlag, IPPROTO, type CtKey, type CtValue } from './datapath/codecs.js';
 
@@ -26,9 +29,17 @@ export interface CountTable {
   set(identity: number, count: bigint): void;
 }
 
+/** The TLS check's per-flow state (fqe_tls_flows, fqe_tls_bytes): keys are flows. */
+export interface FlowStateTable {
+  keys(): CtKey[];
+  deleteMany(keys: CtKey[]): number;
+}
+
 export interface FlowSweeperDeps {
   flows: FlowTable;
   counts: CountTable;
+  /** the TLS check's state tables, freed with their flows */
+  tlsState?: FlowStateTable[];
   /** the kernel's CLOCK_MONOTONIC now */
   nowNs(): bigint;
   tcpIdleNs: bigint;
@@ -44,7 +55,7 @@ export class FlowSweeper {
   }
 
   /** One pass: delete idle flows, then write the exact count of each pod's flows. */
-  sweep(): { flows: number; reclaimed: number } {
+  sweep(): { flows: number; reclaimed: number; tlsReclaimed: number } {
     const { flows, counts } = this.deps;
     const now = this.deps.nowNs();
     const perPod = new Map<number, bigint>();
@@ -65,6 +76,25 @@ export class FlowSweeper {
     if (stale.length) flows.deleteMany(stale);
     for (const [identity] of counts.entries()) if (!perPod.has(identity)) counts.set(identity, 0n);
     for (const [identity, n] of perPod) counts.set(identity, n);
-    return { flows: live, reclaimed: stale.length };
+    const tlsReclaimed = this.sweepTlsState();
+    return { flows: live, reclaimed: stale.length, tlsReclaimed };
+  }
+
+  /**
+   * Free TLS check state whose flow is gone or past the check. Each
+   * candidate's flow is read again right before: a SYN may have just made it.
+   */
+  private sweepTlsState(): number {
+    const { flows, tlsState = [] } = this.deps;
+    const underCheck = (key: CtKey): boolean => {
+      const v = flows.get(key);
+      return v !== undefined && (v.flags & (CtFlag.tlsPending | CtFlag.tlsWatch)) !== 0;
+    };
+    let freed = 0;
+    for (const table of tlsState) {
+      const orphans = table.keys().filter((key) => !underCheck(key));
+      if (orphans.length) freed += table.deleteMany(orphans);
+    }
+    return freed;
   }
 }

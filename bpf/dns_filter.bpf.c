@@ -39,33 +39,33 @@ int fqe_dns_filter(struct __sk_buff *skb)
 	const struct fqe_config *cfg;
 	const struct fqe_tap_val *mark;
 	struct fqe_tap_key k = {};
-	struct fqe_pkt p = {};
+	struct fqe_pkt *p = fqe_pkt_get();
 	__be16 id;
 
 	/* the tap sees every frame of the node's namespace: the cheap test first */
 	if (skb->pkt_type != PACKET_OUTGOING)
 		return 0;
 	ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
-	if (!ep)
+	if (!ep || !p)
 		return 0;
-	if (fqe_parse(skb, &p) != FQE_PARSE_OK || p.frag || p.payload_len == 0)
+	if (fqe_parse(skb, p) != FQE_PARSE_OK || p->frag || p->payload_len == 0)
 		return 0;
-	if ((p.proto != IPPROTO_UDP && p.proto != IPPROTO_TCP) || p.sport != FQE_DNS_PORT)
+	if ((p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP) || p->sport != FQE_DNS_PORT)
 		return 0;
-	if (!bpf_map_lookup_elem(&fqe_resolvers, p.saddr))
+	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr))
 		return 0;
 	k.identity = ep->identity;
-	k.pod_port = p.dport;
-	k.proto = p.proto;
-	__builtin_memcpy(k.resolver, p.saddr, 16);
-	if (p.proto == IPPROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, p.payload_off, &id, sizeof(id)) < 0)
+	k.pod_port = p->dport;
+	k.proto = p->proto;
+	__builtin_memcpy(k.resolver, p->saddr, 16);
+	if (p->proto == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, p->payload_off, &id, sizeof(id)) < 0)
 			return 0;
 		k.dns_id = bpf_ntohs(id);
 	}
 	cfg = fqe_config_get();
 	if (cfg && (cfg->flags & FQE_CFG_INLINE_LEARNER_OFF))
-		return p.proto == IPPROTO_TCP || query_recorded(&k) ? skb->len : 0;
+		return p->proto == IPPROTO_TCP || query_recorded(&k) ? skb->len : 0;
 	mark = bpf_map_lookup_elem(&fqe_tap_pass, &k);
 	if (!mark || (__s64)(mark->until_ns - bpf_ktime_get_ns()) <= 0)
 		return 0;

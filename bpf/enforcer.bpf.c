@@ -18,6 +18,13 @@
  * A packet of a tracked flow costs the endpoint lookup and one conntrack
  * lookup, read against the coarse clock (one tick, a few ms, is nothing
  * next to TTLs and idle timeouts of seconds); it is not counted per packet.
+ * The heavy judgements run as tail calls (fqe_enforcer_tails), each a
+ * program the verifier checks on its own: a DNS query to a trusted resolver
+ * (fqe_enforcer_dns) and a data segment of a flow under the TLS check
+ * (fqe_enforcer_tls). Each parses the packet again and finishes it (counts,
+ * reports, answers) as the main program does. A tail call that cannot run
+ * refuses the packet: fail closed.
+ *
  * Built twice: with FQE_COARSE_CLOCK=0 it reads the precise clock, for
  * kernels without bpf_ktime_get_coarse_ns (before 5.11).
  */
@@ -198,53 +205,34 @@ static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
 	return bpf_map_lookup_elem(&fqe_owners, &k) != NULL;
 }
 
-/*
- * A packet of a flow under the TLS server name check (pending or refused).
- * *tls_verdict is set when this packet carries the flow's refusal (it gets
- * the RST, the name is remembered).
- */
-static __always_inline __u8 tls_flow_verdict(struct __sk_buff *skb, const struct fqe_endpoint *ep,
-					     const struct fqe_pkt *p, const struct fqe_ct_key *ct,
-					     struct fqe_ct_val *tracked, __u64 now, enum fqe_pass *pass,
-					     int *tls_verdict)
-{
-	struct fqe_tls_flow *f;
-	int out;
+/* Verdicts decide() hands to a tail call (not reasons: never reported as such). */
+#define FQE_TAIL_DNS_QUERY 0
+#define FQE_TAIL_TLS 1
+#define FQE_TAILS 2
+#define FQE_VERDICT_TAIL_BASE 0xf0 /* decide() returns FQE_VERDICT_TAIL_BASE + slot */
 
-	if (tracked->flags & FQE_CT_TLS_REFUSED)
-		return FQE_REASON_TLS_NAME;
-	fqe_ct_refresh(tracked, p, now);
-	*pass = FQE_PASS_CT;
-	f = bpf_map_lookup_elem(&fqe_tls_flows, ct);
-	if ((p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN && (!f || f->parsed == 0)) {
-		fqe_tls_start(ct, p); /* the SYN again, maybe with another sequence number */
-		f = bpf_map_lookup_elem(&fqe_tls_flows, ct);
-	}
-	if (p->payload_len == 0)
-		return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
-	out = fqe_tls_segment(skb, p, f, ep->identity);
-	if (out == FQE_TLS_PASS)
-		return FQE_REASON_NONE;
-	if (out == FQE_TLS_ALLOW) {
-		/* watched until the server answers (the learner then clears it): then the fast path */
-		if (tracked->flags & FQE_CT_TLS_PENDING)
-			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
-		return FQE_REASON_NONE;
-	}
-	if (out == FQE_TLS_HOLD && !(ep->flags & FQE_EP_AUDIT))
-		return FQE_REASON_TLS_NAME; /* this segment only: resent in order later */
-	bpf_map_delete_elem(&fqe_tls_flows, ct);
-	*tls_verdict = 1;
-	if (ep->flags & FQE_EP_AUDIT)
-		tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
-	else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
-		tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED | FQE_CT_CLOSING;
-	return FQE_REASON_TLS_NAME;
-}
+int fqe_enforcer_dns(struct __sk_buff *skb);
+int fqe_enforcer_tls(struct __sk_buff *skb);
+
+/*
+ * The enforcer's tail calls. Pinned (fqe_enforcer_tails), so its programs
+ * stay while the agent is away (a prog array empties when its last user
+ * reference goes); the loader fills it with the object's own programs. A
+ * tail program finds everything it needs in the packet and the maps, so an
+ * older main program may call a newer one during an upgrade.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, FQE_TAILS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_enforcer_tails SEC(".maps");
 
 /*
  * Decide a parsed packet from an enforced pod: FQE_REASON_NONE passes, and
- * *pass says why (for the counters).
+ * *pass says why (for the counters); FQE_VERDICT_TAIL_BASE + slot hands it
+ * to a tail call.
  */
 static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_config *cfg,
 				   const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u64 now,
@@ -252,7 +240,6 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 {
 	__u32 identity = ep->identity;
 	struct fqe_ct_val *tracked = NULL;
-	int looked_up = 0;
 	struct fqe_ct_key ct;
 	int tls = 0;
 	__u8 verdict;
@@ -265,44 +252,39 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	 * lookup. The key holds the pod's address, and a flow is tracked only
 	 * once that address was found to be the pod's (here for the flows it
 	 * opens, in the learner for those opened towards it), so a hit is that
-	 * check too. Port 53 goes the long way: queries are judged every time.
-	 * Established flows may finish after a policy narrows (NPEP-133).
+	 * check too. Queries to a resolver are judged every time, never by the
+	 * flow. Established flows may finish after a policy narrows (NPEP-133).
 	 */
-	if (!p->frag && p->dport != FQE_DNS_PORT) {
-		fqe_ct_key_of(&ct, identity, p, 1);
+	fqe_ct_key_of(&ct, identity, p, 1);
+	if (!p->frag && !is_trusted_resolver(p)) {
 		tracked = fqe_ct_lookup(cfg, &ct, p, now);
-		looked_up = 1;
 		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
-			if (tracked->flags & FQE_CT_TLS_CHECK)
-				return tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
+			if (tracked->flags & FQE_CT_TLS_REFUSED)
+				return FQE_REASON_TLS_NAME;
 			fqe_ct_refresh(tracked, p, now);
 			*pass = FQE_PASS_CT;
-			return FQE_REASON_NONE;
+			if (!(tracked->flags & FQE_CT_TLS_CHECK))
+				return FQE_REASON_NONE;
+			if ((p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN) {
+				struct fqe_tls_flow *f = bpf_map_lookup_elem(&fqe_tls_flows, &ct);
+
+				if (!f || f->parsed == 0)
+					fqe_tls_start(&ct, p); /* the SYN again, maybe with another sequence number */
+			}
+			if (p->payload_len == 0)
+				return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
+			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
 		}
 	}
 	if (!owns_source(identity, p))
 		return FQE_REASON_SPOOFED;
 	if (is_trusted_resolver(p)) {
-		verdict = FQE_REASON_NONE;
-		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF))
-			verdict = fqe_dns_query_verdict(skb, p, identity);
-		/* audit passes a refused query: its answer is matched as usual */
-		if (verdict == FQE_REASON_NONE || (ep->flags & FQE_EP_AUDIT))
-			record_query(skb, identity, p, now);
 		*pass = FQE_PASS_DNS;
-		return verdict;
-	}
-	if (!looked_up) {
-		fqe_ct_key_of(&ct, identity, p, 1);
-		if (!p->frag)
-			tracked = fqe_ct_lookup(cfg, &ct, p, now);
-		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
-			if (tracked->flags & FQE_CT_TLS_CHECK)
-				return tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
-			fqe_ct_refresh(tracked, p, now);
-			*pass = FQE_PASS_CT;
-			return FQE_REASON_NONE;
-		}
+		/* a TCP segment without payload (handshake, ACK, FIN) carries no query */
+		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF) && (p->payload_len > 0 || p->proto == IPPROTO_UDP))
+			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY;
+		record_query(skb, identity, p, now);
+		return FQE_REASON_NONE;
 	}
 	verdict = allow_verdict(identity, p, now, &tls);
 	if ((verdict != FQE_REASON_NONE || tls) && cidr_allows(p)) {
@@ -315,20 +297,16 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 
 		if (qs)
 			fqe_tls_no_name(qs);
-		verdict = FQE_REASON_TLS_NAME;
 		*tls_verdict = 1;
-	} else if (verdict == FQE_REASON_NONE && tls) {
+		return FQE_REASON_TLS_NAME;
+	}
+	if (verdict == FQE_REASON_NONE && tls) {
 		if (fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
 			return FQE_REASON_FLOW_QUOTA;
 		fqe_tls_start(&ct, p);
-		if (p->payload_len > 0) { /* a ClientHello in the SYN (TCP Fast Open) */
-			tracked = bpf_map_lookup_elem(&fqe_conntrack, &ct);
-			if (!tracked)
-				return FQE_REASON_TLS_NAME;
-			verdict = tls_flow_verdict(skb, ep, p, &ct, tracked, now, pass, tls_verdict);
-			*pass = FQE_PASS_OTHER;
-		}
-		return verdict;
+		if (p->payload_len > 0) /* a ClientHello in the SYN (TCP Fast Open) */
+			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
+		return FQE_REASON_NONE;
 	}
 	if (verdict == FQE_REASON_NONE) {
 		if (tracked) {
@@ -354,51 +332,151 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	return verdict;
 }
 
-SEC("tc")
-int fqe_enforcer(struct __sk_buff *skb)
+/*
+ * The one report point: count the verdict, report a refusal, and answer it
+ * (NXDOMAIN for a refused query, a RST for a refused TLS flow) or drop it.
+ */
+static __always_inline int finish(struct __sk_buff *skb, const struct fqe_config *cfg, const struct fqe_endpoint *ep,
+				  const struct fqe_pkt *p, __u8 reason, enum fqe_pass pass, __u64 now, int tls_verdict)
 {
-	__u32 ifindex = skb->ifindex;
-	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
-	enum fqe_pass pass = FQE_PASS_OTHER;
-	const struct fqe_config *cfg;
-	int tls_verdict = 0;
-	struct fqe_pkt p = {};
-	__u64 now;
-	__u8 reason;
-	int parsed, drop;
-
-	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
-		return TC_ACT_UNSPEC; /* not an enforced pod */
-
-	parsed = fqe_parse(skb, &p);
-	if (parsed == FQE_PARSE_ARP)
-		return TC_ACT_UNSPEC;
-
-	cfg = fqe_config_get();
-	now = enforcer_now();
-	if (parsed == FQE_PARSE_OTHER)
-		reason = FQE_REASON_PROTOCOL;
-	else if (parsed != FQE_PARSE_OK)
-		reason = FQE_REASON_MALFORMED;
-	else
-		reason = decide(skb, cfg, ep, &p, now, &pass, &tls_verdict);
+	int drop;
 
 	/* A tracked flow's packet: two lookups, nothing counted (the flow was, when it opened). */
 	if (reason == FQE_REASON_NONE && pass == FQE_PASS_CT)
 		return TC_ACT_UNSPEC;
-	drop = fqe_report(skb, cfg, ep, &p, reason, pass, now);
+	drop = fqe_report(skb, cfg, ep, p, reason, pass, now);
 	if (reason == FQE_REASON_DNS_NAME)
-		fqe_dns_remember_refused(skb, &p, ep->identity, now); /* the name, for egressctl drops */
+		fqe_dns_remember_refused(skb, p, ep->identity, now); /* the name, for egressctl drops */
 	tls_verdict = tls_verdict && reason == FQE_REASON_TLS_NAME;
 	if (tls_verdict)
-		fqe_tls_remember_refused(&p, ep->identity, now);
+		fqe_tls_remember_refused(p, ep->identity, now);
 	if (!drop)
 		return TC_ACT_UNSPEC;
 	if (reason == FQE_REASON_DNS_NAME)
-		return fqe_dns_refuse(skb, &p); /* NXDOMAIN back to the pod */
+		return fqe_dns_refuse(skb, p); /* NXDOMAIN back to the pod */
 	if (tls_verdict)
-		return fqe_tls_refuse(skb, &p); /* RST back to the pod */
+		return fqe_tls_refuse(skb, p); /* RST back to the pod */
 	return TC_ACT_SHOT;
+}
+
+/* What every program of the enforcer starts with: the pod, the packet, the clock. */
+struct fqe_enforcer_ctx {
+	const struct fqe_endpoint *ep;
+	const struct fqe_config *cfg;
+	struct fqe_pkt *p;
+	__u64 now;
+	__s64 parsed;
+};
+
+static __always_inline int enforcer_begin(struct __sk_buff *skb, struct fqe_enforcer_ctx *c)
+{
+	__u32 ifindex = skb->ifindex;
+
+	c->ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
+	if (!c->ep || !(c->ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
+		return 0; /* not an enforced pod */
+	c->p = fqe_pkt_get();
+	if (!c->p)
+		return 0;
+	c->parsed = fqe_parse(skb, c->p);
+	if (c->parsed == FQE_PARSE_ARP)
+		return 0;
+	c->cfg = fqe_config_get();
+	c->now = enforcer_now();
+	return 1;
+}
+
+SEC("tc")
+int fqe_enforcer(struct __sk_buff *skb)
+{
+	struct fqe_enforcer_ctx c;
+	enum fqe_pass pass = FQE_PASS_OTHER;
+	int tls_verdict = 0;
+	__u8 reason;
+
+	if (!enforcer_begin(skb, &c))
+		return TC_ACT_UNSPEC;
+	if (c.parsed == FQE_PARSE_OTHER)
+		reason = FQE_REASON_PROTOCOL;
+	else if (c.parsed != FQE_PARSE_OK)
+		reason = FQE_REASON_MALFORMED;
+	else
+		reason = decide(skb, c.cfg, c.ep, c.p, c.now, &pass, &tls_verdict);
+	if (reason >= FQE_VERDICT_TAIL_BASE) {
+		bpf_tail_call(skb, &fqe_enforcer_tails, reason - FQE_VERDICT_TAIL_BASE);
+		/* the tail program is missing: what it would judge is refused */
+		if (reason == FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY) {
+			struct fqe_query_scratch *qs = fqe_query_scratch_get();
+
+			if (qs) {
+				qs->question_end = 0;
+				qs->refused.flags = 0;
+			}
+			reason = FQE_REASON_DNS_NAME;
+		} else {
+			reason = FQE_REASON_TLS_NAME;
+			tls_verdict = 1;
+		}
+		pass = FQE_PASS_OTHER;
+	}
+	return finish(skb, c.cfg, c.ep, c.p, reason, pass, c.now, tls_verdict);
+}
+
+/* A DNS query to a trusted resolver, from a pod whose query filter is on. */
+SEC("tc")
+int fqe_enforcer_dns(struct __sk_buff *skb)
+{
+	struct fqe_enforcer_ctx c;
+	__u8 reason;
+
+	if (!enforcer_begin(skb, &c) || c.parsed != FQE_PARSE_OK)
+		return TC_ACT_SHOT; /* only the main program calls this, for a parsed packet */
+	reason = fqe_dns_query_verdict(skb, c.p, c.ep->identity);
+	/* audit passes a refused query: its answer is matched as usual */
+	if (reason == FQE_REASON_NONE || (c.ep->flags & FQE_EP_AUDIT))
+		record_query(skb, c.ep->identity, c.p, c.now);
+	return finish(skb, c.cfg, c.ep, c.p, reason, FQE_PASS_DNS, c.now, 0);
+}
+
+/*
+ * A data segment of a flow under the TLS check (pending or watched): the
+ * parser's verdict on it, and what that does to the flow.
+ */
+SEC("tc")
+int fqe_enforcer_tls(struct __sk_buff *skb)
+{
+	struct fqe_enforcer_ctx c;
+	enum fqe_pass pass = FQE_PASS_OTHER;
+	__u8 reason = FQE_REASON_TLS_NAME;
+	struct fqe_ct_val *tracked;
+	int out, tls_verdict = 1;
+	struct fqe_ct_key ct;
+
+	if (!enforcer_begin(skb, &c) || c.parsed != FQE_PARSE_OK)
+		return TC_ACT_SHOT;
+	fqe_ct_key_of(&ct, c.ep->identity, c.p, 1);
+	tracked = bpf_map_lookup_elem(&fqe_conntrack, &ct);
+	if (!tracked || !(tracked->flags & (FQE_CT_TLS_PENDING | FQE_CT_TLS_WATCH)))
+		goto done; /* only the main program calls this, for such a flow */
+	out = fqe_tls_segment(skb, c.p, bpf_map_lookup_elem(&fqe_tls_flows, &ct), &ct, c.ep->identity);
+	if (out == FQE_TLS_PASS || out == FQE_TLS_ALLOW) {
+		/* allowed: watched until the server answers (the learner then clears it), then the fast path */
+		if (out == FQE_TLS_ALLOW && (tracked->flags & FQE_CT_TLS_PENDING))
+			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
+		reason = FQE_REASON_NONE;
+		pass = FQE_PASS_CT;
+		tls_verdict = 0;
+	} else if (out == FQE_TLS_HOLD && !(c.ep->flags & FQE_EP_AUDIT)) {
+		tls_verdict = 0; /* this segment only: resent in order later */
+	} else {
+		fqe_tls_forget(&ct);
+		if (c.ep->flags & FQE_EP_AUDIT)
+			tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
+		else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
+			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED | FQE_CT_CLOSING;
+	}
+done:
+	return finish(skb, c.cfg, c.ep, c.p, reason, pass, c.now, tls_verdict);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -57,23 +57,7 @@ struct {
 
 _Static_assert(FQE_LEARNED_MAX_ADDRS == FQE_LEARN_MAX_ANSWERS, "a record holds every address learned");
 
-/* How long an address stays allowed: the TTL clamped, never under the grace. */
-static __always_inline __u64 ttl_ns(const struct fqe_config *cfg, __u32 ttl)
-{
-	__u32 lo = cfg ? cfg->min_ttl_s : 0;
-	__u32 hi = cfg && cfg->max_ttl_s ? cfg->max_ttl_s : FQE_DEFAULT_MAX_TTL_S;
-	__u64 grace = fqe_connect_grace_ns(cfg);
-	__u64 ns;
-
-	if (ttl < lo)
-		ttl = lo;
-	if (ttl > hi)
-		ttl = hi;
-	ns = (__u64)ttl * FQE_NSEC_PER_SEC;
-	return ns < grace ? grace : ns;
-}
-
-static __always_inline __u64 hash_key(void)
+static __always_inline __u64 fqe_learner_hash_key(void)
 {
 	__u32 zero = 0;
 	const struct fqe_hash_key *k = bpf_map_lookup_elem(&fqe_hash_key, &zero);
@@ -81,14 +65,21 @@ static __always_inline __u64 hash_key(void)
 	return k ? k->key : 0;
 }
 
+
 /*
  * Ports of the new entry: the rule's, united with an unexpired old entry's.
  * A tls rule (FQE_PROTO_TLS) and a TCP or TCP+UDP rule for the same port
- * may both stay: the enforcer lets the one without the check win.
+ * may both stay: the enforcer lets the one without the check win. A rule is
+ * compared as one 32-bit word (port, proto, pad).
  */
 static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fqe_allow_val *old,
 					const struct fqe_policy_val *rule)
 {
+	const __u64 *rp = (const __u64 *)rule->ports, *op;
+	__u32 *vp = (__u32 *)v->ports;
+	const __u32 *ow;
+
+	_Static_assert(sizeof(struct fqe_port_rule) == 4 && FQE_MAX_PORT_RULES == 8, "eight 32-bit rules");
 	v->nports = rule->nports > FQE_MAX_PORT_RULES ? FQE_MAX_PORT_RULES : rule->nports;
 	__builtin_memcpy(v->ports, rule->ports, sizeof(v->ports));
 	if (!old)
@@ -97,73 +88,53 @@ static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fq
 		v->nports = 0; /* either grants any port */
 		return;
 	}
-#pragma unroll
-	for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
-		int found = 0;
+	op = (const __u64 *)old->ports;
+	if (old->nports == v->nports && ((op[0] ^ rp[0]) | (op[1] ^ rp[1]) | (op[2] ^ rp[2]) | (op[3] ^ rp[3])) == 0)
+		return; /* the same rules (the same name answered again) */
+	ow = (const __u32 *)old->ports;
+	fqe_for (i, FQE_MAX_PORT_RULES) {
+		__u64 o, vn, found = 0;
 
-		if (i >= old->nports)
+		fqe_barrier();
+		if (i >= FQE_READ(old->nports))
 			break;
+		o = FQE_READ(ow[i]);
+		vn = FQE_READ(v->nports);
 #pragma unroll
-		for (int j = 0; j < FQE_MAX_PORT_RULES; j++) {
-			if (j < v->nports && v->ports[j].port == old->ports[i].port &&
-			    v->ports[j].proto == old->ports[i].proto)
-				found = 1;
-		}
-		if (!found && v->nports < FQE_MAX_PORT_RULES) {
-			v->ports[v->nports & (FQE_MAX_PORT_RULES - 1)] = old->ports[i];
-			v->nports++;
-		}
+		for (int j = 0; j < FQE_MAX_PORT_RULES; j++)
+			found |= fqe_bit_lt(j, vn) & fqe_bit_eq(vp[j], o);
+		if (found || vn >= FQE_MAX_PORT_RULES)
+			continue;
+		vp[FQE_MASK(vn, FQE_MAX_PORT_RULES - 1)] = o;
+		v->nports = vn + 1;
 	}
+	fqe_barrier();
 }
 
-static __always_inline __u64 write_allow(__u32 identity, const __u8 *addr, __u64 expires,
-					__u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
+/* Write (or widen) the allow entry of one learned address; returns the expiry it got. */
+static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 identity, const __u8 *addr,
+					__u64 expires, __u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
 {
-	struct fqe_allow_key k = { .prefixlen = 32 + 128, .identity = identity };
-	struct fqe_allow_val v = {};
+	struct fqe_allow_key k = { .prefixlen = 32 + 128 };
+
+	k.identity = identity;
+	struct fqe_allow_val *v = &s->allow;
 	struct fqe_allow_val *old;
 
 	__builtin_memcpy(k.addr, addr, 16);
+	__builtin_memset(v, 0, sizeof(*v));
 	old = bpf_map_lookup_elem(&fqe_allow, &k);
 	/* A covering prefix (allowCIDRs) is not this host's entry. */
 	if (old && (old->source == FQE_SRC_STATIC || (old->expires_ns && old->expires_ns <= now)))
 		old = NULL;
-	v.expires_ns = expires;
+	v->expires_ns = expires;
 	if (old && old->expires_ns > expires)
-		v.expires_ns = old->expires_ns;
-	v.name_hash = name_hash;
-	v.source = FQE_SRC_KERNEL;
-	merge_ports(&v, old, rule);
-	bpf_map_update_elem(&fqe_allow, &k, &v, BPF_ANY);
-	return v.expires_ns;
-}
-
-struct fqe_write_ctx {
-	const struct fqe_config *cfg;
-	struct fqe_learn_scratch *s;
-	struct fqe_learned_rec *rec;
-	const struct fqe_policy_val *rule;
-	__u32 identity;
-	__u32 min_cname_ttl;
-	__u64 name_hash;
-	__u64 now;
-};
-
-static long write_step(__u64 i, void *data)
-{
-	struct fqe_write_ctx *w = data;
-	__u32 slot = (__u32)i & (FQE_LEARN_MAX_ANSWERS - 1);
-	__u32 ttl = w->s->ttls[slot];
-
-	struct fqe_learned_addr *a = &w->rec->addrs[slot];
-
-	if (w->min_cname_ttl < ttl)
-		ttl = w->min_cname_ttl;
-	__builtin_memcpy(a->addr, w->s->ips[slot], 16);
-	a->ttl_s = ttl;
-	a->expires_ns = write_allow(w->identity, w->s->ips[slot], w->now + ttl_ns(w->cfg, ttl),
-				    w->name_hash, w->rule, w->now);
-	return 0;
+		v->expires_ns = old->expires_ns;
+	v->name_hash = name_hash;
+	v->source = FQE_SRC_KERNEL;
+	merge_ports(v, old, rule);
+	bpf_map_update_elem(&fqe_allow, &k, v, BPF_ANY);
+	return v->expires_ns;
 }
 
 /* Start the record of an answer learned from: everything but the addresses. */
@@ -175,11 +146,11 @@ static __always_inline void record_begin(struct fqe_learned_rec *rec, const stru
 	rec->name_hash = name_hash;
 	rec->identity = identity;
 	rec->naddrs = 0;
-	rec->name_len = s->q.dotted_len < FQE_NAME_LEN ? s->q.dotted_len : FQE_NAME_LEN - 1;
+	rec->name_len = s->nb.dotted_len < FQE_NAME_LEN ? s->nb.dotted_len : FQE_NAME_LEN - 1;
 	rec->flags = 0;
 	rec->nports = rule->nports > FQE_MAX_PORT_RULES ? FQE_MAX_PORT_RULES : rule->nports;
 	__builtin_memcpy(rec->ports, rule->ports, sizeof(rec->ports));
-	__builtin_memcpy(rec->name, s->dotted, FQE_NAME_LEN);
+	__builtin_memcpy(rec->name, s->nb.dotted, FQE_NAME_LEN);
 }
 
 /*
@@ -258,97 +229,235 @@ static __always_inline int dns_message(struct __sk_buff *skb, const struct fqe_p
 	return bpf_ntohs(prefix) == *len ? 1 : 0;
 }
 
-/* Learn from a DNS answer (UDP, or TCP in one segment) on its way to the pod. */
-static __always_inline void learn(struct __sk_buff *skb, const struct fqe_config *cfg,
-				  __u32 identity, const struct fqe_pkt *p, __u64 now)
+/*
+ * Learning runs as three tail-called stages, each a program the verifier
+ * checks on its own (fqe_learner_tails): the question (fqe_learner_dns),
+ * the answer section (fqe_learner_answers), the writes (fqe_learner_write,
+ * FQE_WRITES_PER_CALL addresses a call, calling itself for the rest). What
+ * one stage hands the next is in fqe_scratch (struct fqe_learn_job): the
+ * stages of one object only ever call each other. A stage that cannot call
+ * the next leaves the answer to the agent's tap.
+ */
+#define FQE_TAIL_LEARN 0
+#define FQE_TAIL_ANSWERS 1
+#define FQE_TAIL_WRITE 2
+#define FQE_LEARNER_TAILS 3
+#define FQE_WRITES_PER_CALL 32
+
+int fqe_learner_dns(struct __sk_buff *skb);
+
+/*
+ * The learner's tail calls. Pinned, so that they stay while the agent is
+ * away (a prog array empties when its last user reference goes); the loader
+ * fills it with the object's own programs. The first stage finds all it
+ * needs in the packet and the maps, so an older main program may call a
+ * newer one during an upgrade; a change to what the stages pass each other
+ * takes a new map name.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, FQE_LEARNER_TAILS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_learner_tails SEC(".maps");
+
+/* The answer goes to the agent's tap (counted), its query is used up. */
+static __always_inline void learn_skip(struct fqe_learn_scratch *s, __u32 identity)
 {
-	const struct fqe_policy_val *rule;
-	struct fqe_learn_scratch *s;
-	struct fqe_owner_key ok = { .identity = identity };
-	struct fqe_query_key qk = { .identity = identity };
+	struct fqe_counters *c = fqe_counters_get(identity);
+
+	if (c)
+		c->learn_skipped++;
+	mark_for_tap(fqe_config_get(), &s->job.qk, s->job.proto, s->job.now);
+	bpf_map_delete_elem(&fqe_queries, &s->job.qk);
+}
+
+/* The scratch of this CPU, and the rule the job's name matched (looked up again). */
+static __always_inline struct fqe_learn_scratch *learn_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&fqe_scratch, &zero);
+}
+
+/*
+ * Stage 1: a DNS answer (UDP, or TCP in one segment) on its way to the pod,
+ * from a trusted resolver, to a query the pod sent: its question name, and
+ * the pod's rule for it.
+ */
+SEC("tc")
+int fqe_learner_dns(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	const struct fqe_endpoint *ep = bpf_map_lookup_elem(&fqe_endpoints, &ifindex);
+	struct fqe_pkt *p = fqe_pkt_get();
+	struct fqe_learn_scratch *s = learn_scratch();
+	const struct fqe_config *cfg = fqe_config_get();
+	struct fqe_owner_key ok = {};
 	const struct fqe_query_val *sent;
-	struct fqe_learned_rec *rec;
+	const struct fqe_policy_val *rule;
 	struct fqe_counters *c;
 	struct fqe_dns_hdr hdr;
-	struct fqe_qname *q;
-	__u32 min_cname_ttl, off, len, end, zero = 0;
-	__u64 name_hash = 0;
-	int refused = 0, partial = 0, whole;
+	__u32 off, len, identity;
+	int refused = 0, whole;
 	__u16 flags;
-	int n;
 
+	if (!ep || !p || !s || fqe_parse(skb, p) != FQE_PARSE_OK)
+		return TC_ACT_UNSPEC;
 	if (cfg && (cfg->flags & FQE_CFG_INLINE_LEARNER_OFF))
-		return;
+		return TC_ACT_UNSPEC;
+	identity = ep->identity;
 	/* struct fqe_resolver_key is the address alone: the stack stays small */
 	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr))
-		return;
+		return TC_ACT_UNSPEC;
+	ok.identity = identity;
 	__builtin_memcpy(ok.addr, p->daddr, 16);
 	if (!bpf_map_lookup_elem(&fqe_owners, &ok))
-		return;
+		return TC_ACT_UNSPEC;
 	whole = dns_message(skb, p, &off, &len);
 	if (whole < 0 || bpf_skb_load_bytes(skb, off, &hdr, sizeof(hdr)) < 0)
-		return;
+		return TC_ACT_UNSPEC;
 	flags = bpf_ntohs(hdr.flags);
 	if (!(flags & 0x8000) || ((flags >> 11) & 0xf) != 0 || bpf_ntohs(hdr.qdcount) != 1)
-		return;
-	qk.sport = p->dport;
-	qk.dns_id = bpf_ntohs(hdr.id);
-	__builtin_memcpy(qk.resolver, p->saddr, 16);
-	sent = bpf_map_lookup_elem(&fqe_queries, &qk);
+		return TC_ACT_UNSPEC;
+	__builtin_memset(&s->job, 0, sizeof(s->job));
+	s->job.now = bpf_ktime_get_ns();
+	s->job.identity = identity;
+	s->job.proto = p->proto;
+	s->job.qk.identity = identity;
+	s->job.qk.sport = p->dport;
+	s->job.qk.dns_id = bpf_ntohs(hdr.id);
+	__builtin_memcpy(s->job.qk.resolver, p->saddr, 16);
+	sent = bpf_map_lookup_elem(&fqe_queries, &s->job.qk);
 	if (!sent)
-		return; /* unsolicited: adds nothing */
-	if (sent->proto != p->proto || fqe_older_than(now, sent->sent_ns, fqe_query_window_ns(cfg))) {
-		bpf_map_delete_elem(&fqe_queries, &qk);
-		return; /* asked over another transport, or too long ago: adds nothing */
+		return TC_ACT_UNSPEC; /* unsolicited: adds nothing */
+	if (sent->proto != p->proto || fqe_older_than(s->job.now, sent->sent_ns, fqe_query_window_ns(cfg))) {
+		bpf_map_delete_elem(&fqe_queries, &s->job.qk);
+		return TC_ACT_UNSPEC; /* asked over another transport, or too long ago: adds nothing */
 	}
-
-	c = fqe_counters_get(identity);
-	s = bpf_map_lookup_elem(&fqe_scratch, &zero);
-	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
-	if (!s || !c || !rec)
-		return;
-	if (!whole)
-		goto skipped;
-	end = off + len;
-	q = &s->q;
-	if (fqe_dns_read_qname(skb, off + sizeof(hdr), end, s, q) < 0)
-		goto skipped;
-	rule = fqe_dns_match(s, q, identity, hash_key(), &name_hash, &refused);
+	if (!whole ||
+	    fqe_dns_read_qname(skb, off + sizeof(hdr), off + len, &s->nb, fqe_learner_hash_key(), 1) < 0) {
+		learn_skip(s, identity);
+		return TC_ACT_UNSPEC;
+	}
+	rule = fqe_dns_match(&s->nb, identity, &s->job.name_hash, &refused);
 	if (!rule) {
-		if (refused)
+		c = fqe_counters_get(identity);
+		if (refused && c)
 			c->learn_refused++;
-		bpf_map_delete_elem(&fqe_queries, &qk);
-		return; /* a name this pod may not reach */
+		bpf_map_delete_elem(&fqe_queries, &s->job.qk);
+		return TC_ACT_UNSPEC; /* a name this pod may not reach */
 	}
-	n = fqe_dns_read_answers(skb, q->end + 4, end, bpf_ntohs(hdr.ancount), s, &min_cname_ttl, &partial);
+	s->job.rule = *rule;
+	s->off = s->nb.end + 4;
+	s->end = off + len;
+	s->records = bpf_ntohs(hdr.ancount);
+	bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_ANSWERS);
+	learn_skip(s, identity);
+	return TC_ACT_UNSPEC;
+}
+
+/* Stage 2: the answer section's addresses; the record's header. */
+SEC("tc")
+int fqe_learner_answers(struct __sk_buff *skb)
+{
+	struct fqe_learn_scratch *s = learn_scratch();
+	struct fqe_learned_rec *rec;
+	const struct fqe_config *cfg = fqe_config_get();
+	__u32 zero = 0, lo, hi;
+	int partial = 0, n;
+
+	if (!s)
+		return TC_ACT_UNSPEC;
+	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
+	if (!rec)
+		goto skip;
+	n = fqe_dns_read_answers(skb, s->off, s->end, s->records, s, &partial);
 	if (n < 0)
-		goto skipped;
+		goto skip;
+	s->job.partial = partial;
+	fqe_dns_lower_dotted(&s->nb);
+	if (!bpf_map_lookup_elem(&fqe_names, &s->job.name_hash))
+		bpf_map_update_elem(&fqe_names, &s->job.name_hash, s->nb.dotted, BPF_ANY);
+	record_begin(rec, s, s->job.identity, s->job.name_hash, &s->job.rule, s->job.now);
+	/* what every write needs, once */
+	lo = cfg ? cfg->min_ttl_s : 0;
+	hi = cfg && cfg->max_ttl_s ? cfg->max_ttl_s : FQE_DEFAULT_MAX_TTL_S;
+	s->job.min_ttl_s = lo;
+	s->job.max_ttl_s = hi < lo ? lo : hi;
+	s->job.grace_ns = fqe_connect_grace_ns(cfg);
+	s->job.written = 0;
+	bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_WRITE);
+skip:
+	learn_skip(s, s->job.identity);
+	return TC_ACT_UNSPEC;
+}
 
-	fqe_dns_lower_dotted(s, q->dotted_len);
-	if (!bpf_map_lookup_elem(&fqe_names, &name_hash))
-		bpf_map_update_elem(&fqe_names, &name_hash, s->dotted, BPF_ANY);
-	record_begin(rec, s, identity, name_hash, rule, now);
-	{
-		struct fqe_write_ctx w = {
-			.cfg = cfg, .s = s, .rec = rec, .rule = rule, .identity = identity,
-			.name_hash = name_hash, .min_cname_ttl = min_cname_ttl, .now = now,
-		};
+/* How long an address stays allowed: the TTL clamped, never under the grace. */
+static __always_inline __u64 job_ttl_ns(const struct fqe_learn_job *job, __u32 ttl)
+{
+	__u64 ns;
 
-		bpf_loop(n, write_step, &w, 0);
+	if (ttl < job->min_ttl_s)
+		ttl = job->min_ttl_s;
+	if (ttl > job->max_ttl_s)
+		ttl = job->max_ttl_s;
+	ns = (__u64)ttl * FQE_NSEC_PER_SEC;
+	return ns < job->grace_ns ? job->grace_ns : ns;
+}
+
+/* Stage 3: the allow entries, FQE_WRITES_PER_CALL a call; then the record and the counters. */
+SEC("tc")
+int fqe_learner_write(struct __sk_buff *skb)
+{
+	struct fqe_learn_scratch *s = learn_scratch();
+	struct fqe_learned_rec *rec;
+	struct fqe_counters *c;
+	__u32 zero = 0;
+
+	if (!s)
+		return TC_ACT_UNSPEC;
+	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
+	if (!rec)
+		goto skip;
+	fqe_for (k, FQE_WRITES_PER_CALL) {
+		__u32 i, slot, ttl;
+		struct fqe_learned_addr *a;
+
+		fqe_barrier();
+		i = FQE_READ(s->job.written);
+		if (i >= FQE_READ(s->n))
+			break;
+		slot = FQE_MASK(i, FQE_LEARN_MAX_ANSWERS - 1);
+		a = &rec->addrs[slot];
+		ttl = s->ttls[slot];
+		if (s->min_cname_ttl < ttl)
+			ttl = s->min_cname_ttl;
+		__builtin_memcpy(a->addr, s->ips[slot], 16);
+		a->ttl_s = ttl;
+		a->expires_ns = write_allow(s, s->job.identity, s->ips[slot], s->job.now + job_ttl_ns(&s->job, ttl),
+					    s->job.name_hash, &s->job.rule, s->job.now);
+		s->job.written = i + 1;
 	}
-	c->learned += n;
-	if (partial)
+	fqe_barrier();
+	if (s->job.written < s->n) {
+		bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_WRITE);
+		goto skip; /* the rest is the agent's */
+	}
+	c = fqe_counters_get(s->job.identity);
+	if (c)
+		c->learned += s->n;
+	if (s->job.partial)
 		rec->flags |= FQE_REC_PARTIAL;
-	record_submit(rec, n);
-	if (!partial) {
-		bpf_map_delete_elem(&fqe_queries, &qk);
-		return;
-	}
-	/* the first FQE_LEARN_MAX_ANSWERS learned; the agent adds the rest */
-skipped:
-	c->learn_skipped++;
-	mark_for_tap(cfg, &qk, p->proto, now);
-	bpf_map_delete_elem(&fqe_queries, &qk);
+	record_submit(rec, s->n);
+	if (s->job.partial)
+		goto skip; /* the first FQE_LEARN_MAX_ANSWERS learned; the agent adds the rest */
+	bpf_map_delete_elem(&fqe_queries, &s->job.qk);
+	return TC_ACT_UNSPEC;
+skip:
+	learn_skip(s, s->job.identity);
+	return TC_ACT_UNSPEC;
 }
 #endif /* FQE_INLINE_LEARNER */
 
@@ -385,36 +494,37 @@ int fqe_learner(struct __sk_buff *skb)
 	const struct fqe_config *cfg;
 	struct fqe_ct_val *tracked;
 	struct fqe_ct_key ct;
-	struct fqe_pkt p = {};
+	struct fqe_pkt *p = fqe_pkt_get();
 	__u64 now;
 
-	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)))
+	if (!ep || !(ep->flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT)) || !p)
 		return TC_ACT_UNSPEC;
-	if (fqe_parse(skb, &p) != FQE_PARSE_OK || p.frag || fqe_is_icmp6_link_control(&p))
+	if (fqe_parse(skb, p) != FQE_PARSE_OK || p->frag || fqe_is_icmp6_link_control(p))
 		return TC_ACT_UNSPEC;
 
 	cfg = fqe_config_get();
 	now = bpf_ktime_get_ns();
-	if (p.sport == FQE_DNS_PORT && (p.proto == IPPROTO_UDP || p.proto == IPPROTO_TCP)) {
+	if (p->sport == FQE_DNS_PORT && (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP)) {
 #if FQE_INLINE_LEARNER
-		learn(skb, cfg, ep->identity, &p, now);
+		bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_LEARN);
 #endif
 		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 	}
-	fqe_ct_key_of(&ct, ep->identity, &p, 0);
-	tracked = fqe_ct_lookup(cfg, &ct, &p, now);
-	if (tracked && (tracked->flags & FQE_CT_TLS_WATCH) && p.payload_len > 0) {
+	fqe_ct_key_of(&ct, ep->identity, p, 0);
+	tracked = fqe_ct_lookup(cfg, &ct, p, now);
+	if (tracked && (tracked->flags & FQE_CT_TLS_WATCH) && p->payload_len > 0) {
 		/* the server answers: it has read the whole ClientHello, whose name was allowed */
 		tracked->flags &= ~FQE_CT_TLS_WATCH;
 		bpf_map_delete_elem(&fqe_tls_flows, &ct);
+		bpf_map_delete_elem(&fqe_tls_bytes, &ct);
 	}
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
-			fqe_ct_refresh(tracked, &p, now);
-	} else if (opens_flow(&p) && pod_owns(ep->identity, p.daddr) &&
+			fqe_ct_refresh(tracked, p, now);
+	} else if (opens_flow(p) && pod_owns(ep->identity, p->daddr) &&
 		   fqe_ct_create(cfg, &ct, now, FQE_CT_INBOUND) < 0) {
 		/* past the pod's share of the flow table: refuse the new flow */
-		if (fqe_report(skb, cfg, ep, &p, FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER, now))
+		if (fqe_report(skb, cfg, ep, p, FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER, now))
 			return TC_ACT_SHOT;
 	}
 	return TC_ACT_UNSPEC;

@@ -84,19 +84,24 @@ static void SetRodata(Napi::Env env, struct bpf_object *obj,
 // The verifier's statistics line ("processed N insns ..."), per program,
 // when loadObject is asked for them (log level 4: errors and statistics,
 // no instruction trace).
+//
+// For a developer finding where the instructions go: FQE_VERIFIER_LOG_LEVEL
+// (1 or 2, the instruction trace) raises the level and the buffer to 512 MiB.
 struct VerifierLogs {
-	static constexpr size_t kBytes = 64 * 1024;
 	std::vector<std::vector<char>> bufs;
 
 	void Attach(struct bpf_object *obj)
 	{
+		const char *env = std::getenv("FQE_VERIFIER_LOG_LEVEL");
+		uint32_t level = env ? 4 | (std::atoi(env) & 3) : 4;
+		size_t bytes = level == 4 ? 64 * 1024 : (size_t)1 << 29;
 		struct bpf_program *prog;
 		bpf_object__for_each_program(prog, obj)
 		{
-			bufs.emplace_back(kBytes, '\0');
+			bufs.emplace_back(bytes, '\0');
 			bpf_program__set_log_buf(prog, bufs.back().data(),
-						 kBytes);
-			bpf_program__set_log_level(prog, 4);
+						 bytes);
+			bpf_program__set_log_level(prog, level);
 		}
 	}
 

@@ -205,7 +205,7 @@ test('a hello of 2 and 3 segments and 3 records, the name in the last segment: e
   });
 });
 
-test('a retransmission of a parsed segment passes; one with other bytes, a hole or reordering is dropped until resent in order', (t) => {
+test('a retransmission of parsed bytes passes, also re-cut with new bytes after them; other bytes in the judged range, a hole or reordering are dropped until resent in order', (t) => {
   withTls(t, (_h, flow) => {
     const hello = nameLast(HELLO_13, 1700);
     const f = flow();
@@ -215,10 +215,13 @@ test('a retransmission of a parsed segment passes; one with other bytes, a hole 
     const forged = Buffer.from(hello.subarray(0, 1000));
     forged[600] ^= 0xff;
     assert.equal(f.send(forged, 0).retval, SHOT, 'the same range with other bytes');
-    assert.equal(f.send(hello.subarray(500, 1200), 500).retval, SHOT, 'old and new bytes at once');
+    const forgedOverlap = Buffer.from(hello.subarray(500, 1200));
+    forgedOverlap[100] ^= 0x20;
+    assert.equal(f.send(forgedOverlap, 500).retval, SHOT, 'old bytes that differ, with new ones after them');
+    assert.equal(f.send(hello.subarray(500, 1200), 500).retval, PASS, 'old bytes as judged, then new ones: the new ones are parsed');
     assert.equal(f.send(hello.subarray(1500), 1500).retval, SHOT, 'past a hole');
     assert.equal(f.flags()! & CtFlag.tlsPending, CtFlag.tlsPending, 'still pending: nothing refused the flow');
-    assert.equal(f.send(hello.subarray(1000, 1500), 1000).retval, PASS, 'the hole filled');
+    assert.equal(f.send(hello.subarray(1000, 1500), 1000).retval, PASS, 'the hole filled (re-cut: 200 bytes again, 300 new)');
     assert.equal(f.send(hello.subarray(1500), 1500).retval, PASS, 'then the rest, with the name');
     assert.equal(f.flags()! & CtFlag.tlsPending, 0);
   });

@@ -53,6 +53,18 @@ export class BpfMap<K, V> {
     return native.mapDeleteBatch(this.fd, Buffer.concat(keys.map((k) => this.keyCodec.encode(k))), keys.length);
   }
 
+  /** Every key, without copying values (for maps of big values). */
+  keys(): K[] {
+    const out: K[] = [];
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next: Buffer | null = native.mapGetNextKey(this.fd, prev, this.keySize);
+      if (!next) return out;
+      out.push(this.keyCodec.decode(Buffer.from(next)));
+      prev = next;
+    }
+  }
+
   /** Every entry, read in batches where the map type allows it. */
   entries(): Array<[K, V]> {
     const { keys, values, count } = native.mapDump(this.fd, this.keySize, this.valueSize);

@@ -7,7 +7,7 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket } from './native.js';
+import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket, type LoadedObject } from './native.js';
 import { BpfMap } from './bpf-map.js';
 import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
 import {
@@ -31,15 +31,44 @@ const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '
 export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACKAGE_ROOT, 'bpf') : join(PACKAGE_ROOT, '..', 'bpf');
 
 /**
- * Object files in load order, with the program each one holds. The learner
- * has a fallback without the inline DNS learner (conntrack only) for kernels
- * whose verifier refuses it (bpf_loop needs 5.17).
+ * Object files in load order, with the program each one attaches and the
+ * programs it tail-calls (by slot of its pinned prog array). The learner has
+ * a fallback without the inline DNS learner (conntrack only) for a kernel
+ * whose verifier refuses it; the enforcer one on the precise clock for
+ * kernels before 5.11.
  */
 const OBJECTS = [
-  { file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer', olderKernel: 'enforcer_precise_clock.bpf.o' },
-  { file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o' },
+  {
+    file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer', olderKernel: 'enforcer_precise_clock.bpf.o',
+    tails: { map: 'fqe_enforcer_tails', programs: ['fqe_enforcer_dns', 'fqe_enforcer_tls'] },
+  },
+  {
+    file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o',
+    tails: { map: 'fqe_learner_tails', programs: ['fqe_learner_dns', 'fqe_learner_answers', 'fqe_learner_write'] },
+  },
   { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
 ] as const;
+
+/**
+ * Put an object's tail-called programs into its pinned prog array, the last
+ * slot first: a chain that enters at slot 0 meanwhile meets only programs of
+ * one release from its entry on (see bpf/enforcer.bpf.c, bpf/learner.bpf.c).
+ * An object without the array (the conntrack-only learner) has none.
+ */
+function fillTails(file: string, obj: LoadedObject, tails: { map: string; programs: readonly string[] }): void {
+  const array = obj.maps[tails.map];
+  if (!array) return;
+  for (let slot = tails.programs.length - 1; slot >= 0; slot--) {
+    const name = tails.programs[slot]!;
+    const prog = obj.programs[name];
+    if (!prog) throw new Error(`${file}: no program ${name} for ${tails.map}[${slot}]`);
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(slot);
+    const value = Buffer.alloc(4);
+    value.writeUInt32LE(prog.fd);
+    native.mapUpdate(array.fd, key, value);
+  }
+}
 
 export interface LoadOptions {
   /** load the conntrack-only learner even where the inline learner would load */
@@ -55,7 +84,7 @@ const MAP_NAMES = [
   // DNS query filter (issue 15)
   'fqe_cluster_domains', 'fqe_dns_refused',
   // TLS server name check (issue 13)
-  'fqe_tls_flows',
+  'fqe_tls_flows', 'fqe_tls_bytes',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -91,6 +120,8 @@ export interface DatapathMaps {
   dnsRefused: BpfMap<RefusedKey, RefusedName>;
   /** where the ClientHello parser of each flow pending its TLS check stands (the kernel's) */
   tlsFlows: BpfMap<CtKey, TlsFlow>;
+  /** the stream bytes the TLS check took of each flow under it (read keys only: values are 4 KiB) */
+  tlsBytes: BpfMap<CtKey, Buffer>;
   /** fd of the events ring buffer */
   eventsFd: number;
   /** fd of the learned-records ring buffer */
@@ -123,6 +154,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
     dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
     tlsFlows: new BpfMap('fqe_tls_flows', fds.fqe_tls_flows, LAYOUTS.ct_key.size, LAYOUTS.tls_flow.size, ctKeyCodec, tlsFlowCodec),
+    tlsBytes: new BpfMap('fqe_tls_bytes', fds.fqe_tls_bytes, LAYOUTS.ct_key.size, native.mapInfo(fds.fqe_tls_bytes).valueSize, ctKeyCodec, { decode: (b: Buffer) => b }),
     eventsFd: fds.fqe_events,
     learnedFd: fds.fqe_learned,
   };
@@ -208,6 +240,7 @@ export class Datapath {
           obj = native.loadObject(join(bpfDir, o.file), pinDir);
         }
         objectIds.push(obj.id);
+        if ('tails' in o) fillTails(o.file, obj, o.tails);
         const prog = obj.programs[o.program];
         if (!prog) throw new Error(`${o.file}: no program ${o.program}`);
         progFds.push(prog.fd);

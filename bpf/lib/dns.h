@@ -15,14 +15,14 @@
 #include "parse.h"
 
 #define FQE_DNS_HDR_LEN 12
-#define FQE_DNS_MAX_LABELS 128
+#define FQE_DNS_MAX_LABELS 128 /* a power of two: slots are masked */
 #define FQE_DNS_WIRE_MAX 256 /* a wire-format name is at most 255 bytes */
 /* Addresses learned from one answer (a power of two: slots are masked).
  * An answer with more address records has its first FQE_LEARN_MAX_ANSWERS
  * learned and is counted as left to the agent, which learns the rest. */
 #define FQE_LEARN_MAX_ANSWERS 128
 #define FQE_RR_NAME_MAX_LABELS 128 /* labels of an uncompressed owner name */
-#define FQE_ANSWER_TOKENS 4096 /* labels + records the answer walk may visit */
+#define FQE_ANSWER_TOKENS 512 /* labels + records the answer walk may visit */
 #define FQE_FNV64_BASIS 0xcbf29ce484222325ULL
 #define FQE_FNV64_PRIME 0x100000001b3ULL
 
@@ -47,97 +47,115 @@ struct fqe_dns_rr {
 	__be16 rdlen;
 } __attribute__((packed));
 
-struct fqe_qname {
-	__u32 end; /* offset after the name's root label */
+/*
+ * A name being judged, labels right to left (the hash's order). The loops
+ * below are bounded loops the verifier walks once per iteration (kernel 5.3+;
+ * bpf_loop() would need 5.17): each keeps its state here, in per-CPU map
+ * memory, and branches little, so that every iteration's paths meet in one
+ * verifier state and the walk stays far below the verifier's limits on
+ * every kernel from 5.10 on.
+ */
+struct fqe_name_buf {
 	__u32 rev_pos; /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
-	__u32 dotted_len;
+	__u32 nlabels; /* labels, leftmost first in starts[] */
+	__u32 end; /* offset after the name's root label (a packet's name) */
+	__u32 dotted_len; /* bytes of dotted[] in use */
+	/* the reader's place in the packet */
+	__u32 off;
+	__u32 pos;
+	__u32 d;
+	__s32 result; /* 0 running, 1 done, -1 cannot parse */
+	/* loop bounds and results, in memory (bpf/lib/parse.h, fqe_for) */
+	__u32 total; /* bytes of the name in rev[] */
+	__u32 len; /* a suffix's length, a compare's length */
+	__u8 rev[2 * FQE_DNS_WIRE_MAX]; /* length byte, label bytes; rightmost label first */
+	__u8 low[FQE_DNS_WIRE_MAX + 8]; /* rev[rev_pos..] lower-cased, from index 0 (word compares) */
+	__u64 hash_at[FQE_DNS_WIRE_MAX]; /* keyed hash of low[0..j] */
+	__u8 starts[FQE_DNS_MAX_LABELS]; /* where label i (leftmost first) begins in rev[] */
+	char dotted[FQE_NAME_LEN + 64]; /* the name dotted, as sent (a packet's name) */
 };
 
-/* Per-CPU scratch space: too big for the stack. */
+/* An answer being learned from, between the learner's stages (learner.bpf.c). */
+struct fqe_learn_job {
+	__u64 now;
+	__u64 name_hash;
+	__u64 grace_ns;
+	struct fqe_query_key qk; /* the query it answers */
+	__u32 identity;
+	__u32 min_ttl_s;
+	__u32 max_ttl_s;
+	__u32 written; /* addresses written so far */
+	__u32 partial;
+	__u8 proto;
+	__u8 pad[3];
+	struct fqe_policy_val rule; /* the rule the name matched (a copy) */
+};
+
+/* Per-CPU scratch space of the learner: too big for the stack. */
 struct fqe_learn_scratch {
-	struct fqe_qname q; /* where the question name lies */
-	__u8 rev[2 * FQE_DNS_WIRE_MAX]; /* labels right to left: hashing order */
-	__u8 is_start[2 * FQE_DNS_WIRE_MAX]; /* 1 where rev[] holds a length byte */
-	char dotted[FQE_NAME_LEN + 64]; /* lower-case dotted name, NUL padded */
+	struct fqe_name_buf nb; /* the question */
+	/* the answer walk's place */
+	__u32 off;
+	__u32 end;
+	__u32 n; /* addresses collected */
+	__u32 records; /* records left to read */
+	__u32 labels; /* labels of the current owner name so far */
+	__u32 min_cname_ttl;
+	__s32 result; /* 0 fine, -1 cannot parse */
+	__u32 partial; /* more address records than FQE_LEARN_MAX_ANSWERS */
 	__u8 ips[FQE_LEARN_MAX_ANSWERS][16];
 	__u32 ttls[FQE_LEARN_MAX_ANSWERS];
+	struct fqe_allow_val allow; /* the entry being written */
+	struct fqe_learn_job job; /* what one stage of the learner hands the next */
 };
 
 /*
- * The loops below run under bpf_loop(): each callback is verified once,
- * which keeps the learner far below the verifier's complexity limit.
- * Callbacks return 0 to go on, 1 to stop; `result` says how it ended.
+ * One label of a packet's (uncompressed) name per call: its length byte at
+ * rev[pos], its bytes after it, and (with_dotted) a copy in dotted[].
+ * Returns nonzero to stop.
  */
-
-struct fqe_qname_ctx {
-	struct __sk_buff *skb;
-	struct fqe_learn_scratch *s;
-	__u32 off;
-	__u32 end;
-	__u32 pos;
-	__u32 d;
-	int result; /* 0 running, 1 done, -1 cannot parse */
-};
-
-static long fqe_qname_step(__u64 i, void *data)
+static __always_inline int fqe_qname_step(struct __sk_buff *skb, struct fqe_name_buf *nb, int with_dotted)
 {
-	struct fqe_qname_ctx *c = data;
-	struct fqe_learn_scratch *s = c->s;
-	__u32 len, len_minus_1, pos, d;
+	__u32 off, len, len_minus_1, pos, d;
 	__u8 byte;
 
-	if (c->off >= c->end || bpf_skb_load_bytes(c->skb, c->off, &byte, 1) < 0)
+	fqe_barrier();
+	off = nb->off;
+	if (off >= nb->end || bpf_skb_load_bytes(skb, off, &byte, 1) < 0)
 		goto fail;
 	if (byte == 0) {
-		c->off += 1;
-		c->result = 1;
+		nb->off = off + 1;
+		nb->result = 1;
 		return 1;
 	}
-	/* One comparison on one register, so the verifier sees 1 <= len <= 63. */
 	len_minus_1 = byte - 1;
-	asm volatile("" : "+r"(len_minus_1));
 	if (len_minus_1 > 62)
-		goto fail; /* compression or reserved label type: the agent's */
+		goto fail; /* compression or a reserved label type: the agent's */
+	/* a mask the compiler may not drop: the verifier sees 1 <= len <= 64 */
+	asm volatile("%0 &= 0x3f" : "+r"(len_minus_1));
 	len = len_minus_1 + 1;
-	if (c->pos < len + 1 || c->off + 1 + len > c->end)
+	if (nb->pos < len + 1 || off + 1 + len > nb->end)
 		goto fail;
-	pos = (c->pos - len - 1) & (FQE_DNS_WIRE_MAX - 1);
-	c->pos = pos;
-	s->rev[pos] = len;
-	s->is_start[pos] = 1;
-	if (bpf_skb_load_bytes(c->skb, c->off + 1, &s->rev[pos + 1], len) < 0)
+	pos = FQE_MASK(nb->pos - len - 1, FQE_DNS_WIRE_MAX - 1);
+	nb->pos = pos;
+	nb->rev[pos] = len;
+	nb->starts[FQE_MASK(nb->nlabels, FQE_DNS_MAX_LABELS - 1)] = pos;
+	nb->nlabels++;
+	if (bpf_skb_load_bytes(skb, off + 1, &nb->rev[pos + 1], len) < 0)
 		goto fail;
-	d = c->d & (FQE_DNS_WIRE_MAX - 1);
-	if (d > 0)
-		s->dotted[d++] = '.';
-	if (bpf_skb_load_bytes(c->skb, c->off + 1, &s->dotted[d & (FQE_DNS_WIRE_MAX - 1)], len) < 0)
-		goto fail;
-	c->d = d + len;
-	c->off += 1 + len;
+	if (with_dotted) {
+		d = FQE_MASK(nb->d, FQE_DNS_WIRE_MAX - 1);
+		if (d > 0)
+			nb->dotted[d++] = '.';
+		if (bpf_skb_load_bytes(skb, off + 1, &nb->dotted[FQE_MASK(d, FQE_DNS_WIRE_MAX - 1)], len) < 0)
+			goto fail;
+		nb->d = d + len;
+	}
+	nb->off = off + 1 + len;
 	return 0;
 fail:
-	c->result = -1;
+	nb->result = -1;
 	return 1;
-}
-
-/* Copy the question name (no compression) into the scratch buffers. */
-static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, __u32 end,
-					      struct fqe_learn_scratch *s, struct fqe_qname *q)
-{
-	struct fqe_qname_ctx c = { .skb = skb, .s = s, .off = off, .end = end, .pos = FQE_DNS_WIRE_MAX };
-
-#pragma unroll
-	for (int i = 0; i < FQE_DNS_WIRE_MAX / 8; i++) {
-		((__u64 *)s->is_start)[i] = 0;
-		((__u64 *)s->dotted)[i] = 0;
-	}
-	bpf_loop(FQE_DNS_MAX_LABELS, fqe_qname_step, &c, 0);
-	if (c.result != 1)
-		return -1;
-	q->end = c.off;
-	q->rev_pos = c.pos;
-	q->dotted_len = c.d;
-	return 0;
 }
 
 static __always_inline __u8 fqe_lower(__u8 c)
@@ -145,250 +163,265 @@ static __always_inline __u8 fqe_lower(__u8 c)
 	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
+/* fqe_lower() without a branch: the hash walk runs it on every byte. */
+static __always_inline __u8 fqe_lower_nb(__u8 c)
+{
+	__s32 x = (__s32)c - 'A';
+	/* sign bit clear exactly when 0 <= x <= 25 */
+	__u32 upper = ~(__u32)((x | (25 - x)) >> 31) & 1;
+
+	return c | (upper << 5);
+}
+
+/*
+ * Hash the name in rev[] (set rev_pos, nlabels and starts[] first): low[]
+ * gets its bytes lower-cased, hash_at[j] the keyed FNV-1a of low[0..j]. The
+ * length bytes (1..63) lie below 'A', so lower-casing leaves them alone.
+ */
+static __always_inline void fqe_name_hash(struct fqe_name_buf *nb, __u64 hash_key)
+{
+	__u64 h = FQE_FNV64_BASIS ^ hash_key;
+
+	nb->total = FQE_DNS_WIRE_MAX - nb->rev_pos;
+	fqe_for (j, FQE_DNS_WIRE_MAX) {
+		__u32 idx;
+		__u8 b;
+
+		fqe_barrier();
+		if (j >= FQE_READ(nb->total))
+			break;
+		idx = FQE_MASK(FQE_READ(nb->rev_pos) + j, FQE_DNS_WIRE_MAX - 1);
+		b = fqe_lower_nb(nb->rev[idx]);
+		nb->low[j] = b;
+		h = (h ^ b) * FQE_FNV64_PRIME;
+		nb->hash_at[j] = h;
+	}
+	fqe_barrier();
+	/* zeros after the name: a word compare reads up to 7 bytes past it */
+	*(__u64 *)&nb->low[FQE_MASK(FQE_READ(nb->total), FQE_DNS_WIRE_MAX - 1)] = 0;
+}
+
 static __always_inline __u64 fqe_hash_out(__u64 h)
 {
 	return h ? h : 1; /* 0 means "no name" */
 }
 
-struct fqe_match_ctx {
-	struct fqe_learn_scratch *s;
-	__u32 rev_pos;
-	__u32 identity;
-	__u64 h;
-	__u64 name_hash; /* the whole name's hash, once reached */
-	__u64 wild_hash; /* the first suffix with a wildcard rule */
-	__u32 wild_len; /* that suffix's length in rev[] bytes */
-	int differ; /* the name comparison: set when a byte differs */
-	const struct fqe_policy_val *rule; /* the rule being compared */
-};
-
-static long fqe_match_step(__u64 j, void *data)
+/* The keyed hash of the name's rightmost `len` bytes of rev[] (1 <= len <= 255). */
+static __always_inline __u64 fqe_suffix_hash(const struct fqe_name_buf *nb, __u32 len)
 {
-	struct fqe_match_ctx *c = data;
-	struct fqe_policy_key k = { .identity = c->identity, .kind = FQE_POLICY_WILDCARD };
-	__u32 idx = c->rev_pos + (__u32)j;
-	__u32 next;
-	__u8 b;
-
-	if (idx >= FQE_DNS_WIRE_MAX)
-		return 1;
-	/* masks the compiler may not drop: the verifier needs them */
-	asm volatile("%0 &= 0xff" : "+r"(idx));
-	next = idx + 1;
-	asm volatile("%0 &= 0x1ff" : "+r"(next));
-	b = c->s->rev[idx];
-	if (!c->s->is_start[idx])
-		b = fqe_lower(b);
-	c->h = (c->h ^ b) * FQE_FNV64_PRIME;
-	if (next == FQE_DNS_WIRE_MAX) {
-		c->name_hash = fqe_hash_out(c->h);
-		return 1;
-	}
-	if (c->s->is_start[next] && !c->wild_hash) {
-		k.hash = fqe_hash_out(c->h);
-		if (bpf_map_lookup_elem(&fqe_policy, &k)) {
-			c->wild_hash = k.hash;
-			c->wild_len = (__u32)j + 1;
-		}
-	}
-	return 0;
+	return fqe_hash_out(nb->hash_at[FQE_MASK(len - 1, FQE_DNS_WIRE_MAX - 1)]);
 }
 
-static long fqe_cmp_step(__u64 j, void *data)
-{
-	struct fqe_match_ctx *c = data;
-	__u32 idx = c->rev_pos + (__u32)j;
-	__u32 at = (__u32)j;
 
-	if (idx >= FQE_DNS_WIRE_MAX || at >= FQE_NAME_LEN) {
-		c->differ = 1;
-		return 1;
-	}
-	asm volatile("%0 &= 0xff" : "+r"(idx));
-	asm volatile("%0 &= 0xff" : "+r"(at));
-	/* Length bytes are 1..63, below 'A': lower-casing leaves them alone. */
-	if (fqe_lower(c->s->rev[idx]) != c->rule->name[at]) {
-		c->differ = 1;
-		return 1;
-	}
-	return 0;
+/*
+ * Length in rev[] of the proper suffix that drops the leftmost k+1 labels
+ * (k = 0: every label but the leftmost; k = nlabels - 2: the rightmost).
+ */
+static __always_inline __u32 fqe_suffix_len(const struct fqe_name_buf *nb, __u32 k)
+{
+	return nb->starts[FQE_MASK(k, FQE_DNS_MAX_LABELS - 1)] - nb->rev_pos;
 }
 
 /*
- * The fact behind a hash hit: the first `len` bytes of the question's rev[]
- * (its rightmost labels) equal the rule's name, and the rule names exactly
- * `len` bytes. The caller says which `len` the rule must cover; c is the
- * match walk's context (scratch, rev_pos), reused to keep the stack small.
+ * The fact behind a hash hit: the first nb->len bytes of the name (its
+ * rightmost labels, lower case) equal the rule's name, and the rule names
+ * exactly that many bytes. Compared eight bytes at a time.
  */
-static __always_inline int fqe_dns_name_is(struct fqe_match_ctx *c,
-					   const struct fqe_policy_val *rule, __u32 len)
+static __always_inline int fqe_name_is(struct fqe_name_buf *nb, const struct fqe_policy_val *rule)
 {
+	__u32 len = nb->len;
+
 	if (len == 0 || rule->name_len != len || len > FQE_NAME_LEN)
 		return 0;
-	c->rule = rule;
-	c->differ = 0;
-	bpf_loop(len, fqe_cmp_step, c, 0);
-	return !c->differ;
+	fqe_for (w, FQE_NAME_LEN / 8) {
+		__u32 at = w * 8;
+		__u64 diff, left;
+
+		fqe_barrier();
+		left = FQE_READ(nb->len) - at; /* as unsigned: huge once past the end */
+		if (left > FQE_NAME_LEN)
+			break;
+		diff = *(const __u64 *)&nb->low[at] ^ *(const __u64 *)&rule->name[at];
+		if (left < 8)
+			diff &= (1ULL << (left * 8)) - 1; /* little-endian: the first bytes */
+		if (diff)
+			return 0;
+	}
+	return 1;
 }
 
 /*
- * Hash the name in one right-to-left pass; at each label boundary look the
- * suffix up in the pod's policy as FQE_POLICY_WILDCARD, and the whole name
- * as FQE_POLICY_EXACT. A hit counts only when the real bytes match: the
- * whole name for an exact rule, a proper suffix on a label boundary for a
- * wildcard. Returns the matching rule (exact first) or NULL; *refused is
- * set when a hash hit but the name did not (a collision, or an attack).
+ * Find the rule for the hashed name: the whole name as FQE_POLICY_EXACT,
+ * else its proper suffixes as FQE_POLICY_WILDCARD, the shortest first. A hit
+ * counts only when the real bytes match: the whole name for an exact rule, a
+ * proper suffix on a label boundary for a wildcard. Returns the rule or
+ * NULL; *name_hash is the whole name's hash; *refused is set when a hash hit
+ * but the name did not (a collision, or an attack).
  */
 static __always_inline const struct fqe_policy_val *
-fqe_dns_match(struct fqe_learn_scratch *s, const struct fqe_qname *q, __u32 identity,
-	      __u64 hash_key, __u64 *name_hash, int *refused)
+fqe_dns_match(struct fqe_name_buf *nb, __u32 identity, __u64 *name_hash, int *refused)
 {
-	struct fqe_match_ctx c = {
-		.s = s, .rev_pos = q->rev_pos, .identity = identity, .h = FQE_FNV64_BASIS ^ hash_key,
-	};
 	struct fqe_policy_key k = { .identity = identity, .kind = FQE_POLICY_EXACT };
-	const struct fqe_policy_val *rule;
-	__u32 total;
+	const struct fqe_policy_val *rule = NULL;
 
-	bpf_loop(FQE_DNS_WIRE_MAX, fqe_match_step, &c, 0);
-	if (!c.name_hash || q->rev_pos >= FQE_DNS_WIRE_MAX)
+	if (nb->total == 0 || nb->total > FQE_DNS_WIRE_MAX - 1)
 		return NULL;
-	total = FQE_DNS_WIRE_MAX - q->rev_pos;
-	*name_hash = c.name_hash;
-	k.hash = c.name_hash;
+	k.hash = fqe_suffix_hash(nb, nb->total);
+	*name_hash = k.hash;
 	rule = bpf_map_lookup_elem(&fqe_policy, &k);
 	if (rule) {
-		if (fqe_dns_name_is(&c, rule, total))
+		nb->len = nb->total;
+		if (fqe_name_is(nb, rule))
 			return rule;
 		*refused = 1;
 	}
-	if (!c.wild_hash)
-		return NULL;
 	k.kind = FQE_POLICY_WILDCARD;
-	k.hash = c.wild_hash;
-	rule = bpf_map_lookup_elem(&fqe_policy, &k);
-	/* wild_len < total: a boundary inside the name, so a proper suffix */
-	if (rule && c.wild_len < total && fqe_dns_name_is(&c, rule, c.wild_len))
+	rule = NULL;
+	fqe_for (i, FQE_DNS_MAX_LABELS - 1) {
+		__u32 labels;
+
+		fqe_barrier();
+		labels = FQE_READ(nb->nlabels);
+		if (i + 1 >= labels)
+			break;
+		nb->len = fqe_suffix_len(nb, labels - 2 - i);
+		k.hash = fqe_suffix_hash(nb, nb->len);
+		rule = bpf_map_lookup_elem(&fqe_policy, &k);
+		if (rule)
+			break;
+	}
+	fqe_barrier();
+	if (!rule)
+		return NULL;
+	/* len < total: a boundary inside the name, so a proper suffix */
+	if (nb->len < nb->total && fqe_name_is(nb, rule))
 		return rule;
-	if (rule)
-		*refused = 1;
+	*refused = 1;
 	return NULL;
 }
 
-struct fqe_lower_ctx {
-	struct fqe_learn_scratch *s;
-};
-
-static long fqe_lower_step(__u64 i, void *data)
+/*
+ * Read a packet's question name (no compression) at off into nb and hash
+ * it. Returns 0, or -1 when it does not parse (the agent's, or refused).
+ */
+static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, __u32 end,
+					      struct fqe_name_buf *nb, __u64 hash_key, int with_dotted)
 {
-	struct fqe_lower_ctx *c = data;
-	__u32 at = (__u32)i & (FQE_DNS_WIRE_MAX - 1);
-
-	c->s->dotted[at] = fqe_lower(c->s->dotted[at]);
+	nb->off = off;
+	nb->end = end;
+	nb->pos = FQE_DNS_WIRE_MAX;
+	nb->d = 0;
+	nb->nlabels = 0;
+	nb->result = 0;
+	if (with_dotted) {
+#pragma unroll
+		for (int i = 0; i < FQE_DNS_WIRE_MAX / 8; i++)
+			((__u64 *)nb->dotted)[i] = 0;
+	}
+	fqe_for (i, FQE_DNS_MAX_LABELS) {
+		if (fqe_qname_step(skb, nb, with_dotted))
+			break;
+	}
+	fqe_barrier();
+	if (nb->result != 1 || nb->pos >= FQE_DNS_WIRE_MAX)
+		return -1;
+	nb->rev_pos = nb->pos;
+	nb->end = nb->off;
+	nb->dotted_len = nb->d;
+	fqe_name_hash(nb, hash_key);
 	return 0;
 }
 
-static __always_inline void fqe_dns_lower_dotted(struct fqe_learn_scratch *s, __u32 len)
+/* Lower-case dotted[] (dotted_len bytes) in place. */
+static __always_inline void fqe_dns_lower_dotted(struct fqe_name_buf *nb)
 {
-	struct fqe_lower_ctx c = { .s = s };
-
-	bpf_loop(len < FQE_DNS_WIRE_MAX ? len : FQE_DNS_WIRE_MAX, fqe_lower_step, &c, 0);
+	fqe_for (i, FQE_DNS_WIRE_MAX) {
+		fqe_barrier();
+		if (i >= FQE_READ(nb->dotted_len))
+			break;
+		nb->dotted[i] = fqe_lower_nb(nb->dotted[i]);
+	}
+	fqe_barrier();
 }
 
-struct fqe_answers_ctx {
-	struct __sk_buff *skb;
-	struct fqe_learn_scratch *s;
-	__u32 off;
-	__u32 end;
-	__u32 n; /* addresses collected */
-	__u32 records; /* records left to read */
-	__u32 labels; /* labels of the current owner name so far */
-	__u32 in_rr; /* 0: at an owner name label, 1: at the fixed part of a record */
-	__u32 min_cname_ttl;
-	int result; /* 0 fine, -1 cannot parse */
-	int partial; /* more address records than FQE_LEARN_MAX_ANSWERS */
-};
-
 /*
- * One token of the answer section per call: a label (or pointer, or root)
- * of an owner name, or a record's fixed part and data. No nested loops.
+ * One token of the answer section per call: an owner name's label, or (once
+ * the owner name ends in a pointer or the root label) the record's fixed part
+ * and data. No nested loops. Returns nonzero to stop.
  */
-static long fqe_answer_step(__u64 i, void *data)
+static __always_inline int fqe_answer_step(struct __sk_buff *skb, struct fqe_learn_scratch *s)
 {
-	struct fqe_answers_ctx *c = data;
 	struct fqe_dns_rr rr;
-	__u32 off = c->off;
+	__u32 off, slot;
 	__u16 type, rdlen;
-	__u32 ttl, slot;
+	__u32 ttl;
 	__u8 len;
 
-	if (c->records == 0)
+	fqe_barrier();
+	off = s->off;
+	if (s->records == 0)
 		return 1;
-	if (!c->in_rr) {
-		if (off >= c->end || bpf_skb_load_bytes(c->skb, off, &len, 1) < 0)
+	if (off >= s->end || bpf_skb_load_bytes(skb, off, &len, 1) < 0)
+		goto fail;
+	if ((len & 0xc0) == 0xc0) {
+		off += 2; /* a pointer ends the owner name */
+	} else if (len & 0xc0) {
+		goto fail;
+	} else if (len) {
+		if (++s->labels > FQE_RR_NAME_MAX_LABELS)
 			goto fail;
-		if ((len & 0xc0) == 0xc0) {
-			c->off = off + 2;
-			c->in_rr = 1;
-		} else if (len & 0xc0) {
-			goto fail;
-		} else {
-			c->off = off + 1 + len;
-			if (len == 0)
-				c->in_rr = 1;
-			else if (++c->labels > FQE_RR_NAME_MAX_LABELS)
-				goto fail;
-		}
+		s->off = off + 1 + len; /* a label: the owner name goes on */
 		return 0;
+	} else {
+		off += 1; /* the root label */
 	}
-	if (off + sizeof(rr) > c->end || bpf_skb_load_bytes(c->skb, off, &rr, sizeof(rr)) < 0)
+	if (off + sizeof(rr) > s->end || bpf_skb_load_bytes(skb, off, &rr, sizeof(rr)) < 0)
 		goto fail;
 	off += sizeof(rr);
 	type = bpf_ntohs(rr.type);
 	rdlen = bpf_ntohs(rr.rdlen);
 	ttl = bpf_ntohl(rr.ttl);
-	if (off + rdlen > c->end)
+	if (off + rdlen > s->end)
 		goto fail;
-	c->off = off + rdlen;
-	c->in_rr = 0;
-	c->labels = 0;
-	c->records--;
+	s->off = off + rdlen;
+	s->labels = 0;
+	s->records--;
 	if (bpf_ntohs(rr.class) != FQE_DNS_CLASS_IN)
 		return 0;
-	if ((type == FQE_DNS_TYPE_A || type == FQE_DNS_TYPE_AAAA) && c->n >= FQE_LEARN_MAX_ANSWERS) {
-		c->partial = 1; /* the scratch is full: the agent learns the rest */
+	if (type == FQE_DNS_TYPE_CNAME) {
+		if (ttl < s->min_cname_ttl)
+			s->min_cname_ttl = ttl;
+		return 0;
+	}
+	if (type != FQE_DNS_TYPE_A && type != FQE_DNS_TYPE_AAAA)
+		return 0;
+	if (s->n >= FQE_LEARN_MAX_ANSWERS) {
+		s->partial = 1; /* the scratch is full: the agent learns the rest */
 		return 1;
 	}
-	slot = c->n & (FQE_LEARN_MAX_ANSWERS - 1);
+	slot = FQE_MASK(s->n, FQE_LEARN_MAX_ANSWERS - 1);
 	if (type == FQE_DNS_TYPE_A) {
 		if (rdlen != 4)
 			goto fail;
-		__builtin_memset(c->s->ips[slot], 0, 10);
-		c->s->ips[slot][10] = 0xff;
-		c->s->ips[slot][11] = 0xff;
-		if (bpf_skb_load_bytes(c->skb, off, &c->s->ips[slot][12], 4) < 0)
-			goto fail;
-	} else if (type == FQE_DNS_TYPE_AAAA) {
-		if (rdlen != 16)
-			goto fail;
-		if (bpf_skb_load_bytes(c->skb, off, c->s->ips[slot], 16) < 0)
+		*(__u64 *)&s->ips[slot][0] = 0;
+		*(__u32 *)&s->ips[slot][8] = bpf_htonl(0xffff);
+		if (bpf_skb_load_bytes(skb, off, &s->ips[slot][12], 4) < 0)
 			goto fail;
 	} else {
-		if (type == FQE_DNS_TYPE_CNAME && ttl < c->min_cname_ttl)
-			c->min_cname_ttl = ttl;
-		return 0;
+		if (rdlen != 16 || bpf_skb_load_bytes(skb, off, s->ips[slot], 16) < 0)
+			goto fail;
 	}
-	c->s->ttls[slot] = ttl;
-	c->n++;
+	s->ttls[slot] = ttl;
+	s->n++;
 	return 0;
 fail:
-	c->result = -1;
+	s->result = -1;
 	return 1;
 }
 
 /*
  * Collect the A/AAAA records of the answer section (at most
- * FQE_LEARN_MAX_ANSWERS) into scratch; *min_cname_ttl gets the smallest
+ * FQE_LEARN_MAX_ANSWERS) into scratch; s->min_cname_ttl gets the smallest
  * CNAME TTL seen. Returns how many addresses, or -1 when the section does not
  * parse (the agent will judge the answer). *partial is set when records were
  * left unread (more addresses than the scratch holds, or more tokens than the
@@ -396,17 +429,23 @@ fail:
  * rest.
  */
 static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off, __u32 end,
-						__u16 ancount, struct fqe_learn_scratch *s,
-						__u32 *min_cname_ttl, int *partial)
+						__u16 ancount, struct fqe_learn_scratch *s, int *partial)
 {
-	struct fqe_answers_ctx c = {
-		.skb = skb, .s = s, .off = off, .end = end, .records = ancount, .min_cname_ttl = 0xffffffff,
-	};
-
-	bpf_loop(FQE_ANSWER_TOKENS, fqe_answer_step, &c, 0);
-	*min_cname_ttl = c.min_cname_ttl;
-	*partial = c.partial || c.records > 0;
-	return c.result < 0 ? -1 : (int)c.n;
+	s->off = off;
+	s->end = end;
+	s->records = ancount;
+	s->n = 0;
+	s->labels = 0;
+	s->min_cname_ttl = 0xffffffff;
+	s->result = 0;
+	s->partial = 0;
+	fqe_for (i, FQE_ANSWER_TOKENS) {
+		if (fqe_answer_step(skb, s))
+			break;
+	}
+	fqe_barrier();
+	*partial = s->partial || s->records > 0;
+	return s->result < 0 ? -1 : (int)s->n;
 }
 
 #endif /* FQE_DNS_H */

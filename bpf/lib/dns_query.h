@@ -35,9 +35,37 @@
 #define FQE_DNS_RCODE_NXDOMAIN 3
 #define FQE_DNS_SEG_MAX 528 /* UDP header + DNS header + question (<= 281) fit, and any masked length */
 
+/* The ClientHello parser's walk over one segment (bpf/lib/tls.h). */
+struct fqe_tls_walk {
+	__u32 off; /* packet offset of the segment's first new byte */
+	__u32 len; /* new bytes in the segment */
+	__u32 at; /* bytes of them walked */
+	__u32 base; /* stream offset of the first new byte */
+	__s32 result; /* FQE_TLS_MORE, FQE_TLS_NAME or FQE_TLS_BAD */
+	__u32 n; /* bytes this step takes */
+	__u8 buf[8];
+	/* a copy into, or compare with, the flow's store */
+	__u32 copy_off; /* packet offset */
+	__u32 copy_len;
+	__u32 copy_at; /* stream offset */
+	__u32 chunk_len; /* bytes in chunk[] */
+};
+
+/* The server name's two passes (bpf/lib/tls.h). */
+struct fqe_tls_name_walk {
+	__u32 n; /* the name's bytes, dotted */
+	__u32 start; /* its stream offset */
+	__u32 stop; /* the walk met a label it cannot show */
+	__u32 label_start;
+	__u32 bad;
+	__u32 next_label;
+	__u32 cur_start;
+	__u32 cur_len;
+};
+
 /* Per-CPU scratch for one query: too big for the stack. */
 struct fqe_query_scratch {
-	struct fqe_learn_scratch s; /* the learner's name buffers, reused */
+	struct fqe_name_buf nb; /* the name being judged (a query's, a server name) */
 	struct fqe_refused_name refused; /* what fqe_dns_refused gets */
 	__u32 msg_off; /* where the DNS message starts */
 	__u32 question_end; /* offset after QTYPE and QCLASS; 0 = not parsed */
@@ -46,6 +74,10 @@ struct fqe_query_scratch {
 	__u16 flags; /* the query's header flags */
 	__u16 pad[3];
 	__u8 seg[FQE_DNS_SEG_MAX]; /* the reply's UDP segment, for its checksum */
+	/* the TLS check (bpf/lib/tls.h) */
+	struct fqe_tls_walk walk; /* the ClientHello parser's place in a segment */
+	struct fqe_tls_name_walk tn; /* the server name's passes */
+	__u8 chunk[64]; /* segment bytes being compared with the store */
 };
 
 struct {
@@ -70,55 +102,31 @@ static __always_inline __u64 fqe_dns_hash_key(void)
 	return k ? k->key : 0;
 }
 
-struct fqe_domain_ctx {
-	struct fqe_match_ctx m; /* scratch, rev_pos, the running hash */
-	__u64 hit_hash; /* the shortest suffix that is a cluster domain */
-	__u32 hit_len; /* its length in rev[] bytes */
-};
-
-/* The hash walk of dns.h, looking each suffix up among the cluster domains. */
-static long fqe_domain_step(__u64 j, void *data)
+/*
+ * Is the hashed name a cluster domain or under one (the whole name or a
+ * suffix on a label boundary, the shortest first)? Real bytes compared.
+ */
+static __always_inline int fqe_dns_in_cluster(struct fqe_name_buf *nb)
 {
-	struct fqe_domain_ctx *c = data;
-	__u32 idx = c->m.rev_pos + (__u32)j;
-	__u32 next;
+	const struct fqe_policy_val *domain = NULL;
 	__u64 h;
-	__u8 b;
 
-	if (idx >= FQE_DNS_WIRE_MAX)
-		return 1;
-	asm volatile("%0 &= 0xff" : "+r"(idx));
-	next = idx + 1;
-	asm volatile("%0 &= 0x1ff" : "+r"(next));
-	b = c->m.s->rev[idx];
-	if (!c->m.s->is_start[idx])
-		b = fqe_lower(b);
-	c->m.h = (c->m.h ^ b) * FQE_FNV64_PRIME;
-	if (next != FQE_DNS_WIRE_MAX && !c->m.s->is_start[next])
-		return 0; /* inside a label */
-	h = fqe_hash_out(c->m.h);
-	if (bpf_map_lookup_elem(&fqe_cluster_domains, &h)) {
-		c->hit_hash = h;
-		c->hit_len = (__u32)j + 1;
-		return 1;
+	fqe_for (i, FQE_DNS_MAX_LABELS) {
+		__u32 labels;
+
+		fqe_barrier();
+		labels = FQE_READ(nb->nlabels);
+		if (i >= labels)
+			break;
+		/* the rightmost labels first; the last step is the whole name */
+		nb->len = i + 1 < labels ? fqe_suffix_len(nb, labels - 2 - i) : nb->total;
+		h = fqe_suffix_hash(nb, nb->len);
+		domain = bpf_map_lookup_elem(&fqe_cluster_domains, &h);
+		if (domain)
+			break;
 	}
-	return next == FQE_DNS_WIRE_MAX;
-}
-
-/* Is the question name a cluster domain or under one? Real bytes compared. */
-static __always_inline int fqe_dns_in_cluster(struct fqe_learn_scratch *s, const struct fqe_qname *q,
-					      __u64 hash_key)
-{
-	struct fqe_domain_ctx c = {
-		.m = { .s = s, .rev_pos = q->rev_pos, .h = FQE_FNV64_BASIS ^ hash_key },
-	};
-	const struct fqe_policy_val *domain;
-
-	bpf_loop(FQE_DNS_WIRE_MAX, fqe_domain_step, &c, 0);
-	if (!c.hit_hash)
-		return 0;
-	domain = bpf_map_lookup_elem(&fqe_cluster_domains, &c.hit_hash);
-	return domain && fqe_dns_name_is(&c.m, domain, c.hit_len);
+	fqe_barrier();
+	return domain && fqe_name_is(nb, domain);
 }
 
 /*
@@ -158,7 +166,7 @@ static __always_inline int fqe_event_recorded(__u32 identity, __u16 sport, __u64
 	seq = *head;
 	/* ours is the newest, unless another CPU wrote one since: look a few back */
 	for (__u32 i = 1; i <= 4 && i <= seq; i++) {
-		slot = (seq - i) & (FQE_RECENT_EVENTS - 1);
+		slot = FQE_MASK(seq - i, FQE_RECENT_EVENTS - 1);
 		r = bpf_map_lookup_elem(&fqe_recent, &slot);
 		if (r && r->ev.ts_ns == now && r->ev.identity == identity && r->ev.sport == sport &&
 		    r->ev.reason == reason)
@@ -207,7 +215,7 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
 	struct fqe_dns_hdr hdr;
-	__u64 name_hash = 0, key;
+	__u64 name_hash = 0;
 	__u32 off, end;
 	__be16 qtype;
 	int refused = 0, msg;
@@ -227,19 +235,18 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 	if (qs->flags & (FQE_DNS_QR | FQE_DNS_OPCODE_MASK) || bpf_ntohs(hdr.qdcount) != 1 || hdr.ancount ||
 	    hdr.nscount || bpf_ntohs(hdr.arcount) > 1)
 		goto refuse;
-	if (fqe_dns_read_qname(skb, off + FQE_DNS_HDR_LEN, end, &qs->s, &qs->s.q) < 0)
+	if (fqe_dns_read_qname(skb, off + FQE_DNS_HDR_LEN, end, &qs->nb, fqe_dns_hash_key(), 0) < 0)
 		goto refuse;
-	if (qs->s.q.end + 4 > end || bpf_skb_load_bytes(skb, qs->s.q.end, &qtype, 2) < 0)
+	if (qs->nb.end + 4 > end || bpf_skb_load_bytes(skb, qs->nb.end, &qtype, 2) < 0)
 		goto refuse;
-	qs->question_end = qs->s.q.end + 4;
+	qs->question_end = qs->nb.end + 4;
 	qs->name_off = off + FQE_DNS_HDR_LEN;
-	qs->name_len = qs->s.q.end - 1 - qs->name_off;
+	qs->name_len = qs->nb.end - 1 - qs->name_off;
 	qs->refused.flags = FQE_REFUSED_PARSED;
 	qs->refused.qtype = bpf_ntohs(qtype);
-	key = fqe_dns_hash_key();
-	if (fqe_dns_match(&qs->s, &qs->s.q, identity, key, &name_hash, &refused))
+	if (fqe_dns_match(&qs->nb, identity, &name_hash, &refused))
 		return FQE_REASON_NONE;
-	if (fqe_dns_in_cluster(&qs->s, &qs->s.q, key))
+	if (fqe_dns_in_cluster(&qs->nb))
 		return FQE_REASON_NONE;
 refuse:
 	return FQE_REASON_DNS_NAME;

@@ -395,7 +395,7 @@ struct fqe_refused_name {
 #define FQE_CT_TLS_CHECK (FQE_CT_TLS_PENDING | FQE_CT_TLS_REFUSED | FQE_CT_TLS_WATCH)
 
 #define FQE_MAX_TLS_FLOWS 16384
-#define FQE_TLS_MAX_BYTES 16384 /* a ClientHello must show its name within this */
+#define FQE_TLS_MAX_BYTES 4096 /* a ClientHello must show its name within this (a power of two) */
 #define FQE_TLS_MAX_SEGMENTS 8 /* ... and within this many segments */
 
 /*
@@ -415,11 +415,21 @@ struct fqe_tls_flow {
 	__u8 segments; /* segments parsed */
 	__u8 name_done; /* the name was seen and allowed: watching resent bytes */
 	__u16 name_len; /* bytes of name[] collected */
-	/* what each parsed segment was, so that a retransmission can be told apart from new data */
+	/* unused since the byte store (fqe_tls_bytes) took the place of segment hashes */
 	__u32 seg_start[FQE_TLS_MAX_SEGMENTS];
 	__u32 seg_len[FQE_TLS_MAX_SEGMENTS];
-	__u64 seg_hash[FQE_TLS_MAX_SEGMENTS]; /* keyed FNV-1a of its bytes */
-	__u8 name[FQE_NAME_LEN]; /* the server name as sent, dotted */
+	__u64 seg_hash[FQE_TLS_MAX_SEGMENTS];
+	__u8 name[FQE_NAME_LEN]; /* unused since the byte store (the name is read from it) */
+};
+
+/*
+ * The bytes of one flow's stream the check has taken, from its first data
+ * byte (at most FQE_TLS_MAX_BYTES; the tail is room for 64-byte copies).
+ * A byte sent again must be the byte judged. Key: struct fqe_ct_key.
+ */
+#define FQE_MAX_TLS_STORES 8192
+struct fqe_tls_bytes {
+	__u8 b[FQE_TLS_MAX_BYTES + 64];
 };
 
 #endif /* FQE_TYPES_H */

@@ -242,4 +242,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_tls_flows SEC(".maps");
 
+/*
+ * Which bytes of this flow did the check take (its first data byte on)?
+ * Allocated on a flow's first data, freed with its verdict or the end of
+ * its watch (the agent's sweep frees what a lost flow left).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_TLS_STORES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_ct_key);
+	__type(value, struct fqe_tls_bytes);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_tls_bytes SEC(".maps");
+
 #endif /* FQE_MAPS_H */

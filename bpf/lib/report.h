@@ -60,7 +60,7 @@ static __always_inline void fqe_remember_event(const struct fqe_event *ev)
 	 */
 	seq = *(volatile __u64 *)head;
 	__sync_fetch_and_add(head, 1);
-	at = seq & (FQE_RECENT_EVENTS - 1);
+	at = FQE_MASK(seq, FQE_RECENT_EVENTS - 1);
 	slot = bpf_map_lookup_elem(&fqe_recent, &at);
 	if (!slot)
 		return;

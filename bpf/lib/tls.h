@@ -1,20 +1,25 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The TLS server name check (issue 13): the enforcer's judgement of a TCP
+ * The TLS server name check: the enforcer's judgement of a TCP
  * flow that only `tls` port rules allow. Such a flow is tracked with
  * FQE_CT_TLS_PENDING from its SYN; its segments do not take the tracked
  * fast path until the ClientHello has shown its server name (SNI).
  *
- * The parser walks the pod's byte stream one byte at a time under
- * bpf_loop(), through TLS record headers (handshake records only) into the
- * ClientHello, and keeps its place per flow in fqe_tls_flows, so the hello
- * may span segments and records. Segments pass until the name is seen.
- * Only the next in-order segment is parsed. A segment that repeats one
- * already parsed (same start, length and keyed hash of its bytes) passes:
- * it is a retransmission, and the server sees the bytes that were judged.
- * Anything else before or beyond the expected sequence number (a gap,
- * reordering, an overlap that brings new bytes) is dropped, so nothing
- * unchecked reaches the server; the client resends it in order.
+ * The parser walks the pod's byte stream by fields, not bytes: each step
+ * of a bounded loop (FQE_TLS_STEPS a segment) takes a TLS record header
+ * (handshake records only) or the part of one ClientHello field that lies
+ * in this segment and record, and a field it skips costs one step however
+ * long it is. Its place is kept per flow in fqe_tls_flows, so the hello may
+ * span segments and records. Segments pass until the name is seen; only
+ * the bytes right after the last one taken are parsed. Every byte taken
+ * goes into the flow's store (fqe_tls_bytes, FQE_TLS_MAX_BYTES), and a
+ * segment that brings bytes again (a retransmission, or one cut
+ * differently) passes only when they are the bytes the store holds:
+ * compared byte for byte, so the server, whichever copy it reads, reads
+ * what was judged. New bytes after them are parsed as usual. Other bytes in
+ * the judged range, and anything past a gap, are dropped (the flow lives
+ * on): nothing unchecked reaches the server, and the client resends in
+ * order.
  *
  * The name is compared the learner's way (bpf/lib/dns.h): keyed hash to
  * find the pod's rule, then the real bytes, exact or `*.` on a label
@@ -26,15 +31,17 @@
  * server sends its first data, which it does only once it has read the
  * whole ClientHello: until then a byte of the hello sent again must be the
  * byte judged (a pod could have the first copy die on the way, with a low
- * TTL, and resend other bytes). The learner clears the watch when it sees
- * the server's data; from then on the flow costs what any tracked flow
- * costs.
+ * TTL, and resend other bytes). The learner clears the watch, and frees
+ * the state, when it sees the server's data; from then on the flow costs
+ * what any tracked flow costs.
  *
  * Refused (another name, no SNI, not a ClientHello, no name within
  * FQE_TLS_MAX_BYTES or FQE_TLS_MAX_SEGMENTS, parser state lost): the
  * segment becomes a RST to the pod, and the flow is marked
- * FQE_CT_TLS_REFUSED (and closing): every later packet of it is dropped. In audit mode the
- * refusal is reported and the flow passes as an audited one.
+ * FQE_CT_TLS_REFUSED (and closing): every later packet of it is dropped. In
+ * audit mode the refusal is reported and the flow passes as an audited one.
+ *
+ * It runs in the enforcer's tail call fqe_enforcer_tls (enforcer.bpf.c).
  */
 #ifndef FQE_TLS_H
 #define FQE_TLS_H
@@ -45,7 +52,8 @@
 #define FQE_TLS_HANDSHAKE_CLIENT_HELLO 1
 #define FQE_TLS_EXT_SERVER_NAME 0
 #define FQE_TLS_MAX_RECORD 16384 /* TLSPlaintext.length limit */
-#define FQE_TLS_CHUNK 64 /* bytes read from the packet at a time (a power of two) */
+#define FQE_TLS_CHUNK 64 /* bytes copied or compared at a time (a power of two) */
+#define FQE_TLS_STEPS 128 /* parser steps (record headers and fields) per segment */
 #define FQE_TLS_MAX_NAME 253 /* a dotted host name, without the trailing dot */
 
 /* What the parser reads next inside the ClientHello. */
@@ -81,8 +89,11 @@ static __always_inline void fqe_tls_enter(struct fqe_tls_flow *f, __u8 state, __
 	f->acc = 0;
 }
 
-/* A whole field was read (its value in f->acc for numeric ones): what next? */
-static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f)
+/*
+ * A whole field was read (its value in f->acc for numeric ones): what next?
+ * `at` is the stream offset (from the first data byte) of the next byte.
+ */
+static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
 {
 	__u32 v = f->acc;
 
@@ -170,7 +181,8 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f)
 	case FQE_TLS_SNI_LEN:
 		if (v == 0 || v > FQE_TLS_MAX_NAME + 1 || v != f->ext_left - 5)
 			return FQE_TLS_BAD;
-		f->name_len = 0;
+		f->name_len = v;
+		f->ext_left = at; /* from here on: where the name starts in the stream */
 		fqe_tls_enter(f, FQE_TLS_SNI_NAME, v);
 		return FQE_TLS_MORE;
 	case FQE_TLS_SNI_NAME:
@@ -179,184 +191,216 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f)
 	return FQE_TLS_BAD;
 }
 
-/* One byte of the ClientHello message (inside handshake records). */
-static __always_inline int fqe_tls_hello_byte(struct fqe_tls_flow *f, __u8 b)
+/* Fields read as numbers (the rest are skipped, or for the name kept in the stream store), as a bit per state. */
+#define FQE_TLS_NUMERIC                                                                                   \
+	((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SID_LEN) | (1U << FQE_TLS_CS_LEN) | \
+	 (1U << FQE_TLS_COMP_LEN) | (1U << FQE_TLS_EXTS_LEN) | (1U << FQE_TLS_EXT_TYPE) |                     \
+	 (1U << FQE_TLS_EXT_LEN) | (1U << FQE_TLS_SNI_LIST_LEN) | (1U << FQE_TLS_SNI_TYPE) |                 \
+	 (1U << FQE_TLS_SNI_LEN))
+/* States inside the hello's body (after its type and length), as a bit per state. */
+#define FQE_TLS_IN_BODY (~((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN)))
+
+/*
+ * One step of the ClientHello parser: a TLS record header (whole, or one
+ * byte of one split over segments), or one field of the hello, or the part
+ * of it that lies in this segment and record. A skipped field costs one
+ * step however long it is, so the steps go by fields, not bytes.
+ * Returns nonzero to stop (the segment is walked, or a verdict is in).
+ */
+static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w)
 {
+	__u32 at, avail, n, v, state, numeric;
 	int r;
 
-	if (f->state >= FQE_TLS_FIXED) {
-		if (f->hs_left == 0)
-			return FQE_TLS_BAD; /* past the hello: it had no name */
-		f->hs_left--;
-	}
-	if (f->state == FQE_TLS_SNI_NAME)
-		f->name[f->name_len++ & (FQE_NAME_LEN - 1)] = b;
-	else
-		f->acc = (f->acc << 8) | b;
-	if (f->need > 1) {
-		f->need--;
-		r = FQE_TLS_MORE;
-	} else {
-		r = fqe_tls_field_done(f);
-	}
-	if (r == FQE_TLS_MORE && f->state >= FQE_TLS_FIXED && f->hs_left == 0)
-		return FQE_TLS_BAD; /* the hello ended without a name */
-	return r;
-}
-
-/* One byte of the stream: TLS record headers are taken out here. */
-static __always_inline int fqe_tls_byte(struct fqe_tls_flow *f, __u8 b)
-{
-	if (f->rec_hdr < 5) {
-		switch (f->rec_hdr) {
-		case 0:
-			if (b != FQE_TLS_CONTENT_HANDSHAKE)
-				return FQE_TLS_BAD;
-			break;
-		case 1:
-			if (b != 3)
-				return FQE_TLS_BAD;
-			break;
-		case 3:
-			f->rec_left = (__u16)b << 8;
-			break;
-		case 4:
-			f->rec_left |= b;
-			if (f->rec_left == 0 || f->rec_left > FQE_TLS_MAX_RECORD)
-				return FQE_TLS_BAD;
-			break;
-		}
-		f->rec_hdr++;
-		return FQE_TLS_MORE;
-	}
-	if (--f->rec_left == 0)
-		f->rec_hdr = 0; /* the next byte starts a record header */
-	return fqe_tls_hello_byte(f, b);
-}
-
-struct fqe_tls_walk {
-	struct __sk_buff *skb;
-	struct fqe_tls_flow *f;
-	__u8 *chunk; /* FQE_TLS_CHUNK bytes of per-CPU scratch */
-	__u32 off; /* the segment's payload offset */
-	__u32 len; /* bytes to walk */
-	__u64 h; /* keyed hash of the bytes walked */
-	int result;
-	int parsing; /* 0 once the verdict is in: the rest is only hashed */
-};
-
-static long fqe_tls_step(__u64 i, void *data)
-{
-	struct fqe_tls_walk *c = data;
-	__u32 at = (__u32)i;
-	__u32 rest_minus_1;
-	__u8 b;
-
-	if (at >= c->len)
+	fqe_barrier();
+	at = FQE_READ(w->at);
+	if (at >= FQE_READ(w->len))
 		return 1;
-	if ((at & (FQE_TLS_CHUNK - 1)) == 0) {
-		rest_minus_1 = c->len - at - 1;
-		if (rest_minus_1 > FQE_TLS_CHUNK - 1)
-			rest_minus_1 = FQE_TLS_CHUNK - 1;
-		/* a mask the compiler may not drop: the verifier sees 1 <= length <= 64 */
-		asm volatile("%0 &= 0x3f" : "+r"(rest_minus_1));
-		if (bpf_skb_load_bytes(c->skb, c->off + at, c->chunk, rest_minus_1 + 1) < 0) {
-			c->result = FQE_TLS_BAD;
-			return 1;
+	avail = FQE_READ(w->len) - at;
+	if (f->rec_hdr < 5) {
+		if (f->rec_hdr == 0 && avail >= 5) {
+			if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 5) < 0)
+				goto bad;
+			if (w->buf[0] != FQE_TLS_CONTENT_HANDSHAKE || w->buf[1] != 3)
+				goto bad;
+			v = ((__u32)w->buf[3] << 8) | w->buf[4];
+			if (v - 1 >= FQE_TLS_MAX_RECORD)
+				goto bad; /* 0, or over the limit */
+			f->rec_left = v;
+			f->rec_hdr = 5;
+			w->at = at + 5;
+			return 0;
 		}
+		/* a header split over segments: one byte at a time */
+		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 1) < 0)
+			goto bad;
+		v = w->buf[0];
+		if ((f->rec_hdr == 0 && v != FQE_TLS_CONTENT_HANDSHAKE) || (f->rec_hdr == 1 && v != 3))
+			goto bad;
+		f->rec_left = (f->rec_left << 8) | v; /* bytes 3 and 4 are the length */
+		if (f->rec_hdr == 4 && f->rec_left - 1 >= FQE_TLS_MAX_RECORD)
+			goto bad;
+		f->rec_hdr++;
+		w->at = at + 1;
+		return 0;
 	}
-	b = c->chunk[at & (FQE_TLS_CHUNK - 1)];
-	c->h = (c->h ^ b) * FQE_FNV64_PRIME;
-	if (!c->f || !c->parsing)
-		return 0; /* a retransmission, or past the name: hashed, not parsed */
-	c->result = fqe_tls_byte(c->f, b);
-	if (c->result == FQE_TLS_NAME)
-		c->parsing = 0; /* hash the rest of the segment: it may be sent again */
-	return c->result == FQE_TLS_BAD;
+	/* inside a record: this field's bytes that lie in this segment and record */
+	if (f->need == 0)
+		f->need = 1; /* a flow's first field (its parser state starts zeroed): the handshake type */
+	n = avail < f->rec_left ? avail : f->rec_left;
+	if (n > f->need)
+		n = f->need;
+	w->n = n; /* read back where it is used: its branches stay here */
+	state = f->state & 31;
+	/* inside the hello body (FIXED on) every byte counts against its length */
+	if (((FQE_TLS_IN_BODY >> state) & 1) && f->hs_left < n)
+		goto bad; /* the field runs past the hello */
+	f->hs_left -= n * ((FQE_TLS_IN_BODY >> state) & 1);
+	numeric = (FQE_TLS_NUMERIC >> state) & 1;
+	if (numeric) {
+		/* a numeric field: 1 to 3 bytes, loaded as they are, big-endian */
+		__u32 size_minus_1 = FQE_READ(w->n) - 1;
+
+		if (size_minus_1 > 2)
+			goto bad;
+		size_minus_1 &= 3;
+		asm volatile("%0 &= 0x3" : "+r"(size_minus_1)); /* a mask the verifier sees: 1 <= size <= 4 */
+		*(__u32 *)w->buf = 0;
+		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, size_minus_1 + 1) < 0)
+			goto bad;
+		v = ((__u32)w->buf[0] << 16) | ((__u32)w->buf[1] << 8) | w->buf[2];
+		n = FQE_READ(w->n) & 3;
+		f->acc = (f->acc << (8 * n)) | (v >> (8 * (3 - n)));
+	}
+	n = FQE_READ(w->n);
+	if (n == 0)
+		goto bad; /* need is never 0 inside a field */
+	f->need -= n;
+	f->rec_left -= n;
+	if (f->rec_left == 0)
+		f->rec_hdr = 0; /* the next byte starts a record header */
+	w->at = at + n;
+	if (f->need > 0)
+		return 0;
+	r = fqe_tls_field_done(f, w->base + at + n);
+	if (r == FQE_TLS_MORE && ((FQE_TLS_IN_BODY >> (f->state & 31)) & 1) && f->hs_left == 0)
+		r = FQE_TLS_BAD; /* the hello ended without a name */
+	if (r == FQE_TLS_MORE)
+		return 0;
+	w->result = r;
+	return 1;
+bad:
+	w->result = FQE_TLS_BAD;
+	return 1;
 }
 
 /*
- * Walk len bytes of the segment at off (or fewer, when the verdict comes
- * first): FQE_TLS_MORE, FQE_TLS_NAME or FQE_TLS_BAD; *h the keyed hash of
- * the bytes (all of them unless FQE_TLS_BAD). f NULL: only hash them.
+ * Walk a segment's new bytes (len at packet offset off; base: the stream
+ * offset of the first) through the parser, at most FQE_TLS_STEPS steps:
+ * FQE_TLS_MORE (all walked, no name yet), FQE_TLS_NAME (the name is whole:
+ * name_len bytes from stream offset ext_left) or FQE_TLS_BAD. A segment the
+ * steps do not cover is BAD: nothing unparsed passes.
  */
-static __always_inline int fqe_tls_walk(struct __sk_buff *skb, struct fqe_tls_flow *f, __u8 *chunk,
-					__u32 off, __u32 len, __u64 *h)
+static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w,
+					 __u32 off, __u32 len, __u32 base)
 {
-	struct fqe_tls_walk c = {
-		.skb = skb, .f = f, .chunk = chunk, .off = off, .len = len,
-		.h = FQE_FNV64_BASIS ^ fqe_dns_hash_key(), .parsing = 1,
-	};
-
-	bpf_loop(FQE_TLS_MAX_BYTES, fqe_tls_step, &c, 0);
-	*h = c.h;
-	return c.result;
+	w->off = off;
+	w->len = len;
+	w->at = 0;
+	w->base = base;
+	w->result = FQE_TLS_MORE;
+	fqe_for (i, FQE_TLS_STEPS) {
+		if (fqe_tls_step(skb, f, w))
+			break;
+	}
+	fqe_barrier();
+	if (w->result == FQE_TLS_MORE && w->at < w->len)
+		return FQE_TLS_BAD;
+	return w->result;
 }
 
-struct fqe_tls_name_ctx {
-	struct fqe_tls_flow *f;
-	struct fqe_query_scratch *qs;
-	__u32 n; /* name bytes */
-	__u32 label_start; /* wire offset of the current label's length byte */
-	__u32 cur_start; /* pass 2: the label being copied */
-	__u32 cur_len;
-	__u32 next_label;
-	int bad;
-};
+/*
+ * Copy w->copy_len bytes of the segment at packet offset w->copy_off into
+ * the flow's store at stream offset w->copy_at (the caller keeps copy_at +
+ * copy_len <= FQE_TLS_MAX_BYTES).
+ */
+static __always_inline int fqe_tls_store(struct __sk_buff *skb, struct fqe_tls_bytes *store, struct fqe_tls_walk *w)
+{
+	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
+		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, dst;
+
+		fqe_barrier();
+		k_minus_1 = FQE_READ(w->copy_len) - done - 1; /* as unsigned: huge once past the end */
+		if (k_minus_1 >= FQE_TLS_MAX_BYTES)
+			break;
+		if (k_minus_1 > FQE_TLS_CHUNK - 1)
+			k_minus_1 = FQE_TLS_CHUNK - 1;
+		asm volatile("%0 &= 0x3f" : "+r"(k_minus_1)); /* one register: 1 <= size <= 64 */
+		dst = FQE_MASK(FQE_READ(w->copy_at) + done, FQE_TLS_MAX_BYTES - 1);
+		if (bpf_skb_load_bytes(skb, FQE_READ(w->copy_off) + done, &store->b[dst], k_minus_1 + 1) < 0)
+			return -1;
+	}
+	fqe_barrier();
+	return 0;
+}
+
+/*
+ * Are the w->copy_len bytes of the segment at packet offset w->copy_off the
+ * bytes the store holds at stream offset w->copy_at? Compared eight at a
+ * time.
+ */
+static __always_inline int fqe_tls_same_bytes(struct __sk_buff *skb, const struct fqe_tls_bytes *store,
+					      struct fqe_query_scratch *qs)
+{
+	struct fqe_tls_walk *w = &qs->walk;
+
+	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
+		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, src;
+
+		fqe_barrier();
+		k_minus_1 = FQE_READ(w->copy_len) - done - 1;
+		if (k_minus_1 >= FQE_TLS_MAX_BYTES)
+			break;
+		if (k_minus_1 > FQE_TLS_CHUNK - 1)
+			k_minus_1 = FQE_TLS_CHUNK - 1;
+		asm volatile("%0 &= 0x3f" : "+r"(k_minus_1));
+		if (bpf_skb_load_bytes(skb, FQE_READ(w->copy_off) + done, qs->chunk, k_minus_1 + 1) < 0)
+			return 0;
+		w->chunk_len = k_minus_1 + 1;
+		src = FQE_MASK(FQE_READ(w->copy_at) + done, FQE_TLS_MAX_BYTES - 1);
+		fqe_for (i, FQE_TLS_CHUNK / 8) {
+			__u32 valid;
+			__u64 diff;
+
+			fqe_barrier();
+			valid = FQE_READ(w->chunk_len) - i * 8; /* bytes of this word in the segment */
+			if (valid > FQE_TLS_CHUNK)
+				break; /* past the end (the subtraction wrapped) */
+			diff = *(const __u64 *)&qs->chunk[i * 8] ^ *(const __u64 *)&store->b[src + i * 8];
+			if (valid < 8)
+				diff &= (1ULL << (valid * 8)) - 1; /* little-endian: the first bytes */
+			if (diff)
+				return 0;
+		}
+	}
+	fqe_barrier();
+	return 1;
+}
+
+/* x in [lo, hi], without a branch (the name walk runs it on every byte) */
+static __always_inline __u32 fqe_in_range(__u8 c, __u8 lo, __u8 hi)
+{
+	__s32 x = (__s32)c - lo;
+
+	return ~(__u32)((x | ((__s32)(hi - lo) - x)) >> 31) & 1;
+}
 
 /* A host name byte (letters, digits, hyphen): anything else is refused, NUL included. */
-static __always_inline int fqe_tls_ldh(__u8 b)
+static __always_inline __u32 fqe_tls_ldh(__u8 b)
 {
-	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b == '-';
-}
+	__s32 hyphen = (__s32)(b ^ '-');
 
-/* Pass 1: dotted name -> wire format (in qs->refused.wire), labels and bytes checked. */
-static long fqe_tls_wire_step(__u64 i, void *data)
-{
-	struct fqe_tls_name_ctx *c = data;
-	__u32 at = (__u32)i & (FQE_NAME_LEN - 1);
-	__u32 len;
-	__u8 b;
-
-	if (at > c->n)
-		return 1;
-	b = at < c->n ? c->f->name[at] : '.';
-	if (b != '.') {
-		c->qs->refused.wire[(at + 1) & (FQE_NAME_LEN - 1)] = b;
-		if (!fqe_tls_ldh(b))
-			c->bad = 1; /* the name is still shown (escaped), and refused */
-		return 0;
-	}
-	len = at - c->label_start;
-	if (len == 0 || len > 63) {
-		c->bad = 1;
-		return 1;
-	}
-	/* a label neither starts nor ends with a hyphen, as in the rules' names */
-	if (c->f->name[c->label_start & (FQE_NAME_LEN - 1)] == '-' || c->f->name[(at - 1) & (FQE_NAME_LEN - 1)] == '-')
-		c->bad = 1;
-	c->qs->refused.wire[c->label_start & (FQE_NAME_LEN - 1)] = len;
-	c->label_start = at + 1;
-	return 0;
-}
-
-/* Pass 2: wire format -> the labels right to left in rev[], as dns.h hashes them. */
-static long fqe_tls_rev_step(__u64 i, void *data)
-{
-	struct fqe_tls_name_ctx *c = data;
-	struct fqe_learn_scratch *s = &c->qs->s;
-	__u32 o = (__u32)i & (FQE_NAME_LEN - 1);
-	__u32 t;
-
-	if (o == c->next_label) {
-		c->cur_start = o;
-		c->cur_len = c->qs->refused.wire[o];
-		c->next_label = o + c->cur_len + 1;
-	}
-	t = (FQE_DNS_WIRE_MAX - 2 * c->cur_start - c->cur_len - 1 + o) & (FQE_DNS_WIRE_MAX - 1);
-	s->rev[t] = c->qs->refused.wire[o];
-	s->is_start[t] = o == c->cur_start;
-	return 0;
+	return fqe_in_range(b | 0x20, 'a', 'z') | fqe_in_range(b, '0', '9') | (((hyphen - 1) >> 31) & 1);
 }
 
 /* What egressctl drops shows for a refusal without a server name. */
@@ -386,35 +430,109 @@ static __always_inline int fqe_tls_rule_allows(const struct fqe_policy_val *rule
 }
 
 /*
- * Is the server name in f->name one this pod may reach on this port? Leaves
- * the name in wire format in qs->refused for egressctl drops.
+ * Pass 1 over the server name (n dotted bytes at stream offset start): its
+ * wire format into qs->refused.wire, labels and bytes checked. Returns 1
+ * when the walk reached the end (the name can be shown), with *bad set when
+ * it is not a host name.
  */
-static __always_inline int fqe_tls_name_allowed(struct fqe_tls_flow *f, struct fqe_query_scratch *qs,
-						__u32 identity, __u16 port)
+static __always_inline int fqe_tls_name_wire(const struct fqe_tls_bytes *store, struct fqe_query_scratch *qs)
 {
-	struct fqe_tls_name_ctx c = { .f = f, .qs = qs };
+	struct fqe_tls_name_walk *t = &qs->tn;
+
+	t->label_start = 0;
+	t->bad = 0;
+	t->stop = 0;
+	fqe_for (i, FQE_TLS_MAX_NAME + 1) {
+		__u32 n, start, len;
+		__u8 b;
+
+		fqe_barrier();
+		n = FQE_READ(t->n);
+		start = FQE_READ(t->start);
+		if (i > n)
+			break;
+		b = i < n ? store->b[FQE_MASK(start + i, FQE_TLS_MAX_BYTES - 1)] : '.';
+		if (b != '.') {
+			qs->refused.wire[FQE_MASK(i + 1, FQE_NAME_LEN - 1)] = b;
+			t->bad |= fqe_tls_ldh(b) ^ 1; /* still shown (escaped), and refused */
+			continue;
+		}
+		len = i - t->label_start;
+		if (len == 0 || len > 63) {
+			t->stop = 1; /* an empty or over-long label: no wire name to show */
+			break;
+		}
+		/* a label neither starts nor ends with a hyphen, as in the rules' names */
+		if (store->b[FQE_MASK(start + t->label_start, FQE_TLS_MAX_BYTES - 1)] == '-' ||
+		    store->b[FQE_MASK(start + i - 1, FQE_TLS_MAX_BYTES - 1)] == '-')
+			t->bad = 1;
+		qs->refused.wire[FQE_MASK(t->label_start, FQE_NAME_LEN - 1)] = len;
+		t->label_start = i + 1;
+	}
+	fqe_barrier();
+	return !t->stop && t->label_start == t->n + 1;
+}
+
+/*
+ * Pass 2: the wire name (n + 1 bytes in qs->refused.wire) into qs->nb, its
+ * labels right to left, as a packet's name is read (bpf/lib/dns.h).
+ */
+static __always_inline void fqe_tls_name_rev(struct fqe_query_scratch *qs)
+{
+	struct fqe_tls_name_walk *t = &qs->tn;
+	struct fqe_name_buf *nb = &qs->nb;
+
+	nb->rev_pos = FQE_DNS_WIRE_MAX - (t->n + 1);
+	nb->nlabels = 0;
+	t->next_label = 0;
+	fqe_for (o, FQE_DNS_WIRE_MAX - 1) {
+		__u8 b;
+
+		fqe_barrier();
+		if (o > FQE_READ(t->n))
+			break;
+		b = qs->refused.wire[o];
+		if (o == t->next_label) {
+			t->cur_start = o;
+			t->cur_len = b;
+			t->next_label = o + b + 1;
+			nb->starts[FQE_MASK(nb->nlabels, FQE_DNS_MAX_LABELS - 1)] = FQE_DNS_WIRE_MAX - 1 - o - b;
+			nb->nlabels++;
+		}
+		nb->rev[FQE_MASK(FQE_DNS_WIRE_MAX - 1 - 2 * t->cur_start - t->cur_len + o, FQE_DNS_WIRE_MAX - 1)] = b;
+	}
+	fqe_barrier();
+}
+
+/*
+ * Is the server name (name_len bytes from stream offset ext_left) one this
+ * pod may reach on this port? Leaves the name in wire format in qs->refused
+ * for egressctl drops.
+ */
+static __always_inline int fqe_tls_name_allowed(const struct fqe_tls_flow *f, const struct fqe_tls_bytes *store,
+						struct fqe_query_scratch *qs, __u32 identity, __u16 port)
+{
 	const struct fqe_policy_val *rule;
-	struct fqe_qname q = {};
+	__u32 n = f->name_len, start = f->ext_left;
 	__u64 name_hash = 0;
 	int refused = 0;
-	__u32 n = f->name_len;
 
 	fqe_tls_no_name(qs);
-	if (n > 0 && n <= FQE_TLS_MAX_NAME + 1 && f->name[(n - 1) & (FQE_NAME_LEN - 1)] == '.')
+	if (n > 0 && n <= FQE_TLS_MAX_NAME + 1 && store->b[FQE_MASK(start + n - 1, FQE_TLS_MAX_BYTES - 1)] == '.')
 		n--; /* one trailing dot: the same name */
 	if (n == 0 || n > FQE_TLS_MAX_NAME)
 		return 0;
-	c.n = n;
-	bpf_loop(n + 1, fqe_tls_wire_step, &c, 0);
-	if (c.label_start <= n)
-		return 0; /* an empty or over-long label stopped the walk: no wire name to show */
-	qs->refused.name_len = n + 1;
-	qs->refused.flags = FQE_REFUSED_PARSED;
-	if (c.bad)
+	qs->tn.n = n;
+	qs->tn.start = start;
+	if (!fqe_tls_name_wire(store, qs))
 		return 0;
-	bpf_loop(n + 1, fqe_tls_rev_step, &c, 0);
-	q.rev_pos = FQE_DNS_WIRE_MAX - (n + 1);
-	rule = fqe_dns_match(&qs->s, &q, identity, fqe_dns_hash_key(), &name_hash, &refused);
+	qs->refused.name_len = qs->tn.n + 1;
+	qs->refused.flags = FQE_REFUSED_PARSED;
+	if (qs->tn.bad)
+		return 0;
+	fqe_tls_name_rev(qs);
+	fqe_name_hash(&qs->nb, fqe_dns_hash_key());
+	rule = fqe_dns_match(&qs->nb, identity, &name_hash, &refused);
 	return rule && fqe_tls_rule_allows(rule, port);
 }
 
@@ -430,17 +548,27 @@ static __always_inline void fqe_tls_start(const struct fqe_ct_key *k, const stru
 	f = bpf_map_lookup_elem(&fqe_tls_flows, k);
 	if (f)
 		f->next_seq = p->tcp_seq + 1;
+	bpf_map_delete_elem(&fqe_tls_bytes, k); /* a store of an earlier flow on the 5-tuple */
 }
 
-/* Does this segment repeat one the parser has taken (a retransmission)? */
-static __always_inline int fqe_tls_is_repeat(const struct fqe_tls_flow *f, __u32 seq, __u32 len, __u64 h)
+/* The check of this flow is over (a verdict, or the watch ended): its state goes. */
+static __always_inline void fqe_tls_forget(const struct fqe_ct_key *k)
 {
-#pragma unroll
-	for (int i = 0; i < FQE_TLS_MAX_SEGMENTS; i++) {
-		if (i < f->segments && f->seg_start[i] == seq && f->seg_len[i] == len && f->seg_hash[i] == h)
-			return 1;
-	}
-	return 0;
+	bpf_map_delete_elem(&fqe_tls_flows, k);
+	bpf_map_delete_elem(&fqe_tls_bytes, k);
+}
+
+/* The flow's store of judged bytes, made on its first data. */
+static const struct fqe_tls_bytes fqe_tls_bytes_empty = {};
+
+static __always_inline struct fqe_tls_bytes *fqe_tls_store_of(const struct fqe_ct_key *k, int create)
+{
+	struct fqe_tls_bytes *store = bpf_map_lookup_elem(&fqe_tls_bytes, k);
+
+	if (store || !create)
+		return store;
+	bpf_map_update_elem(&fqe_tls_bytes, k, &fqe_tls_bytes_empty, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&fqe_tls_bytes, k);
 }
 
 /* The check's outcome for one segment. */
@@ -452,17 +580,20 @@ enum fqe_tls_outcome {
 };
 
 /*
- * Judge one segment of a flow pending its check. f is its parser state
- * (NULL when lost: refused).
+ * Judge one segment of a flow pending its check, or watched. f is its
+ * parser state (NULL when lost: refused). Bytes before the next expected
+ * one were taken already: they must be the bytes the store holds (the
+ * server reads whichever copy arrives first). New bytes are parsed in
+ * order, until the name is whole; after it they pass.
  */
-static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct fqe_pkt *p,
-					   struct fqe_tls_flow *f, __u32 identity)
+static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct fqe_pkt *p, struct fqe_tls_flow *f,
+					   const struct fqe_ct_key *ct, __u32 identity)
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
 	__u32 seq = p->tcp_seq + !!(p->tcp_flags & FQE_TCP_SYN);
-	__u32 len = p->payload_len, budget;
+	__u32 len = p->payload_len, old = 0, at, stored, budget, fresh;
+	struct fqe_tls_bytes *store;
 	__s32 ahead;
-	__u64 h;
 	int r;
 
 	if (!qs)
@@ -471,33 +602,51 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 	if (!f)
 		return FQE_TLS_REFUSE;
 	ahead = (__s32)(seq - f->next_seq);
-	if (ahead >= 0 && f->name_done)
-		return FQE_TLS_PASS; /* watched: new bytes, after the name */
 	if (ahead > 0)
-		return FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
+		return f->name_done ? FQE_TLS_PASS : FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
+	store = fqe_tls_store_of(ct, !f->name_done);
+	if (!store)
+		return FQE_TLS_REFUSE;
 	if (ahead < 0) {
-		if ((__u32)-ahead < len)
-			return FQE_TLS_HOLD; /* old bytes and new ones: resent in order later */
-		fqe_tls_walk(skb, NULL, qs->seg, p->payload_off, len, &h);
-		return fqe_tls_is_repeat(f, seq, len, h) ? FQE_TLS_PASS : FQE_TLS_HOLD;
+		old = (__u32)-ahead;
+		if (old > f->parsed)
+			return FQE_TLS_HOLD; /* bytes before the first data byte: never passed */
+		at = f->parsed - old;
+		if (old > len)
+			old = len;
+		stored = f->parsed < FQE_TLS_MAX_BYTES ? f->parsed : FQE_TLS_MAX_BYTES;
+		/* bytes past the store lie after the name: the verdict did not rest on them */
+		if (at < stored) {
+			qs->walk.copy_off = p->payload_off;
+			qs->walk.copy_len = at + old > stored ? stored - at : old;
+			qs->walk.copy_at = at;
+			if (!fqe_tls_same_bytes(skb, store, qs))
+				return FQE_TLS_HOLD; /* another byte where one was judged: never passed */
+		}
 	}
-	if (f->segments >= FQE_TLS_MAX_SEGMENTS)
+	if (old == len || f->name_done)
+		return FQE_TLS_PASS;
+	fresh = len - old;
+	if (f->segments >= FQE_TLS_MAX_SEGMENTS || f->parsed >= FQE_TLS_MAX_BYTES)
 		return FQE_TLS_REFUSE;
 	budget = FQE_TLS_MAX_BYTES - f->parsed;
-	r = fqe_tls_walk(skb, f, qs->seg, p->payload_off, len < budget ? len : budget, &h);
+	r = fqe_tls_parse(skb, f, &qs->walk, p->payload_off + old, fresh < budget ? fresh : budget, f->parsed);
+	if (r == FQE_TLS_BAD)
+		return FQE_TLS_REFUSE;
+	if (r == FQE_TLS_MORE && (fresh >= budget || f->segments + 1 >= FQE_TLS_MAX_SEGMENTS))
+		return FQE_TLS_REFUSE; /* no name within the bounds */
+	qs->walk.copy_off = p->payload_off + old;
+	qs->walk.copy_len = fresh < budget ? fresh : budget;
+	qs->walk.copy_at = f->parsed;
+	if (fqe_tls_store(skb, store, &qs->walk) < 0)
+		return FQE_TLS_REFUSE;
 	if (r == FQE_TLS_NAME) {
-		if (!fqe_tls_name_allowed(f, qs, identity, p->dport))
+		if (!fqe_tls_name_allowed(f, store, qs, identity, p->dport))
 			return FQE_TLS_REFUSE;
 		f->name_done = 1;
-	} else if (r == FQE_TLS_BAD || len >= budget || f->segments + 1 >= FQE_TLS_MAX_SEGMENTS) {
-		return FQE_TLS_REFUSE;
 	}
-	/* remember the segment: no name yet (wait for the next one), or the one with the name */
-	f->seg_start[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = seq;
-	f->seg_len[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = len;
-	f->seg_hash[f->segments & (FQE_TLS_MAX_SEGMENTS - 1)] = h;
 	f->segments++;
-	f->parsed += len;
+	f->parsed += fresh;
 	f->next_seq = seq + len;
 	return f->name_done ? FQE_TLS_ALLOW : FQE_TLS_PASS;
 }
