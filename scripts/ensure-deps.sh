@@ -2,11 +2,17 @@
 # Installs what fqdn-egress needs to build, test and run the demo, and only
 # what is missing: Debian packages (apt-get, as root) and the npm packages
 # pinned in package-lock.json. Safe to run again; fast when nothing is missing.
+# --kernel-matrix: also what the kernel matrix (scripts/kernels.sh) needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 dnsmasq-base dnsutils curl
       iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps openssl)
+if [ "${1:-}" = --kernel-matrix ]; then
+  # qemu boots the kernels; busybox and cpio make their root file system; the
+  # keyring checks the archive they come from; xz and zstd unpack modules
+  PKGS+=(qemu-system-x86 busybox-static cpio debian-archive-keyring xz-utils zstd)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -264,7 +264,8 @@ test('fuzz: random and mutated queries never fault and never pass a name outside
     const names = ['api.stripe.test', 'a.kadath.test', 'svc.cluster.local', 'leak.attacker.example', 'kadath.test', 'API.STRIPE.TEST'];
     let passed = 0;
     let refused = 0;
-    for (let i = 0; i < 3000; i++) {
+    const runs = Number(process.env.FQE_FUZZ_RUNS ?? 3000);
+    for (let i = 0; i < runs; i++) {
       const base = dnsPacket.encode({ type: 'query', id: rand(65536), flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: names[rand(names.length)]!, class: 'IN' }] });
       let payload: Buffer;
       const mode = rand(5);
@@ -288,6 +289,6 @@ test('fuzz: random and mutated queries never fault and never pass a name outside
         refused++;
       }
     }
-    assert.ok(passed > 100 && refused > 100, `both verdicts exercised (${passed} passed, ${refused} refused)`);
+    assert.ok(passed > runs / 30 && refused > runs / 30, `both verdicts exercised (${passed} passed, ${refused} refused)`);
   });
 });

@@ -291,7 +291,7 @@ function lcg(seed: number): () => number {
 }
 
 test('fuzz: mutated hellos never open a flow for a name outside the rules, and never fault', (t) => {
-  const iterations = Number(process.env.TLS_FUZZ_ITERATIONS ?? 100_000);
+  const iterations = Number(process.env.TLS_FUZZ_ITERATIONS ?? process.env.FQE_FUZZ_RUNS ?? 100_000);
   withTls(t, (h, flow) => {
     const patterns = ALLOWED.map((p) => parsePattern(p));
     const isAllowed = (name: string) => patterns.some((p) => matchesPattern(p, name));
