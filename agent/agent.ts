@@ -12,7 +12,7 @@ import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
 import { AllowSource, ConfigFlag, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
-import type { PacketSocket, RingBufferReader } from './datapath/native.js';
+import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
@@ -27,10 +27,13 @@ import { refusedQueryOf, refusedServerNameOf } from './observability/refused-que
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
 import { NamePruner } from './name-pruner.js';
 import { FileSource } from './sources/file-source.js';
-import { KubernetesSource } from './sources/kubernetes-source.js';
+import { KubernetesSource, type PodEventReason } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
+import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
+import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
+import { tcxUnavailable } from './datapath/attach.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { startHttp } from './observability/http.js';
 import { RateLimitedLog, type Logger } from './observability/log.js';
@@ -109,6 +112,9 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private snapshotApplied = false;
   private pendingLatencies: bigint[] = [];
+  /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
+  private headGuard: TcxHeadGuard | undefined;
+  private headGuardRecords: HeadGuardRecords | undefined;
 
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
@@ -207,6 +213,7 @@ export class Agent {
       cacheEntries: () => this.cache.size,
       enforcedPods: () => this.byIdentity.size,
       socketDrops: () => this.tap?.stats().drops ?? 0,
+      contestedInterfaces: () => this.headGuard?.contested() ?? 0,
     });
   }
 
@@ -245,6 +252,7 @@ export class Agent {
     this.syncResolvers();
     this.syncCidrs();
     syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
+    this.headGuard = this.makeHeadGuard();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -297,6 +305,24 @@ export class Agent {
     this.timer = setInterval(() => this.tick(), TICK_MS);
   }
 
+  /** The tcx head guard, where ours goes on as tcx links; it starts with the first pod snapshot. */
+  private makeHeadGuard(): TcxHeadGuard | undefined {
+    if (!this.cfg.tcxHeadGuard || this.cfg.attachMode === 'legacy' || tcxUnavailable() !== null) return undefined;
+    this.headGuardRecords = ensureHeadGuardRecords(this.cfg.bpfPinDir);
+    return new TcxHeadGuard({
+      ops: this.dp.headGuardOps(),
+      records: this.headGuardRecords,
+      log: this.log,
+      events: {
+        onRetake: (iface, direction) => this.metrics.tcxHeadRetakes.inc({ interface: iface.ifname, direction }),
+        onBackoff: (iface, report) => {
+          this.metrics.tcxHeadBackoffs.inc({ interface: iface.ifname });
+          this.podEvent(iface, 'TcxHeadContested', describeBackoff(iface, report), 'Warning');
+        },
+      },
+    });
+  }
+
   /** kube-dns discovery: used unless --dns-servers overrides it. */
   private discoveredResolvers(ips: string[]): void {
     if (this.cfg.dnsServers.length > 0) return;
@@ -310,7 +336,7 @@ export class Agent {
     this.syncResolvers();
   }
 
-  private podEvent(pod: { namespace: string; name: string }, reason: 'InvalidAnnotation' | 'EnforcementStarted', message: string, type: 'Warning' | 'Normal'): void {
+  private podEvent(pod: { namespace: string; name: string }, reason: PodEventReason, message: string, type: 'Warning' | 'Normal'): void {
     if (this.source instanceof KubernetesSource) void this.source.podEvent(pod, reason, message, type);
   }
 
@@ -488,6 +514,7 @@ export class Agent {
     this.snapshotApplied = true;
     this.flush();
     if (first) {
+      this.headGuard?.start(() => this.endpoints.enforced);
       this.log.info({ enforced: this.byIdentity.size, waiting: this.endpoints.pending.size }, 'first pod snapshot applied; ready');
     }
   }
@@ -599,6 +626,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.drainTimer) clearInterval(this.drainTimer);
+    this.headGuard?.stop();
     try {
       this.dp.maps.config.set(0, { ...this.configValue(), agentHeartbeatNs: 0n, agentPid: 0 });
     } catch {
@@ -609,6 +637,7 @@ export class Agent {
     this.events?.close();
     this.learned?.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    if (this.headGuardRecords) native.closeFd(this.headGuardRecords.fd);
     this.dp.close();
   }
 }

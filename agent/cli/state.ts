@@ -10,6 +10,7 @@ import { Datapath } from '../datapath/datapath.js';
 import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
+import { openHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
 import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, PROTO_TLS, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
@@ -247,15 +248,54 @@ export interface StatusReport {
     learner: number | null;
     /** programs that run before ours and can skip them (see README, "tcx") */
     warnings: string[];
+    /** what the agent's tcx head guard did here (fqe_head_guard), null when it never had to */
+    headGuard: HeadGuard | null;
   }>;
   maps: Array<{ map: string; entries: number; capacity: number; fill: number }>;
   totals: { passed: string; dropped: string; audited: string; learnedInKernel: string; answersLeftToAgent: string };
 }
 
+export interface HeadGuard {
+  /** times the guard put a new link of ours back at the head */
+  retakes: number;
+  lastRetakeSecondsAgo: number | null;
+  /** the guard leaves this interface alone for now: another program kept going first */
+  backingOff: boolean;
+  backoffSecondsLeft: number | null;
+  backoffs: number;
+  /** the program last found ahead of ours */
+  aheadProgId: number | null;
+}
+
+function headGuardReport(r: HeadGuardRecord | undefined, nowNs: bigint): HeadGuard | null {
+  if (!r || (r.retakes === 0 && r.backoffs === 0)) return null;
+  const backingOff = r.backoffUntilNs > nowNs;
+  return {
+    retakes: r.retakes,
+    lastRetakeSecondsAgo: r.lastRetakeNs === 0n ? null : Math.round(Number(nowNs - r.lastRetakeNs) / 1e8) / 10,
+    backingOff,
+    backoffSecondsLeft: backingOff ? Math.ceil(Number(r.backoffUntilNs - nowNs) / 1e9) : null,
+    backoffs: r.backoffs,
+    aheadProgId: r.aheadProgId || null,
+  };
+}
+
+/** fqe_head_guard by ifindex; empty when the agent never made it (an older agent, or no tcx). */
+function headGuardRecords(pinDir: string): Map<number, HeadGuardRecord> {
+  const map = openHeadGuardRecords(pinDir);
+  if (!map) return new Map();
+  try {
+    return new Map(map.entries());
+  } finally {
+    native.closeFd(map.fd);
+  }
+}
+
 export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusReport {
   const pods = dp.maps.pods.entries();
+  const guarded = headGuardRecords(dp.pinDir);
   const interfaces = pods.map(([, info]) => {
-    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex };
+    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, headGuard: headGuardReport(guarded.get(info.ifindex), nowNs) };
     try {
       const a = dp.attachment(info.ifindex);
       return { ...base, attachMode: a.mode, enforcer: a.ingress.progId, learner: a.egress.progId, warnings: a.warnings };

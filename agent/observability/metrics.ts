@@ -26,6 +26,8 @@ export interface Collectors {
   cacheEntries(): number;
   enforcedPods(): number;
   socketDrops(): number;
+  /** interfaces where another tcx program runs before ours after the head guard's last pass */
+  contestedInterfaces(): number;
 }
 
 export class AgentMetrics {
@@ -42,6 +44,8 @@ export class AgentMetrics {
   readonly namesPruned: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
+  readonly tcxHeadRetakes: Counter<'interface' | 'direction'>;
+  readonly tcxHeadBackoffs: Counter<'interface'>;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
@@ -89,6 +93,26 @@ export class AgentMetrics {
       name: 'fqdn_egress_kernel_records_lost_total',
       help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
       registers,
+    });
+    this.tcxHeadRetakes = new Counter({
+      name: 'fqdn_egress_tcx_head_retakes_total',
+      help: 'Times the head guard put our tcx link back at the head of a pod interface\'s chain after another program went before it (direction: ingress = enforcer, egress = DNS learner)',
+      labelNames: ['interface', 'direction'],
+      registers,
+    });
+    this.tcxHeadBackoffs = new Counter({
+      name: 'fqdn_egress_tcx_head_backoffs_total',
+      help: 'Times the head guard stopped taking an interface\'s chain back for a while: another program kept going before ours',
+      labelNames: ['interface'],
+      registers,
+    });
+    new Gauge({
+      name: 'fqdn_egress_tcx_interfaces_contested',
+      help: 'Enforced interfaces where another tcx program runs before ours (the head guard backing off, or the kernel refusing our new link); a pass from it skips our programs',
+      registers,
+      collect() {
+        this.set(collectors.contestedInterfaces());
+      },
     });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
