@@ -13,13 +13,12 @@
  * run again (--cost) in the node's namespace, as the agent runs it.
  * Prints one JSON line.
  */
-import { join } from 'node:path';
 import { withAgentBox } from '../test/helpers/agent-fixture.js';
 import { fileURLToPath } from 'node:url';
 import { run, sleep } from '../test/helpers/topology.js';
-import { DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
+import { loadStandin, untilOursHeads } from '../test/helpers/cni-standin.js';
 import { TcxHeadGuard, attachOps } from '../agent/datapath/head-guard.js';
-import { native, BPF_F_BEFORE } from '../agent/datapath/native.js';
+import { native } from '../agent/datapath/native.js';
 import { createLogger } from '../agent/observability/log.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
@@ -44,35 +43,22 @@ async function main(): Promise<void> {
     box.writePods(pods.map((p) => ({ name: p.name, allow: 'api.stripe.test' })));
     await box.startAgent();
     await box.waitFor('every pod attached', () => pods.every((p) => native.tcxQuery({ ifindex: topo.pod(p.name).ifindex, direction: 'ingress', netns }).progIds.length === 1), 10_000);
-    // The stand-in CNI program; nothing in it is pinned.
-    const obj = native.loadObject(join(DEFAULT_BPF_DIR, 'cni_standin.bpf.o'), `${topo.pinDir}-standin-never-used`);
-    const standin = obj.programs.standin_pass!.fd;
-    const standinId = native.progInfo(standin).id;
     const windows: number[] = [];
-    const links: number[] = [];
-    try {
-      for (let round = 0; round < CONTESTS_PER_POD; round++) {
-        for (const p of pods) {
-          const { ifindex } = topo.pod(p.name);
-          for (const fd of links.splice(0)) native.closeFd(fd);
+    for (let round = 0; round < CONTESTS_PER_POD; round++) {
+      for (const p of pods) {
+        const { ifindex } = topo.pod(p.name);
+        const cni = loadStandin(topo, ifindex);
+        try {
           await sleep(Math.random() * 300);
           const t0 = process.hrtime.bigint();
-          links.push(native.tcxAttach({ ifindex, direction: 'ingress', progFd: standin, netns, flags: BPF_F_BEFORE }));
-          const deadline = Date.now() + 3000;
-          for (;;) {
-            const chain = native.tcxQuery({ ifindex, direction: 'ingress', netns });
-            if (chain.progIds[0] !== standinId) {
-              windows.push(Number(process.hrtime.bigint() - t0) / 1e6);
-              break;
-            }
-            if (Date.now() > deadline) throw new Error(`${p.name}: the head was not taken back within 3 s`);
-            await sleep(1);
-          }
+          cni.attachTcx('ingress', { first: true });
+          const ms = await untilOursHeads(topo, ifindex, 'ingress', t0, 3000);
+          if (ms === null) throw new Error(`${p.name}: the head was not taken back within 3 s`);
+          windows.push(ms);
+        } finally {
+          cni.close();
         }
       }
-    } finally {
-      for (const fd of links.splice(0)) native.closeFd(fd);
-      native.closeObject(obj.id);
     }
     const retakes = await box.metric('fqdn_egress_tcx_head_retakes_total');
 

@@ -15,61 +15,13 @@ import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, sleep, type Topology } from './
 import { withBox, type Box } from './helpers/datapath-fixture.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
 import { egressctl } from './helpers/egressctl.js';
-import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
+import { Datapath, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
 import { linkPin, describeAttach, type AttachResult, type Direction } from '../agent/datapath/attach.js';
 import { native, BpfError, BPF_F_BEFORE } from '../agent/datapath/native.js';
+import { loadStandin, untilOursHeads, STANDIN_HANDLE, type Standin } from './helpers/cni-standin.js';
 
 const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
 const DROP_TIMEOUT_MS = 700;
-/** The stand-in's legacy filter: priority 1 like ours, another handle. */
-const STANDIN_HANDLE = 0x5eed;
-
-/** A CNI's program as far as we are concerned: passes everything, counts what it saw. */
-interface Standin {
-  progId: number;
-  /** every packet it saw */
-  seen(): bigint;
-  /** IPv4 TCP SYNs (connection attempts) it saw */
-  syns(): bigint;
-  /** attach through tcx (appended, or first with BPF_F_BEFORE); detached by close() */
-  attachTcx(direction: Direction, opts?: { first?: boolean }): void;
-  /** detach its tcx links (a CNI restarting: its old links go, it attaches again) */
-  detachTcx(): void;
-  /** attach through legacy tc at priority 1 with its own handle; removed by close() */
-  attachLegacy(direction: Direction): void;
-  close(): void;
-}
-
-function loadStandin(topo: Topology, ifindex: number): Standin {
-  // Nothing in this object is pinned: the directory is never created.
-  const obj = native.loadObject(join(DEFAULT_BPF_DIR, 'cni_standin.bpf.o'), `${topo.pinDir}-standin-never-used`);
-  const progFd = obj.programs.standin_pass!.fd;
-  const mapFd = obj.maps.standin_seen!.fd;
-  const links: number[] = [];
-  const legacy: Direction[] = [];
-  const netns = topo.nodeNsPath;
-  return {
-    progId: native.progInfo(progFd).id,
-    seen: () => native.mapLookup(mapFd, Buffer.from([0, 0, 0, 0]), 8)!.readBigUInt64LE(),
-    syns: () => native.mapLookup(mapFd, Buffer.from([1, 0, 0, 0]), 8)!.readBigUInt64LE(),
-    attachTcx(direction, opts = {}) {
-      links.push(native.tcxAttach({ ifindex, direction, progFd, netns, ...(opts.first ? { flags: BPF_F_BEFORE } : {}) }));
-    },
-    detachTcx() {
-      for (const fd of links.splice(0)) native.closeFd(fd);
-    },
-    attachLegacy(direction) {
-      native.tcAttach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, progFd, netns });
-      legacy.push(direction);
-    },
-    close() {
-      for (const fd of links.splice(0)) native.closeFd(fd); // the last reference: detached
-      for (const direction of legacy.splice(0)) native.tcDetach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, netns });
-      native.closeObject(obj.id);
-    },
-  };
-}
-
 async function withStandin(box: Box, pod: string, fn: (s: Standin) => Promise<void>): Promise<void> {
   const s = loadStandin(box.topo, box.topo.pod(pod).ifindex);
   try {
@@ -494,19 +446,6 @@ test('retakeHead: a new link of ours (the other instance) takes the head in plac
     });
   });
 });
-
-/** Polls (every 2 ms, at most `limitMs`) until our pinned link heads the hook's chain again; ms, or null if it never did. */
-async function untilOursHeads(topo: Topology, ifindex: number, direction: Direction, since: bigint, limitMs = 2000): Promise<number | null> {
-  const deadline = Date.now() + limitMs;
-  while (Date.now() < deadline) {
-    const c = native.tcxQuery({ ifindex, direction, netns: topo.nodeNsPath });
-    if (existsSync(linkPin(topo.pinDir, ifindex, direction)) && c.linkIds[0] === pinnedLink(topo.pinDir, ifindex, direction).id) {
-      return Number(process.hrtime.bigint() - since) / 1e6;
-    }
-    await sleep(2);
-  }
-  return null;
-}
 
 test('head guard: a CNI program put before ours after the agent started loses the head, and a not-allowed SYN is dropped again within 2 s', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
