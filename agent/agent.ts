@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
@@ -34,6 +34,8 @@ import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
 import { tcxUnavailable } from './datapath/attach.js';
+import { datapathFeatures, featureFlags, featureState, startupLines, type FeatureState } from './datapath/features.js';
+import { podNotices, PodNoticeLedger } from './feature-notices.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { startHttp } from './observability/http.js';
 import { RateLimitedLog, type Logger } from './observability/log.js';
@@ -115,11 +117,15 @@ export class Agent {
   /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
   private headGuard: TcxHeadGuard | undefined;
   private headGuardRecords: HeadGuardRecords | undefined;
+  /** what this node's kernel and flags let the datapath run (datapath/features.ts) */
+  readonly features: FeatureState[];
+  private readonly notices = new PodNoticeLedger();
 
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
+    this.features = datapathFeatures(this.dp, { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() }, cfg.tcxHeadGuard);
     this.hashKey = this.nodeHashKey();
     this.rejectedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
@@ -159,10 +165,15 @@ export class Agent {
           }
           if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
           this.reconciler.markAll();
+          for (const n of this.notices.due(pod.key, podNotices(this.features, pod))) {
+            this.log.warn({ pod: pod.key, reason: n.reason }, n.message);
+            this.podEvent(pod, n.reason, n.message, 'Warning');
+          }
         },
         onRemoved: (pod) => {
           this.byIdentity.delete(pod.identity);
           this.announced.delete(pod.key);
+          this.notices.forget(pod.key);
           this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
           this.reconciler.markAll();
@@ -238,17 +249,8 @@ export class Agent {
       else if (m.action === 'rebuilt') this.log.warn({ ...detail, how: rebuiltBecause(m.map) }, 'pinned map had an older layout: upgraded, entries rebuilt by the agent');
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
-    if (dp.enforcerOnPreciseClock) {
-      this.log.warn({ reason: dp.enforcerOnPreciseClock }, 'the kernel refused the enforcer on the coarse clock (needs 5.11): running it on the precise clock, a little slower per packet');
-    }
-    if (dp.inlineLearnerUnavailable === 'switched off') {
-      this.log.warn('inline learner switched off (--inline-learner false): learning in userspace only; a connection made right after its DNS answer may be dropped');
-    } else if (dp.inlineLearnerUnavailable) {
-      this.log.error(
-        { reason: dp.inlineLearnerUnavailable },
-        'THE KERNEL REFUSED THE INLINE DNS LEARNER: running with userspace learning only. A connection made right after its DNS answer may be dropped, and nothing new is learned while the agent is down. Needs Linux 5.17 or newer (bpf_loop).',
-      );
-    }
+    for (const line of startupLines(this.features)) this.log[line.level](line.fields, line.msg);
+    this.metrics.setFeatures(this.features);
     this.syncResolvers();
     this.syncCidrs();
     syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
@@ -307,7 +309,7 @@ export class Agent {
 
   /** The tcx head guard, where ours goes on as tcx links; it starts with the first pod snapshot. */
   private makeHeadGuard(): TcxHeadGuard | undefined {
-    if (!this.cfg.tcxHeadGuard || this.cfg.attachMode === 'legacy' || tcxUnavailable() !== null) return undefined;
+    if (featureState(this.features, 'tcx-head-guard')?.state !== 'on') return undefined;
     this.headGuardRecords = ensureHeadGuardRecords(this.cfg.bpfPinDir);
     return new TcxHeadGuard({
       ops: this.dp.headGuardOps(),
@@ -372,7 +374,7 @@ export class Agent {
       eventsPerSec: DEFAULT_EVENTS_PER_SEC,
       minTtlS: Math.ceil(this.cfg.minTtlMs / 1000),
       maxTtlS: Math.max(1, Math.floor(this.cfg.maxTtlMs / 1000)),
-      flags: this.dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
+      flags: featureFlags(this.features),
       agentHeartbeatNs: process.hrtime.bigint(),
       agentPid: process.pid,
       ctPerPod: this.cfg.flowsPerPod,

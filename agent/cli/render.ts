@@ -76,6 +76,15 @@ export function dropRows(drops: DropRecord[], style: Style, header = true): stri
   return table(rows, style);
 }
 
+/** One line with every feature's state, then one per state that is not the best, with what it means. */
+function featureLines(s: StatusReport, style: Style): string[] {
+  if (!s.features) return [`inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')} (other feature states: not written by this agent)`];
+  return [
+    `datapath: ${s.features.map((f) => (f.best ? `${f.feature} ${f.state}` : paint(style, 'yellow', `${f.feature} ${f.state}`))).join(', ')}`,
+    ...s.features.filter((f) => !f.best).map((f) => paint(style, 'yellow', `  ${f.feature} ${f.state}${f.reason ? ` (${f.reason})` : ''}: ${f.effect ?? ''}`)),
+  ];
+}
+
 function headRetaken(g: HeadGuard | null): string {
   if (!g || g.retakes === 0) return '-';
   return `${g.retakes}x${g.lastRetakeSecondsAgo !== null ? `, last ${g.lastRetakeSecondsAgo.toFixed(0)}s ago` : ''}`;
@@ -94,7 +103,7 @@ export function renderStatus(s: StatusReport, style: Style): string {
   const out = [
     `pin dir: ${s.pinDir}`,
     `agent: ${agent}`,
-    `inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')}`,
+    ...featureLines(s, style),
     `packets: passed ${s.totals.passed}, dropped ${s.totals.dropped}, audited ${s.totals.audited}; learned in the kernel ${s.totals.learnedInKernel}, answers left to the agent ${s.totals.answersLeftToAgent}`,
     '',
     table([['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)', 'HEAD RETAKEN'], ...s.interfaces.map((i) => [

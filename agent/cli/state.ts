@@ -11,6 +11,7 @@ import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
 import { openHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
+import { featureEffect, featuresFromFlags, type FeatureState } from '../datapath/features.js';
 import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, PROTO_TLS, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
@@ -234,9 +235,14 @@ function nameFor(dp: Datapath, names: Map<bigint, string>, e: DropEvent): string
   return v && v.source !== AllowSource.static ? names.get(v.nameHash) ?? null : null;
 }
 
+/** A datapath feature's state as the last agent wrote it (datapath/features.ts), with what a state that is not the best means. */
+export type FeatureReport = FeatureState & { effect?: string };
+
 export interface StatusReport {
   pinDir: string;
   agent: AgentHealth;
+  /** null when the agent that wrote the pins predates the feature states (only agent.inlineLearner is known) */
+  features: FeatureReport[] | null;
   interfaces: Array<{
     pod: string;
     interface: string;
@@ -322,9 +328,12 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
     learned += c.learned;
     skipped += c.learnSkipped;
   }
+  const agent = agentHealth(dp, nowNs);
+  const features = featuresFromFlags(dp.maps.config.get(0)?.flags ?? 0, agent.running);
   return {
     pinDir: dp.pinDir,
-    agent: agentHealth(dp, nowNs),
+    agent,
+    features: features?.map((f) => ({ ...f, ...(f.best ? {} : { effect: featureEffect(f) }) })) ?? null,
     interfaces,
     maps,
     totals: { passed: String(passed), dropped: String(dropped), audited: String(audited), learnedInKernel: String(learned), answersLeftToAgent: String(skipped) },
