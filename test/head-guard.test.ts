@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TcxHeadGuard, type GuardedInterface, type HookOps } from '../agent/datapath/head-guard.js';
-import type { HeadGuardRecord } from '../agent/datapath/head-guard-map.js';
+import { headGuardRecordCodec, type HeadGuardRecord } from '../agent/datapath/head-guard-map.js';
 import type { Direction } from '../agent/datapath/attach.js';
 import type { Logger } from '../agent/observability/log.js';
 
@@ -206,4 +206,11 @@ test('interfaces that are not enforced any more are forgotten, with their record
   assert.equal(records.get(7)!.retakes, 1, 'counted from zero for the new pod');
   guard.check([]);
   assert.equal(records.size, 0);
+});
+
+test('fqe_head_guard records round-trip through their codec', () => {
+  const r: HeadGuardRecord = { retakes: 7, lastRetakeNs: 123_456_789_012n, backoffUntilNs: 2n ** 63n + 5n, aheadProgId: 4242, backoffs: 3 };
+  const b = headGuardRecordCodec.encode(r);
+  assert.equal(b.length, 32);
+  assert.deepEqual(headGuardRecordCodec.decode(b), r);
 });

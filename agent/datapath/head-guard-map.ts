@@ -16,6 +16,7 @@
 import { join } from 'node:path';
 import { native, MapType, type BpfError } from './native.js';
 import { BpfMap } from './bpf-map.js';
+import { u32Codec } from './codecs.js';
 
 export const HEAD_GUARD_MAP = 'fqe_head_guard';
 const KEY_SIZE = 4;
@@ -52,19 +53,10 @@ export const headGuardRecordCodec = {
   },
 };
 
-const ifindexCodec = {
-  encode: (i: number) => {
-    const b = Buffer.alloc(KEY_SIZE);
-    b.writeUInt32LE(i);
-    return b;
-  },
-  decode: (b: Buffer) => b.readUInt32LE(0),
-};
-
 export type HeadGuardRecords = BpfMap<number, HeadGuardRecord>;
 
 function wrap(fd: number): HeadGuardRecords {
-  return new BpfMap(HEAD_GUARD_MAP, fd, KEY_SIZE, VALUE_SIZE, ifindexCodec, headGuardRecordCodec);
+  return new BpfMap(HEAD_GUARD_MAP, fd, KEY_SIZE, VALUE_SIZE, u32Codec, headGuardRecordCodec);
 }
 
 function fits(fd: number): boolean {
