@@ -214,3 +214,24 @@ test('fqe_head_guard records round-trip through their codec', () => {
   assert.equal(b.length, 32);
   assert.deepEqual(headGuardRecordCodec.decode(b), r);
 });
+
+test('an unexpected error reading a chain is logged once, and the other interfaces are still guarded', () => {
+  const { kernel, records } = setup();
+  const { log, lines } = recordingLog();
+  const other: GuardedInterface = { ifindex: 8, ifname: 'veth-other', namespace: 'shop', name: 'other' };
+  kernel.attachOurs(8);
+  const ops: HookOps = {
+    chain: (i, d) => kernel.chain(i, d),
+    ownLinkId: (i, d) => {
+      if (i === 7) throw new Error('bpf_obj_get(link_7_ingress): Permission denied (EACCES)');
+      return kernel.ownLinkId(i, d);
+    },
+    retake: (i, d) => kernel.retake(i, d),
+  };
+  const guard = new TcxHeadGuard({ ops, log, records });
+  kernel.goFirst(7, 'ingress', 42);
+  kernel.goFirst(8, 'ingress', 42);
+  for (let i = 0; i < 5; i++) guard.check([POD, other]);
+  assert.equal(kernel.ourPosition(8, 'ingress'), 0, 'the other interface is guarded');
+  assert.equal(lines.filter((l) => l.msg.includes('could not check the chains')).length, 1, 'said once');
+});

@@ -113,6 +113,8 @@ interface IfaceState {
   record: HeadGuardRecord;
   /** something still ran before ours after the last pass */
   aheadNow: boolean;
+  /** the last unexpected error (logged once until it changes) */
+  failure?: string | undefined;
 }
 
 type Look = { kind: 'head' } | { kind: 'absent' } | { kind: 'behind'; ahead: number[] };
@@ -166,7 +168,16 @@ export class TcxHeadGuard {
     let retaken = 0;
     for (const iface of interfaces) {
       seen.add(iface.ifindex);
-      retaken += this.guard(this.stateOf(iface, now), now);
+      const state = this.stateOf(iface, now);
+      try {
+        retaken += this.guard(state, now);
+        state.failure = undefined;
+      } catch (err) {
+        // Not the kernel refusing a retake (counted above): say it once per kind, try again next pass.
+        const message = (err as Error).message;
+        if (state.failure !== message) this.opts.log.error({ pod: podOf(iface), interface: iface.ifname, err: message }, 'tcx head guard: could not check the chains');
+        state.failure = message;
+      }
     }
     for (const ifindex of [...this.states.keys()]) {
       if (!seen.has(ifindex)) this.forget(ifindex);
@@ -174,7 +185,11 @@ export class TcxHeadGuard {
     if (!this.pruned) {
       // Records of interfaces an earlier agent guarded that are not enforced any more.
       this.pruned = true;
-      for (const [ifindex] of [...(this.opts.records?.entries() ?? [])]) if (!seen.has(ifindex)) this.opts.records?.delete(ifindex);
+      try {
+        for (const [ifindex] of [...(this.opts.records?.entries() ?? [])]) if (!seen.has(ifindex)) this.opts.records?.delete(ifindex);
+      } catch (err) {
+        this.opts.log.warn({ err: (err as Error).message }, 'tcx head guard: could not prune fqe_head_guard');
+      }
     }
     return retaken;
   }
@@ -196,7 +211,11 @@ export class TcxHeadGuard {
 
   private forget(ifindex: number): void {
     this.states.delete(ifindex);
-    this.opts.records?.delete(ifindex);
+    try {
+      this.opts.records?.delete(ifindex);
+    } catch {
+      /* the record goes with the next prune */
+    }
   }
 
   /** Our place in one hook's chain. */
