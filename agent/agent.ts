@@ -11,8 +11,8 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, ConfigFlag, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
-import type { PacketSocket, RingBufferReader } from './datapath/native.js';
+import { AllowSource, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
@@ -27,10 +27,15 @@ import { refusedQueryOf, refusedServerNameOf } from './observability/refused-que
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './flow-sweeper.js';
 import { NamePruner } from './name-pruner.js';
 import { FileSource } from './sources/file-source.js';
-import { KubernetesSource } from './sources/kubernetes-source.js';
+import { KubernetesSource, type PodEventReason } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
+import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
+import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
+import { tcxUnavailable } from './datapath/attach.js';
+import { datapathFeatures, featureFlags, featureState, startupLines, type FeatureState } from './datapath/features.js';
+import { podNotices, PodNoticeLedger } from './feature-notices.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { startHttp } from './observability/http.js';
 import { RateLimitedLog, type Logger } from './observability/log.js';
@@ -109,11 +114,18 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private snapshotApplied = false;
   private pendingLatencies: bigint[] = [];
+  /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
+  private headGuard: TcxHeadGuard | undefined;
+  private headGuardRecords: HeadGuardRecords | undefined;
+  /** what this node's kernel and flags let the datapath run (datapath/features.ts) */
+  readonly features: FeatureState[];
+  private readonly notices = new PodNoticeLedger();
 
   private constructor(private readonly cfg: Config, private readonly log: Logger) {
     checkPinDir(cfg.bpfPinDir);
     this.resolvers = cfg.dnsServers.map((s) => formatIp(parseIp(s)));
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
+    this.features = datapathFeatures(this.dp, { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() }, cfg.tcxHeadGuard);
     this.hashKey = this.nodeHashKey();
     this.rejectedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
@@ -154,10 +166,15 @@ export class Agent {
           }
           if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
           this.reconciler.markAll();
+          for (const n of this.notices.due(pod.key, podNotices(this.features, pod))) {
+            this.log.warn({ pod: pod.key, reason: n.reason }, n.message);
+            this.podEvent(pod, n.reason, n.message, 'Warning');
+          }
         },
         onRemoved: (pod) => {
           this.byIdentity.delete(pod.identity);
           this.announced.delete(pod.key);
+          this.notices.forget(pod.key);
           this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
           this.reconciler.markAll();
@@ -208,6 +225,7 @@ export class Agent {
       cacheEntries: () => this.cache.size,
       enforcedPods: () => this.byIdentity.size,
       socketDrops: () => this.tap?.stats().drops ?? 0,
+      contestedInterfaces: () => this.headGuard?.contested() ?? 0,
     });
   }
 
@@ -232,20 +250,12 @@ export class Agent {
       else if (m.action === 'rebuilt') this.log.warn({ ...detail, how: rebuiltBecause(m.map) }, 'pinned map had an older layout: upgraded, entries rebuilt by the agent');
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
-    if (dp.enforcerOnPreciseClock) {
-      this.log.warn({ reason: dp.enforcerOnPreciseClock }, 'the kernel refused the enforcer on the coarse clock (needs 5.11): running it on the precise clock, a little slower per packet');
-    }
-    if (dp.inlineLearnerUnavailable === 'switched off') {
-      this.log.warn('inline learner switched off (--inline-learner false): learning in userspace only; a connection made right after its DNS answer may be dropped');
-    } else if (dp.inlineLearnerUnavailable) {
-      this.log.error(
-        { reason: dp.inlineLearnerUnavailable },
-        'THE KERNEL REFUSED THE INLINE DNS LEARNER: running with userspace learning only. A connection made right after its DNS answer may be dropped, and nothing new is learned while the agent is down. Needs Linux 5.17 or newer (bpf_loop).',
-      );
-    }
+    for (const line of startupLines(this.features)) this.log[line.level](line.fields, line.msg);
+    this.metrics.setFeatures(this.features);
     this.syncResolvers();
     this.syncCidrs();
     syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
+    this.headGuard = this.makeHeadGuard();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -298,6 +308,24 @@ export class Agent {
     this.timer = setInterval(() => this.tick(), TICK_MS);
   }
 
+  /** The tcx head guard, where ours goes on as tcx links; it starts with the first pod snapshot. */
+  private makeHeadGuard(): TcxHeadGuard | undefined {
+    if (featureState(this.features, 'tcx-head-guard')?.state !== 'on') return undefined;
+    this.headGuardRecords = ensureHeadGuardRecords(this.cfg.bpfPinDir);
+    return new TcxHeadGuard({
+      ops: this.dp.headGuardOps(),
+      records: this.headGuardRecords,
+      log: this.log,
+      events: {
+        onRetake: (iface, direction) => this.metrics.tcxHeadRetakes.inc({ interface: iface.ifname, direction }),
+        onBackoff: (iface, report) => {
+          this.metrics.tcxHeadBackoffs.inc({ interface: iface.ifname });
+          this.podEvent(iface, 'TcxHeadContested', describeBackoff(iface, report), 'Warning');
+        },
+      },
+    });
+  }
+
   /** kube-dns discovery: used unless --dns-servers overrides it. */
   private discoveredResolvers(ips: string[]): void {
     if (this.cfg.dnsServers.length > 0) return;
@@ -311,7 +339,7 @@ export class Agent {
     this.syncResolvers();
   }
 
-  private podEvent(pod: { namespace: string; name: string }, reason: 'InvalidAnnotation' | 'EnforcementStarted', message: string, type: 'Warning' | 'Normal'): void {
+  private podEvent(pod: { namespace: string; name: string }, reason: PodEventReason, message: string, type: 'Warning' | 'Normal'): void {
     if (this.source instanceof KubernetesSource) void this.source.podEvent(pod, reason, message, type);
   }
 
@@ -347,7 +375,7 @@ export class Agent {
       eventsPerSec: DEFAULT_EVENTS_PER_SEC,
       minTtlS: Math.ceil(this.cfg.minTtlMs / 1000),
       maxTtlS: Math.max(1, Math.floor(this.cfg.maxTtlMs / 1000)),
-      flags: this.dp.inlineLearnerUnavailable ? ConfigFlag.inlineLearnerOff : 0,
+      flags: featureFlags(this.features),
       agentHeartbeatNs: process.hrtime.bigint(),
       agentPid: process.pid,
       ctPerPod: this.cfg.flowsPerPod,
@@ -489,6 +517,7 @@ export class Agent {
     this.snapshotApplied = true;
     this.flush();
     if (first) {
+      this.headGuard?.start(() => this.endpoints.enforced);
       this.log.info({ enforced: this.byIdentity.size, waiting: this.endpoints.pending.size }, 'first pod snapshot applied; ready');
     }
   }
@@ -600,6 +629,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.drainTimer) clearInterval(this.drainTimer);
+    this.headGuard?.stop();
     try {
       this.dp.maps.config.set(0, { ...this.configValue(), agentHeartbeatNs: 0n, agentPid: 0 });
     } catch {
@@ -610,6 +640,7 @@ export class Agent {
     this.events?.close();
     this.learned?.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    if (this.headGuardRecords) native.closeFd(this.headGuardRecords.fd);
     this.dp.close();
   }
 }

@@ -33,6 +33,8 @@ export interface Config {
   /** an accepted answer allows connections for at least this long, whatever its TTL */
   connectGraceMs: number;
   attachMode: AttachMode;
+  /** keep our tcx links first in their chains (datapath/head-guard.ts) */
+  tcxHeadGuard: boolean;
   /** judge enforced pods' DNS queries by name, unless a pod's annotation says otherwise */
   dnsFilter: DnsFilterMode;
   /** the cluster's own domains: queries under them always pass the DNS filter */
@@ -62,6 +64,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'query-window': { help: 'how long a pod\'s DNS query may be answered (one answer each; 100ms to 1m)', default: '5s' },
   'connect-grace': { help: 'an accepted answer allows connections for at least this long, even with TTL 0 (100ms to 5m)', default: '5s' },
   'attach-mode': { help: 'how programs go on a pod interface: auto (tcx links where the kernel has tcx, else legacy tc) | tcx | legacy', default: 'auto' },
+  'tcx-head-guard': { help: 'take the head of a pod interface\'s tcx chain back when another program goes before ours (tcx only): on | off', default: 'on' },
   'dns-filter': { help: 'answer NXDOMAIN to an enforced pod\'s DNS query for a name outside its rules and the cluster domains: on | off (per pod: fqdn-egress.io/dns-filter)', default: 'on' },
   'cluster-domain': { help: 'the cluster\'s own DNS domains, comma separated; queries under them always pass the DNS filter', default: DEFAULT_CLUSTER_DOMAINS.join(',') },
   help: { help: 'print this help', boolean: true },
@@ -180,6 +183,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (connectGraceMs < 100 || connectGraceMs > 300_000) throw new ConfigError(`--connect-grace: ${f.get('connect-grace')} is not between 100ms and 5m`);
   const attachMode = f.get('attach-mode')!;
   if (!(ATTACH_MODES as readonly string[]).includes(attachMode)) throw new ConfigError(`--attach-mode: "${attachMode}" is not one of ${ATTACH_MODES.join(', ')}`);
+  const tcxHeadGuard = f.get('tcx-head-guard')!;
+  if (tcxHeadGuard !== 'on' && tcxHeadGuard !== 'off') throw new ConfigError(`--tcx-head-guard: "${tcxHeadGuard}" is not on or off`);
   const dnsFilter = f.get('dns-filter')!;
   if (dnsFilter !== 'on' && dnsFilter !== 'off') throw new ConfigError(`--dns-filter: "${dnsFilter}" is not on or off`);
   let clusterDomains: string[];
@@ -205,6 +210,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     queryWindowMs,
     connectGraceMs,
     attachMode: attachMode as AttachMode,
+    tcxHeadGuard: tcxHeadGuard === 'on',
     dnsFilter,
     clusterDomains,
   };

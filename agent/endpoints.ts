@@ -30,6 +30,8 @@ export interface EnforcedPod {
   ifname: string;
   ips: string[];
   policy: PodPolicy;
+  /** the DNS query filter for this pod (annotation, or the agent's default) */
+  dnsFilter: 'on' | 'off';
 }
 
 export interface EndpointEvents {
@@ -213,7 +215,7 @@ export class EndpointManager {
     // Last: the endpoint entry is what switches enforcement on.
     dp.maps.endpoints.set(iface.ifindex, { identity, flags });
 
-    const pod: EnforcedPod = { key, namespace: spec.namespace, name: spec.name, identity, ifindex: iface.ifindex, ifname: iface.ifname, ips, policy };
+    const pod: EnforcedPod = { key, namespace: spec.namespace, name: spec.name, identity, ifindex: iface.ifindex, ifname: iface.ifname, ips, policy, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' };
     this.pods.set(key, pod);
     this.byIfindex.set(iface.ifindex, pod);
     const changed = !old || old.policy !== policy;

@@ -50,6 +50,7 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
     const pod: EnforcedPod = {
       key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
       policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
+      dnsFilter: 'on',
     };
     dp.maps.endpoints.set(1, { identity: 1, flags: EndpointFlag.enforce });
     const cache = new FqdnCache({ maxIpsPerName: 1000, now: monotonicMs });
@@ -156,6 +157,7 @@ function records(shape: 'new-names' | 'rotating' | 'steady'): number {
   const pod: EnforcedPod = {
     key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
     policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
+    dnsFilter: 'on',
   };
   const cache = new FqdnCache({ maxIpsPerName: 1000, now: monotonicMs });
   const rec = new Reconciler({

@@ -107,6 +107,7 @@ function main(): void {
     const pod: EnforcedPod = {
       key: 'shop/churn', namespace: 'shop', name: 'churn', identity: IDENTITY, ifindex: 1, ifname: 'lo', ips: [POD_V4],
       policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.churn.test' }),
+      dnsFilter: 'on',
     };
     dp.maps.endpoints.set(1, { identity: IDENTITY, flags: EndpointFlag.enforce });
     dp.maps.owners.set({ identity: IDENTITY, addr: parseIp(POD_V4) }, 1);

@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireKernelTestEnv, OUTSIDE_LINK_V4, SILENT_RESOLVER } from './helpers/topology.js';
+import { requireKernelTestEnv, OUTSIDE_LINK_V4, SILENT_RESOLVER, sleep } from './helpers/topology.js';
+import { loadStandin, untilOursHeads } from './helpers/cni-standin.js';
+import { ownLinkId } from '../agent/datapath/attach.js';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
 import { RemoteApiServer } from './helpers/remote-apiserver.js';
 import { formatIp } from '../agent/datapath/addr.js';
@@ -75,6 +77,48 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
       // A changed kube-dns Service is followed.
       await api.setService({ clusterIP: SILENT_RESOLVER });
       await box.waitFor('the new resolver', () => resolvers(box).join() === SILENT_RESOLVER, 3000);
+    } finally {
+      delete process.env.KUBECONFIG;
+      api.stop();
+    }
+  });
+});
+
+test('a program that keeps going before ours on a pod\'s tcx chain: one TcxHeadContested Warning Event on the pod', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    const api = await RemoteApiServer.start(box.topo);
+    try {
+      const pay = box.topo.pod('payments');
+      await api.setService({ clusterIP: OUTSIDE_LINK_V4.outside });
+      api.writeKubeconfig(join(dir, 'kubeconfig'));
+      process.env.KUBECONFIG = join(dir, 'kubeconfig');
+      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      await api.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: [pay.v4, pay.v6], annotations: { 'fqdn-egress.io/allow': 'api.stripe.test' } });
+      await box.waitFor('our link on the pod interface', () => ownLinkId(box.topo.pinDir, pay.ifindex, 'ingress') !== null, 3000);
+      const cni = loadStandin(box.topo, pay.ifindex);
+      try {
+        // Bounded: 6 retakes (the most a minute allows), then a 7th attach the agent leaves alone.
+        for (let round = 1; round <= 6; round++) {
+          cni.detachTcx();
+          const at = process.hrtime.bigint();
+          cni.attachTcx('ingress', { first: true });
+          assert.notEqual(await untilOursHeads(box.topo, pay.ifindex, 'ingress', at), null, `retake ${round}`);
+        }
+        cni.detachTcx();
+        cni.attachTcx('ingress', { first: true });
+        await box.waitFor('the Event', async () => (await api.events()).some((e) => e.reason === 'TcxHeadContested'), 3000);
+        await sleep(500);
+      } finally {
+        cni.close();
+      }
+      const contested = (await api.events()).filter((e) => e.reason === 'TcxHeadContested');
+      assert.equal(contested.length, 1, 'one Event per back-off');
+      const e = contested[0]!;
+      assert.deepEqual({ kind: e.involvedObject?.kind, ns: e.involvedObject?.namespace, name: e.involvedObject?.name, type: e.type }, { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' });
+      assert.match(e.message, new RegExp(`^another tcx program \\(prog ${cni.progId}\\) keeps going before fqdn-egress's programs on ${pay.hostIf} \\(7 retakes needed within 60s\\): fqdn-egress stops taking the head back for 300s`));
     } finally {
       delete process.env.KUBECONFIG;
       api.stop();

@@ -178,7 +178,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
   const [defaults, custom, badNodeLocal] = await Promise.all([
     template(),
     template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
-      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'metrics.port=9500', 'bpf.root=/run/bpffs',
+      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'tcxHeadGuard=false', 'metrics.port=9500', 'bpf.root=/run/bpffs',
       'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048', 'dnsFilter=off', 'clusterDomains={cluster.local,corp.internal}']),
     template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
   ]);
@@ -194,6 +194,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_LOG_LEVEL: 'info',
     FQDN_EGRESS_INLINE_LEARNER: 'true',
     FQDN_EGRESS_ATTACH_MODE: 'auto',
+    FQDN_EGRESS_TCX_HEAD_GUARD: 'on',
     FQDN_EGRESS_QUERY_WINDOW: '5s',
     FQDN_EGRESS_CONNECT_GRACE: '5s',
     FQDN_EGRESS_FLOWS_PER_POD: '16384',
@@ -212,6 +213,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_LOG_LEVEL: 'debug',
     FQDN_EGRESS_INLINE_LEARNER: 'false',
     FQDN_EGRESS_ATTACH_MODE: 'legacy',
+    FQDN_EGRESS_TCX_HEAD_GUARD: 'off',
     FQDN_EGRESS_QUERY_WINDOW: '2s',
     FQDN_EGRESS_CONNECT_GRACE: '1s',
     FQDN_EGRESS_FLOWS_PER_POD: '2048',

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../agent/datapath/native.js';
 import {
-  LAYOUTS, REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
+  LAYOUTS, REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, ConfigFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
 } from '../agent/datapath/codecs.js';
 import { parseIp, formatIp, parseCidr, formatCidr } from '../agent/datapath/addr.js';
 
@@ -47,6 +47,12 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.CT_TLS_WATCH, CtFlag.tlsWatch);
   assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
+  const cfgFlags: Array<[string, number]> = [
+    ['CFG_INLINE_LEARNER_OFF', ConfigFlag.inlineLearnerOff], ['CFG_PRECISE_CLOCK', ConfigFlag.preciseClock], ['CFG_TLS_CHECK_OFF', ConfigFlag.tlsCheckOff],
+    ['CFG_DNS_QUERY_FILTER_OFF', ConfigFlag.dnsQueryFilterOff], ['CFG_ATTACH_LEGACY', ConfigFlag.attachLegacy], ['CFG_HEAD_GUARD_OFF', ConfigFlag.headGuardOff],
+    ['CFG_STATES_WRITTEN', ConfigFlag.statesWritten],
+  ];
+  for (const [name, bit] of cfgFlags) assert.equal(consts[name], bit, `FQE_${name}`);
 });
 
 test('refused-name records round-trip, and an unparsed query has no name', () => {

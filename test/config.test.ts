@@ -32,6 +32,8 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal((parseConfig(BASE, { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'legacy');
   assert.equal((parseConfig([...BASE, '--attach-mode', 'tcx'], { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'tcx');
   assert.equal(cfg.dnsFilter, 'on', 'the DNS query filter is on by default');
+  assert.equal(cfg.tcxHeadGuard, true, 'the tcx head guard is on by default');
+  assert.equal((parseConfig(BASE, { FQDN_EGRESS_TCX_HEAD_GUARD: 'off' }) as Config).tcxHeadGuard, false);
   assert.deepEqual(cfg.clusterDomains, ['cluster.local']);
   const dnsFromEnv = parseConfig(BASE, { FQDN_EGRESS_DNS_FILTER: 'off', FQDN_EGRESS_CLUSTER_DOMAIN: 'Cluster.Local., corp.internal,cluster.local' }) as Config;
   assert.equal(dnsFromEnv.dnsFilter, 'off');
@@ -56,6 +58,7 @@ test('bad flags are rejected with a message naming the flag', () => {
     [[...BASE, '--attach-mode', 'xdp'], /--attach-mode: "xdp" is not one of auto, tcx, legacy/],
     [[...BASE, '--min-ttl'], /--min-ttl needs a value/],
     [[...BASE, '--dns-filter', 'maybe'], /--dns-filter: "maybe" is not on or off/],
+    [[...BASE, '--tcx-head-guard', 'true'], /--tcx-head-guard: "true" is not on or off/],
     [[...BASE, '--cluster-domain', '*.local'], /--cluster-domain "\*\.local": /],
     [[...BASE, '--cluster-domain', 'bad..local'], /--cluster-domain "bad\.\.local": /],
   ];

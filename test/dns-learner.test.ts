@@ -18,7 +18,7 @@ const OUTGOING = 4;
 
 const pod: EnforcedPod = {
   key: 'shop/payments', namespace: 'shop', name: 'payments', identity: 3, ifindex: IFINDEX, ifname: 'vp1',
-  ips: [POD_IP, '2001:db8:1::11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }),
+  ips: [POD_IP, '2001:db8:1::11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }), dnsFilter: 'on',
 };
 
 /** The kernel's query records: "identity|proto|port|id|resolver", consumed when an answer uses one. */

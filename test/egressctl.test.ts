@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { requireKernelTestEnv } from './helpers/topology.js';
+import { requireKernelTestEnv, sleep } from './helpers/topology.js';
 import { egressctl, EGRESSCTL } from './helpers/egressctl.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
 
@@ -78,13 +78,50 @@ test('egressctl inspect, drops and status with the agent running and stopped', a
       const s = JSON.parse(st.stdout) as Record<string, any>;
       assert.equal(s.agent.running, phase === 'running', `agent ${phase}`);
       assert.equal(s.agent.inlineLearner, 'on');
+      assert.deepEqual(
+        s.features.map((f: any) => `${f.feature} ${f.state}`),
+        ['inline-learner on', 'enforcer-clock coarse', 'tls-check on', 'dns-query-filter on', 'attach tcx', `tcx-head-guard ${phase === 'running' ? 'on' : 'off'}`],
+        `feature states (${phase})`,
+      );
+      if (phase === 'stopped') assert.equal(s.features[5].reason, 'the agent is down', 'nobody guards the head while the agent is down');
       assert.equal(s.interfaces.length, 2);
       assert.ok(s.interfaces.every((i: any) => typeof i.enforcer === 'number' && typeof i.learner === 'number'), 'programs attached');
       assert.ok(s.maps.find((m: any) => m.map === 'fqe_allow').entries >= 2);
       assert.equal(s.maps.find((m: any) => m.map === 'fqe_cidrs').entries, 1, 'the --allow-cidrs prefix');
       const stTable = await egressctl(['status', ...pin]);
       assert.match(stTable.stdout, phase === 'running' ? /agent: up/ : /agent: down/);
+      assert.match(stTable.stdout, phase === 'running' ? /^datapath: inline-learner on, enforcer-clock coarse, tls-check on, dns-query-filter on, attach tcx, tcx-head-guard on$/m : /^ {2}tcx-head-guard off \(the agent is down\): nobody takes the head/m);
+      assert.match(stTable.stdout, /HEAD RETAKEN/);
     }
+  });
+});
+
+test('egressctl status shows the datapath features a fallback switched off, and what that means; the agent says so once and in its metric', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent(['--inline-learner', 'false', '--attach-mode', 'legacy']);
+    const pin = ['--pin-dir', box.topo.pinDir];
+    const st = await egressctl(['status', '--output', 'json', ...pin], box.topo.nodeNsPath);
+    assert.equal(st.code, 0, st.stderr);
+    const s = JSON.parse(st.stdout) as { features: Array<{ feature: string; state: string; best: boolean; effect?: string }> };
+    assert.deepEqual(s.features.map((f) => `${f.feature} ${f.state}`), ['inline-learner off', 'enforcer-clock coarse', 'tls-check on', 'dns-query-filter on', 'attach legacy', 'tcx-head-guard n/a']);
+    assert.deepEqual(s.features.filter((f) => !f.best).map((f) => f.feature), ['inline-learner', 'attach']);
+    assert.match(s.features[4]!.effect!, /legacy tc: a tcx program .* runs first and skips them/);
+    const table = await egressctl(['status', ...pin], box.topo.nodeNsPath);
+    assert.match(table.stdout, /^datapath: inline-learner off, enforcer-clock coarse, tls-check on, dns-query-filter on, attach legacy, tcx-head-guard n\/a$/m);
+    assert.match(table.stdout, /^ {2}inline-learner off: learning in userspace only/m);
+    assert.match(table.stdout, /^ {2}attach legacy: programs attached through legacy tc/m);
+
+    assert.equal(await box.metric('fqdn_egress_datapath_feature', { feature: 'attach', state: 'legacy' }), 1);
+    assert.equal(await box.metric('fqdn_egress_datapath_feature', { feature: 'attach', state: 'tcx' }), 0);
+    assert.equal(await box.metric('fqdn_egress_datapath_feature', { feature: 'tcx-head-guard', state: 'n/a' }), 1);
+    const said = box.logs.filter((l) => l.includes('datapath feature '));
+    assert.equal(said.length, 2, said.join('\n'));
+    assert.ok(said.some((l) => l.includes('"feature":"attach"') && l.includes('"reason":"--attach-mode legacy"') && l.includes('"level":40')));
+    assert.ok(said.some((l) => l.includes('"feature":"inline-learner"') && l.includes('"reason":"switched off"')));
+    await sleep(1200); // a few ticks: the heartbeat rewrites fqe_config, the lines are not repeated
+    assert.equal(box.logs.filter((l) => l.includes('datapath feature ')).length, 2, 'said once');
   });
 });
 

@@ -17,7 +17,7 @@ import { encodeLearnedRecord, type RecordSpec } from './helpers/records.js';
 const KEY = 0x1234_5678_9abc_def0n;
 const pod: EnforcedPod = {
   key: 'shop/payments', namespace: 'shop', name: 'payments', identity: 3, ifindex: 7, ifname: 'vp1',
-  ips: ['198.18.1.11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test:443, *.kadath.test' }),
+  ips: ['198.18.1.11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test:443, *.kadath.test' }), dnsFilter: 'on',
 };
 
 function setup(maxIpsPerName = 16) {

@@ -9,64 +9,19 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, sleep, type Topology } from './helpers/topology.js';
 import { withBox, type Box } from './helpers/datapath-fixture.js';
 import { withAgentBox } from './helpers/agent-fixture.js';
-import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
+import { egressctl } from './helpers/egressctl.js';
+import { Datapath, TC_HANDLE, TC_PRIORITY } from '../agent/datapath/datapath.js';
 import { linkPin, describeAttach, type AttachResult, type Direction } from '../agent/datapath/attach.js';
 import { native, BpfError, BPF_F_BEFORE } from '../agent/datapath/native.js';
+import { loadStandin, untilOursHeads, STANDIN_HANDLE, type Standin } from './helpers/cni-standin.js';
 
 const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
 const DROP_TIMEOUT_MS = 700;
-/** The stand-in's legacy filter: priority 1 like ours, another handle. */
-const STANDIN_HANDLE = 0x5eed;
-const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'egressctl.js');
-
-/** A CNI's program as far as we are concerned: passes everything, counts what it saw. */
-interface Standin {
-  progId: number;
-  /** every packet it saw */
-  seen(): bigint;
-  /** IPv4 TCP SYNs (connection attempts) it saw */
-  syns(): bigint;
-  /** attach through tcx (appended, or first with BPF_F_BEFORE); detached by close() */
-  attachTcx(direction: Direction, opts?: { first?: boolean }): void;
-  /** attach through legacy tc at priority 1 with its own handle; removed by close() */
-  attachLegacy(direction: Direction): void;
-  close(): void;
-}
-
-function loadStandin(topo: Topology, ifindex: number): Standin {
-  // Nothing in this object is pinned: the directory is never created.
-  const obj = native.loadObject(join(DEFAULT_BPF_DIR, 'cni_standin.bpf.o'), `${topo.pinDir}-standin-never-used`);
-  const progFd = obj.programs.standin_pass!.fd;
-  const mapFd = obj.maps.standin_seen!.fd;
-  const links: number[] = [];
-  const legacy: Direction[] = [];
-  const netns = topo.nodeNsPath;
-  return {
-    progId: native.progInfo(progFd).id,
-    seen: () => native.mapLookup(mapFd, Buffer.from([0, 0, 0, 0]), 8)!.readBigUInt64LE(),
-    syns: () => native.mapLookup(mapFd, Buffer.from([1, 0, 0, 0]), 8)!.readBigUInt64LE(),
-    attachTcx(direction, opts = {}) {
-      links.push(native.tcxAttach({ ifindex, direction, progFd, netns, ...(opts.first ? { flags: BPF_F_BEFORE } : {}) }));
-    },
-    attachLegacy(direction) {
-      native.tcAttach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, progFd, netns });
-      legacy.push(direction);
-    },
-    close() {
-      for (const fd of links.splice(0)) native.closeFd(fd); // the last reference: detached
-      for (const direction of legacy.splice(0)) native.tcDetach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, netns });
-      native.closeObject(obj.id);
-    },
-  };
-}
-
 async function withStandin(box: Box, pod: string, fn: (s: Standin) => Promise<void>): Promise<void> {
   const s = loadStandin(box.topo, box.topo.pod(pod).ifindex);
   try {
@@ -103,14 +58,6 @@ function pinnedProgId(pinDir: string, pin: string): number {
   } finally {
     native.closeFd(fd);
   }
-}
-
-function egressctl(args: string[], netnsPath: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('nsenter', [`--net=${netnsPath}`, process.execPath, EGRESSCTL, ...args], { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? 1 : 0, stdout, stderr });
-    });
-  });
 }
 
 test('legacy tc alone: a tcx program that passes skips our enforcer, and status warns (why we attach through tcx)', async (t) => {
@@ -455,5 +402,134 @@ test('--attach-mode legacy still enforces; the next agent in auto mode upgrades 
     } finally {
       cni.close();
     }
+  });
+});
+
+test('retakeHead: a new link of ours (the other instance) takes the head in place of the pinned one; a retake cut short is cleaned up', async (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  await withBox(t, [{ name: 'a' }], async (box) => {
+    const { ifindex } = box.topo.pod('a');
+    const netns = box.topo.nodeNsPath;
+    box.enforce('a', 1801);
+    box.allow(1801, HOST_A);
+    const ops = box.dp.headGuardOps({ netns });
+    await withStandin(box, 'a', async (cni) => {
+      const before = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+      cni.attachTcx('ingress', { first: true });
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [cni.progId, before.progId], 'the stand-in went first');
+      const first = ops.retake(ifindex, 'ingress');
+      const after = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+      assert.equal(after.id, first, 'the pin holds the new link');
+      assert.notEqual(after.progId, before.progId, 'running the other instance (a program is in a chain once)');
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [after.progId, cni.progId], 'ours first, the old link gone');
+      assert.equal(existsSync(`${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`), false, 'nothing staged left');
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced before the stand-in');
+      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
+
+      cni.detachTcx();
+      cni.attachTcx('ingress', { first: true });
+      ops.retake(ifindex, 'ingress');
+      assert.equal(pinnedLink(box.topo.pinDir, ifindex, 'ingress').progId, before.progId, 'the instances alternate');
+
+      // A retake cut short (the agent killed between pinning the new link and the rename):
+      // the next attach removes the staged link, and the pinned one stays ours.
+      const staged = native.tcxAttach({ ifindex, direction: 'ingress', progFd: box.dp.spareHookPrograms().ingress, netns, flags: BPF_F_BEFORE });
+      try {
+        native.pinObject(staged, `${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`);
+      } finally {
+        native.closeFd(staged);
+      }
+      assert.equal(chain(box.topo, ifindex, 'ingress').length, 3);
+      box.dp.attach(ifindex, { netns });
+      assert.equal(existsSync(`${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`), false);
+      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [before.progId, cni.progId], 'the staged link gone, ours first');
+    });
+  });
+});
+
+test('head guard: a CNI program put before ours after the agent started loses the head, and a not-allowed SYN is dropped again within 2 s', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    const { ifindex } = box.topo.pod('payments');
+    assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false, 'enforced');
+    const cni = loadStandin(box.topo, ifindex);
+    try {
+      const attachedAt = process.hrtime.bigint();
+      cni.attachTcx('ingress', { first: true }); // a CNI restarting after the agent, as Cilium does
+      // Bounded: probes of 150 ms until one is refused, for at most 2 s; the chain watched meanwhile.
+      const head = untilOursHeads(box.topo, ifindex, 'ingress', attachedAt);
+      let refusedAfterMs: number | null = null;
+      while (refusedAfterMs === null && Number(process.hrtime.bigint() - attachedAt) < 2e9) {
+        if (!(await box.connect('payments', '198.51.100.10', 443, 150))) refusedAfterMs = Number(process.hrtime.bigint() - attachedAt) / 1e6;
+      }
+      const headAfterMs = await head;
+      assert.notEqual(refusedAfterMs, null, 'a not-allowed SYN is dropped again within 2 s');
+      assert.notEqual(headAfterMs, null, 'ours heads the chain again');
+      // A figure, not an assertion: bench/head-guard.bench.ts measures the window.
+      t.diagnostic(`ours at the head again ${headAfterMs!.toFixed(0)} ms after the foreign attach; first refused probe done at ${refusedAfterMs!.toFixed(0)} ms`);
+      const c = chain(box.topo, ifindex, 'ingress');
+      assert.equal(c[1], cni.progId, 'the CNI program stays, after ours');
+      assert.equal(c.length, 2, 'one link of ours');
+      const cniSyns = cni.syns();
+      assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false);
+      assert.equal(cni.syns(), cniSyns, 'a dropped SYN never reaches the CNI program');
+      assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
+      assert.equal(await box.connect('payments', '203.0.113.10'), true, 'an allowed connection still passes, through the CNI program');
+      assert.ok(cni.syns() > cniSyns);
+
+      await box.waitFor('the retake logged and counted', async () => (await box.metric('fqdn_egress_tcx_head_retakes_total', { direction: 'ingress' })) === 1, 3000);
+      const line = box.logs.find((l) => l.includes('took the head of the chain back'));
+      assert.ok(line, 'the retake is logged');
+      assert.match(line, new RegExp(`"ahead":\\[${cni.progId}\\]`));
+      assert.match(line, /"pod":"shop\/payments"/);
+      assert.equal(await box.metric('fqdn_egress_tcx_interfaces_contested'), 0);
+      const st = JSON.parse((await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout);
+      assert.deepEqual(st.interfaces[0].warnings, [], 'nothing ahead any more');
+      assert.equal(st.interfaces[0].headGuard.retakes, 1, 'egressctl shows the retake');
+      assert.equal(st.interfaces[0].headGuard.backingOff, false);
+    } finally {
+      cni.close();
+    }
+  });
+});
+
+test('head guard: a program that keeps going first is retaken 6 times, then left alone for the back-off, loudly', async (t) => {
+  if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
+  await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
+    box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    const { ifindex } = box.topo.pod('payments');
+    const cni = loadStandin(box.topo, ifindex);
+    try {
+      // A program that goes first again each time it is not first (bounded: 6 rounds of at most 2 s).
+      for (let round = 1; round <= 6; round++) {
+        cni.detachTcx();
+        const at = process.hrtime.bigint();
+        cni.attachTcx('ingress', { first: true });
+        assert.notEqual(await untilOursHeads(box.topo, ifindex, 'ingress', at), null, `retake ${round}`);
+      }
+      cni.detachTcx();
+      cni.attachTcx('ingress', { first: true });
+      await box.waitFor('the back-off', () => box.logs.some((l) => l.includes('KEEPS TAKING THE HEAD')), 2000);
+      await sleep(1000); // four guard periods
+      assert.equal(chain(box.topo, ifindex, 'ingress')[0], cni.progId, 'left ahead during the back-off');
+      const line = box.logs.find((l) => l.includes('KEEPS TAKING THE HEAD'))!;
+      assert.match(line, /"level":50/, 'an error line');
+      assert.match(line, /"attempts":7/);
+      assert.equal(box.logs.filter((l) => l.includes('KEEPS TAKING THE HEAD')).length, 1, 'said once');
+      assert.equal(await box.metric('fqdn_egress_tcx_head_retakes_total'), 6);
+      assert.equal(await box.metric('fqdn_egress_tcx_head_backoffs_total'), 1);
+      assert.equal(await box.metric('fqdn_egress_tcx_interfaces_contested'), 1);
+      const table = await egressctl(['status', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath);
+      assert.match(table.stdout, new RegExp(`WARNING: shop/payments on vp1: enforcer \\(ingress\\): another tcx program runs before ours \\(prog ${cni.progId}\\)`));
+      assert.match(table.stdout, /WARNING: shop\/payments on vp1: the head guard took the chain back 6 times and gave up for [0-9]+s more: another program keeps going first/);
+      const st = JSON.parse((await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout);
+      assert.deepEqual({ retakes: st.interfaces[0].headGuard.retakes, backingOff: st.interfaces[0].headGuard.backingOff, backoffs: st.interfaces[0].headGuard.backoffs }, { retakes: 6, backingOff: true, backoffs: 1 });
+    } finally {
+      cni.close();
+    }
+    assert.equal(chain(box.topo, ifindex, 'ingress').length, 1, 'ours alone once the stand-in is gone');
   });
 });

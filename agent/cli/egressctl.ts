@@ -19,8 +19,10 @@ Commands:
             the time left, and connections that outlive their IP's TTL
   drops     recent drop and audit events: time, pod, destination, port, protocol,
             reason, and the name the destination was last answered for
-  status    agent up or down, programs attached per interface (tcx or legacy,
-            with a WARNING when another program runs before ours), map fill, counters
+  status    agent up or down, the datapath's feature states (and what a fallback
+            means), programs attached per interface (tcx or legacy, how often the
+            head guard took the chain back, a WARNING when another program runs
+            before ours), map fill, counters
 
 Flags:
   --pod NS/NAME        only this pod (inspect, drops)

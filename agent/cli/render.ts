@@ -2,7 +2,7 @@
  * Text rendering for egressctl: aligned tables for a terminal (color only
  * on a TTY) and stable JSON for scripts. Pure.
  */
-import type { DropRecord, PodReport, StatusReport } from './state.js';
+import type { DropRecord, HeadGuard, PodReport, StatusReport } from './state.js';
 
 export interface Style {
   color: boolean;
@@ -76,6 +76,26 @@ export function dropRows(drops: DropRecord[], style: Style, header = true): stri
   return table(rows, style);
 }
 
+/** One line with every feature's state, then one per state that is not the best, with what it means. */
+function featureLines(s: StatusReport, style: Style): string[] {
+  if (!s.features) return [`inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')} (other feature states: not written by this agent)`];
+  return [
+    `datapath: ${s.features.map((f) => (f.best ? `${f.feature} ${f.state}` : paint(style, 'yellow', `${f.feature} ${f.state}`))).join(', ')}`,
+    ...s.features.filter((f) => !f.best).map((f) => paint(style, 'yellow', `  ${f.feature} ${f.state}${f.reason ? ` (${f.reason})` : ''}: ${f.effect ?? ''}`)),
+  ];
+}
+
+function headRetaken(g: HeadGuard | null): string {
+  if (!g || g.retakes === 0) return '-';
+  return `${g.retakes}x${g.lastRetakeSecondsAgo !== null ? `, last ${g.lastRetakeSecondsAgo.toFixed(0)}s ago` : ''}`;
+}
+
+function headGuardWarnings(g: HeadGuard | null): string[] {
+  if (!g?.backingOff) return [];
+  const ahead = g.aheadProgId !== null ? ` (prog ${g.aheadProgId})` : '';
+  return [`the head guard took the chain back ${g.retakes} times and gave up for ${g.backoffSecondsLeft}s more: another program keeps going first${ahead}`];
+}
+
 export function renderStatus(s: StatusReport, style: Style): string {
   const agent = s.agent.running
     ? paint(style, 'green', `up (pid ${s.agent.pid ?? '?'}, heartbeat ${s.agent.heartbeatAgeSeconds?.toFixed(1)}s ago)`)
@@ -83,17 +103,18 @@ export function renderStatus(s: StatusReport, style: Style): string {
   const out = [
     `pin dir: ${s.pinDir}`,
     `agent: ${agent}`,
-    `inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')}`,
+    ...featureLines(s, style),
     `packets: passed ${s.totals.passed}, dropped ${s.totals.dropped}, audited ${s.totals.audited}; learned in the kernel ${s.totals.learnedInKernel}, answers left to the agent ${s.totals.answersLeftToAgent}`,
     '',
-    table([['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)'], ...s.interfaces.map((i) => [
+    table([['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)', 'HEAD RETAKEN'], ...s.interfaces.map((i) => [
       i.pod,
       `${i.interface} (${i.ifindex})`,
       i.attachMode === 'tcx' || i.attachMode === 'legacy' ? i.attachMode : paint(style, 'red', i.attachMode),
       i.enforcer === null ? paint(style, 'red', 'not attached') : `prog ${i.enforcer}`,
       i.learner === null ? paint(style, 'red', 'not attached') : `prog ${i.learner}`,
+      headRetaken(i.headGuard),
     ])], style),
-    ...s.interfaces.flatMap((i) => i.warnings.map((w) => paint(style, 'yellow', `WARNING: ${i.pod} on ${i.interface}: ${w}`))),
+    ...s.interfaces.flatMap((i) => [...i.warnings, ...headGuardWarnings(i.headGuard)].map((w) => paint(style, 'yellow', `WARNING: ${i.pod} on ${i.interface}: ${w}`))),
     '',
     table([['MAP', 'ENTRIES', 'CAPACITY', 'FILL'], ...s.maps.map((m) => [m.map, String(m.entries), String(m.capacity), `${(m.fill * 100).toFixed(2)}%`])], style),
   ];

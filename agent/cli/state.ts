@@ -10,6 +10,8 @@ import { Datapath } from '../datapath/datapath.js';
 import { native, type BpfError } from '../datapath/native.js';
 import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
+import { openHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
+import { featureEffect, featuresFromFlags, type FeatureState } from '../datapath/features.js';
 import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, PROTO_TLS, type DropEvent, type PortRule } from '../datapath/codecs.js';
 
 export class CliError extends Error {
@@ -233,9 +235,14 @@ function nameFor(dp: Datapath, names: Map<bigint, string>, e: DropEvent): string
   return v && v.source !== AllowSource.static ? names.get(v.nameHash) ?? null : null;
 }
 
+/** A datapath feature's state as the last agent wrote it (datapath/features.ts), with what a state that is not the best means. */
+export type FeatureReport = FeatureState & { effect?: string };
+
 export interface StatusReport {
   pinDir: string;
   agent: AgentHealth;
+  /** null when the agent that wrote the pins predates the feature states (only agent.inlineLearner is known) */
+  features: FeatureReport[] | null;
   interfaces: Array<{
     pod: string;
     interface: string;
@@ -247,15 +254,54 @@ export interface StatusReport {
     learner: number | null;
     /** programs that run before ours and can skip them (see README, "tcx") */
     warnings: string[];
+    /** what the agent's tcx head guard did here (fqe_head_guard), null when it never had to */
+    headGuard: HeadGuard | null;
   }>;
   maps: Array<{ map: string; entries: number; capacity: number; fill: number }>;
   totals: { passed: string; dropped: string; audited: string; learnedInKernel: string; answersLeftToAgent: string };
 }
 
+export interface HeadGuard {
+  /** times the guard put a new link of ours back at the head */
+  retakes: number;
+  lastRetakeSecondsAgo: number | null;
+  /** the guard leaves this interface alone for now: another program kept going first */
+  backingOff: boolean;
+  backoffSecondsLeft: number | null;
+  backoffs: number;
+  /** the program last found ahead of ours */
+  aheadProgId: number | null;
+}
+
+function headGuardReport(r: HeadGuardRecord | undefined, nowNs: bigint): HeadGuard | null {
+  if (!r || (r.retakes === 0 && r.backoffs === 0)) return null;
+  const backingOff = r.backoffUntilNs > nowNs;
+  return {
+    retakes: r.retakes,
+    lastRetakeSecondsAgo: r.lastRetakeNs === 0n ? null : Math.round(Number(nowNs - r.lastRetakeNs) / 1e8) / 10,
+    backingOff,
+    backoffSecondsLeft: backingOff ? Math.ceil(Number(r.backoffUntilNs - nowNs) / 1e9) : null,
+    backoffs: r.backoffs,
+    aheadProgId: r.aheadProgId || null,
+  };
+}
+
+/** fqe_head_guard by ifindex; empty when the agent never made it (an older agent, or no tcx). */
+function headGuardRecords(pinDir: string): Map<number, HeadGuardRecord> {
+  const map = openHeadGuardRecords(pinDir);
+  if (!map) return new Map();
+  try {
+    return new Map(map.entries());
+  } finally {
+    native.closeFd(map.fd);
+  }
+}
+
 export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusReport {
   const pods = dp.maps.pods.entries();
+  const guarded = headGuardRecords(dp.pinDir);
   const interfaces = pods.map(([, info]) => {
-    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex };
+    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, headGuard: headGuardReport(guarded.get(info.ifindex), nowNs) };
     try {
       const a = dp.attachment(info.ifindex);
       return { ...base, attachMode: a.mode, enforcer: a.ingress.progId, learner: a.egress.progId, warnings: a.warnings };
@@ -282,9 +328,12 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
     learned += c.learned;
     skipped += c.learnSkipped;
   }
+  const agent = agentHealth(dp, nowNs);
+  const features = featuresFromFlags(dp.maps.config.get(0)?.flags ?? 0, agent.running);
   return {
     pinDir: dp.pinDir,
-    agent: agentHealth(dp, nowNs),
+    agent,
+    features: features?.map((f) => ({ ...f, ...(f.best ? {} : { effect: featureEffect(f) }) })) ?? null,
     interfaces,
     maps,
     totals: { passed: String(passed), dropped: String(dropped), audited: String(audited), learnedInKernel: String(learned), answersLeftToAgent: String(skipped) },

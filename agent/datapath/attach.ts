@@ -22,8 +22,18 @@
  * reverse. Detach removes both kinds of ours (links detached and unpinned,
  * legacy filters deleted) and never another program or the clsact qdisc.
  *
+ * Taking the head back (retakeHead, for head-guard.ts): a link cannot move
+ * in its chain, so a new link of ours goes in at the head, is pinned beside
+ * the old one (<pin>_next), renamed over the old pin (atomic on bpffs), and
+ * only then the old link is detached. A program can be in a chain only once
+ * (EEXIST), so the new link runs another instance of ours than the old one
+ * (the agent loads two; they alternate). Ours runs twice on the packets of
+ * those few microseconds, never zero times. A crash in between leaves a
+ * <pin>_next behind; the next attach removes it (the guard then retakes).
+ *
  * Owns no policy about pods; Datapath.attach/detach/attached delegate here.
  */
+import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, BPF_F_BEFORE, BPF_LINK_TYPE_TCX, type BpfError, type TcDirection, type TcxChain } from './native.js';
 
@@ -98,6 +108,11 @@ export function linkPin(pinDir: string, ifindex: number, direction: Direction): 
   return join(pinDir, `link_${ifindex}_${direction}`);
 }
 
+/** Where a retake pins the new link before renaming it over linkPin (bpffs refuses dots in names). */
+function stagedPin(pinDir: string, ifindex: number, direction: Direction): string {
+  return `${linkPin(pinDir, ifindex, direction)}_next`;
+}
+
 function legacyTarget(ifindex: number, direction: Direction, target: AttachTarget) {
   return { ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY, ...(target.netns ? { netns: target.netns } : {}) };
 }
@@ -138,12 +153,19 @@ function openOwnLink(pin: string, ifindex: number, direction: Direction, removeS
   return null;
 }
 
-/** Detach (whoever else holds it), unpin and close. */
-function releaseLink(pin: string, fd: number): void {
+/** Detach a link now, whoever else holds it; a link already severed (device gone) is fine. */
+function detachLink(fd: number): void {
   try {
     native.linkDetach(fd);
   } catch (err) {
-    if (errCode(err) !== 'ENOLINK') throw err; // ENOLINK: already severed (device gone)
+    if (errCode(err) !== 'ENOLINK') throw err;
+  }
+}
+
+/** Detach (whoever else holds it), unpin and close. */
+function releaseLink(pin: string, fd: number): void {
+  try {
+    detachLink(fd);
   } finally {
     native.closeFd(fd);
   }
@@ -152,6 +174,13 @@ function releaseLink(pin: string, fd: number): void {
 
 /** Put our link at the head of the chain, or update the pinned one in place. */
 function attachLink(pinDir: string, ifindex: number, direction: Direction, progFd: number, target: AttachTarget): LinkAction {
+  // A retake cut short left its new link here; the old one is still pinned in place (the rename is atomic).
+  // It goes first: it may run the very program the update below puts on the pinned link.
+  removePinned(stagedPin(pinDir, ifindex, direction));
+  return placeLink(pinDir, ifindex, direction, progFd, target);
+}
+
+function placeLink(pinDir: string, ifindex: number, direction: Direction, progFd: number, target: AttachTarget): LinkAction {
   const pin = linkPin(pinDir, ifindex, direction);
   const own = openOwnLink(pin, ifindex, direction, true);
   if (own) {
@@ -176,9 +205,8 @@ function attachLink(pinDir: string, ifindex: number, direction: Direction, progF
   return 'created';
 }
 
-/** Remove our pinned link of this hook; false when there was none. */
-function removeLink(pinDir: string, ifindex: number, direction: Direction): boolean {
-  const pin = linkPin(pinDir, ifindex, direction);
+/** Detach and unpin the link pinned at `pin`; false when there was none. */
+function removePinned(pin: string): boolean {
   let fd: number;
   try {
     fd = native.objGet(pin);
@@ -188,6 +216,76 @@ function removeLink(pinDir: string, ifindex: number, direction: Direction): bool
   }
   releaseLink(pin, fd);
   return true;
+}
+
+/** Remove our pinned link of this hook (and a retake's leftover); false when there was none. */
+function removeLink(pinDir: string, ifindex: number, direction: Direction): boolean {
+  const staged = removePinned(stagedPin(pinDir, ifindex, direction));
+  return removePinned(linkPin(pinDir, ifindex, direction)) || staged;
+}
+
+/** The id of our link on this hook, when it is pinned and still attached there; else null. */
+export function ownLinkId(pinDir: string, ifindex: number, direction: Direction): number | null {
+  const own = openOwnLink(linkPin(pinDir, ifindex, direction), ifindex, direction);
+  if (!own) return null;
+  native.closeFd(own.fd);
+  return own.id;
+}
+
+/**
+ * Take the head of a tcx chain back from programs that went in front of
+ * our link: a new link at the head, running the first of `instances` (fds
+ * of instances of our program for this hook) that the old link does not
+ * run, pinned in place of the old one; then the old one detached (no moment
+ * without ours; see the header). Returns the new link's id. Throws (and
+ * leaves the old link pinned and attached) when ours is not pinned here,
+ * no other instance is given, or the kernel refuses.
+ */
+export function retakeHead(pinDir: string, ifindex: number, direction: Direction, instances: number[], target: AttachTarget = {}): { linkId: number; replaced: number } {
+  const pin = linkPin(pinDir, ifindex, direction);
+  const staged = stagedPin(pinDir, ifindex, direction);
+  const what = `retake the head of ifindex ${ifindex} tcx ${direction}`;
+  const old = openOwnLink(pin, ifindex, direction);
+  if (!old) throw new Error(`${what}: no link of ours is pinned at ${pin}`);
+  try {
+    const progFd = instances.find((fd) => native.progInfo(fd).id !== old.progId);
+    if (progFd === undefined) throw new Error(`${what}: no instance of our program other than the one the link runs (prog ${old.progId}); a program can be in a chain only once`);
+    const linkFd = native.tcxAttach({ ...tcxTarget(ifindex, direction, target), progFd, flags: BPF_F_BEFORE });
+    let linkId: number;
+    try {
+      linkId = native.linkInfo(linkFd).id;
+      removePinned(staged);
+      native.pinObject(linkFd, staged);
+      try {
+        renameSync(staged, pin); // atomic: the pin now holds the new link; the old one lives on our fd
+      } catch (err) {
+        native.unpin(staged);
+        throw new Error(`${what}: rename ${staged} over ${pin}: ${(err as Error).message}`);
+      }
+    } finally {
+      native.closeFd(linkFd); // pinned: stays; unpinned after a failure: detached again
+    }
+    detachLink(old.fd);
+    return { linkId, replaced: old.id };
+  } finally {
+    native.closeFd(old.fd);
+  }
+}
+
+/** The tcx chain of a hook in run order (throws when the kernel has no tcx or the device is gone). */
+export function queryChain(ifindex: number, direction: Direction, target: AttachTarget = {}): TcxChain {
+  return native.tcxQuery(tcxTarget(ifindex, direction, target));
+}
+
+/** Null when the kernel offers tcx (its chain on the loopback device can be queried), else the kernel's answer. */
+export function tcxUnavailable(target: AttachTarget = {}): string | null {
+  try {
+    native.tcxQuery(tcxTarget(1, 'ingress', target));
+    return null;
+  } catch (err) {
+    if (TCX_UNAVAILABLE.has(errCode(err) ?? '')) return (err as Error).message;
+    throw err;
+  }
 }
 
 /** The tcx chain of a hook, or null when the kernel has no tcx. */

@@ -63,7 +63,16 @@ export const NAME_LEN = 256;
 export const LPM_IDENTITY_BITS = 32;
 
 export const EndpointFlag = { enforce: 0x1, audit: 0x2, dnsFilterOff: 0x4 } as const;
-export const ConfigFlag = { inlineLearnerOff: 0x1 } as const;
+/** fqe_config.flags: the kernel reads inlineLearnerOff; the rest are feature states for egressctl (features.ts). */
+export const ConfigFlag = {
+  inlineLearnerOff: 0x1,
+  preciseClock: 0x2,
+  tlsCheckOff: 0x4,
+  dnsQueryFilterOff: 0x8,
+  attachLegacy: 0x10,
+  headGuardOff: 0x20,
+  statesWritten: 0x80,
+} as const;
 export const PolicyKind = { exact: 1, wildcard: 2 } as const;
 export const AllowSource = { agent: 1, kernel: 2, static: 3 } as const;
 export const CtFlag = { outbound: 0x1, inbound: 0x2, audited: 0x4, closing: 0x8, tlsPending: 0x10, tlsRefused: 0x20, tlsWatch: 0x40 } as const;

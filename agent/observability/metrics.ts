@@ -4,6 +4,7 @@
  * scrape time through the injected `collectors`.
  */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { FEATURES, type Feature, type FeatureStateName } from '../datapath/features.js';
 
 export interface PodCounters {
   namespace: string;
@@ -26,6 +27,8 @@ export interface Collectors {
   cacheEntries(): number;
   enforcedPods(): number;
   socketDrops(): number;
+  /** interfaces where another tcx program runs before ours after the head guard's last pass */
+  contestedInterfaces(): number;
 }
 
 export class AgentMetrics {
@@ -42,6 +45,9 @@ export class AgentMetrics {
   readonly namesPruned: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
+  readonly tcxHeadRetakes: Counter<'interface' | 'direction'>;
+  readonly tcxHeadBackoffs: Counter<'interface'>;
+  private readonly datapathFeature: Gauge<'feature' | 'state'>;
 
   constructor(collectors: Collectors) {
     const registers = [this.registry];
@@ -89,6 +95,32 @@ export class AgentMetrics {
       name: 'fqdn_egress_kernel_records_lost_total',
       help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
       registers,
+    });
+    this.datapathFeature = new Gauge({
+      name: 'fqdn_egress_datapath_feature',
+      help: 'The datapath\'s feature states on this node: 1 for the state each feature is in, 0 for its other states (features and states: README, "Datapath features")',
+      labelNames: ['feature', 'state'],
+      registers,
+    });
+    this.tcxHeadRetakes = new Counter({
+      name: 'fqdn_egress_tcx_head_retakes_total',
+      help: 'Times the head guard put our tcx link back at the head of a pod interface\'s chain after another program went before it (direction: ingress = enforcer, egress = DNS learner)',
+      labelNames: ['interface', 'direction'],
+      registers,
+    });
+    this.tcxHeadBackoffs = new Counter({
+      name: 'fqdn_egress_tcx_head_backoffs_total',
+      help: 'Times the head guard stopped taking an interface\'s chain back for a while: another program kept going before ours',
+      labelNames: ['interface'],
+      registers,
+    });
+    new Gauge({
+      name: 'fqdn_egress_tcx_interfaces_contested',
+      help: 'Enforced interfaces where another tcx program runs before ours (the head guard backing off, or the kernel refusing our new link); a pass from it skips our programs',
+      registers,
+      collect() {
+        this.set(collectors.contestedInterfaces());
+      },
     });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
@@ -142,5 +174,12 @@ export class AgentMetrics {
     new Gauge({ name: 'fqdn_egress_cache_entries', help: '(pod, name, IP) entries in the FQDN cache', registers, collect() { this.set(collectors.cacheEntries()); } });
     new Gauge({ name: 'fqdn_egress_enforced_pods', help: 'Pods enforced on this node', registers, collect() { this.set(collectors.enforcedPods()); } });
     new Gauge({ name: 'fqdn_egress_socket_drops_total', help: 'Packets the DNS tap socket dropped (receive buffer full)', registers, collect() { this.set(collectors.socketDrops()); } });
+  }
+
+  /** Every state of every feature: 1 for the current one, 0 for the others (a stable set of series). */
+  setFeatures(features: Array<{ feature: Feature; state: FeatureStateName }>): void {
+    for (const f of features) {
+      for (const s of FEATURES[f.feature]) this.datapathFeature.set({ feature: f.feature, state: s }, s === f.state ? 1 : 0);
+    }
   }
 }

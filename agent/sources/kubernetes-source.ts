@@ -27,7 +27,7 @@ export interface SourceLog {
   debug(obj: object, msg: string): void;
 }
 
-export type PodEventReason = 'InvalidAnnotation' | 'EnforcementStarted';
+export type PodEventReason = 'InvalidAnnotation' | 'EnforcementStarted' | 'TcxHeadContested' | 'TlsCheckUnavailable' | 'DnsQueryFilterUnavailable';
 
 export interface KubernetesSourceOptions {
   kubeConfig: k8s.KubeConfig;

@@ -72,6 +72,16 @@ enum fqe_reason {
 
 /* fqe_config flags */
 #define FQE_CFG_INLINE_LEARNER_OFF 0x1 /* learn in userspace only */
+/*
+ * The datapath's feature states, written by the agent for egressctl (no
+ * program reads them; agent/datapath/features.ts).
+ */
+#define FQE_CFG_PRECISE_CLOCK 0x2 /* the enforcer build on the precise clock */
+#define FQE_CFG_TLS_CHECK_OFF 0x4 /* an enforcer build without the TLS check */
+#define FQE_CFG_DNS_QUERY_FILTER_OFF 0x8 /* ... without the DNS query filter */
+#define FQE_CFG_ATTACH_LEGACY 0x10 /* programs go on through legacy tc */
+#define FQE_CFG_HEAD_GUARD_OFF 0x20 /* --tcx-head-guard off */
+#define FQE_CFG_STATES_WRITTEN 0x80 /* the bits above are meaningful */
 
 /* fqe_policy kinds */
 #define FQE_POLICY_EXACT 1 /* hash of the whole name */
