@@ -115,7 +115,8 @@ struct VerifierLogs {
 };
 
 // loadObject(path, pinDir, opts?: {rodata?: Record<string, Buffer>,
-//            verifierStats?: boolean})
+//            verifierStats?: boolean, programs?: string[]}): programs, when
+// given, are the only ones loaded (the rest of the object's are skipped).
 static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
@@ -125,8 +126,26 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 		ThrowRange(env, "loadObject: pinDir must not be empty");
 	Napi::Object rodataValues;
 	bool verifierStats = false;
+	std::vector<std::string> onlyPrograms;
+	bool onlySome = false;
 	if (!IsAbsent(info[2])) {
 		Napi::Object opts = FQE_ARG_OBJECT("loadObject", 2, "opts");
+		Napi::Value only = opts.Get("programs");
+		if (!IsAbsent(only)) {
+			if (!only.IsArray())
+				ThrowType(env, "loadObject", "programs",
+					  "an array of program names");
+			Napi::Array names = only.As<Napi::Array>();
+			for (uint32_t i = 0; i < names.Length(); i++) {
+				Napi::Value n = names.Get(i);
+				if (!n.IsString())
+					ThrowType(env, "loadObject", "programs",
+						  "an array of program names");
+				onlyPrograms.push_back(
+					n.As<Napi::String>().Utf8Value());
+			}
+			onlySome = true;
+		}
 		if (!IsAbsent(opts.Get("rodata")))
 			rodataValues = ToObjectArg(env, opts.Get("rodata"),
 						   "loadObject", "rodata");
@@ -162,6 +181,16 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 					  "a Buffer");
 			SetRodata(env, holder.obj, name,
 				  v.As<Napi::Buffer<uint8_t>>());
+		}
+	}
+	if (onlySome) {
+		struct bpf_program *p;
+		bpf_object__for_each_program(p, holder.obj)
+		{
+			bool wanted = false;
+			for (const auto &n : onlyPrograms)
+				wanted = wanted || n == bpf_program__name(p);
+			bpf_program__set_autoload(p, wanted);
 		}
 	}
 	VerifierLogs logs;

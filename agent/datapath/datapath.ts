@@ -335,7 +335,8 @@ export class Datapath {
     for (const [direction, role, program] of [['ingress', 'enforcer', 'fqe_enforcer'], ['egress', 'learner', 'fqe_learner']] as const) {
       const file = this.loadedFrom[role];
       if (!file) throw new Error(`datapath at ${this.pinDir}: no object file recorded for the ${role}`);
-      const obj = native.loadObject(file, this.pinDir);
+      // the attached program only: it tail-calls the first instance's programs through the pinned arrays
+      const obj = native.loadObject(file, this.pinDir, { programs: [program] });
       this.objectIds.push(obj.id);
       const prog = obj.programs[program];
       if (!prog) throw new Error(`${file}: no program ${program}`);

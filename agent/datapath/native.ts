@@ -76,6 +76,8 @@ export interface LoadObjectOptions {
    * details the error lines without the instruction trace
    */
   verifierStats?: boolean;
+  /** load only these programs of the object (the rest are not verified) */
+  programs?: string[];
 }
 
 export interface ProgInfo {

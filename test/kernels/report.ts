@@ -12,7 +12,6 @@ import type { AttachRecord, DatapathRecord, DoneRecord, KernelRecord, MatrixReco
 /** The oldest kernel each object must load on; the others must load everywhere (5.8+). */
 export const REQUIRED_FROM: Readonly<Record<string, string>> = {
   'enforcer.bpf.o': '5.11', // bpf_ktime_get_coarse_ns; older kernels run enforcer_precise_clock.bpf.o
-  'learner.bpf.o': '5.17', // bpf_loop (the inline learner); older kernels run learner_ct_only.bpf.o
 };
 /** tcx links from 6.6; legacy tc everywhere. */
 export const TCX_FROM = '6.6';
