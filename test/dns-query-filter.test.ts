@@ -292,3 +292,18 @@ test('fuzz: random and mutated queries never fault and never pass a name outside
     assert.ok(passed > runs / 30 && refused > runs / 30, `both verdicts exercised (${passed} passed, ${refused} refused)`);
   });
 });
+
+test('with no query filter program loaded (its tail-call slot empty), every filtered query is refused: fail closed', (t) => {
+  withFilter(t, (f) => {
+    const tails = native.objGet(`${f.h.pinDir}/fqe_enforcer_tails`);
+    try {
+      assert.ok(native.mapDelete(tails, Buffer.from([0, 0, 0, 0])), 'the filter\'s slot (0) emptied');
+      assert.equal(f.query('api.stripe.test').retval, SHOT, 'even an allowed name: dropped (nothing parsed it to answer), never passed unchecked');
+      assert.equal(f.query('api.stripe.test', { tcp: true }).retval, REDIRECT, 'over TCP: a RST');
+      f.h.dp.maps.endpoints.set(1, { identity: f.h.identity, flags: EndpointFlag.enforce | EndpointFlag.dnsFilterOff });
+      assert.equal(f.query('leak.attacker.example').retval, PASS, 'a pod that opted out of the filter is not affected');
+    } finally {
+      native.closeFd(tails);
+    }
+  });
+});

@@ -323,3 +323,21 @@ test('fuzz: mutated hellos never open a flow for a name outside the rules, and n
     assert.ok(allowed > 0, 'some mutations keep an allowed name');
   });
 });
+
+test('with no TLS check program loaded (its tail-call slot empty), a tls-ruled flow is reset at its first data: fail closed', (t) => {
+  withTls(t, (h, flow) => {
+    const tails = native.objGet(`${h.pinDir}/fqe_enforcer_tails`);
+    try {
+      assert.ok(native.mapDelete(tails, Buffer.from([1, 0, 0, 0])), 'the check\'s slot (1) emptied');
+      const f = flow();
+      assert.equal(f.syn(), PASS, 'the SYN carries no name');
+      assert.equal(f.send(HELLO_13, 0).retval, REDIRECT, 'an allowed name too: reset, never passed unchecked');
+      assert.equal(f.send(Buffer.from('more'), HELLO_13.length).retval, REDIRECT, 'and every later data segment');
+      const plain = flow({ dst: PLAIN_V4 });
+      assert.equal(plain.syn(), PASS);
+      assert.equal(plain.send(HELLO_EVIL, 0).retval, PASS, 'a destination a plain tcp rule allows is not affected');
+    } finally {
+      native.closeFd(tails);
+    }
+  });
+});

@@ -342,10 +342,14 @@ test('a rollout from the previous release (ABI 1, legacy tc) keeps every connect
   });
 });
 
-/** The previous main: map ABI 2, tcx where the kernel has it; no learned records, the tap took every DNS packet. */
-const PREVIOUS_MAIN = 'a4722ae';
+/**
+ * The previous main: map ABI 2, tcx where the kernel has it; learned records;
+ * its programs looped with bpf_loop (5.17+), had no tail calls, and the TLS
+ * check kept hashes of the segments it took, not their bytes.
+ */
+const PREVIOUS_MAIN = 'd56e3f9';
 
-test('a rollout from the previous main (ABI 2) keeps held connections and every allowed IP; the new maps come up beside the old pins and nothing is migrated', async (t) => {
+test('a rollout from the previous main (ABI 2, no tail calls) keeps held connections and every allowed IP; the new maps come up beside the old pins and nothing is migrated', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
   let previous: Release;
   try {
@@ -366,7 +370,7 @@ test('a rollout from the previous main (ABI 2) keeps held connections and every 
     const identity = identityOf(pinDir, pod.ifindex);
     const before = hostEntries(allowEntries(pinDir));
     assert.deepEqual(before, [`${identity} 203.0.113.10`, `${identity} 203.0.113.11`]);
-    assert.equal(existsSync(join(pinDir, 'fqe_learned')), false, 'the previous main has no records ring');
+    assert.equal(existsSync(join(pinDir, 'fqe_enforcer_tails')), false, 'the previous main has no tail calls');
     const held = await Promise.all([hold(t, box, 'tcp', '203.0.113.10', 443), hold(t, box, 'udp', '203.0.113.11', 5000)]);
     await sleep(500);
 
@@ -377,7 +381,7 @@ test('a rollout from the previous main (ABI 2) keeps held connections and every 
     const lines = logLines(box, from);
     assert.deepEqual(lines.filter((l) => /^pinned map had/.test(l.msg ?? '')).map((l) => l.map), [], 'no layout changed: nothing to migrate');
     assert.deepEqual(lines.filter((l) => (l.level ?? 0) >= 50).map((l) => l.msg), [], 'no error logged');
-    for (const map of ['fqe_learned', 'fqe_tap_pass', 'fqe_query_rate']) assert.ok(existsSync(join(pinDir, map)), `${map} pinned beside the old maps`);
+    for (const map of ['fqe_enforcer_tails', 'fqe_learner_tails', 'fqe_tls_bytes']) assert.ok(existsSync(join(pinDir, map)), `${map} pinned beside the old maps`);
     assert.equal(identityOf(pinDir, pod.ifindex), identity, 'the pod keeps its identity');
     const after = hostEntries(allowEntries(pinDir));
     for (const e of before) assert.ok(after.includes(e), `${e} still allowed (have ${after.join(', ')})`);

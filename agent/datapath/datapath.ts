@@ -56,19 +56,66 @@ const OBJECTS = [
  * one release from its entry on (see bpf/enforcer.bpf.c, bpf/learner.bpf.c).
  * An object without the array (the conntrack-only learner) has none.
  */
-function fillTails(file: string, obj: LoadedObject, tails: { map: string; programs: readonly string[] }): void {
+function fillTails(obj: LoadedObject, tails: { map: string; programs: readonly string[] }): void {
   const array = obj.maps[tails.map];
   if (!array) return;
   for (let slot = tails.programs.length - 1; slot >= 0; slot--) {
-    const name = tails.programs[slot]!;
-    const prog = obj.programs[name];
-    if (!prog) throw new Error(`${file}: no program ${name} for ${tails.map}[${slot}]`);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(slot);
+    const prog = obj.programs[tails.programs[slot]!];
+    if (!prog) {
+      native.mapDelete(array.fd, key); // not loaded (loadEnforcer): the slot stays empty, its judgement refuses
+      continue;
+    }
     const value = Buffer.alloc(4);
     value.writeUInt32LE(prog.fd);
     native.mapUpdate(array.fd, key, value);
   }
+}
+
+/** The verifier's last lines of a failed load, for a reason shown to users. */
+function loadError(err: unknown): string {
+  const e = err as BpfError;
+  return `${e.message}${e.details ? `: ${e.details.trim().split('\n').slice(-3).join(' | ')}` : ''}`;
+}
+
+/** Which program of the object the kernel refused (libbpf names it), or null. */
+function refusedProgram(err: unknown): string | null {
+  const m = /prog '(\w+)': (?:BPF program load failed|failed to load)/.exec((err as BpfError).details ?? '');
+  return m ? m[1]! : null;
+}
+
+/**
+ * The enforcer as this kernel takes it: on the coarse clock where it has one
+ * (5.11+), else on the precise clock; and when the verifier refuses one of
+ * its tail-called judgements (the TLS check, the DNS query filter), the rest
+ * without it. The judgement's slot then stays empty, and the main program
+ * refuses whatever it would have judged: fail closed, never passed
+ * unchecked. `without` says which were left out, and why.
+ */
+function loadEnforcer(bpfDir: string, pinDir: string): { obj: LoadedObject; preciseClock: string | null; without: Record<string, string> } {
+  const o = OBJECTS[0];
+  const judgements: readonly string[] = o.tails.programs;
+  let first: unknown = null;
+  let preciseClock: string | null = null;
+  for (const file of [o.file, o.olderKernel]) {
+    const without: Record<string, string> = {};
+    for (;;) {
+      const programs = [o.program, ...judgements.filter((p) => !(p in without))];
+      try {
+        const obj = native.loadObject(join(bpfDir, file), pinDir, programs.length <= judgements.length ? { programs } : {});
+        return { obj, preciseClock, without };
+      } catch (err) {
+        first ??= err;
+        const refused = refusedProgram(err);
+        if (refused === null || !judgements.includes(refused) || refused in without) break;
+        without[refused] = loadError(err);
+      }
+    }
+    // Before 5.11 (no coarse clock): the same enforcer on the precise clock.
+    preciseClock ??= (first as BpfError).message;
+  }
+  throw first;
 }
 
 export interface LoadOptions {
@@ -216,6 +263,8 @@ export class Datapath {
     let firstObjectMapFds: Record<string, number> = {};
     let unavailable: string | null = null;
     let enforcerFallback: string | null = null;
+    let tlsUnavailable: string | null = null;
+    let dnsFilterUnavailable: string | null = null;
     try {
       for (const o of OBJECTS) {
         let obj;
@@ -231,22 +280,16 @@ export class Datapath {
             obj = native.loadObject(join(bpfDir, o.fallback), pinDir);
           }
         } else if ('olderKernel' in o) {
-          try {
-            obj = native.loadObject(join(bpfDir, o.file), pinDir);
-          } catch (err) {
-            // Before 5.11 (no coarse clock): the same enforcer on the precise clock.
-            try {
-              obj = native.loadObject(join(bpfDir, o.olderKernel), pinDir);
-            } catch {
-              throw err;
-            }
-            enforcerFallback = (err as BpfError).message;
-          }
+          const e = loadEnforcer(bpfDir, pinDir);
+          obj = e.obj;
+          enforcerFallback = e.preciseClock;
+          tlsUnavailable = e.without.fqe_enforcer_tls ?? null;
+          dnsFilterUnavailable = e.without.fqe_enforcer_dns ?? null;
         } else {
           obj = native.loadObject(join(bpfDir, o.file), pinDir);
         }
         objectIds.push(obj.id);
-        if ('tails' in o) fillTails(o.file, obj, o.tails);
+        if ('tails' in o) fillTails(obj, o.tails);
         const prog = obj.programs[o.program];
         if (!prog) throw new Error(`${o.file}: no program ${o.program}`);
         progFds.push(prog.fd);
@@ -268,7 +311,7 @@ export class Datapath {
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
     const migrated = finishMigration(saved, firstObjectMapFds);
-    const dp = new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto', enforcerFallback);
+    const dp = new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto', enforcerFallback, tlsUnavailable, dnsFilterUnavailable);
     // The variants chosen above (keep in step with them), for spareHookPrograms.
     const [enforcerObject, learnerObject] = OBJECTS;
     dp.loadedFrom = {

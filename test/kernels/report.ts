@@ -146,7 +146,7 @@ function featureRow(run: KernelRun, p: Parsed): string[] {
   const suites = p.suites.length === 0 ? '—' : notRun === p.suites.length ? 'not run' : `${tests.pass}/${tests.all}${notRun ? ` (${notRun} files not run)` : ''}`;
   const time = `${Math.round(run.elapsedMs / 1000)} s${run.timedOut ? ' (timeout)' : ''}`;
   return [label(run), variant(dp?.enforcer ?? null), variant(dp?.learner ?? null), feature(dp?.tlsCheckUnavailable ?? null),
-    feature(dp?.dnsQueryFilterUnavailable ?? null), attach, insns('enforcer.bpf.o'), insns('learner.bpf.o'), suites, time];
+    feature(dp?.dnsQueryFilterUnavailable ?? null), attach, insns(dp?.enforcer ?? 'enforcer.bpf.o'), insns(dp?.learner ?? 'learner.bpf.o'), suites, time];
 }
 
 function table(head: string[], rows: string[][]): string {
