@@ -262,6 +262,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_learner_tails SEC(".maps");
 
+/*
+ * Is this an answer from a trusted resolver, to a query the pod sent (its
+ * record in fqe_queries)? Fills the query key; the main program asks before
+ * it calls the learner (an unsolicited answer costs no tail call), and the
+ * first stage again (it is called with the packet alone).
+ */
+static __always_inline const struct fqe_query_val *answered_query(struct __sk_buff *skb, const struct fqe_pkt *p,
+								  __u32 identity, struct fqe_query_key *qk,
+								  struct fqe_dns_hdr *hdr, __u32 *off, __u32 *len,
+								  int *whole)
+{
+	/* struct fqe_resolver_key is the address alone: the stack stays small */
+	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr))
+		return NULL;
+	*whole = dns_message(skb, p, off, len);
+	if (*whole < 0 || bpf_skb_load_bytes(skb, *off, hdr, sizeof(*hdr)) < 0)
+		return NULL;
+	qk->identity = identity;
+	qk->sport = p->dport;
+	qk->dns_id = bpf_ntohs(hdr->id);
+	__builtin_memcpy(qk->resolver, p->saddr, 16);
+	return bpf_map_lookup_elem(&fqe_queries, qk);
+}
+
 /* The answer goes to the agent's tap (counted), its query is used up. */
 static __always_inline void learn_skip(struct fqe_learn_scratch *s, __u32 identity)
 {
@@ -308,30 +332,20 @@ int fqe_learner_dns(struct __sk_buff *skb)
 	if (cfg && (cfg->flags & FQE_CFG_INLINE_LEARNER_OFF))
 		return TC_ACT_UNSPEC;
 	identity = ep->identity;
-	/* struct fqe_resolver_key is the address alone: the stack stays small */
-	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr))
-		return TC_ACT_UNSPEC;
+	__builtin_memset(&s->job, 0, sizeof(s->job));
+	sent = answered_query(skb, p, identity, &s->job.qk, &hdr, &off, &len, &whole);
+	if (!sent)
+		return TC_ACT_UNSPEC; /* unsolicited: adds nothing */
 	ok.identity = identity;
 	__builtin_memcpy(ok.addr, p->daddr, 16);
 	if (!bpf_map_lookup_elem(&fqe_owners, &ok))
 		return TC_ACT_UNSPEC;
-	whole = dns_message(skb, p, &off, &len);
-	if (whole < 0 || bpf_skb_load_bytes(skb, off, &hdr, sizeof(hdr)) < 0)
-		return TC_ACT_UNSPEC;
 	flags = bpf_ntohs(hdr.flags);
 	if (!(flags & 0x8000) || ((flags >> 11) & 0xf) != 0 || bpf_ntohs(hdr.qdcount) != 1)
 		return TC_ACT_UNSPEC;
-	__builtin_memset(&s->job, 0, sizeof(s->job));
 	s->job.now = bpf_ktime_get_ns();
 	s->job.identity = identity;
 	s->job.proto = p->proto;
-	s->job.qk.identity = identity;
-	s->job.qk.sport = p->dport;
-	s->job.qk.dns_id = bpf_ntohs(hdr.id);
-	__builtin_memcpy(s->job.qk.resolver, p->saddr, 16);
-	sent = bpf_map_lookup_elem(&fqe_queries, &s->job.qk);
-	if (!sent)
-		return TC_ACT_UNSPEC; /* unsolicited: adds nothing */
 	if (sent->proto != p->proto || fqe_older_than(s->job.now, sent->sent_ns, fqe_query_window_ns(cfg))) {
 		bpf_map_delete_elem(&fqe_queries, &s->job.qk);
 		return TC_ACT_UNSPEC; /* asked over another transport, or too long ago: adds nothing */
@@ -506,7 +520,13 @@ int fqe_learner(struct __sk_buff *skb)
 	now = bpf_ktime_get_ns();
 	if (p->sport == FQE_DNS_PORT && (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP)) {
 #if FQE_INLINE_LEARNER
-		bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_LEARN);
+		struct fqe_query_key qk = {};
+		struct fqe_dns_hdr hdr;
+		__u32 off, len;
+		int whole;
+
+		if (answered_query(skb, p, ep->identity, &qk, &hdr, &off, &len, &whole))
+			bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_LEARN);
 #endif
 		return TC_ACT_UNSPEC; /* DNS answers: the learner's, not conntrack's */
 	}

@@ -605,8 +605,8 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 	if (ahead > 0)
 		return f->name_done ? FQE_TLS_PASS : FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
 	store = fqe_tls_store_of(ct, !f->name_done);
-	if (!store)
-		return FQE_TLS_REFUSE;
+	if (!store && !f->name_done)
+		return FQE_TLS_REFUSE; /* no room to keep the bytes: they cannot be judged */
 	if (ahead < 0) {
 		old = (__u32)-ahead;
 		if (old > f->parsed)
@@ -617,6 +617,8 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 		stored = f->parsed < FQE_TLS_MAX_BYTES ? f->parsed : FQE_TLS_MAX_BYTES;
 		/* bytes past the store lie after the name: the verdict did not rest on them */
 		if (at < stored) {
+			if (!store)
+				return FQE_TLS_HOLD; /* watched, but its bytes are gone (an upgrade): never passed */
 			qs->walk.copy_off = p->payload_off;
 			qs->walk.copy_len = at + old > stored ? stored - at : old;
 			qs->walk.copy_at = at;
@@ -638,7 +640,7 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 	qs->walk.copy_off = p->payload_off + old;
 	qs->walk.copy_len = fresh < budget ? fresh : budget;
 	qs->walk.copy_at = f->parsed;
-	if (fqe_tls_store(skb, store, &qs->walk) < 0)
+	if (!store || fqe_tls_store(skb, store, &qs->walk) < 0)
 		return FQE_TLS_REFUSE;
 	if (r == FQE_TLS_NAME) {
 		if (!fqe_tls_name_allowed(f, store, qs, identity, p->dport))
