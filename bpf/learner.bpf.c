@@ -39,21 +39,11 @@
 
 #define FQE_DEFAULT_MAX_TTL_S 86400
 
-/* Scratch space for one answer (per CPU). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fqe_learn_scratch);
-} fqe_scratch SEC(".maps");
+/* Scratch space for one answer (per CPU), shared by the learner's stages. */
+FQE_PERCPU_SCRATCH(fqe_scratch, struct fqe_learn_scratch, learn_scratch)
 
 /* The record being built for fqe_learned (per CPU): too big for the stack. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fqe_learned_rec);
-} fqe_rec_scratch SEC(".maps");
+FQE_PERCPU_SCRATCH(fqe_rec_scratch, struct fqe_learned_rec, learn_record)
 
 _Static_assert(FQE_LEARNED_MAX_ADDRS == FQE_LEARN_MAX_ANSWERS, "a record holds every address learned");
 
@@ -297,13 +287,6 @@ static __always_inline void learn_skip(struct fqe_learn_scratch *s, __u32 identi
 	bpf_map_delete_elem(&fqe_queries, &s->job.qk);
 }
 
-/* The scratch of this CPU, and the rule the job's name matched (looked up again). */
-static __always_inline struct fqe_learn_scratch *learn_scratch(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&fqe_scratch, &zero);
-}
 
 /*
  * Stage 1: a DNS answer (UDP, or TCP in one segment) on its way to the pod,
@@ -379,12 +362,12 @@ int fqe_learner_answers(struct __sk_buff *skb)
 	struct fqe_learn_scratch *s = learn_scratch();
 	struct fqe_learned_rec *rec;
 	const struct fqe_config *cfg = fqe_config_get();
-	__u32 zero = 0, lo, hi;
+	__u32 lo, hi;
 	int partial = 0, n;
 
 	if (!s)
 		return TC_ACT_UNSPEC;
-	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
+	rec = learn_record();
 	if (!rec)
 		goto skip;
 	n = fqe_dns_read_answers(skb, s->off, s->end, s->records, s, &partial);
@@ -428,11 +411,10 @@ int fqe_learner_write(struct __sk_buff *skb)
 	struct fqe_learn_scratch *s = learn_scratch();
 	struct fqe_learned_rec *rec;
 	struct fqe_counters *c;
-	__u32 zero = 0;
 
 	if (!s)
 		return TC_ACT_UNSPEC;
-	rec = bpf_map_lookup_elem(&fqe_rec_scratch, &zero);
+	rec = learn_record();
 	if (!rec)
 		goto skip;
 	fqe_for (k, FQE_WRITES_PER_CALL) {

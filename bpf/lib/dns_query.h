@@ -80,19 +80,7 @@ struct fqe_query_scratch {
 	__u8 chunk[64]; /* segment bytes being compared with the store */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fqe_query_scratch);
-} fqe_query_scratch SEC(".maps");
-
-static __always_inline struct fqe_query_scratch *fqe_query_scratch_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&fqe_query_scratch, &zero);
-}
+FQE_PERCPU_SCRATCH(fqe_query_scratch, struct fqe_query_scratch, fqe_query_scratch_get)
 
 static __always_inline __u64 fqe_dns_hash_key(void)
 {

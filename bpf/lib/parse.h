@@ -99,23 +99,26 @@ struct fqe_pkt {
 };
 
 /*
- * The packet being judged, one per CPU and object: kept in map memory, not
- * on the stack, so that the verifier's states do not differ by which of
- * its bytes each path wrote (the 5.10 verifier prunes by that).
+ * Scratch space of one CPU, per object (not pinned): a map of one slot
+ * and its getter. Big or long-lived working state goes here rather than on
+ * the stack: the stack holds 512 bytes, and the 5.10 verifier keeps states
+ * apart by which stack bytes each path wrote.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct fqe_pkt);
-} fqe_pkt_scratch SEC(".maps");
+#define FQE_PERCPU_SCRATCH(map, value_t, getter)                       \
+	struct {                                                       \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);               \
+		__uint(max_entries, 1);                                \
+		__type(key, __u32);                                    \
+		__type(value, value_t);                                \
+	} map SEC(".maps");                                            \
+	static __always_inline value_t *getter(void)                   \
+	{                                                              \
+		__u32 zero = 0;                                        \
+		return bpf_map_lookup_elem(&map, &zero);               \
+	}
 
-static __always_inline struct fqe_pkt *fqe_pkt_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&fqe_pkt_scratch, &zero);
-}
+/* The packet being judged (fqe_parse() fills it). */
+FQE_PERCPU_SCRATCH(fqe_pkt_scratch, struct fqe_pkt, fqe_pkt_get)
 
 #define FQE_TCP_FIN 0x01
 #define FQE_TCP_SYN 0x02
