@@ -208,11 +208,13 @@ static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
 /* Verdicts decide() hands to a tail call (not reasons: never reported as such). */
 #define FQE_TAIL_DNS_QUERY 0
 #define FQE_TAIL_TLS 1
-#define FQE_TAILS 2
+#define FQE_TAIL_TLS_NAME 2
+#define FQE_TAILS 3
 #define FQE_VERDICT_TAIL_BASE 0xf0 /* decide() returns FQE_VERDICT_TAIL_BASE + slot */
 
 int fqe_enforcer_dns(struct __sk_buff *skb);
 int fqe_enforcer_tls(struct __sk_buff *skb);
+int fqe_enforcer_tls_name(struct __sk_buff *skb);
 
 /*
  * The enforcer's tail calls. Pinned (fqe_enforcer_tails), so its programs
@@ -228,6 +230,54 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_enforcer_tails SEC(".maps");
+
+/*
+ * A flow under the TLS check refused: it drops from now on, its check's
+ * state goes (in audit mode it passes on as an audited flow).
+ */
+static __always_inline void tls_flow_refused(const struct fqe_endpoint *ep, const struct fqe_ct_key *ct,
+					     struct fqe_ct_val *tracked)
+{
+	fqe_tls_forget(ct);
+	if (ep->flags & FQE_EP_AUDIT)
+		tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
+	else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
+		tracked->flags = (tracked->flags & ~(FQE_CT_TLS_PENDING | FQE_CT_TLS_WATCH)) | FQE_CT_TLS_REFUSED |
+				 FQE_CT_CLOSING;
+}
+
+/*
+ * A packet of a flow under the TLS check (pending or watched). Its data
+ * goes to the check (a tail call). Refused at once: urgent data (the
+ * receiver would read another stream than the one checked), and while the
+ * name is pending, the pod's FIN or RST (a stream cut short cannot be
+ * re-anchored: a new connection is a new SYN, judged afresh). A SYN again
+ * changes nothing: the stream's start comes from the server's SYN-ACK.
+ */
+static __always_inline __u8 tls_flow_packet(const struct fqe_endpoint *ep, const struct fqe_pkt *p,
+					    const struct fqe_ct_key *ct, struct fqe_ct_val *tracked, __u64 now,
+					    enum fqe_pass *pass, int *tls_verdict)
+{
+	if (fqe_tcp_urgent(p) ||
+	    ((tracked->flags & FQE_CT_TLS_PENDING) && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)))) {
+		struct fqe_query_scratch *qs = fqe_query_scratch_get();
+
+		if (qs)
+			fqe_tls_no_name(qs);
+		tls_flow_refused(ep, ct, tracked);
+		if (p->payload_len == 0 && !fqe_tcp_urgent(p) && !(ep->flags & FQE_EP_AUDIT)) {
+			*pass = FQE_PASS_CT;
+			return FQE_REASON_NONE; /* the FIN or RST itself ends the server's half too */
+		}
+		*tls_verdict = 1;
+		return FQE_REASON_TLS_NAME;
+	}
+	fqe_ct_refresh(tracked, p, now);
+	*pass = FQE_PASS_CT;
+	if (p->payload_len == 0)
+		return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
+	return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
+}
 
 /*
  * Decide a parsed packet from an enforced pod: FQE_REASON_NONE passes, and
@@ -261,30 +311,27 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
 			if (tracked->flags & FQE_CT_TLS_REFUSED)
 				return FQE_REASON_TLS_NAME;
+			if (tracked->flags & FQE_CT_TLS_CHECK)
+				return tls_flow_packet(ep, p, &ct, tracked, now, pass, tls_verdict);
 			fqe_ct_refresh(tracked, p, now);
 			*pass = FQE_PASS_CT;
-			if (!(tracked->flags & FQE_CT_TLS_CHECK))
-				return FQE_REASON_NONE;
-			if ((p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN) {
-				struct fqe_tls_flow *f = bpf_map_lookup_elem(&fqe_tls_flows, &ct);
-
-				if (!f || f->parsed == 0)
-					fqe_tls_start(&ct, p); /* the SYN again, maybe with another sequence number */
-			}
-			if (p->payload_len == 0)
-				return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
-			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
+			return FQE_REASON_NONE;
 		}
 	}
 	if (!owns_source(identity, p))
 		return FQE_REASON_SPOOFED;
 	if (is_trusted_resolver(p)) {
 		*pass = FQE_PASS_DNS;
-		/* a TCP segment without payload (handshake, ACK, FIN) carries no query */
-		if (!(ep->flags & FQE_EP_DNS_FILTER_OFF) && (p->payload_len > 0 || p->proto == IPPROTO_UDP))
+		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN)
+			bpf_map_delete_elem(&fqe_dns_tcp, &ct); /* a new stream: its start comes with the SYN-ACK */
+		if (ep->flags & FQE_EP_DNS_FILTER_OFF) {
+			record_query(skb, identity, p, now);
+			return FQE_REASON_NONE;
+		}
+		/* a TCP segment without payload (handshake, ACK, FIN) carries no query, but may point at urgent data */
+		if (p->payload_len > 0 || p->proto == IPPROTO_UDP)
 			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY;
-		record_query(skb, identity, p, now);
-		return FQE_REASON_NONE;
+		return fqe_tcp_urgent(p) ? FQE_REASON_DNS_NAME : FQE_REASON_NONE;
 	}
 	verdict = allow_verdict(identity, p, now, &tls);
 	if ((verdict != FQE_REASON_NONE || tls) && cidr_allows(p)) {
@@ -303,8 +350,8 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	if (verdict == FQE_REASON_NONE && tls) {
 		if (fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
 			return FQE_REASON_FLOW_QUOTA;
-		fqe_tls_start(&ct, p);
-		if (p->payload_len > 0) /* a ClientHello in the SYN (TCP Fast Open) */
+		fqe_tls_start(&ct);
+		if (p->payload_len > 0) /* a ClientHello in the SYN (TCP Fast Open): held, no base yet */
 			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
 		return FQE_REASON_NONE;
 	}
@@ -433,50 +480,118 @@ int fqe_enforcer_dns(struct __sk_buff *skb)
 		return TC_ACT_SHOT; /* only the main program calls this, for a parsed packet */
 	reason = fqe_dns_query_verdict(skb, c.p, c.ep->identity);
 	/* audit passes a refused query: its answer is matched as usual */
-	if (reason == FQE_REASON_NONE || (c.ep->flags & FQE_EP_AUDIT))
+	if (reason == FQE_REASON_NONE || (c.ep->flags & FQE_EP_AUDIT)) {
 		record_query(skb, c.ep->identity, c.p, c.now);
+		fqe_dns_tcp_advance(c.p, c.ep->identity);
+	}
 	return finish(skb, c.cfg, c.ep, c.p, reason, FQE_PASS_DNS, c.now, 0);
 }
 
 /*
+ * The TLS check's walk of a segment hands a whole server name to the name
+ * program, which hands the rest of the segment back: skb->cb[0] says so
+ * (cb lives with the packet, across tail calls), the walk's place is in
+ * the per-CPU scratch (the same CPU, the same packet).
+ */
+#define FQE_TLS_RESUME 0xf9e7150fU
+
+/* What a tail program of the TLS check starts with: the flow, its state, the scratch. */
+struct fqe_tls_ctx {
+	struct fqe_enforcer_ctx c;
+	struct fqe_ct_key ct;
+	struct fqe_ct_val *tracked;
+	struct fqe_tls_flow *f;
+	struct fqe_query_scratch *qs;
+};
+
+static __always_inline int tls_begin(struct __sk_buff *skb, struct fqe_tls_ctx *t)
+{
+	if (!enforcer_begin(skb, &t->c) || t->c.parsed != FQE_PARSE_OK)
+		return 0;
+	fqe_ct_key_of(&t->ct, t->c.ep->identity, t->c.p, 1);
+	t->tracked = bpf_map_lookup_elem(&fqe_conntrack, &t->ct);
+	t->f = bpf_map_lookup_elem(&fqe_tls_flows, &t->ct);
+	t->qs = fqe_query_scratch_get();
+	return t->tracked && t->qs && (t->tracked->flags & (FQE_CT_TLS_PENDING | FQE_CT_TLS_WATCH));
+}
+
+/* The check's outcome for this segment, told to the flow and reported. */
+static __always_inline int tls_finish(struct __sk_buff *skb, struct fqe_tls_ctx *t, int out)
+{
+	enum fqe_pass pass = FQE_PASS_OTHER;
+	__u8 reason = FQE_REASON_TLS_NAME;
+	int tls_verdict = 1;
+
+	skb->cb[0] = 0;
+	if (out == FQE_TLS_PASS || out == FQE_TLS_ALLOW) {
+		reason = FQE_REASON_NONE;
+		pass = FQE_PASS_CT;
+		tls_verdict = 0;
+	} else if (out == FQE_TLS_HOLD && !(t->c.ep->flags & FQE_EP_AUDIT)) {
+		tls_verdict = 0; /* this segment only: resent in order later */
+	} else if (t->tracked) {
+		tls_flow_refused(t->c.ep, &t->ct, t->tracked);
+	}
+	return finish(skb, t->c.cfg, t->c.ep, t->c.p, reason, pass, t->c.now, tls_verdict);
+}
+
+/*
  * A data segment of a flow under the TLS check (pending or watched): the
- * parser's verdict on it, and what that does to the flow.
+ * parser's walk through it (from its start, or resumed after a name).
  */
 SEC("tc")
 int fqe_enforcer_tls(struct __sk_buff *skb)
 {
-	struct fqe_enforcer_ctx c;
-	enum fqe_pass pass = FQE_PASS_OTHER;
-	__u8 reason = FQE_REASON_TLS_NAME;
-	struct fqe_ct_val *tracked;
-	int out, tls_verdict = 1;
-	struct fqe_ct_key ct;
+	struct fqe_tls_ctx t = {};
+	int out;
 
-	if (!enforcer_begin(skb, &c) || c.parsed != FQE_PARSE_OK)
-		return TC_ACT_SHOT;
-	fqe_ct_key_of(&ct, c.ep->identity, c.p, 1);
-	tracked = bpf_map_lookup_elem(&fqe_conntrack, &ct);
-	if (!tracked || !(tracked->flags & (FQE_CT_TLS_PENDING | FQE_CT_TLS_WATCH)))
-		goto done; /* only the main program calls this, for such a flow */
-	out = fqe_tls_segment(skb, c.p, bpf_map_lookup_elem(&fqe_tls_flows, &ct), &ct, c.ep->identity);
-	if (out == FQE_TLS_PASS || out == FQE_TLS_ALLOW) {
-		/* allowed: watched until the server answers (the learner then clears it), then the fast path */
-		if (out == FQE_TLS_ALLOW && (tracked->flags & FQE_CT_TLS_PENDING))
-			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
-		reason = FQE_REASON_NONE;
-		pass = FQE_PASS_CT;
-		tls_verdict = 0;
-	} else if (out == FQE_TLS_HOLD && !(c.ep->flags & FQE_EP_AUDIT)) {
-		tls_verdict = 0; /* this segment only: resent in order later */
-	} else {
-		fqe_tls_forget(&ct);
-		if (c.ep->flags & FQE_EP_AUDIT)
-			tracked->flags = (tracked->flags & ~FQE_CT_TLS_CHECK) | FQE_CT_AUDITED;
-		else /* closing: reclaimed soon; a new SYN on the 5-tuple is judged afresh */
-			tracked->flags = (tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_REFUSED | FQE_CT_CLOSING;
+	if (!tls_begin(skb, &t))
+		return t.c.ep && t.c.p ? tls_finish(skb, &t, FQE_TLS_REFUSE) : TC_ACT_SHOT;
+	if (skb->cb[0] == FQE_TLS_RESUME && t.f)
+		out = fqe_tls_segment_walk(skb, t.f, t.qs);
+	else
+		out = fqe_tls_segment(skb, t.c.p, t.f, &t.ct);
+	if (out == FQE_TLS_JUDGE) {
+		skb->cb[0] = FQE_TLS_RESUME;
+		bpf_tail_call(skb, &fqe_enforcer_tails, FQE_TAIL_TLS_NAME);
+		out = FQE_TLS_REFUSE; /* no name program: the name cannot be judged */
 	}
-done:
-	return finish(skb, c.cfg, c.ep, c.p, reason, pass, c.now, tls_verdict);
+	return tls_finish(skb, &t, out);
+}
+
+/*
+ * A server name the walk found whole: the first ClientHello's must be one
+ * the pod may reach on this port; a later one's (after a
+ * HelloRetryRequest), the same name. Then the walk goes on.
+ */
+SEC("tc")
+int fqe_enforcer_tls_name(struct __sk_buff *skb)
+{
+	struct fqe_tls_bytes *store;
+	struct fqe_tls_ctx t = {};
+	int ok;
+
+	if (!tls_begin(skb, &t) || skb->cb[0] != FQE_TLS_RESUME || !t.f)
+		return t.c.ep && t.c.p ? tls_finish(skb, &t, FQE_TLS_REFUSE) : TC_ACT_SHOT;
+	store = bpf_map_lookup_elem(&fqe_tls_bytes, &t.ct);
+	if (!store || t.f->hellos >= FQE_TLS_MAX_HELLOS)
+		return tls_finish(skb, &t, FQE_TLS_REFUSE);
+	if (t.f->hellos == 0)
+		ok = fqe_tls_name_allowed(t.f, store, t.qs, t.c.ep->identity, t.c.p->dport);
+	else
+		ok = fqe_tls_name_same(t.f, store, t.qs);
+	if (!ok)
+		return tls_finish(skb, &t, FQE_TLS_REFUSE);
+	if (t.f->hellos == 0) {
+		t.f->first_name_at = t.f->ext_left;
+		t.f->first_name_len = t.f->name_len;
+		/* allowed: watched until the server answers its last hello (the learner ends it), then the fast path */
+		if (t.tracked->flags & FQE_CT_TLS_PENDING)
+			t.tracked->flags = (t.tracked->flags & ~FQE_CT_TLS_PENDING) | FQE_CT_TLS_WATCH;
+	}
+	t.f->hellos++;
+	bpf_tail_call(skb, &fqe_enforcer_tails, FQE_TAIL_TLS);
+	return tls_finish(skb, &t, FQE_TLS_REFUSE); /* the rest of the segment cannot be walked */
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -470,6 +470,72 @@ static __always_inline int pod_owns(__u32 identity, const __u8 *addr)
 	return bpf_map_lookup_elem(&fqe_owners, &k) != NULL;
 }
 
+/*
+ * A trusted resolver's SYN-ACK to the pod: the pod's DNS-over-TCP stream
+ * starts at its ack (the query filter judges from there, in order). A
+ * stream already begun keeps its place: a SYN-ACK sent again moves nothing.
+ */
+static __always_inline void dns_tcp_begin(__u32 identity, const struct fqe_pkt *p)
+{
+	struct fqe_dns_tcp s = { .next_seq = p->tcp_ack };
+	struct fqe_ct_key k;
+
+	if (!bpf_map_lookup_elem(&fqe_resolvers, p->saddr) || !pod_owns(identity, p->daddr))
+		return;
+	fqe_ct_key_of(&k, identity, p, 0);
+	bpf_map_update_elem(&fqe_dns_tcp, &k, &s, BPF_NOEXIST);
+}
+
+/* The random of a ServerHello that is a HelloRetryRequest (RFC 8446, 4.1.3). */
+static const __u8 fqe_tls_hrr_random[32] __attribute__((aligned(8))) = {
+	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+};
+
+/* Does the server's first data ask for a second ClientHello (a HelloRetryRequest)? */
+static __always_inline int tls_server_retries(struct __sk_buff *skb, const struct fqe_pkt *p)
+{
+	/* record header (5), handshake type and length (4), version (2), then the random */
+	const __u64 *hrr = (const __u64 *)fqe_tls_hrr_random;
+	__u64 random[4];
+	__u8 head[6];
+
+	if (p->payload_len < 11 + sizeof(random) || bpf_skb_load_bytes(skb, p->payload_off, head, sizeof(head)) < 0 ||
+	    bpf_skb_load_bytes(skb, p->payload_off + 11, random, sizeof(random)) < 0)
+		return 0;
+	return head[0] == 22 && head[5] == 2 && /* a handshake record, a server_hello */
+	       ((random[0] ^ hrr[0]) | (random[1] ^ hrr[1]) | (random[2] ^ hrr[2]) | (random[3] ^ hrr[3])) == 0;
+}
+
+/*
+ * The server's half of a flow under the TLS check. Its SYN-ACK gives the
+ * stream's start: the client's first data byte is the one it acks (set
+ * once, before anything is judged: the pod's own SYNs never set it). Its
+ * first data ends the watch (it has read the whole ClientHello, whose name
+ * was allowed), unless it is a HelloRetryRequest: the client's second
+ * ClientHello is then checked too, and the server's answer to that ends it.
+ */
+static __always_inline void tls_server_packet(struct __sk_buff *skb, const struct fqe_pkt *p,
+					      const struct fqe_ct_key *ct, struct fqe_ct_val *tracked)
+{
+	struct fqe_tls_flow *f;
+
+	if ((p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == (FQE_TCP_SYN | FQE_TCP_ACK)) {
+		f = bpf_map_lookup_elem(&fqe_tls_flows, ct);
+		if (f && !f->based && !f->parsed) {
+			f->base_seq = p->tcp_ack;
+			f->next_seq = p->tcp_ack;
+			f->based = 1;
+		}
+		return;
+	}
+	if (!(tracked->flags & FQE_CT_TLS_WATCH) || p->payload_len == 0 || tls_server_retries(skb, p))
+		return;
+	tracked->flags &= ~FQE_CT_TLS_WATCH;
+	bpf_map_delete_elem(&fqe_tls_flows, ct);
+	bpf_map_delete_elem(&fqe_tls_bytes, ct);
+}
+
 /* Does this packet open a flow (rather than answer one the pod opened)? */
 static __always_inline int opens_flow(const struct fqe_pkt *p)
 {
@@ -501,6 +567,8 @@ int fqe_learner(struct __sk_buff *skb)
 	cfg = fqe_config_get();
 	now = bpf_ktime_get_ns();
 	if (p->sport == FQE_DNS_PORT && (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP)) {
+		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == (FQE_TCP_SYN | FQE_TCP_ACK))
+			dns_tcp_begin(ep->identity, p);
 #if FQE_INLINE_LEARNER
 		struct fqe_query_key qk = {};
 		struct fqe_dns_hdr hdr;
@@ -514,12 +582,8 @@ int fqe_learner(struct __sk_buff *skb)
 	}
 	fqe_ct_key_of(&ct, ep->identity, p, 0);
 	tracked = fqe_ct_lookup(cfg, &ct, p, now);
-	if (tracked && (tracked->flags & FQE_CT_TLS_WATCH) && p->payload_len > 0) {
-		/* the server answers: it has read the whole ClientHello, whose name was allowed */
-		tracked->flags &= ~FQE_CT_TLS_WATCH;
-		bpf_map_delete_elem(&fqe_tls_flows, &ct);
-		bpf_map_delete_elem(&fqe_tls_bytes, &ct);
-	}
+	if (tracked && (tracked->flags & FQE_CT_TLS_CHECK))
+		tls_server_packet(skb, p, &ct, tracked);
 	if (tracked) {
 		if (!fqe_ct_audit_ended(tracked, ep))
 			fqe_ct_refresh(tracked, p, now);

@@ -36,12 +36,21 @@ function withFilter(t: Parameters<typeof requireKernelTestEnv>[0], fn: (f: Filte
     h.allowName(PolicyKind.exact, 'api.stripe.test');
     h.allowName(PolicyKind.wildcard, 'kadath.test');
     for (const e of clusterDomainEntries(['cluster.local', 'corp.internal'], h.hashKey)) h.dp.maps.clusterDomains.set(e.hash, { ports: [], name: e.name });
+    // DNS over TCP: each query on a stream of its own (a port not used before), begun as a real one is:
+    // the pod's SYN, the resolver's SYN-ACK through the learner (the filter judges from its ack on).
+    let tcpPort = 42000;
     const raw: Filter['raw'] = (payload, opts = {}) => {
       const src = opts.v6 ? h.podV6 : h.podV4;
       const dst = opts.v6 ? RESOLVER_V6 : h.resolver;
-      const frame = opts.tcp
-        ? buildFrame({ src, dst, proto: 'tcp', sport: opts.sport ?? 41000, dport: 53, payload, tcpFlags: 0x18 })
-        : buildFrame({ src, dst, proto: 'udp', sport: opts.sport ?? 41000, dport: 53, payload });
+      let frame: Buffer;
+      if (opts.tcp) {
+        const sport = opts.sport ?? tcpPort++;
+        native.progTestRun(h.dp.programs!.enforcer, buildFrame({ src, dst, proto: 'tcp', sport, dport: 53, seq: 5000, tcpFlags: 0x02 }));
+        native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: 53, dport: sport, seq: 9000, ack: 5001, tcpFlags: 0x12 }));
+        frame = buildFrame({ src, dst, proto: 'tcp', sport, dport: 53, seq: 5001, ack: 9001, payload, tcpFlags: 0x18 });
+      } else {
+        frame = buildFrame({ src, dst, proto: 'udp', sport: opts.sport ?? 41000, dport: 53, payload });
+      }
       const r = native.progTestRun(h.dp.programs!.enforcer, frame);
       return { retval: r.retval | 0, data: r.data };
     };

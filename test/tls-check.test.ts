@@ -44,13 +44,16 @@ function withName(hello: Buffer, name: string): Buffer {
   const c = parseClientHello(hello);
   return buildClientHello({ head: c.head, extensions: c.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(name) : e)) });
 }
-const HELLO_UPPER = withName(HELLO_13, 'API.Stripe.TEST.');
+const HELLO_UPPER = withName(HELLO_13, 'API.Stripe.TEST');
+/** A TLS record of the client's after its hello: ChangeCipherSpec, then (encrypted) application data. */
+const CCS = Buffer.from([20, 3, 3, 0, 1, 1]);
+const APP_DATA = Buffer.from([23, 3, 3, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
 
 let nextPort = 30000;
 
 interface Flow {
   sport: number;
-  /** the SYN: seq 1000 */
+  /** the SYN (seq 1000; its retval), then the server's SYN-ACK through the learner (ack 1001) */
   syn(): number;
   /** data at stream offset `at` (0 = the first byte after the SYN) */
   send(payload: Buffer, at: number, flags?: number): { retval: number; data: Buffer };
@@ -84,7 +87,12 @@ function withTls(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerH
       };
       return {
         sport,
-        syn: () => run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1000, tcpFlags: SYN })).retval,
+        syn: () => {
+          const r = run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1000, tcpFlags: SYN })).retval;
+          // the server's SYN-ACK (through the learner) gives the stream's start: 1001
+          native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: dport, dport: sport, seq: 6, ack: 1001, tcpFlags: SYN | ACK }));
+          return r;
+        },
         send: (payload, at, flags = PSH_ACK) => run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1001 + at, ack: 7, tcpFlags: flags, payload })),
         serverData: (payload) => (native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: dport, dport: sport, seq: 7, ack: 1001, tcpFlags: PSH_ACK, payload })).retval | 0),
         flags: () => h.dp.maps.conntrack.get(key)?.flags,
@@ -135,7 +143,8 @@ test('while watched, a hello byte sent again must be the byte judged (the first 
     assert.equal(f.send(forged, 0).retval, SHOT, 'other bytes in the judged range: dropped');
     assert.equal(f.send(hello.subarray(0, 1000), 0).retval, PASS, 'the same bytes again: pass');
     assert.equal(f.send(hello.subarray(1000), 1000).retval, PASS, 'the segment with the name again: pass');
-    assert.equal(f.send(Buffer.from('finished'), hello.length).retval, PASS, 'new bytes after the hello: pass');
+    assert.equal(f.send(CCS, hello.length).retval, PASS, 'a record after the hello (ChangeCipherSpec): pass');
+    assert.equal(f.send(APP_DATA, hello.length + CCS.length).retval, PASS, 'early data: skipped, passes');
     f.serverData(Buffer.from('server hello'));
     assert.equal(f.flags()! & CtFlag.tlsWatch, 0);
   });
@@ -144,7 +153,7 @@ test('while watched, a hello byte sent again must be the byte judged (the first 
 test('another name on the same IP, no server name, or not TLS at all: reset to the pod, then every packet dropped', (t) => {
   withTls(t, (h, flow) => {
     const before = h.dp.maps.counters.get(h.identity)?.reasons['tls-server-name'] ?? 0n;
-    for (const [what, payload] of [['evil.test', HELLO_EVIL], ['no SNI', HELLO_NONE], ['plain HTTP', Buffer.from('GET / HTTP/1.1\r\nHost: api.stripe.test\r\n\r\n')], ['the apex of a wildcard', HELLO_APEX]] as const) {
+    for (const [what, payload] of [['evil.test', HELLO_EVIL], ['no SNI', HELLO_NONE], ['plain HTTP', Buffer.from('GET / HTTP/1.1\r\nHost: api.stripe.test\r\n\r\n')], ['the apex of a wildcard', HELLO_APEX], ['an allowed name with a trailing dot (RFC 6066 forbids it)', withName(HELLO_13, 'api.stripe.test.')]] as const) {
       const f = flow();
       assert.equal(f.syn(), PASS);
       const r = f.send(payload, 0);
@@ -227,15 +236,15 @@ test('a retransmission of parsed bytes passes, also re-cut with new bytes after 
   });
 });
 
-test('a hello that shows no name within 8 segments is refused; a plain tcp rule on the port skips the check; QUIC and IP fragments to a tls-only destination are refused', (t) => {
+test('a hello that shows no name within 16 segments is refused; a plain tcp rule on the port skips the check; QUIC and IP fragments to a tls-only destination are refused', (t) => {
   withTls(t, (h, flow) => {
     const hello = nameLast(HELLO_13, 1700);
     const f = flow();
     f.syn();
-    const cuts = [100, 200, 300, 400, 500, 600, 700, 800];
+    const cuts = Array.from({ length: 16 }, (_, i) => (i + 1) * 90); // the name lies past 1,440
     const r = sendInPieces(f, hello, cuts);
-    assert.deepEqual(r.slice(0, 7), Array(7).fill(PASS));
-    assert.equal(r[7], REDIRECT, 'the 8th segment without a name');
+    assert.deepEqual(r.slice(0, 15), Array(15).fill(PASS));
+    assert.equal(r[15], REDIRECT, 'the 16th segment without a name');
     const plain = flow({ dst: PLAIN_V4 });
     plain.syn();
     assert.equal(plain.flags()! & CtFlag.tlsPending, 0, 'a tcp rule for the same port: no check');

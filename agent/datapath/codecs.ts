@@ -54,7 +54,7 @@ export const LAYOUTS = {
   refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
   refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
   // TLS server name check (issue 13)
-  tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, seg_start: 32, seg_len: 64, seg_hash: 96, name: 160 } },
+  tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, base_seq: 32, based: 36, hellos: 37, rec_type: 38, named: 39, first_name_at: 40, first_name_len: 44, seg_len: 64, seg_hash: 96, name: 160 } },
 } as const;
 
 export const MAX_PORT_RULES = 8;
@@ -784,28 +784,22 @@ export const refusedNameCodec = {
 export interface TlsFlow {
   /** the next byte's TCP sequence number */
   nextSeq: number;
-  /** ClientHello bytes parsed so far */
+  /** the stream's first data byte, as the server's SYN-ACK acked it (valid when based) */
+  baseSeq: number;
+  based: boolean;
+  /** client bytes taken so far (kept in fqe_tls_bytes up to its size) */
   parsed: number;
   segments: number;
-  /** the server name bytes collected so far (latin1) */
-  name: string;
+  /** ClientHellos whose server name was judged */
+  hellos: number;
 }
 
 export const tlsFlowCodec = {
-  encode(v: TlsFlow): Buffer {
-    const f = L.tls_flow.fields;
-    const b = Buffer.alloc(L.tls_flow.size);
-    b.writeUInt32LE(v.nextSeq >>> 0, f.next_seq);
-    b.writeUInt32LE(v.parsed, f.parsed);
-    b.writeUInt8(v.segments, f.segments);
-    const name = Buffer.from(v.name, 'latin1').subarray(0, NAME_LEN);
-    b.writeUInt16LE(name.length, f.name_len);
-    name.copy(b, f.name);
-    return b;
-  },
   decode(b: Buffer): TlsFlow {
     const f = L.tls_flow.fields;
-    const len = Math.min(b.readUInt16LE(f.name_len), NAME_LEN);
-    return { nextSeq: b.readUInt32LE(f.next_seq), parsed: b.readUInt32LE(f.parsed), segments: b.readUInt8(f.segments), name: b.subarray(f.name, f.name + len).toString('latin1') };
+    return {
+      nextSeq: b.readUInt32LE(f.next_seq), baseSeq: b.readUInt32LE(f.base_seq), based: b.readUInt8(f.based) !== 0,
+      parsed: b.readUInt32LE(f.parsed), segments: b.readUInt8(f.segments), hellos: b.readUInt8(f.hellos),
+    };
   },
 };

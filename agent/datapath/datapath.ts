@@ -41,7 +41,7 @@ export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACK
 const OBJECTS = [
   {
     file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer', olderKernel: 'enforcer_precise_clock.bpf.o',
-    tails: { map: 'fqe_enforcer_tails', programs: ['fqe_enforcer_dns', 'fqe_enforcer_tls'] },
+    tails: { map: 'fqe_enforcer_tails', programs: ['fqe_enforcer_dns', 'fqe_enforcer_tls', 'fqe_enforcer_tls_name'] },
   },
   {
     file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o',

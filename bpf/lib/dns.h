@@ -29,6 +29,7 @@
 #define FQE_DNS_TYPE_A 1
 #define FQE_DNS_TYPE_CNAME 5
 #define FQE_DNS_TYPE_AAAA 28
+#define FQE_DNS_TYPE_OPT 41
 #define FQE_DNS_CLASS_IN 1
 
 struct fqe_dns_hdr {

@@ -26,6 +26,7 @@
 
 #include <linux/if_ether.h>
 #include "dns.h"
+#include "conntrack.h"
 
 #define FQE_DNS_QR 0x8000
 #define FQE_DNS_OPCODE_MASK 0x7800
@@ -44,6 +45,8 @@ struct fqe_tls_walk {
 	__s32 result; /* FQE_TLS_MORE, FQE_TLS_NAME or FQE_TLS_BAD */
 	__u32 n; /* bytes this step takes */
 	__u8 buf[8];
+	__u32 fresh; /* new bytes in the segment (len: those the store holds) */
+	__u32 seq_end; /* the sequence number after the segment */
 	/* a copy into, or compare with, the flow's store */
 	__u32 copy_off; /* packet offset */
 	__u32 copy_len;
@@ -61,6 +64,7 @@ struct fqe_tls_name_walk {
 	__u32 next_label;
 	__u32 cur_start;
 	__u32 cur_len;
+	__u32 first; /* stream offset of the first hello's name */
 };
 
 /* Per-CPU scratch for one query: too big for the stack. */
@@ -194,6 +198,64 @@ static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, cons
 }
 
 /*
+ * What may follow the question: nothing, or (arcount 1) exactly one EDNS
+ * OPT record (root owner name, type 41) that ends the message. Anything
+ * else would ride along to the resolver unjudged.
+ */
+static __always_inline int fqe_dns_query_tail_ok(struct __sk_buff *skb, __u32 at, __u32 end, __u16 arcount)
+{
+	struct {
+		__u8 root;
+		__be16 type;
+		__be16 class;
+		__be32 ttl;
+		__be16 rdlen;
+	} __attribute__((packed)) opt;
+
+	if (arcount == 0)
+		return at == end;
+	if (at + sizeof(opt) > end || bpf_skb_load_bytes(skb, at, &opt, sizeof(opt)) < 0)
+		return 0;
+	return opt.root == 0 && bpf_ntohs(opt.type) == FQE_DNS_TYPE_OPT &&
+	       at + sizeof(opt) + bpf_ntohs(opt.rdlen) == end;
+}
+
+/*
+ * DNS over TCP: is this segment exactly the next bytes of the pod's stream
+ * to the resolver (from the resolver's SYN-ACK on), without urgent data?
+ * Only such a segment is judged; an overlap, a hole, a stream the kernel
+ * did not see begin, or urgent data is refused: the resolver would read
+ * other bytes than the ones judged.
+ */
+static __always_inline int fqe_dns_tcp_in_order(const struct fqe_pkt *p, __u32 identity)
+{
+	struct fqe_ct_key k;
+	struct fqe_dns_tcp *s;
+
+	if (p->proto != IPPROTO_TCP)
+		return 1;
+	if (fqe_tcp_urgent(p))
+		return 0;
+	fqe_ct_key_of(&k, identity, p, 1);
+	s = bpf_map_lookup_elem(&fqe_dns_tcp, &k);
+	return s && s->next_seq == p->tcp_seq;
+}
+
+/* A judged segment passes: the stream moves past it. */
+static __always_inline void fqe_dns_tcp_advance(const struct fqe_pkt *p, __u32 identity)
+{
+	struct fqe_ct_key k;
+	struct fqe_dns_tcp *s;
+
+	if (p->proto != IPPROTO_TCP)
+		return;
+	fqe_ct_key_of(&k, identity, p, 1);
+	s = bpf_map_lookup_elem(&fqe_dns_tcp, &k);
+	if (s)
+		s->next_seq = p->tcp_seq + p->payload_len + !!(p->tcp_flags & FQE_TCP_FIN);
+}
+
+/*
  * The verdict on a query to a trusted resolver: FQE_REASON_NONE passes,
  * FQE_REASON_DNS_NAME refuses. The scratch keeps what
  * fqe_dns_remember_refused() and fqe_dns_refuse() need.
@@ -216,6 +278,8 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 	msg = fqe_dns_query_message(skb, p, &off, &end);
 	if (msg == 0)
 		return FQE_REASON_NONE;
+	if (!fqe_dns_tcp_in_order(p, identity))
+		goto refuse;
 	if (msg < 0 || bpf_skb_load_bytes(skb, off, &hdr, sizeof(hdr)) < 0)
 		goto refuse;
 	qs->msg_off = off;
@@ -232,6 +296,8 @@ static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const s
 	qs->name_len = qs->nb.end - 1 - qs->name_off;
 	qs->refused.flags = FQE_REFUSED_PARSED;
 	qs->refused.qtype = bpf_ntohs(qtype);
+	if (!fqe_dns_query_tail_ok(skb, qs->question_end, end, bpf_ntohs(hdr.arcount)))
+		goto refuse; /* bytes after the question that are not one EDNS record */
 	if (fqe_dns_match(&qs->nb, identity, &name_hash, &refused))
 		return FQE_REASON_NONE;
 	if (fqe_dns_in_cluster(&qs->nb))

@@ -405,8 +405,9 @@ struct fqe_refused_name {
 #define FQE_CT_TLS_CHECK (FQE_CT_TLS_PENDING | FQE_CT_TLS_REFUSED | FQE_CT_TLS_WATCH)
 
 #define FQE_MAX_TLS_FLOWS 16384
-#define FQE_TLS_MAX_BYTES 4096 /* a ClientHello must show its name within this (a power of two) */
-#define FQE_TLS_MAX_SEGMENTS 8 /* ... and within this many segments */
+/* the client's plaintext handshake (its ClientHellos: two after a HelloRetryRequest) within this (a power of two) */
+#define FQE_TLS_MAX_BYTES 8192
+#define FQE_TLS_MAX_SEGMENTS 16 /* ... and within this many segments */
 
 /*
  * Where the ClientHello parser of one flow stands, between its segments.
@@ -424,11 +425,19 @@ struct fqe_tls_flow {
 	__u8 state; /* where the parser is (enum in bpf/lib/tls.h) */
 	__u8 segments; /* segments parsed */
 	__u8 name_done; /* the name was seen and allowed: watching resent bytes */
-	__u16 name_len; /* bytes of name[] collected */
+	__u16 name_len; /* the current server name's length */
+	/* in the room of the segment starts of before the byte store */
+	__u32 base_seq; /* the sequence number of the stream's first data byte (the server's SYN-ACK acks it) */
+	__u8 based; /* base_seq is known: data is judged from there on, never before */
+	__u8 hellos; /* ClientHellos whose server name was judged */
+	__u8 rec_type; /* the current TLS record's content type */
+	__u8 named; /* the current ClientHello's server name was seen */
+	__u32 first_name_at; /* stream offset of the first ClientHello's server name */
+	__u32 first_name_len;
+	__u32 reserved[4];
 	/* unused since the byte store (fqe_tls_bytes) took the place of segment hashes */
-	__u32 seg_start[FQE_TLS_MAX_SEGMENTS];
-	__u32 seg_len[FQE_TLS_MAX_SEGMENTS];
-	__u64 seg_hash[FQE_TLS_MAX_SEGMENTS];
+	__u32 seg_len[8];
+	__u64 seg_hash[8];
 	__u8 name[FQE_NAME_LEN]; /* unused since the byte store (the name is read from it) */
 };
 
@@ -437,9 +446,22 @@ struct fqe_tls_flow {
  * byte (at most FQE_TLS_MAX_BYTES; the tail is room for 64-byte copies).
  * A byte sent again must be the byte judged. Key: struct fqe_ct_key.
  */
-#define FQE_MAX_TLS_STORES 8192
+#define FQE_MAX_TLS_STORES 4096
 struct fqe_tls_bytes {
 	__u8 b[FQE_TLS_MAX_BYTES + 64];
+};
+
+/*
+ * ---- DNS over TCP to a trusted resolver ----
+ * Where the pod's byte stream to the resolver stands, so that the query
+ * filter judges exactly the bytes the resolver will read: the next byte's
+ * sequence number, taken from the resolver's SYN-ACK (the learner sees it)
+ * and moved past each segment judged. Key: struct fqe_ct_key.
+ */
+#define FQE_MAX_DNS_TCP 16384
+struct fqe_dns_tcp {
+	__u32 next_seq; /* the pod's next byte (host byte order) */
+	__u32 pad;
 };
 
 #endif /* FQE_TYPES_H */

@@ -256,4 +256,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_tls_bytes SEC(".maps");
 
+/*
+ * Where does this pod's DNS-over-TCP stream to a resolver stand (the next
+ * byte the resolver will read)? Made at the resolver's SYN-ACK, gone at the
+ * pod's next SYN on the 5-tuple; the LRU reclaims the rest.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FQE_MAX_DNS_TCP);
+	__type(key, struct fqe_ct_key);
+	__type(value, struct fqe_dns_tcp);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_dns_tcp SEC(".maps");
+
 #endif /* FQE_MAPS_H */

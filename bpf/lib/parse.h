@@ -96,6 +96,9 @@ struct fqe_pkt {
 	__u8 tcp_flags; /* byte 13 of the TCP header */
 	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
 	__u32 tcp_seq; /* host byte order; TCP only */
+	__u32 tcp_ack; /* host byte order; TCP only */
+	__u16 urg_ptr; /* TCP urgent pointer, host byte order */
+	__u16 pad;
 };
 
 /*
@@ -124,6 +127,18 @@ FQE_PERCPU_SCRATCH(fqe_pkt_scratch, struct fqe_pkt, fqe_pkt_get)
 #define FQE_TCP_SYN 0x02
 #define FQE_TCP_RST 0x04
 #define FQE_TCP_ACK 0x10
+#define FQE_TCP_URG 0x20
+
+/*
+ * Does this segment point at urgent data (URG, or an urgent pointer)? A
+ * Linux receiver takes the urgent byte out of the stream (without
+ * SO_OOBINLINE), so a stream checked with it in would not be the stream
+ * read: refused wherever the kernel judges a stream.
+ */
+static __always_inline int fqe_tcp_urgent(const struct fqe_pkt *p)
+{
+	return p->proto == IPPROTO_TCP && ((p->tcp_flags & FQE_TCP_URG) || p->urg_ptr);
+}
 
 static __always_inline void fqe_addr_from_v4(__u8 *dst, __be32 v4)
 {
@@ -147,6 +162,8 @@ static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p
 		p->dport = bpf_ntohs(th.dest);
 		p->tcp_flags = ((__u8 *)&th)[13];
 		p->tcp_seq = bpf_ntohl(th.seq);
+		p->tcp_ack = bpf_ntohl(th.ack_seq);
+		p->urg_ptr = bpf_ntohs(th.urg_ptr);
 		p->payload_off = off + th.doff * 4;
 	} else if (p->proto == IPPROTO_UDP) {
 		struct udphdr uh;

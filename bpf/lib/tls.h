@@ -48,12 +48,16 @@
 
 #include "dns_query.h"
 
+#define FQE_TLS_CONTENT_CCS 20
+#define FQE_TLS_CONTENT_ALERT 21
 #define FQE_TLS_CONTENT_HANDSHAKE 22
+#define FQE_TLS_CONTENT_APPDATA 23
 #define FQE_TLS_HANDSHAKE_CLIENT_HELLO 1
 #define FQE_TLS_EXT_SERVER_NAME 0
 #define FQE_TLS_MAX_RECORD 16384 /* TLSPlaintext.length limit */
 #define FQE_TLS_CHUNK 64 /* bytes copied or compared at a time (a power of two) */
 #define FQE_TLS_STEPS 128 /* parser steps (record headers and fields) per segment */
+#define FQE_TLS_MAX_HELLOS 2 /* ClientHellos a flow may send: the first, and one after a HelloRetryRequest */
 #define FQE_TLS_MAX_NAME 253 /* a dotted host name, without the trailing dot */
 
 /* What the parser reads next inside the ClientHello. */
@@ -74,7 +78,8 @@ enum fqe_tls_state {
 	FQE_TLS_SNI_LIST_LEN, /* 2 */
 	FQE_TLS_SNI_TYPE, /* 1: host_name */
 	FQE_TLS_SNI_LEN, /* 2 */
-	FQE_TLS_SNI_NAME, /* collected into name[] */
+	FQE_TLS_SNI_NAME, /* kept in the stream store; judged by the name program */
+	FQE_TLS_SKIP_RECORD, /* a record that is not a handshake (ChangeCipherSpec, early data, alert): skipped */
 };
 
 /* Outcomes of the walk. */
@@ -99,8 +104,10 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
 
 	switch (f->state) {
 	case FQE_TLS_HS_TYPE:
+		/* the client's plaintext handshake is ClientHellos only while the check runs */
 		if (v != FQE_TLS_HANDSHAKE_CLIENT_HELLO)
 			return FQE_TLS_BAD;
+		f->named = 0;
 		fqe_tls_enter(f, FQE_TLS_HS_LEN, 3);
 		return FQE_TLS_MORE;
 	case FQE_TLS_HS_LEN:
@@ -186,7 +193,16 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
 		fqe_tls_enter(f, FQE_TLS_SNI_NAME, v);
 		return FQE_TLS_MORE;
 	case FQE_TLS_SNI_NAME:
+		/* the name program judges it (name_len bytes at stream offset ext_left); then the walk goes on */
+		f->named = 1;
+		if (f->hs_left == 0)
+			fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1); /* it ended the hello */
+		else
+			fqe_tls_enter(f, FQE_TLS_EXT_TYPE, 2);
 		return FQE_TLS_NAME;
+	case FQE_TLS_SKIP_RECORD:
+		fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1);
+		return FQE_TLS_MORE;
 	}
 	return FQE_TLS_BAD;
 }
@@ -198,7 +214,29 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
 	 (1U << FQE_TLS_EXT_LEN) | (1U << FQE_TLS_SNI_LIST_LEN) | (1U << FQE_TLS_SNI_TYPE) |                 \
 	 (1U << FQE_TLS_SNI_LEN))
 /* States inside the hello's body (after its type and length), as a bit per state. */
-#define FQE_TLS_IN_BODY (~((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN)))
+#define FQE_TLS_IN_BODY (~((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SKIP_RECORD)))
+
+/*
+ * May a record of this content type start here? Handshake records always;
+ * after a judged ClientHello, between handshake messages, also a
+ * ChangeCipherSpec (TLS 1.3 sends one before its second hello), early data
+ * and alerts, whose bodies are skipped.
+ */
+static __always_inline int fqe_tls_record_ok(const struct fqe_tls_flow *f, __u32 type)
+{
+	if (type == FQE_TLS_CONTENT_HANDSHAKE)
+		return 1;
+	if (type != FQE_TLS_CONTENT_CCS && type != FQE_TLS_CONTENT_ALERT && type != FQE_TLS_CONTENT_APPDATA)
+		return 0;
+	return f->hellos > 0 && f->state == FQE_TLS_HS_TYPE && f->acc == 0;
+}
+
+/* A record header is whole: a record that is not a handshake is skipped. */
+static __always_inline void fqe_tls_record_begins(struct fqe_tls_flow *f)
+{
+	if (f->rec_type != FQE_TLS_CONTENT_HANDSHAKE)
+		fqe_tls_enter(f, FQE_TLS_SKIP_RECORD, f->rec_left);
+}
 
 /*
  * One step of the ClientHello parser: a TLS record header (whole, or one
@@ -221,13 +259,15 @@ static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_fl
 		if (f->rec_hdr == 0 && avail >= 5) {
 			if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 5) < 0)
 				goto bad;
-			if (w->buf[0] != FQE_TLS_CONTENT_HANDSHAKE || w->buf[1] != 3)
+			if (!fqe_tls_record_ok(f, w->buf[0]) || w->buf[1] != 3)
 				goto bad;
 			v = ((__u32)w->buf[3] << 8) | w->buf[4];
 			if (v - 1 >= FQE_TLS_MAX_RECORD)
 				goto bad; /* 0, or over the limit */
+			f->rec_type = w->buf[0];
 			f->rec_left = v;
 			f->rec_hdr = 5;
+			fqe_tls_record_begins(f);
 			w->at = at + 5;
 			return 0;
 		}
@@ -235,11 +275,16 @@ static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_fl
 		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 1) < 0)
 			goto bad;
 		v = w->buf[0];
-		if ((f->rec_hdr == 0 && v != FQE_TLS_CONTENT_HANDSHAKE) || (f->rec_hdr == 1 && v != 3))
+		if ((f->rec_hdr == 0 && !fqe_tls_record_ok(f, v)) || (f->rec_hdr == 1 && v != 3))
 			goto bad;
+		if (f->rec_hdr == 0)
+			f->rec_type = v;
 		f->rec_left = (f->rec_left << 8) | v; /* bytes 3 and 4 are the length */
-		if (f->rec_hdr == 4 && f->rec_left - 1 >= FQE_TLS_MAX_RECORD)
-			goto bad;
+		if (f->rec_hdr == 4) {
+			if (f->rec_left - 1 >= FQE_TLS_MAX_RECORD)
+				goto bad;
+			fqe_tls_record_begins(f);
+		}
 		f->rec_hdr++;
 		w->at = at + 1;
 		return 0;
@@ -283,8 +328,13 @@ static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_fl
 	if (f->need > 0)
 		return 0;
 	r = fqe_tls_field_done(f, w->base + at + n);
-	if (r == FQE_TLS_MORE && ((FQE_TLS_IN_BODY >> (f->state & 31)) & 1) && f->hs_left == 0)
-		r = FQE_TLS_BAD; /* the hello ended without a name */
+	if (r == FQE_TLS_MORE && ((FQE_TLS_IN_BODY >> (f->state & 31)) & 1) && f->hs_left == 0) {
+		/* the hello ended: it must have named a server; the next handshake message may follow */
+		if (!f->named)
+			r = FQE_TLS_BAD;
+		else
+			fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1);
+	}
 	if (r == FQE_TLS_MORE)
 		return 0;
 	w->result = r;
@@ -295,19 +345,15 @@ bad:
 }
 
 /*
- * Walk a segment's new bytes (len at packet offset off; base: the stream
- * offset of the first) through the parser, at most FQE_TLS_STEPS steps:
- * FQE_TLS_MORE (all walked, no name yet), FQE_TLS_NAME (the name is whole:
- * name_len bytes from stream offset ext_left) or FQE_TLS_BAD. A segment the
- * steps do not cover is BAD: nothing unparsed passes.
+ * Walk on through the segment's new bytes (set up in w: len at packet
+ * offset off, base the stream offset of the first, at the bytes walked), at
+ * most FQE_TLS_STEPS steps: FQE_TLS_MORE (all walked), FQE_TLS_NAME (a
+ * server name is whole: name_len bytes from stream offset ext_left; the
+ * walk stops right after it) or FQE_TLS_BAD. A segment the steps do not
+ * cover is BAD: nothing unparsed passes.
  */
-static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w,
-					 __u32 off, __u32 len, __u32 base)
+static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w)
 {
-	w->off = off;
-	w->len = len;
-	w->at = 0;
-	w->base = base;
 	w->result = FQE_TLS_MORE;
 	fqe_for (i, FQE_TLS_STEPS) {
 		if (fqe_tls_step(skb, f, w))
@@ -505,6 +551,29 @@ static __always_inline void fqe_tls_name_rev(struct fqe_query_scratch *qs)
 }
 
 /*
+ * The server name (name_len bytes from stream offset ext_left) as
+ * egressctl drops shows it (wire format in qs->refused), and is it a host
+ * name? A trailing dot is refused (RFC 6066: a server may take `name.` for
+ * another host than `name`).
+ */
+static __always_inline int fqe_tls_name_shown(const struct fqe_tls_flow *f, const struct fqe_tls_bytes *store,
+					      struct fqe_query_scratch *qs)
+{
+	__u32 n = f->name_len, start = f->ext_left;
+
+	fqe_tls_no_name(qs);
+	if (n == 0 || n > FQE_TLS_MAX_NAME)
+		return 0;
+	qs->tn.n = n;
+	qs->tn.start = start;
+	if (!fqe_tls_name_wire(store, qs))
+		return 0; /* an empty label (a trailing dot too) or an over-long one */
+	qs->refused.name_len = qs->tn.n + 1;
+	qs->refused.flags = FQE_REFUSED_PARSED;
+	return !qs->tn.bad;
+}
+
+/*
  * Is the server name (name_len bytes from stream offset ext_left) one this
  * pod may reach on this port? Leaves the name in wire format in qs->refused
  * for egressctl drops.
@@ -513,22 +582,10 @@ static __always_inline int fqe_tls_name_allowed(const struct fqe_tls_flow *f, co
 						struct fqe_query_scratch *qs, __u32 identity, __u16 port)
 {
 	const struct fqe_policy_val *rule;
-	__u32 n = f->name_len, start = f->ext_left;
 	__u64 name_hash = 0;
 	int refused = 0;
 
-	fqe_tls_no_name(qs);
-	if (n > 0 && n <= FQE_TLS_MAX_NAME + 1 && store->b[FQE_MASK(start + n - 1, FQE_TLS_MAX_BYTES - 1)] == '.')
-		n--; /* one trailing dot: the same name */
-	if (n == 0 || n > FQE_TLS_MAX_NAME)
-		return 0;
-	qs->tn.n = n;
-	qs->tn.start = start;
-	if (!fqe_tls_name_wire(store, qs))
-		return 0;
-	qs->refused.name_len = qs->tn.n + 1;
-	qs->refused.flags = FQE_REFUSED_PARSED;
-	if (qs->tn.bad)
+	if (!fqe_tls_name_shown(f, store, qs))
 		return 0;
 	fqe_tls_name_rev(qs);
 	fqe_name_hash(&qs->nb, fqe_dns_hash_key());
@@ -536,18 +593,37 @@ static __always_inline int fqe_tls_name_allowed(const struct fqe_tls_flow *f, co
 	return rule && fqe_tls_rule_allows(rule, port);
 }
 
+/*
+ * A later ClientHello's server name (after a HelloRetryRequest): the very
+ * bytes of the first hello's, which was judged.
+ */
+static __always_inline int fqe_tls_name_same(const struct fqe_tls_flow *f, const struct fqe_tls_bytes *store,
+					     struct fqe_query_scratch *qs)
+{
+	struct fqe_tls_name_walk *t = &qs->tn;
+
+	if (!fqe_tls_name_shown(f, store, qs) || f->name_len != f->first_name_len)
+		return 0;
+	t->first = f->first_name_at;
+	t->bad = 0;
+	fqe_for (i, FQE_TLS_MAX_NAME + 1) {
+		fqe_barrier();
+		if (i >= FQE_READ(t->n))
+			break;
+		t->bad |= store->b[FQE_MASK(FQE_READ(t->start) + i, FQE_TLS_MAX_BYTES - 1)] ^
+			  store->b[FQE_MASK(FQE_READ(t->first) + i, FQE_TLS_MAX_BYTES - 1)];
+	}
+	fqe_barrier();
+	return t->bad == 0;
+}
+
 /* A pod's SYN opens a flow that only tls rules allow: its parser starts. */
 static const struct fqe_tls_flow fqe_tls_flow_start = {};
 
-static __always_inline void fqe_tls_start(const struct fqe_ct_key *k, const struct fqe_pkt *p)
+static __always_inline void fqe_tls_start(const struct fqe_ct_key *k)
 {
-	struct fqe_tls_flow *f;
-
 	if (bpf_map_update_elem(&fqe_tls_flows, k, &fqe_tls_flow_start, BPF_ANY) < 0)
 		return; /* no state: the flow's first data is refused */
-	f = bpf_map_lookup_elem(&fqe_tls_flows, k);
-	if (f)
-		f->next_seq = p->tcp_seq + 1;
 	bpf_map_delete_elem(&fqe_tls_bytes, k); /* a store of an earlier flow on the 5-tuple */
 }
 
@@ -576,36 +652,62 @@ enum fqe_tls_outcome {
 	FQE_TLS_PASS = 0, /* no verdict yet, or the name was allowed */
 	FQE_TLS_HOLD = 1, /* drop this segment only: the client resends it in order */
 	FQE_TLS_REFUSE = 2, /* the flow is refused */
-	FQE_TLS_ALLOW = 3, /* the name is allowed: watched until the server answers */
+	FQE_TLS_ALLOW = 3, /* a name is allowed: watched until the server answers */
+	FQE_TLS_JUDGE = 4, /* a server name is whole: the name program judges it, then the walk goes on */
 };
 
 /*
- * Judge one segment of a flow pending its check, or watched. f is its
- * parser state (NULL when lost: refused). Bytes before the next expected
- * one were taken already: they must be the bytes the store holds (the
- * server reads whichever copy arrives first). New bytes are parsed in
- * order, until the name is whole; after it they pass.
+ * Walk on through the segment (qs->walk), to its end or to a server name;
+ * at the end the segment is taken: the flow's stream moves past it.
+ */
+static __always_inline int fqe_tls_segment_walk(struct __sk_buff *skb, struct fqe_tls_flow *f,
+						struct fqe_query_scratch *qs)
+{
+	int r = fqe_tls_parse(skb, f, &qs->walk);
+
+	if (r == FQE_TLS_BAD)
+		return FQE_TLS_REFUSE;
+	if (r == FQE_TLS_NAME)
+		return FQE_TLS_JUDGE;
+	/* within the bounds: no byte past the store unparsed, and a first name within the segments */
+	if (qs->walk.fresh > qs->walk.len || (!f->hellos && f->segments + 1 >= FQE_TLS_MAX_SEGMENTS))
+		return FQE_TLS_REFUSE;
+	f->segments++;
+	f->parsed += qs->walk.fresh;
+	f->next_seq = qs->walk.seq_end;
+	return f->hellos ? FQE_TLS_ALLOW : FQE_TLS_PASS;
+}
+
+/*
+ * Judge one segment of a flow pending its check, or watched (every byte of
+ * the client's plaintext handshake is parsed until the server answers its
+ * last ClientHello). f is its parser state (NULL when lost: refused). No
+ * data is judged before the server's SYN-ACK gave the stream's start.
+ * Bytes before the next expected one were taken already: they must be the
+ * bytes the store holds (the server reads whichever copy arrives first).
+ * New bytes are kept in the store, then parsed in order.
  */
 static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct fqe_pkt *p, struct fqe_tls_flow *f,
-					   const struct fqe_ct_key *ct, __u32 identity)
+					   const struct fqe_ct_key *ct)
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
 	__u32 seq = p->tcp_seq + !!(p->tcp_flags & FQE_TCP_SYN);
 	__u32 len = p->payload_len, old = 0, at, stored, budget, fresh;
 	struct fqe_tls_bytes *store;
 	__s32 ahead;
-	int r;
 
 	if (!qs)
 		return FQE_TLS_REFUSE;
 	fqe_tls_no_name(qs);
 	if (!f)
 		return FQE_TLS_REFUSE;
+	if (!f->based)
+		return FQE_TLS_HOLD; /* before the server's SYN-ACK (a hello in the SYN, TCP Fast Open): resent later */
 	ahead = (__s32)(seq - f->next_seq);
 	if (ahead > 0)
-		return f->name_done ? FQE_TLS_PASS : FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
-	store = fqe_tls_store_of(ct, !f->name_done);
-	if (!store && !f->name_done)
+		return FQE_TLS_HOLD; /* a gap: nothing past it may pass unchecked */
+	store = fqe_tls_store_of(ct, 1);
+	if (!store)
 		return FQE_TLS_REFUSE; /* no room to keep the bytes: they cannot be judged */
 	if (ahead < 0) {
 		old = (__u32)-ahead;
@@ -615,42 +717,32 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 		if (old > len)
 			old = len;
 		stored = f->parsed < FQE_TLS_MAX_BYTES ? f->parsed : FQE_TLS_MAX_BYTES;
-		/* bytes past the store lie after the name: the verdict did not rest on them */
-		if (at < stored) {
-			if (!store)
-				return FQE_TLS_HOLD; /* watched, but its bytes are gone (an upgrade): never passed */
-			qs->walk.copy_off = p->payload_off;
-			qs->walk.copy_len = at + old > stored ? stored - at : old;
-			qs->walk.copy_at = at;
-			if (!fqe_tls_same_bytes(skb, store, qs))
-				return FQE_TLS_HOLD; /* another byte where one was judged: never passed */
-		}
+		if (at >= stored)
+			return FQE_TLS_HOLD;
+		qs->walk.copy_off = p->payload_off;
+		qs->walk.copy_len = at + old > stored ? stored - at : old;
+		qs->walk.copy_at = at;
+		if (!fqe_tls_same_bytes(skb, store, qs))
+			return FQE_TLS_HOLD; /* another byte where one was judged: never passed */
 	}
-	if (old == len || f->name_done)
-		return FQE_TLS_PASS;
+	if (old == len)
+		return f->hellos ? FQE_TLS_ALLOW : FQE_TLS_PASS;
 	fresh = len - old;
-	if (f->segments >= FQE_TLS_MAX_SEGMENTS || f->parsed >= FQE_TLS_MAX_BYTES)
+	if (f->parsed >= FQE_TLS_MAX_BYTES)
 		return FQE_TLS_REFUSE;
 	budget = FQE_TLS_MAX_BYTES - f->parsed;
-	r = fqe_tls_parse(skb, f, &qs->walk, p->payload_off + old, fresh < budget ? fresh : budget, f->parsed);
-	if (r == FQE_TLS_BAD)
-		return FQE_TLS_REFUSE;
-	if (r == FQE_TLS_MORE && (fresh >= budget || f->segments + 1 >= FQE_TLS_MAX_SEGMENTS))
-		return FQE_TLS_REFUSE; /* no name within the bounds */
 	qs->walk.copy_off = p->payload_off + old;
 	qs->walk.copy_len = fresh < budget ? fresh : budget;
 	qs->walk.copy_at = f->parsed;
-	if (!store || fqe_tls_store(skb, store, &qs->walk) < 0)
+	if (fqe_tls_store(skb, store, &qs->walk) < 0)
 		return FQE_TLS_REFUSE;
-	if (r == FQE_TLS_NAME) {
-		if (!fqe_tls_name_allowed(f, store, qs, identity, p->dport))
-			return FQE_TLS_REFUSE;
-		f->name_done = 1;
-	}
-	f->segments++;
-	f->parsed += fresh;
-	f->next_seq = seq + len;
-	return f->name_done ? FQE_TLS_ALLOW : FQE_TLS_PASS;
+	qs->walk.off = p->payload_off + old;
+	qs->walk.len = fresh < budget ? fresh : budget;
+	qs->walk.at = 0;
+	qs->walk.base = f->parsed;
+	qs->walk.fresh = fresh;
+	qs->walk.seq_end = seq + len;
+	return fqe_tls_segment_walk(skb, f, qs);
 }
 
 /*
