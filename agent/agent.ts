@@ -131,6 +131,7 @@ export class Agent {
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
       counts: this.dp.maps.ctCounts,
+      inCounts: this.dp.maps.ctInCounts,
       tlsState: [this.dp.maps.tlsFlows, this.dp.maps.tlsBytes],
       nowNs: () => process.hrtime.bigint(),
       tcpIdleNs: DEFAULT_TCP_IDLE_NS,

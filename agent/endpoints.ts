@@ -95,6 +95,7 @@ export class EndpointManager {
     for (const [, ep] of maps.endpoints.entries()) ids.add(ep.identity);
     for (const [identity] of maps.counters.entries()) ids.add(identity);
     for (const [identity] of maps.ctCounts.entries()) ids.add(identity);
+    for (const [identity] of maps.ctInCounts.entries()) ids.add(identity);
     for (const [identity] of maps.queryRate.entries()) ids.add(identity);
     for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack, maps.tapPass, maps.tlsFlows] as const) {
       for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
@@ -286,6 +287,7 @@ export class EndpointManager {
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
     maps.ctCounts.delete(identity);
+    maps.ctInCounts.delete(identity);
     maps.queryRate.delete(identity);
     maps.pods.delete(identity);
   }

@@ -1,8 +1,9 @@
 /*
  * The flow sweeper: reclaims tracked flows that went idle (a TCP flow that
  * saw FIN or RST after CLOSING_IDLE, any other after its protocol's idle
- * timeout) and writes each pod's exact flow count back to fqe_ct_counts, so
- * a pod's share of the flow table counts live flows only. The datapath never
+ * timeout) and writes each pod's exact flow counts back: the flows it opened
+ * to fqe_ct_counts, those opened towards it to fqe_ct_in_counts (a share
+ * each), so a pod's shares of the flow table count live flows only. The datapath never
  * deletes a flow (another CPU may have just refreshed it); the sweep re-reads
  * an entry right before deleting it and keeps it when it moved. It also
  * frees the TLS check's state (parser, byte store) of flows that are gone or
@@ -37,13 +38,22 @@ export interface FlowStateTable {
 
 export interface FlowSweeperDeps {
   flows: FlowTable;
+  /** the flows each pod opened */
   counts: CountTable;
+  /** the flows opened towards each pod (fqe_ct_in_counts); absent: counted in `counts` too */
+  inCounts?: CountTable;
   /** the TLS check's state tables, freed with their flows */
   tlsState?: FlowStateTable[];
   /** the kernel's CLOCK_MONOTONIC now */
   nowNs(): bigint;
   tcpIdleNs: bigint;
   otherIdleNs: bigint;
+}
+
+/** Each pod's exact count, 0 for a pod that holds none now. */
+function writeCounts(table: CountTable, perPod: Map<number, bigint>): void {
+  for (const [identity] of table.entries()) if (!perPod.has(identity)) table.set(identity, 0n);
+  for (const [identity, n] of perPod) table.set(identity, n);
 }
 
 export class FlowSweeper {
@@ -58,7 +68,8 @@ export class FlowSweeper {
   sweep(): { flows: number; reclaimed: number; tlsReclaimed: number } {
     const { flows, counts } = this.deps;
     const now = this.deps.nowNs();
-    const perPod = new Map<number, bigint>();
+    const out = new Map<number, bigint>();
+    const inbound = new Map<number, bigint>();
     const stale: CtKey[] = [];
     let live = 0;
     for (const [key, value] of flows.entries()) {
@@ -70,12 +81,13 @@ export class FlowSweeper {
           continue;
         }
       }
-      perPod.set(key.identity, (perPod.get(key.identity) ?? 0n) + 1n);
+      const share = this.deps.inCounts && value.flags & CtFlag.inbound ? inbound : out;
+      share.set(key.identity, (share.get(key.identity) ?? 0n) + 1n);
       live++;
     }
     if (stale.length) flows.deleteMany(stale);
-    for (const [identity] of counts.entries()) if (!perPod.has(identity)) counts.set(identity, 0n);
-    for (const [identity, n] of perPod) counts.set(identity, n);
+    writeCounts(counts, out);
+    if (this.deps.inCounts) writeCounts(this.deps.inCounts, inbound);
     const tlsReclaimed = this.sweepTlsState();
     return { flows: live, reclaimed: stale.length, tlsReclaimed };
   }

@@ -21,7 +21,9 @@ function setup(now: { t: bigint }) {
   const tls = new Map<string, CtKey>();
   const k = (c: CtKey) => `${c.identity}/${c.podPort}/${c.proto}`;
   let onGet: ((c: CtKey) => void) | undefined;
+  const inCounts = new Map<number, bigint>();
   const sweeper = new FlowSweeper({
+    inCounts: { entries: () => [...inCounts], set: (id, n) => void inCounts.set(id, n) },
     flows: {
       entries: () => [...flows.values()],
       get: (c) => {
@@ -37,7 +39,7 @@ function setup(now: { t: bigint }) {
     otherIdleNs: 60n * S,
   });
   const add = (c: CtKey, lastSeenNs: bigint, flags: number = CtFlag.outbound) => flows.set(k(c), [c, { lastSeenNs, createdNs: 0n, flags }]);
-  return { flows, counts, tls, sweeper, add, addTls: (c: CtKey) => tls.set(k(c), c), hookGet: (f: (c: CtKey) => void) => (onGet = f) };
+  return { flows, counts, inCounts, tls, sweeper, add, addTls: (c: CtKey) => tls.set(k(c), c), hookGet: (f: (c: CtKey) => void) => (onGet = f) };
 }
 
 test('idle flows are reclaimed (closed TCP flows after a short quiet) and each pod\'s count is exact', () => {
@@ -74,4 +76,16 @@ test('the TLS check\'s state goes with a flow that is gone or past its check, an
   for (const port of [1, 2, 3, 4, 5]) addTls(key(1, port)); // 5: no flow at all
   assert.equal(sweeper.sweep().tlsReclaimed, 3);
   assert.deepEqual([...tls.keys()].sort(), ['1/1/6', '1/2/6']);
+});
+
+test('flows opened towards a pod are counted in its inbound share, apart from those it opened', () => {
+  const now = { t: 10_000n * S };
+  const { counts, inCounts, sweeper, add } = setup(now);
+  add(key(1, 1), now.t);
+  add(key(1, 2), now.t, CtFlag.inbound);
+  add(key(1, 3, IPPROTO.udp), now.t, CtFlag.inbound);
+  inCounts.set(2, 7n);
+  sweeper.sweep();
+  assert.deepEqual([...counts], [[1, 1n]]);
+  assert.deepEqual([...inCounts].sort(), [[1, 2n], [2, 0n]]);
 });

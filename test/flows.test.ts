@@ -1,6 +1,7 @@
 /*
- * Flows stay up (issue 11): conntrack under concurrent updates from both
- * directions, each pod's share of the flow table, and BIG TCP lengths. Real
+ * Flows stay up: conntrack under concurrent updates from both directions,
+ * each pod's shares of the flow table (its own opens, and those towards
+ * it), and BIG TCP lengths. Real
  * programs, the real agent, iperf3 and nettool in the node-in-a-box; BIG TCP
  * through BPF_PROG_TEST_RUN (veth here does not build >64 KiB packets).
  */
@@ -65,6 +66,26 @@ test('a closed TCP flow cannot be reopened past the policy: a new SYN on its 5-t
     assert.equal(native.progTestRun(enforcer, seg(0x10)).retval, TC_ACT_UNSPEC, 'the closing connection\'s last ACK still passes');
     assert.equal(native.progTestRun(enforcer, seg(0x02)).retval, 2 /* TC_ACT_SHOT */, 'a new SYN on the same 5-tuple is refused');
     assert.equal(h.dp.maps.counters.get(h.identity)?.reasons['not-allowed'], 1n, 'as not-allowed');
+  } finally {
+    h.close();
+  }
+});
+
+test('flows opened towards a pod count against a share of their own: past it, only new inbound flows are refused', (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open();
+  try {
+    h.dp.maps.config.set(0, { ...h.dp.maps.config.get(0)!, ctPerPod: 10 });
+    const c = parseCidr('203.0.113.10');
+    h.dp.maps.allow.set({ identity: h.identity, addr: c.addr, prefixLen: c.prefixLen }, { expiresNs: 0n, nameHash: 0n, ports: [], source: AllowSource.static });
+    const inbound = (sport: number) => native.progTestRun(h.dp.programs!.learner, buildFrame({ src: '198.51.100.77', dst: h.podV4, proto: 'udp', sport, dport: 7000 })).retval;
+    const results = Array.from({ length: 30 }, (_, i) => inbound(20000 + i));
+    assert.deepEqual(results.slice(0, 10), Array(10).fill(TC_ACT_UNSPEC), 'inbound flows within the share pass');
+    assert.deepEqual(results.slice(10), Array(20).fill(2 /* TC_ACT_SHOT */), 'past the inbound share: refused');
+    assert.equal(h.dp.maps.ctInCounts.get(h.identity), 10n, 'counted in the inbound share');
+    const out = (sport: number) => native.progTestRun(h.dp.programs!.enforcer, buildFrame({ src: h.podV4, dst: '203.0.113.10', proto: 'udp', sport, dport: 5000 })).retval;
+    assert.deepEqual(Array.from({ length: 10 }, (_, i) => out(30000 + i)), Array(10).fill(TC_ACT_UNSPEC), 'the pod\'s own new flows still go: its outbound share is untouched');
+    assert.equal(out(31000), 2, 'and have a share of their own');
   } finally {
     h.close();
   }
@@ -135,13 +156,31 @@ test('one pod past its share of the flow table is refused new flows; another pod
     assert.equal(outb.ok, true, `B's own connection kept every echo (${outb.error})`);
     const c = box.maps((dp) => dp.maps.counters.get(idA)!);
     assert.ok(c.reasons['flow-quota'] >= 150n, `A's excess is refused and counted (${c.reasons['flow-quota']})`);
-    const held = box.maps((dp) => dp.maps.conntrack.entries().filter(([k]) => k.identity === idA).length);
-    assert.ok(held <= 101, `A holds at most its share (${held})`);
+    // (the echo server answers from another address of its host, so its replies open flows towards A: its inbound share)
+    const held = box.maps((dp) => dp.maps.conntrack.entries().filter(([k, v]) => k.identity === idA && (v.flags & CtFlag.inbound) === 0).length);
+    assert.ok(held <= 101, `A holds at most its share of the flows it opens (${held})`);
     assert.ok((await box.metric('fqdn_egress_pod_packets_total', { pod: 'a', reason: 'flow-quota' })) >= 150, 'in the metrics');
     const r = await egressctl(['drops', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath);
     assert.ok((JSON.parse(r.stdout) as { drops: Array<{ pod: string; reason: string }> }).drops.some((d) => d.pod === 'shop/a' && d.reason === 'flow-quota'), 'in egressctl drops');
     // Closed and idle flows come back to the pod's share: the sweep writes exact counts.
-    await box.waitFor('the count of A written by the sweep', () => box.maps((dp) => (dp.maps.ctCounts.get(idA) ?? 0n) === BigInt(dp.maps.conntrack.entries().filter(([k]) => k.identity === idA).length)), 8000);
+    await box.waitFor('the count of A written by the sweep', () => box.maps((dp) => (dp.maps.ctCounts.get(idA) ?? 0n) === BigInt(dp.maps.conntrack.entries().filter(([k, v]) => k.identity === idA && (v.flags & CtFlag.inbound) === 0).length)), 8000);
     assert.ok(box.maps((dp) => dp.maps.conntrack.entries().some(([k, v]) => k.identity !== idA && (v.flags & CtFlag.inbound) !== 0)), 'B\'s inbound flow is tracked');
+  });
+});
+
+test('peers flooding a pod with new flows use up only its inbound share: its own new connections still go', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withAgentBox(t, [{ name: 'a' }], { agentArgs: ['--flows-per-pod', '100'] }, async (box) => {
+    box.writePods([{ name: 'a', allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    const idA = identityOf(box, 'a');
+    const a = box.topo.pod('a');
+    assert.deepEqual(await box.dig('a', 'api.stripe.test'), [ZONE['api.stripe.test']![0]]);
+    // 300 UDP flows from outside towards the pod, each from a port of its own
+    await box.topo.exec(box.topo.outNs, [process.execPath, NETTOOL, 'flows', 'udp', a.v4, '5999', '--count', '300'], 60_000);
+    const inbound = box.maps((dp) => dp.maps.conntrack.entries().filter(([k, v]) => k.identity === idA && (v.flags & CtFlag.inbound) !== 0).length);
+    assert.ok(inbound <= 101, `the pod holds at most its inbound share (${inbound})`);
+    assert.ok(box.maps((dp) => dp.maps.counters.get(idA)!.reasons['flow-quota']) >= 150n, 'the excess inbound flows are refused and counted');
+    assert.equal(await box.connect('a', ZONE['api.stripe.test']![0]!), true, 'the pod\'s own new connection is not refused: its outbound share is untouched');
   });
 });

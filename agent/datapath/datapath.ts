@@ -127,7 +127,7 @@ export interface LoadOptions {
 
 const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts',
+  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts', 'fqe_ct_in_counts',
   'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
   // DNS query filter (issue 15)
   'fqe_cluster_domains', 'fqe_dns_refused',
@@ -154,6 +154,8 @@ export interface DatapathMaps {
   hashKey: BpfMap<number, bigint>;
   /** tracked flows per identity */
   ctCounts: BpfMap<number, bigint>;
+  /** tracked flows opened towards each identity (a share of their own) */
+  ctInCounts: BpfMap<number, bigint>;
   recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
   recentSeq: BpfMap<number, bigint>;
   /** answers the inline learner left to the tap: until when (ns) */
@@ -196,6 +198,7 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
     hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
     ctCounts: new BpfMap('fqe_ct_counts', fds.fqe_ct_counts, 4, 8, u32Codec, u64Codec),
+    ctInCounts: new BpfMap('fqe_ct_in_counts', fds.fqe_ct_in_counts, 4, 8, u32Codec, u64Codec),
     tapPass: new BpfMap('fqe_tap_pass', fds.fqe_tap_pass, LAYOUTS.tap_key.size, LAYOUTS.tap_val.size, tapKeyCodec, u64Codec),
     queryRate: new BpfMap('fqe_query_rate', fds.fqe_query_rate, 4, LAYOUTS.query_rate.size * cpus, u32Codec, { decode: (b: Buffer) => queryRateCodec.decodePerCpu(b, cpus) }),
     learnedLost: new BpfMap('fqe_learned_lost', fds.fqe_learned_lost, 4, 8 * cpus, u32Codec, { decode: (b: Buffer) => sumPerCpuU64(b, cpus) }),

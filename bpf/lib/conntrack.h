@@ -4,8 +4,10 @@
  * hooks of its interface find the same entry. An entry lives while packets
  * keep flowing in either direction and dies after the idle timeout (a TCP
  * flow that saw FIN or RST: after a short one, once the agent sweeps it).
- * Each pod holds at most its share of the table (fqe_ct_counts), so one
- * pod's flood cannot push another pod's flows out of the LRU.
+ * Each pod holds at most its share of the table (fqe_ct_counts for the
+ * flows it opens, fqe_ct_in_counts for those opened towards it: a share
+ * each), so one pod's flood cannot push another pod's flows out of the
+ * LRU, and peers flooding a pod cannot use up its own opens.
  */
 #ifndef FQE_CONNTRACK_H
 #define FQE_CONNTRACK_H
@@ -94,12 +96,13 @@ static __always_inline int fqe_ct_create(const struct fqe_config *cfg, const str
 		.flags = flags,
 	};
 	__u32 identity = k->identity;
+	void *counts = flags & FQE_CT_INBOUND ? (void *)&fqe_ct_in_counts : (void *)&fqe_ct_counts;
 	__u64 zero = 0, *count;
 
-	count = bpf_map_lookup_elem(&fqe_ct_counts, &identity);
+	count = bpf_map_lookup_elem(counts, &identity);
 	if (!count) {
-		bpf_map_update_elem(&fqe_ct_counts, &identity, &zero, BPF_NOEXIST);
-		count = bpf_map_lookup_elem(&fqe_ct_counts, &identity);
+		bpf_map_update_elem(counts, &identity, &zero, BPF_NOEXIST);
+		count = bpf_map_lookup_elem(counts, &identity);
 		if (!count)
 			return -1; /* more pods than the table of counts holds: fail closed */
 	}

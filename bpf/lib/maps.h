@@ -118,6 +118,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_ct_counts SEC(".maps");
 
+/*
+ * How many flows opened TOWARDS each pod does it hold? A share of its own
+ * (the same size as the outbound one, fqe_ct_counts): peers that flood a
+ * pod with new flows use up only this one, never the pod's own opens.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_ct_in_counts SEC(".maps");
+
 /* Drop and audit events for the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
