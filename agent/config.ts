@@ -60,7 +60,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
-  'flows-per-pod': { help: 'tracked flows one pod may hold (its share of the node\'s 262144); past it its new flows are refused', default: '16384' },
+  'flows-per-pod': { help: 'tracked flows one pod may open (its share of the node\'s 262144), and as many opened towards it (a share of their own); past a share, new flows that way are refused', default: '16384' },
   'query-window': { help: 'how long a pod\'s DNS query may be answered (one answer each; 100ms to 1m)', default: '5s' },
   'connect-grace': { help: 'an accepted answer allows connections for at least this long, even with TTL 0 (100ms to 5m)', default: '5s' },
   'attach-mode': { help: 'how programs go on a pod interface: auto (tcx links where the kernel has tcx, else legacy tc) | tcx | legacy', default: 'auto' },
