@@ -116,8 +116,8 @@ static __always_inline int port_allowed(const struct fqe_allow_val *v, const str
 {
 	int tls = PORT_NO;
 
-	if (v->nports == 0)
-		return PORT_YES; /* any port */
+	if (v->nports == 0) /* any port, TCP and UDP (a later fragment: judged by its address) */
+		return p->frag || p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ? PORT_YES : PORT_NO;
 	if (p->frag) {
 		/*
 		 * A later fragment is judged by its address, unless a tls rule

@@ -19,8 +19,8 @@ import { native } from '../agent/datapath/native.js';
 
 const TC_ACT_SHOT = 2;
 import { egressctl } from './helpers/egressctl.js';
-import { PolicyKind } from '../agent/datapath/codecs.js';
-import { formatIp } from '../agent/datapath/addr.js';
+import { AllowSource, PolicyKind } from '../agent/datapath/codecs.js';
+import { formatIp, parseIp } from '../agent/datapath/addr.js';
 import { nameHash, nameToWire } from '../agent/policy/name-hash.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'curl', 'nsenter'];
@@ -159,11 +159,13 @@ test('ICMPv6 link control is no tunnel: NS and MLD with data to a global address
       assert.match(sinkOut, /seen 0\b/, `nothing reached the outside (${sinkOut.trim()})`);
       const dropped = box.maps((dp) => dp.maps.counters.get(id)?.reasons['not-allowed'] ?? 0n);
       assert.ok(dropped >= 40n, `every crafted NS and MLD was refused (${dropped})`);
-      // Real neighbour discovery keeps IPv6 working, and ping6 to an allowed name passes.
+      // Real neighbour discovery keeps IPv6 working: a connection to an allowed name over IPv6 goes.
       await box.topo.ip(pod.netns, '-6', 'neigh', 'flush', 'all');
       assert.deepEqual(await box.dig('a', 'api.stripe.test', 'AAAA'), ['2001:db8:ff::10']);
-      await box.topo.exec(pod.netns, ['ping', '-6', '-c', '2', '-W', '2', '2001:db8:ff::10']);
-      await assert.rejects(box.topo.exec(pod.netns, ['ping', '-6', '-c', '1', '-W', '1', '2001:db8:ff::11']), 'ping6 to a name never answered is dropped');
+      assert.equal(await box.connect('a', '2001:db8:ff::10'), true, 'TCP over IPv6 to an allowed name, after a neighbour flush');
+      assert.equal(await box.connect('a', '2001:db8:ff::11', 443, 500), false, 'to a name never answered: dropped');
+      // A rule without a port allows TCP and UDP, not every IP protocol: no ping, even to the allowed name.
+      await assert.rejects(box.topo.exec(pod.netns, ['ping', '-6', '-c', '1', '-W', '1', '2001:db8:ff::10']), 'ICMP echo to an allowed name is dropped');
     } finally {
       rmSync(`${dir}-send.py`, { force: true });
       rmSync(`${dir}-sink.py`, { force: true });
@@ -303,6 +305,26 @@ test('TTL 0 still allows the connection the pod opens right after its answer (CN
     const entry = box.maps((dp) => dp.maps.allow.entries().find(([k]) => formatIp(k.addr) === ZONE['edge.cdn-provider.test']![0]));
     assert.ok(entry && entry[1].expiresNs > process.hrtime.bigint(), 'within the connect grace');
   });
+});
+
+test('a rule without a port allows TCP and UDP, not every IP protocol: ICMP, GRE and SCTP to an allowed address are dropped', (t) => {
+  if (!requireKernelTestEnv(t)) return;
+  const h = LearnerHarness.open();
+  try {
+    const dst = '203.0.113.10';
+    h.dp.maps.allow.set({ identity: h.identity, addr: parseIp(dst), prefixLen: 128 }, { expiresNs: 0n, nameHash: 1n, ports: [], source: AllowSource.kernel });
+    const enforcer = h.dp.programs!.enforcer;
+    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst, proto: 'tcp', sport: 40100, dport: 8443, tcpFlags: 0x02 })).retval | 0, -1, 'TCP, any port');
+    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst, proto: 'udp', sport: 40101, dport: 9999, payload: Buffer.from('x') })).retval | 0, -1, 'UDP, any port');
+    for (const [what, proto] of [['ICMP echo', 1], ['GRE', 47], ['SCTP', 132], ['IP-in-IP', 4]] as const) {
+      const frame = buildFrame({ src: h.podV4, dst, proto: 'udp', sport: 0x0800, dport: 1, payload: Buffer.alloc(32, 0x41) });
+      frame[14 + 9] = proto; // the IPv4 header's protocol: the same bytes as another protocol's
+      assert.equal(native.progTestRun(enforcer, frame).retval, TC_ACT_SHOT, `${what}: dropped`);
+    }
+    assert.equal(h.dp.maps.counters.get(h.identity)!.reasons.port, 4n, 'as port (the rule lists TCP and UDP)');
+  } finally {
+    h.close();
+  }
 });
 
 test('a tracked flow is no way around the source check: no flow is tracked for an address the pod does not own, and a spoofed source stays dropped', (t) => {

@@ -41,7 +41,7 @@ export interface PortRule {
 
 export interface AllowRule {
   pattern: NamePattern;
-  /** Empty = any port, any protocol. At most MAX_PORT_RULES, sorted by port. */
+  /** Empty = any port, TCP and UDP. At most MAX_PORT_RULES, sorted by port. */
   ports: PortRule[];
 }
 
