@@ -234,7 +234,7 @@ export interface AllowValue {
   /** CLOCK_MONOTONIC ns; 0n = never expires */
   expiresNs: bigint;
   nameHash: bigint;
-  /** empty = any port, any protocol */
+  /** empty = any port, TCP and UDP */
   ports: PortRule[];
   source: number;
 }

@@ -141,7 +141,7 @@ struct fqe_allow_key {
 struct fqe_allow_val {
 	__u64 expires_ns; /* CLOCK_MONOTONIC; 0 = never */
 	__u64 name_hash; /* hash of the name it was answered for; 0 = none */
-	__u8 nports; /* 0 = any port, any protocol */
+	__u8 nports; /* 0 = any port, TCP and UDP */
 	__u8 source; /* FQE_SRC_* */
 	__u16 pad;
 	__u32 pad2;
@@ -162,7 +162,7 @@ struct fqe_policy_key {
  * exact rule that is the whole name; for `*.suffix`, the suffix.
  */
 struct fqe_policy_val {
-	__u8 nports; /* 0 = any port, any protocol */
+	__u8 nports; /* 0 = any port, TCP and UDP */
 	__u8 pad[3];
 	struct fqe_port_rule ports[FQE_MAX_PORT_RULES];
 	__u16 name_len; /* bytes of name[] in use; 0 = no name: never matches */
