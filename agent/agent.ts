@@ -216,7 +216,7 @@ export class Agent {
         [...this.byIdentity.values()].flatMap((pod) => {
           const c = this.dp.maps.counters.get(pod.identity);
           const unrecorded = this.dp.maps.queryRate.get(pod.identity)?.unrecorded ?? 0n;
-          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, answersLeftToAgent: c.learnSkipped, queriesUnrecorded: unrecorded }] : [];
+          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, unwrittenInKernel: c.learnUnwritten, answersLeftToAgent: c.learnSkipped, queriesUnrecorded: unrecorded }] : [];
         }),
       maps: () => [
         { map: 'fqe_allow', entries: this.reconciler.entries, capacity: 1_048_576 },
@@ -244,6 +244,7 @@ export class Agent {
   private async run(): Promise<void> {
     const { dp, cfg } = this;
     dp.maps.config.set(0, this.configValue());
+    dp.maps.limits.set(0, { ipsPerPod: cfg.maxIpsPerPod, tlsFlowsPerPod: 0 });
     for (const m of dp.migrated) {
       const detail = { map: m.map, entries: m.entries, from: m.from, to: m.to };
       if (m.action === 'kept') this.log.warn(detail, 'pinned map had another definition: upgraded, entries kept');
@@ -585,11 +586,28 @@ export class Agent {
       this.lastFlowSweep = Date.now();
       const r = this.flowSweeper.sweep();
       this.metrics.flowsReclaimed.inc(r.reclaimed);
+      this.writePodShares();
     }
     this.reconciler.markDirty(this.cache.expire());
     this.learner.sweep();
     this.flush();
     if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
+  }
+
+  /**
+   * What each pod holds of the node-wide tables, exactly, for the kernel's
+   * shares (it counts up as it adds; entries expire and are deleted here):
+   * allow entries as the reconciler knows them, flows under the TLS check.
+   */
+  private writePodShares(): void {
+    const { maps } = this.dp;
+    const allow = this.reconciler.entriesByIdentity();
+    const tls = new Map<number, number>();
+    for (const key of maps.tlsFlows.keys()) tls.set(key.identity, (tls.get(key.identity) ?? 0) + 1);
+    const identities = new Set<number>([...allow.keys(), ...tls.keys(), ...maps.podShares.keys()]);
+    for (const identity of identities) {
+      maps.podShares.set(identity, { allow: BigInt(allow.get(identity) ?? 0), tlsFlows: BigInt(tls.get(identity) ?? 0) });
+    }
   }
 
   /** Records the ring could not take: re-read fqe_allow once, so nothing learned is missed. */

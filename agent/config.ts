@@ -22,6 +22,8 @@ export interface Config {
   minTtlMs: number;
   maxTtlMs: number;
   maxIpsPerName: number;
+  /** allow entries the kernel learner may add for one pod (fqe_limits) */
+  maxIpsPerPod: number;
   allowCidrs: Cidr[];
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -56,6 +58,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
   'max-ips-per-name': { help: 'IPs kept per pod and name; the least recently answered go first', default: '1000' },
+  'max-ips-per-pod': { help: 'allow entries the kernel learner may add for one pod (its share of the node\'s 1048576); past it, answers teach it nothing new', default: '16384' },
   'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
@@ -202,6 +205,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     minTtlMs,
     maxTtlMs,
     maxIpsPerName: positiveInt(f.get('max-ips-per-name')!, 'max-ips-per-name'),
+    maxIpsPerPod: maxIpsPerPod(f.get('max-ips-per-pod')!),
     allowCidrs,
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],
@@ -214,4 +218,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     dnsFilter,
     clusterDomains,
   };
+}
+
+/** The allow map holds 1,048,576 entries for the whole node: one pod may have at most that. */
+function maxIpsPerPod(text: string): number {
+  const n = positiveInt(text, 'max-ips-per-pod');
+  if (n > 1_048_576) throw new ConfigError(`--max-ips-per-pod: ${n} is more than the allow map holds (1048576)`);
+  return n;
 }

@@ -101,6 +101,8 @@ export class EndpointManager {
       for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
     }
     for (const key of maps.tlsBytes.keys()) ids.add(key.identity);
+    for (const key of maps.dnsTcp.keys()) ids.add(key.identity);
+    for (const [identity] of maps.podShares.entries()) ids.add(identity);
     return ids;
   }
 
@@ -284,6 +286,8 @@ export class EndpointManager {
     maps.tapPass.deleteMany(maps.tapPass.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.tlsFlows.deleteMany(maps.tlsFlows.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.tlsBytes.deleteMany(maps.tlsBytes.keys().filter((k) => k.identity === identity));
+    maps.dnsTcp.deleteMany(maps.dnsTcp.keys().filter((k) => k.identity === identity));
+    maps.podShares.delete(identity);
     maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
     maps.counters.delete(identity);
     maps.ctCounts.delete(identity);

@@ -101,6 +101,13 @@ export class Reconciler {
     return true;
   }
 
+  /** How many allow entries each pod holds, as far as the reconciler knows (what it wrote, what the kernel reported). */
+  entriesByIdentity(): Map<number, number> {
+    const counts = new Map<number, number>();
+    for (const { key } of this.shadow.values()) counts.set(key.identity, (counts.get(key.identity) ?? 0) + 1);
+    return counts;
+  }
+
   /** The name hashes of every entry it knows the kernel holds. */
   *nameHashes(): Iterable<bigint> {
     for (const { value } of this.shadow.values()) yield value.nameHash;

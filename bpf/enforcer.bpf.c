@@ -232,6 +232,21 @@ struct {
 } fqe_enforcer_tails SEC(".maps");
 
 /*
+ * May this pod have one more flow under the TLS check (its share of
+ * fqe_tls_flows: many flows held pending cannot push other pods' checks
+ * out of the LRU)? Takes it.
+ */
+static __always_inline int tls_share_take(__u32 identity)
+{
+	struct fqe_pod_share *share = fqe_pod_share_get(identity);
+
+	if (!share || share->tls_flows >= fqe_tls_flows_per_pod(fqe_limits_get()))
+		return 0;
+	__sync_fetch_and_add(&share->tls_flows, 1);
+	return 1;
+}
+
+/*
  * A flow under the TLS check refused: it drops from now on, its check's
  * state goes (in audit mode it passes on as an audited flow).
  */
@@ -348,7 +363,7 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 		return FQE_REASON_TLS_NAME;
 	}
 	if (verdict == FQE_REASON_NONE && tls) {
-		if (fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
+		if (!tls_share_take(identity) || fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
 			return FQE_REASON_FLOW_QUOTA;
 		fqe_tls_start(&ct);
 		if (p->payload_len > 0) /* a ClientHello in the SYN (TCP Fast Open): held, no base yet */

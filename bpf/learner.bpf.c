@@ -101,7 +101,12 @@ static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fq
 	fqe_barrier();
 }
 
-/* Write (or widen) the allow entry of one learned address; returns the expiry it got. */
+/*
+ * Write (or widen) the allow entry of one learned address; returns the
+ * expiry it got, or 0 when it could not be written: a new entry past the
+ * pod's share of fqe_allow (so that one pod cannot fill the node's map), or
+ * the map full.
+ */
 static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 identity, const __u8 *addr,
 					__u64 expires, __u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
 {
@@ -110,10 +115,17 @@ static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 iden
 	k.identity = identity;
 	struct fqe_allow_val *v = &s->allow;
 	struct fqe_allow_val *old;
+	struct fqe_pod_share *share;
+	int added;
 
 	__builtin_memcpy(k.addr, addr, 16);
 	__builtin_memset(v, 0, sizeof(*v));
 	old = bpf_map_lookup_elem(&fqe_allow, &k);
+	/* a hit may be a covering prefix (allowCIDRs live elsewhere, but an LPM hit is not this host's entry) */
+	added = !old || old->source == FQE_SRC_STATIC;
+	share = fqe_pod_share_get(identity);
+	if (added && (!share || share->allow >= FQE_READ(s->job.ips_per_pod)))
+		return 0;
 	/* A covering prefix (allowCIDRs) is not this host's entry. */
 	if (old && (old->source == FQE_SRC_STATIC || (old->expires_ns && old->expires_ns <= now)))
 		old = NULL;
@@ -123,7 +135,10 @@ static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 iden
 	v->name_hash = name_hash;
 	v->source = FQE_SRC_KERNEL;
 	merge_ports(v, old, rule);
-	bpf_map_update_elem(&fqe_allow, &k, v, BPF_ANY);
+	if (bpf_map_update_elem(&fqe_allow, &k, v, BPF_ANY) < 0)
+		return 0;
+	if (added && share)
+		__sync_fetch_and_add(&share->allow, 1);
 	return v->expires_ns;
 }
 
@@ -384,7 +399,9 @@ int fqe_learner_answers(struct __sk_buff *skb)
 	s->job.min_ttl_s = lo;
 	s->job.max_ttl_s = hi < lo ? lo : hi;
 	s->job.grace_ns = fqe_connect_grace_ns(cfg);
+	s->job.ips_per_pod = fqe_ips_per_pod(fqe_limits_get());
 	s->job.written = 0;
+	s->job.unwritten = 0;
 	bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_WRITE);
 skip:
 	learn_skip(s, s->job.identity);
@@ -434,6 +451,8 @@ int fqe_learner_write(struct __sk_buff *skb)
 		a->ttl_s = ttl;
 		a->expires_ns = write_allow(s, s->job.identity, s->ips[slot], s->job.now + job_ttl_ns(&s->job, ttl),
 					    s->job.name_hash, &s->job.rule, s->job.now);
+		a->flags = a->expires_ns ? 0 : FQE_ADDR_UNWRITTEN;
+		s->job.unwritten += !a->expires_ns;
 		s->job.written = i + 1;
 	}
 	fqe_barrier();
@@ -442,8 +461,10 @@ int fqe_learner_write(struct __sk_buff *skb)
 		goto skip; /* the rest is the agent's */
 	}
 	c = fqe_counters_get(s->job.identity);
-	if (c)
-		c->learned += s->n;
+	if (c) {
+		c->learned += s->n - s->job.unwritten;
+		c->learn_unwritten += s->job.unwritten;
+	}
 	if (s->job.partial)
 		rec->flags |= FQE_REC_PARTIAL;
 	record_submit(rec, s->n);

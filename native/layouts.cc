@@ -145,7 +145,7 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(dropped)
 	FQE_FIELD(audited)
 	FQE_FIELD(dns_queries)
-	FQE_FIELD(ct_passed)
+	FQE_FIELD(learn_unwritten)
 	FQE_FIELD(events_suppressed)
 	FQE_FIELD(learned)
 	FQE_FIELD(learn_skipped)
@@ -190,6 +190,17 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(addr)
 	FQE_FIELD(expires_ns)
 	FQE_FIELD(ttl_s)
+	FQE_FIELD(flags)
+	FQE_END
+
+	FQE_STRUCT(limits)
+	FQE_FIELD(ips_per_pod)
+	FQE_FIELD(tls_flows_per_pod)
+	FQE_END
+
+	FQE_STRUCT(pod_share)
+	FQE_FIELD(allow)
+	FQE_FIELD(tls_flows)
 	FQE_END
 
 	FQE_STRUCT(learned_rec)

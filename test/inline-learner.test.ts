@@ -343,3 +343,28 @@ test('an answer the learner cannot learn in full is marked for the agent\'s tap 
     assert.equal(h.records().length, 0, 'nothing learned, no record');
   });
 });
+
+test('one pod cannot fill the node\'s allow map: past its share (fqe_limits) an address is not written, counted, and left out of the record', (t) => {
+  withHarness(t, (h) => {
+    h.allowName(PolicyKind.wildcard, 'zone.test');
+    h.dp.maps.limits.set(0, { ipsPerPod: 5, tlsFlowsPerPod: 0 });
+    h.records();
+    const ips = Array.from({ length: 8 }, (_, i) => `198.51.100.${i + 1}`);
+    h.expectQuery(1, 40001);
+    h.run(h.frame({ name: 'a.zone.test', id: 1, sport: 40001, ips, compress: true }));
+    assert.equal(h.learned().size, 5, 'five entries written: the pod\'s share');
+    const [rec] = h.records();
+    assert.deepEqual(rec!.addrs.map((a) => a.ip), ips.slice(0, 5), 'the record holds only what was written');
+    assert.equal(h.dp.maps.counters.get(h.identity)!.learnUnwritten, 3n, 'the rest counted as unwritten');
+    assert.equal(h.dp.maps.podShares.get(h.identity)!.allow, 5n, 'the pod\'s share in use');
+    // The same addresses answered again refresh their entries: nothing new is added.
+    h.expectQuery(2, 40002);
+    h.run(h.frame({ name: 'b.zone.test', id: 2, sport: 40002, ips: ips.slice(0, 5), compress: true }));
+    assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ips.slice(0, 5), 'entries the pod holds are refreshed');
+    // The agent's sweep writes the exact count back (here by hand): room again.
+    h.dp.maps.podShares.set(h.identity, { allow: 4n, tlsFlows: 0n });
+    h.expectQuery(3, 40003);
+    h.run(h.frame({ name: 'c.zone.test', id: 3, sport: 40003, ips: ['198.51.100.77', '198.51.100.78'], compress: true }));
+    assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ['198.51.100.77'], 'one more fits the share');
+  });
+});

@@ -350,3 +350,16 @@ test('with no TLS check program loaded (its tail-call slot empty), a tls-ruled f
     }
   });
 });
+
+test('a pod has a share of the flows under the TLS check: past it, its new tls-ruled connections are refused, not other pods\' checks pushed out', (t) => {
+  withTls(t, (h, flow) => {
+    h.dp.maps.limits.set(0, { ipsPerPod: 0, tlsFlowsPerPod: 3 });
+    const flows = Array.from({ length: 4 }, () => flow());
+    assert.deepEqual(flows.map((f) => f.syn()), [PASS, PASS, PASS, SHOT], 'three flows pending their check, the fourth refused');
+    assert.equal(h.dp.maps.counters.get(h.identity)!.reasons['flow-quota'], 1n, 'as flow-quota');
+    assert.equal(h.dp.maps.podShares.get(h.identity)!.tlsFlows, 3n);
+    assert.equal(flows[0]!.send(HELLO_13, 0).retval, PASS, 'the flows in the share are checked as usual');
+    h.dp.maps.podShares.set(h.identity, { allow: 0n, tlsFlows: 2n }); // the agent's sweep: one check is over
+    assert.equal(flow().syn(), PASS, 'room again');
+  });
+});

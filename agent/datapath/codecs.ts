@@ -30,7 +30,7 @@ export const LAYOUTS = {
   counters: {
     size: 216,
     fields: {
-      passed: 0, dropped: 8, audited: 16, dns_queries: 24, ct_passed: 32, events_suppressed: 40, learned: 48, learn_skipped: 56,
+      passed: 0, dropped: 8, audited: 16, dns_queries: 24, learn_unwritten: 32, events_suppressed: 40, learned: 48, learn_skipped: 56,
       learn_refused: 64, reasons: 72, rl_window_ns: 200, rl_count: 208,
     },
   },
@@ -42,7 +42,7 @@ export const LAYOUTS = {
     size: 56,
     fields: { ts_ns: 0, identity: 8, ifindex: 12, saddr: 16, daddr: 32, sport: 48, dport: 50, proto: 52, reason: 53, kind: 54, family: 55 },
   },
-  learned_addr: { size: 32, fields: { addr: 0, expires_ns: 16, ttl_s: 24 } },
+  learned_addr: { size: 32, fields: { addr: 0, expires_ns: 16, ttl_s: 24, flags: 28 } },
   learned_rec: {
     size: 4416,
     fields: { ts_ns: 0, name_hash: 8, identity: 16, naddrs: 20, name_len: 22, flags: 24, nports: 25, ports: 32, name: 64, addrs: 320 },
@@ -54,6 +54,8 @@ export const LAYOUTS = {
   refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
   refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
   // TLS server name check (issue 13)
+  limits: { size: 32, fields: { ips_per_pod: 0, tls_flows_per_pod: 4 } },
+  pod_share: { size: 16, fields: { allow: 0, tls_flows: 8 } },
   tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, base_seq: 32, based: 36, hellos: 37, rec_type: 38, named: 39, first_name_at: 40, first_name_len: 44, seg_len: 64, seg_hash: 96, name: 160 } },
 } as const;
 
@@ -403,7 +405,8 @@ export interface Counters {
   dropped: bigint;
   audited: bigint;
   dnsQueries: bigint;
-  ctPassed: bigint;
+  /** addresses the inline learner could not write: past the pod's share of fqe_allow, or the map full */
+  learnUnwritten: bigint;
   eventsSuppressed: bigint;
   /** allow entries written by the inline learner */
   learned: bigint;
@@ -430,7 +433,7 @@ export const countersCodec = {
       dropped: sum(f.dropped),
       audited: sum(f.audited),
       dnsQueries: sum(f.dns_queries),
-      ctPassed: sum(f.ct_passed),
+      learnUnwritten: sum(f.learn_unwritten),
       eventsSuppressed: sum(f.events_suppressed),
       learned: sum(f.learned),
       learnSkipped: sum(f.learn_skipped),
@@ -615,6 +618,8 @@ export const podInfoCodec = {
  */
 export const LEARNED_MAX_ADDRS = 128;
 export const LearnedFlag = { partial: 0x1 } as const;
+/** fqe_learned_addr.flags */
+export const LearnedAddrFlag = { unwritten: 0x1 } as const;
 
 export interface LearnedAddress {
   ip: string;
@@ -624,6 +629,12 @@ export interface LearnedAddress {
   expiresNs: bigint;
   ttlS: number;
 }
+
+/*
+ * A record's addresses are those the kernel wrote: one it could not write
+ * (past the pod's share of fqe_allow, or the map full; counted in
+ * learn_unwritten) is left out, so the agent does not take it as allowed.
+ */
 
 export interface LearnedRecord {
   /** when the learner wrote it (CLOCK_MONOTONIC, ms) */
@@ -657,16 +668,17 @@ export const learnedRecordCodec = {
       const at = f.ports + i * L.port_rule.size;
       ports.push({ port: b.readUInt16LE(at), proto: b.readUInt8(at + L.port_rule.fields.proto) });
     }
-    const addrs: LearnedAddress[] = new Array(naddrs);
+    const addrs: LearnedAddress[] = [];
     for (let i = 0; i < naddrs; i++) {
       const at = f.addrs + i * a.size;
+      if (b.readUInt32LE(at + a.fields.flags) & LearnedAddrFlag.unwritten) continue;
       const addr = b.subarray(at + a.fields.addr, at + a.fields.addr + ADDR_LEN);
-      addrs[i] = {
+      addrs.push({
         ip: formatIp(addr),
         addr,
         expiresNs: b.readBigUInt64LE(at + a.fields.expires_ns),
         ttlS: b.readUInt32LE(at + a.fields.ttl_s),
-      };
+      });
     }
     return {
       // ms as a double: exact to well under a microsecond for centuries of uptime
@@ -801,5 +813,42 @@ export const tlsFlowCodec = {
       nextSeq: b.readUInt32LE(f.next_seq), baseSeq: b.readUInt32LE(f.base_seq), based: b.readUInt8(f.based) !== 0,
       parsed: b.readUInt32LE(f.parsed), segments: b.readUInt8(f.segments), hellos: b.readUInt8(f.hellos),
     };
+  },
+};
+
+/* Per-pod shares of node-wide tables: the limits (fqe_limits) and what each pod holds (fqe_pod_shares). */
+export interface Limits {
+  /** allow entries the kernel learner may add for one pod (0: the kernel's default) */
+  ipsPerPod: number;
+  /** flows of one pod under the TLS check at once (0: the kernel's default) */
+  tlsFlowsPerPod: number;
+}
+
+export const limitsCodec = {
+  encode(v: Limits): Buffer {
+    const b = Buffer.alloc(L.limits.size);
+    b.writeUInt32LE(v.ipsPerPod, L.limits.fields.ips_per_pod);
+    b.writeUInt32LE(v.tlsFlowsPerPod, L.limits.fields.tls_flows_per_pod);
+    return b;
+  },
+  decode(b: Buffer): Limits {
+    return { ipsPerPod: b.readUInt32LE(L.limits.fields.ips_per_pod), tlsFlowsPerPod: b.readUInt32LE(L.limits.fields.tls_flows_per_pod) };
+  },
+};
+
+export interface PodShare {
+  allow: bigint;
+  tlsFlows: bigint;
+}
+
+export const podShareCodec = {
+  encode(v: PodShare): Buffer {
+    const b = Buffer.alloc(L.pod_share.size);
+    b.writeBigUInt64LE(v.allow, L.pod_share.fields.allow);
+    b.writeBigUInt64LE(v.tlsFlows, L.pod_share.fields.tls_flows);
+    return b;
+  },
+  decode(b: Buffer): PodShare {
+    return { allow: b.readBigUInt64LE(L.pod_share.fields.allow), tlsFlows: b.readBigUInt64LE(L.pod_share.fields.tls_flows) };
   },
 };

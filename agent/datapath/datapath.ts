@@ -18,7 +18,8 @@ import { attachOps, type HookOps } from './head-guard.js';
 import {
   LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
   queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec, tlsFlowCodec,
+  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec, tlsFlowCodec, limitsCodec, podShareCodec,
+  type Limits, type PodShare,
   type RefusedKey, type RefusedName, type TlsFlow,
   type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
   type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
@@ -132,7 +133,9 @@ const MAP_NAMES = [
   // DNS query filter (issue 15)
   'fqe_cluster_domains', 'fqe_dns_refused',
   // TLS server name check (issue 13)
-  'fqe_tls_flows', 'fqe_tls_bytes',
+  'fqe_tls_flows', 'fqe_tls_bytes', 'fqe_dns_tcp',
+  // per-pod shares of node-wide tables
+  'fqe_limits', 'fqe_pod_shares',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 
@@ -170,8 +173,14 @@ export interface DatapathMaps {
   dnsRefused: BpfMap<RefusedKey, RefusedName>;
   /** where the ClientHello parser of each flow pending its TLS check stands (the kernel's) */
   tlsFlows: BpfMap<CtKey, TlsFlow>;
-  /** the stream bytes the TLS check took of each flow under it (read keys only: values are 4 KiB) */
+  /** the stream bytes the TLS check took of each flow under it (read keys only: values are 8 KiB) */
   tlsBytes: BpfMap<CtKey, Buffer>;
+  /** where each pod's DNS-over-TCP stream to a resolver stands (the kernel's; keys only) */
+  dnsTcp: BpfMap<CtKey, Buffer>;
+  /** what each pod may hold of the node-wide tables (slot 0) */
+  limits: BpfMap<number, Limits>;
+  /** what each pod holds of them (the kernel counts up; the agent writes exact counts) */
+  podShares: BpfMap<number, PodShare>;
   /** fd of the events ring buffer */
   eventsFd: number;
   /** fd of the learned-records ring buffer */
@@ -205,6 +214,9 @@ function buildMaps(fds: Record<MapName, number>): DatapathMaps {
     clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
     dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
     tlsFlows: new BpfMap('fqe_tls_flows', fds.fqe_tls_flows, LAYOUTS.ct_key.size, LAYOUTS.tls_flow.size, ctKeyCodec, tlsFlowCodec),
+    dnsTcp: new BpfMap('fqe_dns_tcp', fds.fqe_dns_tcp, LAYOUTS.ct_key.size, 8, ctKeyCodec, { decode: (b: Buffer) => b }),
+    limits: new BpfMap('fqe_limits', fds.fqe_limits, 4, LAYOUTS.limits.size, u32Codec, limitsCodec),
+    podShares: new BpfMap('fqe_pod_shares', fds.fqe_pod_shares, 4, LAYOUTS.pod_share.size, u32Codec, podShareCodec),
     tlsBytes: new BpfMap('fqe_tls_bytes', fds.fqe_tls_bytes, LAYOUTS.ct_key.size, native.mapInfo(fds.fqe_tls_bytes).valueSize, ctKeyCodec, { decode: (b: Buffer) => b }),
     eventsFd: fds.fqe_events,
     learnedFd: fds.fqe_learned,

@@ -15,6 +15,8 @@ export interface PodCounters {
   reasons: Record<string, bigint>;
   /** allow entries the inline learner wrote */
   learnedInKernel: bigint;
+  /** addresses the kernel learner could not write: past the pod's share of the allow map, or the map full */
+  unwrittenInKernel: bigint;
   /** DNS answers the inline learner did not learn, or learned only in part: the agent's */
   answersLeftToAgent: bigint;
   /** DNS queries passed without a record, past the per-pod recording rate */
@@ -148,6 +150,7 @@ export class AgentMetrics {
         this.reset();
         for (const c of collectors.podCounters()) {
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-learned' }, Number(c.learnedInKernel));
+          this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-unwritten' }, Number(c.unwrittenInKernel));
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'answers-left-to-agent' }, Number(c.answersLeftToAgent));
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'queries-unrecorded' }, Number(c.queriesUnrecorded));
         }

@@ -62,4 +62,33 @@ static __always_inline __u32 fqe_events_per_sec(const struct fqe_config *cfg)
 	return cfg && cfg->events_per_sec ? cfg->events_per_sec : FQE_DEFAULT_EVENTS_PER_SEC;
 }
 
+static __always_inline const struct fqe_limits *fqe_limits_get(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&fqe_limits, &key);
+}
+
+/* The pod's share of the node-wide tables (made on first use), or NULL. */
+static __always_inline struct fqe_pod_share *fqe_pod_share_get(__u32 identity)
+{
+	static const struct fqe_pod_share none = {};
+	struct fqe_pod_share *s = bpf_map_lookup_elem(&fqe_pod_shares, &identity);
+
+	if (s)
+		return s;
+	bpf_map_update_elem(&fqe_pod_shares, &identity, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&fqe_pod_shares, &identity);
+}
+
+static __always_inline __u32 fqe_ips_per_pod(const struct fqe_limits *l)
+{
+	return l && l->ips_per_pod ? l->ips_per_pod : FQE_DEFAULT_IPS_PER_POD;
+}
+
+static __always_inline __u32 fqe_tls_flows_per_pod(const struct fqe_limits *l)
+{
+	return l && l->tls_flows_per_pod ? l->tls_flows_per_pod : FQE_DEFAULT_TLS_FLOWS_PER_POD;
+}
+
 #endif /* FQE_CONFIG_H */

@@ -86,6 +86,8 @@ struct fqe_learn_job {
 	__u32 min_ttl_s;
 	__u32 max_ttl_s;
 	__u32 written; /* addresses written so far */
+	__u32 unwritten; /* ... of them not written (past the pod's share, or the map full) */
+	__u32 ips_per_pod; /* the pod's share of fqe_allow */
 	__u32 partial;
 	__u8 proto;
 	__u8 pad[3];

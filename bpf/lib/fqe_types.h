@@ -229,7 +229,7 @@ struct fqe_counters {
 	__u64 dropped;
 	__u64 audited;
 	__u64 dns_queries;
-	__u64 ct_passed; /* no longer counted: a tracked flow's packets take the fast path */
+	__u64 learn_unwritten; /* addresses the learner could not write: the pod's share of fqe_allow, or the map full */
 	__u64 events_suppressed; /* rate limit or ring buffer full */
 	__u64 learned; /* allow entries written by the inline learner */
 	__u64 learn_skipped; /* answers the inline learner left to the agent */
@@ -300,8 +300,11 @@ struct fqe_learned_addr {
 	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
 	__u64 expires_ns; /* the entry's expiry after the write (CLOCK_MONOTONIC) */
 	__u32 ttl_s; /* the answer's TTL (smallest of the record and its CNAMEs) */
-	__u32 pad;
+	__u32 flags; /* FQE_ADDR_* */
 };
+
+/* fqe_learned_addr flags */
+#define FQE_ADDR_UNWRITTEN 0x1 /* not written: past the pod's share of fqe_allow, or the map was full */
 
 /* An answer the inline learner learned from: header, then naddrs addresses. */
 struct fqe_learned_rec {
@@ -462,6 +465,26 @@ struct fqe_tls_bytes {
 struct fqe_dns_tcp {
 	__u32 next_seq; /* the pod's next byte (host byte order) */
 	__u32 pad;
+};
+
+/*
+ * ---- Per-pod shares of node-wide tables ----
+ * Limits the agent sets (one slot; a field left 0 takes the kernel
+ * default), and what each pod holds of them. The kernel counts up as it
+ * adds; the agent writes exact counts back on its sweeps (entries expire
+ * and are deleted from userspace).
+ */
+#define FQE_DEFAULT_IPS_PER_POD 16384 /* of fqe_allow's FQE_MAX_ALLOW */
+#define FQE_DEFAULT_TLS_FLOWS_PER_POD 1024 /* of fqe_tls_flows' FQE_MAX_TLS_FLOWS */
+struct fqe_limits {
+	__u32 ips_per_pod; /* allow entries the kernel learner may add for one pod */
+	__u32 tls_flows_per_pod; /* flows of one pod under the TLS check at once */
+	__u32 reserved[6];
+};
+
+struct fqe_pod_share {
+	__u64 allow; /* entries of fqe_allow the pod holds */
+	__u64 tls_flows; /* entries of fqe_tls_flows */
 };
 
 #endif /* FQE_TYPES_H */

@@ -282,4 +282,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_dns_tcp SEC(".maps");
 
+/* What each pod may hold of the node-wide tables (one slot, the agent's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fqe_limits);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_limits SEC(".maps");
+
+/* How much of the node-wide tables does each pod hold? */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct fqe_pod_share);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_pod_shares SEC(".maps");
+
 #endif /* FQE_MAPS_H */

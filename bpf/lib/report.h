@@ -111,9 +111,7 @@ static __always_inline int fqe_report(struct __sk_buff *skb, const struct fqe_co
 		c->passed++;
 		if (pass == FQE_PASS_DNS)
 			c->dns_queries++;
-		else if (pass == FQE_PASS_CT)
-			c->ct_passed++;
-		return 0;
+		return 0; /* a tracked flow's packet is not counted (its flow was, when it opened) */
 	}
 	if (reason < FQE_REASON_MAX)
 		c->reasons[reason]++;
