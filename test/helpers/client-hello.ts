@@ -180,3 +180,40 @@ export function parseServerName(stream: Buffer): string | null {
     return null; // ran off the end
   }
 }
+
+/** An extension type reserved to be ignored (GREASE, RFC 8701): servers skip its bytes. */
+export const EXT_GREASE = 0x0a0a;
+
+/** The stream a pod sends with one urgent byte in it, and where that byte is. */
+export interface UrgentHello {
+  /** every byte the pod sends, the urgent one included: what a parser of segments sees */
+  sent: Buffer;
+  /** the urgent byte's offset in `sent` */
+  urgentAt: number;
+  /** `sent` without the urgent byte: what a receiver without SO_OOBINLINE reads */
+  read: Buffer;
+}
+
+/**
+ * A ClientHello that names `readName` to a server that takes the urgent byte
+ * out of the stream, and `seenName` to a parser that reads every byte. The
+ * server reads the hello of `records` (its server name replaced by
+ * readName) with a GREASE extension first, of 256 bytes, whose body holds a
+ * server_name extension for seenName. The urgent byte (0) goes between the
+ * GREASE extension's type and its length: counting it, the length reads 1,
+ * so a parser that keeps the byte skips one byte and takes the hidden
+ * server_name extension as the next one.
+ */
+export function urgentByteHello(records: Buffer, readName: string, seenName: string): UrgentHello {
+  const h = parseClientHello(records);
+  const hidden = serverNameExtension(seenName);
+  const body = Buffer.alloc(256); // length 0x0100: after the urgent byte 0x00, a parser reads 0x0001
+  body.writeUInt16BE(EXT_SERVER_NAME, 0);
+  body.writeUInt16BE(hidden.data.length, 2);
+  hidden.data.copy(body, 4);
+  const extensions = [{ type: EXT_GREASE, data: body }, ...h.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(readName) : e))];
+  const read = buildClientHello({ head: h.head, extensions });
+  const urgentAt = 5 + 4 + h.head.length + 2 + 2; // record and handshake headers, the body's head, the extensions' length, GREASE's type
+  const sent = Buffer.concat([read.subarray(0, urgentAt), Buffer.from([0]), read.subarray(urgentAt)]);
+  return { sent, urgentAt, read };
+}

@@ -1,7 +1,8 @@
 /*
  * A real TLS server for the server name check's tests and the demo: a
  * self-signed certificate in a temporary directory, an HTTPS server on
- * outside addresses (it serves any name), and openssl s_client from a pod.
+ * outside addresses (it serves any name and records each server name its
+ * TLS stack reads), and openssl s_client from a pod.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,7 +28,8 @@ export async function withCert(fn: (cert: string, key: string) => Promise<void>)
 /**
  * An HTTPS server (Python's ssl, one thread per connection, so a connection
  * the kernel refused, whose server half waits for a hello that never comes,
- * blocks no other) answering 200 to any name.
+ * blocks no other) answering 200 to any name. It prints "sni NAME" (or
+ * "sni -" for a hello without one) for every ClientHello OpenSSL parsed.
  */
 const SERVER_SCRIPT = `
 import http.server, socket, ssl, sys
@@ -48,14 +50,31 @@ class Server(http.server.ThreadingHTTPServer):
 srv = Server((ip, port), Handler)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+ctx.sni_callback = lambda conn, name, c: print('sni', name or '-', flush=True)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 print('ready', flush=True)
 srv.serve_forever()
 `;
 
+export interface TlsServers {
+  /** the server names the servers' TLS stacks read so far, in order ("-": a hello without one) */
+  serverNames(): string[];
+}
+
 /** The HTTPS server on each of these outside addresses, TLS_PORT: any name is served. */
-export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[]): Promise<void> {
-  for (const ip of addrs) await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key], /ready/);
+export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[]): Promise<TlsServers> {
+  const names: string[] = [];
+  for (const ip of addrs) {
+    const child = await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key], /ready/);
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.startsWith('sni ')) names.push(l.slice(4));
+    });
+  }
+  return { serverNames: () => [...names] };
 }
 
 export interface Handshake {
