@@ -217,3 +217,38 @@ export function urgentByteHello(records: Buffer, readName: string, seenName: str
   const sent = Buffer.concat([read.subarray(0, urgentAt), Buffer.from([0]), read.subarray(urgentAt)]);
   return { sent, urgentAt, read };
 }
+
+export const CONTENT_CHANGE_CIPHER_SPEC = 20;
+export const CONTENT_HANDSHAKE = 22;
+export const CONTENT_APPLICATION_DATA = 23;
+
+/** One TLS record (legacy version 3.3, as TLS 1.3 writes every record after the first). */
+export function tlsRecord(type: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([type, 3, 3, body.length >> 8, body.length & 0xff]), body]);
+}
+
+/** The ChangeCipherSpec record a TLS 1.3 client sends in middlebox compatibility mode (and TLS 1.2 for real). */
+export const CHANGE_CIPHER_SPEC = tlsRecord(CONTENT_CHANGE_CIPHER_SPEC, Buffer.from([1]));
+
+/** An application_data record of n opaque bytes: what every encrypted TLS 1.3 record looks like. */
+export function applicationData(n: number, fill = 0xa5): Buffer {
+  return tlsRecord(CONTENT_APPLICATION_DATA, Buffer.alloc(n, fill));
+}
+
+/** SHA-256("HelloRetryRequest"): the random of a ServerHello that is a HelloRetryRequest (RFC 8446, 4.1.3). */
+const HRR_RANDOM = Buffer.from('cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c', 'hex');
+
+/**
+ * A TLS 1.3 ServerHello record (TLS_AES_128_GCM_SHA256, supported_versions
+ * 1.3, a key_share for secp256r1), or with `retry` a HelloRetryRequest
+ * asking for a secp256r1 key share.
+ */
+export function serverHello(opts: { retry?: boolean } = {}): Buffer {
+  const keyShare = opts.retry ? Buffer.from('00330002' + '0017', 'hex') : Buffer.concat([Buffer.from('00330045' + '00170041', 'hex'), Buffer.alloc(65, 4)]);
+  const extensions = Buffer.concat([Buffer.from('002b00020304', 'hex'), keyShare]);
+  const body = Buffer.concat([
+    Buffer.from([3, 3]), opts.retry ? HRR_RANDOM : Buffer.alloc(32, 0x5e), Buffer.from([0]), Buffer.from([0x13, 0x01, 0]),
+    Buffer.from([extensions.length >> 8, extensions.length & 0xff]), extensions,
+  ]);
+  return tlsRecord(CONTENT_HANDSHAKE, Buffer.concat([Buffer.from([2, 0, body.length >> 8, body.length & 0xff]), body]));
+}
