@@ -74,10 +74,10 @@ test('DNS over TCP: an allowed query whose segment overlaps bytes the resolver a
 });
 
 /** A real TLS server for the tls rule, the pod allowed api.stripe.test on it and its address learned. */
-async function withTlsBox(t: Parameters<typeof requireKernelTestEnv>[0], fn: (box: AgentBox, servers: TlsServers) => Promise<void>): Promise<void> {
+async function withTlsBox(t: Parameters<typeof requireKernelTestEnv>[0], fn: (box: AgentBox, servers: TlsServers) => Promise<void>, server: { groups?: 'P-256' } = {}): Promise<void> {
   await withCert(async (cert, key) => {
     await withAgentBox(t, [{ name: 'a' }], {}, async (box) => {
-      const servers = await startTlsServer(box.topo, cert, key, [TLS_SERVER]);
+      const servers = await startTlsServer(box.topo, cert, key, [TLS_SERVER], server);
       box.writePods([{ name: 'a', allow: `api.stripe.test:${TLS_PORT}/tls` }]);
       await box.startAgent();
       assert.deepEqual(await box.dig('a', 'api.stripe.test'), [TLS_SERVER]);
@@ -92,7 +92,7 @@ async function withTlsBox(t: Parameters<typeof requireKernelTestEnv>[0], fn: (bo
  * log after the attack's would have (the attack's hello went out seconds
  * earlier), so its absence then is not a race.
  */
-async function assertOnlyAllowedNameRead(box: AgentBox, servers: TlsServers, attack: SessionResult, refused: string): Promise<void> {
+async function assertOnlyAllowedNameRead(box: AgentBox, servers: TlsServers, attack: Pick<SessionResult, 'error' | 'received'>, refused: string): Promise<void> {
   const before = servers.serverNames().filter((n) => n === 'api.stripe.test').length;
   const ok = await sClient(box.topo, 'a', TLS_SERVER, 'api.stripe.test');
   assert.ok(ok.ok, `a normal connection to the allowed name completes: ${ok.text}`);
@@ -205,4 +205,93 @@ test('a neighbour pod forging the resolver\'s answers teaches nothing: the answe
     assert.equal(await box.connect('a', '203.0.113.10', 443), true);
     assert.equal(await box.connect('a', FORGED, 443), false, 'the forged address stays refused');
   });
+});
+
+/**
+ * A real TLS 1.3 client (Python's ssl, OpenSSL) in the pod, naming
+ * api.stripe.test; the server asks it for another key share. "legit": the
+ * handshake goes on to the end. "attack": the client's answer to the retry
+ * request is sent up to its ChangeCipherSpec, then the attacker's own
+ * second ClientHello in place of the client's.
+ */
+const RETRY_CLIENT = `
+import socket, ssl, sys, json, select, time
+ip, port, mode, ch2 = sys.argv[1], int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+conn = ctx.wrap_bio(inc, out, server_hostname='api.stripe.test')
+res = {'retry': False, 'ccsFirst': False, 'ok': False, 'error': None, 'received': ''}
+def step():
+    try:
+        conn.do_handshake()
+        return True
+    except ssl.SSLWantReadError:
+        return False
+step()
+s = socket.create_connection((ip, port), timeout=3)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+try:
+    s.sendall(out.read())
+    first = b''
+    while len(first) < 5 or len(first) < 5 + int.from_bytes(first[3:5], 'big'):
+        data = s.recv(65536)
+        if not data:
+            raise ConnectionError('closed by the server')
+        first += data
+    res['retry'] = first[11:43].hex().startswith('cf21ad74e59a6111')
+    inc.write(first)
+    step()
+    flight = out.read()
+    res['ccsFirst'] = flight[:6] == bytes.fromhex('140303000101')
+    if mode == 'attack':
+        s.sendall(flight[:6] if res['ccsFirst'] else b'')
+        time.sleep(0.05)
+        s.sendall(ch2)
+        got, end = b'', time.monotonic() + 2
+        while time.monotonic() < end:
+            r, _, _ = select.select([s], [], [], end - time.monotonic())
+            if r:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got += data
+        res['received'] = got.hex()
+    else:
+        s.sendall(flight)
+        while not step():
+            pending = out.read()
+            if pending:
+                s.sendall(pending)
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError('closed by the server')
+            inc.write(data)
+        s.sendall(out.read())
+        res['ok'] = True
+except Exception as e:
+    res['error'] = repr(e)
+print(json.dumps(res))
+`;
+
+async function retryClient(box: AgentBox, mode: 'legit' | 'attack', ch2: Buffer = Buffer.alloc(0)): Promise<{ retry: boolean; ccsFirst: boolean; ok: boolean; error: string | null; received: Buffer }> {
+  const r = await box.topo.exec(box.topo.pod('a').netns, ['python3', '-c', RETRY_CLIENT, TLS_SERVER, String(TLS_PORT), mode, ch2.toString('hex')]);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { retry: boolean; ccsFirst: boolean; ok: boolean; error: string | null; received: string };
+  return { ...out, received: Buffer.from(out.received, 'hex') };
+}
+
+test('TLS check: after a real HelloRetryRequest, the second ClientHello (sent after the client\'s ChangeCipherSpec, as OpenSSL does) must name the same server', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withTlsBox(t, async (box, servers) => {
+    const legit = await retryClient(box, 'legit');
+    assert.ok(legit.retry, 'the server asked for another key share (a HelloRetryRequest)');
+    assert.ok(legit.ccsFirst, 'the real client answers it with a ChangeCipherSpec, then its second ClientHello');
+    assert.ok(legit.ok, `a handshake with a retry, the same name twice, completes: ${legit.error}`);
+    // the attacker's second ClientHello: a real one for blocked.test, its key share for the group asked for
+    const [ch2] = realClientHellos([{ serverName: 'blocked.test', groups: 'P-256' }]) as [Buffer];
+    const attack = await retryClient(box, 'attack', ch2);
+    assert.ok(attack.retry && attack.ccsFirst, `the attack went as far as its second hello: ${attack.error}`);
+    await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
+  }, { groups: 'P-256' });
 });

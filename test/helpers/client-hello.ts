@@ -12,6 +12,8 @@ export interface HelloSpec {
   /** undefined: no server_name extension */
   serverName?: string;
   version?: '1.2' | '1.3';
+  /** 'P-256': the only group offered (its key share is for secp256r1, as a second ClientHello after a retry request asking for it) */
+  groups?: 'P-256';
 }
 
 const GENERATOR = `
@@ -23,6 +25,8 @@ for spec in json.loads(sys.argv[1]):
     ctx.verify_mode = ssl.CERT_NONE
     if spec.get('version') == '1.2':
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if spec.get('groups') == 'P-256':
+        ctx.set_ecdh_curve('prime256v1')
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = ctx.wrap_bio(incoming, outgoing, server_hostname=spec.get('serverName'))
     try:

@@ -33,7 +33,7 @@ export async function withCert(fn: (cert: string, key: string) => Promise<void>)
  */
 const SERVER_SCRIPT = `
 import http.server, socket, ssl, sys
-ip, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ip, port, cert, key, groups = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 class Handler(http.server.BaseHTTPRequestHandler):
     timeout = 10
     def do_GET(self):
@@ -50,6 +50,8 @@ class Server(http.server.ThreadingHTTPServer):
 srv = Server((ip, port), Handler)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+if groups == 'P-256':
+    ctx.set_ecdh_curve('prime256v1')  # OpenSSL 3: the only group, so a client offering X25519 first gets a HelloRetryRequest
 ctx.sni_callback = lambda conn, name, c: print('sni', name or '-', flush=True)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 print('ready', flush=True)
@@ -61,11 +63,15 @@ export interface TlsServers {
   serverNames(): string[];
 }
 
-/** The HTTPS server on each of these outside addresses, TLS_PORT: any name is served. */
-export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[]): Promise<TlsServers> {
+/**
+ * The HTTPS server on each of these outside addresses, TLS_PORT: any name is
+ * served. groups 'P-256': its only key exchange group (clients that offer
+ * X25519 first get a HelloRetryRequest).
+ */
+export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[], opts: { groups?: 'P-256' } = {}): Promise<TlsServers> {
   const names: string[] = [];
   for (const ip of addrs) {
-    const child = await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key], /ready/);
+    const child = await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key, opts.groups ?? 'default'], /ready/);
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
