@@ -14,9 +14,9 @@ import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { requireKernelTestEnv, NETTOOL, OUTSIDE_LINK_V4, SILENT_RESOLVER } from './helpers/topology.js';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
-import { withCert, startTlsServer, sClient, TLS_PORT, type TlsServers } from './helpers/tls-server.js';
+import { withCert, startTlsServer, sClient, TLS_PORT, PY_FINISH_HANDSHAKE, type TlsServers } from './helpers/tls-server.js';
 import { realClientHellos, urgentByteHello } from './helpers/client-hello.js';
-import { tcpSession, type SessionResult } from './helpers/tcp-games.js';
+import { tcpSession, type SessionResult, type Step } from './helpers/tcp-games.js';
 import { queriesFor, withQueryLogFile } from './helpers/query-log.js';
 import { LearnerHarness } from './helpers/learner-harness.js';
 import { formatIp } from '../agent/datapath/addr.js';
@@ -103,43 +103,37 @@ async function assertOnlyAllowedNameRead(box: AgentBox, servers: TlsServers, att
 
 const [HELLO_ALLOWED, HELLO_REFUSED] = realClientHellos([{ serverName: 'api.stripe.test' }, { serverName: 'blocked.test' }]) as [Buffer, Buffer];
 
+/**
+ * The re-anchoring game, after the steps `first`: a SYN at ISN - d (a
+ * parser anchored on it takes the next d bytes as the stream's first), d
+ * bytes of a hello for the allowed name there (the server, already past its
+ * handshake, answers the SYN with a challenge ACK and drops those bytes as
+ * old), then the real hello, naming blocked.test, from the socket.
+ */
+async function reanchor(box: AgentBox, servers: TlsServers, first: Step[] = []): Promise<void> {
+  const d = HELLO_ALLOWED.length;
+  const attack = await tcpSession(box.topo, 'a', TLS_SERVER, TLS_PORT, [
+    ...first,
+    { op: 'raw', flags: 'S', seq: -d - 1 },
+    { op: 'pause', ms: 20 },
+    { op: 'raw', flags: 'PA', seq: -d, payload: HELLO_ALLOWED },
+    { op: 'pause', ms: 20 },
+    { op: 'send', data: HELLO_REFUSED },
+    { op: 'recv', seconds: 2 },
+  ]);
+  await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
+}
+
 test('TLS check: a forged SYN with an earlier sequence number does not move the parser: d bytes of an allowed hello "before" the stream, then a hello naming another server, are refused', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withTlsBox(t, async (box, servers) => {
-    const d = HELLO_ALLOWED.length;
-    // SYN at ISN - d: a parser anchored on it takes the next d bytes as the
-    // stream's first; the server, already past its handshake, sends a
-    // challenge ACK and drops them as old data, then reads the real hello
-    const attack = await tcpSession(box.topo, 'a', TLS_SERVER, TLS_PORT, [
-      { op: 'raw', flags: 'S', seq: -d - 1 },
-      { op: 'pause', ms: 20 },
-      { op: 'raw', flags: 'PA', seq: -d, payload: HELLO_ALLOWED },
-      { op: 'pause', ms: 20 },
-      { op: 'send', data: HELLO_REFUSED },
-      { op: 'recv', seconds: 2 },
-    ]);
-    await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
-  });
+  await withTlsBox(t, (box, servers) => reanchor(box, servers));
 });
 
 test('TLS check: a pod RST while the check is pending refuses the flow, so an out-of-window RST and a forged SYN cannot restart the check', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withTlsBox(t, async (box, servers) => {
-    const d = HELLO_ALLOWED.length;
-    // the server drops a RST outside its window; a kernel that takes it as the
-    // flow's end judges the SYN after it as a new flow, anchored on it
-    const attack = await tcpSession(box.topo, 'a', TLS_SERVER, TLS_PORT, [
-      { op: 'raw', flags: 'R', seq: 0x40000000 },
-      { op: 'pause', ms: 20 },
-      { op: 'raw', flags: 'S', seq: -d - 1 },
-      { op: 'pause', ms: 20 },
-      { op: 'raw', flags: 'PA', seq: -d, payload: HELLO_ALLOWED },
-      { op: 'pause', ms: 20 },
-      { op: 'send', data: HELLO_REFUSED },
-      { op: 'recv', seconds: 2 },
-    ]);
-    await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
-  });
+  // the server drops a RST outside its window; a kernel that takes it as the
+  // flow's end judges the SYN after it as a new flow, anchored on it
+  await withTlsBox(t, (box, servers) => reanchor(box, servers, [{ op: 'raw', flags: 'R', seq: 0x40000000 }, { op: 'pause', ms: 20 }]));
 });
 
 test('TLS check: one urgent byte (MSG_OOB, no privilege) cannot make the parser and the server read different hellos', async (t) => {
@@ -216,6 +210,7 @@ test('a neighbour pod forging the resolver\'s answers teaches nothing: the answe
  */
 const RETRY_CLIENT = `
 import socket, ssl, sys, json, select, time
+${PY_FINISH_HANDSHAKE}
 ip, port, mode, ch2 = sys.argv[1], int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4])
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
@@ -260,15 +255,7 @@ try:
         res['received'] = got.hex()
     else:
         s.sendall(flight)
-        while not step():
-            pending = out.read()
-            if pending:
-                s.sendall(pending)
-            data = s.recv(65536)
-            if not data:
-                raise ConnectionError('closed by the server')
-            inc.write(data)
-        s.sendall(out.read())
+        finish(conn, inc, out, s)
         res['ok'] = True
 except Exception as e:
     res['error'] = repr(e)

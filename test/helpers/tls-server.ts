@@ -83,6 +83,30 @@ export async function startTlsServer(topo: Topology, cert: string, key: string, 
   return { serverNames: () => [...names] };
 }
 
+/**
+ * Python, for the clients tests script over a MemoryBIO: finish(conn, inc,
+ * out, s) drives the handshake of `conn` over socket `s` to its end (or
+ * raises: the server closed, the connection was reset).
+ */
+export const PY_FINISH_HANDSHAKE = `
+def finish(conn, inc, out, s):
+    while True:
+        try:
+            conn.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pending = out.read()
+            if pending:
+                s.sendall(pending)
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError('closed by the server')
+            inc.write(data)
+    pending = out.read()
+    if pending:
+        s.sendall(pending)
+`;
+
 export interface Handshake {
   ok: boolean;
   ms: number;
