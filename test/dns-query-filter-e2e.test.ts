@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { requireKernelTestEnv, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6 } from './helpers/topology.js';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
 import { egressctl } from './helpers/egressctl.js';
+import { queriesFor } from './helpers/query-log.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'python3', 'nsenter', 'curl'];
 const SEARCH = 'shop.svc.cluster.local svc.cluster.local cluster.local';
@@ -44,12 +45,6 @@ async function withQueryLog(fn: (log: string, resolvConf: (netns: string) => voi
     if (!rootExisted && existsSync(netnsRoot) && readdirSync(netnsRoot).length === 0) rmdirSync(netnsRoot);
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function queriesFor(log: string, name: string): string[] {
-  const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
-  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return text.split('\n').filter((l) => new RegExp(`query\\[\\w+\\] ${escaped} from`, 'i').test(l));
 }
 
 async function digFull(box: AgentBox, pod: string, name: string, opts: { type?: string; server?: string; tcp?: boolean } = {}): Promise<{ status: string; answers: string[]; ms: number; text: string }> {

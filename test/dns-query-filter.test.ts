@@ -15,11 +15,13 @@ import { EndpointFlag, PolicyKind } from '../agent/datapath/codecs.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { clusterDomainEntries, escapeWireName } from '../agent/policy/dns-query-filter.js';
 import { internetChecksum, l4ChecksumOk } from './helpers/checksum.js';
+import { TcpFlow } from './helpers/tcp-flow.js';
 
 const PASS = -1; // TC_ACT_UNSPEC as test-run reports it
 const SHOT = 2;
 const REDIRECT = 7;
 const RESOLVER_V6 = '2001:db8:ff::53';
+let nextTcpPort = 42000;
 
 interface Filter {
   h: LearnerHarness;
@@ -38,20 +40,15 @@ function withFilter(t: Parameters<typeof requireKernelTestEnv>[0], fn: (f: Filte
     for (const e of clusterDomainEntries(['cluster.local', 'corp.internal'], h.hashKey)) h.dp.maps.clusterDomains.set(e.hash, { ports: [], name: e.name });
     // DNS over TCP: each query on a stream of its own (a port not used before), begun as a real one is:
     // the pod's SYN, the resolver's SYN-ACK through the learner (the filter judges from its ack on).
-    let tcpPort = 42000;
     const raw: Filter['raw'] = (payload, opts = {}) => {
       const src = opts.v6 ? h.podV6 : h.podV4;
       const dst = opts.v6 ? RESOLVER_V6 : h.resolver;
-      let frame: Buffer;
-      if (opts.tcp) {
-        const sport = opts.sport ?? tcpPort++;
-        native.progTestRun(h.dp.programs!.enforcer, buildFrame({ src, dst, proto: 'tcp', sport, dport: 53, seq: 5000, tcpFlags: 0x02 }));
-        native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: 53, dport: sport, seq: 9000, ack: 5001, tcpFlags: 0x12 }));
-        frame = buildFrame({ src, dst, proto: 'tcp', sport, dport: 53, seq: 5001, ack: 9001, payload, tcpFlags: 0x18 });
-      } else {
-        frame = buildFrame({ src, dst, proto: 'udp', sport: opts.sport ?? 41000, dport: 53, payload });
+      if (opts.tcp) { // a connection of its own: the SYN, the resolver's SYN-ACK, then the segment
+        const flow = new TcpFlow(h, { v6: opts.v6, dst, dport: 53, sport: opts.sport ?? nextTcpPort++ });
+        flow.handshake();
+        return flow.send(payload, 0);
       }
-      const r = native.progTestRun(h.dp.programs!.enforcer, frame);
+      const r = native.progTestRun(h.dp.programs!.enforcer, buildFrame({ src, dst, proto: 'udp', sport: opts.sport ?? 41000, dport: 53, payload }));
       return { retval: r.retval | 0, data: r.data };
     };
     const query: Filter['query'] = (name, opts = {}) => {
@@ -132,12 +129,12 @@ test('a refused query over TCP ends its connection: a RST from the resolver, in 
     for (const v6 of [false, true]) {
       const message = dnsPacket.encode({ type: 'query', id: 5, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'TXT', name: 'leak.attacker.example', class: 'IN' }] });
       const payload = LearnerHarness.tcpPayload(message);
-      const frame = buildFrame({ src: v6 ? f.h.podV6 : f.h.podV4, dst: v6 ? RESOLVER_V6 : f.h.resolver, proto: 'tcp', sport: 41234, dport: 53, payload, tcpFlags: 0x18 });
+      // the pod's query at sequence number 0x11223344, acknowledging 0xaabbccdd of the resolver
+      const flow = new TcpFlow(f.h, { v6, dst: v6 ? RESOLVER_V6 : f.h.resolver, dport: 53, sport: 41234, isn: 0x11223343, peerIsn: 0xaabbccdc });
+      flow.handshake();
       const l4 = 14 + (v6 ? 40 : 20);
-      frame.writeUInt32BE(0x11223344, l4 + 4); // the pod's sequence number
-      frame.writeUInt32BE(0xaabbccdd, l4 + 8); // what it acknowledged of the resolver
-      const r = native.progTestRun(f.h.dp.programs!.enforcer, frame);
-      assert.equal(r.retval | 0, REDIRECT, 'answered, not passed');
+      const r = flow.send(payload, 0);
+      assert.equal(r.retval, REDIRECT, 'answered, not passed');
       const out = r.data;
       assert.equal(out.length, l4 + 20, 'a bare TCP header: the query is gone');
       assert.equal(out.readUInt16BE(l4), 53, 'from port 53');

@@ -12,23 +12,14 @@ import { requireKernelTestEnv } from './helpers/topology.js';
 import { LearnerHarness } from './helpers/learner-harness.js';
 import { buildFrame } from './helpers/frames.js';
 import { realClientHellos, nameLast, parseClientHello, buildClientHello, serverNameExtension, parseServerName, EXT_SERVER_NAME } from './helpers/client-hello.js';
+import { TcpFlow, PASS, SHOT, REDIRECT, PSH_ACK, TCP, TLS_SERVER_V4 as SERVER_V4, TLS_SERVER_V6 as SERVER_V6, TLS_ALLOWED as ALLOWED, allowIp, tlsRules } from './helpers/tcp-flow.js';
 import { native } from '../agent/datapath/native.js';
-import { AllowSource, CtFlag, IPPROTO, PolicyKind, PROTO_TLS, type PortRule } from '../agent/datapath/codecs.js';
-import { parseIp } from '../agent/datapath/addr.js';
+import { CtFlag, IPPROTO, PROTO_TLS } from '../agent/datapath/codecs.js';
 import { escapeWireName } from '../agent/policy/dns-query-filter.js';
 import { matchesPattern, parsePattern } from '../agent/policy/pattern.js';
 
-const PASS = -1; // TC_ACT_UNSPEC as test-run reports it
-const SHOT = 2;
-const REDIRECT = 7;
-const SERVER_V4 = '203.0.113.10';
-const SERVER_V6 = '2001:db8:ff::10';
 const PLAIN_V4 = '203.0.113.11'; // also allowed by a plain TCP rule on 443
-const ACK = 0x10;
-const PSH_ACK = 0x18;
-const SYN = 0x02;
-const TLS_443: PortRule[] = [{ port: 443, proto: PROTO_TLS }];
-const ALLOWED = ['api.stripe.test', '*.kadath.test'];
+const ACK = TCP.ACK;
 
 const [HELLO_13, HELLO_12, HELLO_EVIL, HELLO_NONE, HELLO_WILD, HELLO_APEX] = realClientHellos([
   { serverName: 'api.stripe.test' },
@@ -53,7 +44,7 @@ let nextPort = 30000;
 
 interface Flow {
   sport: number;
-  /** the SYN (seq 1000; its retval), then the server's SYN-ACK through the learner (ack 1001) */
+  /** the SYN (seq 1000), then the server's SYN-ACK (seq 6): the SYN's verdict */
   syn(): number;
   /** data at stream offset `at` (0 = the first byte after the SYN) */
   send(payload: Buffer, at: number, flags?: number): { retval: number; data: Buffer };
@@ -67,36 +58,17 @@ function withTls(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerH
   if (!requireKernelTestEnv(t, ['python3'])) return;
   const h = LearnerHarness.open();
   try {
-    h.dp.maps.hashKey.set(0, 0x7e57c0de12345678n);
-    h.allowName(PolicyKind.exact, 'api.stripe.test', TLS_443);
-    h.allowName(PolicyKind.wildcard, 'kadath.test', TLS_443);
-    const allow = (ip: string, ports: PortRule[]) =>
-      h.dp.maps.allow.set({ identity: h.identity, addr: parseIp(ip), prefixLen: 128 }, { expiresNs: 0n, nameHash: 1n, ports, source: AllowSource.kernel });
-    allow(SERVER_V4, TLS_443);
-    allow(SERVER_V6, TLS_443);
-    allow(PLAIN_V4, [{ port: 443, proto: PROTO_TLS }, { port: 443, proto: IPPROTO.tcp }]);
+    tlsRules(h);
+    allowIp(h, PLAIN_V4, [{ port: 443, proto: PROTO_TLS }, { port: 443, proto: IPPROTO.tcp }]);
     const flow = (opts: { v6?: boolean; dst?: string; dport?: number } = {}): Flow => {
-      const sport = nextPort++;
-      const src = opts.v6 ? h.podV6 : h.podV4;
-      const dst = opts.dst ?? (opts.v6 ? SERVER_V6 : SERVER_V4);
-      const dport = opts.dport ?? 443;
-      const key = { identity: h.identity, podAddr: parseIp(src), peerAddr: parseIp(dst), podPort: sport, peerPort: dport, proto: IPPROTO.tcp };
-      const run = (frame: Buffer) => {
-        const r = native.progTestRun(h.dp.programs!.enforcer, frame);
-        return { retval: r.retval | 0, data: r.data };
-      };
+      const f = new TcpFlow(h, { v6: opts.v6, dst: opts.dst ?? (opts.v6 ? SERVER_V6 : SERVER_V4), dport: opts.dport ?? 443, sport: nextPort++, isn: 1000, peerIsn: 6 });
       return {
-        sport,
-        syn: () => {
-          const r = run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1000, tcpFlags: SYN })).retval;
-          // the server's SYN-ACK (through the learner) gives the stream's start: 1001
-          native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: dport, dport: sport, seq: 6, ack: 1001, tcpFlags: SYN | ACK }));
-          return r;
-        },
-        send: (payload, at, flags = PSH_ACK) => run(buildFrame({ src, dst, proto: 'tcp', sport, dport, seq: 1001 + at, ack: 7, tcpFlags: flags, payload })),
-        serverData: (payload) => (native.progTestRun(h.dp.programs!.learner, buildFrame({ src: dst, dst: src, proto: 'tcp', sport: dport, dport: sport, seq: 7, ack: 1001, tcpFlags: PSH_ACK, payload })).retval | 0),
-        flags: () => h.dp.maps.conntrack.get(key)?.flags,
-        parserState: () => h.dp.maps.tlsFlows.get(key) !== undefined,
+        sport: f.sport,
+        syn: () => f.handshake(),
+        send: (payload, at, flags = PSH_ACK) => f.send(payload, at, { flags }),
+        serverData: (payload) => f.peer(payload),
+        flags: () => f.ctFlags(),
+        parserState: () => f.parserState(),
       };
     };
     fn(h, flow);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { requireKernelTestEnv } from './helpers/topology.js';
 import { withAgentBox, type AgentBox } from './helpers/agent-fixture.js';
 import { egressctl } from './helpers/egressctl.js';
-import { withCert, startTlsServer, sClient, TLS_PORT } from './helpers/tls-server.js';
+import { withCert, startTlsServer, sClient, TLS_PORT, PY_FINISH_HANDSHAKE } from './helpers/tls-server.js';
 import { CtFlag } from '../agent/datapath/codecs.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'python3', 'openssl', 'curl', 'nsenter'];
@@ -33,6 +33,7 @@ async function curl(box: AgentBox, pod: string, name: string, ip: string): Promi
 async function segmentedHandshake(box: AgentBox, pod: string, ip: string, serverName: string, cutsBeforeNameEnd: number[], version = '1.3'): Promise<{ ok: boolean; pieces: number; error?: string }> {
   const script = `
 import socket, ssl, sys, json, time
+${PY_FINISH_HANDSHAKE}
 ip, port, name, cuts, version = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
@@ -54,21 +55,7 @@ try:
     for a, b in zip(edges, edges[1:]):
         s.sendall(hello[a:b])
         time.sleep(0.05)
-    while True:
-        try:
-            conn.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pending = out.read()
-            if pending:
-                s.sendall(pending)
-            data = s.recv(65536)
-            if not data:
-                raise ConnectionError('closed by the server')
-            inc.write(data)
-    pending = out.read()
-    if pending:
-        s.sendall(pending)
+    finish(conn, inc, out, s)
     print(json.dumps({"ok": True, "pieces": len(edges) - 1}))
 except Exception as e:
     print(json.dumps({"ok": False, "pieces": len(edges) - 1, "error": repr(e)}))

@@ -12,6 +12,8 @@ export interface HelloSpec {
   /** undefined: no server_name extension */
   serverName?: string;
   version?: '1.2' | '1.3';
+  /** 'P-256': the only group offered (its key share is for secp256r1, as a second ClientHello after a retry request asking for it) */
+  groups?: 'P-256';
 }
 
 const GENERATOR = `
@@ -23,6 +25,8 @@ for spec in json.loads(sys.argv[1]):
     ctx.verify_mode = ssl.CERT_NONE
     if spec.get('version') == '1.2':
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if spec.get('groups') == 'P-256':
+        ctx.set_ecdh_curve('prime256v1')
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = ctx.wrap_bio(incoming, outgoing, server_hostname=spec.get('serverName'))
     try:
@@ -179,4 +183,76 @@ export function parseServerName(stream: Buffer): string | null {
   } catch {
     return null; // ran off the end
   }
+}
+
+/** An extension type reserved to be ignored (GREASE, RFC 8701): servers skip its bytes. */
+export const EXT_GREASE = 0x0a0a;
+
+/** The stream a pod sends with one urgent byte in it, and where that byte is. */
+export interface UrgentHello {
+  /** every byte the pod sends, the urgent one included: what a parser of segments sees */
+  sent: Buffer;
+  /** the urgent byte's offset in `sent` */
+  urgentAt: number;
+  /** `sent` without the urgent byte: what a receiver without SO_OOBINLINE reads */
+  read: Buffer;
+}
+
+/**
+ * A ClientHello that names `readName` to a server that takes the urgent byte
+ * out of the stream, and `seenName` to a parser that reads every byte. The
+ * server reads the hello of `records` (its server name replaced by
+ * readName) with a GREASE extension first, of 256 bytes, whose body holds a
+ * server_name extension for seenName. The urgent byte (0) goes between the
+ * GREASE extension's type and its length: counting it, the length reads 1,
+ * so a parser that keeps the byte skips one byte and takes the hidden
+ * server_name extension as the next one.
+ */
+export function urgentByteHello(records: Buffer, readName: string, seenName: string): UrgentHello {
+  const h = parseClientHello(records);
+  const hidden = serverNameExtension(seenName);
+  const body = Buffer.alloc(256); // length 0x0100: after the urgent byte 0x00, a parser reads 0x0001
+  body.writeUInt16BE(EXT_SERVER_NAME, 0);
+  body.writeUInt16BE(hidden.data.length, 2);
+  hidden.data.copy(body, 4);
+  const extensions = [{ type: EXT_GREASE, data: body }, ...h.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(readName) : e))];
+  const read = buildClientHello({ head: h.head, extensions });
+  const urgentAt = 5 + 4 + h.head.length + 2 + 2; // record and handshake headers, the body's head, the extensions' length, GREASE's type
+  const sent = Buffer.concat([read.subarray(0, urgentAt), Buffer.from([0]), read.subarray(urgentAt)]);
+  return { sent, urgentAt, read };
+}
+
+export const CONTENT_CHANGE_CIPHER_SPEC = 20;
+export const CONTENT_HANDSHAKE = 22;
+export const CONTENT_APPLICATION_DATA = 23;
+
+/** One TLS record (legacy version 3.3, as TLS 1.3 writes every record after the first). */
+export function tlsRecord(type: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([type, 3, 3, body.length >> 8, body.length & 0xff]), body]);
+}
+
+/** The ChangeCipherSpec record a TLS 1.3 client sends in middlebox compatibility mode (and TLS 1.2 for real). */
+export const CHANGE_CIPHER_SPEC = tlsRecord(CONTENT_CHANGE_CIPHER_SPEC, Buffer.from([1]));
+
+/** An application_data record of n opaque bytes: what every encrypted TLS 1.3 record looks like. */
+export function applicationData(n: number, fill = 0xa5): Buffer {
+  return tlsRecord(CONTENT_APPLICATION_DATA, Buffer.alloc(n, fill));
+}
+
+/** SHA-256("HelloRetryRequest"): the random of a ServerHello that is a HelloRetryRequest (RFC 8446, 4.1.3). */
+const HRR_RANDOM = Buffer.from('cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c', 'hex');
+
+/**
+ * A TLS 1.3 ServerHello record (TLS_AES_128_GCM_SHA256, supported_versions
+ * 1.3, a key_share for secp256r1), or with `retry` a HelloRetryRequest
+ * asking for a secp256r1 key share.
+ */
+export function serverHello(opts: { retry?: boolean } = {}): Buffer {
+  const keyShare = opts.retry ? Buffer.from('00330002' + '0017', 'hex') : Buffer.concat([Buffer.from('00330045' + '00170041', 'hex'), Buffer.alloc(65, 4)]);
+  const extensions = Buffer.concat([Buffer.from('002b00020304', 'hex'), keyShare]);
+  const body = Buffer.concat([
+    Buffer.from([3, 3]), opts.retry ? HRR_RANDOM : Buffer.alloc(32, 0x5e), Buffer.from([0]), Buffer.from([0x13, 0x01, 0]),
+    Buffer.from([extensions.length >> 8, extensions.length & 0xff]), extensions,
+  ]);
+  return tlsRecord(CONTENT_HANDSHAKE, Buffer.concat([Buffer.from([2, 0, body.length >> 8, body.length & 0xff]), body]));
 }

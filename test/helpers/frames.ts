@@ -17,6 +17,8 @@ export interface FrameSpec {
   /** TCP sequence and acknowledgement numbers; default 0 */
   seq?: number;
   ack?: number;
+  /** TCP urgent pointer; default 0 */
+  urg?: number;
 }
 
 export function buildFrame(f: FrameSpec): Buffer {
@@ -51,6 +53,7 @@ export function buildFrame(f: FrameSpec): Buffer {
     b.writeUInt32BE((f.ack ?? 0) >>> 0, l4 + 8);
     b[l4 + 12] = 5 << 4;
     b[l4 + 13] = f.tcpFlags ?? 0x02;
+    b.writeUInt16BE(f.urg ?? 0, l4 + 18);
     payload.copy(b, l4 + 20);
   } else {
     b.writeUInt16BE(l4Len, l4 + 4);

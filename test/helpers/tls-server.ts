@@ -1,7 +1,8 @@
 /*
  * A real TLS server for the server name check's tests and the demo: a
  * self-signed certificate in a temporary directory, an HTTPS server on
- * outside addresses (it serves any name), and openssl s_client from a pod.
+ * outside addresses (it serves any name and records each server name its
+ * TLS stack reads), and openssl s_client from a pod.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,11 +28,12 @@ export async function withCert(fn: (cert: string, key: string) => Promise<void>)
 /**
  * An HTTPS server (Python's ssl, one thread per connection, so a connection
  * the kernel refused, whose server half waits for a hello that never comes,
- * blocks no other) answering 200 to any name.
+ * blocks no other) answering 200 to any name. It prints "sni NAME" (or
+ * "sni -" for a hello without one) for every ClientHello OpenSSL parsed.
  */
 const SERVER_SCRIPT = `
 import http.server, socket, ssl, sys
-ip, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ip, port, cert, key, groups = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 class Handler(http.server.BaseHTTPRequestHandler):
     timeout = 10
     def do_GET(self):
@@ -48,15 +50,62 @@ class Server(http.server.ThreadingHTTPServer):
 srv = Server((ip, port), Handler)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+if groups == 'P-256':
+    ctx.set_ecdh_curve('prime256v1')  # OpenSSL 3: the only group, so a client offering X25519 first gets a HelloRetryRequest
+ctx.sni_callback = lambda conn, name, c: print('sni', name or '-', flush=True)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 print('ready', flush=True)
 srv.serve_forever()
 `;
 
-/** The HTTPS server on each of these outside addresses, TLS_PORT: any name is served. */
-export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[]): Promise<void> {
-  for (const ip of addrs) await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key], /ready/);
+export interface TlsServers {
+  /** the server names the servers' TLS stacks read so far, in order ("-": a hello without one) */
+  serverNames(): string[];
 }
+
+/**
+ * The HTTPS server on each of these outside addresses, TLS_PORT: any name is
+ * served. groups 'P-256': its only key exchange group (clients that offer
+ * X25519 first get a HelloRetryRequest).
+ */
+export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[], opts: { groups?: 'P-256' } = {}): Promise<TlsServers> {
+  const names: string[] = [];
+  for (const ip of addrs) {
+    const child = await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key, opts.groups ?? 'default'], /ready/);
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.startsWith('sni ')) names.push(l.slice(4));
+    });
+  }
+  return { serverNames: () => [...names] };
+}
+
+/**
+ * Python, for the clients tests script over a MemoryBIO: finish(conn, inc,
+ * out, s) drives the handshake of `conn` over socket `s` to its end (or
+ * raises: the server closed, the connection was reset).
+ */
+export const PY_FINISH_HANDSHAKE = `
+def finish(conn, inc, out, s):
+    while True:
+        try:
+            conn.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pending = out.read()
+            if pending:
+                s.sendall(pending)
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError('closed by the server')
+            inc.write(data)
+    pending = out.read()
+    if pending:
+        s.sendall(pending)
+`;
 
 export interface Handshake {
   ok: boolean;
