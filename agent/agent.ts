@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, IPPROTO, PROTO_TLS, ResolverFlag, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
@@ -105,6 +105,7 @@ export class Agent {
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
+  private pathCheckNoted = false;
   private readonly announced = new Set<string>();
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
@@ -348,7 +349,13 @@ export class Agent {
   private syncResolvers(): void {
     const want = new Set(this.resolvers);
     for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
-    for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
+    // The kube-dns Service address answers from wherever its pods run: no route leads back to it.
+    const check = this.cfg.resolverPathCheck === 'on' || (this.cfg.resolverPathCheck === 'auto' && this.cfg.dnsServers.length > 0);
+    for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), ResolverFlag.trusted | (check ? 0 : ResolverFlag.noPathCheck));
+    if (!check && !this.pathCheckNoted) {
+      this.pathCheckNoted = true;
+      this.log.warn({ resolvers: [...want] }, 'answers of the trusted resolvers are not checked against the route back to them (a Service address, or --resolver-path-check off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI');
+    }
   }
 
   /** The node's name-hash secret: the pinned one, or a new random one (never 0). */

@@ -18,6 +18,8 @@ export interface Config {
   endpointsFile: string | undefined;
   nodeName: string | undefined;
   dnsServers: string[];
+  /** check resolver answers against the route back to the resolver (see --help) */
+  resolverPathCheck: 'auto' | 'on' | 'off';
   bpfPinDir: string;
   minTtlMs: number;
   maxTtlMs: number;
@@ -54,6 +56,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'endpoints-file': { help: 'file source: YAML or JSON list of pods, re-read on change' },
   'node-name': { help: 'this node (kubernetes source; default: the NODE_NAME variable)' },
   'dns-servers': { help: 'trusted resolvers, comma separated; replaces discovery from kube-system/kube-dns (required for the file source)' },
+  'resolver-path-check': { help: 'auto|on|off: refuse a resolver\'s answer that comes in where the node does not route to the resolver (a forged source); auto: for --dns-servers, not for the kube-dns Service address (its answers come from wherever its pods run)', default: 'auto' },
   'bpf-pin-dir': { help: 'where maps and programs are pinned', default: DEFAULT_PIN_DIR },
   'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
@@ -201,6 +204,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     endpointsFile,
     nodeName,
     dnsServers,
+    resolverPathCheck: oneOf(f.get('resolver-path-check')!, 'resolver-path-check', ['auto', 'on', 'off'] as const),
     bpfPinDir: f.get('bpf-pin-dir')!,
     minTtlMs,
     maxTtlMs,
@@ -225,4 +229,10 @@ function maxIpsPerPod(text: string): number {
   const n = positiveInt(text, 'max-ips-per-pod');
   if (n > 1_048_576) throw new ConfigError(`--max-ips-per-pod: ${n} is more than the allow map holds (1048576)`);
   return n;
+}
+
+/** A flag whose value is one of a few words. */
+function oneOf<T extends string>(text: string, flag: string, words: readonly T[]): T {
+  if (!(words as readonly string[]).includes(text)) throw new ConfigError(`--${flag}: "${text}" is not one of ${words.join(', ')}`);
+  return text as T;
 }

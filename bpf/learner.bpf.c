@@ -34,6 +34,47 @@
 #define FQE_INLINE_LEARNER 1
 #endif
 
+#ifndef AF_INET
+#define AF_INET 2
+#define AF_INET6 10
+#endif
+
+/*
+ * A trusted resolver's packet on its way to the pod: did it come in where
+ * the node routes to the resolver (strict reverse path)? A neighbour pod
+ * that forges the resolver's address sends from its own interface. A
+ * resolver on the node itself (a local route) answers from no interface.
+ * 1: it did (or the resolver's mode skips the check), 0: it did not (or
+ * the route cannot be found: what cannot be checked is refused), -1: the
+ * source is not a trusted resolver.
+ */
+static __always_inline int resolver_path_ok(struct __sk_buff *skb, const struct fqe_pkt *p)
+{
+	const __u32 *mode = bpf_map_lookup_elem(&fqe_resolvers, p->saddr);
+	struct bpf_fib_lookup fib = {};
+	long ret;
+
+	if (!mode)
+		return -1;
+	if (*mode & FQE_RESOLVER_NO_PATH_CHECK)
+		return 1;
+	fib.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	if (p->family == 4) {
+		fib.family = AF_INET;
+		__builtin_memcpy(&fib.ipv4_dst, p->saddr + 12, 4);
+		__builtin_memcpy(&fib.ipv4_src, p->daddr + 12, 4);
+	} else {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_dst, p->saddr, 16);
+		__builtin_memcpy(fib.ipv6_src, p->daddr, 16);
+	}
+	fib.l4_protocol = p->proto;
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (ret == BPF_FIB_LKUP_RET_SUCCESS || ret == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return skb->ingress_ifindex != 0 && fib.ifindex == skb->ingress_ifindex;
+	return ret == BPF_FIB_LKUP_RET_NOT_FWDED && skb->ingress_ifindex == 0;
+}
+
 #if FQE_INLINE_LEARNER
 #include "lib/dns.h"
 
@@ -588,6 +629,13 @@ int fqe_learner(struct __sk_buff *skb)
 	cfg = fqe_config_get();
 	now = bpf_ktime_get_ns();
 	if (p->sport == FQE_DNS_PORT && (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP)) {
+		int from = resolver_path_ok(skb, p);
+
+		if (from == 0) /* a forged answer (a neighbour with the resolver's address): it teaches nothing */
+			return fqe_report(skb, cfg, ep, p, FQE_REASON_SPOOFED_ANSWER, FQE_PASS_OTHER, now) ? TC_ACT_SHOT
+												 : TC_ACT_UNSPEC;
+		if (from < 0)
+			return TC_ACT_UNSPEC;
 		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == (FQE_TCP_SYN | FQE_TCP_ACK))
 			dns_tcp_begin(ep->identity, p);
 #if FQE_INLINE_LEARNER

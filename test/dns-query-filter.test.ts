@@ -11,7 +11,7 @@ import { requireKernelTestEnv } from './helpers/topology.js';
 import { LearnerHarness } from './helpers/learner-harness.js';
 import { buildFrame } from './helpers/frames.js';
 import { native } from '../agent/datapath/native.js';
-import { EndpointFlag, PolicyKind } from '../agent/datapath/codecs.js';
+import { EndpointFlag, PolicyKind, ResolverFlag } from '../agent/datapath/codecs.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { clusterDomainEntries, escapeWireName } from '../agent/policy/dns-query-filter.js';
 import { internetChecksum, l4ChecksumOk } from './helpers/checksum.js';
@@ -33,7 +33,7 @@ function withFilter(t: Parameters<typeof requireKernelTestEnv>[0], fn: (f: Filte
   if (!requireKernelTestEnv(t)) return;
   const h = LearnerHarness.open();
   try {
-    h.dp.maps.resolvers.set(parseIp(RESOLVER_V6), 1);
+    h.dp.maps.resolvers.set(parseIp(RESOLVER_V6), ResolverFlag.trusted | ResolverFlag.noPathCheck);
     h.dp.maps.hashKey.set(0, 0x5eed5eed12345678n);
     h.allowName(PolicyKind.exact, 'api.stripe.test');
     h.allowName(PolicyKind.wildcard, 'kadath.test');

@@ -20,7 +20,7 @@ import {
   realClientHellos, parseClientHello, buildClientHello, serverNameExtension, parseServerName, urgentByteHello, serverHello,
   applicationData, CHANGE_CIPHER_SPEC, EXT_SERVER_NAME,
 } from './helpers/client-hello.js';
-import { CtFlag } from '../agent/datapath/codecs.js';
+import { CtFlag, ResolverFlag } from '../agent/datapath/codecs.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { matchesPattern, parsePattern } from '../agent/policy/pattern.js';
 
@@ -42,7 +42,7 @@ function withStreams(t: Parameters<typeof requireKernelTestEnv>[0], fn: (s: Stre
   const h = LearnerHarness.open();
   try {
     tlsRules(h); // the DNS query filter allows the same names
-    h.dp.maps.resolvers.set(parseIp(RESOLVER_V6), 1);
+    h.dp.maps.resolvers.set(parseIp(RESOLVER_V6), ResolverFlag.trusted | ResolverFlag.noPathCheck);
     const port = () => (nextPort = nextPort >= 60000 ? 20000 : nextPort + 1);
     fn({
       h,

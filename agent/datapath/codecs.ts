@@ -65,6 +65,8 @@ export const NAME_LEN = 256;
 export const LPM_IDENTITY_BITS = 32;
 
 export const EndpointFlag = { enforce: 0x1, audit: 0x2, dnsFilterOff: 0x4 } as const;
+/** fqe_resolvers values: trusted; its answers checked against the route back to it unless noPathCheck */
+export const ResolverFlag = { trusted: 0x1, noPathCheck: 0x2 } as const;
 /** fqe_config.flags: the kernel reads inlineLearnerOff; the rest are feature states for egressctl (features.ts). */
 export const ConfigFlag = {
   inlineLearnerOff: 0x1,
@@ -84,7 +86,7 @@ export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 } as const;
 export const PROTO_TLS = 0xfe;
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name', 'tls-server-name'] as const;
+export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name', 'tls-server-name', 'spoofed-answer'] as const;
 export type Reason = (typeof REASONS)[number];
 
 const L = LAYOUTS;

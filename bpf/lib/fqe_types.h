@@ -60,7 +60,8 @@ enum fqe_reason {
 	FQE_REASON_FLOW_QUOTA = 9, /* a new flow past the pod's share of the flow table */
 	FQE_REASON_DNS_NAME = 10, /* a DNS query for a name outside the pod's rules and the cluster domains */
 	FQE_REASON_TLS_NAME = 11, /* a flow allowed only by tls rules whose ClientHello named no allowed server */
-	FQE_REASON_MAX = 12,
+	FQE_REASON_SPOOFED_ANSWER = 12, /* a trusted resolver's packet from where the node does not route to it */
+	FQE_REASON_MAX = 13,
 };
 
 /* Room for reasons to come: counters keep their layout when one is added. */
@@ -181,7 +182,12 @@ struct fqe_cidr_key {
 	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
 };
 
-/* Is this address a trusted resolver? value: __u32 (1) */
+/*
+ * Is this address a trusted resolver? value: __u32, FQE_RESOLVER_* flags
+ * (1: trusted, its packets checked against the route back to it).
+ */
+#define FQE_RESOLVER_TRUSTED 0x1
+#define FQE_RESOLVER_NO_PATH_CHECK 0x2 /* a Service address: its answers come from wherever its backends are */
 struct fqe_resolver_key {
 	__u8 addr[16];
 };

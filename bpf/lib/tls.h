@@ -594,8 +594,8 @@ static __always_inline int fqe_tls_name_allowed(const struct fqe_tls_flow *f, co
 }
 
 /*
- * A later ClientHello's server name (after a HelloRetryRequest): the very
- * bytes of the first hello's, which was judged.
+ * A later ClientHello's server name (after a HelloRetryRequest): the first
+ * hello's, which was judged, in any case.
  */
 static __always_inline int fqe_tls_name_same(const struct fqe_tls_flow *f, const struct fqe_tls_bytes *store,
 					     struct fqe_query_scratch *qs)
@@ -610,8 +610,9 @@ static __always_inline int fqe_tls_name_same(const struct fqe_tls_flow *f, const
 		fqe_barrier();
 		if (i >= FQE_READ(t->n))
 			break;
-		t->bad |= store->b[FQE_MASK(FQE_READ(t->start) + i, FQE_TLS_MAX_BYTES - 1)] ^
-			  store->b[FQE_MASK(FQE_READ(t->first) + i, FQE_TLS_MAX_BYTES - 1)];
+		/* host names both (letters, digits, hyphens, dots): bit 0x20 is case alone */
+		t->bad |= (store->b[FQE_MASK(FQE_READ(t->start) + i, FQE_TLS_MAX_BYTES - 1)] | 0x20) ^
+			  (store->b[FQE_MASK(FQE_READ(t->first) + i, FQE_TLS_MAX_BYTES - 1)] | 0x20);
 	}
 	fqe_barrier();
 	return t->bad == 0;

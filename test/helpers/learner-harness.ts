@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
 import { parseIp, formatIp } from '../../agent/datapath/addr.js';
-import { EndpointFlag, PolicyKind, type PortRule, type LearnedRecord, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
+import { EndpointFlag, PolicyKind, type PortRule, type LearnedRecord, ZERO_CONFIG, ResolverFlag } from '../../agent/datapath/codecs.js';
 import { nameHash, wildcardHash, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { buildFrame } from './frames.js';
 import { ensureBpffs, PIN_ROOT } from './topology.js';
@@ -54,7 +54,8 @@ export class LearnerHarness {
     const h = new LearnerHarness(dp, pinDir);
     dp.maps.endpoints.set(TEST_RUN_IFINDEX, { identity: h.identity, flags: EndpointFlag.enforce });
     for (const ip of [h.podV4, h.podV6]) dp.maps.owners.set({ identity: h.identity, addr: parseIp(ip) }, 1);
-    dp.maps.resolvers.set(parseIp(h.resolver), 1);
+    // test runs have no arrival interface to check a reverse path against
+    dp.maps.resolvers.set(parseIp(h.resolver), ResolverFlag.trusted | ResolverFlag.noPathCheck);
     dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 0, minTtlS: 0, maxTtlS: 86_400 });
     return h;
   }
@@ -173,8 +174,10 @@ export class LearnerHarness {
     return new Map(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k, v]) => [formatIp(k.addr), v.nameHash]));
   }
 
+  /** Delete the pod's allow entries, and give its share back (as the agent's sweep would). */
   clearLearned(): void {
     this.dp.maps.allow.deleteMany(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k]) => k));
+    this.dp.maps.podShares.delete(this.identity);
   }
 
   counters(): { learned: bigint; learnSkipped: bigint; learnRefused: bigint } {

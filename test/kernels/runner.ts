@@ -41,6 +41,7 @@ const SUITES: readonly { file: string; patterns?: string[] }[] = [
   { file: 'inline-learner.test.js' },
   { file: 'dns-query-filter.test.js' },
   { file: 'tls-check.test.js' },
+  { file: 'tcp-stream.test.js' },
   {
     file: 'escape.test.js',
     patterns: [
