@@ -350,11 +350,11 @@ export class Agent {
     const want = new Set(this.resolvers);
     for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
     // The kube-dns Service address answers from wherever its pods run: no route leads back to it.
-    const check = this.cfg.resolverPathCheck === 'on' || (this.cfg.resolverPathCheck === 'auto' && this.cfg.dnsServers.length > 0);
+    const check = this.cfg.resolverPathCheck === 'on' || (this.cfg.resolverPathCheck === 'auto' && this.cfg.source === 'file');
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), ResolverFlag.trusted | (check ? 0 : ResolverFlag.noPathCheck));
     if (!check && !this.pathCheckNoted) {
       this.pathCheckNoted = true;
-      this.log.warn({ resolvers: [...want] }, 'answers of the trusted resolvers are not checked against the route back to them (a Service address, or --resolver-path-check off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI');
+      this.log.warn({ resolvers: [...want] }, 'answers of the trusted resolvers are not checked against the route back to them (--resolver-path-check auto with the kubernetes source, or off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI, or set it on when the resolvers are not Service addresses');
     }
   }
 

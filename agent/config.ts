@@ -56,7 +56,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'endpoints-file': { help: 'file source: YAML or JSON list of pods, re-read on change' },
   'node-name': { help: 'this node (kubernetes source; default: the NODE_NAME variable)' },
   'dns-servers': { help: 'trusted resolvers, comma separated; replaces discovery from kube-system/kube-dns (required for the file source)' },
-  'resolver-path-check': { help: 'auto|on|off: refuse a resolver\'s answer that comes in where the node does not route to the resolver (a forged source); auto: for --dns-servers, not for the kube-dns Service address (its answers come from wherever its pods run)', default: 'auto' },
+  'resolver-path-check': { help: 'auto|on|off: refuse a resolver\'s answer that comes in where the node does not route to the resolver (a forged source); auto: on with the file source, off with the kubernetes source (a Service address answers from wherever its pods run: no route leads back to it)', default: 'auto' },
   'bpf-pin-dir': { help: 'where maps and programs are pinned', default: DEFAULT_PIN_DIR },
   'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },

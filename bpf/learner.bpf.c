@@ -629,7 +629,17 @@ int fqe_learner(struct __sk_buff *skb)
 	cfg = fqe_config_get();
 	now = bpf_ktime_get_ns();
 	if (p->sport == FQE_DNS_PORT && (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP)) {
-		int from = resolver_path_ok(skb, p);
+		int from;
+
+		/*
+		 * Came in on this very interface: the enforcer's own answer to a
+		 * refused query (NXDOMAIN or RST), turned around. A pod cannot
+		 * send itself another: the enforcer drops what it sends from an
+		 * address not its own. It carries no address to learn.
+		 */
+		if (skb->ingress_ifindex == skb->ifindex)
+			return TC_ACT_UNSPEC;
+		from = resolver_path_ok(skb, p);
 
 		if (from == 0) /* a forged answer (a neighbour with the resolver's address): it teaches nothing */
 			return fqe_report(skb, cfg, ep, p, FQE_REASON_SPOOFED_ANSWER, FQE_PASS_OTHER, now) ? TC_ACT_SHOT

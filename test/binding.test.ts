@@ -122,9 +122,10 @@ test('layouts() reports every struct of fqe_types.h and its constants', () => {
   assert.equal(l.constants.MAX_PORT_RULES, 8);
   assert.equal(l.constants.MAX_ALLOW, 1048576);
   assert.equal(l.constants.REASON_SPOOFED, 4);
-  assert.equal(l.constants.REASON_MAX, 12);
+  assert.equal(l.constants.REASON_MAX, 13);
   assert.equal(l.constants.REASON_DNS_NAME, 10);
   assert.equal(l.constants.REASON_TLS_NAME, 11);
+  assert.equal(l.constants.REASON_SPOOFED_ANSWER, 12);
   assert.ok(l.constants.REASON_MAX! <= l.constants.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(l.refused_name?.fields.wire, 8);
   assert.equal(l.constants.EV_DROP, 1);

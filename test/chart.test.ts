@@ -179,7 +179,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     template(),
     template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
       'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'tcxHeadGuard=false', 'metrics.port=9500', 'bpf.root=/run/bpffs',
-      'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048', 'dnsFilter=off', 'clusterDomains={cluster.local,corp.internal}']),
+      'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048', 'maxIPsPerPod=4096', 'resolverPathCheck=on', 'dnsFilter=off', 'clusterDomains={cluster.local,corp.internal}']),
     template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
   ]);
   assert.deepEqual(one(defaults.objects, 'ConfigMap').data, {
@@ -198,6 +198,8 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_QUERY_WINDOW: '5s',
     FQDN_EGRESS_CONNECT_GRACE: '5s',
     FQDN_EGRESS_FLOWS_PER_POD: '16384',
+    FQDN_EGRESS_MAX_IPS_PER_POD: '16384',
+    FQDN_EGRESS_RESOLVER_PATH_CHECK: 'auto',
     FQDN_EGRESS_DNS_FILTER: 'on',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local',
   });
@@ -217,6 +219,8 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_QUERY_WINDOW: '2s',
     FQDN_EGRESS_CONNECT_GRACE: '1s',
     FQDN_EGRESS_FLOWS_PER_POD: '2048',
+    FQDN_EGRESS_MAX_IPS_PER_POD: '4096',
+    FQDN_EGRESS_RESOLVER_PATH_CHECK: 'on',
     FQDN_EGRESS_DNS_FILTER: 'off',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local,corp.internal',
   });

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../agent/datapath/native.js';
 import {
-  LAYOUTS, REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, ConfigFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
+  LAYOUTS, REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, ConfigFlag, ResolverFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, queryKeyCodec,
 } from '../agent/datapath/codecs.js';
 import { parseIp, formatIp, parseCidr, formatCidr } from '../agent/datapath/addr.js';
 
@@ -41,6 +41,8 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.REASON_PROTOCOL, REASONS.indexOf('protocol'));
   assert.equal(consts.REASON_DNS_NAME, REASONS.indexOf('dns-name'));
   assert.equal(consts.REASON_TLS_NAME, REASONS.indexOf('tls-server-name'));
+  assert.equal(consts.REASON_SPOOFED_ANSWER, REASONS.indexOf('spoofed-answer'));
+  assert.equal(consts.RESOLVER_NO_PATH_CHECK, ResolverFlag.noPathCheck);
   assert.equal(consts.PROTO_TLS, PROTO_TLS);
   assert.equal(consts.CT_TLS_PENDING, CtFlag.tlsPending);
   assert.equal(consts.CT_TLS_REFUSED, CtFlag.tlsRefused);
