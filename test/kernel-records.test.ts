@@ -101,3 +101,11 @@ test('an eviction the record caused is handed back for the reconciler to write',
   assert.equal(r.changes.length, 1, 'one older address was evicted');
   assert.notEqual(r.changes[0]!.ip, '203.0.113.12');
 });
+
+test('a record with more addresses than --max-ips-per-name hands back its own first addresses, which the cache evicted', () => {
+  const { cache, noted, records } = setup(2);
+  const r = records.apply([rec('api.stripe.test', ['203.0.113.10', '203.0.113.11', '203.0.113.12'])]);
+  assert.deepEqual(cache.ipsOf(pod.identity).sort(), ['203.0.113.11', '203.0.113.12']);
+  assert.equal(noted.length, 3, 'the kernel wrote all three');
+  assert.deepEqual(r.changes, [{ identity: pod.identity, ip: '203.0.113.10' }], 'the reconciler takes the evicted one out of the kernel');
+});

@@ -4,6 +4,9 @@
  * the kernel's inline learner). Pure: no I/O, the clock is injected (ms on a
  * monotonic clock). It must not know about maps or policy: the reconciler
  * turns it into kernel entries.
+ * Bound (a pod chooses what it asks): at most maxIpsPerName IPs per pod and
+ * name, kept in answer order (a Map re-inserted on every answer), so the
+ * least recently answered goes first in O(1).
  */
 
 export type LearnedBy = 'agent' | 'kernel';
@@ -11,7 +14,7 @@ export type LearnedBy = 'agent' | 'kernel';
 export interface CachedIp {
   ip: string;
   expiresAtMs: number;
-  /** when an answer last contained this IP for this name (LRU for eviction) */
+  /** when an answer last contained this IP for this name */
   answeredAtMs: number;
   learnedBy: LearnedBy;
 }
@@ -46,6 +49,7 @@ export interface FqdnCacheOptions {
 }
 
 interface PodEntries {
+  /** name -> ip -> entry; each name's IPs in answer order, the least recently answered first */
   byName: Map<string, Map<string, CachedIp>>;
   /** reverse index: ip -> names */
   byIp: Map<string, Set<string>>;
@@ -61,6 +65,11 @@ export class FqdnCache {
 
   get size(): number {
     return this.entryCount;
+  }
+
+  /** Is this IP cached for this pod and name? */
+  holds(identity: number, name: string, ip: string): boolean {
+    return this.pods.get(identity)?.byName.get(name)?.has(ip) ?? false;
   }
 
   private pod(identity: number): PodEntries {
@@ -83,6 +92,8 @@ export class FqdnCache {
     if (!old) this.entryCount++;
     // An answer never shortens what an earlier, longer-lived answer granted.
     const merged = old && old.expiresAtMs > entry.expiresAtMs ? { ...entry, expiresAtMs: old.expiresAtMs } : entry;
+    // Re-inserted: the Map's order is answer order, the least recently answered first.
+    if (old) ips.delete(entry.ip);
     ips.set(entry.ip, merged);
     let names = p.byIp.get(entry.ip);
     if (!names) {
@@ -91,13 +102,8 @@ export class FqdnCache {
     }
     names.add(name);
     if (!old || old.expiresAtMs !== merged.expiresAtMs || old.learnedBy !== merged.learnedBy) changes.push({ identity, ip: entry.ip });
-    while (ips.size > this.opts.maxIpsPerName) this.evictOldest(identity, name, ips, changes);
-  }
-
-  private evictOldest(identity: number, name: string, ips: Map<string, CachedIp>, changes: Change[]): void {
-    let oldest: CachedIp | undefined;
-    for (const e of ips.values()) if (!oldest || e.answeredAtMs < oldest.answeredAtMs) oldest = e;
-    if (oldest) this.drop(identity, name, oldest.ip, changes);
+    // The least recently answered IP is the first key: O(1) per eviction.
+    while (ips.size > this.opts.maxIpsPerName) this.drop(identity, name, ips.keys().next().value!, changes);
   }
 
   private drop(identity: number, name: string, ip: string, changes: Change[]): void {

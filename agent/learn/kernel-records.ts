@@ -7,8 +7,9 @@
  * checks out as a string: it hashes to the record's hash under this node's
  * key and the pod's policy allows it (the kernel compared the real bytes;
  * the agent does not take the kernel's word for a name either). A cache
- * change the record did not cause (an eviction past --max-ips-per-name) is
- * handed back for the reconciler to write. Pure: no I/O, clock injected.
+ * change the record did not cause (an eviction past --max-ips-per-name,
+ * also of the record's own first addresses) is handed back for the
+ * reconciler to write. Pure: no I/O, clock injected.
  */
 import type { FqdnCache, Change } from '../cache/fqdn-cache.js';
 import type { EnforcedPod } from '../endpoints.js';
@@ -64,6 +65,7 @@ export class KernelRecords {
       }
       this.deps.rememberName(r.nameHash, r.name);
       const tsMs = r.tsMs;
+      const own = new Set(r.addrs.map((a) => a.ip));
       for (const a of r.addrs) {
         const changes = this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel');
         this.deps.noteKernelEntry(
@@ -71,8 +73,12 @@ export class KernelRecords {
           { expiresNs: a.expiresNs, nameHash: r.nameHash, ports: r.ports, source: AllowSource.kernel },
           a.ip,
         );
-        // the change for this address is the kernel's write; anything else (an eviction) is not
-        for (const c of changes) if (c.ip !== a.ip && !r.addrs.some((x) => x.ip === c.ip)) result.changes.push(c);
+        // the changes for the record's addresses are the kernel's writes; anything else (an eviction) is not
+        for (const c of changes) if (!own.has(c.ip)) result.changes.push(c);
+      }
+      for (const ip of own) {
+        // evicted by the record's own later addresses: the kernel's entry must go (or carry other names)
+        if (!this.deps.cache.holds(r.identity, r.name, ip)) result.changes.push({ identity: r.identity, ip });
       }
       result.accepted++;
       result.addresses += r.addrs.length;
