@@ -100,7 +100,7 @@ export class Agent {
   private lastNamePrune = Date.now();
   private readonly namePruner = new NamePruner();
   private readonly flowSweeper: FlowSweeper;
-  /** rejected DNS messages: a pod sending junk must not flood the log */
+  /** rejected DNS messages, names past the cap: a pod sending junk must not flood the log */
   private readonly rejectedLog: RateLimitedLog;
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
@@ -136,7 +136,7 @@ export class Agent {
       tcpIdleNs: DEFAULT_TCP_IDLE_NS,
       otherIdleNs: DEFAULT_OTHER_IDLE_NS,
     });
-    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
+    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, maxNamesPerPod: cfg.maxNamesPerPod, now: monotonicMs });
     this.reconciler = new Reconciler({
       cache: this.cache,
       allow: this.dp.maps.allow,
@@ -209,6 +209,7 @@ export class Agent {
       noteKernelEntry: (key, value, ip) => this.reconciler.noteKernelEntry(key, value, ip),
       rememberName: (hash, name) => this.rememberName(hash, name),
       keepMs: (ttlS) => Math.max(cfg.connectGraceMs, Math.min(cfg.maxTtlMs, Math.max(cfg.minTtlMs, ttlS * 1000))),
+      nameRefused: (pod, name) => this.nameRefused(pod, name),
     });
     this.metrics = new AgentMetrics({
       podCounters: () =>
@@ -428,6 +429,7 @@ export class Agent {
     if (malformed) this.metrics.kernelRecords.inc({ outcome: 'malformed' }, malformed);
     const r = this.kernelRecords.apply(records);
     if (r.accepted) this.metrics.kernelRecords.inc({ outcome: 'accepted' }, r.accepted);
+    if (r.overNameCap) this.metrics.kernelRecords.inc({ outcome: 'over-name-cap' }, r.overNameCap);
     if (r.refused) {
       this.metrics.kernelRecords.inc({ outcome: 'refused' }, r.refused);
       this.metrics.kernelEntriesRefused.inc(r.refused);
@@ -472,6 +474,11 @@ export class Agent {
       if (!this.reconciler.noteKernelEntry(key, value)) continue;
       const name = this.checkedName(key.identity, value.nameHash);
       if (!name) continue;
+      if (!this.cache.admits(key.identity, name)) {
+        this.nameRefused(this.byIdentity.get(key.identity)!, name);
+        this.reconciler.markDirty([{ identity: key.identity, ip: formatIp(key.addr) }]);
+        continue;
+      }
       this.reconciler.markDirty(this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, 'kernel'));
       imported++;
     }
@@ -494,6 +501,8 @@ export class Agent {
       // Pods are not known yet: the reconciler drops names their policy does not allow.
       if (name && value.source === AllowSource.kernel && !this.hashesTo(name, value.nameHash)) continue;
       if (!name || value.expiresNs === 0n || value.source === AllowSource.static || key.prefixLen !== 128) continue;
+      // past the cap (lowered since): left out of the cache, so the first full resync takes the entry out
+      if (!this.cache.admits(key.identity, name)) continue;
       this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, value.source === AllowSource.kernel ? 'kernel' : 'agent');
     }
     return { identities, names: this.names.size, allowEntries: allow.length, cacheEntries: this.cache.size };
@@ -548,9 +557,16 @@ export class Agent {
   }
 
   private learn(a: LearnedAnswer): void {
+    if (!this.cache.admits(a.pod.identity, a.name)) return this.nameRefused(a.pod, a.name);
     this.recordedHash(a.name);
     this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
     this.pendingLatencies.push(a.capturedNs);
+  }
+
+  /** A new name past --max-names-per-pod: not cached, so not allowed; counted, logged (rate-limited). */
+  private nameRefused(pod: EnforcedPod, name: string): void {
+    this.metrics.namesOverCap.inc({ namespace: pod.namespace, pod: pod.name });
+    this.rejectedLog.warn('names-over-cap', { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod }, 'pod has --max-names-per-pod names: a new name is refused until one expires');
   }
 
   /** Write what changed to the kernel; observe capture-to-map latency. */

@@ -8,6 +8,7 @@ import { parseCidr, type Cidr } from './datapath/addr.js';
 import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
 import { ATTACH_MODES, type AttachMode } from './datapath/attach.js';
 import { DEFAULT_CLUSTER_DOMAINS, parseClusterDomains, type DnsFilterMode } from './policy/dns-query-filter.js';
+import { DEFAULT_MAX_NAMES_PER_POD } from './cache/fqdn-cache.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -22,6 +23,8 @@ export interface Config {
   minTtlMs: number;
   maxTtlMs: number;
   maxIpsPerName: number;
+  /** names cached per pod; a new name past it is refused (not allowed) */
+  maxNamesPerPod: number;
   allowCidrs: Cidr[];
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -56,6 +59,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'min-ttl': { help: 'shortest time an answered IP stays allowed', default: '30s' },
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
   'max-ips-per-name': { help: 'IPs kept per pod and name; the least recently answered go first', default: '1000' },
+  'max-names-per-pod': { help: 'names kept per pod; past it, answers for a new name are refused (not allowed) until one expires', default: String(DEFAULT_MAX_NAMES_PER_POD) },
   'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
@@ -202,6 +206,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     minTtlMs,
     maxTtlMs,
     maxIpsPerName: positiveInt(f.get('max-ips-per-name')!, 'max-ips-per-name'),
+    maxNamesPerPod: positiveInt(f.get('max-names-per-pod')!, 'max-names-per-pod'),
     allowCidrs,
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],

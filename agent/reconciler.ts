@@ -182,11 +182,11 @@ export class Reconciler {
       this.shadow.set(k, { key, value });
     };
 
+    const identities = new Set(this.deps.identities());
+    let desired: Map<string, { key: AllowKey; value: AllowValue }> | undefined;
     if (this.fullResyncPending) {
       this.fullResyncPending = false;
-      this.dirty.clear();
-      const identities = new Set(this.deps.identities());
-      const desired = new Map<string, { key: AllowKey; value: AllowValue }>();
+      desired = new Map();
       for (const identity of identities) {
         for (const ip of this.deps.cache.ipsOf(identity)) {
           const value = this.desiredHost(identity, ip, overflow);
@@ -198,15 +198,17 @@ export class Reconciler {
         if (!desired.has(k) && !this.keepOpaque(have.key, have.value, identities)) want(k, have.key, undefined);
       }
       for (const [k, d] of desired) want(k, d.key, d.value);
-    } else {
-      const identities = new Set(this.deps.identities());
-      for (const c of this.dirty.values()) {
-        const addr = parseIp(c.ip);
-        const value = identities.has(c.identity) ? this.desiredHost(c.identity, c.ip, overflow) : undefined;
-        want(keyString(c.identity, addr, 128), { identity: c.identity, addr, prefixLen: 128 }, value);
-      }
-      this.dirty.clear();
     }
+    // Dirty entries even after a full diff: an entry the kernel wrote for a
+    // name the cache refused (past the pod's name cap) is not opaque: it goes.
+    for (const c of this.dirty.values()) {
+      const addr = parseIp(c.ip);
+      const k = keyString(c.identity, addr, 128);
+      if (desired?.has(k)) continue; // written above
+      const value = identities.has(c.identity) ? this.desiredHost(c.identity, c.ip, overflow) : undefined;
+      want(k, { identity: c.identity, addr, prefixLen: 128 }, value);
+    }
+    this.dirty.clear();
     // Deletes first: a pod's old entries are gone before anything new lands.
     if (deletes.length) this.deps.allow.deleteMany(deletes);
     if (upserts.length) this.deps.allow.setMany(upserts);

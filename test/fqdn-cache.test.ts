@@ -81,6 +81,24 @@ test('a 4,000-address answer with max 100 keeps its last 100 addresses and repor
   assert.ok(!cache.holds(1, 'big.test', ip(3901)), 'now the least recently answered: evicted');
 });
 
+test('names per pod are capped: a new name past the cap is refused, known names still refresh', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, maxNamesPerPod: 2, now: c.now });
+  cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 5000 }], 'agent');
+  cache.learn(1, 'b.test', [{ ip: '203.0.113.2', ttlMs: 5000 }], 'agent');
+  assert.equal(cache.admits(1, 'c.test'), false);
+  assert.equal(cache.admits(1, 'a.test'), true, 'a name it holds');
+  assert.equal(cache.admits(2, 'c.test'), true, 'another pod has its own cap');
+  assert.deepEqual(cache.learn(1, 'c.test', [{ ip: '203.0.113.3', ttlMs: 5000 }], 'agent'), [], 'refused: nothing cached');
+  assert.deepEqual(cache.restore(1, 'c.test', '203.0.113.3', 9000, 'kernel'), []);
+  assert.equal(cache.view(1, '203.0.113.3'), undefined);
+  assert.equal(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent').length, 1, 'a known name still refreshes');
+  c.t += 6000;
+  cache.expire();
+  assert.equal(cache.admits(1, 'c.test'), true, 'room again once b.test expired');
+  assert.throws(() => new FqdnCache({ maxIpsPerName: 1, maxNamesPerPod: 0, now: c.now }), /maxNamesPerPod must be at least 1/);
+});
+
 test('forgetNames and forgetIdentity remove what policy no longer allows', () => {
   const c = clock();
   const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });

@@ -30,9 +30,9 @@ class RecordingTable implements AllowTable {
   }
 }
 
-function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string> } = {}) {
+function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string>; maxNamesPerPod?: number } = {}) {
   const clock = { t: 1000 };
-  const cache = new FqdnCache({ maxIpsPerName: 10, now: () => clock.t });
+  const cache = new FqdnCache({ maxIpsPerName: 10, maxNamesPerPod: opts.maxNamesPerPod, now: () => clock.t });
   const table = new RecordingTable();
   const rec = new Reconciler({
     cache,
@@ -139,4 +139,20 @@ test('an entry the inline learner refreshed meanwhile is not deleted when our co
   rec.markAll();
   rec.flush();
   assert.equal(table.entries.has('1 203.0.113.1'), false);
+});
+
+test('an entry the kernel wrote for a name the cache refused is taken out, even when a full resync is pending', () => {
+  // the name is unknown to nameOf (never recorded): without the dirty mark a full resync would keep it as opaque
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [], 'b.test': [] } }, { maxNamesPerPod: 1 });
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent'));
+  rec.flush();
+  assert.equal(cache.admits(1, 'b.test'), false);
+  const key = { identity: 1, addr: parseCidr('203.0.113.2').addr, prefixLen: 128 };
+  const value = { expiresNs: BigInt(clock.t + 9000) * 1_000_000n, nameHash: 6n, ports: [], source: AllowSource.kernel };
+  table.setMany([[key, value]]);
+  rec.noteKernelEntry(key, value);
+  rec.markDirty([{ identity: 1, ip: '203.0.113.2' }]);
+  rec.markAll();
+  rec.flush();
+  assert.deepEqual([...table.entries.keys()], ['1 203.0.113.1']);
 });

@@ -4,9 +4,12 @@
  * the kernel's inline learner). Pure: no I/O, the clock is injected (ms on a
  * monotonic clock). It must not know about maps or policy: the reconciler
  * turns it into kernel entries.
- * Bound (a pod chooses what it asks): at most maxIpsPerName IPs per pod and
+ * Bounds (a pod chooses what it asks): at most maxIpsPerName IPs per pod and
  * name, kept in answer order (a Map re-inserted on every answer), so the
- * least recently answered goes first in O(1).
+ * least recently answered goes first in O(1); at most maxNamesPerPod names
+ * per pod: a new name past it is refused (callers ask admits() first, count
+ * and log it), so what a pod was granted stays for its TTL and an answer
+ * never costs more than its own addresses.
  */
 
 export type LearnedBy = 'agent' | 'kernel';
@@ -43,8 +46,13 @@ export interface Change {
   ip: string;
 }
 
+/** --max-names-per-pod's default */
+export const DEFAULT_MAX_NAMES_PER_POD = 4096;
+
 export interface FqdnCacheOptions {
   maxIpsPerName: number;
+  /** names cached per pod; a new name past it is refused (default DEFAULT_MAX_NAMES_PER_POD) */
+  maxNamesPerPod?: number;
   now: () => number;
 }
 
@@ -58,13 +66,22 @@ interface PodEntries {
 export class FqdnCache {
   private readonly pods = new Map<number, PodEntries>();
   private entryCount = 0;
+  private readonly maxNamesPerPod: number;
 
   constructor(private readonly opts: FqdnCacheOptions) {
     if (!(opts.maxIpsPerName >= 1)) throw new Error(`maxIpsPerName must be at least 1, got ${opts.maxIpsPerName}`);
+    this.maxNamesPerPod = opts.maxNamesPerPod ?? DEFAULT_MAX_NAMES_PER_POD;
+    if (!(this.maxNamesPerPod >= 1)) throw new Error(`maxNamesPerPod must be at least 1, got ${this.maxNamesPerPod}`);
   }
 
   get size(): number {
     return this.entryCount;
+  }
+
+  /** May this pod's answers for this name be cached: the name is cached already, or the pod has room for one more? */
+  admits(identity: number, name: string): boolean {
+    const p = this.pods.get(identity);
+    return !p || p.byName.size < this.maxNamesPerPod || p.byName.has(name);
   }
 
   /** Is this IP cached for this pod and name? */
@@ -82,6 +99,8 @@ export class FqdnCache {
   }
 
   private put(identity: number, name: string, entry: CachedIp, changes: Change[]): void {
+    // (the callers ask admits() first and report a refusal; this only holds the bound)
+    if (!this.admits(identity, name)) return;
     const p = this.pod(identity);
     let ips = p.byName.get(name);
     if (!ips) {

@@ -45,6 +45,7 @@ export class AgentMetrics {
   readonly namesPruned: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
+  readonly namesOverCap: Counter<'namespace' | 'pod'>;
   readonly tcxHeadRetakes: Counter<'interface' | 'direction'>;
   readonly tcxHeadBackoffs: Counter<'interface'>;
   private readonly datapathFeature: Gauge<'feature' | 'state'>;
@@ -87,13 +88,19 @@ export class AgentMetrics {
     this.namesPruned = new Counter({ name: 'fqdn_egress_names_pruned_total', help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them', registers });
     this.kernelRecords = new Counter({
       name: 'fqdn_egress_kernel_records_total',
-      help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; malformed)',
+      help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; over-name-cap: a new name past --max-names-per-pod; malformed)',
       labelNames: ['outcome'],
       registers,
     });
     this.kernelRecordsLost = new Counter({
       name: 'fqdn_egress_kernel_records_lost_total',
       help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
+      registers,
+    });
+    this.namesOverCap = new Counter({
+      name: 'fqdn_egress_names_over_cap_total',
+      help: 'Answers (tapped or learned records) for a new name of a pod that already had --max-names-per-pod names: not cached, so not allowed (the kernel\'s entries for it are taken out)',
+      labelNames: ['namespace', 'pod'],
       registers,
     });
     this.datapathFeature = new Gauge({
