@@ -100,8 +100,8 @@ export class Agent {
   private lastNamePrune = Date.now();
   private readonly namePruner = new NamePruner();
   private readonly flowSweeper: FlowSweeper;
-  /** rejected DNS messages, names past the cap: a pod sending junk must not flood the log */
-  private readonly rejectedLog: RateLimitedLog;
+  /** rejected DNS messages, names past the cap, failed map writes: what a pod causes must not flood the log */
+  private readonly limitedLog: RateLimitedLog;
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
@@ -127,7 +127,7 @@ export class Agent {
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
     this.features = datapathFeatures(this.dp, { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() }, cfg.tcxHeadGuard);
     this.hashKey = this.nodeHashKey();
-    this.rejectedLog = new RateLimitedLog(log);
+    this.limitedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
       counts: this.dp.maps.ctCounts,
@@ -194,7 +194,7 @@ export class Agent {
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
-        if (v.startsWith('rejected')) this.rejectedLog.info(v, { verdict: v, ...detail }, 'DNS answer rejected');
+        if (v.startsWith('rejected')) this.limitedLog.info(v, { verdict: v, ...detail }, 'DNS answer rejected');
         else if (v === 'accepted') this.log.debug({ ...detail }, 'DNS answer accepted');
       },
       minTtlMs: cfg.minTtlMs,
@@ -566,7 +566,7 @@ export class Agent {
   /** A new name past --max-names-per-pod: not cached, so not allowed; counted, logged (rate-limited). */
   private nameRefused(pod: EnforcedPod, name: string): void {
     this.metrics.namesOverCap.inc({ namespace: pod.namespace, pod: pod.name });
-    this.rejectedLog.warn('names-over-cap', { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod }, 'pod has --max-names-per-pod names: a new name is refused until one expires');
+    this.limitedLog.warn('names-over-cap', { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod }, 'pod has --max-names-per-pod names: a new name is refused until one expires');
   }
 
   /** Write what changed to the kernel; observe capture-to-map latency. */
@@ -578,6 +578,11 @@ export class Agent {
     try {
       const r = this.reconciler.flush();
       if (r.portOverflows) this.metrics.portOverflows.inc(r.portOverflows);
+      this.metrics.allowWritesRetrying.set(r.retrying);
+      if (r.failed) {
+        this.metrics.allowWriteFailures.inc(r.failed);
+        this.limitedLog.warn('allow-write-failed', { failed: r.failed, retrying: r.retrying, err: r.error }, 'writing the allow map failed: the entries are retried every second');
+      }
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'writing the allow map failed; will retry');
       this.reconciler.markAll();

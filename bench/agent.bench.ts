@@ -163,7 +163,7 @@ function records(shape: 'new-names' | 'rotating' | 'steady'): number {
   };
   const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });
   const rec = new Reconciler({
-    cache, allow: { get: () => undefined, setMany: (e) => e.length, deleteMany: (k) => k.length }, identities: () => [1],
+    cache, allow: { get: () => undefined, set: () => undefined, setMany: (e) => e.length, delete: () => true, deleteMany: (k) => k.length }, identities: () => [1],
     portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
     nameHash: (n) => nameHash(n), nameOf: () => undefined,
     toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => process.hrtime.bigint(),

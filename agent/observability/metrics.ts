@@ -40,6 +40,8 @@ export class AgentMetrics {
   readonly captureToMap: Histogram;
   readonly reconcileDuration: Histogram;
   readonly portOverflows: Counter;
+  readonly allowWriteFailures: Counter;
+  readonly allowWritesRetrying: Gauge;
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
   readonly namesPruned: Counter;
@@ -128,6 +130,16 @@ export class AgentMetrics {
       collect() {
         this.set(collectors.contestedInterfaces());
       },
+    });
+    this.allowWriteFailures = new Counter({
+      name: 'fqdn_egress_allow_write_failures_total',
+      help: 'Writes and deletes of fqe_allow entries that failed (ENOSPC: the map is full); each is retried every second until it goes through',
+      registers,
+    });
+    this.allowWritesRetrying = new Gauge({
+      name: 'fqdn_egress_allow_writes_retrying',
+      help: 'fqe_allow entries whose last write or delete failed and that wait for a retry (the allow map lacks them, or still holds them)',
+      registers,
     });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
