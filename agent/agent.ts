@@ -11,13 +11,15 @@ import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, IPPROTO, PROTO_TLS, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, IPPROTO, PROTO_TLS, type AllowKey, type AllowValue, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { KernelRecords } from './learn/kernel-records.js';
+import { LostRecords, RECOVERY_CALLS_PER_TICK } from './learn/lost-records.js';
+import { AllowWalk } from './datapath/allow-walk.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
@@ -94,8 +96,8 @@ export class Agent {
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
   private readonly kernelRecords: KernelRecords;
-  /** fqe_learned_lost when last read: a rise means records were lost */
-  private recordsLost = 0n;
+  /** records the ring could not take: which pods lost some, and their entries back */
+  private readonly lostRecords: LostRecords;
   private lastFlowSweep = 0;
   private lastNamePrune = Date.now();
   private readonly namePruner = new NamePruner();
@@ -177,6 +179,7 @@ export class Agent {
           this.notices.forget(pod.key);
           this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
+          this.lostRecords.forget(pod.identity);
           this.reconciler.markAll();
           this.flush();
         },
@@ -211,6 +214,19 @@ export class Agent {
       keepMs: (ttlS) => Math.max(cfg.connectGraceMs, Math.min(cfg.maxTtlMs, Math.max(cfg.minTtlMs, ttlS * 1000))),
       nameRefused: (pod, name) => this.nameRefused(pod, name),
     });
+    this.lostRecords = new LostRecords({
+      lostCount: () => this.dp.maps.learnedLost.get(0) ?? 0n,
+      learnedCounts: () => new Map(this.dp.maps.counters.entries().map(([identity, c]) => [identity, c.learned])),
+      drain: () => this.learned?.consume(),
+      enforced: (identity) => this.byIdentity.has(identity),
+      walk: new AllowWalk({
+        map: this.dp.maps.allow,
+        knownIdentities: () => this.reconciler.knownIdentities(),
+        knownKeys: (identity) => this.reconciler.knownKeys(identity),
+        found: (key, value) => this.importKernelEntry(key, value),
+      }),
+      budget: RECOVERY_CALLS_PER_TICK,
+    });
     this.metrics = new AgentMetrics({
       podCounters: () =>
         [...this.byIdentity.values()].flatMap((pod) => {
@@ -227,6 +243,7 @@ export class Agent {
       enforcedPods: () => this.byIdentity.size,
       socketDrops: () => this.tap?.stats().drops ?? 0,
       contestedInterfaces: () => this.headGuard?.contested() ?? 0,
+      recoveryPending: () => this.lostRecords.pending,
     });
   }
 
@@ -257,6 +274,8 @@ export class Agent {
     this.syncCidrs();
     syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
     this.headGuard = this.makeHeadGuard();
+    // (before the map is read: what restore() reads covers every record lost until now)
+    if (!dp.inlineLearnerUnavailable) this.lostRecords.begin();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -271,7 +290,9 @@ export class Agent {
       }
     });
     this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));
-    this.recordsLost = dp.maps.learnedLost.get(0) ?? 0n;
+    // what the ring holds was counted before begin(): drained before counting starts
+    this.learned.consume();
+    this.lostRecords.startCounting();
     this.drainTimer = setInterval(() => this.learned?.consume(), RECORDS_DRAIN_MS);
     this.tap = dp.openDnsTap((packets) => {
       this.learner.handle(packets);
@@ -427,6 +448,7 @@ export class Agent {
   /** The inline learner's records: into the cache, no packet decoded, no map read. */
   private onLearnedRecords(records: LearnedRecord[], malformed: number): void {
     if (malformed) this.metrics.kernelRecords.inc({ outcome: 'malformed' }, malformed);
+    for (const r of records) this.lostRecords.received(r.identity, r.addrs.length);
     const r = this.kernelRecords.apply(records);
     if (r.accepted) this.metrics.kernelRecords.inc({ outcome: 'accepted' }, r.accepted);
     if (r.overNameCap) this.metrics.kernelRecords.inc({ outcome: 'over-name-cap' }, r.overNameCap);
@@ -463,26 +485,22 @@ export class Agent {
   }
 
   /**
-   * Read every kernel-learned entry into the cache (with its name): at
-   * start-up through restore(), and again only when the kernel reports lost
-   * records.
+   * A kernel-learned entry the records did not bring (they were lost), found
+   * by a walk of its pod's range of fqe_allow: into the cache, with its name.
    */
-  importKernelLearned(): number {
-    let imported = 0;
-    for (const [key, value] of this.dp.maps.allow.entries()) {
-      if (value.source !== AllowSource.kernel || key.prefixLen !== 128 || !this.byIdentity.has(key.identity)) continue;
-      if (!this.reconciler.noteKernelEntry(key, value)) continue;
-      const name = this.checkedName(key.identity, value.nameHash);
-      if (!name) continue;
-      if (!this.cache.admits(key.identity, name)) {
-        this.nameRefused(this.byIdentity.get(key.identity)!, name);
-        this.reconciler.markDirty([{ identity: key.identity, ip: formatIp(key.addr) }]);
-        continue;
-      }
-      this.reconciler.markDirty(this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, 'kernel'));
-      imported++;
+  private importKernelEntry(key: AllowKey, value: AllowValue): void {
+    const pod = this.byIdentity.get(key.identity);
+    if (!pod || value.source !== AllowSource.kernel || key.prefixLen !== 128) return;
+    if (!this.reconciler.noteKernelEntry(key, value)) return; // known as it is
+    const name = this.checkedName(key.identity, value.nameHash);
+    if (!name) return;
+    const ip = formatIp(key.addr);
+    if (!this.cache.admits(key.identity, name)) {
+      this.nameRefused(pod, name);
+      this.reconciler.markDirty([{ identity: key.identity, ip }]);
+      return;
     }
-    return imported;
+    this.reconciler.markDirty(this.cache.restore(key.identity, name, ip, Number(value.expiresNs) / 1e6, 'kernel'));
   }
 
   /** Identities, names and allow entries from the pinned maps. */
@@ -596,7 +614,7 @@ export class Agent {
 
   private tick(): void {
     this.dp.maps.config.set(0, this.configValue());
-    if (!this.dp.inlineLearnerUnavailable) this.checkLostRecords();
+    if (!this.dp.inlineLearnerUnavailable) this.recoverLostRecords();
     if (Date.now() - this.lastNamePrune >= NAME_PRUNE_MS) {
       this.lastNamePrune = Date.now();
       this.pruneNames();
@@ -612,15 +630,12 @@ export class Agent {
     if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
   }
 
-  /** Records the ring could not take: re-read fqe_allow once, so nothing learned is missed. */
-  private checkLostRecords(): void {
-    const lost = this.dp.maps.learnedLost.get(0) ?? 0n;
-    if (lost <= this.recordsLost) return;
-    this.metrics.kernelRecordsLost.inc(Number(lost - this.recordsLost));
-    this.log.warn({ lost: Number(lost - this.recordsLost) }, 'the learned-records ring was full: re-reading the allow map');
-    this.recordsLost = lost;
-    this.learned?.consume();
-    this.importKernelLearned();
+  /** Records the ring could not take: read back the entries of the pods that lost some, a bounded slice a tick. */
+  private recoverLostRecords(): void {
+    const r = this.lostRecords.tick();
+    if (r.lost === 0n) return;
+    this.metrics.kernelRecordsLost.inc(Number(r.lost));
+    this.limitedLog.warn('records-lost', { lost: Number(r.lost), pods: r.affected.length, pending: r.pending }, 'the learned-records ring was full: reading back the allow entries of the pods that lost records');
   }
 
   /** Names no allow entry (as the reconciler knows them), rule or cached answer refers to leave fqe_names and the agent. */

@@ -93,9 +93,58 @@ export function mergePorts(lists: PortRule[][]): { ports: PortRule[]; overflow: 
   return { ports: out.slice(0, MAX_PORT_RULES), overflow: out.length > MAX_PORT_RULES };
 }
 
+interface ShadowEntry {
+  key: AllowKey;
+  value: AllowValue;
+}
+
+/**
+ * What the map holds, as far as our writes and the kernel's records tell,
+ * by key string ("identity/cidr"), kept per identity so that the keys of one
+ * identity can be found without a scan (seek points for a walk of the trie).
+ */
+class AllowShadow {
+  private readonly byIdentity = new Map<number, Map<string, ShadowEntry>>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(k: string): ShadowEntry | undefined {
+    return this.byIdentity.get(parseInt(k, 10))?.get(k);
+  }
+
+  set(k: string, entry: ShadowEntry): void {
+    let m = this.byIdentity.get(entry.key.identity);
+    if (!m) this.byIdentity.set(entry.key.identity, (m = new Map()));
+    if (!m.has(k)) this.count++;
+    m.set(k, entry);
+  }
+
+  delete(k: string): void {
+    const identity = parseInt(k, 10);
+    const m = this.byIdentity.get(identity);
+    if (!m?.delete(k)) return;
+    this.count--;
+    if (m.size === 0) this.byIdentity.delete(identity);
+  }
+
+  *entries(): Iterable<[string, ShadowEntry]> {
+    for (const m of this.byIdentity.values()) yield* m;
+  }
+
+  identities(): Iterable<number> {
+    return this.byIdentity.keys();
+  }
+
+  *keysOf(identity: number): Iterable<AllowKey> {
+    for (const e of this.byIdentity.get(identity)?.values() ?? []) yield e.key;
+  }
+}
+
 export class Reconciler {
-  /** what the map holds, as far as our writes and the kernel's records tell */
-  private readonly shadow = new Map<string, { key: AllowKey; value: AllowValue }>();
+  private readonly shadow = new AllowShadow();
   private dirty = new Map<string, Change>();
   private fullResyncPending = true;
   /** entries whose last write failed: key string -> key */
@@ -130,7 +179,17 @@ export class Reconciler {
 
   /** The name hashes of every entry it knows the kernel holds. */
   *nameHashes(): Iterable<bigint> {
-    for (const { value } of this.shadow.values()) yield value.nameHash;
+    for (const [, { value }] of this.shadow.entries()) yield value.nameHash;
+  }
+
+  /** Identities with entries it knows the map holds. */
+  knownIdentities(): Iterable<number> {
+    return this.shadow.identities();
+  }
+
+  /** The keys of one identity it knows the map holds. */
+  knownKeys(identity: number): Iterable<AllowKey> {
+    return this.shadow.keysOf(identity);
   }
 
   markDirty(changes: Change[]): void {
@@ -222,7 +281,7 @@ export class Reconciler {
           if (value) desired.set(keyString(identity, addr, 128), { key: { identity, addr, prefixLen: 128 }, value });
         }
       }
-      for (const [k, have] of [...this.shadow]) {
+      for (const [k, have] of [...this.shadow.entries()]) {
         if (!desired.has(k) && !this.keepOpaque(have.key, have.value, identities)) want(k, have.key, undefined);
       }
       for (const [k, d] of desired) want(k, d.key, d.value);

@@ -29,6 +29,8 @@ export interface Collectors {
   socketDrops(): number;
   /** interfaces where another tcx program runs before ours after the head guard's last pass */
   contestedInterfaces(): number;
+  /** pods whose allow entries are still being read back after lost learned records */
+  recoveryPending(): number;
 }
 
 export class AgentMetrics {
@@ -96,8 +98,16 @@ export class AgentMetrics {
     });
     this.kernelRecordsLost = new Counter({
       name: 'fqdn_egress_kernel_records_lost_total',
-      help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
+      help: 'Learned records the kernel could not queue (ring full); the agent then reads back the allow entries of the pods that lost records',
       registers,
+    });
+    new Gauge({
+      name: 'fqdn_egress_kernel_records_recovery_pending',
+      help: 'Pods whose allow entries the agent is still reading back after lost learned records (2,048 map calls per 500 ms tick)',
+      registers,
+      collect() {
+        this.set(collectors.recoveryPending());
+      },
     });
     this.namesOverCap = new Counter({
       name: 'fqdn_egress_names_over_cap_total',
