@@ -5,7 +5,7 @@
  * allow entries from the maps, apply the first pod snapshot, then learn.
  * Stop: stop learning and leave the pinned programs and maps enforcing.
  */
-import { statfsSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
@@ -33,6 +33,7 @@ import { KubernetesSource, type PodEventReason } from './sources/kubernetes-sour
 import * as k8s from '@kubernetes/client-node';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
+import { nameserversOf, openResolvers } from './net/resolver-bypass.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
 import { tcxUnavailable } from './datapath/attach.js';
@@ -44,6 +45,8 @@ import { RateLimitedLog, type Logger } from './observability/log.js';
 import type { Config } from './config.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
+/** the DNS servers the node knows of (checked against --allow-cidrs) */
+const RESOLV_CONF = '/etc/resolv.conf';
 const TICK_MS = 500;
 /** how often the learned-records ring is drained (the kernel wakes us only when much waits) */
 const RECORDS_DRAIN_MS = 100;
@@ -108,6 +111,8 @@ export class Agent {
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
   private readonly announced = new Set<string>();
+  /** "prefix resolver" pairs already warned about: an --allow-cidrs prefix that opens a DNS server */
+  private readonly openResolversWarned = new Set<string>();
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
   private learned: RingBufferReader | undefined;
@@ -369,6 +374,29 @@ export class Agent {
     const want = new Set(this.resolvers);
     for (const [addr] of this.dp.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.dp.maps.resolvers.delete(addr);
     for (const ip of want) this.dp.maps.resolvers.set(parseIp(ip), 1);
+    this.warnOpenResolvers();
+  }
+
+  /**
+   * DNS to an --allow-cidrs address passes unfiltered: warn (once each) when
+   * a prefix covers a DNS server the node knows of that is not trusted.
+   */
+  private warnOpenResolvers(): void {
+    if (this.cfg.allowCidrs.length === 0 || this.resolvers.length === 0) return; // (kube-dns discovery pending)
+    let conf: string;
+    try {
+      conf = readFileSync(RESOLV_CONF, 'utf8');
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, `${RESOLV_CONF} unreadable: DNS servers under --allow-cidrs not checked`);
+      return;
+    }
+    for (const o of openResolvers(this.cfg.allowCidrs, nameserversOf(conf), this.resolvers)) {
+      const key = `${o.cidr} ${o.resolver}`;
+      if (this.openResolversWarned.has(key)) continue;
+      this.openResolversWarned.add(key);
+      this.log.warn({ cidr: o.cidr, resolver: o.resolver, source: RESOLV_CONF },
+        'an --allow-cidrs prefix covers a DNS server that is not a trusted resolver: enforced pods may send it any query (the DNS query filter judges only queries to the trusted resolvers), and its answers allow nothing');
+    }
   }
 
   /** The node's name-hash secret: the pinned one, or a new random one (never 0). */
