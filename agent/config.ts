@@ -60,7 +60,7 @@ export const FLAGS: Record<string, FlagSpec> = {
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
   'max-ips-per-name': { help: 'IPs kept per pod and name; the least recently answered go first', default: '1000' },
   'max-names-per-pod': { help: 'names kept per pod; past it, answers for a new name are refused (not allowed) until one expires', default: String(DEFAULT_MAX_NAMES_PER_POD) },
-  'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
+  'allow-cidrs': { help: 'prefixes every enforced pod may always reach on any port, comma separated (DNS to a server inside them is not filtered)', default: '' },
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
