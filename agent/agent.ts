@@ -5,19 +5,21 @@
  * allow entries from the maps, apply the first pod snapshot, then learn.
  * Stop: stop learning and leave the pinned programs and maps enforcing.
  */
-import { statfsSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
 import { parseIp, formatIp } from './datapath/addr.js';
-import { AllowSource, IPPROTO, PROTO_TLS, ResolverFlag, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
+import { AllowSource, IPPROTO, PROTO_TLS, ResolverFlag, type AllowKey, type AllowValue, type LearnedRecord, PolicyKind, ZERO_CONFIG, type Config as KernelConfig, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from './datapath/codecs.js';
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './reconciler.js';
 import { EndpointManager, type EnforcedPod } from './endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { KernelRecords } from './learn/kernel-records.js';
+import { LostRecords, RECOVERY_CALLS_PER_TICK } from './learn/lost-records.js';
+import { AllowWalk } from './datapath/allow-walk.js';
 import { rulesForName, type PortRule } from './policy/annotation.js';
 import { nameHash, wildcardHash, hashOrderBytes } from './policy/name-hash.js';
 import { rebuiltBecause } from './datapath/migrate.js';
@@ -31,6 +33,7 @@ import { KubernetesSource, type PodEventReason } from './sources/kubernetes-sour
 import * as k8s from '@kubernetes/client-node';
 import type { PodSpec } from './sources/pod.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
+import { nameserversOf, openResolvers } from './net/resolver-bypass.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
 import { tcxUnavailable } from './datapath/attach.js';
@@ -42,6 +45,8 @@ import { RateLimitedLog, type Logger } from './observability/log.js';
 import type { Config } from './config.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
+/** the DNS servers the node knows of (checked against --allow-cidrs) */
+const RESOLV_CONF = '/etc/resolv.conf';
 const TICK_MS = 500;
 /** how often the learned-records ring is drained (the kernel wakes us only when much waits) */
 const RECORDS_DRAIN_MS = 100;
@@ -94,19 +99,21 @@ export class Agent {
   /** what fqe_policy holds per identity: "kind:hash" -> key */
   private readonly policyShadow = new Map<number, Map<string, PolicyKey>>();
   private readonly kernelRecords: KernelRecords;
-  /** fqe_learned_lost when last read: a rise means records were lost */
-  private recordsLost = 0n;
+  /** records the ring could not take: which pods lost some, and their entries back */
+  private readonly lostRecords: LostRecords;
   private lastFlowSweep = 0;
   private lastNamePrune = Date.now();
   private readonly namePruner = new NamePruner();
   private readonly flowSweeper: FlowSweeper;
-  /** rejected DNS messages: a pod sending junk must not flood the log */
-  private readonly rejectedLog: RateLimitedLog;
+  /** rejected DNS messages, names past the cap, failed map writes: what a pod causes must not flood the log */
+  private readonly limitedLog: RateLimitedLog;
   private source: FileSource | KubernetesSource | undefined;
   /** trusted resolvers in force: --dns-servers, or what kube-dns discovery found */
   private resolvers: string[];
   private pathCheckNoted = false;
   private readonly announced = new Set<string>();
+  /** "prefix resolver" pairs already warned about: an --allow-cidrs prefix that opens a DNS server */
+  private readonly openResolversWarned = new Set<string>();
   private tap: PacketSocket | undefined;
   private events: RingBufferReader | undefined;
   private learned: RingBufferReader | undefined;
@@ -128,7 +135,7 @@ export class Agent {
     this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
     this.features = datapathFeatures(this.dp, { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() }, cfg.tcxHeadGuard);
     this.hashKey = this.nodeHashKey();
-    this.rejectedLog = new RateLimitedLog(log);
+    this.limitedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
       counts: this.dp.maps.ctCounts,
@@ -138,7 +145,7 @@ export class Agent {
       tcpIdleNs: DEFAULT_TCP_IDLE_NS,
       otherIdleNs: DEFAULT_OTHER_IDLE_NS,
     });
-    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, now: monotonicMs });
+    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, maxNamesPerPod: cfg.maxNamesPerPod, now: monotonicMs });
     this.reconciler = new Reconciler({
       cache: this.cache,
       allow: this.dp.maps.allow,
@@ -179,6 +186,7 @@ export class Agent {
           this.notices.forget(pod.key);
           this.syncPolicy(pod.identity, undefined);
           this.cache.forgetIdentity(pod.identity);
+          this.lostRecords.forget(pod.identity);
           this.reconciler.markAll();
           this.flush();
         },
@@ -196,7 +204,7 @@ export class Agent {
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
-        if (v.startsWith('rejected')) this.rejectedLog.info(v, { verdict: v, ...detail }, 'DNS answer rejected');
+        if (v.startsWith('rejected')) this.limitedLog.info(v, { verdict: v, ...detail }, 'DNS answer rejected');
         else if (v === 'accepted') this.log.debug({ ...detail }, 'DNS answer accepted');
       },
       minTtlMs: cfg.minTtlMs,
@@ -211,6 +219,20 @@ export class Agent {
       noteKernelEntry: (key, value, ip) => this.reconciler.noteKernelEntry(key, value, ip),
       rememberName: (hash, name) => this.rememberName(hash, name),
       keepMs: (ttlS) => Math.max(cfg.connectGraceMs, Math.min(cfg.maxTtlMs, Math.max(cfg.minTtlMs, ttlS * 1000))),
+      nameRefused: (pod, name) => this.nameRefused(pod, name),
+    });
+    this.lostRecords = new LostRecords({
+      lostCount: () => this.dp.maps.learnedLost.get(0) ?? 0n,
+      learnedCounts: () => new Map(this.dp.maps.counters.entries().map(([identity, c]) => [identity, c.learned])),
+      drain: () => this.learned?.consume(),
+      enforced: (identity) => this.byIdentity.has(identity),
+      walk: new AllowWalk({
+        map: this.dp.maps.allow,
+        knownIdentities: () => this.reconciler.knownIdentities(),
+        knownKeys: (identity) => this.reconciler.knownKeys(identity),
+        found: (key, value) => this.importKernelEntry(key, value),
+      }),
+      budget: RECOVERY_CALLS_PER_TICK,
     });
     this.metrics = new AgentMetrics({
       podCounters: () =>
@@ -228,6 +250,7 @@ export class Agent {
       enforcedPods: () => this.byIdentity.size,
       socketDrops: () => this.tap?.stats().drops ?? 0,
       contestedInterfaces: () => this.headGuard?.contested() ?? 0,
+      recoveryPending: () => this.lostRecords.pending,
     });
   }
 
@@ -259,6 +282,8 @@ export class Agent {
     this.syncCidrs();
     syncClusterDomains(dp.maps.clusterDomains, clusterDomainEntries(cfg.clusterDomains, this.hashKey));
     this.headGuard = this.makeHeadGuard();
+    // (before the map is read: what restore() reads covers every record lost until now)
+    if (!dp.inlineLearnerUnavailable) this.lostRecords.begin();
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
@@ -273,7 +298,9 @@ export class Agent {
       }
     });
     this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));
-    this.recordsLost = dp.maps.learnedLost.get(0) ?? 0n;
+    // what the ring holds was counted before begin(): drained before counting starts
+    this.learned.consume();
+    this.lostRecords.startCounting();
     this.drainTimer = setInterval(() => this.learned?.consume(), RECORDS_DRAIN_MS);
     this.tap = dp.openDnsTap((packets) => {
       this.learner.handle(packets);
@@ -356,6 +383,29 @@ export class Agent {
       this.pathCheckNoted = true;
       this.log.warn({ resolvers: [...want] }, 'answers of the trusted resolvers are not checked against the route back to them (--resolver-path-check auto with the kubernetes source, or off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI, or set it on when the resolvers are not Service addresses');
     }
+    this.warnOpenResolvers();
+  }
+
+  /**
+   * DNS to an --allow-cidrs address passes unfiltered: warn (once each) when
+   * a prefix covers a DNS server the node knows of that is not trusted.
+   */
+  private warnOpenResolvers(): void {
+    if (this.cfg.allowCidrs.length === 0 || this.resolvers.length === 0) return; // (kube-dns discovery pending)
+    let conf: string;
+    try {
+      conf = readFileSync(RESOLV_CONF, 'utf8');
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, `${RESOLV_CONF} unreadable: DNS servers under --allow-cidrs not checked`);
+      return;
+    }
+    for (const o of openResolvers(this.cfg.allowCidrs, nameserversOf(conf), this.resolvers)) {
+      const key = `${o.cidr} ${o.resolver}`;
+      if (this.openResolversWarned.has(key)) continue;
+      this.openResolversWarned.add(key);
+      this.log.warn({ cidr: o.cidr, resolver: o.resolver, source: RESOLV_CONF },
+        'an --allow-cidrs prefix covers a DNS server that is not a trusted resolver: enforced pods may send it any query (the DNS query filter judges only queries to the trusted resolvers), and its answers allow nothing');
+    }
   }
 
   /** The node's name-hash secret: the pinned one, or a new random one (never 0). */
@@ -435,8 +485,10 @@ export class Agent {
   /** The inline learner's records: into the cache, no packet decoded, no map read. */
   private onLearnedRecords(records: LearnedRecord[], malformed: number): void {
     if (malformed) this.metrics.kernelRecords.inc({ outcome: 'malformed' }, malformed);
+    for (const r of records) this.lostRecords.received(r.identity, r.addrs.length);
     const r = this.kernelRecords.apply(records);
     if (r.accepted) this.metrics.kernelRecords.inc({ outcome: 'accepted' }, r.accepted);
+    if (r.overNameCap) this.metrics.kernelRecords.inc({ outcome: 'over-name-cap' }, r.overNameCap);
     if (r.refused) {
       this.metrics.kernelRecords.inc({ outcome: 'refused' }, r.refused);
       this.metrics.kernelEntriesRefused.inc(r.refused);
@@ -470,21 +522,22 @@ export class Agent {
   }
 
   /**
-   * Read every kernel-learned entry into the cache (with its name): at
-   * start-up through restore(), and again only when the kernel reports lost
-   * records.
+   * A kernel-learned entry the records did not bring (they were lost), found
+   * by a walk of its pod's range of fqe_allow: into the cache, with its name.
    */
-  importKernelLearned(): number {
-    let imported = 0;
-    for (const [key, value] of this.dp.maps.allow.entries()) {
-      if (value.source !== AllowSource.kernel || key.prefixLen !== 128 || !this.byIdentity.has(key.identity)) continue;
-      if (!this.reconciler.noteKernelEntry(key, value)) continue;
-      const name = this.checkedName(key.identity, value.nameHash);
-      if (!name) continue;
-      this.reconciler.markDirty(this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, 'kernel'));
-      imported++;
+  private importKernelEntry(key: AllowKey, value: AllowValue): void {
+    const pod = this.byIdentity.get(key.identity);
+    if (!pod || value.source !== AllowSource.kernel || key.prefixLen !== 128) return;
+    if (!this.reconciler.noteKernelEntry(key, value)) return; // known as it is
+    const name = this.checkedName(key.identity, value.nameHash);
+    if (!name) return;
+    const ip = formatIp(key.addr);
+    if (!this.cache.admits(key.identity, name)) {
+      this.nameRefused(pod, name);
+      this.reconciler.markDirty([{ identity: key.identity, ip }]);
+      return;
     }
-    return imported;
+    this.reconciler.markDirty(this.cache.restore(key.identity, name, ip, Number(value.expiresNs) / 1e6, 'kernel'));
   }
 
   /** Identities, names and allow entries from the pinned maps. */
@@ -503,6 +556,8 @@ export class Agent {
       // Pods are not known yet: the reconciler drops names their policy does not allow.
       if (name && value.source === AllowSource.kernel && !this.hashesTo(name, value.nameHash)) continue;
       if (!name || value.expiresNs === 0n || value.source === AllowSource.static || key.prefixLen !== 128) continue;
+      // past the cap (lowered since): left out of the cache, so the first full resync takes the entry out
+      if (!this.cache.admits(key.identity, name)) continue;
       this.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, value.source === AllowSource.kernel ? 'kernel' : 'agent');
     }
     return { identities, names: this.names.size, allowEntries: allow.length, cacheEntries: this.cache.size };
@@ -557,9 +612,16 @@ export class Agent {
   }
 
   private learn(a: LearnedAnswer): void {
+    if (!this.cache.admits(a.pod.identity, a.name)) return this.nameRefused(a.pod, a.name);
     this.recordedHash(a.name);
     this.reconciler.markDirty(this.cache.learn(a.pod.identity, a.name, a.answers, 'agent'));
     this.pendingLatencies.push(a.capturedNs);
+  }
+
+  /** A new name past --max-names-per-pod: not cached, so not allowed; counted, logged (rate-limited). */
+  private nameRefused(pod: EnforcedPod, name: string): void {
+    this.metrics.namesOverCap.inc({ namespace: pod.namespace, pod: pod.name });
+    this.limitedLog.warn('names-over-cap', { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod }, 'pod has --max-names-per-pod names: a new name is refused until one expires');
   }
 
   /** Write what changed to the kernel; observe capture-to-map latency. */
@@ -571,6 +633,11 @@ export class Agent {
     try {
       const r = this.reconciler.flush();
       if (r.portOverflows) this.metrics.portOverflows.inc(r.portOverflows);
+      this.metrics.allowWritesRetrying.set(r.retrying);
+      if (r.failed) {
+        this.metrics.allowWriteFailures.inc(r.failed);
+        this.limitedLog.warn('allow-write-failed', { failed: r.failed, retrying: r.retrying, err: r.error }, 'writing the allow map failed: the entries are retried every second');
+      }
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'writing the allow map failed; will retry');
       this.reconciler.markAll();
@@ -584,7 +651,7 @@ export class Agent {
 
   private tick(): void {
     this.dp.maps.config.set(0, this.configValue());
-    if (!this.dp.inlineLearnerUnavailable) this.checkLostRecords();
+    if (!this.dp.inlineLearnerUnavailable) this.recoverLostRecords();
     if (Date.now() - this.lastNamePrune >= NAME_PRUNE_MS) {
       this.lastNamePrune = Date.now();
       this.pruneNames();
@@ -617,15 +684,12 @@ export class Agent {
     }
   }
 
-  /** Records the ring could not take: re-read fqe_allow once, so nothing learned is missed. */
-  private checkLostRecords(): void {
-    const lost = this.dp.maps.learnedLost.get(0) ?? 0n;
-    if (lost <= this.recordsLost) return;
-    this.metrics.kernelRecordsLost.inc(Number(lost - this.recordsLost));
-    this.log.warn({ lost: Number(lost - this.recordsLost) }, 'the learned-records ring was full: re-reading the allow map');
-    this.recordsLost = lost;
-    this.learned?.consume();
-    this.importKernelLearned();
+  /** Records the ring could not take: read back the entries of the pods that lost some, a bounded slice a tick. */
+  private recoverLostRecords(): void {
+    const r = this.lostRecords.tick();
+    if (r.lost === 0n) return;
+    this.metrics.kernelRecordsLost.inc(Number(r.lost));
+    this.limitedLog.warn('records-lost', { lost: Number(r.lost), pods: r.affected.length, pending: r.pending }, 'the learned-records ring was full: reading back the allow entries of the pods that lost records');
   }
 
   /** Names no allow entry (as the reconciler knows them), rule or cached answer refers to leave fqe_names and the agent. */

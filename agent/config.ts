@@ -8,6 +8,7 @@ import { parseCidr, type Cidr } from './datapath/addr.js';
 import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
 import { ATTACH_MODES, type AttachMode } from './datapath/attach.js';
 import { DEFAULT_CLUSTER_DOMAINS, parseClusterDomains, type DnsFilterMode } from './policy/dns-query-filter.js';
+import { DEFAULT_MAX_NAMES_PER_POD } from './cache/fqdn-cache.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -26,6 +27,8 @@ export interface Config {
   maxIpsPerName: number;
   /** allow entries the kernel learner may add for one pod (fqe_limits) */
   maxIpsPerPod: number;
+  /** names cached per pod; a new name past it is refused (not allowed) */
+  maxNamesPerPod: number;
   allowCidrs: Cidr[];
   metricsAddress: { host: string; port: number } | undefined;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -62,7 +65,8 @@ export const FLAGS: Record<string, FlagSpec> = {
   'max-ttl': { help: 'longest time an answered IP stays allowed', default: '24h' },
   'max-ips-per-name': { help: 'IPs kept per pod and name; the least recently answered go first', default: '1000' },
   'max-ips-per-pod': { help: 'allow entries the kernel learner may add for one pod (its share of the node\'s 1048576); past it, answers teach it nothing new', default: '16384' },
-  'allow-cidrs': { help: 'prefixes every enforced pod may always reach, comma separated', default: '' },
+  'max-names-per-pod': { help: 'names kept per pod; past it, answers for a new name are refused (not allowed) until one expires', default: String(DEFAULT_MAX_NAMES_PER_POD) },
+  'allow-cidrs': { help: 'prefixes every enforced pod may always reach on any port, comma separated (DNS to a server inside them is not filtered)', default: '' },
   'metrics-address': { help: 'HOST:PORT for /metrics, /healthz, /readyz; "off" disables', default: '0.0.0.0:9464' },
   'log-level': { help: 'trace | debug | info | warn | error', default: 'info' },
   'inline-learner': { help: 'learn allowed IPs in the kernel before the pod sees the answer: true | false', default: 'true' },
@@ -210,6 +214,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxTtlMs,
     maxIpsPerName: positiveInt(f.get('max-ips-per-name')!, 'max-ips-per-name'),
     maxIpsPerPod: maxIpsPerPod(f.get('max-ips-per-pod')!),
+    maxNamesPerPod: positiveInt(f.get('max-names-per-pod')!, 'max-names-per-pod'),
     allowCidrs,
     metricsAddress: parseListenAddress(f.get('metrics-address')!),
     logLevel: logLevel as Config['logLevel'],

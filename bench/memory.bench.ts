@@ -111,7 +111,8 @@ function main(): void {
     };
     dp.maps.endpoints.set(1, { identity: IDENTITY, flags: EndpointFlag.enforce });
     dp.maps.owners.set({ identity: IDENTITY, addr: parseIp(POD_V4) }, 1);
-    const cache = new FqdnCache({ maxIpsPerName, now: clock });
+    const maxNamesPerPod = Number(FLAGS['max-names-per-pod']!.default);
+    const cache = new FqdnCache({ maxIpsPerName, maxNamesPerPod, now: clock });
     const rec = new Reconciler({
       cache, allow: dp.maps.allow, identities: () => [IDENTITY],
       portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
@@ -144,6 +145,7 @@ function main(): void {
       noteKernelEntry: (key, value, ip) => rec.noteKernelEntry(key, value, ip),
       rememberName,
       keepMs: (ttlS) => Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, ttlS * 1000))),
+      nameRefused: () => undefined,
     });
     const pruner = new NamePruner();
     const pruneNames = () => {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `npm run bench [-- NAME...]`: installs what is missing, builds, and runs the
 # benchmarks in bench/ (all, or the named ones: enforcer, learner, agent,
-# throughput, dns-latency, dns-query-filter, tls-check, flood, tcp-reassembly,
-# restart, memory, head-guard).
+# cache-eviction, lost-records, throughput, dns-latency, dns-query-filter,
+# tls-check, flood, tcp-reassembly, restart, memory, head-guard).
 # Each prints one JSON line. BENCH_SMOKE=1 makes a short run. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -178,7 +178,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
   const [defaults, custom, badNodeLocal] = await Promise.all([
     template(),
     template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
-      'maxIPsPerName=50', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'tcxHeadGuard=false', 'metrics.port=9500', 'bpf.root=/run/bpffs',
+      'maxIPsPerName=50', 'maxNamesPerPod=512', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'tcxHeadGuard=false', 'metrics.port=9500', 'bpf.root=/run/bpffs',
       'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048', 'maxIPsPerPod=4096', 'resolverPathCheck=on', 'dnsFilter=off', 'clusterDomains={cluster.local,corp.internal}']),
     template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
   ]);
@@ -189,6 +189,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_MIN_TTL: '30s',
     FQDN_EGRESS_MAX_TTL: '24h',
     FQDN_EGRESS_MAX_IPS_PER_NAME: '1000',
+    FQDN_EGRESS_MAX_NAMES_PER_POD: '4096',
     FQDN_EGRESS_ALLOW_CIDRS: '',
     FQDN_EGRESS_METRICS_ADDRESS: '0.0.0.0:9464',
     FQDN_EGRESS_LOG_LEVEL: 'info',
@@ -210,6 +211,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_MIN_TTL: '5s',
     FQDN_EGRESS_MAX_TTL: '1h',
     FQDN_EGRESS_MAX_IPS_PER_NAME: '50',
+    FQDN_EGRESS_MAX_NAMES_PER_POD: '512',
     FQDN_EGRESS_ALLOW_CIDRS: '10.0.0.0/8,fd00::/8',
     FQDN_EGRESS_METRICS_ADDRESS: '0.0.0.0:9500',
     FQDN_EGRESS_LOG_LEVEL: 'debug',
@@ -371,6 +373,7 @@ test('values.schema.json rejects wrong types, misspelled values and bad formats'
     ['logLevel=verbose', /\/logLevel/],
     ['minTTL=5 minutes', /\/minTTL/],
     ['maxIPsPerName=0', /\/maxIPsPerName/],
+    ['maxNamesPerPod=0', /\/maxNamesPerPod/],
     ['dnsServers={kube-dns}', /\/dnsServers\/0/],
     ['dnsServers={10.0.0.300}', /\/dnsServers\/0/],
     ['allowCIDRs={10.0.0.0}', /\/allowCIDRs\/0/],

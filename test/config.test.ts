@@ -21,6 +21,8 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal(cfg.bpfPinDir, '/sys/fs/bpf/fqdn-egress');
   assert.equal(cfg.minTtlMs, 30_000);
   assert.equal(cfg.maxIpsPerName, 1000);
+  assert.equal(cfg.maxNamesPerPod, 4096);
+  assert.equal((parseConfig(BASE, { FQDN_EGRESS_MAX_NAMES_PER_POD: '64' }) as Config).maxNamesPerPod, 64);
   assert.equal(cfg.attachMode, 'auto');
   assert.deepEqual(cfg.metricsAddress, { host: '0.0.0.0', port: 9464 });
   const env = { FQDN_EGRESS_MIN_TTL: '5s', FQDN_EGRESS_ALLOW_CIDRS: '192.0.2.0/24, 2001:db8::/32', FQDN_EGRESS_LOG_LEVEL: 'debug' };
@@ -52,6 +54,7 @@ test('bad flags are rejected with a message naming the flag', () => {
     [[...BASE, '--dns-servers', 'dns.google'], /--dns-servers: "dns.google" is not an IP address/],
     [[...BASE, '--min-ttl', '1h', '--max-ttl', '1m'], /--max-ttl \(1m\) is shorter than --min-ttl \(1h\)/],
     [[...BASE, '--max-ips-per-name', '0'], /--max-ips-per-name: "0" is not a positive whole number/],
+    [[...BASE, '--max-names-per-pod', '0'], /--max-names-per-pod: "0" is not a positive whole number/],
     [[...BASE, '--allow-cidrs', '10.0.0.0/33'], /--allow-cidrs: invalid CIDR "10.0.0.0\/33"/],
     [[...BASE, '--metrics-address', 'nope'], /--metrics-address: "nope" is not HOST:PORT/],
     [[...BASE, '--log-level', 'loud'], /--log-level: "loud"/],

@@ -72,7 +72,7 @@ test('feature states round-trip through the fqe_config bits; an older agent wrot
 });
 
 test('fqdn_egress_datapath_feature: 1 for each feature\'s state, 0 for its other states', async () => {
-  const metrics = new AgentMetrics({ podCounters: () => [], maps: () => [], cacheEntries: () => 0, enforcedPods: () => 0, socketDrops: () => 0, contestedInterfaces: () => 0 });
+  const metrics = new AgentMetrics({ podCounters: () => [], maps: () => [], cacheEntries: () => 0, enforcedPods: () => 0, socketDrops: () => 0, contestedInterfaces: () => 0, recoveryPending: () => 0 });
   metrics.setFeatures(datapathFeatures({ ...ALL_THERE, tlsCheckUnavailable: 'too complex' }, TCX, true));
   const text = await metrics.registry.metrics();
   const series = text.split('\n').filter((l) => l.startsWith('fqdn_egress_datapath_feature{'));

@@ -60,6 +60,45 @@ test('max IPs per name evicts the least recently answered', () => {
   assert.throws(() => new FqdnCache({ maxIpsPerName: 0, now: c.now }), /at least 1/);
 });
 
+test('a 4,000-address answer with max 100 keeps its last 100 addresses and reports every eviction', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 100, now: c.now });
+  const ip = (i: number) => `198.18.${i >> 8}.${i & 0xff}`;
+  cache.learn(1, 'big.test', [{ ip: '203.0.113.1', ttlMs: 60_000 }], 'agent');
+  c.t += 1;
+  const answers = Array.from({ length: 4000 }, (_, i) => ({ ip: ip(i), ttlMs: 60_000 }));
+  const changes = cache.learn(1, 'big.test', answers, 'agent');
+  assert.equal(cache.size, 100);
+  assert.deepEqual(cache.ipsOf(1).sort(), answers.slice(3900).map((a) => a.ip).sort(), 'the last 100 of the answer stay');
+  assert.equal(cache.view(1, '203.0.113.1'), undefined, 'the older answer went first');
+  const changed = new Set(changes.map((x) => x.ip));
+  assert.ok(changed.has('203.0.113.1') && answers.every((a) => changed.has(a.ip)), 'each eviction is a change for the reconciler');
+  // answered again: an IP moves to the back of the line
+  c.t += 1;
+  cache.learn(1, 'big.test', [{ ip: ip(3900), ttlMs: 60_000 }], 'agent');
+  cache.learn(1, 'big.test', [{ ip: '203.0.113.2', ttlMs: 60_000 }], 'agent');
+  assert.ok(cache.holds(1, 'big.test', ip(3900)), 'refreshed: kept');
+  assert.ok(!cache.holds(1, 'big.test', ip(3901)), 'now the least recently answered: evicted');
+});
+
+test('names per pod are capped: a new name past the cap is refused, known names still refresh', () => {
+  const c = clock();
+  const cache = new FqdnCache({ maxIpsPerName: 10, maxNamesPerPod: 2, now: c.now });
+  cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 5000 }], 'agent');
+  cache.learn(1, 'b.test', [{ ip: '203.0.113.2', ttlMs: 5000 }], 'agent');
+  assert.equal(cache.admits(1, 'c.test'), false);
+  assert.equal(cache.admits(1, 'a.test'), true, 'a name it holds');
+  assert.equal(cache.admits(2, 'c.test'), true, 'another pod has its own cap');
+  assert.deepEqual(cache.learn(1, 'c.test', [{ ip: '203.0.113.3', ttlMs: 5000 }], 'agent'), [], 'refused: nothing cached');
+  assert.deepEqual(cache.restore(1, 'c.test', '203.0.113.3', 9000, 'kernel'), []);
+  assert.equal(cache.view(1, '203.0.113.3'), undefined);
+  assert.equal(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent').length, 1, 'a known name still refreshes');
+  c.t += 6000;
+  cache.expire();
+  assert.equal(cache.admits(1, 'c.test'), true, 'room again once b.test expired');
+  assert.throws(() => new FqdnCache({ maxIpsPerName: 1, maxNamesPerPod: 0, now: c.now }), /maxNamesPerPod must be at least 1/);
+});
+
 test('forgetNames and forgetIdentity remove what policy no longer allows', () => {
   const c = clock();
   const cache = new FqdnCache({ maxIpsPerName: 10, now: c.now });

@@ -20,11 +20,12 @@ const pod: EnforcedPod = {
   ips: ['198.18.1.11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test:443, *.kadath.test' }), dnsFilter: 'on',
 };
 
-function setup(maxIpsPerName = 16) {
+function setup(maxIpsPerName = 16, maxNamesPerPod = 64) {
   const clock = { ms: 1_000 };
-  const cache = new FqdnCache({ maxIpsPerName, now: () => clock.ms });
+  const cache = new FqdnCache({ maxIpsPerName, maxNamesPerPod, now: () => clock.ms });
   const noted: Array<[AllowKey, AllowValue]> = [];
   const names = new Map<bigint, string>();
+  const overCap: string[] = [];
   const records = new KernelRecords({
     cache,
     pod: (identity) => (identity === pod.identity ? pod : undefined),
@@ -32,8 +33,9 @@ function setup(maxIpsPerName = 16) {
     noteKernelEntry: (key, value) => noted.push([key, value]),
     rememberName: (hash, name) => void names.set(hash, name),
     keepMs: (ttlS) => Math.max(5_000, ttlS * 1000),
+    nameRefused: (p, name) => void overCap.push(`${p.key} ${name}`),
   });
-  return { clock, cache, noted, names, records };
+  return { clock, cache, noted, names, overCap, records };
 }
 
 function rec(name: string, ips: string[], o: Partial<RecordSpec> = {}) {
@@ -100,4 +102,25 @@ test('an eviction the record caused is handed back for the reconciler to write',
   assert.equal(cache.ipsOf(pod.identity).length, 2);
   assert.equal(r.changes.length, 1, 'one older address was evicted');
   assert.notEqual(r.changes[0]!.ip, '203.0.113.12');
+});
+
+test('a record with more addresses than --max-ips-per-name hands back its own first addresses, which the cache evicted', () => {
+  const { cache, noted, records } = setup(2);
+  const r = records.apply([rec('api.stripe.test', ['203.0.113.10', '203.0.113.11', '203.0.113.12'])]);
+  assert.deepEqual(cache.ipsOf(pod.identity).sort(), ['203.0.113.11', '203.0.113.12']);
+  assert.equal(noted.length, 3, 'the kernel wrote all three');
+  assert.deepEqual(r.changes, [{ identity: pod.identity, ip: '203.0.113.10' }], 'the reconciler takes the evicted one out of the kernel');
+});
+
+test('a new name past --max-names-per-pod is not cached: counted, reported, and its kernel entries handed back to be taken out', () => {
+  const { cache, noted, names, overCap, records } = setup(16, 1);
+  assert.equal(records.apply([rec('api.stripe.test', ['203.0.113.10'])]).accepted, 1);
+  const r = records.apply([rec('www.kadath.test', ['203.0.113.20', '203.0.113.21'])]);
+  assert.deepEqual({ accepted: r.accepted, refused: r.refused, overNameCap: r.overNameCap }, { accepted: 0, refused: 0, overNameCap: 1 });
+  assert.deepEqual(overCap, ['shop/payments www.kadath.test']);
+  assert.deepEqual(cache.ipsOf(pod.identity), ['203.0.113.10']);
+  assert.deepEqual(r.changes.map((c) => c.ip), ['203.0.113.20', '203.0.113.21']);
+  assert.equal(noted.length, 3, 'the reconciler knows what the kernel wrote, so it can delete it');
+  assert.equal(names.has(nameHash('www.kadath.test', KEY)), false, 'not recorded in fqe_names');
+  assert.equal(records.apply([rec('api.stripe.test', ['203.0.113.11'])]).accepted, 1, 'a name the pod holds still learns');
 });

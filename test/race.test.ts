@@ -82,7 +82,10 @@ test('every answer shape (TCP, 40 and 100 addresses, truncated then TCP): zero f
     box.writePods([{ name: 'client', allow: '*.race.test' }]);
     const results: Record<string, { on?: RaceResult; off?: RaceResult }> = {};
     for (const learner of ['on', 'off'] as const) {
-      await box.startAgent(learner === 'on' ? [] : ['--inline-learner', 'false']);
+      // 300 names x (1 + 40 + 100 + 100) addresses is past the default share
+      // of one pod (--max-ips-per-pod 16384), which would refuse the later ones.
+      const share = ['--max-ips-per-pod', '131072'];
+      await box.startAgent(learner === 'on' ? share : [...share, '--inline-learner', 'false']);
       const id = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
       for (const shape of SHAPES) {
         (results[shape.key] ??= {})[learner] = await runRace(box, 'client', client.path, `${learner}-${shape.key}`, SHAPE_NAMES, id, 0, shape.mode);

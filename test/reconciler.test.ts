@@ -1,38 +1,66 @@
 /* Unit tests of the reconciler against a recording allow table (no kernel). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Reconciler, mergePorts, type AllowTable } from '../agent/reconciler.js';
+import { Reconciler, mergePorts, RETRY_BATCH, type AllowTable } from '../agent/reconciler.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
 import { parseCidr, formatCidr } from '../agent/datapath/addr.js';
 import { AllowSource, type AllowKey, type AllowValue, type PortRule } from '../agent/datapath/codecs.js';
 
+/**
+ * The allow map as a recording fake. `fail(key)` returns an error for a
+ * write or delete that must fail (ENOSPC: the map is full); setMany then
+ * behaves as libbpf's fallback for a trie: one by one, stopping at the first
+ * error. `batchWrites` caps how many setMany writes before it returns (a
+ * partial count, as a real batch may).
+ */
 class RecordingTable implements AllowTable {
   readonly entries = new Map<string, AllowValue>();
   readonly log: string[] = [];
+  fail: (key: string) => Error | undefined = () => undefined;
+  batchWrites = Infinity;
+  private str(k: AllowKey): string {
+    return `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
+  }
   get(k: AllowKey): AllowValue | undefined {
-    return this.entries.get(`${k.identity} ${formatCidr(k.addr, k.prefixLen)}`);
+    return this.entries.get(this.str(k));
+  }
+  set(k: AllowKey, v: AllowValue): void {
+    const key = this.str(k);
+    const err = this.fail(key);
+    this.log.push(`${err ? 'failed ' : ''}set ${key}`);
+    if (err) throw err;
+    this.entries.set(key, v);
   }
   setMany(entries: Array<[AllowKey, AllowValue]>): number {
+    let n = 0;
     for (const [k, v] of entries) {
-      const key = `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
-      this.entries.set(key, v);
-      this.log.push(`set ${key}`);
+      if (n >= this.batchWrites) return n;
+      this.set(k, v);
+      n++;
     }
-    return entries.length;
+    return n;
+  }
+  delete(k: AllowKey): boolean {
+    const key = this.str(k);
+    const err = this.fail(key);
+    this.log.push(`${err ? 'failed ' : ''}delete ${key}`);
+    if (err) throw err;
+    return this.entries.delete(key);
   }
   deleteMany(keys: AllowKey[]): number {
-    for (const k of keys) {
-      const key = `${k.identity} ${formatCidr(k.addr, k.prefixLen)}`;
-      this.entries.delete(key);
-      this.log.push(`delete ${key}`);
-    }
-    return keys.length;
+    let n = 0;
+    for (const k of keys) if (this.delete(k)) n++;
+    return n;
   }
 }
 
-function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string> } = {}) {
+function enospc(): Error {
+  return Object.assign(new Error('bpf_map_update_elem(fqe_allow): No space left on device (ENOSPC)'), { code: 'ENOSPC' });
+}
+
+function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string>; maxNamesPerPod?: number; maxIpsPerName?: number } = {}) {
   const clock = { t: 1000 };
-  const cache = new FqdnCache({ maxIpsPerName: 10, now: () => clock.t });
+  const cache = new FqdnCache({ maxIpsPerName: opts.maxIpsPerName ?? 10, maxNamesPerPod: opts.maxNamesPerPod, now: () => clock.t });
   const table = new RecordingTable();
   const rec = new Reconciler({
     cache,
@@ -51,9 +79,9 @@ test('learned IPs become allow entries with expiry, name hash and ports', () => 
   const { cache, table, rec } = setup({ 1: { 'api.test': [{ port: 443, proto: 6 }] } });
   rec.markDirty(cache.learn(1, 'api.test', [{ ip: '203.0.113.10', ttlMs: 5000 }], 'agent'));
   const r = rec.flush();
-  assert.deepEqual(r, { upserts: 1, deletes: 0, portOverflows: 0 });
+  assert.deepEqual(r, { upserts: 1, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 });
   assert.deepEqual(table.entries.get('1 203.0.113.10'), { expiresNs: 6_000_000_000n, nameHash: 8n, ports: [{ port: 443, proto: 6 }], source: AllowSource.agent });
-  assert.deepEqual(rec.flush(), { upserts: 0, deletes: 0, portOverflows: 0 }, 'nothing changed: nothing written');
+  assert.deepEqual(rec.flush(), { upserts: 0, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 }, 'nothing changed: nothing written');
 });
 
 test('expired entries are removed; a name no longer allowed is revoked', () => {
@@ -139,4 +167,106 @@ test('an entry the inline learner refreshed meanwhile is not deleted when our co
   rec.markAll();
   rec.flush();
   assert.equal(table.entries.has('1 203.0.113.1'), false);
+});
+
+test('an entry the kernel wrote for a name the cache refused is taken out, even when a full resync is pending', () => {
+  // the name is unknown to nameOf (never recorded): without the dirty mark a full resync would keep it as opaque
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [], 'b.test': [] } }, { maxNamesPerPod: 1 });
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 9000 }], 'agent'));
+  rec.flush();
+  assert.equal(cache.admits(1, 'b.test'), false);
+  const key = { identity: 1, addr: parseCidr('203.0.113.2').addr, prefixLen: 128 };
+  const value = { expiresNs: BigInt(clock.t + 9000) * 1_000_000n, nameHash: 6n, ports: [], source: AllowSource.kernel };
+  table.setMany([[key, value]]);
+  rec.noteKernelEntry(key, value);
+  rec.markDirty([{ identity: 1, ip: '203.0.113.2' }]);
+  rec.markAll();
+  rec.flush();
+  assert.deepEqual([...table.entries.keys()], ['1 203.0.113.1']);
+});
+
+test('a write that fails (map full) leaves the shadow as it was; the entries after it in the batch still go in; it is retried a second later', () => {
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } });
+  table.fail = (key) => (key === '1 203.0.113.2' ? enospc() : undefined);
+  rec.markDirty(cache.learn(1, 'a.test', ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })), 'agent'));
+  const r = rec.flush();
+  assert.equal(r.upserts, 2);
+  assert.equal(r.failed, 1);
+  assert.equal(r.retrying, 1);
+  assert.match(r.error!, /^writing allow entry 1\/203\.0\.113\.2: .*ENOSPC/);
+  assert.deepEqual([...table.entries.keys()].sort(), ['1 203.0.113.1', '1 203.0.113.3']);
+  assert.equal(rec.entries, 2, 'the shadow holds only what the map holds');
+  // not a hot loop: flushes within the second do not touch it
+  table.log.length = 0;
+  for (let i = 0; i < 5; i++) rec.flush();
+  assert.deepEqual(table.log, []);
+  // still full a second later: one more try, then another wait
+  clock.t += 1000;
+  assert.equal(rec.flush().failed, 1);
+  assert.deepEqual(table.log, ['failed set 1 203.0.113.2', 'failed set 1 203.0.113.2'], 'the batch, then alone');
+  rec.flush();
+  assert.equal(table.log.length, 2);
+  // room again
+  table.fail = () => undefined;
+  clock.t += 1000;
+  assert.deepEqual(rec.flush(), { upserts: 1, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 });
+  assert.ok(table.entries.has('1 203.0.113.2'));
+});
+
+test('a batch that reports a partial count gets the rest written one by one', () => {
+  const { cache, table, rec } = setup({ 1: { 'a.test': [] } });
+  table.batchWrites = 1;
+  rec.markDirty(cache.learn(1, 'a.test', ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })), 'agent'));
+  assert.equal(rec.flush().upserts, 3);
+  assert.equal(table.entries.size, 3);
+  assert.equal(table.log.length, 3, 'nothing written twice');
+});
+
+test('an entry whose rewrite fails keeps its old value in the shadow, so the next try still sees the difference', () => {
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } });
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 5_000 }], 'agent'));
+  rec.flush();
+  const before = table.entries.get('1 203.0.113.1');
+  table.fail = enospc;
+  clock.t += 100;
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 60_000 }], 'agent'));
+  assert.equal(rec.flush().failed, 1);
+  assert.deepEqual(table.entries.get('1 203.0.113.1'), before);
+  table.fail = () => undefined;
+  rec.markAll();
+  assert.equal(rec.flush().upserts, 1, 'a full resync writes it too');
+  assert.notDeepEqual(table.entries.get('1 203.0.113.1'), before);
+});
+
+test('a delete that fails keeps the entry in the shadow and is retried', () => {
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } });
+  rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1_000 }], 'agent'));
+  rec.flush();
+  table.fail = () => Object.assign(new Error('bpf_map_delete_elem(fqe_allow): Operation not permitted (EPERM)'), { code: 'EPERM' });
+  clock.t += 2000;
+  rec.markDirty(cache.expire());
+  const r = rec.flush();
+  assert.deepEqual({ deletes: r.deletes, failed: r.failed, retrying: r.retrying }, { deletes: 0, failed: 1, retrying: 1 });
+  assert.match(r.error!, /^deleting allow entry 1\/203\.0\.113\.1: .*EPERM/);
+  assert.equal(rec.entries, 1);
+  table.fail = () => undefined;
+  clock.t += 1000;
+  assert.equal(rec.flush().deletes, 1);
+  assert.equal(table.entries.size, 0);
+  assert.equal(rec.entries, 0);
+});
+
+test('retries are bounded: at most RETRY_BATCH failed entries are tried again per second', () => {
+  const n = RETRY_BATCH + 1000;
+  const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } }, { maxIpsPerName: n });
+  table.fail = enospc;
+  const ips = Array.from({ length: n }, (_, i) => ({ ip: `198.18.${i >> 8}.${i & 0xff}`, ttlMs: 600_000 }));
+  rec.markDirty(cache.learn(1, 'a.test', ips, 'agent'));
+  assert.equal(rec.flush().failed, n);
+  clock.t += 1000;
+  table.log.length = 0;
+  const r = rec.flush();
+  assert.equal(r.failed, RETRY_BATCH);
+  assert.equal(r.retrying, n);
+  assert.equal(table.log.filter((l) => l.startsWith('failed set')).length, RETRY_BATCH + 1, 'the batch stops at its first failure, then one by one');
 });

@@ -4,6 +4,12 @@
  * the kernel's inline learner). Pure: no I/O, the clock is injected (ms on a
  * monotonic clock). It must not know about maps or policy: the reconciler
  * turns it into kernel entries.
+ * Bounds (a pod chooses what it asks): at most maxIpsPerName IPs per pod and
+ * name, kept in answer order (a Map re-inserted on every answer), so the
+ * least recently answered goes first in O(1); at most maxNamesPerPod names
+ * per pod: a new name past it is refused (callers ask admits() first, count
+ * and log it), so what a pod was granted stays for its TTL and an answer
+ * never costs more than its own addresses.
  */
 
 export type LearnedBy = 'agent' | 'kernel';
@@ -11,7 +17,7 @@ export type LearnedBy = 'agent' | 'kernel';
 export interface CachedIp {
   ip: string;
   expiresAtMs: number;
-  /** when an answer last contained this IP for this name (LRU for eviction) */
+  /** when an answer last contained this IP for this name */
   answeredAtMs: number;
   learnedBy: LearnedBy;
 }
@@ -40,12 +46,18 @@ export interface Change {
   ip: string;
 }
 
+/** --max-names-per-pod's default */
+export const DEFAULT_MAX_NAMES_PER_POD = 4096;
+
 export interface FqdnCacheOptions {
   maxIpsPerName: number;
+  /** names cached per pod; a new name past it is refused (default DEFAULT_MAX_NAMES_PER_POD) */
+  maxNamesPerPod?: number;
   now: () => number;
 }
 
 interface PodEntries {
+  /** name -> ip -> entry; each name's IPs in answer order, the least recently answered first */
   byName: Map<string, Map<string, CachedIp>>;
   /** reverse index: ip -> names */
   byIp: Map<string, Set<string>>;
@@ -54,13 +66,27 @@ interface PodEntries {
 export class FqdnCache {
   private readonly pods = new Map<number, PodEntries>();
   private entryCount = 0;
+  private readonly maxNamesPerPod: number;
 
   constructor(private readonly opts: FqdnCacheOptions) {
     if (!(opts.maxIpsPerName >= 1)) throw new Error(`maxIpsPerName must be at least 1, got ${opts.maxIpsPerName}`);
+    this.maxNamesPerPod = opts.maxNamesPerPod ?? DEFAULT_MAX_NAMES_PER_POD;
+    if (!(this.maxNamesPerPod >= 1)) throw new Error(`maxNamesPerPod must be at least 1, got ${this.maxNamesPerPod}`);
   }
 
   get size(): number {
     return this.entryCount;
+  }
+
+  /** May this pod's answers for this name be cached: the name is cached already, or the pod has room for one more? */
+  admits(identity: number, name: string): boolean {
+    const p = this.pods.get(identity);
+    return !p || p.byName.size < this.maxNamesPerPod || p.byName.has(name);
+  }
+
+  /** Is this IP cached for this pod and name? */
+  holds(identity: number, name: string, ip: string): boolean {
+    return this.pods.get(identity)?.byName.get(name)?.has(ip) ?? false;
   }
 
   private pod(identity: number): PodEntries {
@@ -73,6 +99,8 @@ export class FqdnCache {
   }
 
   private put(identity: number, name: string, entry: CachedIp, changes: Change[]): void {
+    // (the callers ask admits() first and report a refusal; this only holds the bound)
+    if (!this.admits(identity, name)) return;
     const p = this.pod(identity);
     let ips = p.byName.get(name);
     if (!ips) {
@@ -83,6 +111,8 @@ export class FqdnCache {
     if (!old) this.entryCount++;
     // An answer never shortens what an earlier, longer-lived answer granted.
     const merged = old && old.expiresAtMs > entry.expiresAtMs ? { ...entry, expiresAtMs: old.expiresAtMs } : entry;
+    // Re-inserted: the Map's order is answer order, the least recently answered first.
+    if (old) ips.delete(entry.ip);
     ips.set(entry.ip, merged);
     let names = p.byIp.get(entry.ip);
     if (!names) {
@@ -91,13 +121,8 @@ export class FqdnCache {
     }
     names.add(name);
     if (!old || old.expiresAtMs !== merged.expiresAtMs || old.learnedBy !== merged.learnedBy) changes.push({ identity, ip: entry.ip });
-    while (ips.size > this.opts.maxIpsPerName) this.evictOldest(identity, name, ips, changes);
-  }
-
-  private evictOldest(identity: number, name: string, ips: Map<string, CachedIp>, changes: Change[]): void {
-    let oldest: CachedIp | undefined;
-    for (const e of ips.values()) if (!oldest || e.answeredAtMs < oldest.answeredAtMs) oldest = e;
-    if (oldest) this.drop(identity, name, oldest.ip, changes);
+    // The least recently answered IP is the first key: O(1) per eviction.
+    while (ips.size > this.opts.maxIpsPerName) this.drop(identity, name, ips.keys().next().value!, changes);
   }
 
   private drop(identity: number, name: string, ip: string, changes: Change[]): void {

@@ -53,16 +53,17 @@ export class BpfMap<K, V> {
     return native.mapDeleteBatch(this.fd, Buffer.concat(keys.map((k) => this.keyCodec.encode(k))), keys.length);
   }
 
+  /** The key after `key` in the map's own order (the first for null); undefined after the last. */
+  nextKey(key: K | null): K | undefined {
+    const next: Buffer | null = native.mapGetNextKey(this.fd, key === null ? null : this.keyCodec.encode(key), this.keySize);
+    return next ? this.keyCodec.decode(Buffer.from(next)) : undefined;
+  }
+
   /** Every key, without copying values (for maps of big values). */
   keys(): K[] {
     const out: K[] = [];
-    let prev: Buffer | null = null;
-    for (;;) {
-      const next: Buffer | null = native.mapGetNextKey(this.fd, prev, this.keySize);
-      if (!next) return out;
-      out.push(this.keyCodec.decode(Buffer.from(next)));
-      prev = next;
-    }
+    for (let k = this.nextKey(null); k !== undefined; k = this.nextKey(k)) out.push(k);
+    return out;
   }
 
   /** Every entry, read in batches where the map type allows it. */

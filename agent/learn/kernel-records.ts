@@ -7,8 +7,11 @@
  * checks out as a string: it hashes to the record's hash under this node's
  * key and the pod's policy allows it (the kernel compared the real bytes;
  * the agent does not take the kernel's word for a name either). A cache
- * change the record did not cause (an eviction past --max-ips-per-name) is
- * handed back for the reconciler to write. Pure: no I/O, clock injected.
+ * change the record did not cause (an eviction past --max-ips-per-name,
+ * also of the record's own first addresses) is handed back for the
+ * reconciler to write. A new name past the pod's --max-names-per-pod is not
+ * cached: its addresses are handed back too, so the reconciler takes out
+ * what the kernel wrote for it (fail closed). Pure: no I/O, clock injected.
  */
 import type { FqdnCache, Change } from '../cache/fqdn-cache.js';
 import type { EnforcedPod } from '../endpoints.js';
@@ -27,14 +30,18 @@ export interface KernelRecordsDeps {
   rememberName(hash: bigint, name: string): void;
   /** how long an answer with this TTL keeps its address, in ms (the kernel's clamp and grace) */
   keepMs(ttlS: number): number;
+  /** a new name past the pod's name cap: not cached (count it, log it) */
+  nameRefused(pod: EnforcedPod, name: string): void;
 }
 
 export interface RecordsResult {
   accepted: number;
   /** no such pod now, or a name that does not check out */
   refused: number;
+  /** a new name past the pod's name cap (its addresses are in `changes`, to be taken out) */
+  overNameCap: number;
   addresses: number;
-  /** cache changes the records did not write (evictions): the reconciler's */
+  /** cache changes the records did not write (evictions, names past the cap): the reconciler's */
   changes: Change[];
 }
 
@@ -55,25 +62,36 @@ export class KernelRecords {
   }
 
   apply(records: LearnedRecord[]): RecordsResult {
-    const result: RecordsResult = { accepted: 0, refused: 0, addresses: 0, changes: [] };
+    const result: RecordsResult = { accepted: 0, refused: 0, overNameCap: 0, addresses: 0, changes: [] };
     for (const r of records) {
       const pod = this.deps.pod(r.identity);
       if (!pod || !this.nameChecksOut(pod, r.name, r.nameHash)) {
         result.refused++;
         continue;
       }
-      this.deps.rememberName(r.nameHash, r.name);
+      const admitted = this.deps.cache.admits(r.identity, r.name);
+      if (admitted) this.deps.rememberName(r.nameHash, r.name);
+      else {
+        result.overNameCap++;
+        this.deps.nameRefused(pod, r.name);
+      }
       const tsMs = r.tsMs;
+      const own = new Set(r.addrs.map((a) => a.ip));
       for (const a of r.addrs) {
-        const changes = this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel');
+        const changes = admitted ? this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel') : [];
         this.deps.noteKernelEntry(
           { identity: r.identity, addr: a.addr, prefixLen: 128 },
           { expiresNs: a.expiresNs, nameHash: r.nameHash, ports: r.ports, source: AllowSource.kernel },
           a.ip,
         );
-        // the change for this address is the kernel's write; anything else (an eviction) is not
-        for (const c of changes) if (c.ip !== a.ip && !r.addrs.some((x) => x.ip === c.ip)) result.changes.push(c);
+        // the changes for the record's addresses are the kernel's writes; anything else (an eviction) is not
+        for (const c of changes) if (!own.has(c.ip)) result.changes.push(c);
       }
+      for (const ip of own) {
+        // refused, or evicted by the record's own later addresses: the kernel's entry must go (or carry other names)
+        if (!admitted || !this.deps.cache.holds(r.identity, r.name, ip)) result.changes.push({ identity: r.identity, ip });
+      }
+      if (!admitted) continue;
       result.accepted++;
       result.addresses += r.addrs.length;
     }

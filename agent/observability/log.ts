@@ -27,16 +27,24 @@ export class RateLimitedLog {
   ) {}
 
   info(kind: string, fields: Record<string, unknown>, msg: string): void {
+    this.line('info', kind, fields, msg);
+  }
+
+  warn(kind: string, fields: Record<string, unknown>, msg: string): void {
+    this.line('warn', kind, fields, msg);
+  }
+
+  private line(level: 'info' | 'warn', kind: string, fields: Record<string, unknown>, msg: string): void {
     const t = this.now();
     let w = this.windows.get(kind);
     if (!w || t - w.start >= this.windowMs) {
-      if (w && w.suppressed > 0) this.log.info({ kind, suppressed: w.suppressed, windowMs: this.windowMs }, `${msg}: more lines of this kind were suppressed`);
+      if (w && w.suppressed > 0) this.log[level]({ kind, suppressed: w.suppressed, windowMs: this.windowMs }, `${msg}: more lines of this kind were suppressed`);
       w = { start: t, lines: 0, suppressed: 0 };
       this.windows.set(kind, w);
     }
     if (w.lines < this.perWindow) {
       w.lines++;
-      this.log.info(fields, msg);
+      this.log[level](fields, msg);
     } else {
       w.suppressed++;
     }

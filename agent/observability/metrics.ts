@@ -31,6 +31,8 @@ export interface Collectors {
   socketDrops(): number;
   /** interfaces where another tcx program runs before ours after the head guard's last pass */
   contestedInterfaces(): number;
+  /** pods whose allow entries are still being read back after lost learned records */
+  recoveryPending(): number;
 }
 
 export class AgentMetrics {
@@ -42,11 +44,14 @@ export class AgentMetrics {
   readonly captureToMap: Histogram;
   readonly reconcileDuration: Histogram;
   readonly portOverflows: Counter;
+  readonly allowWriteFailures: Counter;
+  readonly allowWritesRetrying: Gauge;
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
   readonly namesPruned: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
+  readonly namesOverCap: Counter<'namespace' | 'pod'>;
   readonly tcxHeadRetakes: Counter<'interface' | 'direction'>;
   readonly tcxHeadBackoffs: Counter<'interface'>;
   private readonly datapathFeature: Gauge<'feature' | 'state'>;
@@ -89,13 +94,27 @@ export class AgentMetrics {
     this.namesPruned = new Counter({ name: 'fqdn_egress_names_pruned_total', help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them', registers });
     this.kernelRecords = new Counter({
       name: 'fqdn_egress_kernel_records_total',
-      help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; malformed)',
+      help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; over-name-cap: a new name past --max-names-per-pod; malformed)',
       labelNames: ['outcome'],
       registers,
     });
     this.kernelRecordsLost = new Counter({
       name: 'fqdn_egress_kernel_records_lost_total',
-      help: 'Learned records the kernel could not queue (ring full); each rise makes the agent re-read fqe_allow once',
+      help: 'Learned records the kernel could not queue (ring full); the agent then reads back the allow entries of the pods that lost records',
+      registers,
+    });
+    new Gauge({
+      name: 'fqdn_egress_kernel_records_recovery_pending',
+      help: 'Pods whose allow entries the agent is still reading back after lost learned records (2,048 map calls per 500 ms tick)',
+      registers,
+      collect() {
+        this.set(collectors.recoveryPending());
+      },
+    });
+    this.namesOverCap = new Counter({
+      name: 'fqdn_egress_names_over_cap_total',
+      help: 'Answers (tapped or learned records) for a new name of a pod that already had --max-names-per-pod names: not cached, so not allowed (the kernel\'s entries for it are taken out)',
+      labelNames: ['namespace', 'pod'],
       registers,
     });
     this.datapathFeature = new Gauge({
@@ -123,6 +142,16 @@ export class AgentMetrics {
       collect() {
         this.set(collectors.contestedInterfaces());
       },
+    });
+    this.allowWriteFailures = new Counter({
+      name: 'fqdn_egress_allow_write_failures_total',
+      help: 'Writes and deletes of fqe_allow entries that failed (ENOSPC: the map is full); each is retried every second until it goes through',
+      registers,
+    });
+    this.allowWritesRetrying = new Gauge({
+      name: 'fqdn_egress_allow_writes_retrying',
+      help: 'fqe_allow entries whose last write or delete failed and that wait for a retry (the allow map lacks them, or still holds them)',
+      registers,
     });
     this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
     new Gauge({
