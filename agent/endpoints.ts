@@ -215,16 +215,17 @@ export class EndpointManager {
     const info: PodInfo = { ifindex: iface.ifindex, flags, ifname: iface.ifname, namespace: spec.namespace, name: spec.name };
     dp.maps.pods.set(identity, info);
     this.reportAttach(key, iface, dp.attach(iface.ifindex));
-    // Last: the endpoint entry is what switches enforcement on.
-    dp.maps.endpoints.set(iface.ifindex, { identity, flags });
 
     const pod: EnforcedPod = { key, namespace: spec.namespace, name: spec.name, identity, ifindex: iface.ifindex, ifname: iface.ifname, ips, policy, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' };
     this.pods.set(key, pod);
     this.byIfindex.set(iface.ifindex, pod);
-    const changed = !old || old.policy !== policy;
+    // The pod's names (fqe_policy) before its endpoint entry: a new pod's
+    // first query must meet its policy, not an empty one (NXDOMAIN).
+    if (!old || old.policy !== policy) this.opts.events.onPolicy(pod, old?.policy);
+    // Last: the endpoint entry is what switches enforcement on.
+    dp.maps.endpoints.set(iface.ifindex, { identity, flags });
     if (!old) this.opts.log.info({ pod: key, identity, interface: iface.ifname, mode: policy.mode, rules: policy.rules.length, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' }, 'enforcing pod');
     else if (!sameList(old.ips, ips) || old.ifindex !== iface.ifindex) this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
-    if (changed) this.opts.events.onPolicy(pod, old?.policy);
   }
 
   /** FQE_EP_DNS_FILTER_OFF when the pod (or the agent's default) switches the query filter off. */

@@ -418,6 +418,7 @@ int fqe_learner_answers(struct __sk_buff *skb)
 	struct fqe_learn_scratch *s = learn_scratch();
 	struct fqe_learned_rec *rec;
 	const struct fqe_config *cfg = fqe_config_get();
+	struct fqe_pod_share *share;
 	__u32 lo, hi;
 	int partial = 0, n;
 
@@ -431,7 +432,14 @@ int fqe_learner_answers(struct __sk_buff *skb)
 		goto skip;
 	s->job.partial = partial;
 	fqe_dns_lower_dotted(&s->nb);
-	if (!bpf_map_lookup_elem(&fqe_names, &s->job.name_hash))
+	s->job.ips_per_pod = fqe_ips_per_pod(fqe_limits_get());
+	share = fqe_pod_share_get(s->job.identity);
+	/*
+	 * fqe_names is for display (the record carries the name): a pod past its
+	 * share of fqe_allow adds no names either, so one pod's names stay
+	 * bounded by its share until the agent prunes them.
+	 */
+	if (share && share->allow < FQE_READ(s->job.ips_per_pod) && !bpf_map_lookup_elem(&fqe_names, &s->job.name_hash))
 		bpf_map_update_elem(&fqe_names, &s->job.name_hash, s->nb.dotted, BPF_ANY);
 	record_begin(rec, s, s->job.identity, s->job.name_hash, &s->job.rule, s->job.now);
 	/* what every write needs, once */
@@ -440,7 +448,6 @@ int fqe_learner_answers(struct __sk_buff *skb)
 	s->job.min_ttl_s = lo;
 	s->job.max_ttl_s = hi < lo ? lo : hi;
 	s->job.grace_ns = fqe_connect_grace_ns(cfg);
-	s->job.ips_per_pod = fqe_ips_per_pod(fqe_limits_get());
 	s->job.written = 0;
 	s->job.unwritten = 0;
 	bpf_tail_call(skb, &fqe_learner_tails, FQE_TAIL_WRITE);

@@ -22,6 +22,11 @@ function enforced(box: AgentBox): string[] {
   return box.maps((dp) => dp.maps.pods.entries().map(([, p]) => `${p.namespace}/${p.name}`).sort());
 }
 
+/** The pod's interface carries its endpoint entry: the last thing the agent writes for a pod. */
+function attached(box: AgentBox): number {
+  return box.maps((dp) => dp.maps.endpoints.entries().length);
+}
+
 function resolvers(box: AgentBox): string[] {
   return box.maps((dp) => dp.maps.resolvers.entries().map(([a]) => formatIp(a)).sort());
 }
@@ -44,7 +49,9 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
       await api.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: [pay.v4, pay.v6], annotations: { 'fqdn-egress.io/allow': 'api.stripe.test, *.' } });
       await api.addPod({ namespace: 'shop', name: 'elsewhere', nodeName: 'node-2', ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' } });
       await api.addPod({ namespace: 'kube-system', name: 'hostnet', nodeName: NODE, ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' }, hostNetwork: true });
-      await box.waitFor('payments enforced', () => enforced(box).includes('shop/payments'), 2000);
+      // fqe_pods is written first and the endpoint entry last: wait for both
+      // before the pod resolves (the dig must meet the enforced interface).
+      await box.waitFor('payments enforced', () => enforced(box).includes('shop/payments') && attached(box) === 1, 3000);
       assert.deepEqual(enforced(box), ['shop/payments'], 'pods of other nodes and host-network pods are left alone');
       await box.dig('payments', 'api.stripe.test');
       assert.equal(await box.connect('payments', '203.0.113.10'), true, 'learned through the discovered resolver');

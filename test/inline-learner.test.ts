@@ -344,7 +344,7 @@ test('an answer the learner cannot learn in full is marked for the agent\'s tap 
   });
 });
 
-test('one pod cannot fill the node\'s allow map: past its share (fqe_limits) an address is not written, counted, and left out of the record', (t) => {
+test('one pod cannot fill the node\'s allow map or its name table: past its share (fqe_limits) an address is not written, counted, and left out of the record, and its name is not added to fqe_names', (t) => {
   withHarness(t, (h) => {
     h.allowName(PolicyKind.wildcard, 'zone.test');
     h.dp.maps.limits.set(0, { ipsPerPod: 5, tlsFlowsPerPod: 0 });
@@ -361,10 +361,14 @@ test('one pod cannot fill the node\'s allow map: past its share (fqe_limits) an 
     h.expectQuery(2, 40002);
     h.run(h.frame({ name: 'b.zone.test', id: 2, sport: 40002, ips: ips.slice(0, 5), compress: true }));
     assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ips.slice(0, 5), 'entries the pod holds are refreshed');
+    const stored = (name: string) => h.dp.maps.names.get(nameHash(name, h.hashKey));
+    assert.equal(stored('a.zone.test'), 'a.zone.test', 'a name answered within the share is recorded');
+    assert.equal(stored('b.zone.test'), undefined, 'a name answered past the share is not');
     // The agent's sweep writes the exact count back (here by hand): room again.
     h.dp.maps.podShares.set(h.identity, { allow: 4n, tlsFlows: 0n });
     h.expectQuery(3, 40003);
     h.run(h.frame({ name: 'c.zone.test', id: 3, sport: 40003, ips: ['198.51.100.77', '198.51.100.78'], compress: true }));
     assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ['198.51.100.77'], 'one more fits the share');
+    assert.equal(stored('c.zone.test'), 'c.zone.test', 'with room again, names are recorded');
   });
 });
