@@ -33,7 +33,7 @@ import { FqdnCache } from '../agent/cache/fqdn-cache.js';
 import { Reconciler } from '../agent/reconciler.js';
 import { DnsLearner } from '../agent/learn/dns-learner.js';
 import { KernelRecords } from '../agent/learn/kernel-records.js';
-import { NamePruner } from '../agent/name-pruner.js';
+import { NamePruner } from '../agent/names/name-pruner.js';
 import { parsePodPolicy, rulesForName } from '../agent/policy/annotation.js';
 import { nameHash } from '../agent/policy/name-hash.js';
 import { FLAGS, parseDuration } from '../agent/config.js';

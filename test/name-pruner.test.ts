@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NamePruner } from '../agent/name-pruner.js';
+import { NamePruner } from '../agent/names/name-pruner.js';
 
 test('a name unreferenced in two passes in a row goes; a referenced or re-referenced one stays', () => {
   const p = new NamePruner();
