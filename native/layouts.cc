@@ -234,7 +234,7 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(unrecorded)
 	FQE_END
 
-	/* DNS query filter (issue 15) */
+	/* DNS query filter */
 	FQE_STRUCT(refused_key)
 	FQE_FIELD(ts_ns)
 	FQE_FIELD(identity)
@@ -242,7 +242,7 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(pad)
 	FQE_END
 
-	/* TLS server name check (issue 13) */
+	/* TLS server name check */
 	FQE_STRUCT(tls_flow)
 	FQE_FIELD(next_seq)
 	FQE_FIELD(parsed)
@@ -338,7 +338,7 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(MAX_TAP_PASS)
 	FQE_CONST(REC_PARTIAL)
 	FQE_CONST(QUERIES_PER_SEC)
-	/* DNS query filter (issue 15) */
+	/* DNS query filter */
 	FQE_CONST(REASON_DNS_NAME)
 	FQE_CONST(REASON_TLS_NAME)
 	FQE_CONST(REASON_SPOOFED_ANSWER)

@@ -2,7 +2,7 @@
  * Unit tests of walks of fqe_allow (agent/datapath/allow-walk.ts) against an
  * in-memory trie with the kernel's get_next_key semantics (no kernel; the
  * order itself is checked against the real trie in
- * test/allow-walk-kernel.test.ts).
+ * test/allow-map.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -70,7 +70,7 @@ test('bad flags are rejected with a message naming the flag', () => {
   assert.deepEqual((parseConfig([...BASE, '--metrics-address', '[::1]:9000'], {}) as Config).metricsAddress, { host: '::1', port: 9000 });
 });
 
-test('the endpoints file accepts YAML and JSON as in DESIGN.md', () => {
+test('the endpoints file accepts YAML and JSON as in docs/operations.md', () => {
   const yaml = `pods:
   - namespace: shop
     name: payments-7d9f

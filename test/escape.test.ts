@@ -1,6 +1,6 @@
 /*
  * The attacker's file: a shell inside an enforced pod tries every way out
- * that the datapath's exemptions once left open (issue 10). Each test
+ * that the datapath's exemptions once left open. Each test
  * asserts that one escape is closed, with real programs, the real agent, a
  * real dnsmasq and real clients in the node-in-a-box; the kernel-only ones
  * run the learner under BPF_PROG_TEST_RUN where a node's secret must be

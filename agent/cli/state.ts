@@ -252,7 +252,7 @@ export interface StatusReport {
     /** prog ids of ours, null when not attached */
     enforcer: number | null;
     learner: number | null;
-    /** programs that run before ours and can skip them (see README, "tcx") */
+    /** programs that run before ours and can skip them (see docs/architecture.md, "Attaching") */
     warnings: string[];
     /** what the agent's tcx head guard did here (fqe_head_guard), null when it never had to */
     headGuard: HeadGuard | null;

@@ -50,10 +50,10 @@ export const LAYOUTS = {
   tap_key: { size: 28, fields: { identity: 0, pod_port: 4, dns_id: 6, resolver: 8, proto: 24 } },
   tap_val: { size: 8, fields: { until_ns: 0 } },
   query_rate: { size: 24, fields: { window_ns: 0, count: 8, unrecorded: 16 } },
-  // DNS query filter (issue 15)
+  // DNS query filter
   refused_key: { size: 16, fields: { ts_ns: 0, identity: 8, sport: 12 } },
   refused_name: { size: 264, fields: { name_len: 0, qtype: 2, flags: 4, proto: 5, wire: 8 } },
-  // TLS server name check (issue 13)
+  // TLS server name check
   limits: { size: 32, fields: { ips_per_pod: 0, tls_flows_per_pod: 4 } },
   pod_share: { size: 16, fields: { allow: 0, tls_flows: 8 } },
   tls_flow: { size: 416, fields: { next_seq: 0, parsed: 4, need: 8, acc: 12, hs_left: 16, ext_left: 20, rec_left: 24, rec_hdr: 26, state: 27, segments: 28, name_done: 29, name_len: 30, base_seq: 32, based: 36, hellos: 37, rec_type: 38, named: 39, first_name_at: 40, first_name_len: 44, seg_len: 64, seg_hash: 96, name: 160 } },
@@ -737,7 +737,7 @@ export const queryRateCodec = {
 };
 
 /*
- * DNS query filter (issue 15): the name a refused query asked for, keyed
+ * DNS query filter: the name a refused query asked for, keyed
  * like its event (fqe_dns_refused), so egressctl and the agent can show it.
  */
 export interface RefusedKey {
@@ -791,7 +791,7 @@ export const refusedNameCodec = {
 };
 
 /*
- * TLS server name check (issue 13): where the ClientHello parser of a flow
+ * TLS server name check: where the ClientHello parser of a flow
  * pending its check stands (fqe_tls_flows, keyed like fqe_conntrack). Read
  * only, for inspection and tests; the kernel owns it.
  */

@@ -130,9 +130,9 @@ const MAP_NAMES = [
   'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
   'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts', 'fqe_ct_in_counts',
   'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
-  // DNS query filter (issue 15)
+  // DNS query filter
   'fqe_cluster_domains', 'fqe_dns_refused',
-  // TLS server name check (issue 13)
+  // TLS server name check
   'fqe_tls_flows', 'fqe_tls_bytes', 'fqe_dns_tcp',
   // per-pod shares of node-wide tables
   'fqe_limits', 'fqe_pod_shares',

@@ -5,7 +5,7 @@
  *
  * Features and their states (stable names: the metric
  * fqdn_egress_datapath_feature{feature,state}, egressctl status and the
- * README use them; the first state is the best one):
+ * docs/architecture.md use them; the first state is the best one):
  *   inline-learner     on | off        the DNS learner in the kernel (off: switched off, or the kernel refused it)
  *   enforcer-clock     coarse | precise the enforcer's clock (precise: a kernel before 5.11, a little slower)
  *   tls-check          on | off        the TLS server name check (off: tls-only destinations refused)

@@ -7,7 +7,7 @@
  * It does not decide whether an answer is trusted or allowed (the agent does,
  * with the resolver list and the policy) and does not clamp TTLs.
  *
- * Rules (NPEP-133, DESIGN.md "Kernel side"): every A/AAAA of class IN in the
+ * Rules (NPEP-133): every A/AAAA of class IN in the
  * ANSWER section counts for the queried name, whatever its owner name (CNAME
  * chains inside one answer); each address's TTL is min(its own TTL, every
  * CNAME TTL in the answer section). Authority and additional records never

@@ -119,7 +119,7 @@ export class AgentMetrics {
     });
     this.datapathFeature = new Gauge({
       name: 'fqdn_egress_datapath_feature',
-      help: 'The datapath\'s feature states on this node: 1 for the state each feature is in, 0 for its other states (features and states: README, "Datapath features")',
+      help: 'The datapath\'s feature states on this node: 1 for the state each feature is in, 0 for its other states (features and states: docs/architecture.md, "Datapath features")',
       labelNames: ['feature', 'state'],
       registers,
     });

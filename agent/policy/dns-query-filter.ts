@@ -1,5 +1,5 @@
 /*
- * The DNS query filter's userspace half (issue 15). Pure; owns what the
+ * The DNS query filter's userspace half. Pure; owns what the
  * agent tells the kernel about queries, and how a refused query's name is
  * shown. Knows no maps: the agent writes what these return.
  *

@@ -98,7 +98,7 @@ struct fqe_config {
 	__u64 ct_tcp_idle_ns; /* tracked TCP flow idle timeout */
 	__u64 ct_other_idle_ns; /* tracked UDP/other flow idle timeout */
 	__u32 events_per_sec; /* per CPU, per identity; 0 = default */
-	__u32 min_ttl_s; /* inline learner clamp (its own issue) */
+	__u32 min_ttl_s; /* the inline learner's TTL clamp (--min-ttl) */
 	__u32 max_ttl_s;
 	__u32 flags;
 	__u64 agent_heartbeat_ns; /* CLOCK_MONOTONIC, written by a running agent */
@@ -287,7 +287,7 @@ struct fqe_recent {
 };
 
 /*
- * The inline learner's reports (issue 12: the agent is not on the packet
+ * The inline learner's reports (the agent is not on the packet
  * path). Each answer the kernel learned from becomes one learned record on
  * the fqe_learned ring buffer; the agent updates its cache from it without
  * decoding a packet. What the kernel could not handle is marked in
@@ -361,7 +361,7 @@ struct fqe_query_rate {
 };
 
 /*
- * ---- DNS query filter (issue 15): queries are policy too ----
+ * ---- DNS query filter: queries are policy too ----
  * New maps only; no layout above changes.
  */
 
@@ -398,7 +398,7 @@ struct fqe_refused_name {
 };
 
 /*
- * ---- TLS server name check (issue 13) ----
+ * ---- TLS server name check ----
  * New map and new values in unused room only; no layout above changes.
  *
  * A port rule with proto FQE_PROTO_TLS allows TCP to its port once the

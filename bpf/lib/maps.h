@@ -219,7 +219,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_query_rate SEC(".maps");
 
-/* ---- DNS query filter (issue 15) ---- */
+/* ---- DNS query filter ---- */
 
 /* Is this suffix (keyed hash) one of the cluster's own domains? */
 struct {
@@ -240,7 +240,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_dns_refused SEC(".maps");
 
-/* ---- TLS server name check (issue 13) ---- */
+/* ---- TLS server name check ---- */
 
 /*
  * Where does the ClientHello parser of this pending flow stand? An entry

@@ -1,5 +1,5 @@
 /*
- * The node-in-a-box of DESIGN.md for kernel and end-to-end tests: a node
+ * The node-in-a-box for kernel and end-to-end tests: a node
  * namespace (where the agent runs), pod namespaces joined to it by veth pairs
  * with /32 and /128 routes, and an "outside" namespace with real servers and
  * a real DNS server. Names are unique per topology (tests run in parallel)
@@ -186,7 +186,7 @@ export class Topology {
   }
 
   /**
-   * Resolve every neighbour once before a test runs (DESIGN.md pitfall: the
+   * Resolve every neighbour once before a test runs (a pitfall: the
    * first IPv6 packet can be lost to neighbour discovery). Bounded: one ping
    * per pod and outside host, nothing is attached yet.
    */

@@ -4,7 +4,7 @@
  * feature, the verifier's figures per object, and the list of what failed
  * (which object, which kernel, the verifier's words; which test, its
  * error). What must load where is written here once (REQUIRED_FROM,
- * TCX_FROM, after the README's "Requirements"); an object not listed must
+ * TCX_FROM, after docs/development.md, "Requirements"); an object not listed must
  * load on every kernel the matrix boots.
  */
 import type { AttachRecord, DatapathRecord, DoneRecord, KernelRecord, MatrixRecord, ObjectRecord, SuiteRecord } from './records.js';
