@@ -3,8 +3,20 @@
 # what is missing: Debian packages (apt-get, as root) and the npm packages
 # pinned in package-lock.json. Safe to run again; fast when nothing is missing.
 # --kernel-matrix: also what the kernel matrix (scripts/kernels.sh) needs.
+# --npm-only: only the npm packages (no root, no apt; the unit tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# npm ci when node_modules is missing or older than the lock file.
+npm_deps() {
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  fi
+}
+if [ "${1:-}" = --npm-only ]; then
+  npm_deps
+  exit 0
+fi
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 dnsmasq-base dnsutils curl
       iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps openssl)
@@ -27,7 +39,4 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci when node_modules is missing or older than the lock file.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-fi
+npm_deps

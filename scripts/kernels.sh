@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm run test:kernels`: the kernel matrix (test/kernels/matrix.ts). Boots
+# `npm run test:kernels`: the kernel matrix (test/matrix/matrix.ts). Boots
 # Debian's kernels (bullseye, bookworm, trixie) in qemu and, in each and on
 # this machine's kernel, loads every BPF object and runs the test-run
 # suites; prints the table, writes build/kernels/. Root. Installs what it
@@ -16,6 +16,6 @@ bash scripts/ensure-deps.sh --kernel-matrix
 bash scripts/build.sh
 bash scripts/sweep.sh
 status=0
-node dist/test/kernels/matrix.js "$@" || status=$?
+node dist/test/matrix/matrix.js "$@" || status=$?
 bash scripts/sweep.sh
 exit $status

@@ -1,6 +1,6 @@
 /*
  * Byte layouts of every map key and value, mirrored from bpf/lib/fqe_types.h.
- * Pure: encodes and decodes Buffers, nothing else. test/codecs.test.ts checks
+ * Pure: encodes and decodes Buffers, nothing else. test/kernel/codecs.test.ts checks
  * LAYOUTS against the sizes and offsets the native binding reports from the
  * C header, so a layout is written once in C and checked here.
  */

@@ -277,43 +277,70 @@ export interface NativeBinding {
 
 // dist/agent/datapath/native.js → package root is three levels up.
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const addon = createRequire(import.meta.url)(path.join(packageRoot, 'build', 'Release', 'fqe_native.node')) as NativeBinding & {
-  setErrorClass(ctor: typeof BpfError): void;
-};
-addon.setErrorClass(BpfError);
+const ADDON_PATH = path.join(packageRoot, 'build', 'Release', 'fqe_native.node');
+type Addon = NativeBinding & { setErrorClass(ctor: typeof BpfError): void };
+let loaded: Addon | undefined;
+
+/**
+ * The addon, loaded on first use: modules that only name its types or
+ * constants (and the unit tests) run where it was never built.
+ */
+function addon(): Addon {
+  if (loaded) return loaded;
+  try {
+    loaded = createRequire(import.meta.url)(ADDON_PATH) as Addon;
+  } catch (err) {
+    throw new Error(`the native addon ${ADDON_PATH} could not be loaded (npm run build makes it): ${(err as Error).message}`);
+  }
+  loaded.setErrorClass(BpfError);
+  return loaded;
+}
+
+/** One function of the addon, loaded on first call. */
+function lazy<K extends keyof NativeBinding>(name: K): NativeBinding[K] {
+  return ((...args: unknown[]) => (addon()[name] as (...a: unknown[]) => unknown)(...args)) as NativeBinding[K];
+}
+
+/** One class of the addon, loaded on first construction. */
+function lazyClass<K extends 'PacketSocket' | 'RingBufferReader'>(name: K): NativeBinding[K] {
+  return new Proxy(function () {} as unknown as NativeBinding[K], {
+    construct: (_target, args) => new (addon()[name] as new (...a: unknown[]) => object)(...args),
+  });
+}
 
 /** The whole binding as one object (`native.mapLookup(...)`). */
-export const native: NativeBinding = addon;
+export const native: NativeBinding = new Proxy({} as NativeBinding, {
+  get: (_target, prop) => addon()[prop as keyof NativeBinding],
+});
 
 /** Opens an ELF object, reusing/creating pins under pinDir, and loads it. */
-export const loadObject: (path: string, pinDir: string, opts?: LoadObjectOptions) => LoadedObject = addon.loadObject;
+export const loadObject: (path: string, pinDir: string, opts?: LoadObjectOptions) => LoadedObject = lazy('loadObject');
 /** Closes the object's fds; pins stay. */
-export const closeObject: (id: number) => void = addon.closeObject;
-export const pinProgram: (fd: number, path: string) => void = addon.pinProgram;
+export const closeObject: (id: number) => void = lazy('closeObject');
+export const pinProgram: (fd: number, path: string) => void = lazy('pinProgram');
 /** pins any bpf fd (a link, say) */
-export const pinObject: (fd: number, path: string) => void = addon.pinObject;
+export const pinObject: (fd: number, path: string) => void = lazy('pinObject');
 /** false when nothing was pinned there */
-export const unpin: (path: string) => boolean = addon.unpin;
-export const objGet: (path: string) => number = addon.objGet;
-export const closeFd: (fd: number) => void = addon.closeFd;
-export const progInfo: (fd: number) => ProgInfo = addon.progInfo;
-export const mapInfo: (fd: number) => MapInfo = addon.mapInfo;
+export const unpin: (path: string) => boolean = lazy('unpin');
+export const objGet: (path: string) => number = lazy('objGet');
+export const closeFd: (fd: number) => void = lazy('closeFd');
+export const progInfo: (fd: number) => ProgInfo = lazy('progInfo');
+export const mapInfo: (fd: number) => MapInfo = lazy('mapInfo');
 
 // Map access. Sizes must match the map (per-CPU values: roundup(size, 8) *
 // numPossibleCpus()); a mismatch is a RangeError.
-export const mapUpdate: (fd: number, key: Buffer, value: Buffer, flags?: number) => void = addon.mapUpdate;
+export const mapUpdate: (fd: number, key: Buffer, value: Buffer, flags?: number) => void = lazy('mapUpdate');
 /** null when the key is absent */
-export const mapLookup: (fd: number, key: Buffer, valueSize: number) => Buffer | null = addon.mapLookup;
+export const mapLookup: (fd: number, key: Buffer, valueSize: number) => Buffer | null = lazy('mapLookup');
 /** false when the key was absent */
-export const mapDelete: (fd: number, key: Buffer) => boolean = addon.mapDelete;
+export const mapDelete: (fd: number, key: Buffer) => boolean = lazy('mapDelete');
 /** first key for null; null after the last key */
-export const mapGetNextKey: (fd: number, key: Buffer | null, keySize: number) => Buffer | null = addon.mapGetNextKey;
-export const mapDump: (fd: number, keySize: number, valueSize: number) => MapDump = addon.mapDump;
+export const mapGetNextKey: (fd: number, key: Buffer | null, keySize: number) => Buffer | null = lazy('mapGetNextKey');
+export const mapDump: (fd: number, keySize: number, valueSize: number) => MapDump = lazy('mapDump');
 /** returns the number of elements written */
-export const mapUpdateBatch: (fd: number, keys: Buffer, values: Buffer, count: number, flags?: number) => number =
-  addon.mapUpdateBatch;
+export const mapUpdateBatch: (fd: number, keys: Buffer, values: Buffer, count: number, flags?: number) => number = lazy('mapUpdateBatch');
 /** returns the number deleted; absent keys are skipped, not counted */
-export const mapDeleteBatch: (fd: number, keys: Buffer, count: number) => number = addon.mapDeleteBatch;
+export const mapDeleteBatch: (fd: number, keys: Buffer, count: number) => number = lazy('mapDeleteBatch');
 export const createMap: (
   type: number,
   keySize: number,
@@ -321,33 +348,33 @@ export const createMap: (
   maxEntries: number,
   name: string,
   flags?: number,
-) => number = addon.createMap;
-export const numPossibleCpus: () => number = addon.numPossibleCpus;
-export const ifNameToIndex: (name: string, netns?: string) => number = addon.ifNameToIndex;
+) => number = lazy('createMap');
+export const numPossibleCpus: () => number = lazy('numPossibleCpus');
+export const ifNameToIndex: (name: string, netns?: string) => number = lazy('ifNameToIndex');
 
 /** Creates clsact if missing, attaches (or replaces) our filter; returns the prog id. */
-export const tcAttach: (opts: TcAttachOptions) => number = addon.tcAttach;
+export const tcAttach: (opts: TcAttachOptions) => number = lazy('tcAttach');
 /** false when the filter (or the clsact qdisc) is absent */
-export const tcDetach: (target: TcTarget) => boolean = addon.tcDetach;
+export const tcDetach: (target: TcTarget) => boolean = lazy('tcDetach');
 /** attached prog id, or null when absent */
-export const tcQuery: (target: TcTarget) => number | null = addon.tcQuery;
+export const tcQuery: (target: TcTarget) => number | null = lazy('tcQuery');
 /**
  * tcx (6.6+): creates a link on the device's chain; returns its fd, which the
  * caller pins and/or closes (closing the last reference detaches it).
  */
-export const tcxAttach: (opts: TcxAttachOptions) => number = addon.tcxAttach;
+export const tcxAttach: (opts: TcxAttachOptions) => number = lazy('tcxAttach');
 /** the tcx chain in run order (empty when nothing is attached) */
-export const tcxQuery: (target: TcxTarget) => TcxChain = addon.tcxQuery;
+export const tcxQuery: (target: TcxTarget) => TcxChain = lazy('tcxQuery');
 /** swap a link's program in place (with oldProgFd: only if it still runs that one) */
-export const linkUpdate: (linkFd: number, newProgFd: number, oldProgFd?: number) => void = addon.linkUpdate;
+export const linkUpdate: (linkFd: number, newProgFd: number, oldProgFd?: number) => void = lazy('linkUpdate');
 /** detach a link from its hook now; the link object lives on until its last fd/pin goes */
-export const linkDetach: (linkFd: number) => void = addon.linkDetach;
-export const linkInfo: (fd: number) => LinkInfo = addon.linkInfo;
-export const progTestRun: (progFd: number, data: Buffer, opts?: TestRunOptions) => TestRunResult = addon.progTestRun;
-export const layouts: () => Layouts = addon.layouts;
+export const linkDetach: (linkFd: number) => void = lazy('linkDetach');
+export const linkInfo: (fd: number) => LinkInfo = lazy('linkInfo');
+export const progTestRun: (progFd: number, data: Buffer, opts?: TestRunOptions) => TestRunResult = lazy('progTestRun');
+export const layouts: () => Layouts = lazy('layouts');
 
-export const PacketSocket: new (opts: PacketSocketOptions) => PacketSocket = addon.PacketSocket;
-export const RingBufferReader: new (opts: RingBufferReaderOptions) => RingBufferReader = addon.RingBufferReader;
+export const PacketSocket: new (opts: PacketSocketOptions) => PacketSocket = lazyClass('PacketSocket');
+export const RingBufferReader: new (opts: RingBufferReaderOptions) => RingBufferReader = lazyClass('RingBufferReader');
 
 /** enum bpf_map_type values used by the agent and its tests. */
 export const MapType = {

@@ -2,7 +2,7 @@
  * fqe_allow as the kernel walks it, in memory: bpf_map_get_next_key in
  * postorder (trieCompare), and from a key the map does not hold, the first
  * key again. Counts its calls. For unit tests and benchmarks of walks
- * (agent/datapath/allow-walk.ts); test/allow-map.test.ts checks the
+ * (agent/datapath/allow-walk.ts); test/kernel/allow-map.test.ts checks the
  * order against the real trie.
  */
 import { trieCompare, type AllowCursor } from '../../agent/datapath/allow-walk.js';
