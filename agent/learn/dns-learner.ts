@@ -17,7 +17,7 @@ import { parseFrame, type Segment } from '../dns/frame.js';
 import { decodeDns, type DnsMessage } from '../dns/message.js';
 import { TcpDnsReassembler } from '../dns/tcp-stream.js';
 import { rulesForName } from '../policy/annotation.js';
-import type { EnforcedPod } from '../endpoints.js';
+import type { EnforcedPod } from '../pods/endpoints.js';
 
 const PACKET_OUTGOING = 4;
 const DNS_PORT = 53;

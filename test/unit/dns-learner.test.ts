@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { DnsLearner, type LearnedAnswer, type Verdict } from '../../agent/learn/dns-learner.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
-import type { EnforcedPod } from '../../agent/endpoints.js';
+import type { EnforcedPod } from '../../agent/pods/endpoints.js';
 import { buildFrame } from '../helpers/frames.js';
 
 const RESOLVER = '192.0.2.2';

@@ -1,13 +1,13 @@
 /*
  * The datapath's feature states (agent/datapath/features.ts), their metric,
  * their fqe_config bits and egressctl's rendering of them, and the per-pod
- * notices a missing feature calls for (agent/feature-notices.ts). Pure: no
+ * notices a missing feature calls for (agent/pods/feature-notices.ts). Pure: no
  * root, no kernel.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { datapathFeatures, featureFlags, featuresFromFlags, startupLines, FEATURES, type DatapathFacts, type FeatureState } from '../../agent/datapath/features.js';
-import { podNotices, PodNoticeLedger } from '../../agent/feature-notices.js';
+import { podNotices, PodNoticeLedger } from '../../agent/pods/feature-notices.js';
 import { ConfigFlag } from '../../agent/datapath/codecs.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
 import { AgentMetrics } from '../../agent/observability/metrics.js';

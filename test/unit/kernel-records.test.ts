@@ -11,7 +11,7 @@ import { learnedRecordCodec, LEARNED_MAX_ADDRS, AllowSource, type AllowKey, type
 import { formatIp } from '../../agent/datapath/addr.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
 import { nameHash } from '../../agent/policy/name-hash.js';
-import type { EnforcedPod } from '../../agent/endpoints.js';
+import type { EnforcedPod } from '../../agent/pods/endpoints.js';
 import { encodeLearnedRecord, type RecordSpec } from '../helpers/records.js';
 
 const KEY = 0x1234_5678_9abc_def0n;
