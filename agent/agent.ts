@@ -36,7 +36,7 @@ import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
 import { tcxUnavailable } from './datapath/attach.js';
-import { datapathFeatures, featureState, startupLines, type FeatureState } from './datapath/features.js';
+import { FEATURES, datapathFeatures, featureState, startupLines, type FeatureState } from './datapath/features.js';
 import { podNotices, PodNoticeLedger } from './pods/feature-notices.js';
 import { AgentMetrics } from './observability/metrics.js';
 import { startHttp } from './observability/http.js';
@@ -275,7 +275,7 @@ export class Agent {
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
     for (const line of startupLines(this.features)) this.log[line.level](line.fields, line.msg);
-    this.metrics.setFeatures(this.features);
+    this.metrics.setFeatures(this.features.map((f) => ({ ...f, states: FEATURES[f.feature] })));
     this.headGuard = this.makeHeadGuard();
     // (before the map is read: what restore() reads covers every record lost until now)
     if (!dp.inlineLearnerUnavailable) this.lostRecords.begin();
