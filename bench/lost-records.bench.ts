@@ -108,7 +108,7 @@ function main(): void {
 
     // Baseline: the previous recovery, one pass over everything.
     const before = setup();
-    let t0 = process.hrtime.bigint();
+    const t0 = process.hrtime.bigint();
     for (const [key, value] of dp.maps.allow.entries()) before.importEntry(key, value);
     const fullPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
 
