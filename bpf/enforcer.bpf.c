@@ -471,7 +471,7 @@ int fqe_enforcer(struct __sk_buff *skb)
 			struct fqe_query_scratch *qs = fqe_query_scratch_get();
 
 			if (qs) {
-				qs->question_end = 0;
+				qs->q.question_end = 0;
 				qs->refused.flags = 0;
 			}
 			reason = FQE_REASON_DNS_NAME;
