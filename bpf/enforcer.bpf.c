@@ -262,55 +262,79 @@ static __always_inline void tls_flow_refused(const struct fqe_endpoint *ep, cons
 }
 
 /*
- * A packet of a flow under the TLS check (pending or watched). Its data
- * goes to the check (a tail call). Refused at once: urgent data (the
- * receiver would read another stream than the one checked), and while the
- * name is pending, the pod's FIN or RST (a stream cut short cannot be
- * re-anchored: a new connection is a new SYN, judged afresh). A SYN again
- * changes nothing: the stream's start comes from the server's SYN-ACK.
+ * decide()'s verdict: FQE_REASON_NONE passes (pass says why, for the
+ * counters), another reason refuses (tls: the TLS check's, which keeps the
+ * server name and answers with a RST), FQE_VERDICT_TAIL_BASE + slot hands
+ * the packet to a tail call.
  */
-static __always_inline __u8 tls_flow_packet(const struct fqe_endpoint *ep, const struct fqe_pkt *p,
-					    const struct fqe_ct_key *ct, struct fqe_ct_val *tracked, __u64 now,
-					    enum fqe_pass *pass, int *tls_verdict)
-{
-	if (fqe_tcp_urgent(p) ||
-	    ((tracked->flags & FQE_CT_TLS_PENDING) && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)))) {
-		struct fqe_query_scratch *qs = fqe_query_scratch_get();
+struct verdict {
+	__u8 reason;
+	__u8 tls;
+	enum fqe_pass pass;
+};
 
-		if (qs)
-			fqe_tls_no_name(qs);
-		tls_flow_refused(ep, ct, tracked);
-		if (p->payload_len == 0 && !fqe_tcp_urgent(p) && !(ep->flags & FQE_EP_AUDIT)) {
-			*pass = FQE_PASS_CT;
-			return FQE_REASON_NONE; /* the FIN or RST itself ends the server's half too */
-		}
-		*tls_verdict = 1;
-		return FQE_REASON_TLS_NAME;
-	}
-	fqe_ct_refresh(tracked, p, now);
-	*pass = FQE_PASS_CT;
-	if (p->payload_len == 0)
-		return FQE_REASON_NONE; /* the handshake, an ACK, a FIN: no hello bytes */
-	return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
+#define VERDICT(r, p) ((struct verdict){ .reason = (r), .pass = (p) })
+
+/* Refused by the TLS check: what egressctl drops shows is no server name. */
+static __always_inline struct verdict tls_refused(void)
+{
+	struct fqe_query_scratch *qs = fqe_query_scratch_get();
+
+	if (qs)
+		fqe_tls_no_name(qs);
+	return (struct verdict){ .reason = FQE_REASON_TLS_NAME, .tls = 1, .pass = FQE_PASS_OTHER };
 }
 
 /*
- * Decide a parsed packet from an enforced pod: FQE_REASON_NONE passes, and
- * *pass says why (for the counters); FQE_VERDICT_TAIL_BASE + slot hands it
- * to a tail call.
+ * A packet of a tracked flow, the one path for them all: refused by the
+ * TLS check (dropped), passed (refreshed), or under the check (pending or
+ * watched: its data goes to the check, a tail call). Under the check, refused at once: urgent
+ * data (the receiver would read another stream than the one checked), and
+ * while the name is pending, the pod's FIN or RST (a stream cut short
+ * cannot be re-anchored: a new connection is a new SYN, judged afresh). A
+ * SYN again changes nothing: the stream's start comes from the server's
+ * SYN-ACK.
  */
-static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_config *cfg,
-				   const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u64 now,
-				   enum fqe_pass *pass, int *tls_verdict)
+static __always_inline struct verdict tracked_flow(const struct fqe_endpoint *ep, const struct fqe_pkt *p,
+						   const struct fqe_ct_key *ct, struct fqe_ct_val *tracked, __u64 now)
+{
+	if (tracked->flags & FQE_CT_TLS_REFUSED)
+		return VERDICT(FQE_REASON_TLS_NAME, FQE_PASS_OTHER);
+	if (!(tracked->flags & FQE_CT_TLS_CHECK)) {
+		fqe_ct_refresh(tracked, p, now);
+		return VERDICT(FQE_REASON_NONE, FQE_PASS_CT);
+	}
+	if (fqe_tcp_urgent(p) ||
+	    ((tracked->flags & FQE_CT_TLS_PENDING) && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)))) {
+		struct verdict v = tls_refused();
+
+		tls_flow_refused(ep, ct, tracked);
+		if (p->payload_len == 0 && !fqe_tcp_urgent(p) && !(ep->flags & FQE_EP_AUDIT))
+			return VERDICT(FQE_REASON_NONE, FQE_PASS_CT); /* the FIN or RST itself ends the server's half too */
+		return v;
+	}
+	fqe_ct_refresh(tracked, p, now);
+	if (p->payload_len == 0)
+		return VERDICT(FQE_REASON_NONE, FQE_PASS_CT); /* the handshake, an ACK, a FIN: no hello bytes */
+	return VERDICT(FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS, FQE_PASS_CT);
+}
+
+/*
+ * Decide a parsed packet from an enforced pod (struct verdict says what
+ * comes of it).
+ */
+static __always_inline struct verdict decide(struct __sk_buff *skb, const struct fqe_config *cfg,
+					     const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u64 now)
 {
 	__u32 identity = ep->identity;
-	struct fqe_ct_val *tracked = NULL;
+	/* a tracked flow only audit mode let through, its pod now enforced */
+	struct fqe_ct_val *audited = NULL;
 	struct fqe_ct_key ct;
 	int tls = 0;
-	__u8 verdict;
+	__u8 reason;
 
 	if (fqe_is_icmp6_link_control(p))
-		return FQE_REASON_NONE;
+		return VERDICT(FQE_REASON_NONE, FQE_PASS_OTHER);
 	/*
 	 * The common case first: a packet of a tracked flow (replies to inbound
 	 * flows, flows past their IP's TTL, any established flow) costs this one
@@ -322,76 +346,62 @@ static __always_inline __u8 decide(struct __sk_buff *skb, const struct fqe_confi
 	 */
 	fqe_ct_key_of(&ct, identity, p, 1);
 	if (!p->frag && !is_trusted_resolver(p)) {
-		tracked = fqe_ct_lookup(cfg, &ct, p, now);
-		if (tracked && !fqe_ct_audit_ended(tracked, ep)) {
-			if (tracked->flags & FQE_CT_TLS_REFUSED)
-				return FQE_REASON_TLS_NAME;
-			if (tracked->flags & FQE_CT_TLS_CHECK)
-				return tls_flow_packet(ep, p, &ct, tracked, now, pass, tls_verdict);
-			fqe_ct_refresh(tracked, p, now);
-			*pass = FQE_PASS_CT;
-			return FQE_REASON_NONE;
-		}
+		struct fqe_ct_val *tracked = fqe_ct_lookup(cfg, &ct, p, now);
+
+		if (tracked && !fqe_ct_audit_ended(tracked, ep))
+			return tracked_flow(ep, p, &ct, tracked, now);
+		audited = tracked;
 	}
 	if (!owns_source(identity, p))
-		return FQE_REASON_SPOOFED;
+		return VERDICT(FQE_REASON_SPOOFED, FQE_PASS_OTHER);
 	if (is_trusted_resolver(p)) {
-		*pass = FQE_PASS_DNS;
 		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == FQE_TCP_SYN)
 			bpf_map_delete_elem(&fqe_dns_tcp, &ct); /* a new stream: its start comes with the SYN-ACK */
 		if (ep->flags & FQE_EP_DNS_FILTER_OFF) {
 			record_query(skb, identity, p, now);
-			return FQE_REASON_NONE;
+			return VERDICT(FQE_REASON_NONE, FQE_PASS_DNS);
 		}
 		/* a TCP segment without payload (handshake, ACK, FIN) carries no query, but may point at urgent data */
 		if (p->payload_len > 0 || p->proto == IPPROTO_UDP)
-			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY;
-		return fqe_tcp_urgent(p) ? FQE_REASON_DNS_NAME : FQE_REASON_NONE;
+			return VERDICT(FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY, FQE_PASS_DNS);
+		return VERDICT(fqe_tcp_urgent(p) ? FQE_REASON_DNS_NAME : FQE_REASON_NONE, FQE_PASS_DNS);
 	}
-	verdict = allow_verdict(identity, p, now, &tls);
-	if ((verdict != FQE_REASON_NONE || tls) && cidr_allows(p)) {
-		verdict = FQE_REASON_NONE;
+	reason = allow_verdict(identity, p, now, &tls);
+	if ((reason != FQE_REASON_NONE || tls) && cidr_allows(p)) {
+		reason = FQE_REASON_NONE;
 		tls = 0; /* allowCIDRs allow any port: no name check */
 	}
-	if (verdict == FQE_REASON_NONE && tls && (tracked || (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) != FQE_TCP_SYN)) {
+	if (reason == FQE_REASON_NONE && tls) {
 		/* only a flow's start shows its ClientHello: a flow met mid-stream cannot be checked */
-		struct fqe_query_scratch *qs = fqe_query_scratch_get();
-
-		if (qs)
-			fqe_tls_no_name(qs);
-		*tls_verdict = 1;
-		return FQE_REASON_TLS_NAME;
-	}
-	if (verdict == FQE_REASON_NONE && tls) {
+		if (audited || (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) != FQE_TCP_SYN)
+			return tls_refused();
 		if (!tls_share_take(identity) || fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_TLS_PENDING) < 0)
-			return FQE_REASON_FLOW_QUOTA;
+			return VERDICT(FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER);
 		fqe_tls_start(&ct);
 		if (p->payload_len > 0) /* a ClientHello in the SYN (TCP Fast Open): held, no base yet */
-			return FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS;
-		return FQE_REASON_NONE;
+			return VERDICT(FQE_VERDICT_TAIL_BASE + FQE_TAIL_TLS, FQE_PASS_OTHER);
+		return VERDICT(FQE_REASON_NONE, FQE_PASS_OTHER);
 	}
-	if (verdict == FQE_REASON_NONE) {
-		if (tracked) {
-			fqe_ct_refresh(tracked, p, now);
+	if (reason == FQE_REASON_NONE) {
+		if (audited) {
+			fqe_ct_refresh(audited, p, now);
 			/* the policy allows it now: no longer an audit-only flow */
-			if (tracked->flags & FQE_CT_AUDITED)
-				tracked->flags = FQE_CT_OUTBOUND;
+			if (audited->flags & FQE_CT_AUDITED)
+				audited->flags = FQE_CT_OUTBOUND;
 		} else if (!p->frag && fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND) < 0) {
-			return FQE_REASON_FLOW_QUOTA;
+			return VERDICT(FQE_REASON_FLOW_QUOTA, FQE_PASS_OTHER);
 		}
-		return FQE_REASON_NONE;
+		return VERDICT(FQE_REASON_NONE, FQE_PASS_OTHER);
 	}
-	if (tracked)
-		return FQE_REASON_AUDIT_ENDED; /* only audit let it through */
-	if (verdict == FQE_REASON_TLS_NAME)
-		*tls_verdict = 1;
-	if (verdict == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
+	if (audited)
+		return VERDICT(FQE_REASON_AUDIT_ENDED, FQE_PASS_OTHER); /* only audit let it through */
+	if (reason == FQE_REASON_NOT_ALLOWED && p->dport == FQE_DNS_PORT &&
 	    (p->proto == IPPROTO_UDP || p->proto == IPPROTO_TCP))
-		verdict = FQE_REASON_UNTRUSTED_DNS;
+		reason = FQE_REASON_UNTRUSTED_DNS;
 	/* Audit mode: report a flow once; the rest of it passes as tracked. */
 	if ((ep->flags & FQE_EP_AUDIT) && !p->frag)
 		fqe_ct_create(cfg, &ct, now, FQE_CT_OUTBOUND | FQE_CT_AUDITED);
-	return verdict;
+	return VERDICT(reason, FQE_PASS_OTHER);
 }
 
 /*
@@ -452,36 +462,32 @@ SEC("tc")
 int fqe_enforcer(struct __sk_buff *skb)
 {
 	struct fqe_enforcer_ctx c;
-	enum fqe_pass pass = FQE_PASS_OTHER;
-	int tls_verdict = 0;
-	__u8 reason;
+	struct verdict v;
 
 	if (!enforcer_begin(skb, &c))
 		return TC_ACT_UNSPEC;
 	if (c.parsed == FQE_PARSE_OTHER)
-		reason = FQE_REASON_PROTOCOL;
+		v = VERDICT(FQE_REASON_PROTOCOL, FQE_PASS_OTHER);
 	else if (c.parsed != FQE_PARSE_OK)
-		reason = FQE_REASON_MALFORMED;
+		v = VERDICT(FQE_REASON_MALFORMED, FQE_PASS_OTHER);
 	else
-		reason = decide(skb, c.cfg, c.ep, c.p, c.now, &pass, &tls_verdict);
-	if (reason >= FQE_VERDICT_TAIL_BASE) {
-		bpf_tail_call(skb, &fqe_enforcer_tails, reason - FQE_VERDICT_TAIL_BASE);
+		v = decide(skb, c.cfg, c.ep, c.p, c.now);
+	if (v.reason >= FQE_VERDICT_TAIL_BASE) {
+		bpf_tail_call(skb, &fqe_enforcer_tails, v.reason - FQE_VERDICT_TAIL_BASE);
 		/* the tail program is missing: what it would judge is refused */
-		if (reason == FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY) {
+		if (v.reason == FQE_VERDICT_TAIL_BASE + FQE_TAIL_DNS_QUERY) {
 			struct fqe_query_scratch *qs = fqe_query_scratch_get();
 
 			if (qs) {
-				qs->question_end = 0;
+				qs->q.question_end = 0;
 				qs->refused.flags = 0;
 			}
-			reason = FQE_REASON_DNS_NAME;
+			v = VERDICT(FQE_REASON_DNS_NAME, FQE_PASS_OTHER);
 		} else {
-			reason = FQE_REASON_TLS_NAME;
-			tls_verdict = 1;
+			v = (struct verdict){ .reason = FQE_REASON_TLS_NAME, .tls = 1, .pass = FQE_PASS_OTHER };
 		}
-		pass = FQE_PASS_OTHER;
 	}
-	return finish(skb, c.cfg, c.ep, c.p, reason, pass, c.now, tls_verdict);
+	return finish(skb, c.cfg, c.ep, c.p, v.reason, v.pass, c.now, v.tls);
 }
 
 /* A DNS query to a trusted resolver, from a pod whose query filter is on. */

@@ -88,15 +88,6 @@ FQE_PERCPU_SCRATCH(fqe_rec_scratch, struct fqe_learned_rec, learn_record)
 
 _Static_assert(FQE_LEARNED_MAX_ADDRS == FQE_LEARN_MAX_ANSWERS, "a record holds every address learned");
 
-static __always_inline __u64 fqe_learner_hash_key(void)
-{
-	__u32 zero = 0;
-	const struct fqe_hash_key *k = bpf_map_lookup_elem(&fqe_hash_key, &zero);
-
-	return k ? k->key : 0;
-}
-
-
 /*
  * Ports of the new entry: the rule's, united with an unexpired old entry's.
  * A tls rule (FQE_PROTO_TLS) and a TCP or TCP+UDP rule for the same port
@@ -390,11 +381,11 @@ int fqe_learner_dns(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; /* asked over another transport, or too long ago: adds nothing */
 	}
 	if (!whole ||
-	    fqe_dns_read_qname(skb, off + sizeof(hdr), off + len, &s->nb, fqe_learner_hash_key(), 1) < 0) {
+	    fqe_dns_read_qname(skb, off + sizeof(hdr), off + len, &s->nb, fqe_name_hash_key(), 1) < 0) {
 		learn_skip(s, identity);
 		return TC_ACT_UNSPEC;
 	}
-	rule = fqe_dns_match(&s->nb, identity, &s->job.name_hash, &refused);
+	rule = fqe_name_rule(&s->nb, identity, &s->job.name_hash, &refused);
 	if (!rule) {
 		c = fqe_counters_get(identity);
 		if (refused && c)

@@ -1,36 +1,38 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The inline learner's DNS parser: the question name (hashed as
- * agent/policy/name-hash.ts does: FNV-1a 64, started from the basis XOR the
- * node's secret key, over the lower-cased wire labels from the rightmost
- * label to the leftmost, so one pass yields every suffix hash) and the
- * A/AAAA records of the answer section. The hash only finds a rule: a rule
- * matches when the question's real name bytes equal the rule's name (exact)
- * or end in it on a label boundary (wildcard). Bounded everywhere; anything
- * it cannot parse returns an error and is left to the agent.
+ * DNS on the wire: the question name of a packet (read into a name buffer
+ * and hashed: bpf/lib/name.h; its rule found: bpf/lib/name_match.h) for the
+ * learner and the DNS query verdict, and the A/AAAA records of an answer
+ * section for the learner. Bounded everywhere; anything it cannot parse
+ * returns an error and is left to the agent.
  */
 #ifndef FQE_DNS_H
 #define FQE_DNS_H
 
 #include "parse.h"
+#include "name_match.h"
 
 #define FQE_DNS_HDR_LEN 12
-#define FQE_DNS_MAX_LABELS 128 /* a power of two: slots are masked */
-#define FQE_DNS_WIRE_MAX 256 /* a wire-format name is at most 255 bytes */
 /* Addresses learned from one answer (a power of two: slots are masked).
  * An answer with more address records has its first FQE_LEARN_MAX_ANSWERS
  * learned and is counted as left to the agent, which learns the rest. */
 #define FQE_LEARN_MAX_ANSWERS 128
 #define FQE_RR_NAME_MAX_LABELS 128 /* labels of an uncompressed owner name */
 #define FQE_ANSWER_TOKENS 512 /* labels + records the answer walk may visit */
-#define FQE_FNV64_BASIS 0xcbf29ce484222325ULL
-#define FQE_FNV64_PRIME 0x100000001b3ULL
 
 #define FQE_DNS_TYPE_A 1
 #define FQE_DNS_TYPE_CNAME 5
 #define FQE_DNS_TYPE_AAAA 28
 #define FQE_DNS_TYPE_OPT 41
 #define FQE_DNS_CLASS_IN 1
+
+/* Header flags */
+#define FQE_DNS_QR 0x8000
+#define FQE_DNS_OPCODE_MASK 0x7800
+#define FQE_DNS_RD 0x0100
+#define FQE_DNS_RA 0x0080
+#define FQE_DNS_CD 0x0010
+#define FQE_DNS_RCODE_NXDOMAIN 3
 
 struct fqe_dns_hdr {
 	__be16 id;
@@ -41,40 +43,22 @@ struct fqe_dns_hdr {
 	__be16 arcount;
 };
 
+/* A query's question: where it lies in the packet (the DNS query verdict fills it, an NXDOMAIN echoes it). */
+struct fqe_dns_question {
+	__u32 msg_off; /* where the DNS message starts */
+	__u32 question_end; /* offset after QTYPE and QCLASS; 0 = not parsed */
+	__u32 name_off; /* where the question name starts */
+	__u32 name_len; /* its wire length without the root label */
+	__u16 flags; /* the query's header flags */
+	__u16 pad[3];
+};
+
 struct fqe_dns_rr {
 	__be16 type;
 	__be16 class;
 	__be32 ttl;
 	__be16 rdlen;
 } __attribute__((packed));
-
-/*
- * A name being judged, labels right to left (the hash's order). The loops
- * below are bounded loops the verifier walks once per iteration (kernel 5.3+;
- * bpf_loop() would need 5.17): each keeps its state here, in per-CPU map
- * memory, and branches little, so that every iteration's paths meet in one
- * verifier state and the walk stays far below the verifier's limits on
- * every kernel from 5.10 on.
- */
-struct fqe_name_buf {
-	__u32 rev_pos; /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
-	__u32 nlabels; /* labels, leftmost first in starts[] */
-	__u32 end; /* offset after the name's root label (a packet's name) */
-	__u32 dotted_len; /* bytes of dotted[] in use */
-	/* the reader's place in the packet */
-	__u32 off;
-	__u32 pos;
-	__u32 d;
-	__s32 result; /* 0 running, 1 done, -1 cannot parse */
-	/* loop bounds and results, in memory (bpf/lib/parse.h, fqe_for) */
-	__u32 total; /* bytes of the name in rev[] */
-	__u32 len; /* a suffix's length, a compare's length */
-	__u8 rev[2 * FQE_DNS_WIRE_MAX]; /* length byte, label bytes; rightmost label first */
-	__u8 low[FQE_DNS_WIRE_MAX + 8]; /* rev[rev_pos..] lower-cased, from index 0 (word compares) */
-	__u64 hash_at[FQE_DNS_WIRE_MAX]; /* keyed hash of low[0..j] */
-	__u8 starts[FQE_DNS_MAX_LABELS]; /* where label i (leftmost first) begins in rev[] */
-	char dotted[FQE_NAME_LEN + 64]; /* the name dotted, as sent (a packet's name) */
-};
 
 /* An answer being learned from, between the learner's stages (learner.bpf.c). */
 struct fqe_learn_job {
@@ -161,148 +145,6 @@ fail:
 	return 1;
 }
 
-static __always_inline __u8 fqe_lower(__u8 c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-/* fqe_lower() without a branch: the hash walk runs it on every byte. */
-static __always_inline __u8 fqe_lower_nb(__u8 c)
-{
-	__s32 x = (__s32)c - 'A';
-	/* sign bit clear exactly when 0 <= x <= 25 */
-	__u32 upper = ~(__u32)((x | (25 - x)) >> 31) & 1;
-
-	return c | (upper << 5);
-}
-
-/*
- * Hash the name in rev[] (set rev_pos, nlabels and starts[] first): low[]
- * gets its bytes lower-cased, hash_at[j] the keyed FNV-1a of low[0..j]. The
- * length bytes (1..63) lie below 'A', so lower-casing leaves them alone.
- */
-static __always_inline void fqe_name_hash(struct fqe_name_buf *nb, __u64 hash_key)
-{
-	__u64 h = FQE_FNV64_BASIS ^ hash_key;
-
-	nb->total = FQE_DNS_WIRE_MAX - nb->rev_pos;
-	fqe_for (j, FQE_DNS_WIRE_MAX) {
-		__u32 idx;
-		__u8 b;
-
-		fqe_barrier();
-		if (j >= FQE_READ(nb->total))
-			break;
-		idx = FQE_MASK(FQE_READ(nb->rev_pos) + j, FQE_DNS_WIRE_MAX - 1);
-		b = fqe_lower_nb(nb->rev[idx]);
-		nb->low[j] = b;
-		h = (h ^ b) * FQE_FNV64_PRIME;
-		nb->hash_at[j] = h;
-	}
-	fqe_barrier();
-	/* zeros after the name: a word compare reads up to 7 bytes past it */
-	*(__u64 *)&nb->low[FQE_MASK(FQE_READ(nb->total), FQE_DNS_WIRE_MAX - 1)] = 0;
-}
-
-static __always_inline __u64 fqe_hash_out(__u64 h)
-{
-	return h ? h : 1; /* 0 means "no name" */
-}
-
-/* The keyed hash of the name's rightmost `len` bytes of rev[] (1 <= len <= 255). */
-static __always_inline __u64 fqe_suffix_hash(const struct fqe_name_buf *nb, __u32 len)
-{
-	return fqe_hash_out(nb->hash_at[FQE_MASK(len - 1, FQE_DNS_WIRE_MAX - 1)]);
-}
-
-
-/*
- * Length in rev[] of the proper suffix that drops the leftmost k+1 labels
- * (k = 0: every label but the leftmost; k = nlabels - 2: the rightmost).
- */
-static __always_inline __u32 fqe_suffix_len(const struct fqe_name_buf *nb, __u32 k)
-{
-	return nb->starts[FQE_MASK(k, FQE_DNS_MAX_LABELS - 1)] - nb->rev_pos;
-}
-
-/*
- * The fact behind a hash hit: the first nb->len bytes of the name (its
- * rightmost labels, lower case) equal the rule's name, and the rule names
- * exactly that many bytes. Compared eight bytes at a time.
- */
-static __always_inline int fqe_name_is(struct fqe_name_buf *nb, const struct fqe_policy_val *rule)
-{
-	__u32 len = nb->len;
-
-	if (len == 0 || rule->name_len != len || len > FQE_NAME_LEN)
-		return 0;
-	fqe_for (w, FQE_NAME_LEN / 8) {
-		__u32 at = w * 8;
-		__u64 diff, left;
-
-		fqe_barrier();
-		left = FQE_READ(nb->len) - at; /* as unsigned: huge once past the end */
-		if (left > FQE_NAME_LEN)
-			break;
-		diff = *(const __u64 *)&nb->low[at] ^ *(const __u64 *)&rule->name[at];
-		if (left < 8)
-			diff &= (1ULL << (left * 8)) - 1; /* little-endian: the first bytes */
-		if (diff)
-			return 0;
-	}
-	return 1;
-}
-
-/*
- * Find the rule for the hashed name: the whole name as FQE_POLICY_EXACT,
- * else its proper suffixes as FQE_POLICY_WILDCARD, the shortest first. A hit
- * counts only when the real bytes match: the whole name for an exact rule, a
- * proper suffix on a label boundary for a wildcard. Returns the rule or
- * NULL; *name_hash is the whole name's hash; *refused is set when a hash hit
- * but the name did not (a collision, or an attack).
- */
-static __always_inline const struct fqe_policy_val *
-fqe_dns_match(struct fqe_name_buf *nb, __u32 identity, __u64 *name_hash, int *refused)
-{
-	struct fqe_policy_key k = { .identity = identity, .kind = FQE_POLICY_EXACT };
-	const struct fqe_policy_val *rule = NULL;
-
-	if (nb->total == 0 || nb->total > FQE_DNS_WIRE_MAX - 1)
-		return NULL;
-	k.hash = fqe_suffix_hash(nb, nb->total);
-	*name_hash = k.hash;
-	rule = bpf_map_lookup_elem(&fqe_policy, &k);
-	if (rule) {
-		nb->len = nb->total;
-		if (fqe_name_is(nb, rule))
-			return rule;
-		*refused = 1;
-	}
-	k.kind = FQE_POLICY_WILDCARD;
-	rule = NULL;
-	fqe_for (i, FQE_DNS_MAX_LABELS - 1) {
-		__u32 labels;
-
-		fqe_barrier();
-		labels = FQE_READ(nb->nlabels);
-		if (i + 1 >= labels)
-			break;
-		nb->len = fqe_suffix_len(nb, labels - 2 - i);
-		k.hash = fqe_suffix_hash(nb, nb->len);
-		rule = bpf_map_lookup_elem(&fqe_policy, &k);
-		if (rule)
-			break;
-	}
-	fqe_barrier();
-	if (!rule)
-		return NULL;
-	/* len < total: a boundary inside the name, so a proper suffix */
-	if (nb->len < nb->total && fqe_name_is(nb, rule))
-		return rule;
-	*refused = 1;
-	return NULL;
-}
-
 /*
  * Read a packet's question name (no compression) at off into nb and hash
  * it. Returns 0, or -1 when it does not parse (the agent's, or refused).
@@ -342,7 +184,7 @@ static __always_inline void fqe_dns_lower_dotted(struct fqe_name_buf *nb)
 		fqe_barrier();
 		if (i >= FQE_READ(nb->dotted_len))
 			break;
-		nb->dotted[i] = fqe_lower_nb(nb->dotted[i]);
+		nb->dotted[i] = fqe_name_lower(nb->dotted[i]);
 	}
 	fqe_barrier();
 }

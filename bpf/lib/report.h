@@ -127,4 +127,30 @@ static __always_inline int fqe_report(struct __sk_buff *skb, const struct fqe_co
 	return !audit;
 }
 
+/*
+ * Did this refusal's event make it into fqe_recent (rate-limited events do
+ * not)? What a refusal keeps beside its event (the refused name) is kept
+ * only then.
+ */
+static __always_inline int fqe_event_recorded(__u32 identity, __u16 sport, __u64 now, __u8 reason)
+{
+	const struct fqe_recent *r;
+	__u32 zero = 0, slot;
+	__u64 *head = bpf_map_lookup_elem(&fqe_recent_seq, &zero);
+	__u64 seq;
+
+	if (!head)
+		return 0;
+	seq = *head;
+	/* ours is the newest, unless another CPU wrote one since: look a few back */
+	for (__u32 i = 1; i <= 4 && i <= seq; i++) {
+		slot = FQE_MASK(seq - i, FQE_RECENT_EVENTS - 1);
+		r = bpf_map_lookup_elem(&fqe_recent, &slot);
+		if (r && r->ev.ts_ns == now && r->ev.identity == identity && r->ev.sport == sport &&
+		    r->ev.reason == reason)
+			return 1;
+	}
+	return 0;
+}
+
 #endif /* FQE_REPORT_H */

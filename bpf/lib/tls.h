@@ -5,11 +5,13 @@
  * FQE_CT_TLS_PENDING from its SYN; its segments do not take the tracked
  * fast path until the ClientHello has shown its server name (SNI).
  *
- * The parser walks the pod's byte stream by fields, not bytes: each step
- * of a bounded loop (FQE_TLS_STEPS a segment) takes a TLS record header
- * (handshake records only) or the part of one ClientHello field that lies
- * in this segment and record, and a field it skips costs one step however
- * long it is. Its place is kept per flow in fqe_tls_flows, so the hello may
+ * The parser (a state machine on bytes: bpf/lib/tls_parse.h) walks the
+ * pod's byte stream by fields, not bytes: each step of a bounded loop
+ * (FQE_TLS_STEPS a segment) takes a TLS record header (handshake records
+ * only) or the part of one ClientHello field that lies in this segment and
+ * record, and a field it skips costs one step however long it is. Here: the
+ * bytes read from the segments, and the state kept per flow in
+ * fqe_tls_flows, so the hello may
  * span segments and records. Segments pass until the name is seen; only
  * the bytes right after the last one taken are parsed. Every byte taken
  * goes into the flow's store (fqe_tls_bytes, FQE_TLS_MAX_BYTES), and a
@@ -21,7 +23,7 @@
  * on): nothing unchecked reaches the server, and the client resends in
  * order.
  *
- * The name is compared the learner's way (bpf/lib/dns.h): keyed hash to
+ * The name is compared the learner's way (bpf/lib/name_match.h): keyed hash to
  * find the pod's rule, then the real bytes, exact or `*.` on a label
  * boundary, case-insensitive, a trailing dot ignored; a name that is not a
  * host name (bytes other than letters, digits and hyphens, an empty label,
@@ -46,209 +48,29 @@
 #ifndef FQE_TLS_H
 #define FQE_TLS_H
 
-#include "dns_query.h"
+#include "conntrack.h"
+#include "report.h"
+#include "name_match.h"
+#include "reply.h"
+#include "scratch.h"
+#include "tls_parse.h"
 
-#define FQE_TLS_CONTENT_CCS 20
-#define FQE_TLS_CONTENT_ALERT 21
-#define FQE_TLS_CONTENT_HANDSHAKE 22
-#define FQE_TLS_CONTENT_APPDATA 23
-#define FQE_TLS_HANDSHAKE_CLIENT_HELLO 1
-#define FQE_TLS_EXT_SERVER_NAME 0
-#define FQE_TLS_MAX_RECORD 16384 /* TLSPlaintext.length limit */
 #define FQE_TLS_CHUNK 64 /* bytes copied or compared at a time (a power of two) */
 #define FQE_TLS_STEPS 128 /* parser steps (record headers and fields) per segment */
 #define FQE_TLS_MAX_HELLOS 2 /* ClientHellos a flow may send: the first, and one after a HelloRetryRequest */
-#define FQE_TLS_MAX_NAME 253 /* a dotted host name, without the trailing dot */
-
-/* What the parser reads next inside the ClientHello. */
-enum fqe_tls_state {
-	FQE_TLS_HS_TYPE = 0, /* 1 byte: client_hello */
-	FQE_TLS_HS_LEN, /* 3 */
-	FQE_TLS_FIXED, /* 34: legacy_version, random (skipped) */
-	FQE_TLS_SID_LEN, /* 1 */
-	FQE_TLS_SID, /* skipped */
-	FQE_TLS_CS_LEN, /* 2 */
-	FQE_TLS_CS, /* skipped */
-	FQE_TLS_COMP_LEN, /* 1 */
-	FQE_TLS_COMP, /* skipped */
-	FQE_TLS_EXTS_LEN, /* 2 */
-	FQE_TLS_EXT_TYPE, /* 2 */
-	FQE_TLS_EXT_LEN, /* 2 */
-	FQE_TLS_EXT_BODY, /* skipped */
-	FQE_TLS_SNI_LIST_LEN, /* 2 */
-	FQE_TLS_SNI_TYPE, /* 1: host_name */
-	FQE_TLS_SNI_LEN, /* 2 */
-	FQE_TLS_SNI_NAME, /* kept in the stream store; judged by the name program */
-	FQE_TLS_SKIP_RECORD, /* a record that is not a handshake (ChangeCipherSpec, early data, alert): skipped */
-};
-
-/* Outcomes of the walk. */
-#define FQE_TLS_MORE 0 /* no name yet: wait for the next segment */
-#define FQE_TLS_NAME 1 /* the name is in f->name */
-#define FQE_TLS_BAD (-1) /* not a ClientHello with a server name: refuse */
-
-static __always_inline void fqe_tls_enter(struct fqe_tls_flow *f, __u8 state, __u32 need)
-{
-	f->state = state;
-	f->need = need;
-	f->acc = 0;
-}
 
 /*
- * A whole field was read (its value in f->acc for numeric ones): what next?
- * `at` is the stream offset (from the first data byte) of the next byte.
- */
-static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
-{
-	__u32 v = f->acc;
-
-	switch (f->state) {
-	case FQE_TLS_HS_TYPE:
-		/* the client's plaintext handshake is ClientHellos only while the check runs */
-		if (v != FQE_TLS_HANDSHAKE_CLIENT_HELLO)
-			return FQE_TLS_BAD;
-		f->named = 0;
-		fqe_tls_enter(f, FQE_TLS_HS_LEN, 3);
-		return FQE_TLS_MORE;
-	case FQE_TLS_HS_LEN:
-		if (v < 34 + 1 + 2 + 2 + 1 + 2)
-			return FQE_TLS_BAD;
-		f->hs_left = v;
-		fqe_tls_enter(f, FQE_TLS_FIXED, 34);
-		return FQE_TLS_MORE;
-	case FQE_TLS_FIXED:
-		fqe_tls_enter(f, FQE_TLS_SID_LEN, 1);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SID_LEN:
-		if (v > 32)
-			return FQE_TLS_BAD;
-		if (v == 0)
-			fqe_tls_enter(f, FQE_TLS_CS_LEN, 2);
-		else
-			fqe_tls_enter(f, FQE_TLS_SID, v);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SID:
-		fqe_tls_enter(f, FQE_TLS_CS_LEN, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_CS_LEN:
-		if (v < 2 || (v & 1))
-			return FQE_TLS_BAD;
-		fqe_tls_enter(f, FQE_TLS_CS, v);
-		return FQE_TLS_MORE;
-	case FQE_TLS_CS:
-		fqe_tls_enter(f, FQE_TLS_COMP_LEN, 1);
-		return FQE_TLS_MORE;
-	case FQE_TLS_COMP_LEN:
-		if (v == 0)
-			return FQE_TLS_BAD;
-		fqe_tls_enter(f, FQE_TLS_COMP, v);
-		return FQE_TLS_MORE;
-	case FQE_TLS_COMP:
-		fqe_tls_enter(f, FQE_TLS_EXTS_LEN, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_EXTS_LEN:
-		/* the extensions fill the rest of the hello, as servers require */
-		if (v == 0 || v != f->hs_left)
-			return FQE_TLS_BAD;
-		fqe_tls_enter(f, FQE_TLS_EXT_TYPE, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_EXT_TYPE:
-		f->ext_left = v; /* the type, until its length is read */
-		fqe_tls_enter(f, FQE_TLS_EXT_LEN, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_EXT_LEN:
-		if (v > f->hs_left)
-			return FQE_TLS_BAD;
-		if (f->ext_left == FQE_TLS_EXT_SERVER_NAME) {
-			/* list length (2), type (1), name length (2), a name */
-			if (v < 2 + 1 + 2 + 1)
-				return FQE_TLS_BAD;
-			f->ext_left = v;
-			fqe_tls_enter(f, FQE_TLS_SNI_LIST_LEN, 2);
-		} else if (v == 0) {
-			fqe_tls_enter(f, FQE_TLS_EXT_TYPE, 2);
-		} else {
-			fqe_tls_enter(f, FQE_TLS_EXT_BODY, v);
-		}
-		return FQE_TLS_MORE;
-	case FQE_TLS_EXT_BODY:
-		fqe_tls_enter(f, FQE_TLS_EXT_TYPE, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SNI_LIST_LEN:
-		/* exactly one entry fills the list and the list the extension */
-		if (v != f->ext_left - 2)
-			return FQE_TLS_BAD;
-		fqe_tls_enter(f, FQE_TLS_SNI_TYPE, 1);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SNI_TYPE:
-		if (v != 0)
-			return FQE_TLS_BAD; /* host_name is the only type */
-		fqe_tls_enter(f, FQE_TLS_SNI_LEN, 2);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SNI_LEN:
-		if (v == 0 || v > FQE_TLS_MAX_NAME + 1 || v != f->ext_left - 5)
-			return FQE_TLS_BAD;
-		f->name_len = v;
-		f->ext_left = at; /* from here on: where the name starts in the stream */
-		fqe_tls_enter(f, FQE_TLS_SNI_NAME, v);
-		return FQE_TLS_MORE;
-	case FQE_TLS_SNI_NAME:
-		/* the name program judges it (name_len bytes at stream offset ext_left); then the walk goes on */
-		f->named = 1;
-		if (f->hs_left == 0)
-			fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1); /* it ended the hello */
-		else
-			fqe_tls_enter(f, FQE_TLS_EXT_TYPE, 2);
-		return FQE_TLS_NAME;
-	case FQE_TLS_SKIP_RECORD:
-		fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1);
-		return FQE_TLS_MORE;
-	}
-	return FQE_TLS_BAD;
-}
-
-/* Fields read as numbers (the rest are skipped, or for the name kept in the stream store), as a bit per state. */
-#define FQE_TLS_NUMERIC                                                                                   \
-	((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SID_LEN) | (1U << FQE_TLS_CS_LEN) | \
-	 (1U << FQE_TLS_COMP_LEN) | (1U << FQE_TLS_EXTS_LEN) | (1U << FQE_TLS_EXT_TYPE) |                     \
-	 (1U << FQE_TLS_EXT_LEN) | (1U << FQE_TLS_SNI_LIST_LEN) | (1U << FQE_TLS_SNI_TYPE) |                 \
-	 (1U << FQE_TLS_SNI_LEN))
-/* States inside the hello's body (after its type and length), as a bit per state. */
-#define FQE_TLS_IN_BODY (~((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SKIP_RECORD)))
-
-/*
- * May a record of this content type start here? Handshake records always;
- * after a judged ClientHello, between handshake messages, also a
- * ChangeCipherSpec (TLS 1.3 sends one before its second hello), early data
- * and alerts, whose bodies are skipped.
- */
-static __always_inline int fqe_tls_record_ok(const struct fqe_tls_flow *f, __u32 type)
-{
-	if (type == FQE_TLS_CONTENT_HANDSHAKE)
-		return 1;
-	if (type != FQE_TLS_CONTENT_CCS && type != FQE_TLS_CONTENT_ALERT && type != FQE_TLS_CONTENT_APPDATA)
-		return 0;
-	return f->hellos > 0 && f->state == FQE_TLS_HS_TYPE && f->acc == 0;
-}
-
-/* A record header is whole: a record that is not a handshake is skipped. */
-static __always_inline void fqe_tls_record_begins(struct fqe_tls_flow *f)
-{
-	if (f->rec_type != FQE_TLS_CONTENT_HANDSHAKE)
-		fqe_tls_enter(f, FQE_TLS_SKIP_RECORD, f->rec_left);
-}
-
-/*
- * One step of the ClientHello parser: a TLS record header (whole, or one
- * byte of one split over segments), or one field of the hello, or the part
- * of it that lies in this segment and record. A skipped field costs one
- * step however long it is, so the steps go by fields, not bytes.
- * Returns nonzero to stop (the segment is walked, or a verdict is in).
+ * One step of the ClientHello parser (bpf/lib/tls_parse.h) on the segment's
+ * bytes: a TLS record header (whole, or one byte of one split over
+ * segments), or one field of the hello, or the part of it that lies in this
+ * segment and record. A skipped field costs one step however long it is,
+ * so the steps go by fields, not bytes. Returns nonzero to stop (the
+ * segment is walked, or a verdict is in).
  */
 static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w)
 {
-	__u32 at, avail, n, v, state, numeric;
-	int r;
+	__u32 at, avail;
+	int numeric;
 
 	fqe_barrier();
 	at = FQE_READ(w->at);
@@ -257,51 +79,21 @@ static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_fl
 	avail = FQE_READ(w->len) - at;
 	if (f->rec_hdr < 5) {
 		if (f->rec_hdr == 0 && avail >= 5) {
-			if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 5) < 0)
+			if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 5) < 0 || fqe_tls_record_header(f, w->buf) < 0)
 				goto bad;
-			if (!fqe_tls_record_ok(f, w->buf[0]) || w->buf[1] != 3)
-				goto bad;
-			v = ((__u32)w->buf[3] << 8) | w->buf[4];
-			if (v - 1 >= FQE_TLS_MAX_RECORD)
-				goto bad; /* 0, or over the limit */
-			f->rec_type = w->buf[0];
-			f->rec_left = v;
-			f->rec_hdr = 5;
-			fqe_tls_record_begins(f);
 			w->at = at + 5;
 			return 0;
 		}
 		/* a header split over segments: one byte at a time */
-		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 1) < 0)
+		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 1) < 0 || fqe_tls_record_byte(f, w->buf[0]) < 0)
 			goto bad;
-		v = w->buf[0];
-		if ((f->rec_hdr == 0 && !fqe_tls_record_ok(f, v)) || (f->rec_hdr == 1 && v != 3))
-			goto bad;
-		if (f->rec_hdr == 0)
-			f->rec_type = v;
-		f->rec_left = (f->rec_left << 8) | v; /* bytes 3 and 4 are the length */
-		if (f->rec_hdr == 4) {
-			if (f->rec_left - 1 >= FQE_TLS_MAX_RECORD)
-				goto bad;
-			fqe_tls_record_begins(f);
-		}
-		f->rec_hdr++;
 		w->at = at + 1;
 		return 0;
 	}
 	/* inside a record: this field's bytes that lie in this segment and record */
-	if (f->need == 0)
-		f->need = 1; /* a flow's first field (its parser state starts zeroed): the handshake type */
-	n = avail < f->rec_left ? avail : f->rec_left;
-	if (n > f->need)
-		n = f->need;
-	w->n = n; /* read back where it is used: its branches stay here */
-	state = f->state & 31;
-	/* inside the hello body (FIXED on) every byte counts against its length */
-	if (((FQE_TLS_IN_BODY >> state) & 1) && f->hs_left < n)
-		goto bad; /* the field runs past the hello */
-	f->hs_left -= n * ((FQE_TLS_IN_BODY >> state) & 1);
-	numeric = (FQE_TLS_NUMERIC >> state) & 1;
+	numeric = fqe_tls_field_span(f, w, avail);
+	if (numeric < 0)
+		goto bad;
 	if (numeric) {
 		/* a numeric field: 1 to 3 bytes, loaded as they are, big-endian */
 		__u32 size_minus_1 = FQE_READ(w->n) - 1;
@@ -313,32 +105,9 @@ static __always_inline int fqe_tls_step(struct __sk_buff *skb, struct fqe_tls_fl
 		*(__u32 *)w->buf = 0;
 		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, size_minus_1 + 1) < 0)
 			goto bad;
-		v = ((__u32)w->buf[0] << 16) | ((__u32)w->buf[1] << 8) | w->buf[2];
-		n = FQE_READ(w->n) & 3;
-		f->acc = (f->acc << (8 * n)) | (v >> (8 * (3 - n)));
+		fqe_tls_field_value(f, w);
 	}
-	n = FQE_READ(w->n);
-	if (n == 0)
-		goto bad; /* need is never 0 inside a field */
-	f->need -= n;
-	f->rec_left -= n;
-	if (f->rec_left == 0)
-		f->rec_hdr = 0; /* the next byte starts a record header */
-	w->at = at + n;
-	if (f->need > 0)
-		return 0;
-	r = fqe_tls_field_done(f, w->base + at + n);
-	if (r == FQE_TLS_MORE && ((FQE_TLS_IN_BODY >> (f->state & 31)) & 1) && f->hs_left == 0) {
-		/* the hello ended: it must have named a server; the next handshake message may follow */
-		if (!f->named)
-			r = FQE_TLS_BAD;
-		else
-			fqe_tls_enter(f, FQE_TLS_HS_TYPE, 1);
-	}
-	if (r == FQE_TLS_MORE)
-		return 0;
-	w->result = r;
-	return 1;
+	return fqe_tls_field_taken(f, w, at);
 bad:
 	w->result = FQE_TLS_BAD;
 	return 1;
@@ -370,7 +139,7 @@ static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_f
  * the flow's store at stream offset w->copy_at (the caller keeps copy_at +
  * copy_len <= FQE_TLS_MAX_BYTES).
  */
-static __always_inline int fqe_tls_store(struct __sk_buff *skb, struct fqe_tls_bytes *store, struct fqe_tls_walk *w)
+static __always_inline int fqe_tls_store(struct __sk_buff *skb, struct fqe_tls_bytes *store, struct fqe_tls_seg *w)
 {
 	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
 		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, dst;
@@ -398,7 +167,7 @@ static __always_inline int fqe_tls_store(struct __sk_buff *skb, struct fqe_tls_b
 static __always_inline int fqe_tls_same_bytes(struct __sk_buff *skb, const struct fqe_tls_bytes *store,
 					      struct fqe_query_scratch *qs)
 {
-	struct fqe_tls_walk *w = &qs->walk;
+	struct fqe_tls_seg *w = &qs->tseg;
 
 	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
 		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, src;
@@ -431,22 +200,6 @@ static __always_inline int fqe_tls_same_bytes(struct __sk_buff *skb, const struc
 	}
 	fqe_barrier();
 	return 1;
-}
-
-/* x in [lo, hi], without a branch (the name walk runs it on every byte) */
-static __always_inline __u32 fqe_in_range(__u8 c, __u8 lo, __u8 hi)
-{
-	__s32 x = (__s32)c - lo;
-
-	return ~(__u32)((x | ((__s32)(hi - lo) - x)) >> 31) & 1;
-}
-
-/* A host name byte (letters, digits, hyphen): anything else is refused, NUL included. */
-static __always_inline __u32 fqe_tls_ldh(__u8 b)
-{
-	__s32 hyphen = (__s32)(b ^ '-');
-
-	return fqe_in_range(b | 0x20, 'a', 'z') | fqe_in_range(b, '0', '9') | (((hyphen - 1) >> 31) & 1);
 }
 
 /* What egressctl drops shows for a refusal without a server name. */
@@ -500,7 +253,7 @@ static __always_inline int fqe_tls_name_wire(const struct fqe_tls_bytes *store, 
 		b = i < n ? store->b[FQE_MASK(start + i, FQE_TLS_MAX_BYTES - 1)] : '.';
 		if (b != '.') {
 			qs->refused.wire[FQE_MASK(i + 1, FQE_NAME_LEN - 1)] = b;
-			t->bad |= fqe_tls_ldh(b) ^ 1; /* still shown (escaped), and refused */
+			t->bad |= fqe_name_ldh(b) ^ 1; /* still shown (escaped), and refused */
 			continue;
 		}
 		len = i - t->label_start;
@@ -588,8 +341,8 @@ static __always_inline int fqe_tls_name_allowed(const struct fqe_tls_flow *f, co
 	if (!fqe_tls_name_shown(f, store, qs))
 		return 0;
 	fqe_tls_name_rev(qs);
-	fqe_name_hash(&qs->nb, fqe_dns_hash_key());
-	rule = fqe_dns_match(&qs->nb, identity, &name_hash, &refused);
+	fqe_name_hash(&qs->nb, fqe_name_hash_key());
+	rule = fqe_name_rule(&qs->nb, identity, &name_hash, &refused);
 	return rule && fqe_tls_rule_allows(rule, port);
 }
 
@@ -671,11 +424,11 @@ static __always_inline int fqe_tls_segment_walk(struct __sk_buff *skb, struct fq
 	if (r == FQE_TLS_NAME)
 		return FQE_TLS_JUDGE;
 	/* within the bounds: no byte past the store unparsed, and a first name within the segments */
-	if (qs->walk.fresh > qs->walk.len || (!f->hellos && f->segments + 1 >= FQE_TLS_MAX_SEGMENTS))
+	if (qs->tseg.fresh > qs->walk.len || (!f->hellos && f->segments + 1 >= FQE_TLS_MAX_SEGMENTS))
 		return FQE_TLS_REFUSE;
 	f->segments++;
-	f->parsed += qs->walk.fresh;
-	f->next_seq = qs->walk.seq_end;
+	f->parsed += qs->tseg.fresh;
+	f->next_seq = qs->tseg.seq_end;
 	return f->hellos ? FQE_TLS_ALLOW : FQE_TLS_PASS;
 }
 
@@ -720,9 +473,9 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 		stored = f->parsed < FQE_TLS_MAX_BYTES ? f->parsed : FQE_TLS_MAX_BYTES;
 		if (at >= stored)
 			return FQE_TLS_HOLD;
-		qs->walk.copy_off = p->payload_off;
-		qs->walk.copy_len = at + old > stored ? stored - at : old;
-		qs->walk.copy_at = at;
+		qs->tseg.copy_off = p->payload_off;
+		qs->tseg.copy_len = at + old > stored ? stored - at : old;
+		qs->tseg.copy_at = at;
 		if (!fqe_tls_same_bytes(skb, store, qs))
 			return FQE_TLS_HOLD; /* another byte where one was judged: never passed */
 	}
@@ -732,17 +485,17 @@ static __always_inline int fqe_tls_segment(struct __sk_buff *skb, const struct f
 	if (f->parsed >= FQE_TLS_MAX_BYTES)
 		return FQE_TLS_REFUSE;
 	budget = FQE_TLS_MAX_BYTES - f->parsed;
-	qs->walk.copy_off = p->payload_off + old;
-	qs->walk.copy_len = fresh < budget ? fresh : budget;
-	qs->walk.copy_at = f->parsed;
-	if (fqe_tls_store(skb, store, &qs->walk) < 0)
+	qs->tseg.copy_off = p->payload_off + old;
+	qs->tseg.copy_len = fresh < budget ? fresh : budget;
+	qs->tseg.copy_at = f->parsed;
+	if (fqe_tls_store(skb, store, &qs->tseg) < 0)
 		return FQE_TLS_REFUSE;
 	qs->walk.off = p->payload_off + old;
 	qs->walk.len = fresh < budget ? fresh : budget;
 	qs->walk.at = 0;
 	qs->walk.base = f->parsed;
-	qs->walk.fresh = fresh;
-	qs->walk.seq_end = seq + len;
+	qs->tseg.fresh = fresh;
+	qs->tseg.seq_end = seq + len;
 	return fqe_tls_segment_walk(skb, f, qs);
 }
 
@@ -760,15 +513,14 @@ static __always_inline void fqe_tls_remember_refused(const struct fqe_pkt *p, __
 		bpf_map_update_elem(&fqe_dns_refused, &k, &qs->refused, BPF_ANY);
 }
 
-/* The refused segment becomes a RST to the pod (as a refused DNS query over TCP). */
+/* The refused segment becomes a RST to the pod (bpf/lib/reply.h). */
 static __always_inline int fqe_tls_refuse(struct __sk_buff *skb, const struct fqe_pkt *p)
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
-	__u32 l4 = ETH_HLEN + (p->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
 
-	if (!qs || fqe_dns_reset(skb, p, qs, l4) < 0)
+	if (!qs)
 		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	return fqe_reply_send(skb, fqe_reply_rst(skb, p, fqe_reply_l4(p), qs->seg));
 }
 
 #endif /* FQE_TLS_H */
