@@ -22,13 +22,14 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../agent/datapath/datapath.js';
 import { EndpointFlag, learnedRecordCodec } from '../agent/datapath/codecs.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
-import { Reconciler } from '../agent/reconciler.js';
+import { Reconciler } from '../agent/sync/reconciler.js';
 import { DnsLearner } from '../agent/learn/dns-learner.js';
 import { KernelRecords } from '../agent/learn/kernel-records.js';
 import { parsePodPolicy, rulesForName } from '../agent/policy/annotation.js';
+import { POLICY_LIMITS } from '../test/helpers/policy-limits.js';
 import { nameHash } from '../agent/policy/name-hash.js';
 import { monotonicMs } from '../agent/agent.js';
-import type { EnforcedPod } from '../agent/endpoints.js';
+import type { EnforcedPod } from '../agent/pods/endpoints.js';
 import type { CapturedPacket } from '../agent/datapath/native.js';
 import { buildFrame } from '../test/helpers/frames.js';
 import { encodeLearnedRecord } from '../test/helpers/records.js';
@@ -51,7 +52,7 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
     dp = Datapath.load(pinDir);
     const pod: EnforcedPod = {
       key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
-      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
+      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
       dnsFilter: 'on',
     };
     dp.maps.endpoints.set(1, { identity: 1, flags: EndpointFlag.enforce });
@@ -158,7 +159,7 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
 function records(shape: 'new-names' | 'rotating' | 'steady'): number {
   const pod: EnforcedPod = {
     key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
-    policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }),
+    policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
     dnsFilter: 'on',
   };
   const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });

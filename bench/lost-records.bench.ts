@@ -21,7 +21,7 @@ import { formatIp, parseIp } from '../agent/datapath/addr.js';
 import { AllowWalk } from '../agent/datapath/allow-walk.js';
 import { RECOVERY_CALLS_PER_TICK } from '../agent/learn/lost-records.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
-import { Reconciler } from '../agent/reconciler.js';
+import { Reconciler } from '../agent/sync/reconciler.js';
 import { nameHash } from '../agent/policy/name-hash.js';
 import { ensureBpffs, PIN_ROOT } from '../test/helpers/topology.js';
 

@@ -30,14 +30,15 @@ import { Datapath } from '../agent/datapath/datapath.js';
 import { parseIp } from '../agent/datapath/addr.js';
 import { EndpointFlag, learnedRecordCodec } from '../agent/datapath/codecs.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
-import { Reconciler } from '../agent/reconciler.js';
+import { Reconciler } from '../agent/sync/reconciler.js';
 import { DnsLearner } from '../agent/learn/dns-learner.js';
 import { KernelRecords } from '../agent/learn/kernel-records.js';
 import { NamePruner } from '../agent/names/name-pruner.js';
 import { parsePodPolicy, rulesForName } from '../agent/policy/annotation.js';
+import { POLICY_LIMITS } from '../test/helpers/policy-limits.js';
 import { nameHash } from '../agent/policy/name-hash.js';
 import { FLAGS, parseDuration } from '../agent/config.js';
-import type { EnforcedPod } from '../agent/endpoints.js';
+import type { EnforcedPod } from '../agent/pods/endpoints.js';
 import type { CapturedPacket } from '../agent/datapath/native.js';
 import { buildFrame } from '../test/helpers/frames.js';
 import { encodeLearnedRecord } from '../test/helpers/records.js';
@@ -106,7 +107,7 @@ function main(): void {
     const maxIpsPerName = Number(FLAGS['max-ips-per-name']!.default);
     const pod: EnforcedPod = {
       key: 'shop/churn', namespace: 'shop', name: 'churn', identity: IDENTITY, ifindex: 1, ifname: 'lo', ips: [POD_V4],
-      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.churn.test' }),
+      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.churn.test' }, POLICY_LIMITS),
       dnsFilter: 'on',
     };
     dp.maps.endpoints.set(1, { identity: IDENTITY, flags: EndpointFlag.enforce });

@@ -308,9 +308,12 @@ function lazyClass<K extends 'PacketSocket' | 'RingBufferReader'>(name: K): Nati
   });
 }
 
-/** The whole binding as one object (`native.mapLookup(...)`). */
+/**
+ * The whole binding as one object (`native.mapLookup(...)`). A property set
+ * on it (a test's spy) wins over the addon's until it is set back.
+ */
 export const native: NativeBinding = new Proxy({} as NativeBinding, {
-  get: (_target, prop) => addon()[prop as keyof NativeBinding],
+  get: (target, prop) => (Object.hasOwn(target, prop) ? target[prop as keyof NativeBinding] : addon()[prop as keyof NativeBinding]),
 });
 
 /** Opens an ELF object, reusing/creating pins under pinDir, and loads it. */

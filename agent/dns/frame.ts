@@ -11,8 +11,17 @@
  * routing, destination options; any fragment header is refused). The IP
  * length decides where the packet ends, so Ethernet padding is ignored.
  */
-import type { CapturedPacket } from '../datapath/native.js';
 import { formatIp } from '../datapath/addr.js';
+
+/** A frame as the tap delivers it (the binding's PacketSocket gives these). */
+export interface CapturedPacket {
+  data: Buffer;
+  ifindex: number;
+  /** sll_pkttype: PACKET_HOST 0, PACKET_OUTGOING 4, ... */
+  pktType: number;
+  /** CLOCK_REALTIME ns (SO_TIMESTAMPNS) */
+  tsNs: bigint;
+}
 
 export type FrameRejection = 'truncated' | 'not-ip' | 'not-udp-tcp' | 'fragment' | 'bad-header';
 

@@ -12,12 +12,11 @@
  * allowed for at least the connect grace. It decodes and judges but writes
  * nothing itself: `learn` does (cache, maps). Clock injected.
  */
-import type { CapturedPacket } from '../datapath/native.js';
-import { parseFrame, type Segment } from '../dns/frame.js';
+import { parseFrame, type CapturedPacket, type Segment } from '../dns/frame.js';
 import { decodeDns, type DnsMessage } from '../dns/message.js';
 import { TcpDnsReassembler } from '../dns/tcp-stream.js';
 import { rulesForName } from '../policy/annotation.js';
-import type { EnforcedPod } from '../endpoints.js';
+import type { EnforcedPod } from '../pods/endpoints.js';
 
 const PACKET_OUTGOING = 4;
 const DNS_PORT = 53;

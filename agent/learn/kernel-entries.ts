@@ -7,8 +7,8 @@
  * pod's --max-names-per-pod cap holds here too.
  */
 import type { FqdnCache } from '../cache/fqdn-cache.js';
-import type { Reconciler } from '../reconciler.js';
-import type { EnforcedPod } from '../endpoints.js';
+import type { Reconciler } from '../sync/reconciler.js';
+import type { EnforcedPod } from '../pods/endpoints.js';
 import type { NameRegistry } from '../names/name-registry.js';
 import { formatIp } from '../datapath/addr.js';
 import { AllowSource, type AllowKey, type AllowValue } from '../datapath/codecs.js';

@@ -14,7 +14,7 @@
  * what the kernel wrote for it (fail closed). Pure: no I/O, clock injected.
  */
 import type { FqdnCache, Change } from '../cache/fqdn-cache.js';
-import type { EnforcedPod } from '../endpoints.js';
+import type { EnforcedPod } from '../pods/endpoints.js';
 import type { LearnedRecord } from '../datapath/codecs.js';
 import { AllowSource, type AllowKey, type AllowValue } from '../datapath/codecs.js';
 import { rulesForName } from '../policy/annotation.js';

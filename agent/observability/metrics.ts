@@ -4,7 +4,6 @@
  * scrape time through the injected `collectors`.
  */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
-import { FEATURES, type Feature, type FeatureStateName } from '../datapath/features.js';
 
 export interface PodCounters {
   namespace: string;
@@ -209,9 +208,9 @@ export class AgentMetrics {
   }
 
   /** Every state of every feature: 1 for the current one, 0 for the others (a stable set of series). */
-  setFeatures(features: Array<{ feature: Feature; state: FeatureStateName }>): void {
+  setFeatures(features: Array<{ feature: string; state: string; states: readonly string[] }>): void {
     for (const f of features) {
-      for (const s of FEATURES[f.feature]) this.datapathFeature.set({ feature: f.feature, state: s }, s === f.state ? 1 : 0);
+      for (const s of f.states) this.datapathFeature.set({ feature: f.feature, state: s }, s === f.state ? 1 : 0);
     }
   }
 }

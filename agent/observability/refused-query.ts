@@ -6,7 +6,7 @@
  */
 import type { BpfMap } from '../datapath/bpf-map.js';
 import type { DropEvent, RefusedKey, RefusedName } from '../datapath/codecs.js';
-import { escapeWireName, qtypeName } from '../policy/dns-query-filter.js';
+import { escapeWireName, qtypeName } from '../dns/presentation.js';
 
 export interface RefusedQuery {
   /** the question name, escaped; "(not one plain question)" when the kernel could not read one; null when no longer kept */

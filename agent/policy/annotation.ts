@@ -16,16 +16,16 @@
  * are merged (duplicates are fine): one entry without a port makes the
  * pattern allow any port; otherwise the port rules are merged (443/tcp and
  * 443/udp become 443 for both; 443/tls and 443/tcp or 443 become the latter:
- * a rule without the check wins) and at most MAX_PORT_RULES are kept, in
+ * a rule without the check wins) and at most `portRulesPerName` (the kernel's
+ * limit, passed in by the caller) are kept, in
  * entry order; each rule beyond that is an error and allows nothing.
  * mode: anything other than enforce/audit (case and surrounding whitespace
  * ignored) is an error and the mode stays 'enforce'.
  *
  * API:
- *   parsePodPolicy(annotations): PodPolicy
+ *   parsePodPolicy(annotations, limits): PodPolicy
  *   rulesForName(policy, name): { allowed, ports }   union over matching rules
  */
-import { MAX_PORT_RULES } from '../datapath/codecs.js';
 import { NameError, parsePattern, matchesPattern, patternToString, type NamePattern } from './pattern.js';
 
 export const ALLOW_ANNOTATION = 'fqdn-egress.io/allow';
@@ -41,7 +41,7 @@ export interface PortRule {
 
 export interface AllowRule {
   pattern: NamePattern;
-  /** Empty = any port, TCP and UDP. At most MAX_PORT_RULES, sorted by port. */
+  /** Empty = any port, TCP and UDP. At most the parser's portRulesPerName, sorted by port. */
   ports: PortRule[];
 }
 
@@ -151,8 +151,14 @@ function parseMode(value: string | undefined, errors: PolicyError[]): PolicyMode
   return 'enforce';
 }
 
+/** What the kernel can hold of one name's rules. */
+export interface PolicyLimits {
+  /** port rules one name can carry */
+  portRulesPerName: number;
+}
+
 /** Parses a pod's annotations (undefined = none). Never throws. */
-export function parsePodPolicy(annotations: Record<string, string> | undefined): PodPolicy {
+export function parsePodPolicy(annotations: Record<string, string> | undefined, limits: PolicyLimits): PodPolicy {
   const errors: PolicyError[] = [];
   const mode = parseMode(annotations?.[MODE_ANNOTATION], errors);
   const value = annotations?.[ALLOW_ANNOTATION];
@@ -189,11 +195,11 @@ export function parsePodPolicy(annotations: Record<string, string> | undefined):
     const ports: PortRule[] = [];
     if (!group.anyPort) {
       for (const { entry, rule } of group.ports) {
-        if (!addPortRule(ports, rule, MAX_PORT_RULES)) {
+        if (!addPortRule(ports, rule, limits.portRulesPerName)) {
           errors.push({
             annotation: ALLOW_ANNOTATION,
             entry,
-            message: `invalid entry "${entry}": "${key}" already has ${MAX_PORT_RULES} port rules, the most one name can carry; this one allows nothing`,
+            message: `invalid entry "${entry}": "${key}" already has ${limits.portRulesPerName} port rules, the most one name can carry; this one allows nothing`,
           });
         }
       }
@@ -208,7 +214,7 @@ export function parsePodPolicy(annotations: Record<string, string> | undefined):
  * not matter): allowed when some rule matches, with the union of the ports of
  * every matching rule (empty = any port; one matching rule without ports
  * wins). When not allowed, ports is empty and means nothing. The union is not
- * capped: it can exceed MAX_PORT_RULES when several patterns match one name.
+ * capped: it can exceed portRulesPerName when several patterns match one name.
  */
 export function rulesForName(policy: PodPolicy, name: string): { allowed: boolean; ports: PortRule[] } {
   const matching = policy.rules.filter((r) => matchesPattern(r.pattern, name));

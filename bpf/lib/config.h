@@ -8,7 +8,7 @@
 #define FQE_NSEC_PER_SEC 1000000000ULL
 #define FQE_DEFAULT_CT_TCP_IDLE_NS (3600ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CT_OTHER_IDLE_NS (60ULL * FQE_NSEC_PER_SEC)
-/* A TCP flow that saw FIN or RST: final ACKs and retransmits only (agent/flow-sweeper.ts too). */
+/* A TCP flow that saw FIN or RST: final ACKs and retransmits only (agent/sync/flow-sweeper.ts too). */
 #define FQE_CT_CLOSING_IDLE_NS (10ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_EVENTS_PER_SEC 200
 #define FQE_DEFAULT_CT_PER_POD 16384

@@ -13,7 +13,7 @@ import { BpfMap } from '../../agent/datapath/bpf-map.js';
 import { allowKeyCodec, allowValueCodec, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
 import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
 import { AllowWalk, trieCompare } from '../../agent/datapath/allow-walk.js';
-import { Reconciler } from '../../agent/reconciler.js';
+import { Reconciler } from '../../agent/sync/reconciler.js';
 import { FqdnCache } from '../../agent/cache/fqdn-cache.js';
 
 const VALUE: AllowValue = { expiresNs: 1n, nameHash: 1n, ports: [], source: AllowSource.kernel };

@@ -13,7 +13,8 @@ import { buildFrame } from '../helpers/frames.js';
 import { native } from '../../agent/datapath/native.js';
 import { EndpointFlag, PolicyKind, ResolverFlag } from '../../agent/datapath/codecs.js';
 import { parseIp } from '../../agent/datapath/addr.js';
-import { clusterDomainEntries, escapeWireName } from '../../agent/policy/dns-query-filter.js';
+import { clusterDomainEntries } from '../../agent/policy/dns-query-filter.js';
+import { escapeWireName } from '../../agent/dns/presentation.js';
 import { internetChecksum, l4ChecksumOk } from '../helpers/checksum.js';
 import { TcpFlow } from '../helpers/tcp-flow.js';
 

@@ -15,7 +15,7 @@ import { realClientHellos, nameLast, parseClientHello, buildClientHello, serverN
 import { TcpFlow, PASS, SHOT, REDIRECT, PSH_ACK, TCP, TLS_SERVER_V4 as SERVER_V4, TLS_SERVER_V6 as SERVER_V6, TLS_ALLOWED as ALLOWED, allowIp, tlsRules } from '../helpers/tcp-flow.js';
 import { native } from '../../agent/datapath/native.js';
 import { CtFlag, IPPROTO, PROTO_TLS } from '../../agent/datapath/codecs.js';
-import { escapeWireName } from '../../agent/policy/dns-query-filter.js';
+import { escapeWireName } from '../../agent/dns/presentation.js';
 import { matchesPattern, parsePattern } from '../../agent/policy/pattern.js';
 
 const PLAIN_V4 = '203.0.113.11'; // also allowed by a plain TCP rule on 443

@@ -14,7 +14,7 @@ import { decodeDns } from '../../agent/dns/message.js';
 import type { DnsMessage } from '../../agent/dns/message.js';
 import { TcpDnsReassembler } from '../../agent/dns/tcp-stream.js';
 import { parseIp } from '../../agent/datapath/addr.js';
-import type { CapturedPacket } from '../../agent/datapath/native.js';
+import type { CapturedPacket } from '../../agent/dns/frame.js';
 
 // ---------------------------------------------------------------- builders
 
@@ -98,7 +98,7 @@ function tcp4(src: string, dst: string, sport: number, dport: number, seq: numbe
 }
 
 function captured(data: Buffer, pktType = 4): CapturedPacket {
-  return { data, ifindex: 7, pktType, tsNs: 123n, origLen: data.length };
+  return { data, ifindex: 7, pktType, tsNs: 123n };
 }
 
 function answer(name: string, answers: NonNullable<Packet['answers']>, extra: Partial<Packet> = {}): Buffer {

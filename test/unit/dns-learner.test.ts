@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { DnsLearner, type LearnedAnswer, type Verdict } from '../../agent/learn/dns-learner.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
-import type { EnforcedPod } from '../../agent/endpoints.js';
+import { POLICY_LIMITS } from '../helpers/policy-limits.js';
+import type { EnforcedPod } from '../../agent/pods/endpoints.js';
 import { buildFrame } from '../helpers/frames.js';
 
 const RESOLVER = '192.0.2.2';
@@ -18,7 +19,7 @@ const OUTGOING = 4;
 
 const pod: EnforcedPod = {
   key: 'shop/payments', namespace: 'shop', name: 'payments', identity: 3, ifindex: IFINDEX, ifname: 'vp1',
-  ips: [POD_IP, '2001:db8:1::11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }), dnsFilter: 'on',
+  ips: [POD_IP, '2001:db8:1::11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }, POLICY_LIMITS), dnsFilter: 'on',
 };
 
 /** The kernel's query records: "identity|proto|port|id|resolver", consumed when an answer uses one. */

@@ -1,15 +1,16 @@
 /*
  * The datapath's feature states (agent/datapath/features.ts), their metric,
  * their fqe_config bits and egressctl's rendering of them, and the per-pod
- * notices a missing feature calls for (agent/feature-notices.ts). Pure: no
+ * notices a missing feature calls for (agent/pods/feature-notices.ts). Pure: no
  * root, no kernel.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { datapathFeatures, featureFlags, featuresFromFlags, startupLines, FEATURES, type DatapathFacts, type FeatureState } from '../../agent/datapath/features.js';
-import { podNotices, PodNoticeLedger } from '../../agent/feature-notices.js';
+import { podNotices, PodNoticeLedger } from '../../agent/pods/feature-notices.js';
 import { ConfigFlag } from '../../agent/datapath/codecs.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
+import { POLICY_LIMITS } from '../helpers/policy-limits.js';
 import { AgentMetrics } from '../../agent/observability/metrics.js';
 import { renderStatus } from '../../agent/cli/render.js';
 import type { StatusReport } from '../../agent/cli/state.js';
@@ -73,7 +74,7 @@ test('feature states round-trip through the fqe_config bits; an older agent wrot
 
 test('fqdn_egress_datapath_feature: 1 for each feature\'s state, 0 for its other states', async () => {
   const metrics = new AgentMetrics({ podCounters: () => [], maps: () => [], cacheEntries: () => 0, enforcedPods: () => 0, socketDrops: () => 0, contestedInterfaces: () => 0, recoveryPending: () => 0 });
-  metrics.setFeatures(datapathFeatures({ ...ALL_THERE, tlsCheckUnavailable: 'too complex' }, TCX, true));
+  metrics.setFeatures(datapathFeatures({ ...ALL_THERE, tlsCheckUnavailable: 'too complex' }, TCX, true).map((f) => ({ ...f, states: FEATURES[f.feature] })));
   const text = await metrics.registry.metrics();
   const series = text.split('\n').filter((l) => l.startsWith('fqdn_egress_datapath_feature{'));
   assert.equal(series.length, Object.values(FEATURES).reduce((n, s) => n + s.length, 0), 'every state of every feature');
@@ -87,17 +88,17 @@ test('fqdn_egress_datapath_feature: 1 for each feature\'s state, 0 for its other
 test('pod notices: tls rules without the TLS check, a filtered pod without the query filter; once per pod', () => {
   const none = datapathFeatures(ALL_THERE, TCX, true);
   const degraded = datapathFeatures({ ...ALL_THERE, tlsCheckUnavailable: 'program too large', dnsQueryFilterUnavailable: 'program too large' }, TCX, true);
-  const tlsPod = { policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.com:443/tls, *.kadath.io:8443/tls, plain.test' }), dnsFilter: 'off' as const };
-  const filtered = { policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test' }), dnsFilter: 'on' as const };
+  const tlsPod = { policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.com:443/tls, *.kadath.io:8443/tls, plain.test' }, POLICY_LIMITS), dnsFilter: 'off' as const };
+  const filtered = { policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test' }, POLICY_LIMITS), dnsFilter: 'on' as const };
   assert.deepEqual(podNotices(none, tlsPod), [], 'all there: nothing to say');
-  assert.deepEqual(podNotices(degraded, { ...tlsPod, policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test:443/tcp' }) }), [], 'no tls rule, filter off: not affected');
+  assert.deepEqual(podNotices(degraded, { ...tlsPod, policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test:443/tcp' }, POLICY_LIMITS) }), [], 'no tls rule, filter off: not affected');
   const [tls] = podNotices(degraded, tlsPod);
   assert.equal(tls!.reason, 'TlsCheckUnavailable');
   assert.equal(tls!.message, 'the kernel of this node runs the enforcer without the TLS server name check (program too large): this pod\'s tls destinations (api.stripe.com:443/tls, *.kadath.io:8443/tls) are refused on this node');
   const [dns] = podNotices(degraded, filtered);
   assert.equal(dns!.reason, 'DnsQueryFilterUnavailable');
   assert.match(dns!.message, /without the DNS query filter \(program too large\): every DNS query of this pod is refused on this node; fqdn-egress.io\/dns-filter: "off"/);
-  assert.match(podNotices(degraded, { ...filtered, policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test', 'fqdn-egress.io/mode': 'audit' }) })[0]!.message, /\(audit mode: reported, not refused\)/);
+  assert.match(podNotices(degraded, { ...filtered, policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'plain.test', 'fqdn-egress.io/mode': 'audit' }, POLICY_LIMITS) })[0]!.message, /\(audit mode: reported, not refused\)/);
 
   const ledger = new PodNoticeLedger();
   assert.equal(ledger.due('shop/a', podNotices(degraded, tlsPod)).length, 1);

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FlowSweeper, CLOSING_IDLE_NS } from '../../agent/flow-sweeper.js';
+import { FlowSweeper, CLOSING_IDLE_NS } from '../../agent/sync/flow-sweeper.js';
 import { CtFlag, IPPROTO, type CtKey, type CtValue } from '../../agent/datapath/codecs.js';
 
 const S = 1_000_000_000n;

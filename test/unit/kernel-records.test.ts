@@ -10,14 +10,15 @@ import { FqdnCache } from '../../agent/cache/fqdn-cache.js';
 import { learnedRecordCodec, LEARNED_MAX_ADDRS, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
 import { formatIp } from '../../agent/datapath/addr.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
+import { POLICY_LIMITS } from '../helpers/policy-limits.js';
 import { nameHash } from '../../agent/policy/name-hash.js';
-import type { EnforcedPod } from '../../agent/endpoints.js';
+import type { EnforcedPod } from '../../agent/pods/endpoints.js';
 import { encodeLearnedRecord, type RecordSpec } from '../helpers/records.js';
 
 const KEY = 0x1234_5678_9abc_def0n;
 const pod: EnforcedPod = {
   key: 'shop/payments', namespace: 'shop', name: 'payments', identity: 3, ifindex: 7, ifname: 'vp1',
-  ips: ['198.18.1.11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test:443, *.kadath.test' }), dnsFilter: 'on',
+  ips: ['198.18.1.11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test:443, *.kadath.test' }, POLICY_LIMITS), dnsFilter: 'on',
 };
 
 function setup(maxIpsPerName = 16, maxNamesPerPod = 64) {

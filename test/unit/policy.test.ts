@@ -10,8 +10,10 @@ import { readFileSync } from 'node:fs';
 import { MAX_PORT_RULES } from '../../agent/datapath/codecs.js';
 import { normalizeName, parsePattern, matchesPattern, patternToString, NameError, type NamePattern } from '../../agent/policy/pattern.js';
 import { parsePodPolicy, rulesForName, ALLOW_ANNOTATION, MODE_ANNOTATION, type PortRule } from '../../agent/policy/annotation.js';
+import { POLICY_LIMITS } from '../helpers/policy-limits.js';
 import { nameHash, suffixHashes, wildcardHash, nameToWire, hashOrderBytes, FNV64_OFFSET_BASIS, FNV64_PRIME } from '../../agent/policy/name-hash.js';
-import { dnsFilterFor, parseClusterDomains, clusterDomainEntries, escapeWireName, qtypeName } from '../../agent/policy/dns-query-filter.js';
+import { dnsFilterFor, parseClusterDomains, clusterDomainEntries } from '../../agent/policy/dns-query-filter.js';
+import { escapeWireName, qtypeName } from '../../agent/dns/presentation.js';
 
 const label63 = 'x'.repeat(63);
 const label64 = 'x'.repeat(64);
@@ -126,7 +128,7 @@ test('patternToString is the canonical text and parses back', () => {
 function allow(value: string, mode?: string) {
   const annotations: Record<string, string> = { [ALLOW_ANNOTATION]: value };
   if (mode !== undefined) annotations[MODE_ANNOTATION] = mode;
-  return parsePodPolicy(annotations);
+  return parsePodPolicy(annotations, POLICY_LIMITS);
 }
 
 /** Rules as compact text: "name" or "name:443/tcp,80" for easy tables. */
@@ -240,9 +242,9 @@ test(`allow annotation: at most ${MAX_PORT_RULES} port rules per pattern, the re
 });
 
 test('pod policy: absent annotations, enforcement and mode', () => {
-  assert.deepEqual(parsePodPolicy(undefined), { enforced: false, mode: 'enforce', rules: [], errors: [] });
-  assert.deepEqual(parsePodPolicy({ other: 'x' }), { enforced: false, mode: 'enforce', rules: [], errors: [] });
-  assert.deepEqual(parsePodPolicy({ [ALLOW_ANNOTATION]: '' }), { enforced: true, mode: 'enforce', rules: [], errors: [] });
+  assert.deepEqual(parsePodPolicy(undefined, POLICY_LIMITS), { enforced: false, mode: 'enforce', rules: [], errors: [] });
+  assert.deepEqual(parsePodPolicy({ other: 'x' }, POLICY_LIMITS), { enforced: false, mode: 'enforce', rules: [], errors: [] });
+  assert.deepEqual(parsePodPolicy({ [ALLOW_ANNOTATION]: '' }, POLICY_LIMITS), { enforced: true, mode: 'enforce', rules: [], errors: [] });
 
   const modes: [string | undefined, 'enforce' | 'audit', boolean][] = [
     [undefined, 'enforce', true],
@@ -287,7 +289,7 @@ test('rulesForName: matching and the union of ports over every matching rule', (
   for (const [name, allowed, ports] of cases) {
     assert.deepEqual(rulesForName(policy, name), { allowed, ports }, name);
   }
-  assert.deepEqual(rulesForName(parsePodPolicy(undefined), 'a.com'), { allowed: false, ports: [] });
+  assert.deepEqual(rulesForName(parsePodPolicy(undefined, POLICY_LIMITS), 'a.com'), { allowed: false, ports: [] });
 });
 
 interface Vector {

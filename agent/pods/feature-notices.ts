@@ -5,9 +5,9 @@
  * a pod whose filter is on is refused (the kernel fails closed). Each
  * notice is given once per pod (PodNoticeLedger), not on every sync. Pure.
  */
-import { featureState, type FeatureState } from './datapath/features.js';
-import { patternToString } from './policy/pattern.js';
-import type { PodPolicy } from './policy/annotation.js';
+import { featureState, type FeatureState } from '../datapath/features.js';
+import { patternToString } from '../policy/pattern.js';
+import type { PodPolicy } from '../policy/annotation.js';
 
 export type PodNoticeReason = 'TlsCheckUnavailable' | 'DnsQueryFilterUnavailable';
 

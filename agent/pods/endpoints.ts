@@ -11,15 +11,15 @@
  * map still holds it.
  * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
  */
-import { parseIp, formatIp } from './datapath/addr.js';
-import { EndpointFlag, type PodInfo } from './datapath/codecs.js';
-import type { Datapath } from './datapath/datapath.js';
-import { describeAttach, type AttachResult } from './datapath/attach.js';
-import { parsePodPolicy, type PodPolicy, type PolicyError } from './policy/annotation.js';
-import { dnsFilterFor, type DnsFilterMode } from './policy/dns-query-filter.js';
-import { podKey, type PodSpec } from './sources/pod.js';
-import type { HostInterface, Lookup } from './net/host-interface.js';
-import type { Logger } from './observability/log.js';
+import { parseIp, formatIp } from '../datapath/addr.js';
+import { EndpointFlag, MAX_PORT_RULES, type PodInfo } from '../datapath/codecs.js';
+import type { Datapath } from '../datapath/datapath.js';
+import { describeAttach, type AttachResult } from '../datapath/attach.js';
+import { parsePodPolicy, type PodPolicy, type PolicyError } from '../policy/annotation.js';
+import { dnsFilterFor, type DnsFilterMode } from '../policy/dns-query-filter.js';
+import { podKey, type PodSpec } from '../sources/pod.js';
+import type { HostInterface, Lookup } from '../net/host-interface.js';
+import type { Logger } from '../observability/log.js';
 
 export interface EnforcedPod {
   key: string;
@@ -137,7 +137,7 @@ export class EndpointManager {
   private async applyNow(snapshot: PodSpec[]): Promise<void> {
     const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy }>();
     for (const spec of snapshot) {
-      const policy = parsePodPolicy(spec.annotations);
+      const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
       this.reportErrors(spec, policy);
       if (policy.enforced) wanted.set(podKey(spec), { spec, policy });
     }

@@ -8,9 +8,9 @@
  * never deletes an unexpired entry the kernel learned for a name it cannot
  * judge. Datapath and clocks are injected: unit tests use a recording table.
  */
-import { parseIp, formatIp, formatCidr } from './datapath/addr.js';
-import { AllowSource, IPPROTO, MAX_PORT_RULES, PROTO_TLS, type AllowKey, type AllowValue, type PortRule } from './datapath/codecs.js';
-import type { Change, FqdnCache } from './cache/fqdn-cache.js';
+import { parseIp, formatIp, formatCidr } from '../datapath/addr.js';
+import { AllowSource, IPPROTO, MAX_PORT_RULES, PROTO_TLS, type AllowKey, type AllowValue, type PortRule } from '../datapath/codecs.js';
+import type { Change, FqdnCache } from '../cache/fqdn-cache.js';
 
 /**
  * The allow map as the reconciler writes it (a BpfMap, or a fake). setMany

@@ -11,7 +11,7 @@
  * end of a watch, but a flow that just stops leaves it. Owns no policy; maps
  * and clock are injected (unit tests use plain tables).
  */
-import { CtFlag, IPPROTO, type CtKey, type CtValue } from './datapath/codecs.js';
+import { CtFlag, IPPROTO, type CtKey, type CtValue } from '../datapath/codecs.js';
 
 /** A flow that saw FIN or RST: gone after this much quiet (final ACKs, retransmits); FQE_CT_CLOSING_IDLE_NS in bpf/lib/config.h. */
 export const CLOSING_IDLE_NS = 10_000_000_000n;
