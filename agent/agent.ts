@@ -9,7 +9,7 @@ import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { Datapath } from './datapath/datapath.js';
-import type { LearnedRecord } from './datapath/codecs.js';
+import { allowMap, endpointsMap, namesMap, type LearnedRecord } from './datapath/maps/index.js';
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './sync/reconciler.js';
@@ -241,9 +241,9 @@ export class Agent {
           return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, unwrittenInKernel: c.learnUnwritten, answersLeftToAgent: c.learnSkipped, queriesUnrecorded: unrecorded }] : [];
         }),
       maps: () => [
-        { map: 'fqe_allow', entries: this.reconciler.entries, capacity: 1_048_576 },
-        { map: 'fqe_endpoints', entries: this.byIdentity.size, capacity: 4096 },
-        { map: 'fqe_names', entries: this.names.size, capacity: 65_536 },
+        { map: allowMap.name, entries: this.reconciler.entries, capacity: allowMap.shape.maxEntries },
+        { map: endpointsMap.name, entries: this.byIdentity.size, capacity: endpointsMap.shape.maxEntries },
+        { map: namesMap.name, entries: this.names.size, capacity: namesMap.shape.maxEntries },
       ],
       cacheEntries: () => this.cache.size,
       enforcedPods: () => this.byIdentity.size,

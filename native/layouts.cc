@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // layouts(): sizeof and offsetof of every struct and field of fqe_types.h,
-// and its constants, so the TypeScript codecs are checked against the one
-// header the BPF programs are compiled with.
+// and its constants, as the compiler lays them out. Only for the cross-check
+// (test/kernel/codecs.test.ts): each map module under agent/datapath/maps/
+// declares its structs once, and is checked here against the one header the
+// BPF programs are compiled with.
 #include "addon.h"
 #include "errors.h"
 
@@ -196,6 +198,7 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_STRUCT(limits)
 	FQE_FIELD(ips_per_pod)
 	FQE_FIELD(tls_flows_per_pod)
+	FQE_FIELD(reserved)
 	FQE_END
 
 	FQE_STRUCT(pod_share)
@@ -263,9 +266,19 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(named)
 	FQE_FIELD(first_name_at)
 	FQE_FIELD(first_name_len)
+	FQE_FIELD(reserved)
 	FQE_FIELD(seg_len)
 	FQE_FIELD(seg_hash)
 	FQE_FIELD(name)
+	FQE_END
+
+	FQE_STRUCT(tls_bytes)
+	FQE_FIELD(b)
+	FQE_END
+
+	FQE_STRUCT(dns_tcp)
+	FQE_FIELD(next_seq)
+	FQE_FIELD(pad)
 	FQE_END
 
 	FQE_STRUCT(refused_name)

@@ -12,7 +12,9 @@ import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
 import { openHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
 import { featureEffect, featuresFromFlags, type FeatureState } from '../datapath/features.js';
-import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, LAYOUTS, PolicyKind, PROTO_TLS, type DropEvent, type PortRule } from '../datapath/codecs.js';
+import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, PolicyKind, PROTO_TLS, shapeChange, type DropEvent, type PortRule } from '../datapath/maps/index.js';
+import { MAP_DEFINITIONS } from '../datapath/maps/registry.js';
+import { pinnedShape } from '../datapath/migrate.js';
 
 export class CliError extends Error {
   override name = 'CliError';
@@ -29,23 +31,13 @@ export function portsText(ports: PortRule[]): string[] {
   return ports.map((p) => (p.proto === 0 ? String(p.port) : `${p.port}/${protoName(p.proto)}`));
 }
 
-/** Pinned map -> the value size this egressctl was built for. */
-const EXPECTED_VALUE_SIZES: Record<string, number> = {
-  fqe_allow: LAYOUTS.allow_val.size,
-  fqe_endpoints: LAYOUTS.endpoint.size,
-  fqe_pods: LAYOUTS.pod_info.size,
-  fqe_config: LAYOUTS.config.size,
-  fqe_recent: LAYOUTS.recent.size,
-  fqe_conntrack: LAYOUTS.ct_val.size,
-  fqe_policy: LAYOUTS.policy_val.size,
-};
-
 /** Open the pins with clear errors: missing, not permitted, another version. */
 export function openState(pinDir: string): Datapath {
   if (!existsSync(pinDir)) {
     throw new CliError(`no fqdn-egress state at ${pinDir}: is the agent installed on this node? (or pass --pin-dir)`);
   }
-  for (const [map, size] of Object.entries(EXPECTED_VALUE_SIZES)) {
+  // every pin read as this egressctl was built to read it: the map modules' shapes, compared as migrate.ts compares them
+  for (const { name: map, shape, sizedByPin } of MAP_DEFINITIONS) {
     const pin = join(pinDir, map);
     let fd: number;
     try {
@@ -57,9 +49,11 @@ export function openState(pinDir: string): Datapath {
       throw new CliError(`cannot open ${pin}: ${e.message}`);
     }
     try {
-      const info = native.mapInfo(fd);
-      if (info.valueSize !== size) {
-        throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${map} values are ${info.valueSize} bytes, this egressctl reads ${size}`);
+      const have = pinnedShape(fd);
+      const changes = shapeChange(have, sizedByPin ? { ...shape, valueSize: have.valueSize } : shape, { layoutOnly: true });
+      if (changes.length > 0) {
+        const detail = have.valueSize !== shape.valueSize ? `${map} values are ${have.valueSize} bytes, this egressctl reads ${shape.valueSize}` : `${map} differs (pinned -> this egressctl: ${changes.join(', ')})`;
+        throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${detail}`);
       }
     } finally {
       native.closeFd(fd);

@@ -8,23 +8,14 @@ import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket, type LoadedObject } from './native.js';
-import { BpfMap } from './bpf-map.js';
 import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
 import {
   attachPrograms, detachPrograms, attachedProgram, inspectAttachment,
   type AttachMode, type AttachResult, type AttachTarget, type Direction, type InterfaceAttachment, type ProgramFds,
 } from './attach.js';
 import { attachOps, type HookOps } from './head-guard.js';
-import {
-  LAYOUTS, configCodec, u32Codec, endpointCodec, ownerKeyCodec, allowKeyCodec, allowValueCodec, resolverKeyCodec,
-  queryKeyCodec, queryValueCodec, ctKeyCodec, ctValueCodec, countersCodec, eventCodec, u64Codec, nameCodec, podInfoCodec, policyKeyCodec, policyValueCodec, recentCodec,
-  cidrKeyCodec, learnedRecordCodec, tapKeyCodec, queryRateCodec, refusedKeyCodec, refusedNameCodec, tlsFlowCodec, limitsCodec, podShareCodec,
-  type Limits, type PodShare,
-  type RefusedKey, type RefusedName, type TlsFlow,
-  type Config, type Endpoint, type OwnerKey, type AllowKey, type AllowValue, type QueryKey, type QueryValue,
-  type CtKey, type CtValue, type Counters, type DropEvent, type PodInfo, type PolicyKey, type PolicyValue, type CidrKey,
-  type LearnedRecord, type TapKey,
-} from './codecs.js';
+import { eventCodec, learnedRecordCodec, type DropEvent, type LearnedRecord } from './maps/index.js';
+import { MAP_NAMES, buildMaps, type DatapathMaps, type MapName } from './maps/registry.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
 export { TC_HANDLE, TC_PRIORITY, type AttachMode, type AttachResult, type Direction, type InterfaceAttachment } from './attach.js';
@@ -126,108 +117,7 @@ export interface LoadOptions {
   attachMode?: AttachMode;
 }
 
-const MAP_NAMES = [
-  'fqe_config', 'fqe_endpoints', 'fqe_owners', 'fqe_allow', 'fqe_resolvers', 'fqe_queries', 'fqe_conntrack', 'fqe_counters', 'fqe_events',
-  'fqe_names', 'fqe_pods', 'fqe_policy', 'fqe_recent', 'fqe_recent_seq', 'fqe_cidrs', 'fqe_hash_key', 'fqe_ct_counts', 'fqe_ct_in_counts',
-  'fqe_learned', 'fqe_learned_lost', 'fqe_tap_pass', 'fqe_query_rate',
-  // DNS query filter
-  'fqe_cluster_domains', 'fqe_dns_refused',
-  // TLS server name check
-  'fqe_tls_flows', 'fqe_tls_bytes', 'fqe_dns_tcp',
-  // per-pod shares of node-wide tables
-  'fqe_limits', 'fqe_pod_shares',
-] as const;
-type MapName = (typeof MAP_NAMES)[number];
-
-export interface DatapathMaps {
-  config: BpfMap<number, Config>;
-  endpoints: BpfMap<number, Endpoint>;
-  owners: BpfMap<OwnerKey, number>;
-  allow: BpfMap<AllowKey, AllowValue>;
-  resolvers: BpfMap<Buffer, number>;
-  queries: BpfMap<QueryKey, QueryValue>;
-  conntrack: BpfMap<CtKey, CtValue>;
-  counters: BpfMap<number, Counters>;
-  names: BpfMap<bigint, string>;
-  pods: BpfMap<number, PodInfo>;
-  policy: BpfMap<PolicyKey, PolicyValue>;
-  /** agent-wide allowCIDRs */
-  cidrs: BpfMap<CidrKey, number>;
-  /** the node's name-hash secret (slot 0) */
-  hashKey: BpfMap<number, bigint>;
-  /** tracked flows per identity */
-  ctCounts: BpfMap<number, bigint>;
-  /** tracked flows opened towards each identity (a share of their own) */
-  ctInCounts: BpfMap<number, bigint>;
-  recent: BpfMap<number, { seq: bigint; event: DropEvent }>;
-  recentSeq: BpfMap<number, bigint>;
-  /** answers the inline learner left to the tap: until when (ns) */
-  tapPass: BpfMap<TapKey, bigint>;
-  /** queries each pod sent past its recording rate (summed over CPUs) */
-  queryRate: BpfMap<number, { unrecorded: bigint }>;
-  /** learned records that found the ring full, summed over CPUs (slot 0) */
-  learnedLost: BpfMap<number, bigint>;
-  /** the cluster's own domains: keyed name hash -> the domain's real name (DNS query filter) */
-  clusterDomains: BpfMap<bigint, PolicyValue>;
-  /** the names refused DNS queries asked for, keyed like their events */
-  dnsRefused: BpfMap<RefusedKey, RefusedName>;
-  /** where the ClientHello parser of each flow pending its TLS check stands (the kernel's) */
-  tlsFlows: BpfMap<CtKey, TlsFlow>;
-  /** the stream bytes the TLS check took of each flow under it (read keys only: values are 8 KiB) */
-  tlsBytes: BpfMap<CtKey, Buffer>;
-  /** where each pod's DNS-over-TCP stream to a resolver stands (the kernel's; keys only) */
-  dnsTcp: BpfMap<CtKey, Buffer>;
-  /** what each pod may hold of the node-wide tables (slot 0) */
-  limits: BpfMap<number, Limits>;
-  /** what each pod holds of them (the kernel counts up; the agent writes exact counts) */
-  podShares: BpfMap<number, PodShare>;
-  /** fd of the events ring buffer */
-  eventsFd: number;
-  /** fd of the learned-records ring buffer */
-  learnedFd: number;
-}
-
-function buildMaps(fds: Record<MapName, number>): DatapathMaps {
-  const cpus = native.numPossibleCpus();
-  const perCpu = { decode: (b: Buffer) => countersCodec.decodePerCpu(b, cpus) };
-  return {
-    config: new BpfMap('fqe_config', fds.fqe_config, 4, LAYOUTS.config.size, u32Codec, configCodec),
-    endpoints: new BpfMap('fqe_endpoints', fds.fqe_endpoints, 4, LAYOUTS.endpoint.size, u32Codec, endpointCodec),
-    owners: new BpfMap('fqe_owners', fds.fqe_owners, LAYOUTS.owner_key.size, 4, ownerKeyCodec, u32Codec),
-    allow: new BpfMap('fqe_allow', fds.fqe_allow, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size, allowKeyCodec, allowValueCodec),
-    resolvers: new BpfMap('fqe_resolvers', fds.fqe_resolvers, LAYOUTS.resolver_key.size, 4, { encode: resolverKeyCodec.encode, decode: resolverKeyCodec.decode }, u32Codec),
-    queries: new BpfMap('fqe_queries', fds.fqe_queries, LAYOUTS.query_key.size, LAYOUTS.query_val.size, queryKeyCodec, queryValueCodec),
-    conntrack: new BpfMap('fqe_conntrack', fds.fqe_conntrack, LAYOUTS.ct_key.size, LAYOUTS.ct_val.size, ctKeyCodec, ctValueCodec),
-    counters: new BpfMap('fqe_counters', fds.fqe_counters, 4, countersCodec.slotSize * cpus, u32Codec, perCpu),
-    names: new BpfMap('fqe_names', fds.fqe_names, 8, LAYOUTS.name.size, u64Codec, nameCodec),
-    pods: new BpfMap('fqe_pods', fds.fqe_pods, 4, LAYOUTS.pod_info.size, u32Codec, podInfoCodec),
-    policy: new BpfMap('fqe_policy', fds.fqe_policy, LAYOUTS.policy_key.size, LAYOUTS.policy_val.size, policyKeyCodec, policyValueCodec),
-    recent: new BpfMap('fqe_recent', fds.fqe_recent, 4, LAYOUTS.recent.size, u32Codec, recentCodec),
-    recentSeq: new BpfMap('fqe_recent_seq', fds.fqe_recent_seq, 4, 8, u32Codec, u64Codec),
-    cidrs: new BpfMap('fqe_cidrs', fds.fqe_cidrs, LAYOUTS.cidr_key.size, 4, cidrKeyCodec, u32Codec),
-    hashKey: new BpfMap('fqe_hash_key', fds.fqe_hash_key, 4, LAYOUTS.hash_key.size, u32Codec, u64Codec),
-    ctCounts: new BpfMap('fqe_ct_counts', fds.fqe_ct_counts, 4, 8, u32Codec, u64Codec),
-    ctInCounts: new BpfMap('fqe_ct_in_counts', fds.fqe_ct_in_counts, 4, 8, u32Codec, u64Codec),
-    tapPass: new BpfMap('fqe_tap_pass', fds.fqe_tap_pass, LAYOUTS.tap_key.size, LAYOUTS.tap_val.size, tapKeyCodec, u64Codec),
-    queryRate: new BpfMap('fqe_query_rate', fds.fqe_query_rate, 4, LAYOUTS.query_rate.size * cpus, u32Codec, { decode: (b: Buffer) => queryRateCodec.decodePerCpu(b, cpus) }),
-    learnedLost: new BpfMap('fqe_learned_lost', fds.fqe_learned_lost, 4, 8 * cpus, u32Codec, { decode: (b: Buffer) => sumPerCpuU64(b, cpus) }),
-    clusterDomains: new BpfMap('fqe_cluster_domains', fds.fqe_cluster_domains, 8, LAYOUTS.policy_val.size, u64Codec, policyValueCodec),
-    dnsRefused: new BpfMap('fqe_dns_refused', fds.fqe_dns_refused, LAYOUTS.refused_key.size, LAYOUTS.refused_name.size, refusedKeyCodec, refusedNameCodec),
-    tlsFlows: new BpfMap('fqe_tls_flows', fds.fqe_tls_flows, LAYOUTS.ct_key.size, LAYOUTS.tls_flow.size, ctKeyCodec, tlsFlowCodec),
-    dnsTcp: new BpfMap('fqe_dns_tcp', fds.fqe_dns_tcp, LAYOUTS.ct_key.size, 8, ctKeyCodec, { decode: (b: Buffer) => b }),
-    limits: new BpfMap('fqe_limits', fds.fqe_limits, 4, LAYOUTS.limits.size, u32Codec, limitsCodec),
-    podShares: new BpfMap('fqe_pod_shares', fds.fqe_pod_shares, 4, LAYOUTS.pod_share.size, u32Codec, podShareCodec),
-    tlsBytes: new BpfMap('fqe_tls_bytes', fds.fqe_tls_bytes, LAYOUTS.ct_key.size, native.mapInfo(fds.fqe_tls_bytes).valueSize, ctKeyCodec, { decode: (b: Buffer) => b }),
-    eventsFd: fds.fqe_events,
-    learnedFd: fds.fqe_learned,
-  };
-}
-
-function sumPerCpuU64(b: Buffer, cpus: number): bigint {
-  let sum = 0n;
-  for (let i = 0; i < cpus; i++) sum += b.readBigUInt64LE(i * 8);
-  return sum;
-}
+export type { DatapathMaps } from './maps/registry.js';
 
 export type AttachOptions = AttachTarget;
 

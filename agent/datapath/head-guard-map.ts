@@ -16,42 +16,23 @@
 import { join } from 'node:path';
 import { native, MapType, type BpfError } from './native.js';
 import { BpfMap } from './bpf-map.js';
-import { u32Codec } from './codecs.js';
+import { endpointsMap } from './maps/endpoints.js';
+import { struct, mapped, u32, u64, u32Codec, type ValueOf } from './layout.js';
 
 export const HEAD_GUARD_MAP = 'fqe_head_guard';
 const KEY_SIZE = 4;
-const VALUE_SIZE = 32;
 /** as many as fqe_endpoints holds interfaces */
-const MAX_ENTRIES = 4096;
+const MAX_ENTRIES = endpointsMap.shape.maxEntries;
 
-export interface HeadGuardRecord {
-  retakes: number;
-  lastRetakeNs: bigint;
-  backoffUntilNs: bigint;
-  aheadProgId: number;
-  backoffs: number;
-}
-
-export const headGuardRecordCodec = {
-  encode(r: HeadGuardRecord): Buffer {
-    const b = Buffer.alloc(VALUE_SIZE);
-    b.writeBigUInt64LE(BigInt(r.retakes), 0);
-    b.writeBigUInt64LE(r.lastRetakeNs, 8);
-    b.writeBigUInt64LE(r.backoffUntilNs, 16);
-    b.writeUInt32LE(r.aheadProgId, 24);
-    b.writeUInt32LE(r.backoffs, 28);
-    return b;
-  },
-  decode(b: Buffer): HeadGuardRecord {
-    return {
-      retakes: Number(b.readBigUInt64LE(0)),
-      lastRetakeNs: b.readBigUInt64LE(8),
-      backoffUntilNs: b.readBigUInt64LE(16),
-      aheadProgId: b.readUInt32LE(24),
-      backoffs: b.readUInt32LE(28),
-    };
-  },
-};
+export const headGuardRecordCodec = struct('head_guard', {
+  retakes: mapped(u64, Number, BigInt),
+  lastRetakeNs: u64,
+  backoffUntilNs: u64,
+  aheadProgId: u32,
+  backoffs: u32,
+});
+export type HeadGuardRecord = ValueOf<typeof headGuardRecordCodec>;
+const VALUE_SIZE = headGuardRecordCodec.size;
 
 export type HeadGuardRecords = BpfMap<number, HeadGuardRecord>;
 

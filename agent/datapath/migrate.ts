@@ -11,6 +11,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, MapType, type MapShape } from './native.js';
+import { shapeChange } from './maps/define.js';
 
 export interface MigrationStep {
   map: string;
@@ -62,8 +63,10 @@ interface Saved {
 
 const PER_CPU = new Set<number>([MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH]);
 
-function sameShape(a: MapShape, b: MapShape): boolean {
-  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+/** A pinned map's shape, as the kernel reports it. */
+export function pinnedShape(fd: number): MapShape {
+  const info = native.mapInfo(fd);
+  return { type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries, flags: info.flags };
 }
 
 function dumpValueSize(shape: MapShape): number {
@@ -85,9 +88,8 @@ export function prepareMigration(pinDir: string, expected: Map<string, MapShape>
     if (!existsSync(pin)) continue;
     const fd = native.objGet(pin);
     try {
-      const info = native.mapInfo(fd);
-      const have: MapShape = { type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries, flags: info.flags };
-      if (sameShape(have, want)) continue;
+      const have = pinnedShape(fd);
+      if (shapeChange(have, want).length === 0) continue;
       const sameType = have.type === want.type && have.type !== MapType.RINGBUF;
       const layoutKept = sameType && have.keySize === want.keySize && have.valueSize === want.valueSize;
       const conv = CONVERTERS[name];

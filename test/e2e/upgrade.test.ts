@@ -20,7 +20,7 @@ import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
 import { previousRelease, ReleaseUnavailable, type Release } from '../helpers/previous-release.js';
 import { native } from '../../agent/datapath/native.js';
 import { TC_HANDLE, TC_PRIORITY } from '../../agent/datapath/datapath.js';
-import { LAYOUTS, AllowSource, allowKeyCodec, allowValueCodec, endpointCodec, u32Codec, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
+import { AllowSource, allowKeyCodec, allowValueCodec, endpointCodec, u32Codec, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
 import { formatIp, formatCidr } from '../../agent/datapath/addr.js';
 
 /** The previous release on main: map ABI 1, legacy tc. */
@@ -58,12 +58,12 @@ async function release(t: import('node:test').TestContext): Promise<Release | un
 function allowEntries(pinDir: string): Array<[AllowKey, AllowValue]> {
   const fd = native.objGet(join(pinDir, 'fqe_allow'));
   try {
-    const { keys, values, count } = native.mapDump(fd, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size);
+    const { keys, values, count } = native.mapDump(fd, allowKeyCodec.size, allowValueCodec.size);
     const out: Array<[AllowKey, AllowValue]> = [];
     for (let i = 0; i < count; i++) {
       out.push([
-        allowKeyCodec.decode(keys.subarray(i * LAYOUTS.allow_key.size, (i + 1) * LAYOUTS.allow_key.size)),
-        allowValueCodec.decode(values.subarray(i * LAYOUTS.allow_val.size, (i + 1) * LAYOUTS.allow_val.size)),
+        allowKeyCodec.decode(keys.subarray(i * allowKeyCodec.size, (i + 1) * allowKeyCodec.size)),
+        allowValueCodec.decode(values.subarray(i * allowValueCodec.size, (i + 1) * allowValueCodec.size)),
       ]);
     }
     return out;
@@ -76,7 +76,7 @@ function allowEntries(pinDir: string): Array<[AllowKey, AllowValue]> {
 function identityOf(pinDir: string, ifindex: number): number {
   const fd = native.objGet(join(pinDir, 'fqe_endpoints'));
   try {
-    const raw = native.mapLookup(fd, u32Codec.encode(ifindex), LAYOUTS.endpoint.size);
+    const raw = native.mapLookup(fd, u32Codec.encode(ifindex), endpointCodec.size);
     assert.ok(raw, `no endpoint for ifindex ${ifindex}`);
     return endpointCodec.decode(raw).identity;
   } finally {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { requireKernelTestEnv } from '../helpers/topology.js';
 import { native, MapType, BPF_F_NO_PREALLOC } from '../../agent/datapath/native.js';
 import { BpfMap } from '../../agent/datapath/bpf-map.js';
-import { LAYOUTS, allowKeyCodec, allowValueCodec, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
+import { allowKeyCodec, allowValueCodec, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
 import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
 import { AllowWalk, trieCompare } from '../../agent/datapath/allow-walk.js';
 import { Reconciler } from '../../agent/sync/reconciler.js';
@@ -20,9 +20,9 @@ const VALUE: AllowValue = { expiresNs: 1n, nameHash: 1n, ports: [], source: Allo
 const IDENTITIES = [1, 2, 3, 255, 256, 257, 512, 65536, 70000];
 
 function allowMap(t: TestContext, maxEntries: number): BpfMap<AllowKey, AllowValue> {
-  const fd = native.createMap(MapType.LPM_TRIE, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size, maxEntries, 'fqe_allow', BPF_F_NO_PREALLOC);
+  const fd = native.createMap(MapType.LPM_TRIE, allowKeyCodec.size, allowValueCodec.size, maxEntries, 'fqe_allow', BPF_F_NO_PREALLOC);
   t.after(() => native.closeFd(fd));
-  return new BpfMap('fqe_allow', fd, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size, allowKeyCodec, allowValueCodec);
+  return new BpfMap('fqe_allow', fd, allowKeyCodec.size, allowValueCodec.size, allowKeyCodec, allowValueCodec);
 }
 
 function key(identity: number, cidr: string): AllowKey {

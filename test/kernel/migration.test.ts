@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { requireKernelTestEnv, ensureBpffs, PIN_ROOT } from '../helpers/topology.js';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native, MapType } from '../../agent/datapath/native.js';
-import { LAYOUTS, allowKeyCodec, allowValueCodec, AllowSource } from '../../agent/datapath/codecs.js';
+import { allowKeyCodec, allowValueCodec, AllowSource } from '../../agent/datapath/codecs.js';
 import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
 
 test('a changed pinned map is upgraded: entries kept when the layout is the same, dropped when it is not', (t) => {
@@ -19,7 +19,7 @@ test('a changed pinned map is upgraded: entries kept when the layout is the same
   mkdirSync(pinDir, { recursive: true });
   t.after(() => rmSync(pinDir, { recursive: true, force: true }));
   // An "older" fqe_allow with a smaller capacity, holding one entry.
-  const oldAllow = native.createMap(MapType.LPM_TRIE, LAYOUTS.allow_key.size, LAYOUTS.allow_val.size, 1024, 'fqe_allow', 1 /* BPF_F_NO_PREALLOC */);
+  const oldAllow = native.createMap(MapType.LPM_TRIE, allowKeyCodec.size, allowValueCodec.size, 1024, 'fqe_allow', 1 /* BPF_F_NO_PREALLOC */);
   const c = parseCidr('203.0.113.10');
   native.mapUpdate(oldAllow, allowKeyCodec.encode({ identity: 7, addr: c.addr, prefixLen: c.prefixLen }), allowValueCodec.encode({ expiresNs: 0n, nameHash: 5n, ports: [], source: AllowSource.agent }));
   native.pinProgram(oldAllow, join(pinDir, 'fqe_allow'));
