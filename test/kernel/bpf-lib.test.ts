@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../agent/datapath/native.js';
-import { LAYOUTS } from '../../agent/datapath/codecs.js';
+import { tlsFlowCodec } from '../../agent/datapath/codecs.js';
 import { suffixHashes, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { ensureBpffs, requireKernelTestEnv, PIN_ROOT } from '../helpers/topology.js';
 import { buildFrame } from '../helpers/frames.js';
@@ -163,7 +163,7 @@ const TLS_SEGMENTS = 16;
 const TLS_MORE = 0;
 const TLS_BAD = -1;
 const TLS_OUT = { result: 0, walked: 64, names: 68, name: 72, flow: 104 };
-const FLOW = LAYOUTS.tls_flow.fields;
+const FLOW = tlsFlowCodec.offsets;
 
 interface TlsResult { results: number[]; names: { at: number; len: number }[]; state: number; hellos: number }
 
@@ -187,8 +187,8 @@ function runTls(p: TestProgram, stream: Buffer, cuts: number[] = []): TlsResult 
   return {
     results: Array.from({ length: walked }, (_, i) => out.readInt32LE(TLS_OUT.result + 4 * i)),
     names,
-    state: out[TLS_OUT.flow + FLOW.state]!,
-    hellos: out[TLS_OUT.flow + FLOW.hellos]!,
+    state: out[TLS_OUT.flow + FLOW.state!]!,
+    hellos: out[TLS_OUT.flow + FLOW.hellos!]!,
   };
 }
 
