@@ -4,7 +4,7 @@
  * Pure: returns a Config or throws a ConfigError naming the flag.
  */
 import { isIP } from 'node:net';
-import { parseCidr, type Cidr } from './datapath/addr.js';
+import { parseCidr, type Cidr } from './net/addr.js';
 import { DEFAULT_PIN_DIR } from './datapath/datapath.js';
 import { ATTACH_MODES, type AttachMode } from './datapath/attach.js';
 import { DEFAULT_CLUSTER_DOMAINS, parseClusterDomains, type DnsFilterMode } from './policy/dns-query-filter.js';

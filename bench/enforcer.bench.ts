@@ -14,7 +14,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
-import { parseIp } from '../agent/datapath/addr.js';
+import { parseIp } from '../agent/net/addr.js';
 import { AllowSource, EndpointFlag, IPPROTO, ZERO_CONFIG } from '../agent/datapath/codecs.js';
 import { buildFrame } from '../test/helpers/frames.js';
 

@@ -17,7 +17,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath } from '../agent/datapath/datapath.js';
 import { AllowSource, type AllowKey, type AllowValue } from '../agent/datapath/codecs.js';
-import { formatIp, parseIp } from '../agent/datapath/addr.js';
+import { formatIp, parseIp } from '../agent/net/addr.js';
 import { AllowWalk } from '../agent/datapath/allow-walk.js';
 import { RECOVERY_CALLS_PER_TICK } from '../agent/learn/lost-records.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';

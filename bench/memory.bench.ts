@@ -27,7 +27,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { Datapath } from '../agent/datapath/datapath.js';
-import { parseIp } from '../agent/datapath/addr.js';
+import { parseIp } from '../agent/net/addr.js';
 import { EndpointFlag, learnedRecordCodec } from '../agent/datapath/codecs.js';
 import { FqdnCache } from '../agent/cache/fqdn-cache.js';
 import { Reconciler } from '../agent/sync/reconciler.js';

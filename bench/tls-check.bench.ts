@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
-import { parseIp } from '../agent/datapath/addr.js';
+import { parseIp } from '../agent/net/addr.js';
 import { AllowSource, EndpointFlag, IPPROTO, PolicyKind, PROTO_TLS, ZERO_CONFIG, type PortRule } from '../agent/datapath/codecs.js';
 import { nameHash, hashOrderBytes } from '../agent/policy/name-hash.js';
 import { buildFrame } from '../test/helpers/frames.js';

@@ -7,14 +7,14 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath } from '../datapath/datapath.js';
-import { native, type BpfError } from '../datapath/native.js';
-import { formatCidr, formatIp, parseIp } from '../datapath/addr.js';
+import type { BpfError, MapShape } from '../datapath/native.js';
+import { pinnedMapFill, pinnedMapShape } from '../datapath/pins.js';
+import { formatCidr, formatIp, parseIp } from '../net/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
-import { openHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
+import { readHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
 import { featureEffect, featuresFromFlags, type FeatureState } from '../datapath/features.js';
 import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, PolicyKind, PROTO_TLS, shapeChange, type DropEvent, type PortRule } from '../datapath/maps/index.js';
 import { MAP_DEFINITIONS } from '../datapath/maps/registry.js';
-import { pinnedShape } from '../datapath/migrate.js';
 
 export class CliError extends Error {
   override name = 'CliError';
@@ -39,24 +39,19 @@ export function openState(pinDir: string): Datapath {
   // every pin read as this egressctl was built to read it: the map modules' shapes, compared as migrate.ts compares them
   for (const { name: map, shape, sizedByPin } of MAP_DEFINITIONS) {
     const pin = join(pinDir, map);
-    let fd: number;
+    let have: MapShape;
     try {
-      fd = native.objGet(pin);
+      have = pinnedMapShape(pin);
     } catch (err) {
       const e = err as BpfError;
       if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied reading ${pin}: run egressctl as root (or with CAP_BPF)`);
       if (e.code === 'ENOENT') throw new CliError(`${pin} is missing: the maps at ${pinDir} were made by another version of fqdn-egress, or the agent never started`);
       throw new CliError(`cannot open ${pin}: ${e.message}`);
     }
-    try {
-      const have = pinnedShape(fd);
-      const changes = shapeChange(have, sizedByPin ? { ...shape, valueSize: have.valueSize } : shape, { layoutOnly: true });
-      if (changes.length > 0) {
-        const detail = have.valueSize !== shape.valueSize ? `${map} values are ${have.valueSize} bytes, this egressctl reads ${shape.valueSize}` : `${map} differs (pinned -> this egressctl: ${changes.join(', ')})`;
-        throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${detail}`);
-      }
-    } finally {
-      native.closeFd(fd);
+    const changes = shapeChange(have, sizedByPin ? { ...shape, valueSize: have.valueSize } : shape, { layoutOnly: true });
+    if (changes.length > 0) {
+      const detail = have.valueSize !== shape.valueSize ? `${map} values are ${have.valueSize} bytes, this egressctl reads ${shape.valueSize}` : `${map} differs (pinned -> this egressctl: ${changes.join(', ')})`;
+      throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${detail}`);
     }
   }
   return Datapath.openPinned(pinDir);
@@ -280,20 +275,9 @@ function headGuardReport(r: HeadGuardRecord | undefined, nowNs: bigint): HeadGua
   };
 }
 
-/** fqe_head_guard by ifindex; empty when the agent never made it (an older agent, or no tcx). */
-function headGuardRecords(pinDir: string): Map<number, HeadGuardRecord> {
-  const map = openHeadGuardRecords(pinDir);
-  if (!map) return new Map();
-  try {
-    return new Map(map.entries());
-  } finally {
-    native.closeFd(map.fd);
-  }
-}
-
 export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusReport {
   const pods = dp.maps.pods.entries();
-  const guarded = headGuardRecords(dp.pinDir);
+  const guarded = readHeadGuardRecords(dp.pinDir);
   const interfaces = pods.map(([, info]) => {
     const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, headGuard: headGuardReport(guarded.get(info.ifindex), nowNs) };
     try {
@@ -305,14 +289,8 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
     }
   });
   const maps = (['fqe_allow', 'fqe_cidrs', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
-    const fd = native.objGet(join(dp.pinDir, map));
-    try {
-      const info = native.mapInfo(fd);
-      const entries = native.mapDump(fd, info.keySize, info.valueSize).count;
-      return { map, entries, capacity: info.maxEntries, fill: Math.round((entries / info.maxEntries) * 10000) / 10000 };
-    } finally {
-      native.closeFd(fd);
-    }
+    const { entries, capacity } = pinnedMapFill(join(dp.pinDir, map));
+    return { map, entries, capacity, fill: Math.round((entries / capacity) * 10000) / 10000 };
   });
   let passed = 0n, dropped = 0n, audited = 0n, learned = 0n, skipped = 0n;
   for (const [, c] of dp.maps.counters.entries()) {

@@ -60,6 +60,17 @@ export function openHeadGuardRecords(pinDir: string): HeadGuardRecords | null {
 }
 
 /** The pinned map, created (or replaced, when its shape differs) as needed. The caller closes map.fd. */
+/** Every record of fqe_head_guard by ifindex (the map closed again); empty when the agent never made it. */
+export function readHeadGuardRecords(pinDir: string): Map<number, HeadGuardRecord> {
+  const map = openHeadGuardRecords(pinDir);
+  if (!map) return new Map();
+  try {
+    return new Map(map.entries());
+  } finally {
+    native.closeFd(map.fd);
+  }
+}
+
 export function ensureHeadGuardRecords(pinDir: string): HeadGuardRecords {
   const pin = join(pinDir, HEAD_GUARD_MAP);
   const existing = openHeadGuardRecords(pinDir);

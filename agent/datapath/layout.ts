@@ -18,7 +18,7 @@
  * modules (maps/) declare their structs with it. Little-endian throughout,
  * as on every architecture the datapath runs on.
  */
-import { ADDR_LEN } from './addr.js';
+import { ADDR_LEN } from '../net/addr.js';
 
 /** One C member: its size and alignment, and how its value is read and written. */
 export interface Field<T> {

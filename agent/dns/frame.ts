@@ -11,7 +11,7 @@
  * routing, destination options; any fragment header is refused). The IP
  * length decides where the packet ends, so Ethernet padding is ignored.
  */
-import { formatIp } from '../datapath/addr.js';
+import { formatIp } from '../net/addr.js';
 
 /** A frame as the tap delivers it (the binding's PacketSocket gives these). */
 export interface CapturedPacket {

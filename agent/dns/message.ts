@@ -27,7 +27,7 @@
 import dnsPacket from 'dns-packet';
 import type { DecodedPacket } from 'dns-packet';
 import { isIPv4, isIPv6 } from 'node:net';
-import { formatIp, parseIp } from '../datapath/addr.js';
+import { formatIp, parseIp } from '../net/addr.js';
 
 export type DnsRejection = 'malformed' | 'no-question' | 'multiple-questions';
 

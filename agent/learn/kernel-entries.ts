@@ -10,7 +10,7 @@ import type { FqdnCache } from '../cache/fqdn-cache.js';
 import type { Reconciler } from '../sync/reconciler.js';
 import type { EnforcedPod } from '../pods/endpoints.js';
 import type { NameRegistry } from '../names/name-registry.js';
-import { formatIp } from '../datapath/addr.js';
+import { formatIp } from '../net/addr.js';
 import { AllowSource, type AllowKey, type AllowValue } from '../datapath/codecs.js';
 import { rulesForName } from '../policy/annotation.js';
 

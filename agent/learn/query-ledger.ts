@@ -6,7 +6,7 @@
  * - with the inline learner off: the enforcer's query record (fqe_queries)
  *   within --query-window, of the same protocol.
  */
-import { parseIp } from '../datapath/addr.js';
+import { parseIp } from '../net/addr.js';
 import { IPPROTO } from '../datapath/codecs.js';
 import type { DatapathMaps } from '../datapath/datapath.js';
 

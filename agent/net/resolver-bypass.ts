@@ -8,7 +8,7 @@
  * resolv.conf's text, returns what to warn about.
  */
 import { isIP } from 'node:net';
-import { formatCidr, parseIp, type Cidr } from '../datapath/addr.js';
+import { formatCidr, parseIp, type Cidr } from './addr.js';
 
 export interface OpenResolver {
   /** the --allow-cidrs prefix, as written back */

@@ -11,7 +11,7 @@
  * map still holds it.
  * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
  */
-import { parseIp, formatIp } from '../datapath/addr.js';
+import { parseIp, formatIp } from '../net/addr.js';
 import { EndpointFlag, MAX_PORT_RULES, type PodInfo } from '../datapath/codecs.js';
 import type { Datapath } from '../datapath/datapath.js';
 import { describeAttach, type AttachResult } from '../datapath/attach.js';

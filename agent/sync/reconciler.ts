@@ -8,7 +8,7 @@
  * never deletes an unexpired entry the kernel learned for a name it cannot
  * judge. Datapath and clocks are injected: unit tests use a recording table.
  */
-import { parseIp, formatIp, formatCidr } from '../datapath/addr.js';
+import { parseIp, formatIp, formatCidr } from '../net/addr.js';
 import { AllowSource, IPPROTO, MAX_PORT_RULES, PROTO_TLS, type AllowKey, type AllowValue, type PortRule } from '../datapath/codecs.js';
 import type { Change, FqdnCache } from '../cache/fqdn-cache.js';
 

@@ -10,7 +10,7 @@
  *   reads it; a stopped agent writes heartbeat 0).
  */
 import { readFileSync } from 'node:fs';
-import { parseIp, formatIp } from '../datapath/addr.js';
+import { parseIp, formatIp } from '../net/addr.js';
 import { ResolverFlag, ZERO_CONFIG, type Config as KernelConfig } from '../datapath/codecs.js';
 import type { DatapathMaps } from '../datapath/datapath.js';
 import { syncClusterDomains } from '../datapath/cluster-domains.js';

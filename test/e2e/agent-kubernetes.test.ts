@@ -14,7 +14,7 @@ import { loadStandin, untilOursHeads } from '../helpers/cni-standin.js';
 import { ownLinkId } from '../../agent/datapath/attach.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
 import { RemoteApiServer } from '../helpers/remote-apiserver.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 
 const NODE = 'node-1';
 

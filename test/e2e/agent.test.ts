@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireKernelTestEnv, SILENT_RESOLVER, OUTSIDE_HOSTS_V4, NETTOOL, sleep } from '../helpers/topology.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'curl', 'nsenter'];
 

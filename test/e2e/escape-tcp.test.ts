@@ -19,7 +19,7 @@ import { realClientHellos, urgentByteHello } from '../helpers/client-hello.js';
 import { tcpSession, type SessionResult, type Step } from '../helpers/tcp-games.js';
 import { queriesFor, withQueryLogFile } from '../helpers/query-log.js';
 import { LearnerHarness } from '../helpers/learner-harness.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'python3', 'openssl', 'nsenter', 'curl'];
 const RESOLVER = OUTSIDE_LINK_V4.outside;

@@ -20,7 +20,7 @@ import { native } from '../../agent/datapath/native.js';
 const TC_ACT_SHOT = 2;
 import { egressctl } from '../helpers/egressctl.js';
 import { AllowSource, PolicyKind } from '../../agent/datapath/codecs.js';
-import { formatIp, parseIp } from '../../agent/datapath/addr.js';
+import { formatIp, parseIp } from '../../agent/net/addr.js';
 import { nameHash, nameToWire } from '../../agent/policy/name-hash.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'curl', 'nsenter'];

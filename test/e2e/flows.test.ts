@@ -13,7 +13,7 @@ import { LearnerHarness } from '../helpers/learner-harness.js';
 import { buildFrame } from '../helpers/frames.js';
 import { egressctl } from '../helpers/egressctl.js';
 import { native } from '../../agent/datapath/native.js';
-import { parseCidr } from '../../agent/datapath/addr.js';
+import { parseCidr } from '../../agent/net/addr.js';
 import { AllowSource, CtFlag } from '../../agent/datapath/codecs.js';
 
 const TOOLS = ['dnsmasq', 'dig', 'curl', 'nsenter', 'iperf3'];

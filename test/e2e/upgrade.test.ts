@@ -21,7 +21,7 @@ import { previousRelease, ReleaseUnavailable, type Release } from '../helpers/pr
 import { native } from '../../agent/datapath/native.js';
 import { TC_HANDLE, TC_PRIORITY } from '../../agent/datapath/datapath.js';
 import { AllowSource, allowKeyCodec, allowValueCodec, endpointCodec, u32Codec, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
-import { formatIp, formatCidr } from '../../agent/datapath/addr.js';
+import { formatIp, formatCidr } from '../../agent/net/addr.js';
 
 /** The previous release on main: map ABI 1, legacy tc. */
 const PREVIOUS_RELEASE = 'c90c890';

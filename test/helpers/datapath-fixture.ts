@@ -5,7 +5,7 @@
  */
 import type { TestContext } from 'node:test';
 import { Datapath, type LoadOptions } from '../../agent/datapath/datapath.js';
-import { parseIp, parseCidr } from '../../agent/datapath/addr.js';
+import { parseIp, parseCidr } from '../../agent/net/addr.js';
 import { AllowSource, EndpointFlag, type Counters, type PortRule } from '../../agent/datapath/codecs.js';
 import { withTopology, type PodSpec, type Topology } from './topology.js';
 

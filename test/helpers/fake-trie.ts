@@ -6,7 +6,7 @@
  * order against the real trie.
  */
 import { trieCompare, type AllowCursor } from '../../agent/datapath/allow-walk.js';
-import { formatCidr } from '../../agent/datapath/addr.js';
+import { formatCidr } from '../../agent/net/addr.js';
 import type { AllowKey, AllowValue } from '../../agent/datapath/codecs.js';
 
 function str(k: AllowKey): string {

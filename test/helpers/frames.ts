@@ -3,7 +3,7 @@
  * UDP. Pure; only what the benchmarks and fuzzers need.
  */
 import { isIP } from 'node:net';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 
 export interface FrameSpec {
   src: string;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
-import { parseIp, formatIp } from '../../agent/datapath/addr.js';
+import { parseIp, formatIp } from '../../agent/net/addr.js';
 import { EndpointFlag, PolicyKind, type PortRule, type LearnedRecord, ZERO_CONFIG, ResolverFlag } from '../../agent/datapath/codecs.js';
 import { nameHash, wildcardHash, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { buildFrame } from './frames.js';

@@ -5,7 +5,7 @@
  * argv: PIN_DIR NETNS_PATH IFINDEX IDENTITY ADDR...
  */
 import { Datapath } from '../../agent/datapath/datapath.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 import { EndpointFlag } from '../../agent/datapath/codecs.js';
 
 const [pinDir, netns, ifindex, identity, ...addrs] = process.argv.slice(2);

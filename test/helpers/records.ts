@@ -5,7 +5,7 @@
  * against the C header.
  */
 import { learnedRecordLayout, learnedAddrLayout, portRuleCodec, type PortRule } from '../../agent/datapath/maps/index.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 
 export interface RecordSpec {
   identity: number;

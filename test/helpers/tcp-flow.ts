@@ -8,7 +8,7 @@
  */
 import { native } from '../../agent/datapath/native.js';
 import { AllowSource, IPPROTO, PolicyKind, PROTO_TLS, type PortRule } from '../../agent/datapath/codecs.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 import { buildFrame } from './frames.js';
 import type { LearnerHarness } from './learner-harness.js';
 

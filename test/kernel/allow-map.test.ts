@@ -11,7 +11,7 @@ import { requireKernelTestEnv } from '../helpers/topology.js';
 import { native, MapType, BPF_F_NO_PREALLOC } from '../../agent/datapath/native.js';
 import { BpfMap } from '../../agent/datapath/bpf-map.js';
 import { allowKeyCodec, allowValueCodec, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
-import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
+import { parseCidr, formatIp } from '../../agent/net/addr.js';
 import { AllowWalk, trieCompare } from '../../agent/datapath/allow-walk.js';
 import { Reconciler } from '../../agent/sync/reconciler.js';
 import { FqdnCache } from '../../agent/cache/fqdn-cache.js';

@@ -19,7 +19,7 @@ import {
 import { MAP_DEFINITIONS } from '../../agent/datapath/maps/registry.js';
 import type { Struct } from '../../agent/datapath/layout.js';
 import { Datapath, DEFAULT_BPF_DIR } from '../../agent/datapath/datapath.js';
-import { parseIp, formatIp, parseCidr, formatCidr } from '../../agent/datapath/addr.js';
+import { parseIp, formatIp, parseCidr, formatCidr } from '../../agent/net/addr.js';
 
 const rootOnly = { skip: process.getuid?.() !== 0 && process.env.CI !== 'true' ? 'needs root' : false };
 const OBJECTS = ['enforcer.bpf.o', 'learner.bpf.o', 'dns_filter.bpf.o'];

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type Topology, requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, OUTSIDE_LINK_V6, SILENT_RESOLVER, NETTOOL, sleep } from '../helpers/topology.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 import { ConfigFlag, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
 import { withBox } from '../helpers/datapath-fixture.js';
 import type { CapturedPacket } from '../../agent/datapath/native.js';

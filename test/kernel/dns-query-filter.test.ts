@@ -12,7 +12,7 @@ import { LearnerHarness } from '../helpers/learner-harness.js';
 import { buildFrame } from '../helpers/frames.js';
 import { native } from '../../agent/datapath/native.js';
 import { EndpointFlag, PolicyKind, ResolverFlag } from '../../agent/datapath/codecs.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 import { clusterDomainEntries } from '../../agent/policy/dns-query-filter.js';
 import { escapeWireName } from '../../agent/dns/presentation.js';
 import { internetChecksum, l4ChecksumOk } from '../helpers/checksum.js';

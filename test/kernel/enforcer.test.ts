@@ -12,7 +12,7 @@ import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_
 import { withBox, monotonicNs } from '../helpers/datapath-fixture.js';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { IPPROTO, CtFlag, type DropEvent, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
-import { parseCidr } from '../../agent/datapath/addr.js';
+import { parseCidr } from '../../agent/net/addr.js';
 
 const [HOST_A, HOST_B] = OUTSIDE_HOSTS_V4 as [string, string];
 const OTHER_NET_HOST = OUTSIDE_HOSTS_V4[3]!;

@@ -13,7 +13,7 @@ import { PolicyKind } from '../../agent/datapath/codecs.js';
 import { decodeDns } from '../../agent/dns/message.js';
 import { buildFrame } from '../helpers/frames.js';
 import { nameHash } from '../../agent/policy/name-hash.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 
 interface Vector {
   description: string;

@@ -10,7 +10,7 @@ import { requireKernelTestEnv, ensureBpffs, PIN_ROOT } from '../helpers/topology
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native, MapType } from '../../agent/datapath/native.js';
 import { allowKeyCodec, allowValueCodec, AllowSource } from '../../agent/datapath/codecs.js';
-import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
+import { parseCidr, formatIp } from '../../agent/net/addr.js';
 
 test('a changed pinned map is upgraded: entries kept when the layout is the same, dropped when it is not', (t) => {
   if (!requireKernelTestEnv(t)) return;

@@ -21,7 +21,7 @@ import {
   applicationData, CHANGE_CIPHER_SPEC, EXT_SERVER_NAME,
 } from '../helpers/client-hello.js';
 import { CtFlag, ResolverFlag } from '../../agent/datapath/codecs.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 import { matchesPattern, parsePattern } from '../../agent/policy/pattern.js';
 
 const RESOLVER_V6 = '2001:db8:ff::53';

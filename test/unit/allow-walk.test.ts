@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AllowWalk, identityCompare, trieCompare } from '../../agent/datapath/allow-walk.js';
-import { parseCidr, formatIp } from '../../agent/datapath/addr.js';
+import { parseCidr, formatIp } from '../../agent/net/addr.js';
 import { AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
 import { FakeTrie } from '../helpers/fake-trie.js';
 

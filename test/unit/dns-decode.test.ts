@@ -13,7 +13,7 @@ import type { Segment, FrameResult } from '../../agent/dns/frame.js';
 import { decodeDns } from '../../agent/dns/message.js';
 import type { DnsMessage } from '../../agent/dns/message.js';
 import { TcpDnsReassembler } from '../../agent/dns/tcp-stream.js';
-import { parseIp } from '../../agent/datapath/addr.js';
+import { parseIp } from '../../agent/net/addr.js';
 import type { CapturedPacket } from '../../agent/dns/frame.js';
 
 // ---------------------------------------------------------------- builders

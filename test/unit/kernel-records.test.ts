@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { KernelRecords } from '../../agent/learn/kernel-records.js';
 import { FqdnCache } from '../../agent/cache/fqdn-cache.js';
 import { learnedRecordCodec, LEARNED_MAX_ADDRS, AllowSource, type AllowKey, type AllowValue } from '../../agent/datapath/codecs.js';
-import { formatIp } from '../../agent/datapath/addr.js';
+import { formatIp } from '../../agent/net/addr.js';
 import { parsePodPolicy } from '../../agent/policy/annotation.js';
 import { POLICY_LIMITS } from '../helpers/policy-limits.js';
 import { nameHash } from '../../agent/policy/name-hash.js';

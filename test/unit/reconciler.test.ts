@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Reconciler, mergePorts, RETRY_BATCH, type AllowTable } from '../../agent/sync/reconciler.js';
 import { FqdnCache } from '../../agent/cache/fqdn-cache.js';
-import { parseCidr, formatCidr } from '../../agent/datapath/addr.js';
+import { parseCidr, formatCidr } from '../../agent/net/addr.js';
 import { AllowSource, type AllowKey, type AllowValue, type PortRule } from '../../agent/datapath/codecs.js';
 
 /**

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nameserversOf, openResolvers } from '../../agent/net/resolver-bypass.js';
-import { parseCidr } from '../../agent/datapath/addr.js';
+import { parseCidr } from '../../agent/net/addr.js';
 
 test('resolv.conf nameservers: addresses only, zone ids dropped, other lines ignored', () => {
   const conf = '# generated\nsearch shop.svc.cluster.local\nnameserver 192.0.2.53\n  nameserver   2001:db8::53%eth0\nnameserver dns.example\noptions ndots:5\n';

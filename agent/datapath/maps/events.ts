@@ -4,7 +4,7 @@
  * the event record, which fqe_recent keeps a copy of.
  */
 import { struct, u8, u16, u32, u64, addr, mapped } from '../layout.js';
-import { formatIp, parseIp } from '../addr.js';
+import { formatIp, parseIp } from '../../net/addr.js';
 import { ringBuffer } from './define.js';
 
 /** enum fqe_reason, by value. */

@@ -9,7 +9,7 @@
  * hot path: thousands of records a second).
  */
 import { struct, array, cstring, pad, u8, u16, u32, u64, addr, u32Codec, u64Codec } from '../layout.js';
-import { formatIp, ADDR_LEN } from '../addr.js';
+import { formatIp, ADDR_LEN } from '../../net/addr.js';
 import { MapType } from '../native.js';
 import { perCpuMap, ringBuffer } from './define.js';
 import { MAX_PORT_RULES, NAME_LEN, portRuleCodec, type PortRule } from './common.js';
