@@ -25,7 +25,10 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' },
+      ],
       // a variable a closure reads before its one assignment (a server's handler)
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       // node-addon-api objects and JSON from the API server are typed at the edge
@@ -39,7 +42,13 @@ export default tseslint.config(
       '@typescript-eslint/no-restricted-imports': [
         'error',
         {
-          paths: [{ name: '../datapath/native.js', allowTypeImports: true, message: 'egressctl reads the pins through datapath/ functions, not the addon' }],
+          paths: [
+            {
+              name: '../datapath/native.js',
+              allowTypeImports: true,
+              message: 'egressctl reads the pins through datapath/ functions, not the addon',
+            },
+          ],
         },
       ],
     },

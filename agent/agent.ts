@@ -70,10 +70,14 @@ function checkPinDir(pinDir: string): void {
   try {
     magic = statfsSync(dirname(pinDir)).type;
   } catch (err) {
-    throw new AgentStartError(`--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not accessible: ${(err as Error).message}`);
+    throw new AgentStartError(
+      `--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not accessible: ${(err as Error).message}`,
+    );
   }
   if (magic !== BPF_FS_MAGIC) {
-    throw new AgentStartError(`--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not a BPF filesystem (mount it: mount -t bpf bpf ${dirname(pinDir)})`);
+    throw new AgentStartError(
+      `--bpf-pin-dir ${pinDir}: ${dirname(pinDir)} is not a BPF filesystem (mount it: mount -t bpf bpf ${dirname(pinDir)})`,
+    );
   }
 }
 
@@ -118,14 +122,27 @@ export class Agent {
   readonly features: FeatureState[];
   private readonly notices = new PodNoticeLedger();
 
-  private constructor(private readonly cfg: Config, private readonly log: Logger) {
+  private constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+  ) {
     checkPinDir(cfg.bpfPinDir);
-    this.dp = Datapath.load(cfg.bpfPinDir, undefined, { withoutInlineLearner: !cfg.inlineLearner, attachMode: cfg.attachMode });
-    this.features = datapathFeatures(this.dp, { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() }, cfg.tcxHeadGuard);
+    this.dp = Datapath.load(cfg.bpfPinDir, undefined, {
+      withoutInlineLearner: !cfg.inlineLearner,
+      attachMode: cfg.attachMode,
+    });
+    this.features = datapathFeatures(
+      this.dp,
+      { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() },
+      cfg.tcxHeadGuard,
+    );
     this.names = new NameRegistry(this.dp.maps, log);
     this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.names);
     this.staticMaps = new StaticMaps(this.dp.maps, cfg, this.features, log);
-    this.queryLedger = new QueryLedger(this.dp.maps, { inlineLearner: !this.dp.inlineLearnerUnavailable, queryWindowMs: cfg.queryWindowMs });
+    this.queryLedger = new QueryLedger(this.dp.maps, {
+      inlineLearner: !this.dp.inlineLearnerUnavailable,
+      queryWindowMs: cfg.queryWindowMs,
+    });
     this.limitedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
@@ -136,7 +153,11 @@ export class Agent {
       tcpIdleNs: DEFAULT_TCP_IDLE_NS,
       otherIdleNs: DEFAULT_OTHER_IDLE_NS,
     });
-    this.cache = new FqdnCache({ maxIpsPerName: cfg.maxIpsPerName, maxNamesPerPod: cfg.maxNamesPerPod, now: monotonicMs });
+    this.cache = new FqdnCache({
+      maxIpsPerName: cfg.maxIpsPerName,
+      maxNamesPerPod: cfg.maxNamesPerPod,
+      now: monotonicMs,
+    });
     this.reconciler = new Reconciler({
       cache: this.cache,
       allow: this.dp.maps.allow,
@@ -162,9 +183,17 @@ export class Agent {
           this.policyMap.sync(pod.identity, pod.policy);
           if (!previous && !this.announced.has(pod.key)) {
             this.announced.add(pod.key);
-            this.podEvent(pod, 'EnforcementStarted', `fqdn-egress ${pod.policy.mode === 'audit' ? 'audits' : 'enforces'} egress on ${pod.ifname}: ${pod.policy.rules.length} allowed name pattern(s)`, 'Normal');
+            this.podEvent(
+              pod,
+              'EnforcementStarted',
+              `fqdn-egress ${pod.policy.mode === 'audit' ? 'audits' : 'enforces'} egress on ${pod.ifname}: ${pod.policy.rules.length} allowed name pattern(s)`,
+              'Normal',
+            );
           }
-          if (previous) this.reconciler.markDirty(this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed));
+          if (previous)
+            this.reconciler.markDirty(
+              this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed),
+            );
           this.reconciler.markAll();
           for (const n of this.notices.due(pod.key, podNotices(this.features, pod))) {
             this.log.warn({ pod: pod.key, reason: n.reason }, n.message);
@@ -182,16 +211,23 @@ export class Agent {
           this.flush();
         },
         onPolicyErrors: (pod, errors) => {
-          for (const e of errors) this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
+          for (const e of errors)
+            this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
           this.metrics.policyErrors.inc({ namespace: pod.namespace, pod: pod.name }, errors.length);
-          this.podEvent(pod, 'InvalidAnnotation', `${errors.map((e) => e.message).join('; ')} (these entries allow nothing; the others apply)`, 'Warning');
+          this.podEvent(
+            pod,
+            'InvalidAnnotation',
+            `${errors.map((e) => e.message).join('; ')} (these entries allow nothing; the others apply)`,
+            'Warning',
+          );
         },
       },
     });
     this.learner = new DnsLearner({
       podByInterface: (ifindex) => this.endpoints.byInterface(ifindex),
       isTrustedResolver: (ip) => this.staticMaps.isTrustedResolver(ip),
-      kernelSawQuery: (identity, proto, port, id, resolver) => this.queryLedger.sawQuery(identity, proto, port, id, resolver),
+      kernelSawQuery: (identity, proto, port, id, resolver) =>
+        this.queryLedger.sawQuery(identity, proto, port, id, resolver),
       learn: (a) => this.learn(a),
       verdict: (v, detail) => {
         this.metrics.dnsMessages.inc({ verdict: v });
@@ -238,7 +274,22 @@ export class Agent {
         [...this.byIdentity.values()].flatMap((pod) => {
           const c = this.dp.maps.counters.get(pod.identity);
           const unrecorded = this.dp.maps.queryRate.get(pod.identity)?.unrecorded ?? 0n;
-          return c ? [{ namespace: pod.namespace, pod: pod.name, passed: c.passed, dropped: c.dropped, audited: c.audited, reasons: c.reasons, learnedInKernel: c.learned, unwrittenInKernel: c.learnUnwritten, answersLeftToAgent: c.learnSkipped, queriesUnrecorded: unrecorded }] : [];
+          return c
+            ? [
+                {
+                  namespace: pod.namespace,
+                  pod: pod.name,
+                  passed: c.passed,
+                  dropped: c.dropped,
+                  audited: c.audited,
+                  reasons: c.reasons,
+                  learnedInKernel: c.learned,
+                  unwrittenInKernel: c.learnUnwritten,
+                  answersLeftToAgent: c.learnSkipped,
+                  queriesUnrecorded: unrecorded,
+                },
+              ]
+            : [];
         }),
       maps: () => [
         { map: allowMap.name, entries: this.reconciler.entries, capacity: allowMap.shape.maxEntries },
@@ -270,8 +321,13 @@ export class Agent {
     for (const m of dp.migrated) {
       const detail = { map: m.map, entries: m.entries, from: m.from, to: m.to };
       if (m.action === 'kept') this.log.warn(detail, 'pinned map had another definition: upgraded, entries kept');
-      else if (m.action === 'converted') this.log.warn(detail, 'pinned map had an older layout: upgraded, entries converted');
-      else if (m.action === 'rebuilt') this.log.warn({ ...detail, how: rebuiltBecause(m.map) }, 'pinned map had an older layout: upgraded, entries rebuilt by the agent');
+      else if (m.action === 'converted')
+        this.log.warn(detail, 'pinned map had an older layout: upgraded, entries converted');
+      else if (m.action === 'rebuilt')
+        this.log.warn(
+          { ...detail, how: rebuiltBecause(m.map) },
+          'pinned map had an older layout: upgraded, entries rebuilt by the agent',
+        );
       else this.log.error(detail, 'pinned map had another layout: upgraded, its entries could not be carried over');
     }
     for (const line of startupLines(this.features)) this.log[line.level](line.fields, line.msg);
@@ -282,14 +338,32 @@ export class Agent {
     const restored = this.restore();
     this.log.info({ pinDir: cfg.bpfPinDir, ...restored }, 'datapath loaded; state restored from the maps');
 
-    if (cfg.metricsAddress) this.http = await startHttp(cfg.metricsAddress, this.metrics.registry, () => this.notReady());
+    if (cfg.metricsAddress)
+      this.http = await startHttp(cfg.metricsAddress, this.metrics.registry, () => this.notReady());
     this.events = dp.openEvents((evs) => {
       for (const e of evs) {
         const pod = this.byIdentity.get(e.identity);
-        this.metrics.events.inc({ namespace: pod?.namespace ?? '', pod: pod?.name ?? '', kind: e.kind, reason: e.reason });
+        this.metrics.events.inc({
+          namespace: pod?.namespace ?? '',
+          pod: pod?.name ?? '',
+          kind: e.kind,
+          reason: e.reason,
+        });
         // (the refused name costs a map read: only when the line is logged)
         if (!this.log.isLevelEnabled('debug')) continue;
-        this.log.debug({ pod: pod?.key, kind: e.kind, reason: e.reason, dst: e.daddr, dport: e.dport, proto: e.proto, ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}), ...(e.reason === 'tls-server-name' ? { serverName: refusedServerNameOf(dp.maps.dnsRefused, e).name } : {}) }, 'packet refused');
+        this.log.debug(
+          {
+            pod: pod?.key,
+            kind: e.kind,
+            reason: e.reason,
+            dst: e.daddr,
+            dport: e.dport,
+            proto: e.proto,
+            ...(e.reason === 'dns-name' ? { query: refusedQueryOf(dp.maps.dnsRefused, e) } : {}),
+            ...(e.reason === 'tls-server-name' ? { serverName: refusedServerNameOf(dp.maps.dnsRefused, e).name } : {}),
+          },
+          'packet refused',
+        );
       }
     });
     this.learned = dp.openLearned((records, malformed) => this.onLearnedRecords(records, malformed));
@@ -328,7 +402,9 @@ export class Agent {
       });
       this.source = source;
       // Not awaited: while the API server is away the pins keep enforcing, and readiness waits.
-      source.start().catch((err: Error) => this.log.warn({ err: err.message }, 'Kubernetes source stopped before its first list'));
+      source
+        .start()
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'Kubernetes source stopped before its first list'));
     }
     this.timer = setInterval(() => this.tick(), TICK_MS);
   }
@@ -351,7 +427,12 @@ export class Agent {
     });
   }
 
-  private podEvent(pod: { namespace: string; name: string }, reason: PodEventReason, message: string, type: 'Warning' | 'Normal'): void {
+  private podEvent(
+    pod: { namespace: string; name: string },
+    reason: PodEventReason,
+    message: string,
+    type: 'Warning' | 'Normal',
+  ): void {
     if (this.source instanceof KubernetesSource) void this.source.podEvent(pod, reason, message, type);
   }
 
@@ -384,15 +465,20 @@ export class Agent {
 
   private async applyPods(pods: PodSpec[]): Promise<void> {
     await this.endpoints.apply(pods);
-    for (const identity of this.cache.identities()) if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
-    for (const identity of this.policyMap.identities()) if (!this.byIdentity.has(identity)) this.policyMap.sync(identity, undefined);
+    for (const identity of this.cache.identities())
+      if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
+    for (const identity of this.policyMap.identities())
+      if (!this.byIdentity.has(identity)) this.policyMap.sync(identity, undefined);
     this.reconciler.markAll();
     const first = !this.snapshotApplied;
     this.snapshotApplied = true;
     this.flush();
     if (first) {
       this.headGuard?.start(() => this.endpoints.enforced);
-      this.log.info({ enforced: this.byIdentity.size, waiting: this.endpoints.pending.size }, 'first pod snapshot applied; ready');
+      this.log.info(
+        { enforced: this.byIdentity.size, waiting: this.endpoints.pending.size },
+        'first pod snapshot applied; ready',
+      );
     }
   }
 
@@ -406,7 +492,11 @@ export class Agent {
   /** A new name past --max-names-per-pod: not cached, so not allowed; counted, logged (rate-limited). */
   private nameRefused(pod: EnforcedPod, name: string): void {
     this.metrics.namesOverCap.inc({ namespace: pod.namespace, pod: pod.name });
-    this.limitedLog.warn('names-over-cap', { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod }, 'pod has --max-names-per-pod names: a new name is refused until one expires');
+    this.limitedLog.warn(
+      'names-over-cap',
+      { pod: pod.key, name, maxNamesPerPod: this.cfg.maxNamesPerPod },
+      'pod has --max-names-per-pod names: a new name is refused until one expires',
+    );
   }
 
   /** Write what changed to the kernel; observe capture-to-map latency. */
@@ -421,7 +511,11 @@ export class Agent {
       this.metrics.allowWritesRetrying.set(r.retrying);
       if (r.failed) {
         this.metrics.allowWriteFailures.inc(r.failed);
-        this.limitedLog.warn('allow-write-failed', { failed: r.failed, retrying: r.retrying, err: r.error }, 'writing the allow map failed: the entries are retried every second');
+        this.limitedLog.warn(
+          'allow-write-failed',
+          { failed: r.failed, retrying: r.retrying, err: r.error },
+          'writing the allow map failed: the entries are retried every second',
+        );
       }
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'writing the allow map failed; will retry');
@@ -430,7 +524,8 @@ export class Agent {
     }
     const done = realtimeNs();
     this.metrics.reconcileDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    for (const captured of this.pendingLatencies) this.metrics.captureToMap.observe(Math.max(0, Number(done - captured)) / 1e9);
+    for (const captured of this.pendingLatencies)
+      this.metrics.captureToMap.observe(Math.max(0, Number(done - captured)) / 1e9);
     this.pendingLatencies = [];
   }
 
@@ -458,7 +553,11 @@ export class Agent {
     const r = this.lostRecords.tick();
     if (r.lost === 0n) return;
     this.metrics.kernelRecordsLost.inc(Number(r.lost));
-    this.limitedLog.warn('records-lost', { lost: Number(r.lost), pods: r.affected.length, pending: r.pending }, 'the learned-records ring was full: reading back the allow entries of the pods that lost records');
+    this.limitedLog.warn(
+      'records-lost',
+      { lost: Number(r.lost), pods: r.affected.length, pending: r.pending },
+      'the learned-records ring was full: reading back the allow entries of the pods that lost records',
+    );
   }
 
   /** Names no allow entry (as the reconciler knows them), rule or cached answer refers to leave fqe_names and the agent. */

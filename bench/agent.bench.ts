@@ -51,22 +51,38 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
   try {
     dp = Datapath.load(pinDir);
     const pod: EnforcedPod = {
-      key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
+      key: 'shop/bench',
+      namespace: 'shop',
+      name: 'bench',
+      identity: 1,
+      ifindex: 1,
+      ifname: 'lo',
+      ips: ['198.18.1.2'],
       policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
       dnsFilter: 'on',
     };
     dp.maps.endpoints.set(1, { identity: 1, flags: EndpointFlag.enforce });
     const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });
     const rec = new Reconciler({
-      cache, allow: dp.maps.allow, identities: () => [1],
+      cache,
+      allow: dp.maps.allow,
+      identities: () => [1],
       portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
-      nameHash: (n) => nameHash(n), nameOf: () => undefined,
-      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => process.hrtime.bigint(),
+      nameHash: (n) => nameHash(n),
+      nameOf: () => undefined,
+      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
+      kernelNowNs: () => process.hrtime.bigint(),
     });
     const learner = new DnsLearner({
-      podByInterface: () => pod, isTrustedResolver: (ip) => ip === '192.0.2.2', kernelSawQuery: () => true,
-      learn: (a) => rec.markDirty(cache.learn(1, a.name, a.answers, 'agent')), verdict: () => undefined,
-      minTtlMs: 30_000, maxTtlMs: 3_600_000, connectGraceMs: 0, nowMs: monotonicMs,
+      podByInterface: () => pod,
+      isTrustedResolver: (ip) => ip === '192.0.2.2',
+      kernelSawQuery: () => true,
+      learn: (a) => rec.markDirty(cache.learn(1, a.name, a.answers, 'agent')),
+      verdict: () => undefined,
+      minTtlMs: 30_000,
+      maxTtlMs: 3_600_000,
+      connectGraceMs: 0,
+      nowMs: monotonicMs,
     });
     const packets: CapturedPacket[] = [];
     const payloads: Buffer[] = [];
@@ -74,10 +90,21 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
       const name = `n${i}.bench.test`;
       const n = 0xc6120000 + i; // 198.18.0.0/15: unique for up to 131,072 answers (no traffic is sent)
       const ip = `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
-      const a = dnsPacket.encode({ type: 'response', id: i & 0xffff, questions: [{ type: 'A', name, class: 'IN' }], answers: [{ type: 'A', name, class: 'IN', ttl: 300, data: ip }] });
+      const a = dnsPacket.encode({
+        type: 'response',
+        id: i & 0xffff,
+        questions: [{ type: 'A', name, class: 'IN' }],
+        answers: [{ type: 'A', name, class: 'IN', ttl: 300, data: ip }],
+      });
       payloads.push(a);
       const sport = 10000 + (i % 50000);
-      packets.push({ data: buildFrame({ src: '192.0.2.2', dst: '198.18.1.2', proto: 'udp', sport: 53, dport: sport, payload: a }), ifindex: 1, pktType: 4, tsNs: 0n, origLen: 0 });
+      packets.push({
+        data: buildFrame({ src: '192.0.2.2', dst: '198.18.1.2', proto: 'udp', sport: 53, dport: sport, payload: a }),
+        ifindex: 1,
+        pktType: 4,
+        tsNs: 0n,
+        origLen: 0,
+      });
     }
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < packets.length; i += BATCH) {
@@ -100,14 +127,20 @@ function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ra
 
 /** Quantile from cumulative Prometheus buckets, interpolated inside the bucket. */
 function quantile(text: string, q: number): number {
-  const buckets = text.split('\n').filter((l) => l.startsWith('fqdn_egress_capture_to_map_seconds_bucket'))
-    .map((l) => ({ le: Number(/le="([^"]+)"/.exec(l)![1]!.replace('+Inf', 'Infinity')), n: Number(l.split(' ').pop()) }));
+  const buckets = text
+    .split('\n')
+    .filter((l) => l.startsWith('fqdn_egress_capture_to_map_seconds_bucket'))
+    .map((l) => ({
+      le: Number(/le="([^"]+)"/.exec(l)![1]!.replace('+Inf', 'Infinity')),
+      n: Number(l.split(' ').pop()),
+    }));
   const total = buckets[buckets.length - 1]!.n;
   const target = q * total;
   let prevLe = 0;
   let prevN = 0;
   for (const b of buckets) {
-    if (b.n >= target) return b.le === Infinity ? prevLe : prevLe + ((target - prevN) / Math.max(1, b.n - prevN)) * (b.le - prevLe);
+    if (b.n >= target)
+      return b.le === Infinity ? prevLe : prevLe + ((target - prevN) / Math.max(1, b.n - prevN)) * (b.le - prevLe);
     prevLe = b.le;
     prevN = b.n;
   }
@@ -127,20 +160,37 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
   const out: Record<string, Latency> = {};
   try {
     const hosts = ['paced', 'flat'].map((p) => raceHostsFile(dir, p, RACE_NAMES));
-    await withAgentBox(undefined, [{ name: 'client' }], { agentArgs: ['--inline-learner', 'false'], dnsmasqArgs: hosts.map((h) => `--addn-hosts=${h}`) }, async (box) => {
-      box.writePods([{ name: 'client', allow: '*.race.test' }]);
-      for (const [prefix, gapUs] of [['paced', 1000], ['flat', 0]] as const) {
-        await box.startAgent(['--log-level', 'info']);
-        const identity = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
-        const t0 = Date.now();
-        const r = await runRace(box, 'client', client.path, prefix, RACE_NAMES, identity, gapUs);
-        const secs = (Date.now() - t0) / 1000;
-        await box.waitFor('every answer measured', async () => (await box.metric('fqdn_egress_capture_to_map_seconds_count')) >= r.answered, 5000);
-        const text = await box.metricsText();
-        out[prefix] = { answers: r.answered, answersPerSec: Math.round(r.answered / secs), p50Us: Math.round(quantile(text, 0.5) * 1e6), p99Us: Math.round(quantile(text, 0.99) * 1e6) };
-        await box.stopAgent();
-      }
-    });
+    await withAgentBox(
+      undefined,
+      [{ name: 'client' }],
+      { agentArgs: ['--inline-learner', 'false'], dnsmasqArgs: hosts.map((h) => `--addn-hosts=${h}`) },
+      async (box) => {
+        box.writePods([{ name: 'client', allow: '*.race.test' }]);
+        for (const [prefix, gapUs] of [
+          ['paced', 1000],
+          ['flat', 0],
+        ] as const) {
+          await box.startAgent(['--log-level', 'info']);
+          const identity = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
+          const t0 = Date.now();
+          const r = await runRace(box, 'client', client.path, prefix, RACE_NAMES, identity, gapUs);
+          const secs = (Date.now() - t0) / 1000;
+          await box.waitFor(
+            'every answer measured',
+            async () => (await box.metric('fqdn_egress_capture_to_map_seconds_count')) >= r.answered,
+            5000,
+          );
+          const text = await box.metricsText();
+          out[prefix] = {
+            answers: r.answered,
+            answersPerSec: Math.round(r.answered / secs),
+            p50Us: Math.round(quantile(text, 0.5) * 1e6),
+            p99Us: Math.round(quantile(text, 0.99) * 1e6),
+          };
+          await box.stopAgent();
+        }
+      },
+    );
   } finally {
     client.cleanup();
     rmSync(dir, { recursive: true, force: true });
@@ -158,20 +208,38 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
  */
 function records(shape: 'new-names' | 'rotating' | 'steady'): number {
   const pod: EnforcedPod = {
-    key: 'shop/bench', namespace: 'shop', name: 'bench', identity: 1, ifindex: 1, ifname: 'lo', ips: ['198.18.1.2'],
+    key: 'shop/bench',
+    namespace: 'shop',
+    name: 'bench',
+    identity: 1,
+    ifindex: 1,
+    ifname: 'lo',
+    ips: ['198.18.1.2'],
     policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
     dnsFilter: 'on',
   };
   const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });
   const rec = new Reconciler({
-    cache, allow: { get: () => undefined, set: () => undefined, setMany: (e) => e.length, delete: () => true, deleteMany: (k) => k.length }, identities: () => [1],
+    cache,
+    allow: {
+      get: () => undefined,
+      set: () => undefined,
+      setMany: (e) => e.length,
+      delete: () => true,
+      deleteMany: (k) => k.length,
+    },
+    identities: () => [1],
     portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
-    nameHash: (n) => nameHash(n), nameOf: () => undefined,
-    toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => process.hrtime.bigint(),
+    nameHash: (n) => nameHash(n),
+    nameOf: () => undefined,
+    toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
+    kernelNowNs: () => process.hrtime.bigint(),
   });
   const names = new Map<bigint, string>();
   const kr = new KernelRecords({
-    cache, pod: () => pod, hashesTo: (name, hash) => nameHash(name) === hash,
+    cache,
+    pod: () => pod,
+    hashesTo: (name, hash) => nameHash(name) === hash,
     noteKernelEntry: (key, value, ip) => rec.noteKernelEntry(key, value, ip),
     rememberName: (hash, name) => void names.set(hash, name),
     keepMs: (ttlS) => ttlS * 1000,
@@ -186,7 +254,15 @@ function records(shape: 'new-names' | 'rotating' | 'steady'): number {
     const n = 0xc6120000 + addrIdx;
     const ip = `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
     const ts = now + BigInt(i) * 1000n;
-    raw.push(encodeLearnedRecord({ identity: 1, name, nameHash: nameHash(name), tsNs: ts, addrs: [{ ip, ttlS: 300, expiresNs: ts + 300_000_000_000n }] }));
+    raw.push(
+      encodeLearnedRecord({
+        identity: 1,
+        name,
+        nameHash: nameHash(name),
+        tsNs: ts,
+        addrs: [{ ip, ttlS: 300, expiresNs: ts + 300_000_000_000n }],
+      }),
+    );
   }
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < raw.length; i += BATCH) {

@@ -19,7 +19,10 @@ class ScanEvictionCache {
   private readonly byName = new Map<string, Map<string, { ip: string; expiresAtMs: number; answeredAtMs: number }>>();
   private readonly byIp = new Map<string, Set<string>>();
 
-  constructor(private readonly maxIpsPerName: number, private readonly now: () => number) {}
+  constructor(
+    private readonly maxIpsPerName: number,
+    private readonly now: () => number,
+  ) {}
 
   learn(name: string, answers: AnsweredIp[]): Change[] {
     const changes: Change[] = [];
@@ -79,7 +82,8 @@ function measure(learnInto: () => (answers: AnsweredIp[]) => void): { firstMs: n
 }
 
 const results = [];
-for (const maxIpsPerName of [100, 1000, 100, 1000]) { // the first two warm the JIT up
+for (const maxIpsPerName of [100, 1000, 100, 1000]) {
+  // the first two warm the JIT up
   let t = 0;
   const now = () => ++t; // every answer a later one
   const linear = measure(() => {
@@ -101,4 +105,11 @@ for (const maxIpsPerName of [100, 1000, 100, 1000]) { // the first two warm the 
     speedup: round(scan.fullMs / linear.fullMs),
   });
 }
-console.log(JSON.stringify({ bench: 'cache-eviction', answerAddresses: ADDRESSES, rounds: ROUNDS, results: results.filter((r) => !r.warmUp).map(({ warmUp: _, ...r }) => r) }));
+console.log(
+  JSON.stringify({
+    bench: 'cache-eviction',
+    answerAddresses: ADDRESSES,
+    rounds: ROUNDS,
+    results: results.filter((r) => !r.warmUp).map(({ warmUp: _, ...r }) => r),
+  }),
+);

@@ -49,21 +49,37 @@ function kernelCost(): Record<string, unknown> {
     h.dp.maps.hashKey.set(0, randomBytes(8).readBigUInt64LE(0) | 1n);
     h.allowName(PolicyKind.exact, 'api.stripe.test');
     h.allowName(PolicyKind.wildcard, 'kadath.test');
-    for (const e of clusterDomainEntries(['cluster.local'], h.hashKey)) h.dp.maps.clusterDomains.set(e.hash, { ports: [], name: e.name });
+    for (const e of clusterDomainEntries(['cluster.local'], h.hashKey))
+      h.dp.maps.clusterDomains.set(e.hash, { ports: [], name: e.name });
     const enforcer = h.dp.programs!.enforcer;
     const query = (name: string) =>
       buildFrame({
-        src: h.podV4, dst: h.resolver, proto: 'udp', sport: 40000, dport: 53,
-        payload: dnsPacket.encode({ type: 'query', id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] }),
+        src: h.podV4,
+        dst: h.resolver,
+        proto: 'udp',
+        sport: 40000,
+        dport: 53,
+        payload: dnsPacket.encode({
+          type: 'query',
+          id: 7,
+          flags: dnsPacket.RECURSION_DESIRED,
+          questions: [{ type: 'A', name, class: 'IN' }],
+        }),
       });
     const frames = {
       exact: query('api.stripe.test'),
       wildcard: query('cdn.eu.kadath.test'),
       clusterDomain: query('api.stripe.test.shop.svc.cluster.local'),
     };
-    const setFilter = (on: boolean) => h.dp.maps.endpoints.set(1, { identity: h.identity, flags: EndpointFlag.enforce | (on ? 0 : EndpointFlag.dnsFilterOff) });
-    const repeated = (frame: Buffer) => median(Array.from({ length: ROUNDS }, () => native.progTestRun(enforcer, frame, { repeat: REPEAT }).durationNs));
-    const single = (frame: Buffer) => median(Array.from({ length: SINGLE_RUNS }, () => native.progTestRun(enforcer, frame).durationNs));
+    const setFilter = (on: boolean) =>
+      h.dp.maps.endpoints.set(1, {
+        identity: h.identity,
+        flags: EndpointFlag.enforce | (on ? 0 : EndpointFlag.dnsFilterOff),
+      });
+    const repeated = (frame: Buffer) =>
+      median(Array.from({ length: ROUNDS }, () => native.progTestRun(enforcer, frame, { repeat: REPEAT }).durationNs));
+    const single = (frame: Buffer) =>
+      median(Array.from({ length: SINGLE_RUNS }, () => native.progTestRun(enforcer, frame).durationNs));
     const allowed: Record<string, { filterOffNs: number; filterOnNs: number; addedNs: number; verdict: string }> = {};
     for (const [name, frame] of Object.entries(frames)) {
       setFilter(false);
@@ -85,7 +101,11 @@ function kernelCost(): Record<string, unknown> {
       tool: `BPF_PROG_TEST_RUN of the enforcer, median of ${ROUNDS} rounds of ${REPEAT} runs (refused: median of ${SINGLE_RUNS} single runs)`,
       baseline: { what: 'the same query with the filter off (pass and record, as before the filter)' },
       allowed,
-      refused: { filterOffNs: passedSingle, filterOnNs: refusedSingle, verdict: refusedVerdict === 7 ? 'nxdomain-redirect' : `tc-action-${refusedVerdict}` },
+      refused: {
+        filterOffNs: passedSingle,
+        filterOnNs: refusedSingle,
+        verdict: refusedVerdict === 7 ? 'nxdomain-redirect' : `tc-action-${refusedVerdict}`,
+      },
     };
   } finally {
     h.close();
@@ -109,16 +129,38 @@ async function latency(): Promise<Record<string, unknown>> {
       writeFileSync(f, `${lines.join('\n')}\n`);
       return f;
     };
-    files.filterOn = files.filterOff = write('allowed.txt', Array.from({ length: NAMES }, (_, i) => `n${i}.${PREFIX}.${RACE_SUFFIX} A`));
-    files.refused = write('refused.txt', Array.from({ length: NAMES }, (_, i) => `${randomBytes(12).toString('hex')}${i}.attacker.example ${i % 2 ? 'TXT' : 'A'}`));
-    files.resolverNxdomain = write('nx.txt', Array.from({ length: NAMES }, (_, i) => `x${i}.nx.${RACE_SUFFIX} A`));
-    const dnsmasqArgs = [`--addn-hosts=${hosts}`, `--local=/nx.${RACE_SUFFIX}/`, '--address=/attacker.example/198.51.100.10'];
+    files.filterOn = files.filterOff = write(
+      'allowed.txt',
+      Array.from({ length: NAMES }, (_, i) => `n${i}.${PREFIX}.${RACE_SUFFIX} A`),
+    );
+    files.refused = write(
+      'refused.txt',
+      Array.from(
+        { length: NAMES },
+        (_, i) => `${randomBytes(12).toString('hex')}${i}.attacker.example ${i % 2 ? 'TXT' : 'A'}`,
+      ),
+    );
+    files.resolverNxdomain = write(
+      'nx.txt',
+      Array.from({ length: NAMES }, (_, i) => `x${i}.nx.${RACE_SUFFIX} A`),
+    );
+    const dnsmasqArgs = [
+      `--addn-hosts=${hosts}`,
+      `--local=/nx.${RACE_SUFFIX}/`,
+      '--address=/attacker.example/198.51.100.10',
+    ];
     await withAgentBox(undefined, [{ name: 'client' }], { dnsmasqArgs, prefix: 'fqeb' }, async (box) => {
       const pod = box.topo.pod('client');
       const setFilter = async (mode: 'on' | 'off') => {
         box.writePods([{ name: 'client', allow: `*.${RACE_SUFFIX}`, dnsFilter: mode }]);
         const want = mode === 'off' ? EndpointFlag.dnsFilterOff : 0;
-        await box.waitFor(`the filter ${mode}`, () => box.maps((dp) => ((dp.maps.endpoints.get(pod.ifindex)?.flags ?? -1) & EndpointFlag.dnsFilterOff) === want && dp.maps.endpoints.get(pod.ifindex) !== undefined));
+        await box.waitFor(`the filter ${mode}`, () =>
+          box.maps(
+            (dp) =>
+              ((dp.maps.endpoints.get(pod.ifindex)?.flags ?? -1) & EndpointFlag.dnsFilterOff) === want &&
+              dp.maps.endpoints.get(pod.ifindex) !== undefined,
+          ),
+        );
       };
       box.writePods([{ name: 'client', allow: `*.${RACE_SUFFIX}` }]);
       await box.startAgent(['--log-level', 'info']);
@@ -136,7 +178,13 @@ async function latency(): Promise<Record<string, unknown>> {
         const all = runs[phase].flatMap((r) => r.latenciesUs).sort((a, b) => a - b);
         const rcodes: Record<string, number> = {};
         for (const r of runs[phase]) for (const [k, v] of Object.entries(r.rcodes)) rcodes[k] = (rcodes[k] ?? 0) + v;
-        return { queries: all.length, lost: runs[phase].reduce((s, r) => s + r.lost, 0), p50Us: Math.round(quantile(all, 0.5)), p99Us: Math.round(quantile(all, 0.99)), rcodes };
+        return {
+          queries: all.length,
+          lost: runs[phase].reduce((s, r) => s + r.lost, 0),
+          p50Us: Math.round(quantile(all, 0.5)),
+          p99Us: Math.round(quantile(all, 0.99)),
+          rcodes,
+        };
       };
       const off = summary('filterOff');
       const on = summary('filterOn');
@@ -146,7 +194,11 @@ async function latency(): Promise<Record<string, unknown>> {
         bench: 'dns-query-filter-latency',
         tool: `dnsperf -v in the pod -> dnsmasq outside, real agent running, ${QPS} q/s for ${SECONDS} s per phase, ${LATENCY_ROUNDS} round(s), phases alternated`,
         baseline: { what: 'allowed names, the filter off (fqdn-egress.io/dns-filter: off)', ...off },
-        filterOn: { ...on, p50Ratio: Number((on.p50Us / off.p50Us).toFixed(3)), p99Ratio: Number((on.p99Us / off.p99Us).toFixed(3)) },
+        filterOn: {
+          ...on,
+          p50Ratio: Number((on.p50Us / off.p50Us).toFixed(3)),
+          p99Ratio: Number((on.p99Us / off.p99Us).toFixed(3)),
+        },
         refusedByKernel: { what: 'NXDOMAIN from the kernel (tunnelling-style names, A and TXT)', ...refused },
         resolverNxdomain: { what: "the resolver's own NXDOMAIN for allowed names it does not have", ...nx },
         nxdomainRatio: Number((refused.p50Us / nx.p50Us).toFixed(3)),

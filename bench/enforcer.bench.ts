@@ -74,19 +74,41 @@ function main(): void {
     const enforcer = dp.programs!.enforcer;
     dp.maps.endpoints.set(LOOPBACK_IFINDEX, { identity: IDENTITY, flags: EndpointFlag.enforce });
     for (const ip of [POD_V4, POD_V6]) dp.maps.owners.set({ identity: IDENTITY, addr: parseIp(ip) }, 1);
-    const allowed = { expiresNs: 0n, nameHash: 0n, ports: [{ port: 443, proto: IPPROTO.tcp }], source: AllowSource.static };
+    const allowed = {
+      expiresNs: 0n,
+      nameHash: 0n,
+      ports: [{ port: 443, proto: IPPROTO.tcp }],
+      source: AllowSource.static,
+    };
     dp.maps.allow.set({ identity: IDENTITY, addr: parseIp(ALLOWED_V4), prefixLen: 128 }, allowed);
     dp.maps.allow.set({ identity: IDENTITY, addr: parseIp(ALLOWED_V6), prefixLen: 128 }, allowed);
     dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 1, minTtlS: 0, maxTtlS: 0 });
 
     const frames = {
-      'allowed-v4': buildFrame({ src: POD_V4, dst: ALLOWED_V4, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x10 }),
-      'allowed-v6': buildFrame({ src: POD_V6, dst: ALLOWED_V6, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x10 }),
+      'allowed-v4': buildFrame({
+        src: POD_V4,
+        dst: ALLOWED_V4,
+        proto: 'tcp',
+        sport: 40000,
+        dport: 443,
+        tcpFlags: 0x10,
+      }),
+      'allowed-v6': buildFrame({
+        src: POD_V6,
+        dst: ALLOWED_V6,
+        proto: 'tcp',
+        sport: 40000,
+        dport: 443,
+        tcpFlags: 0x10,
+      }),
       tracked: buildFrame({ src: POD_V4, dst: TRACKED_V4, proto: 'tcp', sport: 40001, dport: 8080, tcpFlags: 0x10 }),
       dropped: buildFrame({ src: POD_V4, dst: DENIED_V4, proto: 'tcp', sport: 40002, dport: 443 }),
     };
     // A flow opened towards the pod: its replies pass through conntrack only.
-    native.progTestRun(dp.programs!.learner, buildFrame({ src: TRACKED_V4, dst: POD_V4, proto: 'tcp', sport: 8080, dport: 40001, tcpFlags: 0x02 }));
+    native.progTestRun(
+      dp.programs!.learner,
+      buildFrame({ src: TRACKED_V4, dst: POD_V4, proto: 'tcp', sport: 8080, dport: 40001, tcpFlags: 0x02 }),
+    );
 
     let filled = 0;
     for (const size of SIZES) {
@@ -96,23 +118,49 @@ function main(): void {
       const results: Record<string, { ns: number; ratio: number; verdict: string }> = {};
       for (const [name, frame] of Object.entries(frames)) {
         const ns = measure(enforcer, frame);
-        results[name] = { ns, ratio: Number((ns / baseline).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, frame).retval) };
+        results[name] = {
+          ns,
+          ratio: Number((ns / baseline).toFixed(2)),
+          verdict: verdictName(native.progTestRun(enforcer, frame).retval),
+        };
       }
       // A new allowed flow each time: single runs over distinct source ports (the
       // first packet is judged in full and opens the flow), against single runs
       // of the pass-through program (the same method's overhead).
       const fresh = Array.from({ length: NEW_FLOWS }, (_, i) =>
-        buildFrame({ src: POD_V4, dst: ALLOWED_V4, proto: 'tcp', sport: 10000 + ((size * 7 + i) % 50000), dport: 443, tcpFlags: 0x02 }));
-      dp.maps.conntrack.deleteMany(dp.maps.conntrack.entries().filter(([k]) => k.peerPort === 443 && k.podPort !== 40000).map(([k]) => k));
+        buildFrame({
+          src: POD_V4,
+          dst: ALLOWED_V4,
+          proto: 'tcp',
+          sport: 10000 + ((size * 7 + i) % 50000),
+          dport: 443,
+          tcpFlags: 0x02,
+        }),
+      );
+      dp.maps.conntrack.deleteMany(
+        dp.maps.conntrack
+          .entries()
+          .filter(([k]) => k.peerPort === 443 && k.podPort !== 40000)
+          .map(([k]) => k),
+      );
       dp.maps.ctCounts.delete(IDENTITY);
-      const single = (fd: number, frames: Buffer[]) => median(frames.map((f) => native.progTestRun(fd, f, { repeat: 1 }).durationNs));
+      const single = (fd: number, frames: Buffer[]) =>
+        median(frames.map((f) => native.progTestRun(fd, f, { repeat: 1 }).durationNs));
       const singleBase = single(passFd, fresh);
       const newFlowNs = single(enforcer, fresh);
-      results['new-flow-v4'] = { ns: newFlowNs, ratio: Number((newFlowNs / singleBase).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, fresh[0]!).retval) };
+      results['new-flow-v4'] = {
+        ns: newFlowNs,
+        ratio: Number((newFlowNs / singleBase).toFixed(2)),
+        verdict: verdictName(native.progTestRun(enforcer, fresh[0]!).retval),
+      };
       results['new-flow-v4-baseline-single-runs'] = { ns: singleBase, ratio: 1, verdict: 'pass' };
       dp.maps.endpoints.delete(LOOPBACK_IFINDEX);
       const ns = measure(enforcer, frames['allowed-v4']);
-      results['not-enforced'] = { ns, ratio: Number((ns / baseline).toFixed(2)), verdict: verdictName(native.progTestRun(enforcer, frames['allowed-v4']).retval) };
+      results['not-enforced'] = {
+        ns,
+        ratio: Number((ns / baseline).toFixed(2)),
+        verdict: verdictName(native.progTestRun(enforcer, frames['allowed-v4']).retval),
+      };
       dp.maps.endpoints.set(LOOPBACK_IFINDEX, { identity: IDENTITY, flags: EndpointFlag.enforce });
       process.stdout.write(
         `${JSON.stringify({ bench: 'enforcer', allowEntries: size, repeat: REPEAT, rounds: ROUNDS, baseline: { program: 'passthrough', ns: baseline }, results })}\n`,

@@ -59,7 +59,11 @@ async function phase(box: AgentBox, pods: string[], late: string, flood: string 
   const cpu0 = cpuSeconds(pid);
   const t0 = process.hrtime.bigint();
   const flooding = flood
-    ? box.topo.exec(box.topo.pod('flooder').netns, [flood, box.topo.pod('flooder').v4, SPOOFED, SILENT_RESOLVER, String(RATE), String(SECONDS)], (SECONDS + 30) * 1000)
+    ? box.topo.exec(
+        box.topo.pod('flooder').netns,
+        [flood, box.topo.pod('flooder').v4, SPOOFED, SILENT_RESOLVER, String(RATE), String(SECONDS)],
+        (SECONDS + 30) * 1000,
+      )
     : sleep(SECONDS * 1000).then(() => ({ stdout: '' }));
   await sleep(ADD_POD_AT_MS);
   const enforcedMs = await addPod(box, pods, late);
@@ -83,32 +87,42 @@ async function main(): Promise<void> {
   try {
     const flooder = join(dir, 'dns-flood');
     execFileSync('cc', ['-O2', '-Wall', '-o', flooder, SOURCE]);
-    await withAgentBox(undefined, [{ name: 'flooder' }, { name: 'quiet1' }, { name: 'late2' }, { name: 'late3' }], { prefix: 'fqeb' }, async (box) => {
-      box.writePods([{ name: 'flooder', allow: 'api.stripe.test' }]);
-      await box.startAgent(['--log-level', 'info']);
-      await sleep(1000); // past start-up
-      const quiet = await phase(box, ['flooder', 'quiet1'], 'quiet1', undefined);
-      const flood = await phase(box, ['flooder', 'quiet1', 'late2'], 'late2', flooder);
-      // Again, with a third pod: the first flood settles the runtime's heap and
-      // allocator; a second must not grow the agent further.
-      const again = await phase(box, ['flooder', 'quiet1', 'late2', 'late3'], 'late3', flooder);
-      const tapped = await box.metric('fqdn_egress_dns_messages_total', { verdict: 'rejected-frame' }) + (await box.metric('fqdn_egress_dns_messages_total', { verdict: 'rejected-malformed' }));
-      const cpuDelta = Number((flood.agentCpuPctOfCore - quiet.agentCpuPctOfCore).toFixed(2));
-      result = {
-        bench: 'flood',
-        load: `${RATE} port-53 frames/s for ${SECONDS} s from one enforced pod (junk UDP, spoofed UDP, fake TCP, fake answers)`,
-        baseline: { what: 'the quiet phase: same agent, flooder enforced and idle', ...quiet },
-        flood,
-        floodAgain: again,
-        agentCpuDeltaPctOfCore: cpuDelta,
-        rssGrowthFirstFloodMiB: Number((flood.rssEndMiB - flood.rssStartMiB).toFixed(1)),
-        rssGrowthSecondFloodMiB: Number((again.rssEndMiB - again.rssStartMiB).toFixed(1)),
-        framesTheAgentParsed: tapped,
-        goal: 'CPU delta < 5% of a core, new pod enforced within 1 s during the flood, RSS flat (a second flood grows it by at most 2 MiB)',
-        met: cpuDelta < 5 && Math.max(flood.newPodEnforcedMs, again.newPodEnforcedMs) <= 1000 && again.rssEndMiB - again.rssStartMiB <= 2,
-      };
-      await box.stopAgent();
-    });
+    await withAgentBox(
+      undefined,
+      [{ name: 'flooder' }, { name: 'quiet1' }, { name: 'late2' }, { name: 'late3' }],
+      { prefix: 'fqeb' },
+      async (box) => {
+        box.writePods([{ name: 'flooder', allow: 'api.stripe.test' }]);
+        await box.startAgent(['--log-level', 'info']);
+        await sleep(1000); // past start-up
+        const quiet = await phase(box, ['flooder', 'quiet1'], 'quiet1', undefined);
+        const flood = await phase(box, ['flooder', 'quiet1', 'late2'], 'late2', flooder);
+        // Again, with a third pod: the first flood settles the runtime's heap and
+        // allocator; a second must not grow the agent further.
+        const again = await phase(box, ['flooder', 'quiet1', 'late2', 'late3'], 'late3', flooder);
+        const tapped =
+          (await box.metric('fqdn_egress_dns_messages_total', { verdict: 'rejected-frame' })) +
+          (await box.metric('fqdn_egress_dns_messages_total', { verdict: 'rejected-malformed' }));
+        const cpuDelta = Number((flood.agentCpuPctOfCore - quiet.agentCpuPctOfCore).toFixed(2));
+        result = {
+          bench: 'flood',
+          load: `${RATE} port-53 frames/s for ${SECONDS} s from one enforced pod (junk UDP, spoofed UDP, fake TCP, fake answers)`,
+          baseline: { what: 'the quiet phase: same agent, flooder enforced and idle', ...quiet },
+          flood,
+          floodAgain: again,
+          agentCpuDeltaPctOfCore: cpuDelta,
+          rssGrowthFirstFloodMiB: Number((flood.rssEndMiB - flood.rssStartMiB).toFixed(1)),
+          rssGrowthSecondFloodMiB: Number((again.rssEndMiB - again.rssStartMiB).toFixed(1)),
+          framesTheAgentParsed: tapped,
+          goal: 'CPU delta < 5% of a core, new pod enforced within 1 s during the flood, RSS flat (a second flood grows it by at most 2 MiB)',
+          met:
+            cpuDelta < 5 &&
+            Math.max(flood.newPodEnforcedMs, again.newPodEnforcedMs) <= 1000 &&
+            again.rssEndMiB - again.rssStartMiB <= 2,
+        };
+        await box.stopAgent();
+      },
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

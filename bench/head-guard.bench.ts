@@ -45,7 +45,15 @@ async function main(): Promise<void> {
     const netns = topo.nodeNsPath;
     box.writePods(pods.map((p) => ({ name: p.name, allow: 'api.stripe.test' })));
     await box.startAgent();
-    await box.waitFor('every pod attached', () => pods.every((p) => native.tcxQuery({ ifindex: topo.pod(p.name).ifindex, direction: 'ingress', netns }).progIds.length === 1), 10_000);
+    await box.waitFor(
+      'every pod attached',
+      () =>
+        pods.every(
+          (p) =>
+            native.tcxQuery({ ifindex: topo.pod(p.name).ifindex, direction: 'ingress', netns }).progIds.length === 1,
+        ),
+      10_000,
+    );
     const windows: number[] = [];
     for (let round = 0; round < CONTESTS_PER_POD; round++) {
       for (const p of pods) {
@@ -83,19 +91,28 @@ async function main(): Promise<void> {
 
     // The check's cost, in the node's namespace as the agent runs it (no namespace switch per call).
     const ifindexes = pods.map((p) => topo.pod(p.name).ifindex);
-    const { stdout } = await run('nsenter', [`--net=${netns}`, process.execPath, fileURLToPath(import.meta.url), '--cost', topo.pinDir, ifindexes.join(',')], 120_000);
+    const { stdout } = await run(
+      'nsenter',
+      [`--net=${netns}`, process.execPath, fileURLToPath(import.meta.url), '--cost', topo.pinDir, ifindexes.join(',')],
+      120_000,
+    );
     const { queryUs, passUsPerInterface } = JSON.parse(stdout) as { queryUs: number; passUsPerInterface: number };
 
     result = {
       bench: 'head-guard',
       setup: `real agent, ${PODS} enforced pod(s); a stand-in program attached first (BPF_F_BEFORE) on a pod's ingress ${CONTESTS_PER_POD} times per pod, random 0-300 ms apart; window = attach to our link heading the chain again, seen by polling every ~1 ms`,
       windowMs: quantiles(windows),
-      baseline: { what: `the same agent with --tcx-head-guard off, one attach per pod: ours not at the head again after ${BASELINE_WAIT_MS} ms`, contests: PODS, stillBypassed: stillAhead },
+      baseline: {
+        what: `the same agent with --tcx-head-guard off, one attach per pod: ours not at the head again after ${BASELINE_WAIT_MS} ms`,
+        contests: PODS,
+        stillBypassed: stillAhead,
+      },
       retakesCounted: retakes,
       guardPeriodMs: 250,
       queryUs,
       passUsPerInterface,
-      cpuNote: 'a pass reads 2 chains per interface every 250 ms: passUsPerInterface x 4 per second per interface of one core',
+      cpuNote:
+        'a pass reads 2 chains per interface every 250 ms: passUsPerInterface x 4 per second per interface of one core',
       goal: 'window under 1 s',
       met: windows.length === PODS * CONTESTS_PER_POD && Math.max(...windows) < 1000 && stillAhead === PODS,
     };
@@ -109,16 +126,24 @@ function measureCost(pinDir: string, ifindexes: number[]): void {
   for (let i = 0; i < QUERIES; i++) native.tcxQuery({ ifindex: ifindexes[0]!, direction: 'ingress' });
   const queryUs = Number(process.hrtime.bigint() - t) / 1e3 / QUERIES;
   const guard = new TcxHeadGuard({ ops: attachOps(pinDir, { ingress: [], egress: [] }), log: createLogger('silent') });
-  const interfaces = ifindexes.map((ifindex) => ({ ifindex, ifname: `if${ifindex}`, namespace: 'shop', name: `p${ifindex}` }));
+  const interfaces = ifindexes.map((ifindex) => ({
+    ifindex,
+    ifname: `if${ifindex}`,
+    namespace: 'shop',
+    name: `p${ifindex}`,
+  }));
   guard.check(interfaces);
   t = process.hrtime.bigint();
   for (let i = 0; i < PASSES; i++) guard.check(interfaces);
   const passUsPerInterface = Number(process.hrtime.bigint() - t) / 1e3 / PASSES / interfaces.length;
-  process.stdout.write(`${JSON.stringify({ queryUs: Math.round(queryUs * 100) / 100, passUsPerInterface: Math.round(passUsPerInterface * 100) / 100 })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ queryUs: Math.round(queryUs * 100) / 100, passUsPerInterface: Math.round(passUsPerInterface * 100) / 100 })}\n`,
+  );
 }
 
 if (process.argv[2] === '--cost') measureCost(process.argv[3]!, process.argv[4]!.split(',').map(Number));
-else main().catch((err: Error) => {
-  process.stderr.write(`head-guard bench failed: ${err.stack}\n`);
-  process.exit(1);
-});
+else
+  main().catch((err: Error) => {
+    process.stderr.write(`head-guard bench failed: ${err.stack}\n`);
+    process.exit(1);
+  });

@@ -34,12 +34,26 @@ function main(): void {
     const passFd = pass.programs.fqe_passthrough!.fd;
     const name = 'api.stripe.test';
     for (const h of [full, ctOnly]) h.allowName(PolicyKind.exact, name);
-    const nonDns = buildFrame({ src: '203.0.113.10', dst: full.podV4, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x10 });
+    const nonDns = buildFrame({
+      src: '203.0.113.10',
+      dst: full.podV4,
+      proto: 'tcp',
+      sport: 443,
+      dport: 40000,
+      tcpFlags: 0x10,
+    });
     const answer = full.frame({ name, id: 7, sport: 40001, ips: ['203.0.113.10', '203.0.113.11'] });
     const other = full.frame({ name, id: 8, sport: 40002, ips: ['203.0.113.10'] });
 
-    const repeated = (fd: number, frame: Buffer) => median([0, 1, 2].map(() => native.progTestRun(fd, frame, { repeat: REPEAT }).durationNs));
-    const answerTcp = full.frame({ name, id: 7, sport: 40001, ips: ['203.0.113.10', '203.0.113.11'], transport: 'tcp' });
+    const repeated = (fd: number, frame: Buffer) =>
+      median([0, 1, 2].map(() => native.progTestRun(fd, frame, { repeat: REPEAT }).durationNs));
+    const answerTcp = full.frame({
+      name,
+      id: 7,
+      sport: 40001,
+      ips: ['203.0.113.10', '203.0.113.11'],
+      transport: 'tcp',
+    });
     const ips100 = Array.from({ length: 100 }, (_, i) => `198.51.100.${i + 1}`);
     const answer100 = full.frame({ name, id: 7, sport: 40001, ips: ips100, compress: true });
     const single = (h: LearnerHarness | null, fd: number, frame: Buffer, transport: 'udp' | 'tcp' = 'udp') => {
@@ -51,16 +65,40 @@ function main(): void {
       return median(xs);
     };
     const results = {
-      'non-dns': { passthrough: repeated(passFd, nonDns), ctOnly: repeated(ctOnly.dp.programs!.learner, nonDns), learner: repeated(full.dp.programs!.learner, nonDns) },
-      'dns-other': { passthrough: repeated(passFd, other), ctOnly: repeated(ctOnly.dp.programs!.learner, other), learner: repeated(full.dp.programs!.learner, other) },
-      'dns-learn': { passthrough: single(null, passFd, answer), ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answer), learner: single(full, full.dp.programs!.learner, answer) },
-      'dns-learn-tcp': { passthrough: single(null, passFd, answerTcp), ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answerTcp, 'tcp'), learner: single(full, full.dp.programs!.learner, answerTcp, 'tcp') },
+      'non-dns': {
+        passthrough: repeated(passFd, nonDns),
+        ctOnly: repeated(ctOnly.dp.programs!.learner, nonDns),
+        learner: repeated(full.dp.programs!.learner, nonDns),
+      },
+      'dns-other': {
+        passthrough: repeated(passFd, other),
+        ctOnly: repeated(ctOnly.dp.programs!.learner, other),
+        learner: repeated(full.dp.programs!.learner, other),
+      },
+      'dns-learn': {
+        passthrough: single(null, passFd, answer),
+        ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answer),
+        learner: single(full, full.dp.programs!.learner, answer),
+      },
+      'dns-learn-tcp': {
+        passthrough: single(null, passFd, answerTcp),
+        ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answerTcp, 'tcp'),
+        learner: single(full, full.dp.programs!.learner, answerTcp, 'tcp'),
+      },
     };
-    if (full.learned().size !== 2) throw new Error(`the learner did not learn the answer (${full.learned().size} entries)`);
-    const results100 = { passthrough: single(null, passFd, answer100), ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answer100), learner: single(full, full.dp.programs!.learner, answer100) };
-    if (full.learned().size !== 102) throw new Error(`the learner did not learn the 100-address answer (${full.learned().size} entries)`);
+    if (full.learned().size !== 2)
+      throw new Error(`the learner did not learn the answer (${full.learned().size} entries)`);
+    const results100 = {
+      passthrough: single(null, passFd, answer100),
+      ctOnly: single(ctOnly, ctOnly.dp.programs!.learner, answer100),
+      learner: single(full, full.dp.programs!.learner, answer100),
+    };
+    if (full.learned().size !== 102)
+      throw new Error(`the learner did not learn the 100-address answer (${full.learned().size} entries)`);
     Object.assign(results, { 'dns-learn-100': results100 });
-    process.stdout.write(`${JSON.stringify({ bench: 'learner', unit: 'ns per packet (BPF_PROG_TEST_RUN)', repeat: REPEAT, singleRuns: SINGLE_RUNS, baseline: 'passthrough and conntrack-only program', results })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ bench: 'learner', unit: 'ns per packet (BPF_PROG_TEST_RUN)', repeat: REPEAT, singleRuns: SINGLE_RUNS, baseline: 'passthrough and conntrack-only program', results })}\n`,
+    );
   } finally {
     native.closeObject(pass.id);
     full.close();

@@ -35,7 +35,9 @@ const LOST = 20;
 /** pod p's address i (p < 128, i < 2048): 198.18.0.0/15 and 2001:db8:ff::/64 (never sent to) */
 function addressOf(p: number, i: number): string {
   const k = i >> 1;
-  return i % 2 ? `198.${18 + (p >> 6)}.${((p & 0x3f) << 2) | (k >> 8)}.${k & 0xff}` : `2001:db8:ff::${p.toString(16)}:${i.toString(16)}`;
+  return i % 2
+    ? `198.${18 + (p >> 6)}.${((p & 0x3f) << 2) | (k >> 8)}.${k & 0xff}`
+    : `2001:db8:ff::${p.toString(16)}:${i.toString(16)}`;
 }
 
 interface Agentish {
@@ -51,11 +53,20 @@ function agentish(dp: Datapath, nowNs: bigint): Agentish {
   const cache = new FqdnCache({ maxIpsPerName: 1000, now: () => Number(nowNs) / 1e6 });
   const names = new Map<bigint, string>();
   const rec = new Reconciler({
-    cache, allow: dp.maps.allow, identities: () => Array.from({ length: PODS }, (_, i) => i + 1), portsFor: () => [],
-    nameHash: (n) => nameHash(n), nameOf: (h) => names.get(h), toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => nowNs,
+    cache,
+    allow: dp.maps.allow,
+    identities: () => Array.from({ length: PODS }, (_, i) => i + 1),
+    portsFor: () => [],
+    nameHash: (n) => nameHash(n),
+    nameOf: (h) => names.get(h),
+    toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
+    kernelNowNs: () => nowNs,
   });
   const a: Agentish = {
-    cache, rec, names, imported: 0,
+    cache,
+    rec,
+    names,
+    imported: 0,
     importEntry(key, value) {
       if (value.source !== AllowSource.kernel || key.prefixLen !== 128) return;
       if (!rec.noteKernelEntry(key, value)) return;
@@ -130,20 +141,33 @@ function main(): void {
         ticks.push(Number(process.hrtime.bigint() - t) / 1e6);
       }
       const round = (x: number) => Math.round(x * 100) / 100;
-      return { imported: a.imported, calls, ticks: ticks.length, totalMs: round(ticks.reduce((s, x) => s + x, 0)), maxTickMs: round(Math.max(...ticks)) };
+      return {
+        imported: a.imported,
+        calls,
+        ticks: ticks.length,
+        totalMs: round(ticks.reduce((s, x) => s + x, 0)),
+        maxTickMs: round(Math.max(...ticks)),
+      };
     };
     const onePod = walkOf([LOST_POD]);
     const everyPod = walkOf(Array.from({ length: PODS }, (_, i) => i + 1));
-    console.log(JSON.stringify({
-      bench: 'lost-records',
-      entries: written,
-      pods: PODS,
-      lostAddresses: LOST,
-      baseline: { what: 'one pass over fqe_allow', ms: Math.round(fullPassMs * 100) / 100, calls: 2 * written, imported: before.imported },
-      onePodLost: onePod,
-      everyPodLost: everyPod,
-      speedupOnePod: Math.round((fullPassMs / onePod.totalMs) * 10) / 10,
-    }));
+    console.log(
+      JSON.stringify({
+        bench: 'lost-records',
+        entries: written,
+        pods: PODS,
+        lostAddresses: LOST,
+        baseline: {
+          what: 'one pass over fqe_allow',
+          ms: Math.round(fullPassMs * 100) / 100,
+          calls: 2 * written,
+          imported: before.imported,
+        },
+        onePodLost: onePod,
+        everyPodLost: everyPod,
+        speedupOnePod: Math.round((fullPassMs / onePod.totalMs) * 10) / 10,
+      }),
+    );
   } finally {
     dp?.close();
     rmSync(pinDir, { recursive: true, force: true });

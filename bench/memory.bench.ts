@@ -106,7 +106,13 @@ function main(): void {
     const maxTtlMs = parseDuration(FLAGS['max-ttl']!.default!, 'max-ttl');
     const maxIpsPerName = Number(FLAGS['max-ips-per-name']!.default);
     const pod: EnforcedPod = {
-      key: 'shop/churn', namespace: 'shop', name: 'churn', identity: IDENTITY, ifindex: 1, ifname: 'lo', ips: [POD_V4],
+      key: 'shop/churn',
+      namespace: 'shop',
+      name: 'churn',
+      identity: IDENTITY,
+      ifindex: 1,
+      ifname: 'lo',
+      ips: [POD_V4],
       policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.churn.test' }, POLICY_LIMITS),
       dnsFilter: 'on',
     };
@@ -115,10 +121,14 @@ function main(): void {
     const maxNamesPerPod = Number(FLAGS['max-names-per-pod']!.default);
     const cache = new FqdnCache({ maxIpsPerName, maxNamesPerPod, now: clock });
     const rec = new Reconciler({
-      cache, allow: dp.maps.allow, identities: () => [IDENTITY],
+      cache,
+      allow: dp.maps.allow,
+      identities: () => [IDENTITY],
       portsFor: (_id, name) => (rulesForName(pod.policy, name).allowed ? [] : null),
-      nameHash: (n) => nameHash(n), nameOf: () => undefined,
-      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)), kernelNowNs: () => BigInt(Math.round(nowMs * 1e6)),
+      nameHash: (n) => nameHash(n),
+      nameOf: () => undefined,
+      toKernelNs: (ms) => BigInt(Math.round(ms * 1e6)),
+      kernelNowNs: () => BigInt(Math.round(nowMs * 1e6)),
     });
     let accepted = 0;
     // The agent's name bookkeeping: hash -> name, mirrored in fqe_names.
@@ -129,7 +139,9 @@ function main(): void {
       dp!.maps.names.set(hash, name);
     };
     const learner = new DnsLearner({
-      podByInterface: () => pod, isTrustedResolver: (ip) => ip === RESOLVER, kernelSawQuery: () => true,
+      podByInterface: () => pod,
+      isTrustedResolver: (ip) => ip === RESOLVER,
+      kernelSawQuery: () => true,
       learn: (a) => {
         rememberName(nameHash(a.name), a.name);
         rec.markDirty(cache.learn(IDENTITY, a.name, a.answers, 'agent'));
@@ -137,12 +149,16 @@ function main(): void {
       verdict: (v) => {
         if (v === 'accepted') accepted++;
       },
-      minTtlMs, maxTtlMs, nowMs: clock,
+      minTtlMs,
+      maxTtlMs,
+      nowMs: clock,
       connectGraceMs: parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace'),
     });
     const connectGraceMs = parseDuration(FLAGS['connect-grace']!.default!, 'connect-grace');
     const records = new KernelRecords({
-      cache, pod: () => pod, hashesTo: (name, hash) => nameHash(name) === hash,
+      cache,
+      pod: () => pod,
+      hashesTo: (name, hash) => nameHash(name) === hash,
       noteKernelEntry: (key, value, ip) => rec.noteKernelEntry(key, value, ip),
       rememberName,
       keepMs: (ttlS) => Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, ttlS * 1000))),
@@ -159,9 +175,23 @@ function main(): void {
     };
 
     const baseline = memory();
-    const samples: Array<{ simHours: number; rssMiB: number; heapUsedMiB: number; externalMiB: number; allowEntries: number; cacheEntries: number; names: number }> = [];
+    const samples: Array<{
+      simHours: number;
+      rssMiB: number;
+      heapUsedMiB: number;
+      externalMiB: number;
+      allowEntries: number;
+      cacheEntries: number;
+      names: number;
+    }> = [];
     const sample = (simMs: number) => {
-      samples.push({ simHours: round1(simMs / 3_600_000), ...memory(), allowEntries: rec.entries, cacheEntries: cache.size, names: dp!.maps.names.entries().length });
+      samples.push({
+        simHours: round1(simMs / 3_600_000),
+        ...memory(),
+        allowEntries: rec.entries,
+        cacheEntries: cache.size,
+        names: dp!.maps.names.entries().length,
+      });
     };
 
     const totalMs = SIM_HOURS * 3_600_000;
@@ -189,15 +219,31 @@ function main(): void {
           if (!viaTap) {
             const tsNs = BigInt(Math.round(nowMs * 1e6));
             const expiresNs = tsNs + BigInt(Math.max(minTtlMs, ANSWER_TTL_S * 1000)) * 1_000_000n;
-            raw.push(encodeLearnedRecord({ identity: IDENTITY, name, nameHash: nameHash(name), tsNs, addrs: ips.map((ip) => ({ ip, ttlS: ANSWER_TTL_S, expiresNs })) }));
+            raw.push(
+              encodeLearnedRecord({
+                identity: IDENTITY,
+                name,
+                nameHash: nameHash(name),
+                tsNs,
+                addrs: ips.map((ip) => ({ ip, ttlS: ANSWER_TTL_S, expiresNs })),
+              }),
+            );
             continue;
           }
           const question = [{ type: 'A' as const, name, class: 'IN' as const }];
           const a = dnsPacket.encode({
-            type: 'response', id, questions: question,
+            type: 'response',
+            id,
+            questions: question,
             answers: ips.map((ip) => ({ type: 'A' as const, name, class: 'IN' as const, ttl: ANSWER_TTL_S, data: ip })),
           });
-          packets.push({ data: buildFrame({ src: RESOLVER, dst: POD_V4, proto: 'udp', sport: 53, dport: sport, payload: a }), ifindex: 1, pktType: 4, tsNs: 0n, origLen: 0 });
+          packets.push({
+            data: buildFrame({ src: RESOLVER, dst: POD_V4, proto: 'udp', sport: 53, dport: sport, payload: a }),
+            ifindex: 1,
+            pktType: 4,
+            tsNs: 0n,
+            origLen: 0,
+          });
         }
         const r = records.apply(raw.map((b) => learnedRecordCodec.decode(b)));
         accepted += r.accepted;
@@ -223,8 +269,14 @@ function main(): void {
     // the second half against peak of the first), and the heaps after GC.
     const mid = Math.floor(samples.length / 2);
     const peak = (xs: typeof samples, f: (x: (typeof samples)[number]) => number) => Math.max(...xs.map(f));
-    const growthSecondHalfMiB = samples.length < 2 ? 0 : round1(peak(samples.slice(mid), (x) => x.rssMiB) - peak(samples.slice(0, mid), (x) => x.rssMiB));
-    const heapGrowthSecondHalfMiB = samples.length < 2 ? 0 : round1(peak(samples.slice(mid), (x) => x.heapUsedMiB) - peak(samples.slice(0, mid), (x) => x.heapUsedMiB));
+    const growthSecondHalfMiB =
+      samples.length < 2
+        ? 0
+        : round1(peak(samples.slice(mid), (x) => x.rssMiB) - peak(samples.slice(0, mid), (x) => x.rssMiB));
+    const heapGrowthSecondHalfMiB =
+      samples.length < 2
+        ? 0
+        : round1(peak(samples.slice(mid), (x) => x.heapUsedMiB) - peak(samples.slice(0, mid), (x) => x.heapUsedMiB));
     const result = {
       bench: 'memory',
       load: `${ANSWERS_PER_SEC} answers/s, ${NEW_NAMES_PER_HOUR} new names/h (${ACTIVE_NAMES} active), TTL ${ANSWER_TTL_S} s (agent --min-ttl ${minTtlMs / 1000}s), 2 A per answer rotating every ${IP_ROTATION_MS / 1000} s`,
@@ -257,7 +309,11 @@ function main(): void {
 if (typeof (globalThis as { gc?: unknown }).gc !== 'function') {
   // Measure after a full GC: run again with --expose-gc (same stdout, same exit code).
   // ... and with the young generation the image gives the agent (Dockerfile).
-  const r = spawnSync(process.execPath, ['--expose-gc', `--max-semi-space-size=${SEMI_SPACE_MIB}`, process.argv[1]!, ...process.argv.slice(2)], { stdio: 'inherit' });
+  const r = spawnSync(
+    process.execPath,
+    ['--expose-gc', `--max-semi-space-size=${SEMI_SPACE_MIB}`, process.argv[1]!, ...process.argv.slice(2)],
+    { stdio: 'inherit' },
+  );
   process.exit(r.status ?? 1);
 } else {
   try {

@@ -17,8 +17,17 @@ function segments(stream: Buffer, size: number): Segment[] {
   const out: Segment[] = [];
   for (let at = 0; at < stream.length; at += size) {
     out.push({
-      ifindex: 1, pktType: 4, tsNs: 0n, family: 4, proto: 'tcp', src: '192.0.2.2', dst: '198.18.1.2', sport: 53, dport: 40000,
-      payload: stream.subarray(at, at + size), tcp: { seq: 1 + at, flags: 0x18 },
+      ifindex: 1,
+      pktType: 4,
+      tsNs: 0n,
+      family: 4,
+      proto: 'tcp',
+      src: '192.0.2.2',
+      dst: '198.18.1.2',
+      sport: 53,
+      dport: 40000,
+      payload: stream.subarray(at, at + size),
+      tcp: { seq: 1 + at, flags: 0x18 },
     } as Segment);
   }
   return out;
@@ -45,4 +54,6 @@ for (const size of [100, 1]) {
   const ns = nsPerByte(segments(stream, size), stream.length);
   results[`${size}-byte segments`] = { nsPerByte: ns, ratio: Number((ns / baseline).toFixed(1)) };
 }
-process.stdout.write(`${JSON.stringify({ bench: 'tcp-reassembly', messageBytes: MESSAGE, baseline: { 'one segment': { nsPerByte: baseline } }, results })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ bench: 'tcp-reassembly', messageBytes: MESSAGE, baseline: { 'one segment': { nsPerByte: baseline } }, results })}\n`,
+);

@@ -20,7 +20,15 @@ import { join } from 'node:path';
 import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
 import { parseIp } from '../agent/net/addr.js';
-import { AllowSource, EndpointFlag, IPPROTO, PolicyKind, PROTO_TLS, ZERO_CONFIG, type PortRule } from '../agent/datapath/codecs.js';
+import {
+  AllowSource,
+  EndpointFlag,
+  IPPROTO,
+  PolicyKind,
+  PROTO_TLS,
+  ZERO_CONFIG,
+  type PortRule,
+} from '../agent/datapath/codecs.js';
 import { nameHash, hashOrderBytes } from '../agent/policy/name-hash.js';
 import { buildFrame } from '../test/helpers/frames.js';
 import { realClientHellos } from '../test/helpers/client-hello.js';
@@ -40,7 +48,10 @@ const SERVER = OUTSIDE_HOSTS_V4[0]!; // 203.0.113.10
 const NAME = 'api.stripe.test';
 const TLS_PORT = 4443;
 const TCP_PORT = 4444;
-const PORTS: PortRule[] = [{ port: TLS_PORT, proto: PROTO_TLS }, { port: TCP_PORT, proto: IPPROTO.tcp }];
+const PORTS: PortRule[] = [
+  { port: TLS_PORT, proto: PROTO_TLS },
+  { port: TCP_PORT, proto: IPPROTO.tcp },
+];
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -53,8 +64,14 @@ const round3 = (x: number) => Number(x.toFixed(3));
 /** A rule for NAME on both ports (the name check looks it up) and an allow entry for the server. */
 function allowServer(dp: Datapath, identity: number): void {
   const key = dp.maps.hashKey.get(0) ?? 0n;
-  dp.maps.policy.set({ identity, kind: PolicyKind.exact, hash: nameHash(NAME, key) }, { ports: PORTS, name: hashOrderBytes(NAME) });
-  dp.maps.allow.set({ identity, addr: parseIp(SERVER), prefixLen: 128 }, { expiresNs: 0n, nameHash: 1n, ports: PORTS, source: AllowSource.kernel });
+  dp.maps.policy.set(
+    { identity, kind: PolicyKind.exact, hash: nameHash(NAME, key) },
+    { ports: PORTS, name: hashOrderBytes(NAME) },
+  );
+  dp.maps.allow.set(
+    { identity, addr: parseIp(SERVER), prefixLen: 128 },
+    { expiresNs: 0n, nameHash: 1n, ports: PORTS, source: AllowSource.kernel },
+  );
 }
 
 function kernelCosts(): Record<string, unknown> {
@@ -73,7 +90,17 @@ function kernelCosts(): Record<string, unknown> {
     allowServer(dp, IDENTITY);
     const [hello] = realClientHellos([{ serverName: NAME }]) as [Buffer];
     const frame = (sport: number, dport: number, flags: number, payload?: Buffer) =>
-      buildFrame({ src: POD_V4, dst: SERVER, proto: 'tcp', sport, dport, seq: flags === 0x02 ? 1000 : 1001, ack: 1, tcpFlags: flags, ...(payload ? { payload } : {}) });
+      buildFrame({
+        src: POD_V4,
+        dst: SERVER,
+        proto: 'tcp',
+        sport,
+        dport,
+        seq: flags === 0x02 ? 1000 : 1001,
+        ack: 1,
+        tcpFlags: flags,
+        ...(payload ? { payload } : {}),
+      });
     const once = (f: Buffer) => native.progTestRun(enforcer, f);
 
     // One run per fresh flow: the ClientHello segment that carries the check, against a tcp-ruled flow's first data.
@@ -85,7 +112,19 @@ function kernelCosts(): Record<string, unknown> {
       const sport = 20000 + i;
       once(frame(sport, TLS_PORT, 0x02));
       // The server's SYN-ACK, seen by the learner, fixes where the client's stream begins.
-      native.progTestRun(learner, buildFrame({ src: SERVER, dst: POD_V4, proto: 'tcp', sport: TLS_PORT, dport: sport, seq: 0, ack: 1001, tcpFlags: 0x12 }));
+      native.progTestRun(
+        learner,
+        buildFrame({
+          src: SERVER,
+          dst: POD_V4,
+          proto: 'tcp',
+          sport: TLS_PORT,
+          dport: sport,
+          seq: 0,
+          ack: 1001,
+          tcpFlags: 0x12,
+        }),
+      );
       const r = once(frame(sport, TLS_PORT, 0x18, hello));
       if ((r.retval | 0) === -1) verdictsOk++;
       helloNs.push(r.durationNs);
@@ -97,8 +136,22 @@ function kernelCosts(): Record<string, unknown> {
 
     // Established flows: many runs of one ACK, the tls-ruled flow past its check (the server's
     // first data, seen by the learner, ends the watch that follows the verdict).
-    native.progTestRun(learner, buildFrame({ src: SERVER, dst: POD_V4, proto: 'tcp', sport: TLS_PORT, dport: 20000, seq: 1, ack: 1001 + hello.length, tcpFlags: 0x18, payload: Buffer.from('server hello') }));
-    const measure = (fd: number, f: Buffer) => median(Array.from({ length: ROUNDS }, () => native.progTestRun(fd, f, { repeat: REPEAT }).durationNs));
+    native.progTestRun(
+      learner,
+      buildFrame({
+        src: SERVER,
+        dst: POD_V4,
+        proto: 'tcp',
+        sport: TLS_PORT,
+        dport: 20000,
+        seq: 1,
+        ack: 1001 + hello.length,
+        tcpFlags: 0x18,
+        payload: Buffer.from('server hello'),
+      }),
+    );
+    const measure = (fd: number, f: Buffer) =>
+      median(Array.from({ length: ROUNDS }, () => native.progTestRun(fd, f, { repeat: REPEAT }).durationNs));
     const tlsAck = frame(20000, TLS_PORT, 0x10);
     const tcpAck = frame(20000, TCP_PORT, 0x10);
     const baseline = measure(passFd, tcpAck);
@@ -175,8 +228,18 @@ else:
             print(json.dumps(sent * 8 / (time.perf_counter() - t) / 1e9))
 `;
 
-async function client(topo: Topology, netns: string, port: number, mode: 'handshakes' | 'throughput', n: number): Promise<unknown> {
-  const { stdout } = await topo.exec(netns, ['python3', '-c', CLIENT, SERVER, String(port), NAME, mode, String(n)], 120_000);
+async function client(
+  topo: Topology,
+  netns: string,
+  port: number,
+  mode: 'handshakes' | 'throughput',
+  n: number,
+): Promise<unknown> {
+  const { stdout } = await topo.exec(
+    netns,
+    ['python3', '-c', CLIENT, SERVER, String(port), NAME, mode, String(n)],
+    120_000,
+  );
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
@@ -186,55 +249,84 @@ async function throughVeth(): Promise<Record<string, unknown>> {
   try {
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=bench.test', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-    await withTopology(undefined, [{ name: 'client' }], async (topo) => {
-      const dp = Datapath.load(topo.pinDir);
-      try {
-        const box = makeBox(topo, dp);
-        for (const port of [TLS_PORT, TCP_PORT]) {
-          await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, SERVER, String(port), cert, key], /ready/);
-        }
-        box.enforce('client', IDENTITY);
-        allowServer(dp, IDENTITY);
-        const netns = topo.pod('client').netns;
-        await client(topo, netns, TLS_PORT, 'handshakes', 2); // warm up (neighbours, caches)
-        await client(topo, netns, TCP_PORT, 'handshakes', 2);
-        const hs = { tls: [] as number[], tcp: [] as number[] };
-        const gbps = { tls: [] as number[], tcp: [] as number[] };
-        for (let round = 0; round < ROUNDS; round++) {
-          const order = round % 2 === 0 ? (['tls', 'tcp'] as const) : (['tcp', 'tls'] as const);
-          for (const which of order) {
-            const port = which === 'tls' ? TLS_PORT : TCP_PORT;
-            hs[which].push(...((await client(topo, netns, port, 'handshakes', HANDSHAKES)) as number[]));
-            gbps[which].push((await client(topo, netns, port, 'throughput', SECONDS)) as number);
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=bench.test',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
+    await withTopology(
+      undefined,
+      [{ name: 'client' }],
+      async (topo) => {
+        const dp = Datapath.load(topo.pinDir);
+        try {
+          const box = makeBox(topo, dp);
+          for (const port of [TLS_PORT, TCP_PORT]) {
+            await topo.spawnReady(
+              topo.outNs,
+              ['python3', '-c', SERVER_SCRIPT, SERVER, String(port), cert, key],
+              /ready/,
+            );
           }
+          box.enforce('client', IDENTITY);
+          allowServer(dp, IDENTITY);
+          const netns = topo.pod('client').netns;
+          await client(topo, netns, TLS_PORT, 'handshakes', 2); // warm up (neighbours, caches)
+          await client(topo, netns, TCP_PORT, 'handshakes', 2);
+          const hs = { tls: [] as number[], tcp: [] as number[] };
+          const gbps = { tls: [] as number[], tcp: [] as number[] };
+          for (let round = 0; round < ROUNDS; round++) {
+            const order = round % 2 === 0 ? (['tls', 'tcp'] as const) : (['tcp', 'tls'] as const);
+            for (const which of order) {
+              const port = which === 'tls' ? TLS_PORT : TCP_PORT;
+              hs[which].push(...((await client(topo, netns, port, 'handshakes', HANDSHAKES)) as number[]));
+              gbps[which].push((await client(topo, netns, port, 'throughput', SECONDS)) as number);
+            }
+          }
+          const refused = dp.maps.counters.get(IDENTITY)?.reasons['tls-server-name'] ?? 0n;
+          if (refused > 0n) throw new Error(`${refused} flows refused by the name check: the bench is broken`);
+          const ratio = median(gbps.tls) / median(gbps.tcp);
+          out = {
+            handshake: {
+              tool: 'Python ssl (OpenSSL), TLS 1.3, one connection at a time, connect to handshake done',
+              count: hs.tls.length,
+              tlsRuledMedianUs: round1(median(hs.tls)),
+              baseline: { what: 'tcp-ruled port, same server IP', medianUs: round1(median(hs.tcp)) },
+              addedUs: round1(median(hs.tls) - median(hs.tcp)),
+            },
+            throughput: {
+              tool: 'Python ssl sendall of 1 MiB buffers, 1 stream, to a Python ssl server that discards',
+              seconds: SECONDS,
+              rounds: ROUNDS,
+              tlsRuledGbps: gbps.tls.map(round3),
+              baseline: { what: 'tcp-ruled port, same server IP', gbps: gbps.tcp.map(round3) },
+              ratio: round3(ratio),
+              goal: 'ratio >= 0.97',
+              met: ratio >= 0.97,
+            },
+          };
+        } finally {
+          dp.close();
         }
-        const refused = dp.maps.counters.get(IDENTITY)?.reasons['tls-server-name'] ?? 0n;
-        if (refused > 0n) throw new Error(`${refused} flows refused by the name check: the bench is broken`);
-        const ratio = median(gbps.tls) / median(gbps.tcp);
-        out = {
-          handshake: {
-            tool: 'Python ssl (OpenSSL), TLS 1.3, one connection at a time, connect to handshake done',
-            count: hs.tls.length,
-            tlsRuledMedianUs: round1(median(hs.tls)),
-            baseline: { what: 'tcp-ruled port, same server IP', medianUs: round1(median(hs.tcp)) },
-            addedUs: round1(median(hs.tls) - median(hs.tcp)),
-          },
-          throughput: {
-            tool: 'Python ssl sendall of 1 MiB buffers, 1 stream, to a Python ssl server that discards',
-            seconds: SECONDS,
-            rounds: ROUNDS,
-            tlsRuledGbps: gbps.tls.map(round3),
-            baseline: { what: 'tcp-ruled port, same server IP', gbps: gbps.tcp.map(round3) },
-            ratio: round3(ratio),
-            goal: 'ratio >= 0.97',
-            met: ratio >= 0.97,
-          },
-        };
-      } finally {
-        dp.close();
-      }
-    }, { prefix: 'fqbt' });
+      },
+      { prefix: 'fqbt' },
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -83,8 +83,7 @@ static __always_inline int query_within_rate(__u32 identity, __u64 now)
 }
 
 /* Remember a DNS query so that only its answer can teach the learner. */
-static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
-					 const struct fqe_pkt *p, __u64 now)
+static __always_inline void record_query(struct __sk_buff *skb, __u32 identity, const struct fqe_pkt *p, __u64 now)
 {
 	struct fqe_query_key k = {};
 	struct fqe_query_val v = {};
@@ -108,7 +107,7 @@ static __always_inline void record_query(struct __sk_buff *skb, __u32 identity,
 }
 
 /* Port rule verdicts: a plain rule passes at once, a tls rule after the server name check. */
-#define PORT_NO 0
+#define PORT_NO	 0
 #define PORT_YES 1
 #define PORT_TLS 2
 
@@ -190,8 +189,7 @@ static __always_inline int is_trusted_resolver(const struct fqe_pkt *p)
 {
 	struct fqe_resolver_key k;
 
-	if (p->dport != FQE_DNS_PORT || p->frag ||
-	    (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP))
+	if (p->dport != FQE_DNS_PORT || p->frag || (p->proto != IPPROTO_UDP && p->proto != IPPROTO_TCP))
 		return 0;
 	__builtin_memcpy(k.addr, p->daddr, 16);
 	return bpf_map_lookup_elem(&fqe_resolvers, &k) != NULL;
@@ -206,10 +204,10 @@ static __always_inline int owns_source(__u32 identity, const struct fqe_pkt *p)
 }
 
 /* Verdicts decide() hands to a tail call (not reasons: never reported as such). */
-#define FQE_TAIL_DNS_QUERY 0
-#define FQE_TAIL_TLS 1
-#define FQE_TAIL_TLS_NAME 2
-#define FQE_TAILS 3
+#define FQE_TAIL_DNS_QUERY    0
+#define FQE_TAIL_TLS	      1
+#define FQE_TAIL_TLS_NAME     2
+#define FQE_TAILS	      3
 #define FQE_VERDICT_TAIL_BASE 0xf0 /* decide() returns FQE_VERDICT_TAIL_BASE + slot */
 
 int fqe_enforcer_dns(struct __sk_buff *skb);
@@ -310,7 +308,8 @@ static __always_inline struct verdict tracked_flow(const struct fqe_endpoint *ep
 
 		tls_flow_refused(ep, ct, tracked);
 		if (p->payload_len == 0 && !fqe_tcp_urgent(p) && !(ep->flags & FQE_EP_AUDIT))
-			return VERDICT(FQE_REASON_NONE, FQE_PASS_CT); /* the FIN or RST itself ends the server's half too */
+			return VERDICT(FQE_REASON_NONE,
+				       FQE_PASS_CT); /* the FIN or RST itself ends the server's half too */
 		return v;
 	}
 	fqe_ct_refresh(tracked, p, now);

@@ -35,7 +35,7 @@
 #endif
 
 #ifndef AF_INET
-#define AF_INET 2
+#define AF_INET	 2
 #define AF_INET6 10
 #endif
 
@@ -114,7 +114,8 @@ static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fq
 	if (old->nports == v->nports && ((op[0] ^ rp[0]) | (op[1] ^ rp[1]) | (op[2] ^ rp[2]) | (op[3] ^ rp[3])) == 0)
 		return; /* the same rules (the same name answered again) */
 	ow = (const __u32 *)old->ports;
-	fqe_for (i, FQE_MAX_PORT_RULES) {
+	fqe_for(i, FQE_MAX_PORT_RULES)
+	{
 		__u64 o, vn, found = 0;
 
 		fqe_barrier();
@@ -139,8 +140,8 @@ static __always_inline void merge_ports(struct fqe_allow_val *v, const struct fq
  * pod's share of fqe_allow (so that one pod cannot fill the node's map), or
  * the map full.
  */
-static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 identity, const __u8 *addr,
-					__u64 expires, __u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
+static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 identity, const __u8 *addr, __u64 expires,
+					 __u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
 {
 	struct fqe_allow_key k = { .prefixlen = 32 + 128 };
 
@@ -175,9 +176,8 @@ static __always_inline __u64 write_allow(struct fqe_learn_scratch *s, __u32 iden
 }
 
 /* Start the record of an answer learned from: everything but the addresses. */
-static __always_inline void record_begin(struct fqe_learned_rec *rec, const struct fqe_learn_scratch *s,
-					 __u32 identity, __u64 name_hash,
-					 const struct fqe_policy_val *rule, __u64 now)
+static __always_inline void record_begin(struct fqe_learned_rec *rec, const struct fqe_learn_scratch *s, __u32 identity,
+					 __u64 name_hash, const struct fqe_policy_val *rule, __u64 now)
 {
 	rec->ts_ns = now;
 	rec->name_hash = name_hash;
@@ -228,10 +228,12 @@ static __always_inline void record_submit(struct fqe_learned_rec *rec, int n)
  * proof that the pod asked). TCP marks the connection too, for the segments
  * that follow.
  */
-static __always_inline void mark_for_tap(const struct fqe_config *cfg, const struct fqe_query_key *qk,
-					 __u8 proto, __u64 now)
+static __always_inline void mark_for_tap(const struct fqe_config *cfg, const struct fqe_query_key *qk, __u8 proto,
+					 __u64 now)
 {
-	struct fqe_tap_key k = { .identity = qk->identity, .pod_port = qk->sport, .dns_id = qk->dns_id, .proto = proto };
+	struct fqe_tap_key k = {
+		.identity = qk->identity, .pod_port = qk->sport, .dns_id = qk->dns_id, .proto = proto
+	};
 	struct fqe_tap_val v = { .until_ns = now + fqe_query_window_ns(cfg) };
 
 	__builtin_memcpy(k.resolver, qk->resolver, 16);
@@ -249,8 +251,7 @@ static __always_inline void mark_for_tap(const struct fqe_config *cfg, const str
  * message split over segments, or several in one), -1 when it carries no DNS
  * header at all (a bare ACK, FIN, or too short to tell).
  */
-static __always_inline int dns_message(struct __sk_buff *skb, const struct fqe_pkt *p,
-				       __u32 *off, __u32 *len)
+static __always_inline int dns_message(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 *off, __u32 *len)
 {
 	__be16 prefix;
 
@@ -275,10 +276,10 @@ static __always_inline int dns_message(struct __sk_buff *skb, const struct fqe_p
  * stages of one object only ever call each other. A stage that cannot call
  * the next leaves the answer to the agent's tap.
  */
-#define FQE_TAIL_LEARN 0
-#define FQE_TAIL_ANSWERS 1
-#define FQE_TAIL_WRITE 2
-#define FQE_LEARNER_TAILS 3
+#define FQE_TAIL_LEARN	    0
+#define FQE_TAIL_ANSWERS    1
+#define FQE_TAIL_WRITE	    2
+#define FQE_LEARNER_TAILS   3
 #define FQE_WRITES_PER_CALL 32
 
 int fqe_learner_dns(struct __sk_buff *skb);
@@ -334,7 +335,6 @@ static __always_inline void learn_skip(struct fqe_learn_scratch *s, __u32 identi
 	bpf_map_delete_elem(&fqe_queries, &s->job.qk);
 }
 
-
 /*
  * Stage 1: a DNS answer (UDP, or TCP in one segment) on its way to the pod,
  * from a trusted resolver, to a query the pod sent: its question name, and
@@ -380,8 +380,7 @@ int fqe_learner_dns(struct __sk_buff *skb)
 		bpf_map_delete_elem(&fqe_queries, &s->job.qk);
 		return TC_ACT_UNSPEC; /* asked over another transport, or too long ago: adds nothing */
 	}
-	if (!whole ||
-	    fqe_dns_read_qname(skb, off + sizeof(hdr), off + len, &s->nb, fqe_name_hash_key(), 1) < 0) {
+	if (!whole || fqe_dns_read_qname(skb, off + sizeof(hdr), off + len, &s->nb, fqe_name_hash_key(), 1) < 0) {
 		learn_skip(s, identity);
 		return TC_ACT_UNSPEC;
 	}
@@ -473,7 +472,8 @@ int fqe_learner_write(struct __sk_buff *skb)
 	rec = learn_record();
 	if (!rec)
 		goto skip;
-	fqe_for (k, FQE_WRITES_PER_CALL) {
+	fqe_for(k, FQE_WRITES_PER_CALL)
+	{
 		__u32 i, slot, ttl;
 		struct fqe_learned_addr *a;
 
@@ -605,7 +605,7 @@ static __always_inline int opens_flow(const struct fqe_pkt *p)
 		return p->icmp_type == 8; /* echo request */
 	if (p->proto == IPPROTO_ICMPV6)
 		return p->icmp_type == 128; /* echo request */
-	return 1; /* UDP and the rest: any packet */
+	return 1;			    /* UDP and the rest: any packet */
 }
 
 SEC("tc")
@@ -640,11 +640,13 @@ int fqe_learner(struct __sk_buff *skb)
 		from = resolver_path_ok(skb, p);
 
 		if (from == 0) /* a forged answer (a neighbour with the resolver's address): it teaches nothing */
-			return fqe_report(skb, cfg, ep, p, FQE_REASON_SPOOFED_ANSWER, FQE_PASS_OTHER, now) ? TC_ACT_SHOT
-												 : TC_ACT_UNSPEC;
+			return fqe_report(skb, cfg, ep, p, FQE_REASON_SPOOFED_ANSWER, FQE_PASS_OTHER, now)
+				       ? TC_ACT_SHOT
+				       : TC_ACT_UNSPEC;
 		if (from < 0)
 			return TC_ACT_UNSPEC;
-		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == (FQE_TCP_SYN | FQE_TCP_ACK))
+		if (p->proto == IPPROTO_TCP &&
+		    (p->tcp_flags & (FQE_TCP_SYN | FQE_TCP_ACK)) == (FQE_TCP_SYN | FQE_TCP_ACK))
 			dns_tcp_begin(ep->identity, p);
 #if FQE_INLINE_LEARNER
 		struct fqe_query_key qk = {};

@@ -13,7 +13,8 @@
 #include <cerrno>
 #include <cstring>
 
-namespace fqe {
+namespace fqe
+{
 
 AddonData::~AddonData()
 {
@@ -45,21 +46,15 @@ std::string ErrnoName(int err)
 	}
 }
 
-Napi::Value MakeErrnoError(Napi::Env env, int err, const std::string &op,
-			   const std::string &details)
+Napi::Value MakeErrnoError(Napi::Env env, int err, const std::string &op, const std::string &details)
 {
 	std::string code = ErrnoName(err);
 	std::string message = op + ": " + std::strerror(err) + " (" + code + ")";
 	AddonData *data = GetAddonData(env);
 	if (data && !data->errorCtor.IsEmpty()) {
-		Napi::Value detailsValue = details.empty() ?
-						   env.Undefined() :
-						   Napi::String::New(env, details);
-		return data->errorCtor.New({ Napi::String::New(env, message),
-					     Napi::String::New(env, code),
-					     Napi::Number::New(env, err),
-					     Napi::String::New(env, op),
-					     detailsValue });
+		Napi::Value detailsValue = details.empty() ? env.Undefined() : Napi::String::New(env, details);
+		return data->errorCtor.New({ Napi::String::New(env, message), Napi::String::New(env, code),
+					     Napi::Number::New(env, err), Napi::String::New(env, op), detailsValue });
 	}
 	Napi::Error error = Napi::Error::New(env, message);
 	error.Set("code", code);
@@ -70,8 +65,7 @@ Napi::Value MakeErrnoError(Napi::Env env, int err, const std::string &op,
 	return error.Value();
 }
 
-void ThrowErrno(Napi::Env env, int err, const std::string &op,
-		const std::string &details)
+void ThrowErrno(Napi::Env env, int err, const std::string &op, const std::string &details)
 {
 	Napi::Value error = MakeErrnoError(env, err, op, details);
 	throw Napi::Error(env, error);
@@ -99,9 +93,7 @@ static Napi::Value IfNameToIndex(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	std::string name = FQE_ARG_STRING("ifNameToIndex", 0, "name");
-	std::string netns = IsAbsent(info[1]) ?
-				    std::string() :
-				    FQE_ARG_STRING("ifNameToIndex", 1, "netns");
+	std::string netns = IsAbsent(info[1]) ? std::string() : FQE_ARG_STRING("ifNameToIndex", 1, "netns");
 	unsigned int index;
 	{
 		NetnsGuard guard(env, netns);
@@ -120,8 +112,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports)
 	env.SetInstanceData(new AddonData());
 	InstallLibbpfPrint();
 	exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
-	exports.Set("numPossibleCpus",
-		    Napi::Function::New(env, NumPossibleCpus));
+	exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
 	exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex));
 	InitObject(env, exports);
 	InitMaps(env, exports);

@@ -14,7 +14,8 @@
 
 struct bpf_object;
 
-namespace fqe {
+namespace fqe
+{
 
 struct AddonData {
 	// The BpfError class registered by TypeScript (setErrorClass).

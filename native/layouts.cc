@@ -14,22 +14,20 @@ extern "C" {
 
 #include <cstddef>
 
-namespace fqe {
+namespace fqe
+{
 
-#define FQE_STRUCT(name)                                           \
-	{                                                          \
-		Napi::Object fields = Napi::Object::New(env);      \
-		Napi::Object layout = Napi::Object::New(env);      \
-		layout.Set("size", Napi::Number::New(              \
-					   env, sizeof(struct fqe_##name))); \
-		layout.Set("fields", fields);                      \
-		result.Set(#name, layout);                         \
+#define FQE_STRUCT(name)                                                                                               \
+	{                                                                                                              \
+		Napi::Object fields = Napi::Object::New(env);                                                          \
+		Napi::Object layout = Napi::Object::New(env);                                                          \
+		layout.Set("size", Napi::Number::New(env, sizeof(struct fqe_##name)));                                 \
+		layout.Set("fields", fields);                                                                          \
+		result.Set(#name, layout);                                                                             \
 		using S = struct fqe_##name;
-#define FQE_FIELD(field) \
-	fields.Set(#field, Napi::Number::New(env, offsetof(S, field)));
-#define FQE_END }
-#define FQE_CONST(name) \
-	constants.Set(#name, Napi::Number::New(env, static_cast<double>(FQE_##name)));
+#define FQE_FIELD(field) fields.Set(#field, Napi::Number::New(env, offsetof(S, field)));
+#define FQE_END		 }
+#define FQE_CONST(name)	 constants.Set(#name, Napi::Number::New(env, static_cast<double>(FQE_##name)));
 
 static Napi::Value Layouts(const Napi::CallbackInfo &info)
 {

@@ -11,7 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace fqe {
+namespace fqe
+{
 
 thread_local std::string *tlsCapture = nullptr;
 
@@ -24,8 +25,7 @@ static bool LibbpfDebug()
 	return debug;
 }
 
-static int LibbpfPrint(enum libbpf_print_level level, const char *fmt,
-		       va_list args)
+static int LibbpfPrint(enum libbpf_print_level level, const char *fmt, va_list args)
 {
 	bool debug = LibbpfDebug();
 	if (level == LIBBPF_DEBUG && !debug)

@@ -10,7 +10,8 @@
 
 #include <string>
 
-namespace fqe {
+namespace fqe
+{
 
 static constexpr size_t kDetailsBytes = 8 * 1024;
 
@@ -18,8 +19,9 @@ static constexpr size_t kDetailsBytes = 8 * 1024;
 extern thread_local std::string *tlsCapture;
 
 // Collects libbpf output for the lifetime of the scope.
-class LibbpfCapture {
-    public:
+class LibbpfCapture
+{
+      public:
 	LibbpfCapture()
 	{
 		prev_ = tlsCapture;
@@ -36,7 +38,7 @@ class LibbpfCapture {
 		return text_.substr(text_.size() - kDetailsBytes);
 	}
 
-    private:
+      private:
 	std::string text_;
 	std::string *prev_;
 };

@@ -16,7 +16,8 @@
 #include <string>
 #include <vector>
 
-namespace fqe {
+namespace fqe
+{
 
 static constexpr int kENOTSUPP = 524; // kernel-internal, reaches userspace
 
@@ -30,18 +31,14 @@ struct MapShape {
 
 static bool IsPerCpu(uint32_t type)
 {
-	return type == BPF_MAP_TYPE_PERCPU_HASH ||
-	       type == BPF_MAP_TYPE_PERCPU_ARRAY ||
-	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
-	       type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+	return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
 static bool HasBatchLookup(uint32_t type)
 {
-	return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH ||
-	       type == BPF_MAP_TYPE_LRU_HASH ||
-	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
-	       type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_LRU_HASH ||
+	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
 }
 
 static bool IsNoBatchError(int err)
@@ -57,9 +54,7 @@ static MapShape GetShape(Napi::Env env, int fd, const char *call)
 	__u32 len = sizeof(mi);
 	int ret = bpf_obj_get_info_by_fd(fd, &mi, &len);
 	if (ret < 0)
-		ThrowErrno(env, InfoErrno(PositiveErrno(ret)),
-			   std::string(call) + "(fd " + std::to_string(fd) +
-				   ")");
+		ThrowErrno(env, InfoErrno(PositiveErrno(ret)), std::string(call) + "(fd " + std::to_string(fd) + ")");
 	MapShape shape;
 	shape.type = mi.type;
 	shape.keySize = mi.key_size;
@@ -71,8 +66,7 @@ static MapShape GetShape(Napi::Env env, int fd, const char *call)
 			ThrowErrno(env, -cpus, "libbpf_num_possible_cpus()");
 		shape.valueSize = ((mi.value_size + 7) & ~7u) * cpus;
 	}
-	shape.label = mi.name[0] ? std::string(mi.name) :
-				   "fd " + std::to_string(fd);
+	shape.label = mi.name[0] ? std::string(mi.name) : "fd " + std::to_string(fd);
 	return shape;
 }
 
@@ -81,21 +75,17 @@ static std::string Op(const char *call, const MapShape &shape)
 	return std::string(call) + "(" + shape.label + ")";
 }
 
-static void CheckLength(Napi::Env env, const char *fn, const char *name,
-			size_t got, size_t want)
+static void CheckLength(Napi::Env env, const char *fn, const char *name, size_t got, size_t want)
 {
 	if (got != want)
-		ThrowRange(env, std::string(fn) + ": " + name + " must be " +
-					std::to_string(want) + " bytes, got " +
+		ThrowRange(env, std::string(fn) + ": " + name + " must be " + std::to_string(want) + " bytes, got " +
 					std::to_string(got));
 }
 
-static void CheckSizeArg(Napi::Env env, const char *fn, const char *name,
-			 uint32_t got, uint32_t want)
+static void CheckSizeArg(Napi::Env env, const char *fn, const char *name, uint32_t got, uint32_t want)
 {
 	if (got != want)
-		ThrowRange(env, std::string(fn) + ": " + name + " must be " +
-					std::to_string(want) + ", got " +
+		ThrowRange(env, std::string(fn) + ": " + name + " must be " + std::to_string(want) + ", got " +
 					std::to_string(got));
 }
 
@@ -112,8 +102,7 @@ static Napi::Value MapUpdate(const Napi::CallbackInfo &info)
 	CheckLength(env, "mapUpdate", "value", value.Length(), shape.valueSize);
 	int ret = bpf_map_update_elem(fd, key.Data(), value.Data(), flags);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret),
-			   Op("bpf_map_update_elem", shape));
+		ThrowErrno(env, PositiveErrno(ret), Op("bpf_map_update_elem", shape));
 	return env.Undefined();
 }
 
@@ -169,11 +158,9 @@ static Napi::Value MapGetNextKey(const Napi::CallbackInfo &info)
 	MapShape shape = GetShape(env, fd, "bpf_map_get_next_key");
 	CheckSizeArg(env, "mapGetNextKey", "keySize", keySize, shape.keySize);
 	if (!fromStart)
-		CheckLength(env, "mapGetNextKey", "key", key.Length(),
-			    shape.keySize);
+		CheckLength(env, "mapGetNextKey", "key", key.Length(), shape.keySize);
 	auto next = Napi::Buffer<uint8_t>::New(env, keySize);
-	int ret = bpf_map_get_next_key(fd, fromStart ? nullptr : key.Data(),
-				       next.Data());
+	int ret = bpf_map_get_next_key(fd, fromStart ? nullptr : key.Data(), next.Data());
 	if (ret < 0) {
 		int err = PositiveErrno(ret);
 		if (err == ENOENT)
@@ -208,11 +195,9 @@ static bool DumpBatch(Napi::Env env, int fd, const MapShape &s, Dump &dump)
 	for (;;) {
 		dump.Reserve(s, dump.count + chunk);
 		__u32 n = chunk;
-		int ret = bpf_map_lookup_batch(
-			fd, first ? nullptr : inToken.data(), outToken.data(),
-			dump.keys.data() + dump.count * s.keySize,
-			dump.values.data() + dump.count * s.valueSize, &n,
-			&opts);
+		int ret = bpf_map_lookup_batch(fd, first ? nullptr : inToken.data(), outToken.data(),
+					       dump.keys.data() + dump.count * s.keySize,
+					       dump.values.data() + dump.count * s.valueSize, &n, &opts);
 		int err = ret < 0 ? PositiveErrno(ret) : 0;
 		if (err && err != ENOENT) {
 			if (err == ENOSPC) { // one hash bucket holds more than chunk
@@ -238,8 +223,7 @@ static void DumpIterate(Napi::Env env, int fd, const MapShape &s, Dump &dump)
 	// An LPM trie restarts from its first key when the current one was
 	// deleted meanwhile; never return more than the map can hold.
 	while (dump.count < s.maxEntries) {
-		int ret = bpf_map_get_next_key(fd, first ? nullptr : cur.data(),
-					       next.data());
+		int ret = bpf_map_get_next_key(fd, first ? nullptr : cur.data(), next.data());
 		if (ret < 0) {
 			int err = PositiveErrno(ret);
 			if (err == ENOENT)
@@ -249,17 +233,14 @@ static void DumpIterate(Napi::Env env, int fd, const MapShape &s, Dump &dump)
 		first = false;
 		cur.swap(next);
 		dump.Reserve(s, dump.count + 1);
-		ret = bpf_map_lookup_elem(
-			fd, cur.data(),
-			dump.values.data() + dump.count * s.valueSize);
+		ret = bpf_map_lookup_elem(fd, cur.data(), dump.values.data() + dump.count * s.valueSize);
 		if (ret < 0) {
 			int err = PositiveErrno(ret);
 			if (err == ENOENT)
 				continue; // deleted between the two calls
 			ThrowErrno(env, err, Op("bpf_map_lookup_elem", s));
 		}
-		std::memcpy(dump.keys.data() + dump.count * s.keySize,
-			    cur.data(), s.keySize);
+		std::memcpy(dump.keys.data() + dump.count * s.keySize, cur.data(), s.keySize);
 		dump.count++;
 	}
 }
@@ -280,12 +261,8 @@ static Napi::Value MapDump(const Napi::CallbackInfo &info)
 		DumpIterate(env, fd, shape, dump);
 	}
 	Napi::Object result = Napi::Object::New(env);
-	result.Set("keys", Napi::Buffer<uint8_t>::Copy(
-				   env, dump.keys.data(),
-				   dump.count * shape.keySize));
-	result.Set("values", Napi::Buffer<uint8_t>::Copy(
-				     env, dump.values.data(),
-				     dump.count * shape.valueSize));
+	result.Set("keys", Napi::Buffer<uint8_t>::Copy(env, dump.keys.data(), dump.count * shape.keySize));
+	result.Set("values", Napi::Buffer<uint8_t>::Copy(env, dump.values.data(), dump.count * shape.valueSize));
 	result.Set("count", Napi::Number::New(env, dump.count));
 	return result;
 }
@@ -300,17 +277,14 @@ static Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info)
 	uint32_t count = FQE_ARG_U32("mapUpdateBatch", 3, "count");
 	uint32_t flags = FQE_ARG_U32_OR("mapUpdateBatch", 4, "flags", 0);
 	MapShape s = GetShape(env, fd, "bpf_map_update_batch");
-	CheckLength(env, "mapUpdateBatch", "keys", keys.Length(),
-		    size_t(count) * s.keySize);
-	CheckLength(env, "mapUpdateBatch", "values", values.Length(),
-		    size_t(count) * s.valueSize);
+	CheckLength(env, "mapUpdateBatch", "keys", keys.Length(), size_t(count) * s.keySize);
+	CheckLength(env, "mapUpdateBatch", "values", values.Length(), size_t(count) * s.valueSize);
 	if (count == 0)
 		return Napi::Number::New(env, 0);
 	auto opts = ZeroedOpts<bpf_map_batch_opts>();
 	opts.elem_flags = flags;
 	__u32 n = count;
-	int ret = bpf_map_update_batch(fd, keys.Data(), values.Data(), &n,
-				       &opts);
+	int ret = bpf_map_update_batch(fd, keys.Data(), values.Data(), &n, &opts);
 	if (ret == 0)
 		return Napi::Number::New(env, n);
 	int err = PositiveErrno(ret);
@@ -318,12 +292,9 @@ static Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info)
 		ThrowErrno(env, err, Op("bpf_map_update_batch", s));
 	for (uint32_t i = 0; i < count; i++) {
 		ret = bpf_map_update_elem(fd, keys.Data() + size_t(i) * s.keySize,
-					  values.Data() +
-						  size_t(i) * s.valueSize,
-					  flags);
+					  values.Data() + size_t(i) * s.valueSize, flags);
 		if (ret < 0)
-			ThrowErrno(env, PositiveErrno(ret),
-				   Op("bpf_map_update_elem", s));
+			ThrowErrno(env, PositiveErrno(ret), Op("bpf_map_update_elem", s));
 	}
 	return Napi::Number::New(env, count);
 }
@@ -336,8 +307,7 @@ static Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info)
 	auto keys = FQE_ARG_BUFFER("mapDeleteBatch", 1, "keys");
 	uint32_t count = FQE_ARG_U32("mapDeleteBatch", 2, "count");
 	MapShape s = GetShape(env, fd, "bpf_map_delete_batch");
-	CheckLength(env, "mapDeleteBatch", "keys", keys.Length(),
-		    size_t(count) * s.keySize);
+	CheckLength(env, "mapDeleteBatch", "keys", keys.Length(), size_t(count) * s.keySize);
 	auto opts = ZeroedOpts<bpf_map_batch_opts>();
 	bool batch = true;
 	uint32_t i = 0, deleted = 0;
@@ -369,8 +339,7 @@ static Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info)
 		} else {
 			int err = PositiveErrno(ret);
 			if (err != ENOENT)
-				ThrowErrno(env, err,
-					   Op("bpf_map_delete_elem", s));
+				ThrowErrno(env, err, Op("bpf_map_delete_elem", s));
 		}
 		i++;
 	}
@@ -389,12 +358,10 @@ static Napi::Value CreateMap(const Napi::CallbackInfo &info)
 	uint32_t flags = FQE_ARG_U32_OR("createMap", 5, "flags", 0);
 	auto opts = ZeroedOpts<bpf_map_create_opts>();
 	opts.map_flags = flags;
-	int fd = bpf_map_create(static_cast<enum bpf_map_type>(type),
-				name.empty() ? nullptr : name.c_str(), keySize,
+	int fd = bpf_map_create(static_cast<enum bpf_map_type>(type), name.empty() ? nullptr : name.c_str(), keySize,
 				valueSize, maxEntries, &opts);
 	if (fd < 0)
-		ThrowErrno(env, PositiveErrno(fd),
-			   "bpf_map_create(" + (name.empty() ? "" : name) + ")");
+		ThrowErrno(env, PositiveErrno(fd), "bpf_map_create(" + (name.empty() ? "" : name) + ")");
 	return Napi::Number::New(env, fd);
 }
 

@@ -19,10 +19,12 @@
 #include <cstdlib>
 #include <string>
 
-namespace fqe {
+namespace fqe
+{
 
-class NetnsGuard {
-    public:
+class NetnsGuard
+{
+      public:
 	NetnsGuard(Napi::Env env, const std::string &path)
 	{
 		if (path.empty())
@@ -63,7 +65,7 @@ class NetnsGuard {
 	NetnsGuard(const NetnsGuard &) = delete;
 	NetnsGuard &operator=(const NetnsGuard &) = delete;
 
-    private:
+      private:
 	int orig_ = -1;
 };
 

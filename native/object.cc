@@ -20,7 +20,8 @@
 #include <string>
 #include <vector>
 
-namespace fqe {
+namespace fqe
+{
 
 // Closes the object unless released: one teardown path for a failing load.
 struct ObjectHolder {
@@ -33,8 +34,7 @@ struct ObjectHolder {
 };
 
 // Writes `value` into the const volatile global `name` of .rodata.
-static void SetRodata(Napi::Env env, struct bpf_object *obj,
-		      const std::string &name, Napi::Buffer<uint8_t> value)
+static void SetRodata(Napi::Env env, struct bpf_object *obj, const std::string &name, Napi::Buffer<uint8_t> value)
 {
 	const std::string op = "loadObject rodata(" + name + ")";
 	struct btf *btf = bpf_object__btf(obj);
@@ -60,9 +60,7 @@ static void SetRodata(Napi::Env env, struct bpf_object *obj,
 		if (!varName || name != varName)
 			continue;
 		if (value.Length() != vars[i].size)
-			ThrowRange(env, "loadObject: rodata." + name +
-						" must be " +
-						std::to_string(vars[i].size) +
+			ThrowRange(env, "loadObject: rodata." + name + " must be " + std::to_string(vars[i].size) +
 						" bytes");
 		size_t size = 0;
 		const void *data = bpf_map__initial_value(rodata, &size);
@@ -70,10 +68,8 @@ static void SetRodata(Napi::Env env, struct bpf_object *obj,
 			ThrowErrno(env, EINVAL, op);
 		const uint8_t *bytes = static_cast<const uint8_t *>(data);
 		std::vector<uint8_t> image(bytes, bytes + size);
-		std::memcpy(image.data() + vars[i].offset, value.Data(),
-			    value.Length());
-		int ret = bpf_map__set_initial_value(rodata, image.data(),
-						     image.size());
+		std::memcpy(image.data() + vars[i].offset, value.Data(), value.Length());
+		int ret = bpf_map__set_initial_value(rodata, image.data(), image.size());
 		if (ret < 0)
 			ThrowErrno(env, PositiveErrno(ret), op);
 		return;
@@ -99,8 +95,7 @@ struct VerifierLogs {
 		bpf_object__for_each_program(prog, obj)
 		{
 			bufs.emplace_back(bytes, '\0');
-			bpf_program__set_log_buf(prog, bufs.back().data(),
-						 bytes);
+			bpf_program__set_log_buf(prog, bufs.back().data(), bytes);
 			bpf_program__set_log_level(prog, level);
 		}
 	}
@@ -133,27 +128,22 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 		Napi::Value only = opts.Get("programs");
 		if (!IsAbsent(only)) {
 			if (!only.IsArray())
-				ThrowType(env, "loadObject", "programs",
-					  "an array of program names");
+				ThrowType(env, "loadObject", "programs", "an array of program names");
 			Napi::Array names = only.As<Napi::Array>();
 			for (uint32_t i = 0; i < names.Length(); i++) {
 				Napi::Value n = names.Get(i);
 				if (!n.IsString())
-					ThrowType(env, "loadObject", "programs",
-						  "an array of program names");
-				onlyPrograms.push_back(
-					n.As<Napi::String>().Utf8Value());
+					ThrowType(env, "loadObject", "programs", "an array of program names");
+				onlyPrograms.push_back(n.As<Napi::String>().Utf8Value());
 			}
 			onlySome = true;
 		}
 		if (!IsAbsent(opts.Get("rodata")))
-			rodataValues = ToObjectArg(env, opts.Get("rodata"),
-						   "loadObject", "rodata");
+			rodataValues = ToObjectArg(env, opts.Get("rodata"), "loadObject", "rodata");
 		Napi::Value stats = opts.Get("verifierStats");
 		if (!IsAbsent(stats)) {
 			if (!stats.IsBoolean())
-				ThrowType(env, "loadObject", "verifierStats",
-					  "a boolean");
+				ThrowType(env, "loadObject", "verifierStats", "a boolean");
 			verifierStats = stats.As<Napi::Boolean>().Value();
 		}
 	}
@@ -166,21 +156,16 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 	holder.obj = bpf_object__open_file(path.c_str(), &openOpts);
 	if (!holder.obj) {
 		int err = errno ? errno : EINVAL;
-		ThrowErrno(env, err, "bpf_object__open_file(" + path + ")",
-			   capture.Details());
+		ThrowErrno(env, err, "bpf_object__open_file(" + path + ")", capture.Details());
 	}
 	if (!rodataValues.IsEmpty()) {
 		Napi::Array names = rodataValues.GetPropertyNames();
 		for (uint32_t i = 0; i < names.Length(); i++) {
-			std::string name =
-				names.Get(i).As<Napi::String>().Utf8Value();
+			std::string name = names.Get(i).As<Napi::String>().Utf8Value();
 			Napi::Value v = rodataValues.Get(name);
 			if (!v.IsBuffer())
-				ThrowType(env, "loadObject",
-					  ("rodata." + name).c_str(),
-					  "a Buffer");
-			SetRodata(env, holder.obj, name,
-				  v.As<Napi::Buffer<uint8_t>>());
+				ThrowType(env, "loadObject", ("rodata." + name).c_str(), "a Buffer");
+			SetRodata(env, holder.obj, name, v.As<Napi::Buffer<uint8_t>>());
 		}
 	}
 	if (onlySome) {
@@ -198,10 +183,8 @@ static Napi::Value LoadObject(const Napi::CallbackInfo &info)
 		logs.Attach(holder.obj);
 	int ret = bpf_object__load(holder.obj);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret),
-			   "bpf_object__load(" + path + ")",
-			   verifierStats ? logs.Text() + capture.Details() :
-					   capture.Details());
+		ThrowErrno(env, PositiveErrno(ret), "bpf_object__load(" + path + ")",
+			   verifierStats ? logs.Text() + capture.Details() : capture.Details());
 
 	Napi::Object programs = Napi::Object::New(env);
 	struct bpf_program *prog;
@@ -252,8 +235,7 @@ static Napi::Value CloseObject(const Napi::CallbackInfo &info)
 	AddonData *data = GetAddonData(info.Env());
 	auto it = data->objects.find(id);
 	if (it == data->objects.end())
-		ThrowErrno(info.Env(), ENOENT,
-			   "closeObject(" + std::to_string(id) + ")");
+		ThrowErrno(info.Env(), ENOENT, "closeObject(" + std::to_string(id) + ")");
 	bpf_object__close(it->second);
 	data->objects.erase(it);
 	return info.Env().Undefined();
@@ -266,8 +248,7 @@ static Napi::Value Pin(const Napi::CallbackInfo &info, const char *fn)
 	std::string path = FQE_ARG_STRING(fn, 1, "path");
 	int ret = bpf_obj_pin(fd, path.c_str());
 	if (ret < 0)
-		ThrowErrno(info.Env(), PositiveErrno(ret),
-			   "bpf_obj_pin(" + path + ")");
+		ThrowErrno(info.Env(), PositiveErrno(ret), "bpf_obj_pin(" + path + ")");
 	return info.Env().Undefined();
 }
 
@@ -299,8 +280,7 @@ static Napi::Value ObjGet(const Napi::CallbackInfo &info)
 	std::string path = FQE_ARG_STRING("objGet", 0, "path");
 	int fd = bpf_obj_get(path.c_str());
 	if (fd < 0)
-		ThrowErrno(info.Env(), PositiveErrno(fd),
-			   "bpf_obj_get(" + path + ")");
+		ThrowErrno(info.Env(), PositiveErrno(fd), "bpf_obj_get(" + path + ")");
 	return Napi::Number::New(info.Env(), fd);
 }
 
@@ -309,8 +289,7 @@ static Napi::Value CloseFd(const Napi::CallbackInfo &info)
 {
 	int fd = FQE_ARG_FD("closeFd", 0);
 	if (close(fd) != 0 && errno != EINTR)
-		ThrowErrno(info.Env(), errno,
-			   "close(" + std::to_string(fd) + ")");
+		ThrowErrno(info.Env(), errno, "close(" + std::to_string(fd) + ")");
 	return info.Env().Undefined();
 }
 
@@ -324,9 +303,7 @@ static Napi::Value ProgInfo(const Napi::CallbackInfo &info)
 	__u32 len = sizeof(pi);
 	int ret = bpf_obj_get_info_by_fd(fd, &pi, &len);
 	if (ret < 0)
-		ThrowErrno(env, InfoErrno(PositiveErrno(ret)),
-			   "bpf_obj_get_info_by_fd(fd " + std::to_string(fd) +
-				   ")");
+		ThrowErrno(env, InfoErrno(PositiveErrno(ret)), "bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")");
 	char tag[2 * BPF_TAG_SIZE + 1];
 	for (int i = 0; i < BPF_TAG_SIZE; i++)
 		std::snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
@@ -348,9 +325,7 @@ static Napi::Value MapInfo(const Napi::CallbackInfo &info)
 	__u32 len = sizeof(mi);
 	int ret = bpf_obj_get_info_by_fd(fd, &mi, &len);
 	if (ret < 0)
-		ThrowErrno(env, InfoErrno(PositiveErrno(ret)),
-			   "bpf_obj_get_info_by_fd(fd " + std::to_string(fd) +
-				   ")");
+		ThrowErrno(env, InfoErrno(PositiveErrno(ret)), "bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")");
 	Napi::Object result = Napi::Object::New(env);
 	result.Set("id", mi.id);
 	result.Set("type", mi.type);
@@ -374,8 +349,7 @@ static Napi::Value DescribeObject(const Napi::CallbackInfo &info)
 	holder.obj = bpf_object__open_file(path.c_str(), nullptr);
 	if (!holder.obj) {
 		int err = errno ? errno : EINVAL;
-		ThrowErrno(env, err, "bpf_object__open_file(" + path + ")",
-			   capture.Details());
+		ThrowErrno(env, err, "bpf_object__open_file(" + path + ")", capture.Details());
 	}
 	Napi::Object maps = Napi::Object::New(env);
 	struct bpf_map *map;

@@ -22,22 +22,23 @@
 #include <memory>
 #include <vector>
 
-namespace fqe {
+namespace fqe
+{
 
 static constexpr size_t kSlotBytes = 64 * 1024;
 static constexpr int kMaxBatchesPerWakeup = 16;
 static constexpr size_t kControlBytes = CMSG_SPACE(sizeof(struct timespec)) + 64;
 
-class PacketSocket : public Napi::ObjectWrap<PacketSocket> {
-    public:
+class PacketSocket : public Napi::ObjectWrap<PacketSocket>
+{
+      public:
 	static void Init(Napi::Env env, Napi::Object exports)
 	{
-		exports.Set("PacketSocket",
-			    DefineClass(env, "PacketSocket",
-					{ InstanceMethod("stats", &PacketSocket::Stats),
-					  InstanceMethod("close", &PacketSocket::JsClose),
-					  InstanceMethod("ref", &PacketSocket::JsRef),
-					  InstanceMethod("unref", &PacketSocket::JsUnref) }));
+		exports.Set("PacketSocket", DefineClass(env, "PacketSocket",
+							{ InstanceMethod("stats", &PacketSocket::Stats),
+							  InstanceMethod("close", &PacketSocket::JsClose),
+							  InstanceMethod("ref", &PacketSocket::JsRef),
+							  InstanceMethod("unref", &PacketSocket::JsUnref) }));
 	}
 
 	explicit PacketSocket(const Napi::CallbackInfo &info);
@@ -46,7 +47,7 @@ class PacketSocket : public Napi::ObjectWrap<PacketSocket> {
 		CloseResources();
 	}
 
-    private:
+      private:
 	Napi::Value Stats(const Napi::CallbackInfo &info);
 	Napi::Value JsClose(const Napi::CallbackInfo &info);
 	Napi::Value JsRef(const Napi::CallbackInfo &info);
@@ -87,8 +88,7 @@ struct FdHolder {
 };
 
 // new PacketSocket({progFd, netns?, batch?, bufferBytes?, onPackets, onError?})
-PacketSocket::PacketSocket(const Napi::CallbackInfo &info)
-	: Napi::ObjectWrap<PacketSocket>(info), env_(info.Env())
+PacketSocket::PacketSocket(const Napi::CallbackInfo &info) : Napi::ObjectWrap<PacketSocket>(info), env_(info.Env())
 {
 	Napi::Env env = info.Env();
 	const char *fn = "PacketSocket";
@@ -100,47 +100,38 @@ PacketSocket::PacketSocket(const Napi::CallbackInfo &info)
 	int bufferBytes = 4 * 1024 * 1024;
 	if (!IsAbsent(o.Get("bufferBytes")))
 		bufferBytes = FQE_OPT_INT(fn, o, "bufferBytes", 1, INT32_MAX / 2);
-	onPackets_ = Napi::Persistent(
-		ToFunctionArg(env, o.Get("onPackets"), fn, "onPackets"));
+	onPackets_ = Napi::Persistent(ToFunctionArg(env, o.Get("onPackets"), fn, "onPackets"));
 	if (!IsAbsent(o.Get("onError")))
-		onError_ = Napi::Persistent(
-			ToFunctionArg(env, o.Get("onError"), fn, "onError"));
+		onError_ = Napi::Persistent(ToFunctionArg(env, o.Get("onError"), fn, "onError"));
 
 	FdHolder sock;
 	{
 		NetnsGuard guard(env, netns);
-		sock.fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
-				 0);
+		sock.fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (sock.fd < 0)
 			ThrowErrno(env, errno, "socket(AF_PACKET)");
 		// FORCE ignores rmem_max (needs CAP_NET_ADMIN); else best effort.
-		if (setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufferBytes,
-			       sizeof(bufferBytes)) != 0 &&
-		    setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUF, &bufferBytes,
-			       sizeof(bufferBytes)) != 0)
+		if (setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufferBytes, sizeof(bufferBytes)) != 0 &&
+		    setsockopt(sock.fd, SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof(bufferBytes)) != 0)
 			ThrowErrno(env, errno, "setsockopt(SO_RCVBUF)");
-		if (setsockopt(sock.fd, SOL_SOCKET, SO_ATTACH_BPF, &progFd,
-			       sizeof(progFd)) != 0)
+		if (setsockopt(sock.fd, SOL_SOCKET, SO_ATTACH_BPF, &progFd, sizeof(progFd)) != 0)
 			ThrowErrno(env, errno, "setsockopt(SO_ATTACH_BPF)");
 		int one = 1;
-		if (setsockopt(sock.fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
-			       sizeof(one)) != 0)
+		if (setsockopt(sock.fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) != 0)
 			ThrowErrno(env, errno, "setsockopt(SO_TIMESTAMPNS)");
 		struct sockaddr_ll sll;
 		std::memset(&sll, 0, sizeof(sll));
 		sll.sll_family = AF_PACKET;
 		sll.sll_protocol = htons(ETH_P_ALL);
 		sll.sll_ifindex = 0;
-		if (bind(sock.fd, reinterpret_cast<struct sockaddr *>(&sll),
-			 sizeof(sll)) != 0)
+		if (bind(sock.fd, reinterpret_cast<struct sockaddr *>(&sll), sizeof(sll)) != 0)
 			ThrowErrno(env, errno, "bind(AF_PACKET, ETH_P_ALL)");
 	}
 	// The filter was attached before bind, so nothing unfiltered can be
 	// queued; drain once anyway.
 	char scratch[1];
 	for (int i = 0; i < 4096; i++) {
-		if (recv(sock.fd, scratch, sizeof(scratch), MSG_DONTWAIT) < 0 &&
-		    errno != EINTR)
+		if (recv(sock.fd, scratch, sizeof(scratch), MSG_DONTWAIT) < 0 && errno != EINTR)
 			break;
 	}
 
@@ -152,8 +143,7 @@ PacketSocket::PacketSocket(const Napi::CallbackInfo &info)
 	poll_.Start(env, sock.fd, OnReadable, this, "PacketSocket");
 	fd_ = sock.fd;
 	sock.fd = -1;
-	asyncContext_ = std::make_unique<Napi::AsyncContext>(
-		env, "fqe.PacketSocket", info.This().As<Napi::Object>());
+	asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "fqe.PacketSocket", info.This().As<Napi::Object>());
 	napi_add_env_cleanup_hook(env, OnEnvCleanup, this);
 	cleanupHook_ = true;
 	Ref(); // alive while open, even if JavaScript drops it
@@ -229,8 +219,7 @@ void PacketSocket::Receive()
 		}
 		// MSG_TRUNC: msg_len is the packet's full length even when
 		// it did not fit into its slot.
-		int n = recvmmsg(fd_, msgs_.data(), batch_,
-				 MSG_DONTWAIT | MSG_TRUNC, nullptr);
+		int n = recvmmsg(fd_, msgs_.data(), batch_, MSG_DONTWAIT | MSG_TRUNC, nullptr);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -247,18 +236,15 @@ void PacketSocket::Receive()
 			uint64_t tsNs = 0;
 			for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c;
 			     c = CMSG_NXTHDR(const_cast<struct msghdr *>(&h), c)) {
-				if (c->cmsg_level == SOL_SOCKET &&
-				    c->cmsg_type == SCM_TIMESTAMPNS) {
+				if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
 					struct timespec ts;
 					std::memcpy(&ts, CMSG_DATA(c), sizeof(ts));
-					tsNs = uint64_t(ts.tv_sec) * 1000000000ull +
-					       uint64_t(ts.tv_nsec);
+					tsNs = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 				}
 			}
 			Napi::Object p = Napi::Object::New(env);
-			p.Set("data", Napi::Buffer<uint8_t>::Copy(
-					      env, slots_.data() + i * kSlotBytes,
-					      std::min(len, kSlotBytes)));
+			p.Set("data", Napi::Buffer<uint8_t>::Copy(env, slots_.data() + i * kSlotBytes,
+								  std::min(len, kSlotBytes)));
 			p.Set("ifindex", Napi::Number::New(env, names_[i].sll_ifindex));
 			p.Set("pktType", Napi::Number::New(env, names_[i].sll_pkttype));
 			p.Set("tsNs", Napi::BigInt::New(env, tsNs));
@@ -266,8 +252,7 @@ void PacketSocket::Receive()
 			packets.Set(uint32_t(i), p);
 		}
 		try {
-			onPackets_.MakeCallback(Value(), { packets },
-						*asyncContext_);
+			onPackets_.MakeCallback(Value(), { packets }, *asyncContext_);
 		} catch (const Napi::Error &e) {
 			napi_fatal_exception(env, e.Value());
 			return;

@@ -11,10 +11,12 @@
 
 #include <uv.h>
 
-namespace fqe {
+namespace fqe
+{
 
-class PollHandle {
-    public:
+class PollHandle
+{
+      public:
 	PollHandle() = default;
 	PollHandle(const PollHandle &) = delete;
 	PollHandle &operator=(const PollHandle &) = delete;
@@ -24,8 +26,7 @@ class PollHandle {
 	}
 
 	// Throws a BpfError (op names `what`) on failure.
-	void Start(Napi::Env env, int fd, uv_poll_cb cb, void *data,
-		   const std::string &what)
+	void Start(Napi::Env env, int fd, uv_poll_cb cb, void *data, const std::string &what)
 	{
 		uv_loop_t *loop = nullptr;
 		if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop)
@@ -65,13 +66,11 @@ class PollHandle {
 		uv_poll_stop(poll_);
 		poll_->data = nullptr;
 		uv_close(reinterpret_cast<uv_handle_t *>(poll_),
-			 [](uv_handle_t *h) {
-				 delete reinterpret_cast<uv_poll_t *>(h);
-			 });
+			 [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
 		poll_ = nullptr;
 	}
 
-    private:
+      private:
 	uv_poll_t *poll_ = nullptr;
 };
 

@@ -15,18 +15,19 @@
 #include <cerrno>
 #include <memory>
 
-namespace fqe {
+namespace fqe
+{
 
-class RingBufferReader : public Napi::ObjectWrap<RingBufferReader> {
-    public:
+class RingBufferReader : public Napi::ObjectWrap<RingBufferReader>
+{
+      public:
 	static void Init(Napi::Env env, Napi::Object exports)
 	{
-		exports.Set("RingBufferReader",
-			    DefineClass(env, "RingBufferReader",
-					{ InstanceMethod("consume", &RingBufferReader::JsConsume),
-					  InstanceMethod("close", &RingBufferReader::JsClose),
-					  InstanceMethod("ref", &RingBufferReader::JsRef),
-					  InstanceMethod("unref", &RingBufferReader::JsUnref) }));
+		exports.Set("RingBufferReader", DefineClass(env, "RingBufferReader",
+							    { InstanceMethod("consume", &RingBufferReader::JsConsume),
+							      InstanceMethod("close", &RingBufferReader::JsClose),
+							      InstanceMethod("ref", &RingBufferReader::JsRef),
+							      InstanceMethod("unref", &RingBufferReader::JsUnref) }));
 	}
 
 	explicit RingBufferReader(const Napi::CallbackInfo &info);
@@ -35,7 +36,7 @@ class RingBufferReader : public Napi::ObjectWrap<RingBufferReader> {
 		CloseResources();
 	}
 
-    private:
+      private:
 	Napi::Value JsConsume(const Napi::CallbackInfo &info);
 	Napi::Value JsClose(const Napi::CallbackInfo &info);
 	Napi::Value JsRef(const Napi::CallbackInfo &info);
@@ -60,34 +61,30 @@ class RingBufferReader : public Napi::ObjectWrap<RingBufferReader> {
 
 // new RingBufferReader({mapFd, onRecords})
 RingBufferReader::RingBufferReader(const Napi::CallbackInfo &info)
-	: Napi::ObjectWrap<RingBufferReader>(info), env_(info.Env())
+    : Napi::ObjectWrap<RingBufferReader>(info), env_(info.Env())
 {
 	Napi::Env env = info.Env();
 	const char *fn = "RingBufferReader";
 	Napi::Object o = FQE_ARG_OBJECT(fn, 0, "options");
 	int mapFd = static_cast<int>(FQE_OPT_INT(fn, o, "mapFd", 0, INT32_MAX));
-	onRecords_ = Napi::Persistent(
-		ToFunctionArg(env, o.Get("onRecords"), fn, "onRecords"));
+	onRecords_ = Napi::Persistent(ToFunctionArg(env, o.Get("onRecords"), fn, "onRecords"));
 	{
 		LibbpfCapture capture;
 		errno = 0;
 		rb_ = ring_buffer__new(mapFd, OnRecord, this, nullptr);
 		if (!rb_)
 			ThrowErrno(env, InfoErrno(errno ? errno : EINVAL),
-				   "ring_buffer__new(fd " +
-					   std::to_string(mapFd) + ")",
-				   capture.Details());
+				   "ring_buffer__new(fd " + std::to_string(mapFd) + ")", capture.Details());
 	}
 	try {
-		poll_.Start(env, ring_buffer__epoll_fd(rb_), OnReadable, this,
-			    "RingBufferReader");
+		poll_.Start(env, ring_buffer__epoll_fd(rb_), OnReadable, this, "RingBufferReader");
 	} catch (...) {
 		ring_buffer__free(rb_);
 		rb_ = nullptr;
 		throw;
 	}
-	asyncContext_ = std::make_unique<Napi::AsyncContext>(
-		env, "fqe.RingBufferReader", info.This().As<Napi::Object>());
+	asyncContext_ =
+		std::make_unique<Napi::AsyncContext>(env, "fqe.RingBufferReader", info.This().As<Napi::Object>());
 	napi_add_env_cleanup_hook(env, OnEnvCleanup, this);
 	cleanupHook_ = true;
 	Ref(); // alive while open, even if JavaScript drops it
@@ -120,9 +117,7 @@ int RingBufferReader::OnRecord(void *ctx, void *data, size_t size)
 	if (!self->collecting_)
 		return 0;
 	Napi::Array &records = *self->collecting_;
-	records.Set(records.Length(),
-		    Napi::Buffer<uint8_t>::Copy(
-			    self->env_, static_cast<uint8_t *>(data), size));
+	records.Set(records.Length(), Napi::Buffer<uint8_t>::Copy(self->env_, static_cast<uint8_t *>(data), size));
 	return 0;
 }
 
@@ -136,8 +131,7 @@ int RingBufferReader::Drain(bool fromLoop)
 	int n = ring_buffer__consume(rb_);
 	collecting_ = nullptr;
 	if (n < 0) {
-		Napi::Value error =
-			MakeErrnoError(env, -n, "ring_buffer__consume()");
+		Napi::Value error = MakeErrnoError(env, -n, "ring_buffer__consume()");
 		if (!fromLoop)
 			throw Napi::Error(env, error);
 		napi_fatal_exception(env, error);
@@ -166,9 +160,7 @@ void RingBufferReader::OnReadable(uv_poll_t *handle, int status, int)
 	[[maybe_unused]] Napi::Object keep = self->Value(); // no GC meanwhile
 	if (status < 0) {
 		self->poll_.Close();
-		napi_fatal_exception(self->env_,
-				     MakeErrnoError(self->env_, -status,
-						    "uv_poll(RingBufferReader)"));
+		napi_fatal_exception(self->env_, MakeErrnoError(self->env_, -status, "uv_poll(RingBufferReader)"));
 		return;
 	}
 	self->Drain(true);

@@ -13,7 +13,8 @@
 #include <cerrno>
 #include <string>
 
-namespace fqe {
+namespace fqe
+{
 
 struct TcTarget {
 	int ifindex;
@@ -48,9 +49,8 @@ static TcTarget ParseTarget(const Napi::CallbackInfo &info, const char *fn)
 
 static std::string Op(const char *call, const TcTarget &t)
 {
-	return std::string(call) + "(ifindex " + std::to_string(t.ifindex) +
-	       " " + t.direction + " handle " + std::to_string(t.handle) +
-	       " priority " + std::to_string(t.priority) +
+	return std::string(call) + "(ifindex " + std::to_string(t.ifindex) + " " + t.direction + " handle " +
+	       std::to_string(t.handle) + " priority " + std::to_string(t.priority) +
 	       (t.netns.empty() ? "" : " netns " + t.netns) + ")";
 }
 
@@ -77,22 +77,19 @@ static Napi::Value TcAttach(const Napi::CallbackInfo &info)
 	Napi::Env env = info.Env();
 	TcTarget t = ParseTarget(info, "tcAttach");
 	Napi::Object o = info[0].As<Napi::Object>();
-	int progFd = static_cast<int>(
-		FQE_OPT_INT("tcAttach", o, "progFd", 0, INT32_MAX));
+	int progFd = static_cast<int>(FQE_OPT_INT("tcAttach", o, "progFd", 0, INT32_MAX));
 	NetnsGuard guard(env, t.netns);
 	LibbpfCapture capture; // expected misses stay quiet
 	struct bpf_tc_hook hook = Hook(t);
 	int ret = bpf_tc_hook_create(&hook);
 	if (ret < 0 && ret != -EEXIST)
-		ThrowErrno(env, PositiveErrno(ret), Op("bpf_tc_hook_create", t),
-			   capture.Details());
+		ThrowErrno(env, PositiveErrno(ret), Op("bpf_tc_hook_create", t), capture.Details());
 	struct bpf_tc_opts opts = Filter(t);
 	opts.prog_fd = progFd;
 	opts.flags = BPF_TC_F_REPLACE;
 	ret = bpf_tc_attach(&hook, &opts);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret), Op("bpf_tc_attach", t),
-			   capture.Details());
+		ThrowErrno(env, PositiveErrno(ret), Op("bpf_tc_attach", t), capture.Details());
 	return Napi::Number::New(env, opts.prog_id);
 }
 
@@ -110,8 +107,7 @@ static Napi::Value TcDetach(const Napi::CallbackInfo &info)
 		int err = PositiveErrno(ret);
 		if (err == ENOENT || err == EINVAL) // no filter, or no clsact
 			return Napi::Boolean::New(env, false);
-		ThrowErrno(env, err, Op("bpf_tc_detach", t),
-			   capture.Details());
+		ThrowErrno(env, err, Op("bpf_tc_detach", t), capture.Details());
 	}
 	return Napi::Boolean::New(env, true);
 }
@@ -130,8 +126,7 @@ static Napi::Value TcQuery(const Napi::CallbackInfo &info)
 		int err = PositiveErrno(ret);
 		if (err == ENOENT || err == EINVAL)
 			return env.Null();
-		ThrowErrno(env, err, Op("bpf_tc_query", t),
-			   capture.Details());
+		ThrowErrno(env, err, Op("bpf_tc_query", t), capture.Details());
 	}
 	return Napi::Number::New(env, opts.prog_id);
 }

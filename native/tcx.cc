@@ -20,7 +20,8 @@
 #include <string>
 #include <vector>
 
-namespace fqe {
+namespace fqe
+{
 
 // enum bpf_attach_type (uapi 6.6)
 constexpr uint32_t kTcxIngress = 46;
@@ -74,8 +75,7 @@ struct LinkInfo {
 		uint32_t attach_type;
 	} tcx;
 } __attribute__((aligned(8)));
-static_assert(offsetof(LinkInfo, tcx.ifindex) ==
-	      offsetof(struct bpf_link_info, xdp.ifindex));
+static_assert(offsetof(LinkInfo, tcx.ifindex) == offsetof(struct bpf_link_info, xdp.ifindex));
 
 static long SysBpf(int cmd, void *attr, size_t size)
 {
@@ -89,8 +89,7 @@ struct TcxTarget {
 	std::string netns;
 };
 
-static TcxTarget ParseTcxTarget(const Napi::CallbackInfo &info,
-				const char *fn)
+static TcxTarget ParseTcxTarget(const Napi::CallbackInfo &info, const char *fn)
 {
 	Napi::Env env = info.Env();
 	Napi::Object o = FQE_ARG_OBJECT(fn, 0, "options");
@@ -112,8 +111,7 @@ static TcxTarget ParseTcxTarget(const Napi::CallbackInfo &info,
 
 static std::string TcxOp(const char *call, const TcxTarget &t)
 {
-	return std::string(call) + "(ifindex " + std::to_string(t.ifindex) +
-	       " tcx " + t.direction +
+	return std::string(call) + "(ifindex " + std::to_string(t.ifindex) + " tcx " + t.direction +
 	       (t.netns.empty() ? "" : " netns " + t.netns) + ")";
 }
 
@@ -127,8 +125,7 @@ static Napi::Value TcxAttach(const Napi::CallbackInfo &info)
 	Napi::Object o = info[0].As<Napi::Object>();
 	TcxLinkCreateAttr attr;
 	std::memset(&attr, 0, sizeof(attr));
-	attr.prog_fd = static_cast<uint32_t>(
-		FQE_OPT_INT(fn, o, "progFd", 0, INT32_MAX));
+	attr.prog_fd = static_cast<uint32_t>(FQE_OPT_INT(fn, o, "progFd", 0, INT32_MAX));
 	attr.target_ifindex = static_cast<uint32_t>(t.ifindex);
 	attr.attach_type = t.attachType;
 	if (!IsAbsent(o.Get("flags")))
@@ -136,15 +133,14 @@ static Napi::Value TcxAttach(const Napi::CallbackInfo &info)
 	bool hasFd = !IsAbsent(o.Get("relativeFd"));
 	bool hasId = !IsAbsent(o.Get("relativeId"));
 	if (hasFd && hasId)
-		throw Napi::TypeError::New(
-			env, "tcxAttach: relativeFd and relativeId exclude each other");
+		throw Napi::TypeError::New(env, "tcxAttach: relativeFd and relativeId exclude each other");
 	if (hasFd)
 		attr.relative_fd_or_id = FQE_OPT_U32(fn, o, "relativeFd");
 	if (hasId)
 		attr.relative_fd_or_id = FQE_OPT_U32(fn, o, "relativeId");
 	if (!IsAbsent(o.Get("expectedRevision")))
-		attr.expected_revision = static_cast<uint64_t>(FQE_OPT_INT(
-			fn, o, "expectedRevision", 0, INT64_C(1) << 53));
+		attr.expected_revision =
+			static_cast<uint64_t>(FQE_OPT_INT(fn, o, "expectedRevision", 0, INT64_C(1) << 53));
 	NetnsGuard guard(env, t.netns);
 	long fd = SysBpf(BPF_LINK_CREATE, &attr, sizeof(attr));
 	if (fd < 0) {
@@ -180,8 +176,7 @@ static Napi::Value TcxQuery(const Napi::CallbackInfo &info)
 		if (err != ENOSPC || room >= 4096)
 			ThrowErrno(env, err, TcxOp("bpf_prog_query", t));
 	}
-	uint32_t count = attr.count < progIds.size() ? attr.count :
-						       progIds.size();
+	uint32_t count = attr.count < progIds.size() ? attr.count : progIds.size();
 	Napi::Array progs = Napi::Array::New(env, count);
 	Napi::Array links = Napi::Array::New(env, count);
 	for (uint32_t i = 0; i < count; i++) {
@@ -191,8 +186,7 @@ static Napi::Value TcxQuery(const Napi::CallbackInfo &info)
 	Napi::Object result = Napi::Object::New(env);
 	result.Set("progIds", progs);
 	result.Set("linkIds", links);
-	result.Set("revision",
-		   Napi::Number::New(env, static_cast<double>(attr.revision)));
+	result.Set("revision", Napi::Number::New(env, static_cast<double>(attr.revision)));
 	return result;
 }
 
@@ -202,19 +196,15 @@ static Napi::Value LinkUpdate(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	int linkFd = FQE_ARG_FD("linkUpdate", 0);
-	int progFd = static_cast<int>(
-		FQE_ARG_INT("linkUpdate", 1, "newProgFd", 0, INT32_MAX));
+	int progFd = static_cast<int>(FQE_ARG_INT("linkUpdate", 1, "newProgFd", 0, INT32_MAX));
 	auto opts = ZeroedOpts<bpf_link_update_opts>();
 	if (!IsAbsent(info[2])) {
-		opts.old_prog_fd = static_cast<__u32>(
-			FQE_ARG_INT("linkUpdate", 2, "oldProgFd", 0, INT32_MAX));
+		opts.old_prog_fd = static_cast<__u32>(FQE_ARG_INT("linkUpdate", 2, "oldProgFd", 0, INT32_MAX));
 		opts.flags = BPF_F_REPLACE;
 	}
 	int ret = bpf_link_update(linkFd, progFd, &opts);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret),
-			   "bpf_link_update(link fd " + std::to_string(linkFd) +
-				   ")");
+		ThrowErrno(env, PositiveErrno(ret), "bpf_link_update(link fd " + std::to_string(linkFd) + ")");
 	return env.Undefined();
 }
 
@@ -226,9 +216,7 @@ static Napi::Value LinkDetach(const Napi::CallbackInfo &info)
 	int linkFd = FQE_ARG_FD("linkDetach", 0);
 	int ret = bpf_link_detach(linkFd);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret),
-			   "bpf_link_detach(link fd " + std::to_string(linkFd) +
-				   ")");
+		ThrowErrno(env, PositiveErrno(ret), "bpf_link_detach(link fd " + std::to_string(linkFd) + ")");
 	return env.Undefined();
 }
 
@@ -244,8 +232,7 @@ static Napi::Value LinkInfoOf(const Napi::CallbackInfo &info)
 	int ret = bpf_obj_get_info_by_fd(fd, &li, &len);
 	if (ret < 0)
 		ThrowErrno(env, InfoErrno(PositiveErrno(ret)),
-			   "bpf_obj_get_info_by_fd(link fd " +
-				   std::to_string(fd) + ")");
+			   "bpf_obj_get_info_by_fd(link fd " + std::to_string(fd) + ")");
 	Napi::Object result = Napi::Object::New(env);
 	result.Set("id", li.id);
 	result.Set("type", li.type);
@@ -253,10 +240,9 @@ static Napi::Value LinkInfoOf(const Napi::CallbackInfo &info)
 	if (li.type == kLinkTypeTcx) {
 		Napi::Object tcx = Napi::Object::New(env);
 		tcx.Set("ifindex", li.tcx.ifindex);
-		tcx.Set("direction",
-			li.tcx.attach_type == kTcxIngress ? "ingress" :
-			li.tcx.attach_type == kTcxEgress  ? "egress" :
-							    "unknown");
+		tcx.Set("direction", li.tcx.attach_type == kTcxIngress	? "ingress"
+				     : li.tcx.attach_type == kTcxEgress ? "egress"
+									: "unknown");
 		result.Set("tcx", tcx);
 	}
 	return result;

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-namespace fqe {
+namespace fqe
+{
 
 // progTestRun(progFd, data, opts?: {repeat?, ctx?, dataOutSize?})
 //   -> {retval, durationNs, data}
@@ -26,14 +27,11 @@ static Napi::Value ProgTestRun(const Napi::CallbackInfo &info)
 	if (!IsAbsent(info[2])) {
 		Napi::Object o = FQE_ARG_OBJECT("progTestRun", 2, "opts");
 		if (!IsAbsent(o.Get("repeat")))
-			repeat = FQE_OPT_INT("progTestRun", o, "repeat", 1,
-					     INT32_MAX);
+			repeat = FQE_OPT_INT("progTestRun", o, "repeat", 1, INT32_MAX);
 		if (!IsAbsent(o.Get("dataOutSize")))
-			outSize = FQE_OPT_INT("progTestRun", o, "dataOutSize",
-					      0, UINT32_MAX);
+			outSize = FQE_OPT_INT("progTestRun", o, "dataOutSize", 0, UINT32_MAX);
 		if (!IsAbsent(o.Get("ctx")))
-			ctx = ToBufferArg(env, o.Get("ctx"), "progTestRun",
-					  "ctx");
+			ctx = ToBufferArg(env, o.Get("ctx"), "progTestRun", "ctx");
 	}
 	std::vector<uint8_t> out(std::max<uint32_t>(outSize, 1));
 	auto opts = ZeroedOpts<bpf_test_run_opts>();
@@ -48,15 +46,11 @@ static Napi::Value ProgTestRun(const Napi::CallbackInfo &info)
 	}
 	int ret = bpf_prog_test_run_opts(fd, &opts);
 	if (ret < 0)
-		ThrowErrno(env, PositiveErrno(ret),
-			   "bpf_prog_test_run_opts(fd " + std::to_string(fd) +
-				   ")");
+		ThrowErrno(env, PositiveErrno(ret), "bpf_prog_test_run_opts(fd " + std::to_string(fd) + ")");
 	Napi::Object result = Napi::Object::New(env);
 	result.Set("retval", Napi::Number::New(env, opts.retval));
 	result.Set("durationNs", Napi::Number::New(env, opts.duration));
-	result.Set("data", Napi::Buffer<uint8_t>::Copy(
-				   env, out.data(),
-				   std::min(opts.data_size_out, outSize)));
+	result.Set("data", Napi::Buffer<uint8_t>::Copy(env, out.data(), std::min(opts.data_size_out, outSize)));
 	return result;
 }
 

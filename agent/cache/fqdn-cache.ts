@@ -120,7 +120,8 @@ export class FqdnCache {
       p.byIp.set(entry.ip, names);
     }
     names.add(name);
-    if (!old || old.expiresAtMs !== merged.expiresAtMs || old.learnedBy !== merged.learnedBy) changes.push({ identity, ip: entry.ip });
+    if (!old || old.expiresAtMs !== merged.expiresAtMs || old.learnedBy !== merged.learnedBy)
+      changes.push({ identity, ip: entry.ip });
     // The least recently answered IP is the first key: O(1) per eviction.
     while (ips.size > this.opts.maxIpsPerName) this.drop(identity, name, ips.keys().next().value!, changes);
   }
@@ -151,7 +152,8 @@ export class FqdnCache {
   /** Put back an entry read from the kernel maps (restart, kernel learner). */
   restore(identity: number, name: string, ip: string, expiresAtMs: number, learnedBy: LearnedBy): Change[] {
     const changes: Change[] = [];
-    if (expiresAtMs > this.opts.now()) this.put(identity, name, { ip, expiresAtMs, answeredAtMs: this.opts.now(), learnedBy }, changes);
+    if (expiresAtMs > this.opts.now())
+      this.put(identity, name, { ip, expiresAtMs, answeredAtMs: this.opts.now(), learnedBy }, changes);
     return changes;
   }
 
@@ -203,7 +205,14 @@ export class FqdnCache {
       if (!best || e.expiresAtMs > best.e.expiresAtMs) best = { name, e };
     }
     if (!best) return undefined;
-    return { ip, expiresAtMs: best.e.expiresAtMs, name: best.name, names: entries.map((e) => e.name), learnedBy: best.e.learnedBy, entries };
+    return {
+      ip,
+      expiresAtMs: best.e.expiresAtMs,
+      name: best.name,
+      names: entries.map((e) => e.name),
+      learnedBy: best.e.learnedBy,
+      entries,
+    };
   }
 
   ipsOf(identity: number): string[] {

@@ -44,7 +44,14 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args | 'help' {
-  const args: Args = { command: '', pod: undefined, output: 'table', follow: false, limit: 50, pinDir: process.env.FQDN_EGRESS_BPF_PIN_DIR ?? DEFAULT_PIN_DIR };
+  const args: Args = {
+    command: '',
+    pod: undefined,
+    output: 'table',
+    follow: false,
+    limit: 50,
+    pinDir: process.env.FQDN_EGRESS_BPF_PIN_DIR ?? DEFAULT_PIN_DIR,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -72,7 +79,9 @@ function parseArgs(argv: string[]): Args | 'help' {
     else throw new UsageError(`unexpected argument "${a}"`);
   }
   if (!['inspect', 'drops', 'status'].includes(args.command)) {
-    throw new UsageError(args.command ? `unknown command "${args.command}"` : 'a command is needed: inspect, drops or status');
+    throw new UsageError(
+      args.command ? `unknown command "${args.command}"` : 'a command is needed: inspect, drops or status',
+    );
   }
   if (args.follow && args.command !== 'drops') throw new UsageError('--follow goes with drops');
   return args;
@@ -96,7 +105,10 @@ async function follow(args: Args, style: Style, afterSeq: number): Promise<never
     } finally {
       dp.close();
     }
-    const stopped = await Promise.race([stop.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 250))]);
+    const stopped = await Promise.race([
+      stop.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 250)),
+    ]);
     if (stopped) process.exit(0);
   }
 }
@@ -130,7 +142,8 @@ async function main(): Promise<number> {
       const drops = recentDrops(dp, args.pod ? { pod: args.pod } : {}).slice(-args.limit);
       if (args.output === 'json' && !args.follow) process.stdout.write(`${json({ drops })}\n`);
       else if (args.output === 'json') for (const d of drops) process.stdout.write(`${JSON.stringify(d)}\n`);
-      else process.stdout.write(`${drops.length === 0 ? 'no drop or audit events recorded' : dropRows(drops, style)}\n`);
+      else
+        process.stdout.write(`${drops.length === 0 ? 'no drop or audit events recorded' : dropRows(drops, style)}\n`);
       if (args.follow) {
         const lastSeq = drops.length ? drops[drops.length - 1]!.seq : Math.max(0, ...recentDrops(dp).map((d) => d.seq));
         dp.close();
@@ -146,7 +159,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: Error) => {
-    process.stderr.write(`egressctl: ${err instanceof CliError ? err.message : err.stack ?? err.message}\n`);
+    process.stderr.write(`egressctl: ${err instanceof CliError ? err.message : (err.stack ?? err.message)}\n`);
     process.exit(1);
   },
 );

@@ -39,19 +39,27 @@ export function renderInspect(pods: PodReport[], style: Style): string {
   const out: string[] = [];
   for (const p of pods) {
     const mode = p.mode === 'audit' ? paint(style, 'yellow', 'audit') : paint(style, 'green', 'enforce');
-    out.push(`${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}  dns-filter ${p.dnsFilter}`);
-    out.push(`  allowed names: ${p.allow.length === 0 ? '(none: DNS only)' : p.allow.map((a) => `${a.pattern}${a.ports[0] === 'any' ? '' : `:${a.ports.join(',')}`}`).join(', ')}`);
-    out.push(`  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}, answers left to the agent ${p.counters.answersLeftToAgent}`);
+    out.push(
+      `${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}  dns-filter ${p.dnsFilter}`,
+    );
+    out.push(
+      `  allowed names: ${p.allow.length === 0 ? '(none: DNS only)' : p.allow.map((a) => `${a.pattern}${a.ports[0] === 'any' ? '' : `:${a.ports.join(',')}`}`).join(', ')}`,
+    );
+    out.push(
+      `  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}, answers left to the agent ${p.counters.answersLeftToAgent}`,
+    );
     if (p.ips.length === 0) out.push('  allowed IPs: none yet (no answer for an allowed name)');
     else {
       const rows = [['IP', 'NAME', 'PORTS', 'LEARNED BY', 'TIME LEFT']];
-      for (const ip of p.ips) rows.push([ip.ip, ip.name ?? '(allowCIDRs)', ip.ports.join(','), ip.learnedBy, left(ip.expiresInSeconds)]);
+      for (const ip of p.ips)
+        rows.push([ip.ip, ip.name ?? '(allowCIDRs)', ip.ports.join(','), ip.learnedBy, left(ip.expiresInSeconds)]);
       out.push(table(rows, style).replace(/^/gm, '  '));
     }
     if (p.trackedAfterTtl.length > 0) {
       out.push('  tracked connections past their TTL (pass until idle):');
       const rows = [['PROTO', 'POD PORT', 'PEER', 'IDLE']];
-      for (const f of p.trackedAfterTtl) rows.push([f.proto, String(f.podPort), `${f.peer}:${f.peerPort}`, `${f.idleSeconds}s`]);
+      for (const f of p.trackedAfterTtl)
+        rows.push([f.proto, String(f.podPort), `${f.peer}:${f.peerPort}`, `${f.idleSeconds}s`]);
       out.push(table(rows, style).replace(/^/gm, '    '));
     }
     out.push('');
@@ -70,7 +78,7 @@ export function dropRows(drops: DropRecord[], style: Style, header = true): stri
       d.proto,
       d.destination,
       String(d.port),
-      d.queryType ? `${d.name} (${d.queryType} query)` : d.name ?? '-',
+      d.queryType ? `${d.name} (${d.queryType} query)` : (d.name ?? '-'),
     ]);
   }
   return table(rows, style);
@@ -78,10 +86,17 @@ export function dropRows(drops: DropRecord[], style: Style, header = true): stri
 
 /** One line with every feature's state, then one per state that is not the best, with what it means. */
 function featureLines(s: StatusReport, style: Style): string[] {
-  if (!s.features) return [`inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')} (other feature states: not written by this agent)`];
+  if (!s.features)
+    return [
+      `inline DNS learner: ${s.agent.inlineLearner === 'on' ? 'on' : paint(style, 'yellow', 'off (userspace learning only)')} (other feature states: not written by this agent)`,
+    ];
   return [
     `datapath: ${s.features.map((f) => (f.best ? `${f.feature} ${f.state}` : paint(style, 'yellow', `${f.feature} ${f.state}`))).join(', ')}`,
-    ...s.features.filter((f) => !f.best).map((f) => paint(style, 'yellow', `  ${f.feature} ${f.state}${f.reason ? ` (${f.reason})` : ''}: ${f.effect ?? ''}`)),
+    ...s.features
+      .filter((f) => !f.best)
+      .map((f) =>
+        paint(style, 'yellow', `  ${f.feature} ${f.state}${f.reason ? ` (${f.reason})` : ''}: ${f.effect ?? ''}`),
+      ),
   ];
 }
 
@@ -93,30 +108,52 @@ function headRetaken(g: HeadGuard | null): string {
 function headGuardWarnings(g: HeadGuard | null): string[] {
   if (!g?.backingOff) return [];
   const ahead = g.aheadProgId !== null ? ` (prog ${g.aheadProgId})` : '';
-  return [`the head guard took the chain back ${g.retakes} times and gave up for ${g.backoffSecondsLeft}s more: another program keeps going first${ahead}`];
+  return [
+    `the head guard took the chain back ${g.retakes} times and gave up for ${g.backoffSecondsLeft}s more: another program keeps going first${ahead}`,
+  ];
 }
 
 export function renderStatus(s: StatusReport, style: Style): string {
   const agent = s.agent.running
     ? paint(style, 'green', `up (pid ${s.agent.pid ?? '?'}, heartbeat ${s.agent.heartbeatAgeSeconds?.toFixed(1)}s ago)`)
-    : paint(style, 'red', `down${s.agent.heartbeatAgeSeconds !== null ? ` (last heartbeat ${s.agent.heartbeatAgeSeconds.toFixed(0)}s ago)` : ''}: enforcement and kernel learning go on from the pins`);
+    : paint(
+        style,
+        'red',
+        `down${s.agent.heartbeatAgeSeconds !== null ? ` (last heartbeat ${s.agent.heartbeatAgeSeconds.toFixed(0)}s ago)` : ''}: enforcement and kernel learning go on from the pins`,
+      );
   const out = [
     `pin dir: ${s.pinDir}`,
     `agent: ${agent}`,
     ...featureLines(s, style),
     `packets: passed ${s.totals.passed}, dropped ${s.totals.dropped}, audited ${s.totals.audited}; learned in the kernel ${s.totals.learnedInKernel}, answers left to the agent ${s.totals.answersLeftToAgent}`,
     '',
-    table([['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)', 'HEAD RETAKEN'], ...s.interfaces.map((i) => [
-      i.pod,
-      `${i.interface} (${i.ifindex})`,
-      i.attachMode === 'tcx' || i.attachMode === 'legacy' ? i.attachMode : paint(style, 'red', i.attachMode),
-      i.enforcer === null ? paint(style, 'red', 'not attached') : `prog ${i.enforcer}`,
-      i.learner === null ? paint(style, 'red', 'not attached') : `prog ${i.learner}`,
-      headRetaken(i.headGuard),
-    ])], style),
-    ...s.interfaces.flatMap((i) => [...i.warnings, ...headGuardWarnings(i.headGuard)].map((w) => paint(style, 'yellow', `WARNING: ${i.pod} on ${i.interface}: ${w}`))),
+    table(
+      [
+        ['POD', 'INTERFACE', 'ATTACH', 'ENFORCER (ingress)', 'LEARNER (egress)', 'HEAD RETAKEN'],
+        ...s.interfaces.map((i) => [
+          i.pod,
+          `${i.interface} (${i.ifindex})`,
+          i.attachMode === 'tcx' || i.attachMode === 'legacy' ? i.attachMode : paint(style, 'red', i.attachMode),
+          i.enforcer === null ? paint(style, 'red', 'not attached') : `prog ${i.enforcer}`,
+          i.learner === null ? paint(style, 'red', 'not attached') : `prog ${i.learner}`,
+          headRetaken(i.headGuard),
+        ]),
+      ],
+      style,
+    ),
+    ...s.interfaces.flatMap((i) =>
+      [...i.warnings, ...headGuardWarnings(i.headGuard)].map((w) =>
+        paint(style, 'yellow', `WARNING: ${i.pod} on ${i.interface}: ${w}`),
+      ),
+    ),
     '',
-    table([['MAP', 'ENTRIES', 'CAPACITY', 'FILL'], ...s.maps.map((m) => [m.map, String(m.entries), String(m.capacity), `${(m.fill * 100).toFixed(2)}%`])], style),
+    table(
+      [
+        ['MAP', 'ENTRIES', 'CAPACITY', 'FILL'],
+        ...s.maps.map((m) => [m.map, String(m.entries), String(m.capacity), `${(m.fill * 100).toFixed(2)}%`]),
+      ],
+      style,
+    ),
   ];
   return out.join('\n');
 }

@@ -13,7 +13,17 @@ import { formatCidr, formatIp, parseIp } from '../net/addr.js';
 import { refusedQueryOf, refusedServerNameOf } from '../observability/refused-query.js';
 import { readHeadGuardRecords, type HeadGuardRecord } from '../datapath/head-guard-map.js';
 import { featureEffect, featuresFromFlags, type FeatureState } from '../datapath/features.js';
-import { AllowSource, ConfigFlag, CtFlag, EndpointFlag, PolicyKind, PROTO_TLS, shapeChange, type DropEvent, type PortRule } from '../datapath/maps/index.js';
+import {
+  AllowSource,
+  ConfigFlag,
+  CtFlag,
+  EndpointFlag,
+  PolicyKind,
+  PROTO_TLS,
+  shapeChange,
+  type DropEvent,
+  type PortRule,
+} from '../datapath/maps/index.js';
 import { MAP_DEFINITIONS } from '../datapath/maps/registry.js';
 
 export class CliError extends Error {
@@ -44,13 +54,22 @@ export function openState(pinDir: string): Datapath {
       have = pinnedMapShape(pin);
     } catch (err) {
       const e = err as BpfError;
-      if (e.code === 'EACCES' || e.code === 'EPERM') throw new CliError(`permission denied reading ${pin}: run egressctl as root (or with CAP_BPF)`);
-      if (e.code === 'ENOENT') throw new CliError(`${pin} is missing: the maps at ${pinDir} were made by another version of fqdn-egress, or the agent never started`);
+      if (e.code === 'EACCES' || e.code === 'EPERM')
+        throw new CliError(`permission denied reading ${pin}: run egressctl as root (or with CAP_BPF)`);
+      if (e.code === 'ENOENT')
+        throw new CliError(
+          `${pin} is missing: the maps at ${pinDir} were made by another version of fqdn-egress, or the agent never started`,
+        );
       throw new CliError(`cannot open ${pin}: ${e.message}`);
     }
-    const changes = shapeChange(have, sizedByPin ? { ...shape, valueSize: have.valueSize } : shape, { layoutOnly: true });
+    const changes = shapeChange(have, sizedByPin ? { ...shape, valueSize: have.valueSize } : shape, {
+      layoutOnly: true,
+    });
     if (changes.length > 0) {
-      const detail = have.valueSize !== shape.valueSize ? `${map} values are ${have.valueSize} bytes, this egressctl reads ${shape.valueSize}` : `${map} differs (pinned -> this egressctl: ${changes.join(', ')})`;
+      const detail =
+        have.valueSize !== shape.valueSize
+          ? `${map} values are ${have.valueSize} bytes, this egressctl reads ${shape.valueSize}`
+          : `${map} differs (pinned -> this egressctl: ${changes.join(', ')})`;
       throw new CliError(`the maps at ${pinDir} were made by another version of fqdn-egress: ${detail}`);
     }
   }
@@ -123,9 +142,17 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
   const policy = dp.maps.policy.entries();
   const conntrack = dp.maps.conntrack.entries();
   // --allow-cidrs: agent-wide, shown under every pod as `static`
-  const cidrs: AllowedIp[] = dp.maps.cidrs.entries().map(([k]) => ({ ip: formatCidr(k.addr, k.prefixLen), name: null, learnedBy: 'static', expiresInSeconds: null, ports: portsText([]) }));
+  const cidrs: AllowedIp[] = dp.maps.cidrs.entries().map(([k]) => ({
+    ip: formatCidr(k.addr, k.prefixLen),
+    name: null,
+    learnedBy: 'static',
+    expiresInSeconds: null,
+    ports: portsText([]),
+  }));
   const reports: PodReport[] = [];
-  for (const [identity, info] of dp.maps.pods.entries().sort((a, b) => `${a[1].namespace}/${a[1].name}`.localeCompare(`${b[1].namespace}/${b[1].name}`))) {
+  for (const [identity, info] of dp.maps.pods
+    .entries()
+    .sort((a, b) => `${a[1].namespace}/${a[1].name}`.localeCompare(`${b[1].namespace}/${b[1].name}`))) {
     const key = `${info.namespace}/${info.name}`;
     if (!sameIdentityMatch(key, podFilter)) continue;
     const ep = endpoints.get(identity);
@@ -138,7 +165,7 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       live.add(ip);
       ips.push({
         ip,
-        name: v.source === AllowSource.static ? null : names.get(v.nameHash) ?? null,
+        name: v.source === AllowSource.static ? null : (names.get(v.nameHash) ?? null),
         learnedBy: v.source === AllowSource.kernel ? 'kernel' : v.source === AllowSource.static ? 'static' : 'agent',
         expiresInSeconds: v.expiresNs === 0n ? null : Math.round(Number(v.expiresNs - nowNs) / 1e8) / 10,
         ports: portsText(v.ports),
@@ -154,8 +181,20 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       })
       .sort((a, b) => a.pattern.localeCompare(b.pattern));
     const tracked: TrackedFlow[] = conntrack
-      .filter(([k, v]) => k.identity === identity && v.flags & CtFlag.outbound && !(v.flags & CtFlag.audited) && !live.has(formatIp(k.peerAddr)))
-      .map(([k, v]) => ({ proto: protoName(k.proto), podPort: k.podPort, peer: formatIp(k.peerAddr), peerPort: k.peerPort, idleSeconds: Math.round(Number(nowNs - v.lastSeenNs) / 1e8) / 10 }));
+      .filter(
+        ([k, v]) =>
+          k.identity === identity &&
+          v.flags & CtFlag.outbound &&
+          !(v.flags & CtFlag.audited) &&
+          !live.has(formatIp(k.peerAddr)),
+      )
+      .map(([k, v]) => ({
+        proto: protoName(k.proto),
+        podPort: k.podPort,
+        peer: formatIp(k.peerAddr),
+        peerPort: k.peerPort,
+        idleSeconds: Math.round(Number(nowNs - v.lastSeenNs) / 1e8) / 10,
+      }));
     const c = dp.maps.counters.get(identity);
     reports.push({
       namespace: info.namespace,
@@ -168,7 +207,13 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       allow: rules,
       ips,
       trackedAfterTtl: tracked,
-      counters: { passed: String(c?.passed ?? 0n), dropped: String(c?.dropped ?? 0n), audited: String(c?.audited ?? 0n), learnedInKernel: String(c?.learned ?? 0n), answersLeftToAgent: String(c?.learnSkipped ?? 0n) },
+      counters: {
+        passed: String(c?.passed ?? 0n),
+        dropped: String(c?.dropped ?? 0n),
+        audited: String(c?.audited ?? 0n),
+        learnedInKernel: String(c?.learned ?? 0n),
+        answersLeftToAgent: String(c?.learnSkipped ?? 0n),
+      },
     });
   }
   return reports;
@@ -191,12 +236,19 @@ export interface DropRecord {
 }
 
 /** Events in fqe_recent after `afterSeq`, oldest first. */
-export function recentDrops(dp: Datapath, opts: { afterSeq?: number; pod?: string } = {}, nowNs = process.hrtime.bigint()): DropRecord[] {
+export function recentDrops(
+  dp: Datapath,
+  opts: { afterSeq?: number; pod?: string } = {},
+  nowNs = process.hrtime.bigint(),
+): DropRecord[] {
   const pods = new Map(dp.maps.pods.entries());
   const names = new Map(dp.maps.names.entries());
   const wallNowMs = Date.now();
   const out: DropRecord[] = [];
-  const slots = dp.maps.recent.entries().filter(([, r]) => r.seq > BigInt(opts.afterSeq ?? 0)).sort((a, b) => (a[1].seq < b[1].seq ? -1 : 1));
+  const slots = dp.maps.recent
+    .entries()
+    .filter(([, r]) => r.seq > BigInt(opts.afterSeq ?? 0))
+    .sort((a, b) => (a[1].seq < b[1].seq ? -1 : 1));
   for (const [, { seq, event }] of slots) {
     const info = pods.get(event.identity);
     const pod = info ? `${info.namespace}/${info.name}` : null;
@@ -221,7 +273,7 @@ export function recentDrops(dp: Datapath, opts: { afterSeq?: number; pod?: strin
 
 function nameFor(dp: Datapath, names: Map<bigint, string>, e: DropEvent): string | null {
   const v = dp.maps.allow.get({ identity: e.identity, addr: parseIp(e.daddr), prefixLen: 128 });
-  return v && v.source !== AllowSource.static ? names.get(v.nameHash) ?? null : null;
+  return v && v.source !== AllowSource.static ? (names.get(v.nameHash) ?? null) : null;
 }
 
 /** A datapath feature's state as the last agent wrote it (datapath/features.ts), with what a state that is not the best means. */
@@ -279,20 +331,52 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
   const pods = dp.maps.pods.entries();
   const guarded = readHeadGuardRecords(dp.pinDir);
   const interfaces = pods.map(([, info]) => {
-    const base = { pod: `${info.namespace}/${info.name}`, interface: info.ifname, ifindex: info.ifindex, headGuard: headGuardReport(guarded.get(info.ifindex), nowNs) };
+    const base = {
+      pod: `${info.namespace}/${info.name}`,
+      interface: info.ifname,
+      ifindex: info.ifindex,
+      headGuard: headGuardReport(guarded.get(info.ifindex), nowNs),
+    };
     try {
       const a = dp.attachment(info.ifindex);
-      return { ...base, attachMode: a.mode, enforcer: a.ingress.progId, learner: a.egress.progId, warnings: a.warnings };
+      return {
+        ...base,
+        attachMode: a.mode,
+        enforcer: a.ingress.progId,
+        learner: a.egress.progId,
+        warnings: a.warnings,
+      };
     } catch (err) {
       // The interface is gone (pod deleted while the agent was down), say.
-      return { ...base, attachMode: 'unknown' as const, enforcer: null, learner: null, warnings: [`cannot read the attachment: ${(err as Error).message}`] };
+      return {
+        ...base,
+        attachMode: 'unknown' as const,
+        enforcer: null,
+        learner: null,
+        warnings: [`cannot read the attachment: ${(err as Error).message}`],
+      };
     }
   });
-  const maps = (['fqe_allow', 'fqe_cidrs', 'fqe_endpoints', 'fqe_owners', 'fqe_policy', 'fqe_conntrack', 'fqe_queries', 'fqe_names'] as const).map((map) => {
+  const maps = (
+    [
+      'fqe_allow',
+      'fqe_cidrs',
+      'fqe_endpoints',
+      'fqe_owners',
+      'fqe_policy',
+      'fqe_conntrack',
+      'fqe_queries',
+      'fqe_names',
+    ] as const
+  ).map((map) => {
     const { entries, capacity } = pinnedMapFill(join(dp.pinDir, map));
     return { map, entries, capacity, fill: Math.round((entries / capacity) * 10000) / 10000 };
   });
-  let passed = 0n, dropped = 0n, audited = 0n, learned = 0n, skipped = 0n;
+  let passed = 0n,
+    dropped = 0n,
+    audited = 0n,
+    learned = 0n,
+    skipped = 0n;
   for (const [, c] of dp.maps.counters.entries()) {
     passed += c.passed;
     dropped += c.dropped;
@@ -308,6 +392,12 @@ export function status(dp: Datapath, nowNs = process.hrtime.bigint()): StatusRep
     features: features?.map((f) => ({ ...f, ...(f.best ? {} : { effect: featureEffect(f) }) })) ?? null,
     interfaces,
     maps,
-    totals: { passed: String(passed), dropped: String(dropped), audited: String(audited), learnedInKernel: String(learned), answersLeftToAgent: String(skipped) },
+    totals: {
+      passed: String(passed),
+      dropped: String(dropped),
+      audited: String(audited),
+      learnedInKernel: String(learned),
+      answersLeftToAgent: String(skipped),
+    },
   };
 }

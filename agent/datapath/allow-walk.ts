@@ -107,7 +107,8 @@ export class AllowWalk {
     if (best) return best;
     let before: number | undefined;
     for (const id of this.deps.knownIdentities()) {
-      if (identityCompare(id, bound.identity) < 0 && (before === undefined || identityCompare(id, before) > 0)) before = id;
+      if (identityCompare(id, bound.identity) < 0 && (before === undefined || identityCompare(id, before) > 0))
+        before = id;
     }
     if (before === undefined) return null;
     for (const k of this.deps.knownKeys(before)) if (better(k)) best = k;
@@ -122,7 +123,12 @@ export class AllowWalk {
         const identity = this.waiting.values().next();
         if (identity.done) break;
         this.waiting.delete(identity.value);
-        this.current = { identity: identity.value, cursor: this.seek(rangeStart(identity.value)), fromMap: false, staleSeeks: 0 };
+        this.current = {
+          identity: identity.value,
+          cursor: this.seek(rangeStart(identity.value)),
+          fromMap: false,
+          staleSeeks: 0,
+        };
       }
       const c = this.current;
       const key = this.deps.map.nextKey(c.cursor);

@@ -114,7 +114,13 @@ function stagedPin(pinDir: string, ifindex: number, direction: Direction): strin
 }
 
 function legacyTarget(ifindex: number, direction: Direction, target: AttachTarget) {
-  return { ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY, ...(target.netns ? { netns: target.netns } : {}) };
+  return {
+    ifindex,
+    direction,
+    handle: TC_HANDLE,
+    priority: TC_PRIORITY,
+    ...(target.netns ? { netns: target.netns } : {}),
+  };
 }
 
 function tcxTarget(ifindex: number, direction: Direction, target: AttachTarget) {
@@ -131,7 +137,12 @@ function errCode(err: unknown): string | undefined {
  * leaves a stale pin alone; `removeStale` (the attach path) removes it. The
  * caller closes the returned fd.
  */
-function openOwnLink(pin: string, ifindex: number, direction: Direction, removeStale = false): { fd: number; id: number; progId: number } | null {
+function openOwnLink(
+  pin: string,
+  ifindex: number,
+  direction: Direction,
+  removeStale = false,
+): { fd: number; id: number; progId: number } | null {
   let fd: number;
   try {
     fd = native.objGet(pin);
@@ -173,14 +184,26 @@ function releaseLink(pin: string, fd: number): void {
 }
 
 /** Put our link at the head of the chain, or update the pinned one in place. */
-function attachLink(pinDir: string, ifindex: number, direction: Direction, progFd: number, target: AttachTarget): LinkAction {
+function attachLink(
+  pinDir: string,
+  ifindex: number,
+  direction: Direction,
+  progFd: number,
+  target: AttachTarget,
+): LinkAction {
   // A retake cut short left its new link here; the old one is still pinned in place (the rename is atomic).
   // It goes first: it may run the very program the update below puts on the pinned link.
   removePinned(stagedPin(pinDir, ifindex, direction));
   return placeLink(pinDir, ifindex, direction, progFd, target);
 }
 
-function placeLink(pinDir: string, ifindex: number, direction: Direction, progFd: number, target: AttachTarget): LinkAction {
+function placeLink(
+  pinDir: string,
+  ifindex: number,
+  direction: Direction,
+  progFd: number,
+  target: AttachTarget,
+): LinkAction {
   const pin = linkPin(pinDir, ifindex, direction);
   const own = openOwnLink(pin, ifindex, direction, true);
   if (own) {
@@ -241,7 +264,13 @@ export function ownLinkId(pinDir: string, ifindex: number, direction: Direction)
  * leaves the old link pinned and attached) when ours is not pinned here,
  * no other instance is given, or the kernel refuses.
  */
-export function retakeHead(pinDir: string, ifindex: number, direction: Direction, instances: number[], target: AttachTarget = {}): { linkId: number; replaced: number } {
+export function retakeHead(
+  pinDir: string,
+  ifindex: number,
+  direction: Direction,
+  instances: number[],
+  target: AttachTarget = {},
+): { linkId: number; replaced: number } {
   const pin = linkPin(pinDir, ifindex, direction);
   const staged = stagedPin(pinDir, ifindex, direction);
   const what = `retake the head of ifindex ${ifindex} tcx ${direction}`;
@@ -249,7 +278,10 @@ export function retakeHead(pinDir: string, ifindex: number, direction: Direction
   if (!old) throw new Error(`${what}: no link of ours is pinned at ${pin}`);
   try {
     const progFd = instances.find((fd) => native.progInfo(fd).id !== old.progId);
-    if (progFd === undefined) throw new Error(`${what}: no instance of our program other than the one the link runs (prog ${old.progId}); a program can be in a chain only once`);
+    if (progFd === undefined)
+      throw new Error(
+        `${what}: no instance of our program other than the one the link runs (prog ${old.progId}); a program can be in a chain only once`,
+      );
     const linkFd = native.tcxAttach({ ...tcxTarget(ifindex, direction, target), progFd, flags: BPF_F_BEFORE });
     let linkId: number;
     try {
@@ -299,7 +331,8 @@ function tcxChain(ifindex: number, direction: Direction, target: AttachTarget): 
 }
 
 function legacyAttach(ifindex: number, progs: ProgramFds, target: AttachTarget): void {
-  for (const direction of DIRECTIONS) native.tcAttach({ ...legacyTarget(ifindex, direction, target), progFd: progs[direction] });
+  for (const direction of DIRECTIONS)
+    native.tcAttach({ ...legacyTarget(ifindex, direction, target), progFd: progs[direction] });
 }
 
 function legacyDetach(ifindex: number, target: AttachTarget): boolean {
@@ -313,12 +346,19 @@ function legacyDetach(ifindex: number, target: AttachTarget): boolean {
  * again (a policy change, a restarted agent) it keeps or updates what is
  * there, without a gap.
  */
-export function attachPrograms(pinDir: string, ifindex: number, progs: ProgramFds, mode: AttachMode, target: AttachTarget = {}): AttachResult {
+export function attachPrograms(
+  pinDir: string,
+  ifindex: number,
+  progs: ProgramFds,
+  mode: AttachMode,
+  target: AttachTarget = {},
+): AttachResult {
   let fallbackReason: string | undefined;
   if (mode !== 'legacy') {
     const links = {} as Record<Direction, LinkAction>;
     try {
-      for (const direction of DIRECTIONS) links[direction] = attachLink(pinDir, ifindex, direction, progs[direction], target);
+      for (const direction of DIRECTIONS)
+        links[direction] = attachLink(pinDir, ifindex, direction, progs[direction], target);
     } catch (err) {
       if (mode === 'tcx' || !TCX_UNAVAILABLE.has(errCode(err) ?? '')) throw err;
       fallbackReason = (err as Error).message;
@@ -326,7 +366,13 @@ export function attachPrograms(pinDir: string, ifindex: number, progs: ProgramFd
     if (fallbackReason === undefined) {
       // The links run first now: our legacy filters (an upgraded node) can go.
       const legacyRemoved = legacyDetach(ifindex, target);
-      return { mode: 'tcx', links, legacyRemoved, linksRemoved: false, warnings: inspectAttachment(pinDir, ifindex, target).warnings };
+      return {
+        mode: 'tcx',
+        links,
+        legacyRemoved,
+        linksRemoved: false,
+        warnings: inspectAttachment(pinDir, ifindex, target).warnings,
+      };
     }
   }
   legacyAttach(ifindex, progs, target);
@@ -349,7 +395,12 @@ export function detachPrograms(pinDir: string, ifindex: number, target: AttachTa
 }
 
 /** The prog id of ours on this hook (tcx link first, then legacy filter), or null. */
-export function attachedProgram(pinDir: string, ifindex: number, direction: Direction, target: AttachTarget = {}): number | null {
+export function attachedProgram(
+  pinDir: string,
+  ifindex: number,
+  direction: Direction,
+  target: AttachTarget = {},
+): number | null {
   const own = openOwnLink(linkPin(pinDir, ifindex, direction), ifindex, direction);
   if (own) {
     native.closeFd(own.fd);
@@ -367,10 +418,18 @@ function hookState(pinDir: string, ifindex: number, direction: Direction, target
   const tcxIds = chain?.progIds ?? null;
   if (own) {
     const at = chain ? chain.linkIds.indexOf(own.id) : -1;
-    return { direction, mode: 'tcx', progId: own.progId, linkId: own.id, tcxChain: tcxIds, ahead: at > 0 ? chain!.progIds.slice(0, at) : [] };
+    return {
+      direction,
+      mode: 'tcx',
+      progId: own.progId,
+      linkId: own.id,
+      tcxChain: tcxIds,
+      ahead: at > 0 ? chain!.progIds.slice(0, at) : [],
+    };
   }
   const legacy = native.tcQuery(legacyTarget(ifindex, direction, target));
-  if (legacy !== null) return { direction, mode: 'legacy', progId: legacy, linkId: null, tcxChain: tcxIds, ahead: tcxIds ?? [] };
+  if (legacy !== null)
+    return { direction, mode: 'legacy', progId: legacy, linkId: null, tcxChain: tcxIds, ahead: tcxIds ?? [] };
   return { direction, mode: null, progId: null, linkId: null, tcxChain: tcxIds, ahead: [] };
 }
 
@@ -380,19 +439,32 @@ export function chainWarnings(hook: HookState): string[] {
   const ids = hook.ahead.map((id) => `prog ${id}`).join(', ');
   return hook.mode === 'tcx'
     ? [`${ROLE[hook.direction]}: another tcx program runs before ours (${ids}); if it returns pass, ours is skipped`]
-    : [`${ROLE[hook.direction]}: tcx program(s) attached (${ids}) run before our legacy tc filter; if one returns pass, ours is skipped`];
+    : [
+        `${ROLE[hook.direction]}: tcx program(s) attached (${ids}) run before our legacy tc filter; if one returns pass, ours is skipped`,
+      ];
 }
 
 /** Everything egressctl status shows about one interface. */
 export function inspectAttachment(pinDir: string, ifindex: number, target: AttachTarget = {}): InterfaceAttachment {
   const ingress = hookState(pinDir, ifindex, 'ingress', target);
   const egress = hookState(pinDir, ifindex, 'egress', target);
-  const mode = ingress.mode === null && egress.mode === null ? 'none' : ingress.mode === egress.mode ? ingress.mode! : ingress.mode === null || egress.mode === null ? (ingress.mode ?? egress.mode)! : 'mixed';
+  const mode =
+    ingress.mode === null && egress.mode === null
+      ? 'none'
+      : ingress.mode === egress.mode
+        ? ingress.mode!
+        : ingress.mode === null || egress.mode === null
+          ? (ingress.mode ?? egress.mode)!
+          : 'mixed';
   return { mode, ingress, egress, warnings: [...chainWarnings(ingress), ...chainWarnings(egress)] };
 }
 
 /** The agent's log line for an interface's attach result: level, message, fields. */
-export function describeAttach(result: AttachResult): { level: 'info' | 'warn'; msg: string; fields: Record<string, unknown> } {
+export function describeAttach(result: AttachResult): {
+  level: 'info' | 'warn';
+  msg: string;
+  fields: Record<string, unknown>;
+} {
   const fields: Record<string, unknown> = { attachMode: result.mode };
   if (result.links) fields.links = result.links;
   if (result.legacyRemoved) fields.legacyFiltersRemoved = true;
@@ -400,8 +472,15 @@ export function describeAttach(result: AttachResult): { level: 'info' | 'warn'; 
   if (result.warnings.length > 0) fields.warnings = result.warnings;
   if (result.fallbackReason !== undefined) {
     fields.reason = result.fallbackReason;
-    return { level: 'warn', msg: 'the kernel refused the tcx link: programs attached through legacy tc, where a tcx program that passes skips them', fields };
+    return {
+      level: 'warn',
+      msg: 'the kernel refused the tcx link: programs attached through legacy tc, where a tcx program that passes skips them',
+      fields,
+    };
   }
-  const msg = result.mode === 'tcx' ? 'programs attached as tcx links at the head of the chain' : 'programs attached through legacy tc';
+  const msg =
+    result.mode === 'tcx'
+      ? 'programs attached as tcx links at the head of the chain'
+      : 'programs attached through legacy tc';
   return { level: result.warnings.length > 0 ? 'warn' : 'info', msg, fields };
 }

@@ -55,7 +55,11 @@ export class BpfMap<K, V> {
 
   /** The key after `key` in the map's own order (the first for null); undefined after the last. */
   nextKey(key: K | null): K | undefined {
-    const next: Buffer | null = native.mapGetNextKey(this.fd, key === null ? null : this.keyCodec.encode(key), this.keySize);
+    const next: Buffer | null = native.mapGetNextKey(
+      this.fd,
+      key === null ? null : this.keyCodec.encode(key),
+      this.keySize,
+    );
     return next ? this.keyCodec.decode(Buffer.from(next)) : undefined;
   }
 
@@ -77,5 +81,4 @@ export class BpfMap<K, V> {
     }
     return out;
   }
-
 }

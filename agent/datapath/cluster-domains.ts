@@ -13,7 +13,10 @@ export interface ClusterDomainKernelEntry {
   name: Buffer;
 }
 
-export function syncClusterDomains(map: BpfMap<bigint, PolicyValue>, entries: readonly ClusterDomainKernelEntry[]): void {
+export function syncClusterDomains(
+  map: BpfMap<bigint, PolicyValue>,
+  entries: readonly ClusterDomainKernelEntry[],
+): void {
   const want = new Map(entries.map((e) => [e.hash, e.name]));
   for (const [hash, v] of map.entries()) {
     const name = want.get(hash);

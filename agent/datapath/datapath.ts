@@ -7,21 +7,45 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { native, type BpfError, type PacketSocket, type RingBufferReader, type CapturedPacket, type LoadedObject } from './native.js';
+import {
+  native,
+  type BpfError,
+  type PacketSocket,
+  type RingBufferReader,
+  type CapturedPacket,
+  type LoadedObject,
+} from './native.js';
 import { expectedShapes, prepareMigration, finishMigration, type MigrationStep } from './migrate.js';
 import {
-  attachPrograms, detachPrograms, attachedProgram, inspectAttachment,
-  type AttachMode, type AttachResult, type AttachTarget, type Direction, type InterfaceAttachment, type ProgramFds,
+  attachPrograms,
+  detachPrograms,
+  attachedProgram,
+  inspectAttachment,
+  type AttachMode,
+  type AttachResult,
+  type AttachTarget,
+  type Direction,
+  type InterfaceAttachment,
+  type ProgramFds,
 } from './attach.js';
 import { attachOps, type HookOps } from './head-guard.js';
 import { eventCodec, learnedRecordCodec, type DropEvent, type LearnedRecord } from './maps/index.js';
 import { MAP_NAMES, buildMaps, type DatapathMaps, type MapName } from './maps/registry.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/fqdn-egress';
-export { TC_HANDLE, TC_PRIORITY, type AttachMode, type AttachResult, type Direction, type InterfaceAttachment } from './attach.js';
+export {
+  TC_HANDLE,
+  TC_PRIORITY,
+  type AttachMode,
+  type AttachResult,
+  type Direction,
+  type InterfaceAttachment,
+} from './attach.js';
 
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACKAGE_ROOT, 'bpf') : join(PACKAGE_ROOT, '..', 'bpf');
+export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf'))
+  ? join(PACKAGE_ROOT, 'bpf')
+  : join(PACKAGE_ROOT, '..', 'bpf');
 
 /**
  * Object files in load order, with the program each one attaches and the
@@ -32,11 +56,17 @@ export const DEFAULT_BPF_DIR = existsSync(join(PACKAGE_ROOT, 'bpf')) ? join(PACK
  */
 const OBJECTS = [
   {
-    file: 'enforcer.bpf.o', program: 'fqe_enforcer', pin: 'prog_enforcer', olderKernel: 'enforcer_precise_clock.bpf.o',
+    file: 'enforcer.bpf.o',
+    program: 'fqe_enforcer',
+    pin: 'prog_enforcer',
+    olderKernel: 'enforcer_precise_clock.bpf.o',
     tails: { map: 'fqe_enforcer_tails', programs: ['fqe_enforcer_dns', 'fqe_enforcer_tls', 'fqe_enforcer_tls_name'] },
   },
   {
-    file: 'learner.bpf.o', program: 'fqe_learner', pin: 'prog_learner', fallback: 'learner_ct_only.bpf.o',
+    file: 'learner.bpf.o',
+    program: 'fqe_learner',
+    pin: 'prog_learner',
+    fallback: 'learner_ct_only.bpf.o',
     tails: { map: 'fqe_learner_tails', programs: ['fqe_learner_dns', 'fqe_learner_answers', 'fqe_learner_write'] },
   },
   { file: 'dns_filter.bpf.o', program: 'fqe_dns_filter', pin: 'prog_dns_filter' },
@@ -85,7 +115,10 @@ function refusedProgram(err: unknown): string | null {
  * refuses whatever it would have judged: fail closed, never passed
  * unchecked. `without` says which were left out, and why.
  */
-function loadEnforcer(bpfDir: string, pinDir: string): { obj: LoadedObject; preciseClock: string | null; without: Record<string, string> } {
+function loadEnforcer(
+  bpfDir: string,
+  pinDir: string,
+): { obj: LoadedObject; preciseClock: string | null; without: Record<string, string> } {
   const o = OBJECTS[0];
   const judgements: readonly string[] = o.tails.programs;
   let first: unknown = null;
@@ -95,7 +128,11 @@ function loadEnforcer(bpfDir: string, pinDir: string): { obj: LoadedObject; prec
     for (;;) {
       const programs = [o.program, ...judgements.filter((p) => !(p in without))];
       try {
-        const obj = native.loadObject(join(bpfDir, file), pinDir, programs.length <= judgements.length ? { programs } : {});
+        const obj = native.loadObject(
+          join(bpfDir, file),
+          pinDir,
+          programs.length <= judgements.length ? { programs } : {},
+        );
         return { obj, preciseClock, without };
       } catch (err) {
         first ??= err;
@@ -216,7 +253,19 @@ export class Datapath {
     }
     const [enforcer, learner, dnsFilter] = progFds as [number, number, number];
     const migrated = finishMigration(saved, firstObjectMapFds);
-    const dp = new Datapath(pinDir, buildMaps(mapFds as Record<MapName, number>), { enforcer, learner, dnsFilter }, objectIds, [], unavailable, migrated, opts.attachMode ?? 'auto', enforcerFallback, tlsUnavailable, dnsFilterUnavailable);
+    const dp = new Datapath(
+      pinDir,
+      buildMaps(mapFds as Record<MapName, number>),
+      { enforcer, learner, dnsFilter },
+      objectIds,
+      [],
+      unavailable,
+      migrated,
+      opts.attachMode ?? 'auto',
+      enforcerFallback,
+      tlsUnavailable,
+      dnsFilterUnavailable,
+    );
     // The variants chosen above (keep in step with them), for spareHookPrograms.
     const [enforcerObject, learnerObject] = OBJECTS;
     dp.loadedFrom = {
@@ -256,7 +305,13 @@ export class Datapath {
    */
   attach(ifindex: number, opts: AttachOptions = {}): AttachResult {
     const progs = this.requirePrograms();
-    return attachPrograms(this.pinDir, ifindex, { ingress: progs.enforcer, egress: progs.learner }, this.attachMode, opts);
+    return attachPrograms(
+      this.pinDir,
+      ifindex,
+      { ingress: progs.enforcer, egress: progs.learner },
+      this.attachMode,
+      opts,
+    );
   }
 
   /** Remove our links and filters; other programs and the clsact qdisc stay. */
@@ -280,7 +335,10 @@ export class Datapath {
     if (this.spares) return this.spares;
     this.requirePrograms();
     const fds = {} as ProgramFds;
-    for (const [direction, role, program] of [['ingress', 'enforcer', 'fqe_enforcer'], ['egress', 'learner', 'fqe_learner']] as const) {
+    for (const [direction, role, program] of [
+      ['ingress', 'enforcer', 'fqe_enforcer'],
+      ['egress', 'learner', 'fqe_learner'],
+    ] as const) {
       const file = this.loadedFrom[role];
       if (!file) throw new Error(`datapath at ${this.pinDir}: no object file recorded for the ${role}`);
       // the attached program only: it tail-calls the first instance's programs through the pinned arrays
@@ -298,7 +356,11 @@ export class Datapath {
   headGuardOps(opts: AttachOptions = {}): HookOps {
     const progs = this.requirePrograms();
     const spares = this.spareHookPrograms();
-    return attachOps(this.pinDir, { ingress: [progs.enforcer, spares.ingress], egress: [progs.learner, spares.egress] }, opts);
+    return attachOps(
+      this.pinDir,
+      { ingress: [progs.enforcer, spares.ingress], egress: [progs.learner, spares.egress] },
+      opts,
+    );
   }
 
   /** How ours is attached on an interface, and what runs before it. */
@@ -307,14 +369,25 @@ export class Datapath {
   }
 
   /** The AF_PACKET tap with the DNS socket filter, in the node's namespace. */
-  openDnsTap(onPackets: (packets: CapturedPacket[]) => void, opts: AttachOptions & { batch?: number } = {}): PacketSocket {
+  openDnsTap(
+    onPackets: (packets: CapturedPacket[]) => void,
+    opts: AttachOptions & { batch?: number } = {},
+  ): PacketSocket {
     const progs = this.requirePrograms();
-    return new native.PacketSocket({ progFd: progs.dnsFilter, onPackets, ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.batch ? { batch: opts.batch } : {}) });
+    return new native.PacketSocket({
+      progFd: progs.dnsFilter,
+      onPackets,
+      ...(opts.netns ? { netns: opts.netns } : {}),
+      ...(opts.batch ? { batch: opts.batch } : {}),
+    });
   }
 
   /** Drop and audit events from the ring buffer. */
   openEvents(onEvents: (events: DropEvent[]) => void): RingBufferReader {
-    return new native.RingBufferReader({ mapFd: this.maps.eventsFd, onRecords: (records: Buffer[]) => onEvents(records.map((r) => eventCodec.decode(r))) });
+    return new native.RingBufferReader({
+      mapFd: this.maps.eventsFd,
+      onRecords: (records: Buffer[]) => onEvents(records.map((r) => eventCodec.decode(r))),
+    });
   }
 
   /**

@@ -47,12 +47,16 @@ export interface FeatureState {
 
 /** What a state that is not the best means, in words (log lines, egressctl). */
 export const FEATURE_EFFECTS: Record<string, string> = {
-  'inline-learner/off': 'learning in userspace only: a connection made right after its DNS answer may be dropped, and nothing new is learned while the agent is down',
+  'inline-learner/off':
+    'learning in userspace only: a connection made right after its DNS answer may be dropped, and nothing new is learned while the agent is down',
   'enforcer-clock/precise': 'the enforcer reads the precise clock (kernel before 5.11): a little slower per packet',
-  'tls-check/off': 'the enforcer has no TLS server name check: connections only a tls rule allows are refused (fail closed)',
-  'dns-query-filter/off': 'the enforcer has no DNS query filter: every DNS query of a pod whose filter is on is refused (fail closed)',
-  'attach/legacy': 'programs attached through legacy tc: a tcx program (a CNI\'s) that passes runs first and skips them',
-  'tcx-head-guard/off': 'nobody takes the head of the tcx chains back: a program put before ours keeps it, and a pass from it skips ours',
+  'tls-check/off':
+    'the enforcer has no TLS server name check: connections only a tls rule allows are refused (fail closed)',
+  'dns-query-filter/off':
+    'the enforcer has no DNS query filter: every DNS query of a pod whose filter is on is refused (fail closed)',
+  'attach/legacy': "programs attached through legacy tc: a tcx program (a CNI's) that passes runs first and skips them",
+  'tcx-head-guard/off':
+    'nobody takes the head of the tcx chains back: a program put before ours keeps it, and a pass from it skips ours',
 };
 
 export function featureEffect(f: Pick<FeatureState, 'feature' | 'state'>): string | undefined {
@@ -99,7 +103,9 @@ export function featureState(features: FeatureState[], feature: Feature): Featur
 }
 
 /** One line per feature that is not in its best state, for the agent's start-up. */
-export function startupLines(features: FeatureState[]): Array<{ level: 'warn' | 'error'; msg: string; fields: Record<string, unknown> }> {
+export function startupLines(
+  features: FeatureState[],
+): Array<{ level: 'warn' | 'error'; msg: string; fields: Record<string, unknown> }> {
   return features
     .filter((f) => !f.best)
     .map((f) => ({
@@ -132,11 +138,13 @@ export function featureFlags(features: FeatureState[]): number {
 export function featuresFromFlags(flags: number, agentRunning: boolean): FeatureState[] | null {
   if (!(flags & ConfigFlag.statesWritten)) return null;
   const attachLegacy = (flags & ConfigFlag.attachLegacy) !== 0;
-  const guard: FeatureState =
-    attachLegacy ? state('tcx-head-guard', 'n/a')
-    : flags & ConfigFlag.headGuardOff ? state('tcx-head-guard', 'off', '--tcx-head-guard off')
-    : agentRunning ? state('tcx-head-guard', 'on')
-    : state('tcx-head-guard', 'off', 'the agent is down');
+  const guard: FeatureState = attachLegacy
+    ? state('tcx-head-guard', 'n/a')
+    : flags & ConfigFlag.headGuardOff
+      ? state('tcx-head-guard', 'off', '--tcx-head-guard off')
+      : agentRunning
+        ? state('tcx-head-guard', 'on')
+        : state('tcx-head-guard', 'off', 'the agent is down');
   return [
     state('inline-learner', flags & ConfigFlag.inlineLearnerOff ? 'off' : 'on'),
     state('enforcer-clock', flags & ConfigFlag.preciseClock ? 'precise' : 'coarse'),

@@ -175,7 +175,11 @@ export class TcxHeadGuard {
       } catch (err) {
         // Not the kernel refusing a retake (counted above): say it once per kind, try again next pass.
         const message = (err as Error).message;
-        if (state.failure !== message) this.opts.log.error({ pod: podOf(iface), interface: iface.ifname, err: message }, 'tcx head guard: could not check the chains');
+        if (state.failure !== message)
+          this.opts.log.error(
+            { pod: podOf(iface), interface: iface.ifname, err: message },
+            'tcx head guard: could not check the chains',
+          );
         state.failure = message;
       }
     }
@@ -186,7 +190,8 @@ export class TcxHeadGuard {
       // Records of interfaces an earlier agent guarded that are not enforced any more.
       this.pruned = true;
       try {
-        for (const [ifindex] of [...(this.opts.records?.entries() ?? [])]) if (!seen.has(ifindex)) this.opts.records?.delete(ifindex);
+        for (const [ifindex] of [...(this.opts.records?.entries() ?? [])])
+          if (!seen.has(ifindex)) this.opts.records?.delete(ifindex);
       } catch (err) {
         this.opts.log.warn({ err: (err as Error).message }, 'tcx head guard: could not prune fqe_head_guard');
       }
@@ -202,7 +207,9 @@ export class TcxHeadGuard {
     }
     // New to this agent: a record from an earlier agent counts on (a back-off holds), unless another pod had the interface.
     const saved = known ? undefined : this.opts.records?.get(iface.ifindex);
-    const record = saved ? { ...saved, backoffUntilNs: saved.backoffUntilNs > now ? saved.backoffUntilNs : 0n } : { ...EMPTY_RECORD };
+    const record = saved
+      ? { ...saved, backoffUntilNs: saved.backoffUntilNs > now ? saved.backoffUntilNs : 0n }
+      : { ...EMPTY_RECORD };
     const state: IfaceState = { iface, linkIds: {}, recent: [], record, aheadNow: false };
     this.states.set(iface.ifindex, state);
     if (known) this.persist(state);
@@ -227,7 +234,10 @@ export class TcxHeadGuard {
       chain = ops.chain(ifindex, direction);
     } catch (err) {
       // The device went away (the endpoint manager purges it), or no tcx here.
-      this.opts.log.debug({ pod: podOf(state.iface), interface: state.iface.ifname, direction, err: (err as Error).message }, 'tcx head guard: chain not readable');
+      this.opts.log.debug(
+        { pod: podOf(state.iface), interface: state.iface.ifname, direction, err: (err as Error).message },
+        'tcx head guard: chain not readable',
+      );
       return { kind: 'absent' };
     }
     if (chain.linkIds.length === 0) return { kind: 'absent' };
@@ -259,7 +269,10 @@ export class TcxHeadGuard {
     if (record.backoffUntilNs !== 0n) {
       record.backoffUntilNs = 0n;
       state.recent = [];
-      this.opts.log.warn({ ...fields, ahead }, 'tcx head guard: back-off over; taking the head of the chain back again');
+      this.opts.log.warn(
+        { ...fields, ahead },
+        'tcx head guard: back-off over; taking the head of the chain back again',
+      );
     }
     state.recent = state.recent.filter((t) => now - t < this.windowNs);
     if (state.recent.length + behind.length > this.maxRetakes) {
@@ -273,13 +286,19 @@ export class TcxHeadGuard {
         state.linkIds[direction] = this.opts.ops.retake(iface.ifindex, direction);
       } catch (err) {
         // Counted in the window all the same: a kernel that keeps refusing ends in a back-off, not a loop.
-        this.opts.log.error({ ...fields, direction, ahead, err: (err as Error).message }, 'tcx head guard: could not take the head of the chain back');
+        this.opts.log.error(
+          { ...fields, direction, ahead, err: (err as Error).message },
+          'tcx head guard: could not take the head of the chain back',
+        );
         continue;
       }
       retaken++;
       record.retakes++;
       record.lastRetakeNs = now;
-      this.opts.log.warn({ ...fields, direction, ahead, retakes: record.retakes }, 'another tcx program went before ours: took the head of the chain back');
+      this.opts.log.warn(
+        { ...fields, direction, ahead, retakes: record.retakes },
+        'another tcx program went before ours: took the head of the chain back',
+      );
       this.opts.events?.onRetake?.(iface, direction, ahead);
     }
     state.aheadNow = retaken < behind.length;
@@ -294,7 +313,12 @@ export class TcxHeadGuard {
     record.backoffs++;
     record.aheadProgId = ahead[0]!;
     this.persist(state);
-    const report: BackoffReport = { ahead, attempts, windowMs: Number(this.windowNs / 1_000_000n), backoffMs: Number(this.backoffNs / 1_000_000n) };
+    const report: BackoffReport = {
+      ahead,
+      attempts,
+      windowMs: Number(this.windowNs / 1_000_000n),
+      backoffMs: Number(this.backoffNs / 1_000_000n),
+    };
     this.opts.log.error(
       { pod: podOf(iface), interface: iface.ifname, ...report },
       'ANOTHER TCX PROGRAM KEEPS TAKING THE HEAD OF THE CHAIN: not taking it back for a while. Meanwhile a pass from that program skips our enforcer on this interface.',
@@ -306,7 +330,10 @@ export class TcxHeadGuard {
     try {
       this.opts.records?.set(state.iface.ifindex, state.record);
     } catch (err) {
-      this.opts.log.warn({ interface: state.iface.ifname, err: (err as Error).message }, 'tcx head guard: could not record the retake in fqe_head_guard');
+      this.opts.log.warn(
+        { interface: state.iface.ifname, err: (err as Error).message },
+        'tcx head guard: could not record the retake in fqe_head_guard',
+      );
     }
   }
 }
@@ -317,6 +344,6 @@ export function describeBackoff(iface: GuardedInterface, r: BackoffReport): stri
   return (
     `another tcx program (${progs}) keeps going before fqdn-egress's programs on ${iface.ifname} ` +
     `(${r.attempts} retakes needed within ${r.windowMs / 1000}s): fqdn-egress stops taking the head back for ${r.backoffMs / 1000}s. ` +
-    'Meanwhile a pass from that program skips this pod\'s egress enforcement. Find what attaches it (bpftool net show) and attach it after ours.'
+    "Meanwhile a pass from that program skips this pod's egress enforcement. Find what attaches it (bpftool net show) and attach it after ours."
   );
 }

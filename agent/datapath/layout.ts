@@ -36,19 +36,48 @@ export interface Field<T> {
   /** the length of another field: written from it, and bounding its decode */
   readonly countOf?: string;
   /** a field whose length another field holds */
-  readonly counted?: { max: number; unit: string; take(b: Buffer, at: number, n: number): unknown; put(b: Buffer, at: number, v: unknown): number };
+  readonly counted?: {
+    max: number;
+    unit: string;
+    take(b: Buffer, at: number, n: number): unknown;
+    put(b: Buffer, at: number, v: unknown): number;
+  };
 }
 
-function scalar<T>(size: number, read: (b: Buffer, at: number) => T, write: (b: Buffer, at: number, v: T) => void): Field<T> {
+function scalar<T>(
+  size: number,
+  read: (b: Buffer, at: number) => T,
+  write: (b: Buffer, at: number, v: T) => void,
+): Field<T> {
   return { size, align: size, read, write };
 }
 
-export const u8 = scalar<number>(1, (b, at) => b.readUInt8(at), (b, at, v) => void b.writeUInt8(v, at));
-export const u16 = scalar<number>(2, (b, at) => b.readUInt16LE(at), (b, at, v) => void b.writeUInt16LE(v, at));
-export const u32 = scalar<number>(4, (b, at) => b.readUInt32LE(at), (b, at, v) => void b.writeUInt32LE(v, at));
-export const u64 = scalar<bigint>(8, (b, at) => b.readBigUInt64LE(at), (b, at, v) => void b.writeBigUInt64LE(v, at));
+export const u8 = scalar<number>(
+  1,
+  (b, at) => b.readUInt8(at),
+  (b, at, v) => void b.writeUInt8(v, at),
+);
+export const u16 = scalar<number>(
+  2,
+  (b, at) => b.readUInt16LE(at),
+  (b, at, v) => void b.writeUInt16LE(v, at),
+);
+export const u32 = scalar<number>(
+  4,
+  (b, at) => b.readUInt32LE(at),
+  (b, at, v) => void b.writeUInt32LE(v, at),
+);
+export const u64 = scalar<bigint>(
+  8,
+  (b, at) => b.readBigUInt64LE(at),
+  (b, at, v) => void b.writeBigUInt64LE(v, at),
+);
 /** a __u8 read as a boolean (0 or 1) */
-export const flag8 = scalar<boolean>(1, (b, at) => b[at] !== 0, (b, at, v) => void b.writeUInt8(v ? 1 : 0, at));
+export const flag8 = scalar<boolean>(
+  1,
+  (b, at) => b[at] !== 0,
+  (b, at, v) => void b.writeUInt8(v ? 1 : 0, at),
+);
 
 /** `__u8 x[n]`, copied out (a value owns its bytes). */
 export function bytes(n: number): Field<Buffer> {
@@ -168,11 +197,17 @@ export function named<T>(cName: string, field: Field<T>): Field<T> {
 /** A member stored one way and seen another (a prefix length stored with extra bits, a code as a name). */
 export function mapped<S, T>(field: Field<S>, to: (stored: S) => T, from: (value: T) => S): Field<T> {
   const { read, write, ...rest } = field;
-  return { ...(rest as Omit<Field<T>, 'read' | 'write'>), read: (b, at) => to(read(b, at)), write: (b, at, v) => write(b, at, from(v)) };
+  return {
+    ...(rest as Omit<Field<T>, 'read' | 'write'>),
+    read: (b, at) => to(read(b, at)),
+    write: (b, at, v) => write(b, at, from(v)),
+  };
 }
 
 type Fields = Record<string, Field<unknown>>;
-type Visible<F extends Fields> = { [K in keyof F as F[K] extends Field<never> ? never : K]: F[K] extends Field<infer T> ? T : never };
+type Visible<F extends Fields> = {
+  [K in keyof F as F[K] extends Field<never> ? never : K]: F[K] extends Field<infer T> ? T : never;
+};
 
 /** A decoded struct (its visible fields). */
 export type ValueOf<S> = S extends Struct<infer T> ? T : never;
@@ -207,11 +242,13 @@ export function struct<F extends Fields>(cName: string, fields: F): Struct<Visib
   const size = Math.ceil(offset / align) * align;
   const what = `struct fqe_${cName}`;
   const plain = members.filter((m) => !m.field.hidden && !m.field.counted);
-  const counted = members.filter((m) => m.field.counted).map((m) => {
-    const count = members.find((c) => c.field.countOf === m.key);
-    if (!count) throw new Error(`${what}: no count field for ${m.key}`);
-    return { ...m, counted: m.field.counted!, count };
-  });
+  const counted = members
+    .filter((m) => m.field.counted)
+    .map((m) => {
+      const count = members.find((c) => c.field.countOf === m.key);
+      if (!count) throw new Error(`${what}: no count field for ${m.key}`);
+      return { ...m, counted: m.field.counted!, count };
+    });
 
   // The plain members are read and written by functions made for this
   // struct: one object literal with its keys in order, so every value has
@@ -241,7 +278,8 @@ export function struct<F extends Fields>(cName: string, fields: F): Struct<Visib
     writePlain(b, at, value);
     for (const m of counted) {
       const items = value[m.key] as { length: number };
-      if (items.length > m.counted.max) throw new Error(`${what}: ${m.key} of ${items.length} ${m.counted.unit}, at most ${m.counted.max} fit`);
+      if (items.length > m.counted.max)
+        throw new Error(`${what}: ${m.key} of ${items.length} ${m.counted.unit}, at most ${m.counted.max} fit`);
       m.count.field.write(b, at + m.count.offset, m.counted.put(b, at + m.offset, items));
     }
   };
@@ -250,7 +288,12 @@ export function struct<F extends Fields>(cName: string, fields: F): Struct<Visib
     size,
     align,
     offsets: Object.fromEntries(members.map((m) => [m.key, m.offset])),
-    members: members.map((m) => ({ cName: m.cName, offset: m.offset, size: m.size, ...(m.field.struct ? { struct: m.field.struct } : {}) })),
+    members: members.map((m) => ({
+      cName: m.cName,
+      offset: m.offset,
+      size: m.size,
+      ...(m.field.struct ? { struct: m.field.struct } : {}),
+    })),
     read: (b, at) => decode(b, at),
     write: (b, at, v) => encodeInto(b, at, v),
     encode: (v) => {
@@ -268,7 +311,10 @@ export function struct<F extends Fields>(cName: string, fields: F): Struct<Visib
  * A struct of one member, seen as that member's value (`struct fqe_name` as
  * its string); the struct stays known for the cross-check.
  */
-export function single<T, K extends string>(s: Struct<Record<K, T>>, key: K): { readonly size: number; readonly struct: Struct<unknown>; encode(v: T): Buffer; decode(b: Buffer): T } {
+export function single<T, K extends string>(
+  s: Struct<Record<K, T>>,
+  key: K,
+): { readonly size: number; readonly struct: Struct<unknown>; encode(v: T): Buffer; decode(b: Buffer): T } {
   return {
     size: s.size,
     struct: s as Struct<unknown>,

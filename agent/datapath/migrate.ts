@@ -46,12 +46,20 @@ function moved(old: Buffer, size: number, moves: Array<[from: number, len: numbe
  */
 const CONVERTERS: Record<string, Converter> = {
   fqe_config: { from: { keySize: 4, valueSize: 48 }, value: (v) => moved(v, 64, [[0, 48, 0]]) },
-  fqe_counters: { from: { keySize: 4, valueSize: 144 }, value: (v) => moved(v, 216, [[0, 64, 0], [64, 64, 72], [128, 16, 200]]) },
+  fqe_counters: {
+    from: { keySize: 4, valueSize: 144 },
+    value: (v) =>
+      moved(v, 216, [
+        [0, 64, 0],
+        [64, 64, 72],
+        [128, 16, 200],
+      ]),
+  },
 };
 
 /** Maps the agent writes again from its own sources right after start-up: nothing to carry. */
 const REBUILT: Record<string, string> = {
-  fqe_policy: 'rewritten from the pods\' annotations (the rules now carry their names)',
+  fqe_policy: "rewritten from the pods' annotations (the rules now carry their names)",
 };
 
 interface Saved {
@@ -66,7 +74,13 @@ const PER_CPU = new Set<number>([MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapT
 /** A pinned map's shape, as the kernel reports it. */
 export function pinnedShape(fd: number): MapShape {
   const info = native.mapInfo(fd);
-  return { type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries, flags: info.flags };
+  return {
+    type: info.type,
+    keySize: info.keySize,
+    valueSize: info.valueSize,
+    maxEntries: info.maxEntries,
+    flags: info.flags,
+  };
 }
 
 function dumpValueSize(shape: MapShape): number {
@@ -76,7 +90,8 @@ function dumpValueSize(shape: MapShape): number {
 /** The maps the object files define, by name. */
 export function expectedShapes(objectPaths: string[]): Map<string, MapShape> {
   const shapes = new Map<string, MapShape>();
-  for (const path of objectPaths) for (const [name, shape] of Object.entries(native.describeObject(path))) shapes.set(name, shape);
+  for (const path of objectPaths)
+    for (const [name, shape] of Object.entries(native.describeObject(path))) shapes.set(name, shape);
   return shapes;
 }
 
@@ -93,9 +108,20 @@ export function prepareMigration(pinDir: string, expected: Map<string, MapShape>
       const sameType = have.type === want.type && have.type !== MapType.RINGBUF;
       const layoutKept = sameType && have.keySize === want.keySize && have.valueSize === want.valueSize;
       const conv = CONVERTERS[name];
-      const convertible = sameType && conv !== undefined && conv.from.keySize === have.keySize && conv.from.valueSize === have.valueSize;
-      const action: MigrationStep['action'] = layoutKept ? 'kept' : convertible ? 'converted' : name in REBUILT ? 'rebuilt' : 'dropped';
-      let dump: { keys: Buffer; values: Buffer; count: number } = { keys: Buffer.alloc(0), values: Buffer.alloc(0), count: 0 };
+      const convertible =
+        sameType && conv !== undefined && conv.from.keySize === have.keySize && conv.from.valueSize === have.valueSize;
+      const action: MigrationStep['action'] = layoutKept
+        ? 'kept'
+        : convertible
+          ? 'converted'
+          : name in REBUILT
+            ? 'rebuilt'
+            : 'dropped';
+      let dump: { keys: Buffer; values: Buffer; count: number } = {
+        keys: Buffer.alloc(0),
+        values: Buffer.alloc(0),
+        count: 0,
+      };
       if (action === 'kept' || action === 'converted') dump = native.mapDump(fd, have.keySize, dumpValueSize(have));
       if (action === 'converted') dump = convertDump(dump, conv!, have, want);
       saved.push({ step: { map: name, action, entries: dump.count, from: have, to: want }, ...dump });
@@ -107,7 +133,12 @@ export function prepareMigration(pinDir: string, expected: Map<string, MapShape>
   return saved;
 }
 
-function convertDump(dump: { keys: Buffer; values: Buffer; count: number }, conv: Converter, from: MapShape, to: MapShape): { keys: Buffer; values: Buffer; count: number } {
+function convertDump(
+  dump: { keys: Buffer; values: Buffer; count: number },
+  conv: Converter,
+  from: MapShape,
+  to: MapShape,
+): { keys: Buffer; values: Buffer; count: number } {
   const cpus = PER_CPU.has(from.type) ? native.numPossibleCpus() : 1;
   const oldSlot = PER_CPU.has(from.type) ? Math.ceil(from.valueSize / 8) * 8 : from.valueSize;
   const newSlot = PER_CPU.has(to.type) ? Math.ceil(to.valueSize / 8) * 8 : to.valueSize;

@@ -290,7 +290,9 @@ function addon(): Addon {
   try {
     loaded = createRequire(import.meta.url)(ADDON_PATH) as Addon;
   } catch (err) {
-    throw new Error(`the native addon ${ADDON_PATH} could not be loaded (npm run build makes it): ${(err as Error).message}`);
+    throw new Error(
+      `the native addon ${ADDON_PATH} could not be loaded (npm run build makes it): ${(err as Error).message}`,
+    );
   }
   loaded.setErrorClass(BpfError);
   return loaded;
@@ -313,7 +315,8 @@ function lazyClass<K extends 'PacketSocket' | 'RingBufferReader'>(name: K): Nati
  * on it (a test's spy) wins over the addon's until it is set back.
  */
 export const native: NativeBinding = new Proxy({} as NativeBinding, {
-  get: (target, prop) => (Object.hasOwn(target, prop) ? target[prop as keyof NativeBinding] : addon()[prop as keyof NativeBinding]),
+  get: (target, prop) =>
+    Object.hasOwn(target, prop) ? target[prop as keyof NativeBinding] : addon()[prop as keyof NativeBinding],
 });
 
 /** Opens an ELF object, reusing/creating pins under pinDir, and loads it. */
@@ -341,7 +344,8 @@ export const mapDelete: (fd: number, key: Buffer) => boolean = lazy('mapDelete')
 export const mapGetNextKey: (fd: number, key: Buffer | null, keySize: number) => Buffer | null = lazy('mapGetNextKey');
 export const mapDump: (fd: number, keySize: number, valueSize: number) => MapDump = lazy('mapDump');
 /** returns the number of elements written */
-export const mapUpdateBatch: (fd: number, keys: Buffer, values: Buffer, count: number, flags?: number) => number = lazy('mapUpdateBatch');
+export const mapUpdateBatch: (fd: number, keys: Buffer, values: Buffer, count: number, flags?: number) => number =
+  lazy('mapUpdateBatch');
 /** returns the number deleted; absent keys are skipped, not counted */
 export const mapDeleteBatch: (fd: number, keys: Buffer, count: number) => number = lazy('mapDeleteBatch');
 export const createMap: (

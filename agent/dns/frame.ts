@@ -49,9 +49,7 @@ export interface Segment {
   tcp?: TcpInfo;
 }
 
-export type FrameResult =
-  | { ok: true; segment: Segment }
-  | { ok: false; reason: FrameRejection; detail: string };
+export type FrameResult = { ok: true; segment: Segment } | { ok: false; reason: FrameRejection; detail: string };
 
 export const TCP_FIN = 0x01;
 export const TCP_SYN = 0x02;
@@ -95,14 +93,16 @@ function formatV4(data: Buffer, at: number): string {
 }
 
 function parseIpv4(data: Buffer, off: number): IpLayer | Failure {
-  if (data.length < off + IPV4_MIN_HLEN) return reject('truncated', `IPv4 header needs ${IPV4_MIN_HLEN} bytes, ${data.length - off} captured`);
+  if (data.length < off + IPV4_MIN_HLEN)
+    return reject('truncated', `IPv4 header needs ${IPV4_MIN_HLEN} bytes, ${data.length - off} captured`);
   const version = data[off]! >> 4;
   if (version !== 4) return reject('bad-header', `IPv4 ethertype with IP version ${version}`);
   const hlen = (data[off]! & 0x0f) * 4;
   if (hlen < IPV4_MIN_HLEN) return reject('bad-header', `IPv4 header length ${hlen} below ${IPV4_MIN_HLEN}`);
   const totalLen = data.readUInt16BE(off + 2);
   if (totalLen < hlen) return reject('bad-header', `IPv4 total length ${totalLen} below header length ${hlen}`);
-  if (data.length < off + totalLen) return reject('truncated', `IPv4 total length ${totalLen}, ${data.length - off} captured`);
+  if (data.length < off + totalLen)
+    return reject('truncated', `IPv4 total length ${totalLen}, ${data.length - off} captured`);
   const fragField = data.readUInt16BE(off + 6);
   const moreFragments = (fragField & 0x2000) !== 0;
   const fragOffset = fragField & 0x1fff;
@@ -120,14 +120,16 @@ function parseIpv4(data: Buffer, off: number): IpLayer | Failure {
 }
 
 function parseIpv6(data: Buffer, off: number): IpLayer | Failure {
-  if (data.length < off + IPV6_HLEN) return reject('truncated', `IPv6 header needs ${IPV6_HLEN} bytes, ${data.length - off} captured`);
+  if (data.length < off + IPV6_HLEN)
+    return reject('truncated', `IPv6 header needs ${IPV6_HLEN} bytes, ${data.length - off} captured`);
   const version = data[off]! >> 4;
   if (version !== 6) return reject('bad-header', `IPv6 ethertype with IP version ${version}`);
   const payloadLen = data.readUInt16BE(off + 4);
   // A zero payload length means a jumbogram (RFC 2675): not DNS, not supported.
   if (payloadLen === 0) return reject('bad-header', 'IPv6 payload length 0 (jumbogram or empty)');
   const end = off + IPV6_HLEN + payloadLen;
-  if (data.length < end) return reject('truncated', `IPv6 payload length ${payloadLen}, ${data.length - off - IPV6_HLEN} captured`);
+  if (data.length < end)
+    return reject('truncated', `IPv6 payload length ${payloadLen}, ${data.length - off - IPV6_HLEN} captured`);
   let next = data[off + 6]!;
   let at = off + IPV6_HLEN;
   for (let i = 0; ; i++) {
@@ -136,7 +138,8 @@ function parseIpv6(data: Buffer, off: number): IpLayer | Failure {
     if (i === MAX_EXT_HDRS) return reject('bad-header', `more than ${MAX_EXT_HDRS} IPv6 extension headers`);
     if (at + 2 > end) return reject('bad-header', `IPv6 extension header ${next} runs past the payload`);
     const extLen = (data[at + 1]! + 1) * 8;
-    if (at + extLen > end) return reject('bad-header', `IPv6 extension header ${next} (${extLen} bytes) runs past the payload`);
+    if (at + extLen > end)
+      return reject('bad-header', `IPv6 extension header ${next} (${extLen} bytes) runs past the payload`);
     next = data[at]!;
     at += extLen;
   }
@@ -154,7 +157,10 @@ function parseIpv6(data: Buffer, off: number): IpLayer | Failure {
 export function parseFrame(p: CapturedPacket): FrameResult {
   const data = p.data;
   if (!Buffer.isBuffer(data) || data.length < ETH_HLEN) {
-    return reject('truncated', `Ethernet header needs ${ETH_HLEN} bytes, ${Buffer.isBuffer(data) ? data.length : 0} captured`);
+    return reject(
+      'truncated',
+      `Ethernet header needs ${ETH_HLEN} bytes, ${Buffer.isBuffer(data) ? data.length : 0} captured`,
+    );
   }
   const ethertype = data.readUInt16BE(12);
   let ip: IpLayer | Failure;
@@ -181,9 +187,11 @@ export function parseFrame(p: CapturedPacket): FrameResult {
     };
   }
   if (ip.proto === IPPROTO_TCP) {
-    if (l4Len < TCP_MIN_HLEN) return reject('bad-header', `TCP header needs ${TCP_MIN_HLEN} bytes, IP carries ${l4Len}`);
+    if (l4Len < TCP_MIN_HLEN)
+      return reject('bad-header', `TCP header needs ${TCP_MIN_HLEN} bytes, IP carries ${l4Len}`);
     const hlen = (data[ip.l4Start + 12]! >> 4) * 4;
-    if (hlen < TCP_MIN_HLEN || hlen > l4Len) return reject('bad-header', `TCP header length ${hlen}, IP carries ${l4Len}`);
+    if (hlen < TCP_MIN_HLEN || hlen > l4Len)
+      return reject('bad-header', `TCP header length ${hlen}, IP carries ${l4Len}`);
     return {
       ok: true,
       segment: {

@@ -56,9 +56,7 @@ export interface DnsMessage {
   minTtl: number | null;
 }
 
-export type DnsResult =
-  | { ok: true; message: DnsMessage }
-  | { ok: false; reason: DnsRejection; detail: string };
+export type DnsResult = { ok: true; message: DnsMessage } | { ok: false; reason: DnsRejection; detail: string };
 
 const HEADER_LEN = 12;
 const MAX_NAME_WIRE_LEN = 255;
@@ -144,7 +142,11 @@ function walk(buf: Buffer, anCount: number, nsCount: number, arCount: number): W
   const total = anCount + nsCount + arCount;
   for (let i = 0; i < total; i++) {
     const inAnswer = i < anCount;
-    const what = inAnswer ? `answer ${i}` : i < anCount + nsCount ? `authority ${i - anCount}` : `additional ${i - anCount - nsCount}`;
+    const what = inAnswer
+      ? `answer ${i}`
+      : i < anCount + nsCount
+        ? `authority ${i - anCount}`
+        : `additional ${i - anCount - nsCount}`;
     at = skipName(buf, at, what, inAnswer);
     if (at + 10 > buf.length) throw new Malformed(`${what}: record header runs past the message`);
     const record: WireRecord = {
@@ -157,8 +159,10 @@ function walk(buf: Buffer, anCount: number, nsCount: number, arCount: number): W
     at = record.rdOffset + record.rdLength;
     if (at > buf.length) throw new Malformed(`${what}: RDATA (${record.rdLength} bytes) runs past the message`);
     if (inAnswer) {
-      if (record.type === TYPE_A && record.rdLength !== 4) throw new Malformed(`${what}: A record with RDLENGTH ${record.rdLength}`);
-      if (record.type === TYPE_AAAA && record.rdLength !== 16) throw new Malformed(`${what}: AAAA record with RDLENGTH ${record.rdLength}`);
+      if (record.type === TYPE_A && record.rdLength !== 4)
+        throw new Malformed(`${what}: A record with RDLENGTH ${record.rdLength}`);
+      if (record.type === TYPE_AAAA && record.rdLength !== 16)
+        throw new Malformed(`${what}: AAAA record with RDLENGTH ${record.rdLength}`);
       if (record.type === TYPE_CNAME) {
         const nameEnd = skipName(buf.subarray(0, at), record.rdOffset, `${what} CNAME target`, true);
         if (nameEnd !== at) throw new Malformed(`${what}: CNAME target does not fill RDLENGTH ${record.rdLength}`);
@@ -189,7 +193,8 @@ export function decodeDns(payload: Buffer): DnsResult {
 
 function decodeUnchecked(buf: Buffer): DnsResult {
   if (!Buffer.isBuffer(buf)) return { ok: false, reason: 'malformed', detail: 'payload is not a buffer' };
-  if (buf.length < HEADER_LEN) return { ok: false, reason: 'malformed', detail: `header needs ${HEADER_LEN} bytes, got ${buf.length}` };
+  if (buf.length < HEADER_LEN)
+    return { ok: false, reason: 'malformed', detail: `header needs ${HEADER_LEN} bytes, got ${buf.length}` };
   const flags = buf.readUInt16BE(2);
   const qdCount = buf.readUInt16BE(4);
   const anCount = buf.readUInt16BE(6);
@@ -219,7 +224,11 @@ function decodeUnchecked(buf: Buffer): DnsResult {
   try {
     decoded = dnsPacket.decode(trimmed);
   } catch (err) {
-    return { ok: false, reason: 'malformed', detail: `dns-packet: ${err instanceof Error ? err.message : String(err)}` };
+    return {
+      ok: false,
+      reason: 'malformed',
+      detail: `dns-packet: ${err instanceof Error ? err.message : String(err)}`,
+    };
   }
 
   const q = decoded.questions?.[0];
@@ -239,7 +248,11 @@ function decodeUnchecked(buf: Buffer): DnsResult {
 
   const records = decoded.answers ?? [];
   if (records.length !== layout.answers.length) {
-    return { ok: false, reason: 'malformed', detail: `dns-packet decoded ${records.length} answers, the wire holds ${layout.answers.length}` };
+    return {
+      ok: false,
+      reason: 'malformed',
+      detail: `dns-packet decoded ${records.length} answers, the wire holds ${layout.answers.length}`,
+    };
   }
 
   let cnameTtl = Infinity;
@@ -262,12 +275,20 @@ function decodeUnchecked(buf: Buffer): DnsResult {
       const valid = typeof text === 'string' && (family === 4 ? isIPv4(text) : isIPv6(text));
       const ip = rawAddress(buf, wire);
       if (!valid || record.type !== (family === 4 ? 'A' : 'AAAA')) {
-        return { ok: false, reason: 'malformed', detail: `answer ${i}: ${family === 4 ? 'A' : 'AAAA'} data did not decode to an address` };
+        return {
+          ok: false,
+          reason: 'malformed',
+          detail: `answer ${i}: ${family === 4 ? 'A' : 'AAAA'} data did not decode to an address`,
+        };
       }
       // The address comes from the wire bytes in the canonical format; the
       // string dns-packet produced must agree with it.
       if ((family === 4 ? text : formatIp(parseIp(text as string))) !== ip) {
-        return { ok: false, reason: 'malformed', detail: `answer ${i}: decoder disagrees with the wire (${String(text)} vs ${ip})` };
+        return {
+          ok: false,
+          reason: 'malformed',
+          detail: `answer ${i}: decoder disagrees with the wire (${String(text)} vs ${ip})`,
+        };
       }
       addresses.push({ ip, family, ttl: wire.ttl });
       minTtl = Math.min(minTtl, wire.ttl);

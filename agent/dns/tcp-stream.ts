@@ -211,7 +211,15 @@ export class TcpDnsReassembler {
 
   #open(key: string, nextSeq: number, synSeq: number | null, now: number, notes: string[]): Flow {
     const flow: Flow = {
-      key, nextSeq, synSeq, buf: EMPTY, used: 0, pending: new Map(), pendingBytes: 0, finSeq: null, lastSeen: now,
+      key,
+      nextSeq,
+      synSeq,
+      buf: EMPTY,
+      used: 0,
+      pending: new Map(),
+      pendingBytes: 0,
+      finSeq: null,
+      lastSeen: now,
     };
     this.#flows.set(key, flow);
     if (this.#flows.size > this.#opts.maxFlows) {
@@ -263,7 +271,7 @@ export class TcpDnsReassembler {
       }
     }
     // Pending segments that the stream has now reached.
-    for (let progressed = true; progressed && flow.pending.size > 0; ) {
+    for (let progressed = true; progressed && flow.pending.size > 0;) {
       progressed = false;
       for (const [pendingSeq, data] of flow.pending) {
         const at = seqDiff(pendingSeq, flow.nextSeq);

@@ -64,7 +64,13 @@ export class DnsLearner {
 
   constructor(private readonly deps: LearnerDeps) {
     // 70,000 bytes: one largest legal message (65,537 with its length) and change; 16 MiB for all flows together.
-    this.tcp = new TcpDnsReassembler({ maxFlows: 4096, maxBytesPerFlow: 70_000, maxTotalBytes: 16 << 20, idleMs: 30_000, now: deps.nowMs });
+    this.tcp = new TcpDnsReassembler({
+      maxFlows: 4096,
+      maxBytesPerFlow: 70_000,
+      maxTotalBytes: 16 << 20,
+      idleMs: 30_000,
+      now: deps.nowMs,
+    });
   }
 
   handle(packets: CapturedPacket[]): void {
@@ -75,7 +81,8 @@ export class DnsLearner {
     const pod = this.deps.podByInterface(p.ifindex);
     if (!pod) return this.deps.verdict('ignored-not-enforced', {});
     const frame = parseFrame(p);
-    if (!frame.ok) return this.deps.verdict('rejected-frame', { pod: pod.key, reason: `${frame.reason}: ${frame.detail}` });
+    if (!frame.ok)
+      return this.deps.verdict('rejected-frame', { pod: pod.key, reason: `${frame.reason}: ${frame.detail}` });
     const seg = frame.segment;
     let messages: Buffer[];
     if (seg.proto === 'tcp') {
@@ -91,7 +98,8 @@ export class DnsLearner {
         this.deps.verdict('rejected-malformed', { pod: pod.key, reason: `${dns.reason}: ${dns.detail}` });
         continue;
       }
-      if (seg.pktType === PACKET_OUTGOING && seg.sport === DNS_PORT && dns.message.isResponse) this.onAnswer(pod, seg, dns.message);
+      if (seg.pktType === PACKET_OUTGOING && seg.sport === DNS_PORT && dns.message.isResponse)
+        this.onAnswer(pod, seg, dns.message);
       else this.deps.verdict('rejected-malformed', { pod: pod.key, reason: 'not an answer on its way to the pod' });
     }
   }
@@ -99,9 +107,12 @@ export class DnsLearner {
   private onAnswer(pod: EnforcedPod, seg: Segment, msg: DnsMessage): void {
     const name = msg.question?.name;
     const detail = { pod: pod.key, ...(name !== undefined ? { name } : {}) };
-    if (name === undefined) return this.deps.verdict('rejected-malformed', { ...detail, reason: 'answer without a question' });
-    if (!this.deps.isTrustedResolver(seg.src)) return this.deps.verdict('rejected-untrusted-resolver', { ...detail, reason: `from ${seg.src}` });
-    if (!pod.ips.includes(seg.dst)) return this.deps.verdict('rejected-wrong-destination', { ...detail, reason: `to ${seg.dst}` });
+    if (name === undefined)
+      return this.deps.verdict('rejected-malformed', { ...detail, reason: 'answer without a question' });
+    if (!this.deps.isTrustedResolver(seg.src))
+      return this.deps.verdict('rejected-untrusted-resolver', { ...detail, reason: `from ${seg.src}` });
+    if (!pod.ips.includes(seg.dst))
+      return this.deps.verdict('rejected-wrong-destination', { ...detail, reason: `to ${seg.dst}` });
 
     if (!rulesForName(pod.policy, name).allowed) return this.deps.verdict('rejected-name-not-allowed', detail);
     const now = this.deps.nowMs();
@@ -109,12 +120,18 @@ export class DnsLearner {
     const seen = this.recent.get(dupKey);
     if (seen !== undefined && now - seen < DUPLICATE_WINDOW_MS) return this.deps.verdict('duplicate', detail);
     if (!this.deps.kernelSawQuery(pod.identity, seg.proto, seg.dport, msg.id, seg.src)) {
-      return this.deps.verdict('rejected-unsolicited', { ...detail, reason: `no query with id ${msg.id} from port ${seg.dport} within the query window` });
+      return this.deps.verdict('rejected-unsolicited', {
+        ...detail,
+        reason: `no query with id ${msg.id} from port ${seg.dport} within the query window`,
+      });
     }
     this.recent.set(dupKey, now);
 
     const { minTtlMs, maxTtlMs, connectGraceMs } = this.deps;
-    const answers = msg.answers.map((a) => ({ ip: a.ip, ttlMs: Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, a.ttl * 1000))) }));
+    const answers = msg.answers.map((a) => ({
+      ip: a.ip,
+      ttlMs: Math.max(connectGraceMs, Math.min(maxTtlMs, Math.max(minTtlMs, a.ttl * 1000))),
+    }));
     this.deps.learn({ pod, name, answers, capturedNs: seg.tsNs });
     this.deps.verdict('accepted', detail);
   }

@@ -72,7 +72,13 @@ export class KernelEntries {
       if (!name || value.expiresNs === 0n || value.source === AllowSource.static || key.prefixLen !== 128) continue;
       // past the cap (lowered since): left out of the cache, so the first full resync takes the entry out
       if (!this.d.cache.admits(key.identity, name)) continue;
-      this.d.cache.restore(key.identity, name, formatIp(key.addr), Number(value.expiresNs) / 1e6, value.source === AllowSource.kernel ? 'kernel' : 'agent');
+      this.d.cache.restore(
+        key.identity,
+        name,
+        formatIp(key.addr),
+        Number(value.expiresNs) / 1e6,
+        value.source === AllowSource.kernel ? 'kernel' : 'agent',
+      );
     }
   }
 }

@@ -78,7 +78,9 @@ export class KernelRecords {
       const tsMs = r.tsMs;
       const own = new Set(r.addrs.map((a) => a.ip));
       for (const a of r.addrs) {
-        const changes = admitted ? this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel') : [];
+        const changes = admitted
+          ? this.deps.cache.restore(r.identity, r.name, a.ip, tsMs + this.deps.keepMs(a.ttlS), 'kernel')
+          : [];
         this.deps.noteKernelEntry(
           { identity: r.identity, addr: a.addr, prefixLen: 128 },
           { expiresNs: a.expiresNs, nameHash: r.nameHash, ports: r.ports, source: AllowSource.kernel },
@@ -89,7 +91,8 @@ export class KernelRecords {
       }
       for (const ip of own) {
         // refused, or evicted by the record's own later addresses: the kernel's entry must go (or carry other names)
-        if (!admitted || !this.deps.cache.holds(r.identity, r.name, ip)) result.changes.push({ identity: r.identity, ip });
+        if (!admitted || !this.deps.cache.holds(r.identity, r.name, ip))
+          result.changes.push({ identity: r.identity, ip });
       }
       if (!admitted) continue;
       result.accepted++;

@@ -29,7 +29,8 @@ export class QueryLedger {
     }
     const key = { identity, sport: port, dnsId: id, resolver: parseIp(resolver) };
     const q = this.maps.queries.get(key);
-    if (q === undefined || q.proto !== protoNum || now - q.sentNs > BigInt(this.opts.queryWindowMs) * 1_000_000n) return false;
+    if (q === undefined || q.proto !== protoNum || now - q.sentNs > BigInt(this.opts.queryWindowMs) * 1_000_000n)
+      return false;
     this.maps.queries.delete(key);
     return true;
   }

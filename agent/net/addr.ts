@@ -72,11 +72,17 @@ export function formatIp(addr: Buffer): string {
   // Longest run of zero groups (length >= 2) becomes "::" (RFC 5952).
   let bestAt = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) { bestAt = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      bestAt = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':');

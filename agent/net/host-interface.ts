@@ -40,26 +40,40 @@ async function link(name: string): Promise<Link | undefined> {
 /** An interface by name, or why it cannot be used. */
 export async function interfaceByName(name: string): Promise<Lookup> {
   const l = await link(name);
-  return l ? { found: { ifname: l.ifname, ifindex: l.ifindex } } : { missing: `interface ${name} does not exist (yet)` };
+  return l
+    ? { found: { ifname: l.ifname, ifindex: l.ifindex } }
+    : { missing: `interface ${name} does not exist (yet)` };
 }
 
 /** The host-side interface the route to `ip` leaves through. */
 export async function interfaceForIp(ip: string): Promise<Lookup> {
-  const routes = await ipJson<Array<{ dev?: string; gateway?: string; type?: string }>>('ip', ['route', 'get', ip]).catch((err: Error) => err);
+  const routes = await ipJson<Array<{ dev?: string; gateway?: string; type?: string }>>('ip', [
+    'route',
+    'get',
+    ip,
+  ]).catch((err: Error) => err);
   if (routes instanceof Error) return { missing: `no route to ${ip}: ${routes.message}` };
   const route = routes[0];
   if (!route?.dev) return { missing: `no route to ${ip}` };
-  if (route.type === 'local' || route.dev === 'lo') return { missing: `${ip} is an address of this node, not of a pod` };
+  if (route.type === 'local' || route.dev === 'lo')
+    return { missing: `${ip} is an address of this node, not of a pod` };
   if (route.gateway) return { missing: `${ip} is routed through ${route.gateway}: not a pod on this node` };
   const dev = await link(route.dev);
   if (!dev) return { missing: `interface ${route.dev} vanished` };
   if (dev.linkinfo?.info_kind !== 'bridge') return { found: { ifname: dev.ifname, ifindex: dev.ifindex } };
 
   // Behind a bridge: neighbour table -> MAC -> bridge port.
-  const neigh = await ipJson<Array<{ lladdr?: string }>>('ip', ['neigh', 'show', 'to', ip, 'dev', dev.ifname]).catch(() => []);
+  const neigh = await ipJson<Array<{ lladdr?: string }>>('ip', ['neigh', 'show', 'to', ip, 'dev', dev.ifname]).catch(
+    () => [],
+  );
   const mac = neigh.find((n) => n.lladdr)?.lladdr;
   if (!mac) return { missing: `${ip} is behind bridge ${dev.ifname} and its MAC is not known yet` };
-  const fdb = await ipJson<Array<{ mac: string; ifname?: string; master?: string }>>('bridge', ['fdb', 'show', 'br', dev.ifname]).catch(() => []);
+  const fdb = await ipJson<Array<{ mac: string; ifname?: string; master?: string }>>('bridge', [
+    'fdb',
+    'show',
+    'br',
+    dev.ifname,
+  ]).catch(() => []);
   const port = fdb.find((e) => e.mac === mac && e.ifname && e.ifname !== dev.ifname)?.ifname;
   if (!port) return { missing: `${ip} (${mac}) is behind bridge ${dev.ifname} but no port has learned it yet` };
   return interfaceByName(port);

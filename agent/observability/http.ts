@@ -5,7 +5,11 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
-export function startHttp(address: { host: string; port: number }, registry: Registry, ready: () => string | null): Promise<Server> {
+export function startHttp(
+  address: { host: string; port: number },
+  registry: Registry,
+  ready: () => string | null,
+): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {

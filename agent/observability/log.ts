@@ -38,7 +38,11 @@ export class RateLimitedLog {
     const t = this.now();
     let w = this.windows.get(kind);
     if (!w || t - w.start >= this.windowMs) {
-      if (w && w.suppressed > 0) this.log[level]({ kind, suppressed: w.suppressed, windowMs: this.windowMs }, `${msg}: more lines of this kind were suppressed`);
+      if (w && w.suppressed > 0)
+        this.log[level](
+          { kind, suppressed: w.suppressed, windowMs: this.windowMs },
+          `${msg}: more lines of this kind were suppressed`,
+        );
       w = { start: t, lines: 0, suppressed: 0 };
       this.windows.set(kind, w);
     }

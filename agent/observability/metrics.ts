@@ -64,18 +64,31 @@ export class AgentMetrics {
       labelNames: ['verdict'],
       registers,
     });
-    this.policyErrors = new Counter({ name: 'fqdn_egress_policy_errors_total', help: 'Invalid annotation entries, by pod', labelNames: ['namespace', 'pod'], registers });
+    this.policyErrors = new Counter({
+      name: 'fqdn_egress_policy_errors_total',
+      help: 'Invalid annotation entries, by pod',
+      labelNames: ['namespace', 'pod'],
+      registers,
+    });
     this.events = new Counter({
       name: 'fqdn_egress_events_total',
       help: 'Drop and audit events read from the ring buffer (rate-limited in the kernel; see fqdn_egress_pod_packets_total for exact counts)',
       labelNames: ['namespace', 'pod', 'kind', 'reason'],
       registers,
     });
-    this.sourceErrors = new Counter({ name: 'fqdn_egress_source_errors_total', help: 'Pod source errors (the last good state is kept)', labelNames: ['source'], registers });
+    this.sourceErrors = new Counter({
+      name: 'fqdn_egress_source_errors_total',
+      help: 'Pod source errors (the last good state is kept)',
+      labelNames: ['source'],
+      registers,
+    });
     this.captureToMap = new Histogram({
       name: 'fqdn_egress_capture_to_map_seconds',
       help: 'From the tap capturing a DNS answer to its IPs written in the allow map',
-      buckets: [0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5],
+      buckets: [
+        0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05,
+        0.1, 0.5,
+      ],
       registers,
     });
     this.reconcileDuration = new Histogram({
@@ -89,8 +102,16 @@ export class AgentMetrics {
       help: 'Kernel-learned allow entries not imported: their name is unknown, does not hash to the entry, or the pod may not reach it',
       registers,
     });
-    this.flowsReclaimed = new Counter({ name: 'fqdn_egress_flows_reclaimed_total', help: 'Tracked flows removed by the sweep after going idle (or closed)', registers });
-    this.namesPruned = new Counter({ name: 'fqdn_egress_names_pruned_total', help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them', registers });
+    this.flowsReclaimed = new Counter({
+      name: 'fqdn_egress_flows_reclaimed_total',
+      help: 'Tracked flows removed by the sweep after going idle (or closed)',
+      registers,
+    });
+    this.namesPruned = new Counter({
+      name: 'fqdn_egress_names_pruned_total',
+      help: 'Names removed from fqe_names once no allow entry, rule or cached answer referred to them',
+      registers,
+    });
     this.kernelRecords = new Counter({
       name: 'fqdn_egress_kernel_records_total',
       help: 'Learned records from the inline learner, by outcome (accepted; refused: no such pod now, or a name that does not check out; over-name-cap: a new name past --max-names-per-pod; malformed)',
@@ -112,7 +133,7 @@ export class AgentMetrics {
     });
     this.namesOverCap = new Counter({
       name: 'fqdn_egress_names_over_cap_total',
-      help: 'Answers (tapped or learned records) for a new name of a pod that already had --max-names-per-pod names: not cached, so not allowed (the kernel\'s entries for it are taken out)',
+      help: "Answers (tapped or learned records) for a new name of a pod that already had --max-names-per-pod names: not cached, so not allowed (the kernel's entries for it are taken out)",
       labelNames: ['namespace', 'pod'],
       registers,
     });
@@ -124,13 +145,13 @@ export class AgentMetrics {
     });
     this.tcxHeadRetakes = new Counter({
       name: 'fqdn_egress_tcx_head_retakes_total',
-      help: 'Times the head guard put our tcx link back at the head of a pod interface\'s chain after another program went before it (direction: ingress = enforcer, egress = DNS learner)',
+      help: "Times the head guard put our tcx link back at the head of a pod interface's chain after another program went before it (direction: ingress = enforcer, egress = DNS learner)",
       labelNames: ['interface', 'direction'],
       registers,
     });
     this.tcxHeadBackoffs = new Counter({
       name: 'fqdn_egress_tcx_head_backoffs_total',
-      help: 'Times the head guard stopped taking an interface\'s chain back for a while: another program kept going before ours',
+      help: "Times the head guard stopped taking an interface's chain back for a while: another program kept going before ours",
       labelNames: ['interface'],
       registers,
     });
@@ -152,7 +173,11 @@ export class AgentMetrics {
       help: 'fqe_allow entries whose last write or delete failed and that wait for a retry (the allow map lacks them, or still holds them)',
       registers,
     });
-    this.portOverflows = new Counter({ name: 'fqdn_egress_port_rule_overflows_total', help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)', registers });
+    this.portOverflows = new Counter({
+      name: 'fqdn_egress_port_rule_overflows_total',
+      help: 'Allow entries whose merged port rules did not fit (extra rules dropped: fail closed)',
+      registers,
+    });
     new Gauge({
       name: 'fqdn_egress_pod_packets_total',
       help: 'Packets of enforced pods by verdict and reason, from the kernel counters',
@@ -164,7 +189,8 @@ export class AgentMetrics {
           this.set({ namespace: c.namespace, pod: c.pod, verdict: 'passed', reason: '' }, Number(c.passed));
           this.set({ namespace: c.namespace, pod: c.pod, verdict: 'audited', reason: '' }, Number(c.audited));
           for (const [reason, n] of Object.entries(c.reasons)) {
-            if (reason !== 'none' && n > 0n) this.set({ namespace: c.namespace, pod: c.pod, verdict: 'refused', reason }, Number(n));
+            if (reason !== 'none' && n > 0n)
+              this.set({ namespace: c.namespace, pod: c.pod, verdict: 'refused', reason }, Number(n));
           }
         }
       },
@@ -179,7 +205,10 @@ export class AgentMetrics {
         for (const c of collectors.podCounters()) {
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-learned' }, Number(c.learnedInKernel));
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'entries-unwritten' }, Number(c.unwrittenInKernel));
-          this.set({ namespace: c.namespace, pod: c.pod, outcome: 'answers-left-to-agent' }, Number(c.answersLeftToAgent));
+          this.set(
+            { namespace: c.namespace, pod: c.pod, outcome: 'answers-left-to-agent' },
+            Number(c.answersLeftToAgent),
+          );
           this.set({ namespace: c.namespace, pod: c.pod, outcome: 'queries-unrecorded' }, Number(c.queriesUnrecorded));
         }
       },
@@ -202,9 +231,30 @@ export class AgentMetrics {
         for (const m of collectors.maps()) this.set({ map: m.map }, m.entries / m.capacity);
       },
     });
-    new Gauge({ name: 'fqdn_egress_cache_entries', help: '(pod, name, IP) entries in the FQDN cache', registers, collect() { this.set(collectors.cacheEntries()); } });
-    new Gauge({ name: 'fqdn_egress_enforced_pods', help: 'Pods enforced on this node', registers, collect() { this.set(collectors.enforcedPods()); } });
-    new Gauge({ name: 'fqdn_egress_socket_drops_total', help: 'Packets the DNS tap socket dropped (receive buffer full)', registers, collect() { this.set(collectors.socketDrops()); } });
+    new Gauge({
+      name: 'fqdn_egress_cache_entries',
+      help: '(pod, name, IP) entries in the FQDN cache',
+      registers,
+      collect() {
+        this.set(collectors.cacheEntries());
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_enforced_pods',
+      help: 'Pods enforced on this node',
+      registers,
+      collect() {
+        this.set(collectors.enforcedPods());
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_socket_drops_total',
+      help: 'Packets the DNS tap socket dropped (receive buffer full)',
+      registers,
+      collect() {
+        this.set(collectors.socketDrops());
+      },
+    });
   }
 
   /** Every state of every feature: 1 for the current one, 0 for the others (a stable set of series). */

@@ -78,7 +78,8 @@ export class EndpointManager {
 
   /** Read identities back from the pinned maps (after a restart). */
   restore(): number {
-    for (const [identity, info] of this.opts.dp.maps.pods.entries()) this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+    for (const [identity, info] of this.opts.dp.maps.pods.entries())
+      this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
     const owned = new Set([...this.restored.values()].map((r) => r.identity));
     for (const identity of this.identitiesInMaps()) {
       this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
@@ -97,8 +98,17 @@ export class EndpointManager {
     for (const [identity] of maps.ctCounts.entries()) ids.add(identity);
     for (const [identity] of maps.ctInCounts.entries()) ids.add(identity);
     for (const [identity] of maps.queryRate.entries()) ids.add(identity);
-    for (const map of [maps.owners, maps.allow, maps.policy, maps.queries, maps.conntrack, maps.tapPass, maps.tlsFlows] as const) {
-      for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries()) ids.add(key.identity);
+    for (const map of [
+      maps.owners,
+      maps.allow,
+      maps.policy,
+      maps.queries,
+      maps.conntrack,
+      maps.tapPass,
+      maps.tlsFlows,
+    ] as const) {
+      for (const [key] of (map as { entries(): Array<[{ identity: number }, unknown]> }).entries())
+        ids.add(key.identity);
     }
     for (const key of maps.tlsBytes.keys()) ids.add(key.identity);
     for (const key of maps.dnsTcp.keys()) ids.add(key.identity);
@@ -118,13 +128,14 @@ export class EndpointManager {
     return this.byIfindex.get(ifindex);
   }
 
-
   /** Apply a complete snapshot; calls are serialized. */
   apply(snapshot: PodSpec[]): Promise<void> {
     this.lastSnapshot = snapshot;
-    this.applying = this.applying.then(() => this.applyNow(snapshot)).catch((err: Error) => {
-      this.opts.log.error({ err }, 'applying the pod snapshot failed');
-    });
+    this.applying = this.applying
+      .then(() => this.applyNow(snapshot))
+      .catch((err: Error) => {
+        this.opts.log.error({ err }, 'applying the pod snapshot failed');
+      });
     return this.applying;
   }
 
@@ -159,7 +170,8 @@ export class EndpointManager {
     for (const [key, { spec, policy }] of wanted) {
       const lookup = spec.interface ? await this.opts.lookup.byName(spec.interface) : await this.lookupByIps(spec.ips);
       if ('missing' in lookup) {
-        if (this.waiting.get(key) !== lookup.missing) this.opts.log.warn({ pod: key, reason: lookup.missing }, 'pod interface not found; will retry');
+        if (this.waiting.get(key) !== lookup.missing)
+          this.opts.log.warn({ pod: key, reason: lookup.missing }, 'pod interface not found; will retry');
         this.waiting.set(key, lookup.missing);
         continue;
       }
@@ -212,11 +224,27 @@ export class EndpointManager {
     const oldIps = old?.ips ?? (restored ? this.ownedAddresses(identity) : []);
     for (const ip of oldIps) if (!ips.includes(ip)) dp.maps.owners.delete({ identity, addr: parseIp(ip) });
     for (const ip of ips) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
-    const info: PodInfo = { ifindex: iface.ifindex, flags, ifname: iface.ifname, namespace: spec.namespace, name: spec.name };
+    const info: PodInfo = {
+      ifindex: iface.ifindex,
+      flags,
+      ifname: iface.ifname,
+      namespace: spec.namespace,
+      name: spec.name,
+    };
     dp.maps.pods.set(identity, info);
     this.reportAttach(key, iface, dp.attach(iface.ifindex));
 
-    const pod: EnforcedPod = { key, namespace: spec.namespace, name: spec.name, identity, ifindex: iface.ifindex, ifname: iface.ifname, ips, policy, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' };
+    const pod: EnforcedPod = {
+      key,
+      namespace: spec.namespace,
+      name: spec.name,
+      identity,
+      ifindex: iface.ifindex,
+      ifname: iface.ifname,
+      ips,
+      policy,
+      dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on',
+    };
     this.pods.set(key, pod);
     this.byIfindex.set(iface.ifindex, pod);
     // The pod's names (fqe_policy) before its endpoint entry: a new pod's
@@ -224,8 +252,20 @@ export class EndpointManager {
     if (!old || old.policy !== policy) this.opts.events.onPolicy(pod, old?.policy);
     // Last: the endpoint entry is what switches enforcement on.
     dp.maps.endpoints.set(iface.ifindex, { identity, flags });
-    if (!old) this.opts.log.info({ pod: key, identity, interface: iface.ifname, mode: policy.mode, rules: policy.rules.length, dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on' }, 'enforcing pod');
-    else if (!sameList(old.ips, ips) || old.ifindex !== iface.ifindex) this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
+    if (!old)
+      this.opts.log.info(
+        {
+          pod: key,
+          identity,
+          interface: iface.ifname,
+          mode: policy.mode,
+          rules: policy.rules.length,
+          dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on',
+        },
+        'enforcing pod',
+      );
+    else if (!sameList(old.ips, ips) || old.ifindex !== iface.ifindex)
+      this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
   }
 
   /** FQE_EP_DNS_FILTER_OFF when the pod (or the agent's default) switches the query filter off. */
@@ -280,16 +320,51 @@ export class EndpointManager {
       if (i !== ifindex && !this.byIfindex.has(i)) this.detachQuietly(i, `identity ${identity}`);
     }
     if (ifindex !== undefined) this.detachQuietly(ifindex, `identity ${identity}`);
-    maps.owners.deleteMany(maps.owners.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
-    maps.allow.deleteMany(maps.allow.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
-    maps.conntrack.deleteMany(maps.conntrack.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
-    maps.queries.deleteMany(maps.queries.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
-    maps.tapPass.deleteMany(maps.tapPass.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
-    maps.tlsFlows.deleteMany(maps.tlsFlows.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.owners.deleteMany(
+      maps.owners
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
+    maps.allow.deleteMany(
+      maps.allow
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
+    maps.conntrack.deleteMany(
+      maps.conntrack
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
+    maps.queries.deleteMany(
+      maps.queries
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
+    maps.tapPass.deleteMany(
+      maps.tapPass
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
+    maps.tlsFlows.deleteMany(
+      maps.tlsFlows
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
     maps.tlsBytes.deleteMany(maps.tlsBytes.keys().filter((k) => k.identity === identity));
     maps.dnsTcp.deleteMany(maps.dnsTcp.keys().filter((k) => k.identity === identity));
     maps.podShares.delete(identity);
-    maps.policy.deleteMany(maps.policy.entries().filter(([k]) => k.identity === identity).map(([k]) => k));
+    maps.policy.deleteMany(
+      maps.policy
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
     maps.counters.delete(identity);
     maps.ctCounts.delete(identity);
     maps.ctInCounts.delete(identity);

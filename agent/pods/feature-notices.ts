@@ -22,7 +22,9 @@ export function podNotices(features: FeatureState[], pod: { policy: PodPolicy; d
   const audit = pod.policy.mode === 'audit' ? ' (audit mode: reported, not refused)' : '';
   const why = (f: FeatureState) => (f.reason ? ` (${f.reason})` : '');
   const tls = featureState(features, 'tls-check');
-  const tlsRules = pod.policy.rules.flatMap((r) => r.ports.filter((p) => p.proto === 'tls').map((p) => `${patternToString(r.pattern)}:${p.port}/tls`));
+  const tlsRules = pod.policy.rules.flatMap((r) =>
+    r.ports.filter((p) => p.proto === 'tls').map((p) => `${patternToString(r.pattern)}:${p.port}/tls`),
+  );
   if (tls?.state === 'off' && tlsRules.length > 0) {
     notices.push({
       reason: 'TlsCheckUnavailable',

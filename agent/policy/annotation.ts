@@ -89,14 +89,16 @@ function parsePort(text: string): PortRule {
   if (protoText === undefined) return { port, proto: 'any' };
   const proto = protoText.toLowerCase();
   if (proto === '') throw new EntryError('protocol is empty after "/"; expected tcp, udp or tls');
-  if (proto !== 'tcp' && proto !== 'udp' && proto !== 'tls') throw new EntryError(`unknown protocol "${protoText}"; expected tcp, udp or tls`);
+  if (proto !== 'tcp' && proto !== 'udp' && proto !== 'tls')
+    throw new EntryError(`unknown protocol "${protoText}"; expected tcp, udp or tls`);
   return { port, proto };
 }
 
 function parseEntry(entry: string): ParsedEntry {
   const colons = entry.split(':').length - 1;
   if (colons > 1) {
-    if (IPV6_ENTRY.test(entry)) throw new EntryError('an IPv6 address is not a name; allow addresses with the agent\'s allowCIDRs instead');
+    if (IPV6_ENTRY.test(entry))
+      throw new EntryError("an IPv6 address is not a name; allow addresses with the agent's allowCIDRs instead");
     throw new EntryError('more than one ":"; expected NAME[:PORT[/PROTO]]');
   }
   const colon = entry.indexOf(':');
@@ -126,7 +128,9 @@ function addPortRule(ports: PortRule[], rule: PortRule, limit: number): boolean 
   for (const p of [...samePort, rule]) for (const proto of expand(p.proto)) protos.add(proto);
   if (protos.has('tcp')) protos.delete('tls'); // TCP without the check covers TCP with it
   const merged: PortRule[] =
-    protos.has('tcp') && protos.has('udp') ? [{ port: rule.port, proto: 'any' }] : (['tcp', 'udp', 'tls'] as const).filter((p) => protos.has(p)).map((proto) => ({ port: rule.port, proto }));
+    protos.has('tcp') && protos.has('udp')
+      ? [{ port: rule.port, proto: 'any' }]
+      : (['tcp', 'udp', 'tls'] as const).filter((p) => protos.has(p)).map((proto) => ({ port: rule.port, proto }));
   if (merged.length > samePort.length && ports.length - samePort.length + merged.length > limit) return false;
   const others = ports.filter((p) => p.port !== rule.port);
   ports.splice(0, ports.length, ...others, ...merged);

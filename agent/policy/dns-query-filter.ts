@@ -22,7 +22,10 @@ export const DEFAULT_CLUSTER_DOMAINS = ['cluster.local'] as const;
 export type DnsFilterMode = 'on' | 'off';
 
 /** The filter for one pod: its annotation when valid, else the agent's default. */
-export function dnsFilterFor(annotations: Record<string, string>, fallback: DnsFilterMode): { mode: DnsFilterMode; problem: string | null } {
+export function dnsFilterFor(
+  annotations: Record<string, string>,
+  fallback: DnsFilterMode,
+): { mode: DnsFilterMode; problem: string | null } {
   const raw = annotations[DNS_FILTER_ANNOTATION];
   if (raw === undefined) return { mode: fallback, problem: null };
   const value = raw.trim().toLowerCase();

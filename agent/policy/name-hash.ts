@@ -63,7 +63,8 @@ const MAX_LABEL_LENGTH = 63;
 function parse(name: string): { bytes: Uint8Array; starts: number[]; ends: number[] } {
   const text = name.endsWith('.') && name !== '.' ? name.slice(0, -1) : name;
   if (text === '' || text === '.') throw new Error(`name hash: "${name}" has no labels`);
-  if (text.length + 2 > MAX_WIRE_LENGTH) throw new Error(`name hash: "${name}" is ${text.length + 2} bytes in wire format, at most ${MAX_WIRE_LENGTH}`);
+  if (text.length + 2 > MAX_WIRE_LENGTH)
+    throw new Error(`name hash: "${name}" is ${text.length + 2} bytes in wire format, at most ${MAX_WIRE_LENGTH}`);
   const bytes = new Uint8Array(text.length);
   const starts: number[] = [0];
   const ends: number[] = [];
@@ -72,7 +73,8 @@ function parse(name: string): { bytes: Uint8Array; starts: number[]; ends: numbe
     if (c === 0x2e) {
       const len = i - starts[starts.length - 1]!;
       if (len === 0) throw new Error(`name hash: "${name}" has an empty label`);
-      if (len > MAX_LABEL_LENGTH) throw new Error(`name hash: "${name}" has a label longer than ${MAX_LABEL_LENGTH} bytes`);
+      if (len > MAX_LABEL_LENGTH)
+        throw new Error(`name hash: "${name}" has a label longer than ${MAX_LABEL_LENGTH} bytes`);
       ends.push(i);
       if (i < text.length) starts.push(i + 1);
       continue;

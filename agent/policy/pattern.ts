@@ -40,7 +40,7 @@ const LABEL_CHARS = /^[a-z0-9_-]+$/;
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/;
 const IPV6 = /^\[?[0-9a-f]*:[0-9a-f]*:[0-9a-f:.]*\]?(\/\d{1,3})?$/i;
 const ALL_DIGITS = /^\d+$/;
-const CIDR_HINT = 'allow addresses with the agent\'s allowCIDRs instead';
+const CIDR_HINT = "allow addresses with the agent's allowCIDRs instead";
 
 function lowerAscii(text: string): string {
   return text.replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
@@ -68,7 +68,10 @@ function nameProblem(name: string): string | null {
     }
     if (!LABEL_CHARS.test(label)) {
       const bad = [...label].find((c) => !LABEL_CHARS.test(c)) ?? '?';
-      const what = bad === '*' ? '"*" is only allowed as the whole first label ("*.example.com")' : `character "${bad}" is not allowed (letters, digits, "-" and "_" are)`;
+      const what =
+        bad === '*'
+          ? '"*" is only allowed as the whole first label ("*.example.com")'
+          : `character "${bad}" is not allowed (letters, digits, "-" and "_" are)`;
       return `label "${shorten(label)}": ${what}`;
     }
     if (label.startsWith('-')) return `label "${shorten(label)}" starts with "-"`;
@@ -114,7 +117,10 @@ export function parsePattern(text: string): NamePattern {
     }
     // Room for at least one label ("x.") in front of the suffix.
     if (suffix.length + 2 > MAX_NAME_LENGTH) {
-      throw new NameError(text, `wildcard suffix is ${suffix.length} characters long; no name of at most ${MAX_NAME_LENGTH} fits in front of it`);
+      throw new NameError(
+        text,
+        `wildcard suffix is ${suffix.length} characters long; no name of at most ${MAX_NAME_LENGTH} fits in front of it`,
+      );
     }
     return { kind: 'wildcard', suffix };
   }

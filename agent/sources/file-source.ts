@@ -48,9 +48,12 @@ export function parseEndpointsFile(text: string, path: string): PodSpec[] {
     if (seen.has(`${namespace}/${name}`)) fail(path, who, 'listed twice');
     seen.add(`${namespace}/${name}`);
     if (!Array.isArray(ips) || ips.length === 0) fail(path, who, '"ips" must be a non-empty list of IP addresses');
-    for (const ip of ips) if (typeof ip !== 'string' || isIP(ip) === 0) fail(path, who, `"${String(ip)}" is not an IP address`);
-    if (iface !== undefined && (typeof iface !== 'string' || !/^[^\s/]{1,15}$/.test(iface))) fail(path, who, '"interface" must be an interface name (1-15 characters)');
-    if (annotations !== undefined && !isRecord(annotations)) fail(path, who, '"annotations" must be a mapping of strings');
+    for (const ip of ips)
+      if (typeof ip !== 'string' || isIP(ip) === 0) fail(path, who, `"${String(ip)}" is not an IP address`);
+    if (iface !== undefined && (typeof iface !== 'string' || !/^[^\s/]{1,15}$/.test(iface)))
+      fail(path, who, '"interface" must be an interface name (1-15 characters)');
+    if (annotations !== undefined && !isRecord(annotations))
+      fail(path, who, '"annotations" must be a mapping of strings');
     const ann: Record<string, string> = {};
     for (const [k, v] of Object.entries(annotations ?? {})) {
       if (typeof v !== 'string') fail(path, who, `annotation "${k}" must be a string`);
@@ -107,7 +110,11 @@ export class FileSource {
       const code = (err as NodeJS.ErrnoException).code;
       if (this.lastStat === `error ${code}`) return; // said so already
       this.lastStat = `error ${code}`;
-      this.opts.onError(new EndpointsFileError(`${this.opts.path}: cannot read: ${(err as Error).message} (keeping the last good state)`));
+      this.opts.onError(
+        new EndpointsFileError(
+          `${this.opts.path}: cannot read: ${(err as Error).message} (keeping the last good state)`,
+        ),
+      );
       return;
     }
     if (text === this.lastText) return;

@@ -13,7 +13,8 @@ import { Backoff, Reflector, describe, type SourceLog } from './reflector.js';
 
 export { Backoff, type SourceLog };
 
-export type PodEventReason = 'InvalidAnnotation' | 'EnforcementStarted' | 'TcxHeadContested' | 'TlsCheckUnavailable' | 'DnsQueryFilterUnavailable';
+export type PodEventReason =
+  'InvalidAnnotation' | 'EnforcementStarted' | 'TcxHeadContested' | 'TlsCheckUnavailable' | 'DnsQueryFilterUnavailable';
 
 export interface KubernetesSourceOptions {
   kubeConfig: k8s.KubeConfig;
@@ -62,7 +63,11 @@ export function resolverIps(services: Iterable<k8s.V1Service>, slices: Iterable<
   const ips = new Set<string>();
   for (const svc of services) {
     if (svc.metadata?.name !== DNS_SERVICE) continue;
-    const cluster = svc.spec?.clusterIPs?.length ? svc.spec.clusterIPs : svc.spec?.clusterIP ? [svc.spec.clusterIP] : [];
+    const cluster = svc.spec?.clusterIPs?.length
+      ? svc.spec.clusterIPs
+      : svc.spec?.clusterIP
+        ? [svc.spec.clusterIP]
+        : [];
     for (const ip of cluster) if (isIP(ip) !== 0) ips.add(ip);
   }
   for (const slice of slices) {
@@ -127,7 +132,8 @@ export class KubernetesSource {
       what: `service ${DNS_NAMESPACE}/${DNS_SERVICE}`,
       watchPath: `/api/v1/namespaces/${DNS_NAMESPACE}/services`,
       fieldSelector: dnsSelector,
-      list: (resourceVersion) => this.core.listNamespacedService({ namespace: DNS_NAMESPACE, fieldSelector: dnsSelector, resourceVersion }),
+      list: (resourceVersion) =>
+        this.core.listNamespacedService({ namespace: DNS_NAMESPACE, fieldSelector: dnsSelector, resourceVersion }),
       backoff: backoff(),
       onChange: () => this.scheduleEmit(),
     });
@@ -138,7 +144,11 @@ export class KubernetesSource {
       watchPath: `/apis/discovery.k8s.io/v1/namespaces/${DNS_NAMESPACE}/endpointslices`,
       labelSelector: sliceSelector,
       list: (resourceVersion) =>
-        discovery.listNamespacedEndpointSlice({ namespace: DNS_NAMESPACE, labelSelector: sliceSelector, resourceVersion }),
+        discovery.listNamespacedEndpointSlice({
+          namespace: DNS_NAMESPACE,
+          labelSelector: sliceSelector,
+          resourceVersion,
+        }),
       backoff: backoff(),
       onChange: () => this.scheduleEmit(),
     });
@@ -179,7 +189,12 @@ export class KubernetesSource {
   }
 
   /** Post a core/v1 Event on a pod. Failures are logged, never thrown. */
-  async podEvent(pod: { namespace: string; name: string }, reason: PodEventReason, message: string, type: 'Warning' | 'Normal'): Promise<void> {
+  async podEvent(
+    pod: { namespace: string; name: string },
+    reason: PodEventReason,
+    message: string,
+    type: 'Warning' | 'Normal',
+  ): Promise<void> {
     const uid = this.pods.store.get(podKey(pod))?.metadata?.uid;
     const text = message.length > MAX_EVENT_MESSAGE ? `${message.slice(0, MAX_EVENT_MESSAGE - 3)}...` : message;
     const now = Date.now();
@@ -195,7 +210,13 @@ export class KubernetesSource {
     const suffix = (BigInt(now) * 1_000_000n + BigInt(this.eventSeq++ % 1_000_000)).toString(16);
     const body: k8s.CoreV1Event = {
       metadata: { name: `${pod.name.slice(0, 253 - suffix.length - 1)}.${suffix}`, namespace: pod.namespace },
-      involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace: pod.namespace, name: pod.name, ...(uid ? { uid } : {}) },
+      involvedObject: {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        namespace: pod.namespace,
+        name: pod.name,
+        ...(uid ? { uid } : {}),
+      },
       reason,
       message: text,
       type,
@@ -239,7 +260,8 @@ export class KubernetesSource {
     const resolvers = resolverIps(this.services.store.values(), this.slices.store.values());
     const resolversText = resolvers.join(',');
     if (resolversText !== this.lastResolvers) {
-      if (resolvers.length === 0) this.log.warn({ service: `${DNS_NAMESPACE}/${DNS_SERVICE}` }, 'kubernetes: no resolver address found');
+      if (resolvers.length === 0)
+        this.log.warn({ service: `${DNS_NAMESPACE}/${DNS_SERVICE}` }, 'kubernetes: no resolver address found');
       this.lastResolvers = resolversText;
       this.opts.onResolvers(resolvers);
     }

@@ -166,7 +166,11 @@ export class Reflector<T extends KubeObject> {
     const delay = this.o.backoff.next();
     this.later(delay);
     if (!this.stopped) {
-      this.o.onError(new Error(`kubernetes ${this.o.what}: ${phase} failed: ${describe(err)} (keeping the last state; retrying in ${delay} ms)`));
+      this.o.onError(
+        new Error(
+          `kubernetes ${this.o.what}: ${phase} failed: ${describe(err)} (keeping the last state; retrying in ${delay} ms)`,
+        ),
+      );
     }
   }
 
@@ -240,12 +244,15 @@ export class Reflector<T extends KubeObject> {
   /** No event, not even a bookmark, and the server did not end the watch in time: the connection is dead. */
   private armWatchdog(attempt: number, timeoutSeconds: number): void {
     clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(() => {
-      if (attempt !== this.attempt) return;
-      this.o.log.warn({ what: this.o.what }, 'kubernetes: watch silent past its timeout; reconnecting');
-      this.invalidate();
-      this.run();
-    }, (timeoutSeconds + 30) * 1000);
+    this.watchdog = setTimeout(
+      () => {
+        if (attempt !== this.attempt) return;
+        this.o.log.warn({ what: this.o.what }, 'kubernetes: watch silent past its timeout; reconnecting');
+        this.invalidate();
+        this.run();
+      },
+      (timeoutSeconds + 30) * 1000,
+    );
   }
 
   private handleEvent(attempt: number, type: string, obj: unknown, timeoutSeconds: number): void {
@@ -263,7 +270,11 @@ export class Reflector<T extends KubeObject> {
       case 'ERROR': {
         const status = obj as k8s.V1Status;
         if (status?.code === 410) this.gone(status.message ?? 'Gone');
-        else this.fail('watch', new Error(`ERROR event ${status?.code ?? '?'} ${status?.reason ?? ''}: ${status?.message ?? ''}`));
+        else
+          this.fail(
+            'watch',
+            new Error(`ERROR event ${status?.code ?? '?'} ${status?.reason ?? ''}: ${status?.message ?? ''}`),
+          );
         return;
       }
       default:
@@ -280,7 +291,10 @@ export class Reflector<T extends KubeObject> {
 
   /** 410 Gone: our resourceVersion is older than the server's history; list afresh. */
   private gone(message: string): void {
-    this.o.log.info({ what: this.o.what, resourceVersion: this.resourceVersion, message }, 'kubernetes: watch expired (410 Gone); relisting');
+    this.o.log.info(
+      { what: this.o.what, resourceVersion: this.resourceVersion, message },
+      'kubernetes: watch expired (410 Gone); relisting',
+    );
     this.resourceVersion = '';
     this.consistentList = true;
     // a 410 right after a list (nothing seen since) means the server keeps saying so: back off

@@ -60,7 +60,12 @@ export class FlowSweeper {
   constructor(private readonly deps: FlowSweeperDeps) {}
 
   private idle(value: CtValue, proto: number, now: bigint): boolean {
-    const limit = value.flags & CtFlag.closing ? CLOSING_IDLE_NS : proto === IPPROTO.tcp ? this.deps.tcpIdleNs : this.deps.otherIdleNs;
+    const limit =
+      value.flags & CtFlag.closing
+        ? CLOSING_IDLE_NS
+        : proto === IPPROTO.tcp
+          ? this.deps.tcpIdleNs
+          : this.deps.otherIdleNs;
     return now - value.lastSeenNs > limit;
   }
 

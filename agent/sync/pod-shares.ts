@@ -7,11 +7,17 @@
  */
 import type { DatapathMaps } from '../datapath/datapath.js';
 
-export function writePodShares(maps: Pick<DatapathMaps, 'tlsFlows' | 'podShares'>, allowByIdentity: Map<number, number>): void {
+export function writePodShares(
+  maps: Pick<DatapathMaps, 'tlsFlows' | 'podShares'>,
+  allowByIdentity: Map<number, number>,
+): void {
   const tls = new Map<number, number>();
   for (const key of maps.tlsFlows.keys()) tls.set(key.identity, (tls.get(key.identity) ?? 0) + 1);
   const identities = new Set<number>([...allowByIdentity.keys(), ...tls.keys(), ...maps.podShares.keys()]);
   for (const identity of identities) {
-    maps.podShares.set(identity, { allow: BigInt(allowByIdentity.get(identity) ?? 0), tlsFlows: BigInt(tls.get(identity) ?? 0) });
+    maps.podShares.set(identity, {
+      allow: BigInt(allowByIdentity.get(identity) ?? 0),
+      tlsFlows: BigInt(tls.get(identity) ?? 0),
+    });
   }
 }

@@ -6,14 +6,24 @@
  * the rules that went and a removed pod leaves nothing behind.
  */
 import type { BpfMap } from '../datapath/bpf-map.js';
-import { IPPROTO, PROTO_TLS, PolicyKind, type PolicyKey, type PolicyValue, type PortRule as KernelPortRule } from '../datapath/codecs.js';
+import {
+  IPPROTO,
+  PROTO_TLS,
+  PolicyKind,
+  type PolicyKey,
+  type PolicyValue,
+  type PortRule as KernelPortRule,
+} from '../datapath/codecs.js';
 import { wildcardHash, hashOrderBytes } from '../policy/name-hash.js';
 import type { PodPolicy, PortRule } from '../policy/annotation.js';
 import type { NameRegistry } from '../names/name-registry.js';
 
 /** A policy's port rules as the kernel holds them. */
 export function toKernelPorts(ports: PortRule[]): KernelPortRule[] {
-  return ports.map((p) => ({ port: p.port, proto: p.proto === 'tcp' ? IPPROTO.tcp : p.proto === 'udp' ? IPPROTO.udp : p.proto === 'tls' ? PROTO_TLS : 0 }));
+  return ports.map((p) => ({
+    port: p.port,
+    proto: p.proto === 'tcp' ? IPPROTO.tcp : p.proto === 'udp' ? IPPROTO.udp : p.proto === 'tls' ? PROTO_TLS : 0,
+  }));
 }
 
 export class PolicyMapSync {

@@ -9,7 +9,15 @@
  * judge. Datapath and clocks are injected: unit tests use a recording table.
  */
 import { parseIp, formatIp, formatCidr } from '../net/addr.js';
-import { AllowSource, IPPROTO, MAX_PORT_RULES, PROTO_TLS, type AllowKey, type AllowValue, type PortRule } from '../datapath/codecs.js';
+import {
+  AllowSource,
+  IPPROTO,
+  MAX_PORT_RULES,
+  PROTO_TLS,
+  type AllowKey,
+  type AllowValue,
+  type PortRule,
+} from '../datapath/codecs.js';
 import type { Change, FqdnCache } from '../cache/fqdn-cache.js';
 
 /**
@@ -84,11 +92,14 @@ function sameValue(a: AllowValue, b: AllowValue): boolean {
 export function mergePorts(lists: PortRule[][]): { ports: PortRule[]; overflow: boolean } {
   if (lists.some((l) => l.length === 0)) return { ports: [], overflow: false };
   const byPort = new Map<number, Set<number>>();
-  for (const l of lists) for (const r of l) (byPort.get(r.port) ?? byPort.set(r.port, new Set()).get(r.port)!).add(r.proto);
+  for (const l of lists)
+    for (const r of l) (byPort.get(r.port) ?? byPort.set(r.port, new Set()).get(r.port)!).add(r.proto);
   const out: PortRule[] = [];
   for (const [port, protos] of [...byPort].sort((a, b) => a[0] - b[0])) {
     if (protos.has(0) || (protos.has(IPPROTO.tcp) && protos.has(IPPROTO.udp))) out.push({ port, proto: 0 });
-    else for (const proto of [...protos].sort((a, b) => a - b)) if (!(proto === PROTO_TLS && protos.has(IPPROTO.tcp))) out.push({ port, proto }); // plain TCP wins over tls
+    else
+      for (const proto of [...protos].sort((a, b) => a - b))
+        if (!(proto === PROTO_TLS && protos.has(IPPROTO.tcp))) out.push({ port, proto }); // plain TCP wins over tls
   }
   return { ports: out.slice(0, MAX_PORT_RULES), overflow: out.length > MAX_PORT_RULES };
 }
@@ -164,7 +175,8 @@ export class Reconciler {
 
   /** What the kernel map holds, as read at start-up. */
   adopt(entries: Array<[AllowKey, AllowValue]>): void {
-    for (const [key, value] of entries) this.shadow.set(keyString(key.identity, key.addr, key.prefixLen), { key, value });
+    for (const [key, value] of entries)
+      this.shadow.set(keyString(key.identity, key.addr, key.prefixLen), { key, value });
     this.fullResyncPending = true;
   }
 
@@ -175,7 +187,10 @@ export class Reconciler {
    */
   noteKernelEntry(key: AllowKey, value: AllowValue, ip?: string): boolean {
     // a host entry's key string is its address as text: the caller may have it already
-    const k = ip !== undefined && key.prefixLen === 128 ? `${key.identity}/${ip}` : keyString(key.identity, key.addr, key.prefixLen);
+    const k =
+      ip !== undefined && key.prefixLen === 128
+        ? `${key.identity}/${ip}`
+        : keyString(key.identity, key.addr, key.prefixLen);
     const have = this.shadow.get(k);
     if (have && sameValue(have.value, value)) return false;
     this.shadow.set(k, { key, value });

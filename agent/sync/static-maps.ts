@@ -83,11 +83,16 @@ export class StaticMaps {
     const want = new Set(this.resolvers);
     for (const [addr] of this.maps.resolvers.entries()) if (!want.has(formatIp(addr))) this.maps.resolvers.delete(addr);
     // The kube-dns Service address answers from wherever its pods run: no route leads back to it.
-    const check = this.cfg.resolverPathCheck === 'on' || (this.cfg.resolverPathCheck === 'auto' && this.cfg.source === 'file');
-    for (const ip of want) this.maps.resolvers.set(parseIp(ip), ResolverFlag.trusted | (check ? 0 : ResolverFlag.noPathCheck));
+    const check =
+      this.cfg.resolverPathCheck === 'on' || (this.cfg.resolverPathCheck === 'auto' && this.cfg.source === 'file');
+    for (const ip of want)
+      this.maps.resolvers.set(parseIp(ip), ResolverFlag.trusted | (check ? 0 : ResolverFlag.noPathCheck));
     if (!check && !this.pathCheckNoted) {
       this.pathCheckNoted = true;
-      this.log.warn({ resolvers: [...want] }, 'answers of the trusted resolvers are not checked against the route back to them (--resolver-path-check auto with the kubernetes source, or off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI, or set it on when the resolvers are not Service addresses');
+      this.log.warn(
+        { resolvers: [...want] },
+        'answers of the trusted resolvers are not checked against the route back to them (--resolver-path-check auto with the kubernetes source, or off): a pod that forges their address can teach its neighbours; keep anti-spoofing in the CNI, or set it on when the resolvers are not Service addresses',
+      );
     }
     this.warnOpenResolvers();
   }
@@ -102,21 +107,31 @@ export class StaticMaps {
     try {
       conf = readFileSync(RESOLV_CONF, 'utf8');
     } catch (err) {
-      this.log.debug({ err: (err as Error).message }, `${RESOLV_CONF} unreadable: DNS servers under --allow-cidrs not checked`);
+      this.log.debug(
+        { err: (err as Error).message },
+        `${RESOLV_CONF} unreadable: DNS servers under --allow-cidrs not checked`,
+      );
       return;
     }
     for (const o of openResolvers(this.cfg.allowCidrs, nameserversOf(conf), this.resolvers)) {
       const key = `${o.cidr} ${o.resolver}`;
       if (this.openResolversWarned.has(key)) continue;
       this.openResolversWarned.add(key);
-      this.log.warn({ cidr: o.cidr, resolver: o.resolver, source: RESOLV_CONF },
-        'an --allow-cidrs prefix covers a DNS server that is not a trusted resolver: enforced pods may send it any query (the DNS query filter judges only queries to the trusted resolvers), and its answers allow nothing');
+      this.log.warn(
+        { cidr: o.cidr, resolver: o.resolver, source: RESOLV_CONF },
+        'an --allow-cidrs prefix covers a DNS server that is not a trusted resolver: enforced pods may send it any query (the DNS query filter judges only queries to the trusted resolvers), and its answers allow nothing',
+      );
     }
   }
 
   /** fqe_cidrs holds exactly --allow-cidrs. */
   private syncCidrs(): void {
-    const want = new Map(this.cfg.allowCidrs.map((c) => [`${c.family}/${c.addr.toString('hex')}/${c.prefixLen}`, { family: c.family, addr: c.addr, prefixLen: c.prefixLen }]));
+    const want = new Map(
+      this.cfg.allowCidrs.map((c) => [
+        `${c.family}/${c.addr.toString('hex')}/${c.prefixLen}`,
+        { family: c.family, addr: c.addr, prefixLen: c.prefixLen },
+      ]),
+    );
     for (const [key] of this.maps.cidrs.entries()) {
       if (!want.has(`${key.family}/${key.addr.toString('hex')}/${key.prefixLen}`)) this.maps.cidrs.delete(key);
     }

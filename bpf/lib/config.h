@@ -5,14 +5,14 @@
 
 #include "maps.h"
 
-#define FQE_NSEC_PER_SEC 1000000000ULL
-#define FQE_DEFAULT_CT_TCP_IDLE_NS (3600ULL * FQE_NSEC_PER_SEC)
+#define FQE_NSEC_PER_SEC	     1000000000ULL
+#define FQE_DEFAULT_CT_TCP_IDLE_NS   (3600ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CT_OTHER_IDLE_NS (60ULL * FQE_NSEC_PER_SEC)
 /* A TCP flow that saw FIN or RST: final ACKs and retransmits only (agent/sync/flow-sweeper.ts too). */
-#define FQE_CT_CLOSING_IDLE_NS (10ULL * FQE_NSEC_PER_SEC)
-#define FQE_DEFAULT_EVENTS_PER_SEC 200
-#define FQE_DEFAULT_CT_PER_POD 16384
-#define FQE_DEFAULT_QUERY_WINDOW_NS (5ULL * FQE_NSEC_PER_SEC)
+#define FQE_CT_CLOSING_IDLE_NS	     (10ULL * FQE_NSEC_PER_SEC)
+#define FQE_DEFAULT_EVENTS_PER_SEC   200
+#define FQE_DEFAULT_CT_PER_POD	     16384
+#define FQE_DEFAULT_QUERY_WINDOW_NS  (5ULL * FQE_NSEC_PER_SEC)
 #define FQE_DEFAULT_CONNECT_GRACE_NS (5ULL * FQE_NSEC_PER_SEC)
 
 static __always_inline const struct fqe_config *fqe_config_get(void)
@@ -25,10 +25,8 @@ static __always_inline const struct fqe_config *fqe_config_get(void)
 static __always_inline __u64 fqe_ct_idle_ns(const struct fqe_config *cfg, __u8 proto)
 {
 	if (proto == IPPROTO_TCP)
-		return cfg && cfg->ct_tcp_idle_ns ? cfg->ct_tcp_idle_ns :
-						    FQE_DEFAULT_CT_TCP_IDLE_NS;
-	return cfg && cfg->ct_other_idle_ns ? cfg->ct_other_idle_ns :
-					      FQE_DEFAULT_CT_OTHER_IDLE_NS;
+		return cfg && cfg->ct_tcp_idle_ns ? cfg->ct_tcp_idle_ns : FQE_DEFAULT_CT_TCP_IDLE_NS;
+	return cfg && cfg->ct_other_idle_ns ? cfg->ct_other_idle_ns : FQE_DEFAULT_CT_OTHER_IDLE_NS;
 }
 
 static __always_inline __u32 fqe_ct_per_pod(const struct fqe_config *cfg)

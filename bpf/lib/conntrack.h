@@ -16,8 +16,8 @@
 #include "parse.h"
 
 /* dir_from_pod: the packet was sent by the pod (saddr is the pod's). */
-static __always_inline void fqe_ct_key_of(struct fqe_ct_key *k, __u32 identity,
-					  const struct fqe_pkt *p, int dir_from_pod)
+static __always_inline void fqe_ct_key_of(struct fqe_ct_key *k, __u32 identity, const struct fqe_pkt *p,
+					  int dir_from_pod)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	k->identity = identity;
@@ -44,9 +44,8 @@ static __always_inline void fqe_ct_key_of(struct fqe_ct_key *k, __u32 identity,
  * packets, and a new SYN on its 5-tuple is a new connection, judged afresh:
  * a pod cannot reopen a closed flow to skip the policy.
  */
-static __always_inline struct fqe_ct_val *
-fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k,
-	      const struct fqe_pkt *p, __u64 now)
+static __always_inline struct fqe_ct_val *fqe_ct_lookup(const struct fqe_config *cfg, const struct fqe_ct_key *k,
+							const struct fqe_pkt *p, __u64 now)
 {
 	struct fqe_ct_val *ct = bpf_map_lookup_elem(&fqe_conntrack, k);
 
@@ -67,8 +66,7 @@ static __always_inline void fqe_ct_refresh(struct fqe_ct_val *ct, const struct f
 {
 	if ((__s64)(now - ct->last_seen_ns) > 0)
 		ct->last_seen_ns = now;
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)) &&
-	    !(ct->flags & FQE_CT_CLOSING))
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (FQE_TCP_FIN | FQE_TCP_RST)) && !(ct->flags & FQE_CT_CLOSING))
 		ct->flags |= FQE_CT_CLOSING; /* a lost race only delays reclaiming */
 }
 
@@ -76,8 +74,7 @@ static __always_inline void fqe_ct_refresh(struct fqe_ct_val *ct, const struct f
  * A flow that only audit mode let through, while the pod is enforced now:
  * it is over (never refreshed, never passed), however it is kept alive.
  */
-static __always_inline int fqe_ct_audit_ended(const struct fqe_ct_val *ct,
-					      const struct fqe_endpoint *ep)
+static __always_inline int fqe_ct_audit_ended(const struct fqe_ct_val *ct, const struct fqe_endpoint *ep)
 {
 	return (ct->flags & FQE_CT_AUDITED) && !(ep->flags & FQE_EP_AUDIT);
 }
@@ -87,8 +84,8 @@ static __always_inline int fqe_ct_audit_ended(const struct fqe_ct_val *ct,
  * the pod already holds its share (the caller refuses the flow). An idle
  * entry for the same flow is taken over without counting twice.
  */
-static __always_inline int fqe_ct_create(const struct fqe_config *cfg, const struct fqe_ct_key *k,
-					 __u64 now, __u32 flags)
+static __always_inline int fqe_ct_create(const struct fqe_config *cfg, const struct fqe_ct_key *k, __u64 now,
+					 __u32 flags)
 {
 	struct fqe_ct_val v = {
 		.last_seen_ns = now,

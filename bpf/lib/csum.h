@@ -35,8 +35,8 @@ static __always_inline void fqe_ip4_csum(struct iphdr *ip)
  * destination), then the segment of seg_len bytes (at most 308) at packet
  * offset l4, copied into seg (FQE_CSUM_SEG_MAX bytes, zero padded).
  */
-static __always_inline int fqe_l4_csum(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 l4,
-				       __u32 seg_len, __u8 *seg, __u16 *check)
+static __always_inline int fqe_l4_csum(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 l4, __u32 seg_len,
+				       __u8 *seg, __u16 *check)
 {
 	__u64 len = seg_len - sizeof(struct udphdr), padded;
 	__s64 sum;

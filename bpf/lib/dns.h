@@ -12,26 +12,26 @@
 #include "parse.h"
 #include "name_match.h"
 
-#define FQE_DNS_HDR_LEN 12
+#define FQE_DNS_HDR_LEN	       12
 /* Addresses learned from one answer (a power of two: slots are masked).
  * An answer with more address records has its first FQE_LEARN_MAX_ANSWERS
  * learned and is counted as left to the agent, which learns the rest. */
-#define FQE_LEARN_MAX_ANSWERS 128
+#define FQE_LEARN_MAX_ANSWERS  128
 #define FQE_RR_NAME_MAX_LABELS 128 /* labels of an uncompressed owner name */
-#define FQE_ANSWER_TOKENS 512 /* labels + records the answer walk may visit */
+#define FQE_ANSWER_TOKENS      512 /* labels + records the answer walk may visit */
 
-#define FQE_DNS_TYPE_A 1
-#define FQE_DNS_TYPE_CNAME 5
-#define FQE_DNS_TYPE_AAAA 28
-#define FQE_DNS_TYPE_OPT 41
-#define FQE_DNS_CLASS_IN 1
+#define FQE_DNS_TYPE_A	       1
+#define FQE_DNS_TYPE_CNAME     5
+#define FQE_DNS_TYPE_AAAA      28
+#define FQE_DNS_TYPE_OPT       41
+#define FQE_DNS_CLASS_IN       1
 
 /* Header flags */
-#define FQE_DNS_QR 0x8000
-#define FQE_DNS_OPCODE_MASK 0x7800
-#define FQE_DNS_RD 0x0100
-#define FQE_DNS_RA 0x0080
-#define FQE_DNS_CD 0x0010
+#define FQE_DNS_QR	       0x8000
+#define FQE_DNS_OPCODE_MASK    0x7800
+#define FQE_DNS_RD	       0x0100
+#define FQE_DNS_RA	       0x0080
+#define FQE_DNS_CD	       0x0010
 #define FQE_DNS_RCODE_NXDOMAIN 3
 
 struct fqe_dns_hdr {
@@ -45,11 +45,11 @@ struct fqe_dns_hdr {
 
 /* A query's question: where it lies in the packet (the DNS query verdict fills it, an NXDOMAIN echoes it). */
 struct fqe_dns_question {
-	__u32 msg_off; /* where the DNS message starts */
+	__u32 msg_off;	    /* where the DNS message starts */
 	__u32 question_end; /* offset after QTYPE and QCLASS; 0 = not parsed */
-	__u32 name_off; /* where the question name starts */
-	__u32 name_len; /* its wire length without the root label */
-	__u16 flags; /* the query's header flags */
+	__u32 name_off;	    /* where the question name starts */
+	__u32 name_len;	    /* its wire length without the root label */
+	__u16 flags;	    /* the query's header flags */
 	__u16 pad[3];
 };
 
@@ -69,8 +69,8 @@ struct fqe_learn_job {
 	__u32 identity;
 	__u32 min_ttl_s;
 	__u32 max_ttl_s;
-	__u32 written; /* addresses written so far */
-	__u32 unwritten; /* ... of them not written (past the pod's share, or the map full) */
+	__u32 written;	   /* addresses written so far */
+	__u32 unwritten;   /* ... of them not written (past the pod's share, or the map full) */
 	__u32 ips_per_pod; /* the pod's share of fqe_allow */
 	__u32 partial;
 	__u8 proto;
@@ -84,16 +84,16 @@ struct fqe_learn_scratch {
 	/* the answer walk's place */
 	__u32 off;
 	__u32 end;
-	__u32 n; /* addresses collected */
+	__u32 n;       /* addresses collected */
 	__u32 records; /* records left to read */
-	__u32 labels; /* labels of the current owner name so far */
+	__u32 labels;  /* labels of the current owner name so far */
 	__u32 min_cname_ttl;
-	__s32 result; /* 0 fine, -1 cannot parse */
+	__s32 result;  /* 0 fine, -1 cannot parse */
 	__u32 partial; /* more address records than FQE_LEARN_MAX_ANSWERS */
 	__u8 ips[FQE_LEARN_MAX_ANSWERS][16];
 	__u32 ttls[FQE_LEARN_MAX_ANSWERS];
 	struct fqe_allow_val allow; /* the entry being written */
-	struct fqe_learn_job job; /* what one stage of the learner hands the next */
+	struct fqe_learn_job job;   /* what one stage of the learner hands the next */
 };
 
 /*
@@ -149,8 +149,8 @@ fail:
  * Read a packet's question name (no compression) at off into nb and hash
  * it. Returns 0, or -1 when it does not parse (the agent's, or refused).
  */
-static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, __u32 end,
-					      struct fqe_name_buf *nb, __u64 hash_key, int with_dotted)
+static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, __u32 end, struct fqe_name_buf *nb,
+					      __u64 hash_key, int with_dotted)
 {
 	nb->off = off;
 	nb->end = end;
@@ -163,7 +163,8 @@ static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, 
 		for (int i = 0; i < FQE_DNS_WIRE_MAX / 8; i++)
 			((__u64 *)nb->dotted)[i] = 0;
 	}
-	fqe_for (i, FQE_DNS_MAX_LABELS) {
+	fqe_for(i, FQE_DNS_MAX_LABELS)
+	{
 		if (fqe_qname_step(skb, nb, with_dotted))
 			break;
 	}
@@ -180,7 +181,8 @@ static __always_inline int fqe_dns_read_qname(struct __sk_buff *skb, __u32 off, 
 /* Lower-case dotted[] (dotted_len bytes) in place. */
 static __always_inline void fqe_dns_lower_dotted(struct fqe_name_buf *nb)
 {
-	fqe_for (i, FQE_DNS_WIRE_MAX) {
+	fqe_for(i, FQE_DNS_WIRE_MAX)
+	{
 		fqe_barrier();
 		if (i >= FQE_READ(nb->dotted_len))
 			break;
@@ -273,8 +275,8 @@ fail:
  * walk may visit): the addresses collected are still good, the agent adds the
  * rest.
  */
-static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off, __u32 end,
-						__u16 ancount, struct fqe_learn_scratch *s, int *partial)
+static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off, __u32 end, __u16 ancount,
+						struct fqe_learn_scratch *s, int *partial)
 {
 	s->off = off;
 	s->end = end;
@@ -284,7 +286,8 @@ static __always_inline int fqe_dns_read_answers(struct __sk_buff *skb, __u32 off
 	s->min_cname_ttl = 0xffffffff;
 	s->result = 0;
 	s->partial = 0;
-	fqe_for (i, FQE_ANSWER_TOKENS) {
+	fqe_for(i, FQE_ANSWER_TOKENS)
+	{
 		if (fqe_answer_step(skb, s))
 			break;
 	}

@@ -32,8 +32,7 @@
  * packet carries no DNS data (a TCP segment without payload), -1 when it is
  * not exactly one message (refused).
  */
-static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const struct fqe_pkt *p,
-						 __u32 *off, __u32 *end)
+static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 *off, __u32 *end)
 {
 	__be16 prefix;
 
@@ -57,8 +56,8 @@ static __always_inline int fqe_dns_query_message(struct __sk_buff *skb, const st
  * the events egressctl shows). Call after fqe_report(), before the reply
  * rewrites the packet.
  */
-static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, const struct fqe_pkt *p,
-						     __u32 identity, __u64 now)
+static __always_inline void fqe_dns_remember_refused(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 identity,
+						     __u64 now)
 {
 	struct fqe_refused_key k = { .ts_ns = now, .identity = identity, .sport = p->sport };
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
@@ -144,8 +143,7 @@ static __always_inline void fqe_dns_tcp_advance(const struct fqe_pkt *p, __u32 i
  * FQE_REASON_DNS_NAME refuses. The scratch keeps what
  * fqe_dns_remember_refused() and fqe_dns_refuse() need.
  */
-static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const struct fqe_pkt *p,
-						  __u32 identity)
+static __always_inline __u8 fqe_dns_query_verdict(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 identity)
 {
 	struct fqe_query_scratch *qs = fqe_query_scratch_get();
 	struct fqe_dns_hdr hdr;

@@ -23,18 +23,18 @@
  */
 #define fqe_for(i, n) _Pragma("clang loop unroll(disable)") for (__u32 i = 0; i < (n); i++)
 #define fqe_barrier() asm volatile("" ::: "memory")
-#define FQE_READ(x) (*(volatile __typeof__(x) *)&(x))
+#define FQE_READ(x)   (*(volatile __typeof__(x) *)&(x))
 /*
  * x & m as an instruction the compiler must keep: an index or a size is
  * bounded by it where it is used (the compiler drops a mask it can prove
  * redundant, and the 5.10 verifier does not carry a comparison's bound over
  * to a copy spilled before it).
  */
-#define FQE_MASK(x, m)                                                  \
-	({                                                              \
-		__u64 __v = (x);                                        \
-		asm volatile("%0 &= %1" : "+r"(__v) : "i"(m));          \
-		__v;                                                    \
+#define FQE_MASK(x, m)                                                                                                 \
+	({                                                                                                             \
+		__u64 __v = (x);                                                                                       \
+		asm volatile("%0 &= %1" : "+r"(__v) : "i"(m));                                                         \
+		__v;                                                                                                   \
 	})
 
 /*

@@ -21,9 +21,9 @@
 #include "loop.h"
 
 #define FQE_DNS_MAX_LABELS 128 /* a power of two: slots are masked */
-#define FQE_DNS_WIRE_MAX 256 /* a wire-format name is at most 255 bytes */
-#define FQE_FNV64_BASIS 0xcbf29ce484222325ULL
-#define FQE_FNV64_PRIME 0x100000001b3ULL
+#define FQE_DNS_WIRE_MAX   256 /* a wire-format name is at most 255 bytes */
+#define FQE_FNV64_BASIS	   0xcbf29ce484222325ULL
+#define FQE_FNV64_PRIME	   0x100000001b3ULL
 
 /*
  * A name being judged, labels right to left (the hash's order). The loops
@@ -34,9 +34,9 @@
  * every kernel from 5.10 on.
  */
 struct fqe_name_buf {
-	__u32 rev_pos; /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
-	__u32 nlabels; /* labels, leftmost first in starts[] */
-	__u32 end; /* offset after the name's root label (a packet's name) */
+	__u32 rev_pos;	  /* the name occupies rev[rev_pos..FQE_DNS_WIRE_MAX) */
+	__u32 nlabels;	  /* labels, leftmost first in starts[] */
+	__u32 end;	  /* offset after the name's root label (a packet's name) */
 	__u32 dotted_len; /* bytes of dotted[] in use */
 	/* the reader's place in the packet */
 	__u32 off;
@@ -44,13 +44,13 @@ struct fqe_name_buf {
 	__u32 d;
 	__s32 result; /* 0 running, 1 done, -1 cannot parse */
 	/* loop bounds and results, in memory (bpf/lib/loop.h, fqe_for) */
-	__u32 total; /* bytes of the name in rev[] */
-	__u32 len; /* a suffix's length, a compare's length */
-	__u8 rev[2 * FQE_DNS_WIRE_MAX]; /* length byte, label bytes; rightmost label first */
-	__u8 low[FQE_DNS_WIRE_MAX + 8]; /* rev[rev_pos..] lower-cased, from index 0 (word compares) */
+	__u32 total;			 /* bytes of the name in rev[] */
+	__u32 len;			 /* a suffix's length, a compare's length */
+	__u8 rev[2 * FQE_DNS_WIRE_MAX];	 /* length byte, label bytes; rightmost label first */
+	__u8 low[FQE_DNS_WIRE_MAX + 8];	 /* rev[rev_pos..] lower-cased, from index 0 (word compares) */
 	__u64 hash_at[FQE_DNS_WIRE_MAX]; /* keyed hash of low[0..j] */
 	__u8 starts[FQE_DNS_MAX_LABELS]; /* where label i (leftmost first) begins in rev[] */
-	char dotted[FQE_NAME_LEN + 64]; /* the name dotted, as sent (a packet's name) */
+	char dotted[FQE_NAME_LEN + 64];	 /* the name dotted, as sent (a packet's name) */
 };
 
 /* lo <= c <= hi, without a branch (the name walks run it on every byte) */
@@ -85,7 +85,8 @@ static __always_inline void fqe_name_hash(struct fqe_name_buf *nb, __u64 hash_ke
 	__u64 h = FQE_FNV64_BASIS ^ hash_key;
 
 	nb->total = FQE_DNS_WIRE_MAX - nb->rev_pos;
-	fqe_for (j, FQE_DNS_WIRE_MAX) {
+	fqe_for(j, FQE_DNS_WIRE_MAX)
+	{
 		__u32 idx;
 		__u8 b;
 
@@ -146,7 +147,8 @@ static __always_inline int fqe_name_is(struct fqe_name_buf *nb, const struct fqe
 
 	if (len == 0 || rule->name_len != len || len > FQE_NAME_LEN)
 		return 0;
-	fqe_for (w, FQE_NAME_LEN / 8) {
+	fqe_for(w, FQE_NAME_LEN / 8)
+	{
 		__u32 at = w * 8;
 		__u64 diff, left;
 

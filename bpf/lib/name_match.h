@@ -28,8 +28,8 @@ static __always_inline __u64 fqe_name_hash_key(void)
  * NULL; *name_hash is the whole name's hash; *refused is set when a hash hit
  * but the name did not (a collision, or an attack).
  */
-static __always_inline const struct fqe_policy_val *
-fqe_name_rule(struct fqe_name_buf *nb, __u32 identity, __u64 *name_hash, int *refused)
+static __always_inline const struct fqe_policy_val *fqe_name_rule(struct fqe_name_buf *nb, __u32 identity,
+								  __u64 *name_hash, int *refused)
 {
 	struct fqe_policy_key k = { .identity = identity, .kind = FQE_POLICY_EXACT };
 	const struct fqe_policy_val *rule = NULL;
@@ -47,7 +47,8 @@ fqe_name_rule(struct fqe_name_buf *nb, __u32 identity, __u64 *name_hash, int *re
 	}
 	k.kind = FQE_POLICY_WILDCARD;
 	rule = NULL;
-	fqe_for (i, FQE_DNS_MAX_LABELS - 1) {
+	fqe_for(i, FQE_DNS_MAX_LABELS - 1)
+	{
 		__u32 labels;
 
 		fqe_barrier();
@@ -78,7 +79,8 @@ static __always_inline int fqe_name_in_cluster(struct fqe_name_buf *nb)
 	const struct fqe_policy_val *domain = NULL;
 	__u64 h;
 
-	fqe_for (i, FQE_DNS_MAX_LABELS) {
+	fqe_for(i, FQE_DNS_MAX_LABELS)
+	{
 		__u32 labels;
 
 		fqe_barrier();

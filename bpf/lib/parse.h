@@ -20,20 +20,20 @@
 #include "loop.h"
 
 #define FQE_MAX_EXT_HDRS 4
-#define FQE_DNS_PORT 53
+#define FQE_DNS_PORT	 53
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
 #endif
-#define FQE_NEXTHDR_HOP 0
-#define FQE_NEXTHDR_ROUTING 43
+#define FQE_NEXTHDR_HOP	     0
+#define FQE_NEXTHDR_ROUTING  43
 #define FQE_NEXTHDR_FRAGMENT 44
-#define FQE_NEXTHDR_DEST 60
+#define FQE_NEXTHDR_DEST     60
 
 enum fqe_parse_result {
 	FQE_PARSE_OK = 0,
-	FQE_PARSE_ARP = 1, /* ARP: always passes */
-	FQE_PARSE_OTHER = 2, /* an ethertype we do not look into */
+	FQE_PARSE_ARP = 1,	 /* ARP: always passes */
+	FQE_PARSE_OTHER = 2,	 /* an ethertype we do not look into */
 	FQE_PARSE_MALFORMED = 3, /* truncated or inconsistent headers */
 };
 
@@ -50,9 +50,9 @@ struct fqe_pkt {
 	__u8 icmp_type;
 	__u8 tcp_flags; /* byte 13 of the TCP header */
 	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
-	__u32 tcp_seq; /* host byte order; TCP only */
-	__u32 tcp_ack; /* host byte order; TCP only */
-	__u16 urg_ptr; /* TCP urgent pointer, host byte order */
+	__u32 tcp_seq;	/* host byte order; TCP only */
+	__u32 tcp_ack;	/* host byte order; TCP only */
+	__u16 urg_ptr;	/* TCP urgent pointer, host byte order */
 	__u16 pad;
 };
 
@@ -62,17 +62,17 @@ struct fqe_pkt {
  * the stack: the stack holds 512 bytes, and the 5.10 verifier keeps states
  * apart by which stack bytes each path wrote.
  */
-#define FQE_PERCPU_SCRATCH(map, value_t, getter)                       \
-	struct {                                                       \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);               \
-		__uint(max_entries, 1);                                \
-		__type(key, __u32);                                    \
-		__type(value, value_t);                                \
-	} map SEC(".maps");                                            \
-	static __always_inline value_t *getter(void)                   \
-	{                                                              \
-		__u32 zero = 0;                                        \
-		return bpf_map_lookup_elem(&map, &zero);               \
+#define FQE_PERCPU_SCRATCH(map, value_t, getter)                                                                       \
+	struct {                                                                                                       \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                                               \
+		__uint(max_entries, 1);                                                                                \
+		__type(key, __u32);                                                                                    \
+		__type(value, value_t);                                                                                \
+	} map SEC(".maps");                                                                                            \
+	static __always_inline value_t *getter(void)                                                                   \
+	{                                                                                                              \
+		__u32 zero = 0;                                                                                        \
+		return bpf_map_lookup_elem(&map, &zero);                                                               \
 	}
 
 /* The packet being judged (fqe_parse() fills it). */
@@ -103,8 +103,7 @@ static __always_inline void fqe_addr_from_v4(__u8 *dst, __be32 v4)
 	__builtin_memcpy(dst + 12, &v4, 4);
 }
 
-static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p,
-					__u32 off, __u32 end)
+static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p, __u32 off, __u32 end)
 {
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr th;
@@ -141,8 +140,7 @@ static __always_inline int fqe_parse_l4(struct __sk_buff *skb, struct fqe_pkt *p
 	return FQE_PARSE_OK;
 }
 
-static __always_inline int fqe_parse_v4(struct __sk_buff *skb, struct fqe_pkt *p,
-					__u32 off)
+static __always_inline int fqe_parse_v4(struct __sk_buff *skb, struct fqe_pkt *p, __u32 off)
 {
 	struct iphdr ip;
 	__u32 end;
@@ -167,8 +165,7 @@ static __always_inline int fqe_parse_v4(struct __sk_buff *skb, struct fqe_pkt *p
 	return fqe_parse_l4(skb, p, off + ip.ihl * 4, end);
 }
 
-static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p,
-					__u32 off)
+static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p, __u32 off)
 {
 	struct ipv6hdr ip6;
 	__u8 nexthdr;
@@ -193,8 +190,8 @@ static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p
 	for (int i = 0; i < FQE_MAX_EXT_HDRS; i++) {
 		__u8 hdr[4];
 
-		if (nexthdr != FQE_NEXTHDR_HOP && nexthdr != FQE_NEXTHDR_ROUTING &&
-		    nexthdr != FQE_NEXTHDR_DEST && nexthdr != FQE_NEXTHDR_FRAGMENT)
+		if (nexthdr != FQE_NEXTHDR_HOP && nexthdr != FQE_NEXTHDR_ROUTING && nexthdr != FQE_NEXTHDR_DEST &&
+		    nexthdr != FQE_NEXTHDR_FRAGMENT)
 			break;
 		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
 			return FQE_PARSE_MALFORMED;
@@ -211,8 +208,8 @@ static __always_inline int fqe_parse_v6(struct __sk_buff *skb, struct fqe_pkt *p
 	p->proto = nexthdr;
 	if (p->frag)
 		return FQE_PARSE_OK;
-	if (nexthdr == FQE_NEXTHDR_HOP || nexthdr == FQE_NEXTHDR_ROUTING ||
-	    nexthdr == FQE_NEXTHDR_DEST || nexthdr == FQE_NEXTHDR_FRAGMENT)
+	if (nexthdr == FQE_NEXTHDR_HOP || nexthdr == FQE_NEXTHDR_ROUTING || nexthdr == FQE_NEXTHDR_DEST ||
+	    nexthdr == FQE_NEXTHDR_FRAGMENT)
 		return FQE_PARSE_MALFORMED; /* longer chain than we follow */
 	return fqe_parse_l4(skb, p, off, end);
 }
@@ -223,8 +220,7 @@ static __always_inline int fqe_parse(struct __sk_buff *skb, struct fqe_pkt *p)
 	__be16 eth_proto;
 
 	__builtin_memset(p, 0, sizeof(*p));
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto,
-			       sizeof(eth_proto)) < 0)
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto, sizeof(eth_proto)) < 0)
 		return FQE_PARSE_MALFORMED;
 	if (eth_proto == bpf_htons(ETH_P_ARP))
 		return FQE_PARSE_ARP;

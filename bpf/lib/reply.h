@@ -84,8 +84,7 @@ static __always_inline int fqe_reply_nxdomain(struct __sk_buff *skb, const struc
 	if (bpf_skb_change_tail(skb, q->question_end, 0) < 0)
 		return -1;
 	/* DNS: a response, recursion available, NXDOMAIN, the question alone. */
-	dns[0] = bpf_htons(FQE_DNS_QR | FQE_DNS_RA | (q->flags & (FQE_DNS_RD | FQE_DNS_CD)) |
-			   FQE_DNS_RCODE_NXDOMAIN);
+	dns[0] = bpf_htons(FQE_DNS_QR | FQE_DNS_RA | (q->flags & (FQE_DNS_RD | FQE_DNS_CD)) | FQE_DNS_RCODE_NXDOMAIN);
 	dns[1] = bpf_htons(1);
 	dns[2] = 0;
 	dns[3] = 0;
@@ -96,8 +95,7 @@ static __always_inline int fqe_reply_nxdomain(struct __sk_buff *skb, const struc
 	uh.source = bpf_htons(p->dport);
 	uh.dest = bpf_htons(p->sport);
 	uh.len = bpf_htons(udp_len);
-	if (bpf_skb_store_bytes(skb, l4, &uh, sizeof(uh), 0) < 0 ||
-	    fqe_l4_csum(skb, p, l4, udp_len, seg, &check) < 0)
+	if (bpf_skb_store_bytes(skb, l4, &uh, sizeof(uh), 0) < 0 || fqe_l4_csum(skb, p, l4, udp_len, seg, &check) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, sizeof(check), 0);
 }
@@ -123,7 +121,8 @@ static __always_inline int fqe_reply_rst(struct __sk_buff *skb, const struct fqe
 	rst.rst = 1;
 	rst.ack = 1;
 	if (bpf_skb_change_tail(skb, l4 + sizeof(rst), 0) < 0 || fqe_reply_turn_around(skb, p, sizeof(rst)) < 0 ||
-	    bpf_skb_store_bytes(skb, l4, &rst, sizeof(rst), 0) < 0 || fqe_l4_csum(skb, p, l4, sizeof(rst), seg, &check) < 0)
+	    bpf_skb_store_bytes(skb, l4, &rst, sizeof(rst), 0) < 0 ||
+	    fqe_l4_csum(skb, p, l4, sizeof(rst), seg, &check) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, l4 + offsetof(struct tcphdr, check), &check, sizeof(check), 0);
 }

@@ -12,8 +12,8 @@
 /* Why a packet passed, for the counters. */
 enum fqe_pass {
 	FQE_PASS_OTHER = 0, /* allow entry, link control */
-	FQE_PASS_DNS = 1, /* query to a trusted resolver */
-	FQE_PASS_CT = 2, /* tracked flow */
+	FQE_PASS_DNS = 1,   /* query to a trusted resolver */
+	FQE_PASS_CT = 2,    /* tracked flow */
 };
 
 /* A zeroed value to start a pod's counters from: in .rodata, not on the stack. */
@@ -30,8 +30,7 @@ static __always_inline struct fqe_counters *fqe_counters_get(__u32 identity)
 }
 
 /* Token window per identity and CPU: a flooding pod cannot starve the agent. */
-static __always_inline int fqe_event_allowed(const struct fqe_config *cfg,
-					     struct fqe_counters *c, __u64 now)
+static __always_inline int fqe_event_allowed(const struct fqe_config *cfg, struct fqe_counters *c, __u64 now)
 {
 	if (now - c->rl_window_ns >= FQE_NSEC_PER_SEC) {
 		c->rl_window_ns = now;
@@ -68,9 +67,8 @@ static __always_inline void fqe_remember_event(const struct fqe_event *ev)
 	slot->seq = seq + 1;
 }
 
-static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct fqe_pkt *p,
-					   __u32 identity, __u8 reason, __u8 kind, __u64 now,
-					   struct fqe_counters *c)
+static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct fqe_pkt *p, __u32 identity, __u8 reason,
+					   __u8 kind, __u64 now, struct fqe_counters *c)
 {
 	struct fqe_event *ev = bpf_ringbuf_reserve(&fqe_events, sizeof(*ev), 0);
 
@@ -99,8 +97,8 @@ static __always_inline void fqe_emit_event(struct __sk_buff *skb, const struct f
  * Returns 1 when the packet must be dropped.
  */
 static __always_inline int fqe_report(struct __sk_buff *skb, const struct fqe_config *cfg,
-				      const struct fqe_endpoint *ep, const struct fqe_pkt *p,
-				      __u8 reason, enum fqe_pass pass, __u64 now)
+				      const struct fqe_endpoint *ep, const struct fqe_pkt *p, __u8 reason,
+				      enum fqe_pass pass, __u64 now)
 {
 	struct fqe_counters *c = fqe_counters_get(ep->identity);
 	int audit = ep->flags & FQE_EP_AUDIT;
@@ -120,8 +118,7 @@ static __always_inline int fqe_report(struct __sk_buff *skb, const struct fqe_co
 	else
 		c->dropped++;
 	if (fqe_event_allowed(cfg, c, now))
-		fqe_emit_event(skb, p, ep->identity, reason, audit ? FQE_EV_AUDIT : FQE_EV_DROP,
-			       now, c);
+		fqe_emit_event(skb, p, ep->identity, reason, audit ? FQE_EV_AUDIT : FQE_EV_DROP, now, c);
 	else
 		c->events_suppressed++;
 	return !audit;

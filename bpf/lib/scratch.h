@@ -16,20 +16,20 @@
 
 /* The TLS check's segment beyond the parser's walk (bpf/lib/tls.h). */
 struct fqe_tls_seg {
-	__u32 fresh; /* new bytes in the segment (walk.len: those the store holds) */
+	__u32 fresh;   /* new bytes in the segment (walk.len: those the store holds) */
 	__u32 seq_end; /* the sequence number after the segment */
 	/* a copy into, or compare with, the flow's store */
 	__u32 copy_off; /* packet offset */
 	__u32 copy_len;
-	__u32 copy_at; /* stream offset */
+	__u32 copy_at;	 /* stream offset */
 	__u32 chunk_len; /* bytes in chunk[] */
 };
 
 /* The server name's two passes (bpf/lib/tls.h). */
 struct fqe_tls_name_walk {
-	__u32 n; /* the name's bytes, dotted */
+	__u32 n;     /* the name's bytes, dotted */
 	__u32 start; /* its stream offset */
-	__u32 stop; /* the walk met a label it cannot show */
+	__u32 stop;  /* the walk met a label it cannot show */
 	__u32 label_start;
 	__u32 bad;
 	__u32 next_label;
@@ -39,15 +39,15 @@ struct fqe_tls_name_walk {
 };
 
 struct fqe_query_scratch {
-	struct fqe_name_buf nb; /* the name being judged (a query's, a server name) */
+	struct fqe_name_buf nb;		 /* the name being judged (a query's, a server name) */
 	struct fqe_refused_name refused; /* what fqe_dns_refused gets */
-	struct fqe_dns_question q; /* the query's question */
-	__u8 seg[FQE_CSUM_SEG_MAX]; /* the reply's segment, for its checksum */
+	struct fqe_dns_question q;	 /* the query's question */
+	__u8 seg[FQE_CSUM_SEG_MAX];	 /* the reply's segment, for its checksum */
 	/* the TLS check (bpf/lib/tls.h) */
-	struct fqe_tls_walk walk; /* the ClientHello parser's place in a segment */
-	struct fqe_tls_seg tseg; /* ... and the segment's */
+	struct fqe_tls_walk walk;    /* the ClientHello parser's place in a segment */
+	struct fqe_tls_seg tseg;     /* ... and the segment's */
 	struct fqe_tls_name_walk tn; /* the server name's passes */
-	__u8 chunk[64]; /* segment bytes being compared with the store */
+	__u8 chunk[64];		     /* segment bytes being compared with the store */
 };
 
 FQE_PERCPU_SCRATCH(fqe_query_scratch, struct fqe_query_scratch, fqe_query_scratch_get)

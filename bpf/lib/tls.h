@@ -55,9 +55,9 @@
 #include "scratch.h"
 #include "tls_parse.h"
 
-#define FQE_TLS_CHUNK 64 /* bytes copied or compared at a time (a power of two) */
-#define FQE_TLS_STEPS 128 /* parser steps (record headers and fields) per segment */
-#define FQE_TLS_MAX_HELLOS 2 /* ClientHellos a flow may send: the first, and one after a HelloRetryRequest */
+#define FQE_TLS_CHUNK	   64  /* bytes copied or compared at a time (a power of two) */
+#define FQE_TLS_STEPS	   128 /* parser steps (record headers and fields) per segment */
+#define FQE_TLS_MAX_HELLOS 2   /* ClientHellos a flow may send: the first, and one after a HelloRetryRequest */
 
 /*
  * One step of the ClientHello parser (bpf/lib/tls_parse.h) on the segment's
@@ -124,7 +124,8 @@ bad:
 static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w)
 {
 	w->result = FQE_TLS_MORE;
-	fqe_for (i, FQE_TLS_STEPS) {
+	fqe_for(i, FQE_TLS_STEPS)
+	{
 		if (fqe_tls_step(skb, f, w))
 			break;
 	}
@@ -141,7 +142,8 @@ static __always_inline int fqe_tls_parse(struct __sk_buff *skb, struct fqe_tls_f
  */
 static __always_inline int fqe_tls_store(struct __sk_buff *skb, struct fqe_tls_bytes *store, struct fqe_tls_seg *w)
 {
-	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
+	fqe_for(c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK)
+	{
 		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, dst;
 
 		fqe_barrier();
@@ -169,7 +171,8 @@ static __always_inline int fqe_tls_same_bytes(struct __sk_buff *skb, const struc
 {
 	struct fqe_tls_seg *w = &qs->tseg;
 
-	fqe_for (c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK) {
+	fqe_for(c, FQE_TLS_MAX_BYTES / FQE_TLS_CHUNK)
+	{
 		__u32 done = c * FQE_TLS_CHUNK, k_minus_1, src;
 
 		fqe_barrier();
@@ -183,7 +186,8 @@ static __always_inline int fqe_tls_same_bytes(struct __sk_buff *skb, const struc
 			return 0;
 		w->chunk_len = k_minus_1 + 1;
 		src = FQE_MASK(FQE_READ(w->copy_at) + done, FQE_TLS_MAX_BYTES - 1);
-		fqe_for (i, FQE_TLS_CHUNK / 8) {
+		fqe_for(i, FQE_TLS_CHUNK / 8)
+		{
 			__u32 valid;
 			__u64 diff;
 
@@ -220,9 +224,8 @@ static __always_inline int fqe_tls_rule_allows(const struct fqe_policy_val *rule
 	for (int i = 0; i < FQE_MAX_PORT_RULES; i++) {
 		if (i >= rule->nports)
 			break;
-		if (rule->ports[i].port == port &&
-		    (rule->ports[i].proto == 0 || rule->ports[i].proto == IPPROTO_TCP ||
-		     rule->ports[i].proto == FQE_PROTO_TLS))
+		if (rule->ports[i].port == port && (rule->ports[i].proto == 0 || rule->ports[i].proto == IPPROTO_TCP ||
+						    rule->ports[i].proto == FQE_PROTO_TLS))
 			return 1;
 	}
 	return 0;
@@ -241,7 +244,8 @@ static __always_inline int fqe_tls_name_wire(const struct fqe_tls_bytes *store, 
 	t->label_start = 0;
 	t->bad = 0;
 	t->stop = 0;
-	fqe_for (i, FQE_TLS_MAX_NAME + 1) {
+	fqe_for(i, FQE_TLS_MAX_NAME + 1)
+	{
 		__u32 n, start, len;
 		__u8 b;
 
@@ -284,7 +288,8 @@ static __always_inline void fqe_tls_name_rev(struct fqe_query_scratch *qs)
 	nb->rev_pos = FQE_DNS_WIRE_MAX - (t->n + 1);
 	nb->nlabels = 0;
 	t->next_label = 0;
-	fqe_for (o, FQE_DNS_WIRE_MAX - 1) {
+	fqe_for(o, FQE_DNS_WIRE_MAX - 1)
+	{
 		__u8 b;
 
 		fqe_barrier();
@@ -359,7 +364,8 @@ static __always_inline int fqe_tls_name_same(const struct fqe_tls_flow *f, const
 		return 0;
 	t->first = f->first_name_at;
 	t->bad = 0;
-	fqe_for (i, FQE_TLS_MAX_NAME + 1) {
+	fqe_for(i, FQE_TLS_MAX_NAME + 1)
+	{
 		fqe_barrier();
 		if (i >= FQE_READ(t->n))
 			break;
@@ -377,7 +383,7 @@ static const struct fqe_tls_flow fqe_tls_flow_start = {};
 static __always_inline void fqe_tls_start(const struct fqe_ct_key *k)
 {
 	if (bpf_map_update_elem(&fqe_tls_flows, k, &fqe_tls_flow_start, BPF_ANY) < 0)
-		return; /* no state: the flow's first data is refused */
+		return;				/* no state: the flow's first data is refused */
 	bpf_map_delete_elem(&fqe_tls_bytes, k); /* a store of an earlier flow on the 5-tuple */
 }
 
@@ -403,11 +409,11 @@ static __always_inline struct fqe_tls_bytes *fqe_tls_store_of(const struct fqe_c
 
 /* The check's outcome for one segment. */
 enum fqe_tls_outcome {
-	FQE_TLS_PASS = 0, /* no verdict yet, or the name was allowed */
-	FQE_TLS_HOLD = 1, /* drop this segment only: the client resends it in order */
+	FQE_TLS_PASS = 0,   /* no verdict yet, or the name was allowed */
+	FQE_TLS_HOLD = 1,   /* drop this segment only: the client resends it in order */
 	FQE_TLS_REFUSE = 2, /* the flow is refused */
-	FQE_TLS_ALLOW = 3, /* a name is allowed: watched until the server answers */
-	FQE_TLS_JUDGE = 4, /* a server name is whole: the name program judges it, then the walk goes on */
+	FQE_TLS_ALLOW = 3,  /* a name is allowed: watched until the server answers */
+	FQE_TLS_JUDGE = 4,  /* a server name is whole: the name program judges it, then the walk goes on */
 };
 
 /*

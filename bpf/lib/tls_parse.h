@@ -26,41 +26,41 @@
 #include "fqe_types.h"
 #include "loop.h"
 
-#define FQE_TLS_CONTENT_CCS 20
-#define FQE_TLS_CONTENT_ALERT 21
-#define FQE_TLS_CONTENT_HANDSHAKE 22
-#define FQE_TLS_CONTENT_APPDATA 23
+#define FQE_TLS_CONTENT_CCS	       20
+#define FQE_TLS_CONTENT_ALERT	       21
+#define FQE_TLS_CONTENT_HANDSHAKE      22
+#define FQE_TLS_CONTENT_APPDATA	       23
 #define FQE_TLS_HANDSHAKE_CLIENT_HELLO 1
-#define FQE_TLS_EXT_SERVER_NAME 0
-#define FQE_TLS_MAX_RECORD 16384 /* TLSPlaintext.length limit */
-#define FQE_TLS_MAX_NAME 253 /* a dotted host name, without the trailing dot */
+#define FQE_TLS_EXT_SERVER_NAME	       0
+#define FQE_TLS_MAX_RECORD	       16384 /* TLSPlaintext.length limit */
+#define FQE_TLS_MAX_NAME	       253   /* a dotted host name, without the trailing dot */
 
 /* What the parser reads next inside the ClientHello. */
 enum fqe_tls_state {
-	FQE_TLS_HS_TYPE = 0, /* 1 byte: client_hello */
-	FQE_TLS_HS_LEN, /* 3 */
-	FQE_TLS_FIXED, /* 34: legacy_version, random (skipped) */
-	FQE_TLS_SID_LEN, /* 1 */
-	FQE_TLS_SID, /* skipped */
-	FQE_TLS_CS_LEN, /* 2 */
-	FQE_TLS_CS, /* skipped */
-	FQE_TLS_COMP_LEN, /* 1 */
-	FQE_TLS_COMP, /* skipped */
-	FQE_TLS_EXTS_LEN, /* 2 */
-	FQE_TLS_EXT_TYPE, /* 2 */
-	FQE_TLS_EXT_LEN, /* 2 */
-	FQE_TLS_EXT_BODY, /* skipped */
+	FQE_TLS_HS_TYPE = 0,  /* 1 byte: client_hello */
+	FQE_TLS_HS_LEN,	      /* 3 */
+	FQE_TLS_FIXED,	      /* 34: legacy_version, random (skipped) */
+	FQE_TLS_SID_LEN,      /* 1 */
+	FQE_TLS_SID,	      /* skipped */
+	FQE_TLS_CS_LEN,	      /* 2 */
+	FQE_TLS_CS,	      /* skipped */
+	FQE_TLS_COMP_LEN,     /* 1 */
+	FQE_TLS_COMP,	      /* skipped */
+	FQE_TLS_EXTS_LEN,     /* 2 */
+	FQE_TLS_EXT_TYPE,     /* 2 */
+	FQE_TLS_EXT_LEN,      /* 2 */
+	FQE_TLS_EXT_BODY,     /* skipped */
 	FQE_TLS_SNI_LIST_LEN, /* 2 */
-	FQE_TLS_SNI_TYPE, /* 1: host_name */
-	FQE_TLS_SNI_LEN, /* 2 */
-	FQE_TLS_SNI_NAME, /* kept in the stream store; judged by the name program */
-	FQE_TLS_SKIP_RECORD, /* a record that is not a handshake (ChangeCipherSpec, early data, alert): skipped */
+	FQE_TLS_SNI_TYPE,     /* 1: host_name */
+	FQE_TLS_SNI_LEN,      /* 2 */
+	FQE_TLS_SNI_NAME,     /* kept in the stream store; judged by the name program */
+	FQE_TLS_SKIP_RECORD,  /* a record that is not a handshake (ChangeCipherSpec, early data, alert): skipped */
 };
 
 /* Outcomes of the walk. */
-#define FQE_TLS_MORE 0 /* no name yet: wait for the next segment */
-#define FQE_TLS_NAME 1 /* a server name is whole: name_len bytes at stream offset ext_left */
-#define FQE_TLS_BAD (-1) /* not a ClientHello with a server name: refuse */
+#define FQE_TLS_MORE 0	  /* no name yet: wait for the next segment */
+#define FQE_TLS_NAME 1	  /* a server name is whole: name_len bytes at stream offset ext_left */
+#define FQE_TLS_BAD  (-1) /* not a ClientHello with a server name: refuse */
 
 static __always_inline void fqe_tls_enter(struct fqe_tls_flow *f, __u8 state, __u32 need)
 {
@@ -183,11 +183,10 @@ static __always_inline int fqe_tls_field_done(struct fqe_tls_flow *f, __u32 at)
 }
 
 /* Fields read as numbers (the rest are skipped, or for the name kept in the stream store), as a bit per state. */
-#define FQE_TLS_NUMERIC                                                                                   \
-	((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SID_LEN) | (1U << FQE_TLS_CS_LEN) | \
-	 (1U << FQE_TLS_COMP_LEN) | (1U << FQE_TLS_EXTS_LEN) | (1U << FQE_TLS_EXT_TYPE) |                     \
-	 (1U << FQE_TLS_EXT_LEN) | (1U << FQE_TLS_SNI_LIST_LEN) | (1U << FQE_TLS_SNI_TYPE) |                 \
-	 (1U << FQE_TLS_SNI_LEN))
+#define FQE_TLS_NUMERIC                                                                                                \
+	((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SID_LEN) | (1U << FQE_TLS_CS_LEN) |         \
+	 (1U << FQE_TLS_COMP_LEN) | (1U << FQE_TLS_EXTS_LEN) | (1U << FQE_TLS_EXT_TYPE) | (1U << FQE_TLS_EXT_LEN) |    \
+	 (1U << FQE_TLS_SNI_LIST_LEN) | (1U << FQE_TLS_SNI_TYPE) | (1U << FQE_TLS_SNI_LEN))
 /* States inside the hello's body (after its type and length), as a bit per state. */
 #define FQE_TLS_IN_BODY (~((1U << FQE_TLS_HS_TYPE) | (1U << FQE_TLS_HS_LEN) | (1U << FQE_TLS_SKIP_RECORD)))
 
@@ -218,13 +217,13 @@ static __always_inline void fqe_tls_record_begins(struct fqe_tls_flow *f)
  * per-CPU scratch so that the verifier's states of each step meet).
  */
 struct fqe_tls_walk {
-	__u32 off; /* where the bytes lie (the packet offset of the first) */
-	__u32 len; /* bytes at hand */
-	__u32 at; /* bytes of them walked */
-	__u32 base; /* stream offset of the first byte at hand */
+	__u32 off;    /* where the bytes lie (the packet offset of the first) */
+	__u32 len;    /* bytes at hand */
+	__u32 at;     /* bytes of them walked */
+	__u32 base;   /* stream offset of the first byte at hand */
 	__s32 result; /* FQE_TLS_MORE, FQE_TLS_NAME or FQE_TLS_BAD */
-	__u32 n; /* bytes this step takes */
-	__u8 buf[8]; /* the bytes a step reads */
+	__u32 n;      /* bytes this step takes */
+	__u8 buf[8];  /* the bytes a step reads */
 };
 
 /* A whole record header (the 5 bytes at h): 0, or FQE_TLS_BAD. */

@@ -12,7 +12,7 @@
 
 struct test_out {
 	/* results, read by the test */
-	__s32 result; /* 0, or -1 */
+	__s32 result;	/* 0, or -1 */
 	__u16 ip_check; /* as the header holds it (network order) */
 	__u16 l4_check;
 	__u16 fold[TEST_FOLDS];

@@ -15,7 +15,7 @@
 struct test_in {
 	__u8 mode;
 	__u8 pad[3];
-	__u16 len; /* bytes of name[] (1..255) */
+	__u16 len;	/* bytes of name[] (1..255) */
 	__u16 rule_len; /* bytes of rule[] */
 	__u64 key;
 	__u8 name[FQE_DNS_WIRE_MAX];
@@ -38,7 +38,7 @@ struct test_out {
 	__u8 ldh[256];
 	/* working space */
 	struct test_in in;
-	__u32 at; /* the label walk's place in in.name */
+	__u32 at;			  /* the label walk's place in in.name */
 	__u32 at_rev[FQE_DNS_MAX_LABELS]; /* where each label (rightmost first) begins in rev[] */
 	struct fqe_policy_val rule;
 	struct fqe_name_buf nb;
@@ -55,7 +55,8 @@ static __always_inline int fill(struct test_out *o)
 	if (len == 0 || len > FQE_DNS_WIRE_MAX - 1)
 		return -1;
 	nb->rev_pos = FQE_DNS_WIRE_MAX - len;
-	fqe_for (j, FQE_DNS_WIRE_MAX) {
+	fqe_for(j, FQE_DNS_WIRE_MAX)
+	{
 		fqe_barrier();
 		if (j >= FQE_READ(o->in.len))
 			break;
@@ -64,7 +65,8 @@ static __always_inline int fill(struct test_out *o)
 	fqe_barrier();
 	nb->nlabels = 0;
 	o->at = 0;
-	fqe_for (k, FQE_DNS_MAX_LABELS) {
+	fqe_for(k, FQE_DNS_MAX_LABELS)
+	{
 		__u32 at;
 
 		fqe_barrier();
@@ -79,7 +81,8 @@ static __always_inline int fill(struct test_out *o)
 	if (o->at != o->in.len)
 		return -1;
 	/* starts[] is leftmost first */
-	fqe_for (i, FQE_DNS_MAX_LABELS) {
+	fqe_for(i, FQE_DNS_MAX_LABELS)
+	{
 		fqe_barrier();
 		if (i >= FQE_READ(nb->nlabels))
 			break;
@@ -99,7 +102,8 @@ int name_test(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, FQE_TEST_IN, &o->in, sizeof(o->in)) < 0)
 		return TC_ACT_SHOT;
 	if (o->in.mode == 1) {
-		fqe_for (c, 256) {
+		fqe_for(c, 256)
+		{
 			o->lower[c] = fqe_name_lower(c);
 			o->ldh[c] = fqe_name_ldh(c);
 		}
@@ -114,7 +118,8 @@ int name_test(struct __sk_buff *skb)
 	o->total = o->nb.total;
 	o->nlabels = o->nb.nlabels;
 	o->whole = fqe_suffix_hash(&o->nb, o->nb.total);
-	fqe_for (i, TEST_SUFFIXES) {
+	fqe_for(i, TEST_SUFFIXES)
+	{
 		__u32 labels;
 
 		fqe_barrier();

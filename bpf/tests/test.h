@@ -16,17 +16,17 @@
 
 #define FQE_TEST_IN 14
 
-#define FQE_TEST_OUT(value_t)                                  \
-	struct {                                               \
-		__uint(type, BPF_MAP_TYPE_ARRAY);              \
-		__uint(max_entries, 1);                        \
-		__type(key, __u32);                            \
-		__type(value, value_t);                        \
-	} fqe_test_out SEC(".maps");                           \
-	static __always_inline value_t *test_out(void)         \
-	{                                                      \
-		__u32 zero = 0;                                \
-		return bpf_map_lookup_elem(&fqe_test_out, &zero); \
+#define FQE_TEST_OUT(value_t)                                                                                          \
+	struct {                                                                                                       \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                                      \
+		__uint(max_entries, 1);                                                                                \
+		__type(key, __u32);                                                                                    \
+		__type(value, value_t);                                                                                \
+	} fqe_test_out SEC(".maps");                                                                                   \
+	static __always_inline value_t *test_out(void)                                                                 \
+	{                                                                                                              \
+		__u32 zero = 0;                                                                                        \
+		return bpf_map_lookup_elem(&fqe_test_out, &zero);                                                      \
 	}
 
 #endif /* FQE_TEST_H */

@@ -11,9 +11,9 @@
 #include "../lib/tls_parse.h"
 
 #define TEST_SEGMENTS 16
-#define TEST_NAMES 4
-#define TEST_STEPS 256 /* steps in all (record headers and fields); each costs the verifier ~1K instructions */
-#define TEST_STREAM (FQE_TEST_IN + 4 + 4 * TEST_SEGMENTS) /* packet offset of the stream */
+#define TEST_NAMES    4
+#define TEST_STEPS    256 /* steps in all (record headers and fields); each costs the verifier ~1K instructions */
+#define TEST_STREAM   (FQE_TEST_IN + 4 + 4 * TEST_SEGMENTS) /* packet offset of the stream */
 
 struct test_in {
 	__u32 nseg;
@@ -23,7 +23,7 @@ struct test_in {
 struct test_out {
 	/* results, read by the test */
 	__s32 result[TEST_SEGMENTS]; /* FQE_TLS_MORE (walked), FQE_TLS_BAD; a name resumes */
-	__u32 walked; /* segments walked */
+	__u32 walked;		     /* segments walked */
 	__u32 names;
 	struct {
 		__u32 at; /* stream offset */
@@ -103,7 +103,8 @@ int tls_parse_test(struct __sk_buff *skb)
 	 * each step, as in bpf/lib/tls.h), a segment loaded when the last one
 	 * is walked, the walk resumed after a name as the name program does.
 	 */
-	fqe_for (i, TEST_STEPS) {
+	fqe_for(i, TEST_STEPS)
+	{
 		__u32 seg;
 		int r;
 

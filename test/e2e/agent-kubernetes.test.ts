@@ -19,7 +19,12 @@ import { formatIp } from '../../agent/net/addr.js';
 const NODE = 'node-1';
 
 function enforced(box: AgentBox): string[] {
-  return box.maps((dp) => dp.maps.pods.entries().map(([, p]) => `${p.namespace}/${p.name}`).sort());
+  return box.maps((dp) =>
+    dp.maps.pods
+      .entries()
+      .map(([, p]) => `${p.namespace}/${p.name}`)
+      .sort(),
+  );
 }
 
 /** The pod's interface carries its endpoint entry: the last thing the agent writes for a pod. */
@@ -28,7 +33,12 @@ function attached(box: AgentBox): number {
 }
 
 function resolvers(box: AgentBox): string[] {
-  return box.maps((dp) => dp.maps.resolvers.entries().map(([a]) => formatIp(a)).sort());
+  return box.maps((dp) =>
+    dp.maps.resolvers
+      .entries()
+      .map(([a]) => formatIp(a))
+      .sort(),
+  );
 }
 
 test('the agent follows the Kubernetes API: pods on this node, edits, deletes, outages, Events, kube-dns discovery', async (t) => {
@@ -44,14 +54,41 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
       api.writeKubeconfig(join(dir, 'kubeconfig'));
       process.env.KUBECONFIG = join(dir, 'kubeconfig');
       await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
-      assert.deepEqual(resolvers(box), [OUTSIDE_LINK_V4.outside], 'the trusted resolver comes from the kube-dns Service');
+      assert.deepEqual(
+        resolvers(box),
+        [OUTSIDE_LINK_V4.outside],
+        'the trusted resolver comes from the kube-dns Service',
+      );
 
-      await api.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: [pay.v4, pay.v6], annotations: { 'fqdn-egress.io/allow': 'api.stripe.test, *.' } });
-      await api.addPod({ namespace: 'shop', name: 'elsewhere', nodeName: 'node-2', ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' } });
-      await api.addPod({ namespace: 'kube-system', name: 'hostnet', nodeName: NODE, ips: [other.v4], annotations: { 'fqdn-egress.io/allow': '' }, hostNetwork: true });
+      await api.addPod({
+        namespace: 'shop',
+        name: 'payments',
+        nodeName: NODE,
+        ips: [pay.v4, pay.v6],
+        annotations: { 'fqdn-egress.io/allow': 'api.stripe.test, *.' },
+      });
+      await api.addPod({
+        namespace: 'shop',
+        name: 'elsewhere',
+        nodeName: 'node-2',
+        ips: [other.v4],
+        annotations: { 'fqdn-egress.io/allow': '' },
+      });
+      await api.addPod({
+        namespace: 'kube-system',
+        name: 'hostnet',
+        nodeName: NODE,
+        ips: [other.v4],
+        annotations: { 'fqdn-egress.io/allow': '' },
+        hostNetwork: true,
+      });
       // fqe_pods is written first and the endpoint entry last: wait for both
       // before the pod resolves (the dig must meet the enforced interface).
-      await box.waitFor('payments enforced', () => enforced(box).includes('shop/payments') && attached(box) === 1, 3000);
+      await box.waitFor(
+        'payments enforced',
+        () => enforced(box).includes('shop/payments') && attached(box) === 1,
+        3000,
+      );
       assert.deepEqual(enforced(box), ['shop/payments'], 'pods of other nodes and host-network pods are left alone');
       await box.dig('payments', 'api.stripe.test');
       assert.equal(await box.connect('payments', '203.0.113.10'), true, 'learned through the discovered resolver');
@@ -60,9 +97,20 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
       const events = await api.events();
       const invalid = events.find((e) => e.reason === 'InvalidAnnotation');
       assert.ok(invalid, 'an Event for the invalid entry');
-      assert.deepEqual({ kind: invalid.involvedObject?.kind, ns: invalid.involvedObject?.namespace, name: invalid.involvedObject?.name, type: invalid.type }, { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' });
+      assert.deepEqual(
+        {
+          kind: invalid.involvedObject?.kind,
+          ns: invalid.involvedObject?.namespace,
+          name: invalid.involvedObject?.name,
+          type: invalid.type,
+        },
+        { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' },
+      );
       assert.match(invalid.message, /invalid entry "\*\."/);
-      assert.ok(events.some((e) => e.reason === 'EnforcementStarted' && e.type === 'Normal'), 'an Event when enforcement starts');
+      assert.ok(
+        events.some((e) => e.reason === 'EnforcementStarted' && e.type === 'Normal'),
+        'an Event when enforcement starts',
+      );
 
       // An annotation edit applies.
       await api.setAnnotations('shop', 'payments', { 'fqdn-egress.io/allow': 'www.kadath.test' });
@@ -73,7 +121,11 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
 
       // An outage keeps enforcement; what changed meanwhile arrives afterwards.
       await api.setDown(true);
-      assert.equal(await box.connect('payments', '198.51.100.10', 443, 500), false, 'still enforcing during the outage');
+      assert.equal(
+        await box.connect('payments', '198.51.100.10', 443, 500),
+        false,
+        'still enforcing during the outage',
+      );
       assert.equal(await box.connect('payments', '203.0.113.11'), true, 'still allowing during the outage');
       assert.deepEqual(enforced(box), ['shop/payments']);
       await api.deletePod('shop', 'payments');
@@ -91,7 +143,7 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
   });
 });
 
-test('a program that keeps going before ours on a pod\'s tcx chain: one TcxHeadContested Warning Event on the pod', async (t) => {
+test("a program that keeps going before ours on a pod's tcx chain: one TcxHeadContested Warning Event on the pod", async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
   const dir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -103,8 +155,18 @@ test('a program that keeps going before ours on a pod\'s tcx chain: one TcxHeadC
       api.writeKubeconfig(join(dir, 'kubeconfig'));
       process.env.KUBECONFIG = join(dir, 'kubeconfig');
       await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
-      await api.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: [pay.v4, pay.v6], annotations: { 'fqdn-egress.io/allow': 'api.stripe.test' } });
-      await box.waitFor('our link on the pod interface', () => ownLinkId(box.topo.pinDir, pay.ifindex, 'ingress') !== null, 3000);
+      await api.addPod({
+        namespace: 'shop',
+        name: 'payments',
+        nodeName: NODE,
+        ips: [pay.v4, pay.v6],
+        annotations: { 'fqdn-egress.io/allow': 'api.stripe.test' },
+      });
+      await box.waitFor(
+        'our link on the pod interface',
+        () => ownLinkId(box.topo.pinDir, pay.ifindex, 'ingress') !== null,
+        3000,
+      );
       const cni = loadStandin(box.topo, pay.ifindex);
       try {
         // Bounded: 6 retakes (the most a minute allows), then a 7th attach the agent leaves alone.
@@ -116,7 +178,11 @@ test('a program that keeps going before ours on a pod\'s tcx chain: one TcxHeadC
         }
         cni.detachTcx();
         cni.attachTcx('ingress', { first: true });
-        await box.waitFor('the Event', async () => (await api.events()).some((e) => e.reason === 'TcxHeadContested'), 3000);
+        await box.waitFor(
+          'the Event',
+          async () => (await api.events()).some((e) => e.reason === 'TcxHeadContested'),
+          3000,
+        );
         await sleep(500);
       } finally {
         cni.close();
@@ -124,8 +190,16 @@ test('a program that keeps going before ours on a pod\'s tcx chain: one TcxHeadC
       const contested = (await api.events()).filter((e) => e.reason === 'TcxHeadContested');
       assert.equal(contested.length, 1, 'one Event per back-off');
       const e = contested[0]!;
-      assert.deepEqual({ kind: e.involvedObject?.kind, ns: e.involvedObject?.namespace, name: e.involvedObject?.name, type: e.type }, { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' });
-      assert.match(e.message, new RegExp(`^another tcx program \\(prog ${cni.progId}\\) keeps going before fqdn-egress's programs on ${pay.hostIf} \\(7 retakes needed within 60s\\): fqdn-egress stops taking the head back for 300s`));
+      assert.deepEqual(
+        { kind: e.involvedObject?.kind, ns: e.involvedObject?.namespace, name: e.involvedObject?.name, type: e.type },
+        { kind: 'Pod', ns: 'shop', name: 'payments', type: 'Warning' },
+      );
+      assert.match(
+        e.message,
+        new RegExp(
+          `^another tcx program \\(prog ${cni.progId}\\) keeps going before fqdn-egress's programs on ${pay.hostIf} \\(7 retakes needed within 60s\\): fqdn-egress stops taking the head back for 300s`,
+        ),
+      );
     } finally {
       delete process.env.KUBECONFIG;
       api.stop();

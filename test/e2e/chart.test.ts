@@ -124,26 +124,39 @@ const NON_DEFAULT: string[][] = [
   ['privileged=true'],
   ['metrics.serviceMonitor.enabled=true', 'metrics.serviceMonitor.labels.release=prom'],
   ['dnsServers={10.96.0.10,fd00::a}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8}'],
-  ['capabilities.sysAdmin=true', 'capabilities.extra={SYS_RESOURCE}', 'bpf.autoMount=false', 'image.digest=sha256:' + 'a'.repeat(64)],
+  [
+    'capabilities.sysAdmin=true',
+    'capabilities.extra={SYS_RESOURCE}',
+    'bpf.autoMount=false',
+    'image.digest=sha256:' + 'a'.repeat(64),
+  ],
   ['serviceAccount.create=false', 'serviceAccount.name=agent', 'rbac.create=false', 'metrics.service.enabled=false'],
 ];
 
 test('helm lint passes with default and non-default values', async (t) => {
   if (!needHelm(t)) return;
-  await Promise.all([[], ...NON_DEFAULT].map(async (sets) => {
-    const args = ['lint', '--strict', CHART, '--namespace', NAMESPACE];
-    for (const s of sets) args.push('--set', s);
-    const { stdout } = await helm(args);
-    assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/, `lint ${sets.join(' ')}`);
-  }));
+  await Promise.all(
+    [[], ...NON_DEFAULT].map(async (sets) => {
+      const args = ['lint', '--strict', CHART, '--namespace', NAMESPACE];
+      for (const s of sets) args.push('--set', s);
+      const { stdout } = await helm(args);
+      assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/, `lint ${sets.join(' ')}`);
+    }),
+  );
 });
 
 test('every rendered object is valid, default and non-default values', async (t) => {
   if (!needHelm(t)) return;
   const defaults = await template();
   validateAll(defaults.objects);
-  assert.deepEqual(defaults.objects.map((o) => o.kind).sort(),
-    ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Service', 'ServiceAccount']);
+  assert.deepEqual(defaults.objects.map((o) => o.kind).sort(), [
+    'ClusterRole',
+    'ClusterRoleBinding',
+    'ConfigMap',
+    'DaemonSet',
+    'Service',
+    'ServiceAccount',
+  ]);
   const renders = await Promise.all(NON_DEFAULT.map((sets) => template(sets)));
   for (const r of renders) validateAll(r.objects);
   // serviceAccount/rbac/service off: only what the agent needs.
@@ -162,7 +175,8 @@ test('the DaemonSet: hostNetwork, node-critical, node name, rolling update, tole
   assert.equal(ds.spec.updateStrategy.type, 'RollingUpdate');
   assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
   assert.equal(pod.serviceAccountName, one(objects, 'ServiceAccount').metadata.name);
-  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels)) assert.equal(ds.spec.template.metadata.labels[k], v, `pod label ${k}`);
+  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels))
+    assert.equal(ds.spec.template.metadata.labels[k], v, `pod label ${k}`);
   for (const name of ['NODE_NAME', 'FQDN_EGRESS_NODE_NAME']) {
     const env = agent.env.find((e: Obj) => e.name === name);
     assert.deepEqual(env?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } }, `${name} from the downward API`);
@@ -177,10 +191,32 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
   if (!needHelm(t)) return;
   const [defaults, custom, badNodeLocal] = await Promise.all([
     template(),
-    template(['dnsServers={10.96.0.10}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=5s', 'maxTTL=1h',
-      'maxIPsPerName=50', 'maxNamesPerPod=512', 'logLevel=debug', 'inlineLearner=false', 'attachMode=legacy', 'tcxHeadGuard=false', 'metrics.port=9500', 'bpf.root=/run/bpffs',
-      'queryWindow=2s', 'connectGrace=1s', 'flowsPerPod=2048', 'maxIPsPerPod=4096', 'resolverPathCheck=on', 'dnsFilter=off', 'clusterDomains={cluster.local,corp.internal}']),
-    template(['nodeLocalDNS=true']).then(() => undefined, (err: Error) => err),
+    template([
+      'dnsServers={10.96.0.10}',
+      'nodeLocalDNS=true',
+      'allowCIDRs={10.0.0.0/8,fd00::/8}',
+      'minTTL=5s',
+      'maxTTL=1h',
+      'maxIPsPerName=50',
+      'maxNamesPerPod=512',
+      'logLevel=debug',
+      'inlineLearner=false',
+      'attachMode=legacy',
+      'tcxHeadGuard=false',
+      'metrics.port=9500',
+      'bpf.root=/run/bpffs',
+      'queryWindow=2s',
+      'connectGrace=1s',
+      'flowsPerPod=2048',
+      'maxIPsPerPod=4096',
+      'resolverPathCheck=on',
+      'dnsFilter=off',
+      'clusterDomains={cluster.local,corp.internal}',
+    ]),
+    template(['nodeLocalDNS=true']).then(
+      () => undefined,
+      (err: Error) => err,
+    ),
   ]);
   assert.deepEqual(one(defaults.objects, 'ConfigMap').data, {
     FQDN_EGRESS_SOURCE: 'kubernetes',
@@ -238,7 +274,10 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
 test('security context: not privileged, drop ALL, only the listed capabilities (each with its reason), read-only root', async (t) => {
   if (!needHelm(t)) return;
   const [defaults, privileged, sysAdmin, noMount] = await Promise.all([
-    template(), template(['privileged=true']), template(['capabilities.sysAdmin=true']), template(['bpf.autoMount=false']),
+    template(),
+    template(['privileged=true']),
+    template(['capabilities.sysAdmin=true']),
+    template(['bpf.autoMount=false']),
   ]);
   const sc = daemonSet(defaults.objects).agent.securityContext;
   assert.equal(sc.privileged, false);
@@ -248,7 +287,11 @@ test('security context: not privileged, drop ALL, only the listed capabilities (
   assert.equal(sc.readOnlyRootFilesystem, true);
   assert.equal(sc.runAsUser, 0, 'uid 0 with capabilities: Kubernetes gives a non-root uid no added capabilities');
   for (const cap of ['BPF', 'NET_ADMIN', 'PERFMON', 'NET_RAW']) {
-    assert.match(defaults.text, new RegExp(`# ${cap}: \\S.*\\n(\\s+#.*\\n)*\\s+- ${cap}\\n`), `${cap} has a comment with its reason`);
+    assert.match(
+      defaults.text,
+      new RegExp(`# ${cap}: \\S.*\\n(\\s+#.*\\n)*\\s+- ${cap}\\n`),
+      `${cap} has a comment with its reason`,
+    );
   }
   assert.doesNotMatch(defaults.text, /SYS_ADMIN/, 'no SYS_ADMIN by default');
 
@@ -281,7 +324,10 @@ test('bpffs: hostPath, init container that mounts it (Bidirectional), agent Host
   assert.match(script, /mount -t bpf bpf \/sys\/fs\/bpf/, 'mounts it when missing');
   const mount = agent.volumeMounts.find((m: Obj) => m.name === 'bpffs');
   assert.deepEqual(mount, { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'HostToContainer' });
-  assert.ok(one(objects, 'ConfigMap').data.FQDN_EGRESS_BPF_PIN_DIR.startsWith(`${mount.mountPath}/`), 'pins live on the mounted bpffs');
+  assert.ok(
+    one(objects, 'ConfigMap').data.FQDN_EGRESS_BPF_PIN_DIR.startsWith(`${mount.mountPath}/`),
+    'pins live on the mounted bpffs',
+  );
   // The read-only root filesystem gets a writable /tmp.
   assert.ok(agent.volumeMounts.some((m: Obj) => m.mountPath === '/tmp'));
 });
@@ -294,7 +340,11 @@ test('probes: /healthz and /readyz on the metrics port', async (t) => {
   assert.equal(port.containerPort, 9464);
   assert.deepEqual(agent.livenessProbe.httpGet, { path: '/healthz', port: 'metrics' });
   assert.deepEqual(agent.readinessProbe.httpGet, { path: '/readyz', port: 'metrics' });
-  assert.equal(one(objects, 'ConfigMap').data.FQDN_EGRESS_METRICS_ADDRESS, `0.0.0.0:${port.containerPort}`, 'the agent listens where the probes look');
+  assert.equal(
+    one(objects, 'ConfigMap').data.FQDN_EGRESS_METRICS_ADDRESS,
+    `0.0.0.0:${port.containerPort}`,
+    'the agent listens where the probes look',
+  );
   const svc = one(objects, 'Service');
   assert.equal(svc.spec.clusterIP, 'None', 'headless: every agent is scraped');
   assert.deepEqual(svc.spec.ports, [{ name: 'metrics', port: 9464, targetPort: 'metrics', protocol: 'TCP' }]);
@@ -311,30 +361,57 @@ test('RBAC: read pods, services, endpointslices; create and patch events; nothin
     assert.equal(rule.nonResourceURLs, undefined);
     const writes = rule.verbs.filter((v: string) => !['get', 'list', 'watch'].includes(v));
     assert.ok(writes.length === 0 || rule.verbs.length === 1, `a write verb has its own rule: ${JSON.stringify(rule)}`);
-    for (const g of rule.apiGroups) for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}:${v}`);
+    for (const g of rule.apiGroups)
+      for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}:${v}`);
   }
   const expected = [
-    '/pods:get', '/pods:list', '/pods:watch',
-    '/services:get', '/services:list', '/services:watch',
-    'discovery.k8s.io/endpointslices:get', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
-    '/events:create', '/events:patch',
+    '/pods:get',
+    '/pods:list',
+    '/pods:watch',
+    '/services:get',
+    '/services:list',
+    '/services:watch',
+    'discovery.k8s.io/endpointslices:get',
+    'discovery.k8s.io/endpointslices:list',
+    'discovery.k8s.io/endpointslices:watch',
+    '/events:create',
+    '/events:patch',
   ];
   assert.deepEqual([...granted].sort(), expected.sort());
   // Each write rule carries a comment saying why.
   for (const verb of ['create', 'patch']) {
-    assert.match(text, new RegExp(`# Write: ${verb} \\S[^\\n]*\\n\\s+- apiGroups: \\[[^\\]]*\\]\\n\\s+resources: \\["events"\\]\\n\\s+verbs: \\["${verb}"\\]`), `the ${verb} rule is commented`);
+    assert.match(
+      text,
+      new RegExp(
+        `# Write: ${verb} \\S[^\\n]*\\n\\s+- apiGroups: \\[[^\\]]*\\]\\n\\s+resources: \\["events"\\]\\n\\s+verbs: \\["${verb}"\\]`,
+      ),
+      `the ${verb} rule is commented`,
+    );
   }
   const binding = one(objects, 'ClusterRoleBinding');
-  assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
-  assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: one(objects, 'ServiceAccount').metadata.name, namespace: NAMESPACE }]);
+  assert.deepEqual(binding.roleRef, {
+    apiGroup: 'rbac.authorization.k8s.io',
+    kind: 'ClusterRole',
+    name: role.metadata.name,
+  });
+  assert.deepEqual(binding.subjects, [
+    { kind: 'ServiceAccount', name: one(objects, 'ServiceAccount').metadata.name, namespace: NAMESPACE },
+  ]);
 });
 
 test('ServiceMonitor: off by default, selects the metrics Service when on', async (t) => {
   if (!needHelm(t)) return;
   const [defaults, on, orphan] = await Promise.all([
     template(),
-    template(['metrics.serviceMonitor.enabled=true', 'metrics.serviceMonitor.interval=15s', 'metrics.serviceMonitor.labels.release=prom']),
-    template(['metrics.serviceMonitor.enabled=true', 'metrics.service.enabled=false']).then(() => undefined, (err: Error) => err),
+    template([
+      'metrics.serviceMonitor.enabled=true',
+      'metrics.serviceMonitor.interval=15s',
+      'metrics.serviceMonitor.labels.release=prom',
+    ]),
+    template(['metrics.serviceMonitor.enabled=true', 'metrics.service.enabled=false']).then(
+      () => undefined,
+      (err: Error) => err,
+    ),
   ]);
   assert.equal(defaults.objects.filter((o) => o.kind === 'ServiceMonitor').length, 0);
   const sm = one(on.objects, 'ServiceMonitor');
@@ -342,9 +419,16 @@ test('ServiceMonitor: off by default, selects the metrics Service when on', asyn
   assert.equal(sm.metadata.labels.release, 'prom');
   assert.equal(sm.spec.endpoints[0].interval, '15s');
   const svc = one(on.objects, 'Service');
-  for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) assert.equal(svc.metadata.labels[k], v, `Service has label ${k}`);
-  assert.ok(svc.spec.ports.some((p: Obj) => p.name === sm.spec.endpoints[0].port), 'the endpoint names a Service port');
-  assert.ok(orphan instanceof Error && /needs metrics.service.enabled/.test(orphan.message), 'a ServiceMonitor without its Service is refused');
+  for (const [k, v] of Object.entries(sm.spec.selector.matchLabels))
+    assert.equal(svc.metadata.labels[k], v, `Service has label ${k}`);
+  assert.ok(
+    svc.spec.ports.some((p: Obj) => p.name === sm.spec.endpoints[0].port),
+    'the endpoint names a Service port',
+  );
+  assert.ok(
+    orphan instanceof Error && /needs metrics.service.enabled/.test(orphan.message),
+    'a ServiceMonitor without its Service is refused',
+  );
 });
 
 test('the config checksum changes when a setting changes, and only then', async (t) => {
@@ -352,7 +436,11 @@ test('the config checksum changes when a setting changes, and only then', async 
   const checksum = async (sets: string[]): Promise<string> =>
     daemonSet((await template(sets)).objects).ds.spec.template.metadata.annotations['checksum/config'];
   const [base, again, minTtl, resolvers, unrelated] = await Promise.all([
-    checksum([]), checksum([]), checksum(['minTTL=10s']), checksum(['dnsServers={10.96.0.10}']), checksum(['resources.requests.cpu=200m']),
+    checksum([]),
+    checksum([]),
+    checksum(['minTTL=10s']),
+    checksum(['dnsServers={10.96.0.10}']),
+    checksum(['resources.requests.cpu=200m']),
   ]);
   assert.match(base, /^[0-9a-f]{64}$/);
   assert.equal(again, base, 'stable');
@@ -381,7 +469,14 @@ test('values.schema.json rejects wrong types, misspelled values and bad formats'
     ['capabilities.extra={CAP_SYS_ADMIN}', /\/capabilities\/extra\/0/],
     ['tolerations=all', /\/tolerations.*want array/],
   ];
-  const results = await Promise.all(cases.map(([set]) => template([set]).then(() => undefined, (err: Error) => err)));
+  const results = await Promise.all(
+    cases.map(([set]) =>
+      template([set]).then(
+        () => undefined,
+        (err: Error) => err,
+      ),
+    ),
+  );
   cases.forEach(([set, pattern], i) => {
     const err = results[i];
     assert.ok(err instanceof Error, `--set ${set} is rejected`);
@@ -389,8 +484,16 @@ test('values.schema.json rejects wrong types, misspelled values and bad formats'
     assert.match(err.message, pattern, `--set ${set}: names the value`);
   });
   // The documented non-default forms are accepted.
-  const accepted = await template(['dnsServers={10.96.0.10,fd00::a}', 'nodeLocalDNS=true', 'allowCIDRs={10.0.0.0/8,fd00::/8}', 'minTTL=1.5',
-    'maxTTL=2d', 'updateStrategy.rollingUpdate.maxUnavailable=10%', 'seccompProfile.type=RuntimeDefault', 'appArmorProfile=null']);
+  const accepted = await template([
+    'dnsServers={10.96.0.10,fd00::a}',
+    'nodeLocalDNS=true',
+    'allowCIDRs={10.0.0.0/8,fd00::/8}',
+    'minTTL=1.5',
+    'maxTTL=2d',
+    'updateStrategy.rollingUpdate.maxUnavailable=10%',
+    'seccompProfile.type=RuntimeDefault',
+    'appArmorProfile=null',
+  ]);
   validateAll(accepted.objects);
 });
 
@@ -408,7 +511,7 @@ test('every value in values.yaml is documented with a # -- comment', () => {
     let j = i - 1;
     while (j >= 0 && /^\s*#/.test(lines[j]!) && !/^\s*# -- /.test(lines[j]!)) j--;
     const documented = (j >= 0 && /^\s*# -- /.test(lines[j]!)) || stack.some((s) => s.documented);
-    const isSection = /:\s*$/.test(line) && i + 1 < lines.length && (/^(\s*)/.exec(lines[i + 1]!)![1]!.length > indent);
+    const isSection = /:\s*$/.test(line) && i + 1 < lines.length && /^(\s*)/.exec(lines[i + 1]!)![1]!.length > indent;
     if (!documented && !isSection) undocumented.push(`line ${i + 1}: ${m[2]}`);
     stack.push({ indent, documented });
   });

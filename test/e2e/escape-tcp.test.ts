@@ -14,7 +14,14 @@ import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { requireKernelTestEnv, NETTOOL, OUTSIDE_LINK_V4, SILENT_RESOLVER } from '../helpers/topology.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
-import { withCert, startTlsServer, sClient, TLS_PORT, PY_FINISH_HANDSHAKE, type TlsServers } from '../helpers/tls-server.js';
+import {
+  withCert,
+  startTlsServer,
+  sClient,
+  TLS_PORT,
+  PY_FINISH_HANDSHAKE,
+  type TlsServers,
+} from '../helpers/tls-server.js';
 import { realClientHellos, urgentByteHello } from '../helpers/client-hello.js';
 import { tcpSession, type SessionResult, type Step } from '../helpers/tcp-games.js';
 import { queriesFor, withQueryLogFile } from '../helpers/query-log.js';
@@ -29,7 +36,12 @@ const LEAKED = 'exfiltrated-by-tcp'; // the TXT record the attacker's zone serve
 
 /** A query as a client writes it. */
 function query(name: string, type: dnsPacket.RecordType, id: number): Buffer {
-  return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+  return dnsPacket.encode({
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name, class: 'IN' }],
+  });
 }
 
 /** The TXT records in a DNS-over-TCP stream, as text. */
@@ -61,20 +73,47 @@ test('DNS over TCP: an allowed query whose segment overlaps bytes the resolver a
       const secret = query(SECRET, 'TXT', 0x2222);
       const d = 2 + allowed.length;
       const overlap = LearnerHarness.tcpPayload(Buffer.concat([allowed, LearnerHarness.tcpPayload(secret)]));
-      const r = await tcpSession(box.topo, 'a', RESOLVER, 53, [{ op: 'raw', flags: 'PA', seq: -d, payload: overlap }, { op: 'recv', seconds: 2 }]);
+      const r = await tcpSession(box.topo, 'a', RESOLVER, 53, [
+        { op: 'raw', flags: 'PA', seq: -d, payload: overlap },
+        { op: 'recv', seconds: 2 },
+      ]);
       assert.deepEqual(txtAnswers(r.sniffed), [], 'no TXT answer reaches the pod (its interface, sniffed)');
       assert.deepEqual(queriesFor(log, SECRET), [], 'the resolver never saw the second query');
 
       // the legitimate use: dig over TCP, and two queries on one connection
-      assert.deepEqual(await box.dig('a', 'api.stripe.test', 'A', { tcp: true }), ['203.0.113.10'], 'dig +tcp of an allowed name');
-      const keepopen = await box.topo.exec(box.topo.pod('a').netns, ['dig', `@${RESOLVER}`, '+tcp', '+keepopen', '+short', '+time=2', '+tries=1', 'api.stripe.test', 'A', 'api.stripe.test', 'AAAA']);
-      assert.deepEqual(keepopen.stdout.trim().split('\n'), ['203.0.113.10', '2001:db8:ff::10'], `two queries on one connection (dig +keepopen): ${keepopen.stdout}`);
+      assert.deepEqual(
+        await box.dig('a', 'api.stripe.test', 'A', { tcp: true }),
+        ['203.0.113.10'],
+        'dig +tcp of an allowed name',
+      );
+      const keepopen = await box.topo.exec(box.topo.pod('a').netns, [
+        'dig',
+        `@${RESOLVER}`,
+        '+tcp',
+        '+keepopen',
+        '+short',
+        '+time=2',
+        '+tries=1',
+        'api.stripe.test',
+        'A',
+        'api.stripe.test',
+        'AAAA',
+      ]);
+      assert.deepEqual(
+        keepopen.stdout.trim().split('\n'),
+        ['203.0.113.10', '2001:db8:ff::10'],
+        `two queries on one connection (dig +keepopen): ${keepopen.stdout}`,
+      );
     });
   });
 });
 
 /** A real TLS server for the tls rule, the pod allowed api.stripe.test on it and its address learned. */
-async function withTlsBox(t: Parameters<typeof requireKernelTestEnv>[0], fn: (box: AgentBox, servers: TlsServers) => Promise<void>, server: { groups?: 'P-256' } = {}): Promise<void> {
+async function withTlsBox(
+  t: Parameters<typeof requireKernelTestEnv>[0],
+  fn: (box: AgentBox, servers: TlsServers) => Promise<void>,
+  server: { groups?: 'P-256' } = {},
+): Promise<void> {
   await withCert(async (cert, key) => {
     await withAgentBox(t, [{ name: 'a' }], {}, async (box) => {
       const servers = await startTlsServer(box.topo, cert, key, [TLS_SERVER], server);
@@ -92,16 +131,31 @@ async function withTlsBox(t: Parameters<typeof requireKernelTestEnv>[0], fn: (bo
  * log after the attack's would have (the attack's hello went out seconds
  * earlier), so its absence then is not a race.
  */
-async function assertOnlyAllowedNameRead(box: AgentBox, servers: TlsServers, attack: Pick<SessionResult, 'error' | 'received'>, refused: string): Promise<void> {
+async function assertOnlyAllowedNameRead(
+  box: AgentBox,
+  servers: TlsServers,
+  attack: Pick<SessionResult, 'error' | 'received'>,
+  refused: string,
+): Promise<void> {
   const before = servers.serverNames().filter((n) => n === 'api.stripe.test').length;
   const ok = await sClient(box.topo, 'a', TLS_SERVER, 'api.stripe.test');
   assert.ok(ok.ok, `a normal connection to the allowed name completes: ${ok.text}`);
-  await box.waitFor('the control hello in the server log', () => servers.serverNames().filter((n) => n === 'api.stripe.test').length > before);
-  assert.deepEqual(servers.serverNames().filter((n) => n === refused), [], `the server never read a hello naming ${refused} (it read: ${servers.serverNames().join(', ')}; the attacker's socket: ${attack.error ?? 'no error'}, ${attack.received.length} bytes back)`);
+  await box.waitFor(
+    'the control hello in the server log',
+    () => servers.serverNames().filter((n) => n === 'api.stripe.test').length > before,
+  );
+  assert.deepEqual(
+    servers.serverNames().filter((n) => n === refused),
+    [],
+    `the server never read a hello naming ${refused} (it read: ${servers.serverNames().join(', ')}; the attacker's socket: ${attack.error ?? 'no error'}, ${attack.received.length} bytes back)`,
+  );
   assert.equal(attack.received.length, 0, 'no ServerHello reached the pod');
 }
 
-const [HELLO_ALLOWED, HELLO_REFUSED] = realClientHellos([{ serverName: 'api.stripe.test' }, { serverName: 'blocked.test' }]) as [Buffer, Buffer];
+const [HELLO_ALLOWED, HELLO_REFUSED] = realClientHellos([
+  { serverName: 'api.stripe.test' },
+  { serverName: 'blocked.test' },
+]) as [Buffer, Buffer];
 
 /**
  * The re-anchoring game, after the steps `first`: a SYN at ISN - d (a
@@ -133,7 +187,12 @@ test('TLS check: a pod RST while the check is pending refuses the flow, so an ou
   if (!requireKernelTestEnv(t, TOOLS)) return;
   // the server drops a RST outside its window; a kernel that takes it as the
   // flow's end judges the SYN after it as a new flow, anchored on it
-  await withTlsBox(t, (box, servers) => reanchor(box, servers, [{ op: 'raw', flags: 'R', seq: 0x40000000 }, { op: 'pause', ms: 20 }]));
+  await withTlsBox(t, (box, servers) =>
+    reanchor(box, servers, [
+      { op: 'raw', flags: 'R', seq: 0x40000000 },
+      { op: 'pause', ms: 20 },
+    ]),
+  );
 });
 
 test('TLS check: one urgent byte (MSG_OOB, no privilege) cannot make the parser and the server read different hellos', async (t) => {
@@ -168,7 +227,7 @@ async function spoofedAnswersCounted(box: AgentBox): Promise<number> {
   return total;
 }
 
-test('a neighbour pod forging the resolver\'s answers teaches nothing: the answer must come from where the node routes to the resolver', async (t) => {
+test("a neighbour pod forging the resolver's answers teaches nothing: the answer must come from where the node routes to the resolver", async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
   await withAgentBox(t, [{ name: 'a' }, { name: 'b' }], {}, async (box) => {
     box.writePods([{ name: 'a', allow: 'api.stripe.test' }, { name: 'b' }]); // b: no annotation, not enforced
@@ -177,11 +236,39 @@ test('a neighbour pod forging the resolver\'s answers teaches nothing: the answe
     const b = box.topo.pod('b');
     // b takes the trusted resolver's address; the node forwards what it sends
     // (rp_filter off, as on nodes whose CNI turns it off)
-    for (const conf of ['all', 'default', b.hostIf]) await box.topo.exec(box.topo.nodeNs, ['sysctl', '-qw', `net.ipv4.conf.${conf}.rp_filter=0`]);
+    for (const conf of ['all', 'default', b.hostIf])
+      await box.topo.exec(box.topo.nodeNs, ['sysctl', '-qw', `net.ipv4.conf.${conf}.rp_filter=0`]);
     await box.topo.ip(b.netns, 'addr', 'add', `${SILENT_RESOLVER}/32`, 'dev', 'eth0');
-    const ask = (id: number, sport: number) => box.topo.exec(a.netns, [process.execPath, NETTOOL, 'query', SILENT_RESOLVER, 'api.stripe.test', '--id', String(id), '--sport', String(sport)]);
+    const ask = (id: number, sport: number) =>
+      box.topo.exec(a.netns, [
+        process.execPath,
+        NETTOOL,
+        'query',
+        SILENT_RESOLVER,
+        'api.stripe.test',
+        '--id',
+        String(id),
+        '--sport',
+        String(sport),
+      ]);
     const forge = (ns: string, id: number, sport: number, answer: string) =>
-      box.topo.exec(ns, [process.execPath, NETTOOL, 'forge', '--bind', SILENT_RESOLVER, '--to', a.v4, '--port', String(sport), '--id', String(id), '--name', 'api.stripe.test', '--answer', answer]);
+      box.topo.exec(ns, [
+        process.execPath,
+        NETTOOL,
+        'forge',
+        '--bind',
+        SILENT_RESOLVER,
+        '--to',
+        a.v4,
+        '--port',
+        String(sport),
+        '--id',
+        String(id),
+        '--name',
+        'api.stripe.test',
+        '--answer',
+        answer,
+      ]);
     const FORGED = '198.51.100.10'; // a real server listens there
 
     await ask(300, 45300);
@@ -193,7 +280,7 @@ test('a neighbour pod forging the resolver\'s answers teaches nothing: the answe
     // the real path still teaches: the same resolver's answer from outside
     await ask(301, 45301);
     await forge(box.topo.outNs, 301, 45301, '198.51.100.11');
-    await box.waitFor('the answer from the resolver\'s side learned', () => allowedIps(box).includes('198.51.100.11'));
+    await box.waitFor("the answer from the resolver's side learned", () => allowedIps(box).includes('198.51.100.11'));
     assert.equal(await box.connect('a', '198.51.100.11', 443), true);
     assert.deepEqual(await box.dig('a', 'api.stripe.test'), ['203.0.113.10'], 'and the real resolver too');
     assert.equal(await box.connect('a', '203.0.113.10', 443), true);
@@ -262,23 +349,45 @@ except Exception as e:
 print(json.dumps(res))
 `;
 
-async function retryClient(box: AgentBox, mode: 'legit' | 'attack', ch2: Buffer = Buffer.alloc(0)): Promise<{ retry: boolean; ccsFirst: boolean; ok: boolean; error: string | null; received: Buffer }> {
-  const r = await box.topo.exec(box.topo.pod('a').netns, ['python3', '-c', RETRY_CLIENT, TLS_SERVER, String(TLS_PORT), mode, ch2.toString('hex')]);
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { retry: boolean; ccsFirst: boolean; ok: boolean; error: string | null; received: string };
+async function retryClient(
+  box: AgentBox,
+  mode: 'legit' | 'attack',
+  ch2: Buffer = Buffer.alloc(0),
+): Promise<{ retry: boolean; ccsFirst: boolean; ok: boolean; error: string | null; received: Buffer }> {
+  const r = await box.topo.exec(box.topo.pod('a').netns, [
+    'python3',
+    '-c',
+    RETRY_CLIENT,
+    TLS_SERVER,
+    String(TLS_PORT),
+    mode,
+    ch2.toString('hex'),
+  ]);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+    retry: boolean;
+    ccsFirst: boolean;
+    ok: boolean;
+    error: string | null;
+    received: string;
+  };
   return { ...out, received: Buffer.from(out.received, 'hex') };
 }
 
-test('TLS check: after a real HelloRetryRequest, the second ClientHello (sent after the client\'s ChangeCipherSpec, as OpenSSL does) must name the same server', async (t) => {
+test("TLS check: after a real HelloRetryRequest, the second ClientHello (sent after the client's ChangeCipherSpec, as OpenSSL does) must name the same server", async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withTlsBox(t, async (box, servers) => {
-    const legit = await retryClient(box, 'legit');
-    assert.ok(legit.retry, 'the server asked for another key share (a HelloRetryRequest)');
-    assert.ok(legit.ccsFirst, 'the real client answers it with a ChangeCipherSpec, then its second ClientHello');
-    assert.ok(legit.ok, `a handshake with a retry, the same name twice, completes: ${legit.error}`);
-    // the attacker's second ClientHello: a real one for blocked.test, its key share for the group asked for
-    const [ch2] = realClientHellos([{ serverName: 'blocked.test', groups: 'P-256' }]) as [Buffer];
-    const attack = await retryClient(box, 'attack', ch2);
-    assert.ok(attack.retry && attack.ccsFirst, `the attack went as far as its second hello: ${attack.error}`);
-    await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
-  }, { groups: 'P-256' });
+  await withTlsBox(
+    t,
+    async (box, servers) => {
+      const legit = await retryClient(box, 'legit');
+      assert.ok(legit.retry, 'the server asked for another key share (a HelloRetryRequest)');
+      assert.ok(legit.ccsFirst, 'the real client answers it with a ChangeCipherSpec, then its second ClientHello');
+      assert.ok(legit.ok, `a handshake with a retry, the same name twice, completes: ${legit.error}`);
+      // the attacker's second ClientHello: a real one for blocked.test, its key share for the group asked for
+      const [ch2] = realClientHellos([{ serverName: 'blocked.test', groups: 'P-256' }]) as [Buffer];
+      const attack = await retryClient(box, 'attack', ch2);
+      assert.ok(attack.retry && attack.ccsFirst, `the attack went as far as its second hello: ${attack.error}`);
+      await assertOnlyAllowedNameRead(box, servers, attack, 'blocked.test');
+    },
+    { groups: 'P-256' },
+  );
 });

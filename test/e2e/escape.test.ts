@@ -34,7 +34,12 @@ const COLLIDING_NAME_DIG = `${[...COLLIDING_LABEL].map((b) => (b >= 0x21 && b <=
 const ATTACKER_IP = '198.51.100.10'; // a real server listens there
 
 function allowedIps(box: AgentBox, identity?: number): string[] {
-  return box.maps((dp) => dp.maps.allow.entries().filter(([k]) => identity === undefined || k.identity === identity).map(([k]) => formatIp(k.addr)));
+  return box.maps((dp) =>
+    dp.maps.allow
+      .entries()
+      .filter(([k]) => identity === undefined || k.identity === identity)
+      .map(([k]) => formatIp(k.addr)),
+  );
 }
 
 function identityOf(box: AgentBox, pod: string): number {
@@ -43,10 +48,13 @@ function identityOf(box: AgentBox, pod: string): number {
   return found[0];
 }
 
-async function drops(box: AgentBox): Promise<Array<{ pod: string; reason: string; destination: string; proto: string }>> {
+async function drops(
+  box: AgentBox,
+): Promise<Array<{ pod: string; reason: string; destination: string; proto: string }>> {
   const r = await egressctl(['drops', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath);
   assert.equal(r.code, 0, r.stderr);
-  return (JSON.parse(r.stdout) as { drops: Array<{ pod: string; reason: string; destination: string; proto: string }> }).drops;
+  return (JSON.parse(r.stdout) as { drops: Array<{ pod: string; reason: string; destination: string; proto: string }> })
+    .drops;
 }
 
 /** A UDP frame from the resolver to the pod carrying the answer for a raw wire name. */
@@ -67,7 +75,11 @@ test('a name-hash collision teaches the kernel nothing: the real name is compare
   const h = LearnerHarness.open();
   try {
     assert.equal(h.hashKey, 0n, 'this harness runs the unkeyed hash, the one the collision was computed for');
-    const colliding = Buffer.concat([Buffer.from([COLLIDING_LABEL.length]), COLLIDING_LABEL, nameToWire('856054.attacker.example')]);
+    const colliding = Buffer.concat([
+      Buffer.from([COLLIDING_LABEL.length]),
+      COLLIDING_LABEL,
+      nameToWire('856054.attacker.example'),
+    ]);
     assert.equal(nameHash('api.allowed.com'), 0xa61f5a5783423a5fn, 'the collision is real');
     h.allowName(PolicyKind.exact, 'api.allowed.com');
     h.expectQuery(7, 41000);
@@ -92,25 +104,40 @@ test('a name-hash collision teaches the kernel nothing: the real name is compare
 
 test('a name-hash collision through the real resolver: no entry, the connection refused, the drop reported', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withAgentBox(t, [{ name: 'a' }], { dnsmasqArgs: [`--address=/attacker.example/${ATTACKER_IP}`] }, async (box) => {
-    // the DNS query filter off, so the answer reaches the learners, whose real-name comparison is what this tests
-    // (with it on, the query is refused before the resolver sees it: test/kernel/dns-query-filter.test.ts)
-    box.writePods([{ name: 'a', allow: 'api.allowed.com, *.api.allowed.com', dnsFilter: 'off' }]);
-    await box.startAgent();
-    const key = box.maps((dp) => dp.maps.hashKey.get(0) ?? 0n);
-    assert.notEqual(key, 0n, 'the node has a secret hash key');
-    assert.notEqual(nameHash('api.allowed.com', key), nameHash('api.allowed.com'), 'so a collision against the unkeyed hash misses');
-    for (const name of [COLLIDING_NAME_DIG, `www.${COLLIDING_NAME_DIG}`]) {
-      assert.deepEqual(await box.dig('a', name), [ATTACKER_IP], `the attacker's zone answers ${name}`);
-      assert.equal(await box.connect('a', ATTACKER_IP, 443), false, 'the connection is refused');
-    }
-    await sleep(5500); // past the agent's import of kernel-learned entries
-    assert.deepEqual(allowedIps(box), [], 'no allow entry was written, by the kernel or the agent');
-    assert.equal(await box.connect('a', ATTACKER_IP, 443), false);
-    const seen = await drops(box);
-    assert.ok(seen.some((d) => d.pod === 'shop/a' && d.destination === ATTACKER_IP && d.reason === 'not-allowed'), 'egressctl drops shows the attempt');
-    assert.ok((await box.metric('fqdn_egress_pod_packets_total', { pod: 'a', reason: 'not-allowed' })) > 0, 'and the counters');
-  });
+  await withAgentBox(
+    t,
+    [{ name: 'a' }],
+    { dnsmasqArgs: [`--address=/attacker.example/${ATTACKER_IP}`] },
+    async (box) => {
+      // the DNS query filter off, so the answer reaches the learners, whose real-name comparison is what this tests
+      // (with it on, the query is refused before the resolver sees it: test/kernel/dns-query-filter.test.ts)
+      box.writePods([{ name: 'a', allow: 'api.allowed.com, *.api.allowed.com', dnsFilter: 'off' }]);
+      await box.startAgent();
+      const key = box.maps((dp) => dp.maps.hashKey.get(0) ?? 0n);
+      assert.notEqual(key, 0n, 'the node has a secret hash key');
+      assert.notEqual(
+        nameHash('api.allowed.com', key),
+        nameHash('api.allowed.com'),
+        'so a collision against the unkeyed hash misses',
+      );
+      for (const name of [COLLIDING_NAME_DIG, `www.${COLLIDING_NAME_DIG}`]) {
+        assert.deepEqual(await box.dig('a', name), [ATTACKER_IP], `the attacker's zone answers ${name}`);
+        assert.equal(await box.connect('a', ATTACKER_IP, 443), false, 'the connection is refused');
+      }
+      await sleep(5500); // past the agent's import of kernel-learned entries
+      assert.deepEqual(allowedIps(box), [], 'no allow entry was written, by the kernel or the agent');
+      assert.equal(await box.connect('a', ATTACKER_IP, 443), false);
+      const seen = await drops(box);
+      assert.ok(
+        seen.some((d) => d.pod === 'shop/a' && d.destination === ATTACKER_IP && d.reason === 'not-allowed'),
+        'egressctl drops shows the attempt',
+      );
+      assert.ok(
+        (await box.metric('fqdn_egress_pod_packets_total', { pod: 'a', reason: 'not-allowed' })) > 0,
+        'and the counters',
+      );
+    },
+  );
 });
 
 const RAW_ICMP6 = `
@@ -162,10 +189,17 @@ test('ICMPv6 link control is no tunnel: NS and MLD with data to a global address
       // Real neighbour discovery keeps IPv6 working: a connection to an allowed name over IPv6 goes.
       await box.topo.ip(pod.netns, '-6', 'neigh', 'flush', 'all');
       assert.deepEqual(await box.dig('a', 'api.stripe.test', 'AAAA'), ['2001:db8:ff::10']);
-      assert.equal(await box.connect('a', '2001:db8:ff::10'), true, 'TCP over IPv6 to an allowed name, after a neighbour flush');
+      assert.equal(
+        await box.connect('a', '2001:db8:ff::10'),
+        true,
+        'TCP over IPv6 to an allowed name, after a neighbour flush',
+      );
       assert.equal(await box.connect('a', '2001:db8:ff::11', 443, 500), false, 'to a name never answered: dropped');
       // A rule without a port allows TCP and UDP, not every IP protocol: no ping, even to the allowed name.
-      await assert.rejects(box.topo.exec(pod.netns, ['ping', '-6', '-c', '1', '-W', '1', '2001:db8:ff::10']), 'ICMP echo to an allowed name is dropped');
+      await assert.rejects(
+        box.topo.exec(pod.netns, ['ping', '-6', '-c', '1', '-W', '1', '2001:db8:ff::10']),
+        'ICMP echo to an allowed name is dropped',
+      );
     } finally {
       rmSync(`${dir}-send.py`, { force: true });
       rmSync(`${dir}-sink.py`, { force: true });
@@ -174,8 +208,24 @@ test('ICMPv6 link control is no tunnel: NS and MLD with data to a global address
 });
 
 /** Run `nettool hold` in a pod; resolves to its last JSON line once it ends. */
-function hold(box: AgentBox, pod: string, proto: 'tcp' | 'udp', host: string, port: number, seconds: number): { connected: Promise<void>; result: Promise<{ ok: boolean; error?: string; echoes: number }> } {
-  const child = box.topo.spawn(box.topo.pod(pod).netns, [process.execPath, NETTOOL, 'hold', proto, host, String(port), '--seconds', String(seconds)]);
+function hold(
+  box: AgentBox,
+  pod: string,
+  proto: 'tcp' | 'udp',
+  host: string,
+  port: number,
+  seconds: number,
+): { connected: Promise<void>; result: Promise<{ ok: boolean; error?: string; echoes: number }> } {
+  const child = box.topo.spawn(box.topo.pod(pod).netns, [
+    process.execPath,
+    NETTOOL,
+    'hold',
+    proto,
+    host,
+    String(port),
+    '--seconds',
+    String(seconds),
+  ]);
   let out = '';
   let onConnected: () => void;
   const connected = new Promise<void>((resolve) => (onConnected = resolve));
@@ -184,7 +234,9 @@ function hold(box: AgentBox, pod: string, proto: 'tcp' | 'udp', host: string, po
     if (out.includes('connected')) onConnected();
   });
   const result = new Promise<{ ok: boolean; error?: string; echoes: number }>((resolve) => {
-    child.once('exit', () => resolve(JSON.parse(out.trim().split('\n').pop() ?? '{"ok":false,"echoes":0}') as { ok: boolean; echoes: number }));
+    child.once('exit', () =>
+      resolve(JSON.parse(out.trim().split('\n').pop() ?? '{"ok":false,"echoes":0}') as { ok: boolean; echoes: number }),
+    );
   });
   return { connected, result };
 }
@@ -204,15 +256,23 @@ test('flows that only audit mode let through are cut when the pod switches to en
     const ifindex = box.topo.pod('a').ifindex;
     await box.waitFor('the pod enforced', () => box.maps((dp) => dp.maps.endpoints.get(ifindex)?.flags === 1));
     const enforcedAt = Date.now();
-    const ended = (r: Promise<{ ok: boolean; error?: string; echoes: number }>) => r.then((v) => ({ ...v, at: Date.now() }));
+    const ended = (r: Promise<{ ok: boolean; error?: string; echoes: number }>) =>
+      r.then((v) => ({ ...v, at: Date.now() }));
     const [tcp, udp, ok] = await Promise.all([ended(beaconTcp.result), ended(beaconUdp.result), allowed.result]);
     assert.equal(tcp.ok, false, `the TCP beacon opened during audit is cut (${tcp.error}, ${tcp.echoes} echoes)`);
     assert.equal(udp.ok, false, `the UDP beacon opened during audit is cut (${udp.error}, ${udp.echoes} echoes)`);
     assert.equal(ok.ok, true, `the allowed flow opened during audit goes on (${ok.error})`);
     // A beacon notices a missing echo 200-400 ms after it went missing.
-    for (const [what, r] of [['tcp', tcp], ['udp', udp]] as const) assert.ok(r.at - enforcedAt <= 1000, `${what} beacon stopped ${r.at - enforcedAt} ms after the switch`);
+    for (const [what, r] of [
+      ['tcp', tcp],
+      ['udp', udp],
+    ] as const)
+      assert.ok(r.at - enforcedAt <= 1000, `${what} beacon stopped ${r.at - enforcedAt} ms after the switch`);
     const seen = await drops(box);
-    assert.ok(seen.some((d) => d.reason === 'audit-ended' && d.destination === '198.51.100.10'), 'the cut is reported as audit-ended');
+    assert.ok(
+      seen.some((d) => d.reason === 'audit-ended' && d.destination === '198.51.100.10'),
+      'the cut is reported as audit-ended',
+    );
   });
 });
 
@@ -229,21 +289,25 @@ test('a recycled identity inherits nothing: purge scans every map, identities ar
     assert.ok(allowedIps(box, idA).includes('203.0.113.10'), 'the kernel learned for A');
     box.writePods([]); // A is deleted while the agent is down
     await box.startAgent();
-    await box.waitFor('every entry of A gone', () => box.maps((dp) =>
-      dp.maps.allow.entries().every(([k]) => k.identity !== idA) &&
-      dp.maps.conntrack.entries().every(([k]) => k.identity !== idA) &&
-      dp.maps.queries.entries().every(([k]) => k.identity !== idA) &&
-      dp.maps.owners.entries().every(([k]) => k.identity !== idA) &&
-      dp.maps.policy.entries().every(([k]) => k.identity !== idA) &&
-      dp.maps.pods.get(idA) === undefined));
+    await box.waitFor('every entry of A gone', () =>
+      box.maps(
+        (dp) =>
+          dp.maps.allow.entries().every(([k]) => k.identity !== idA) &&
+          dp.maps.conntrack.entries().every(([k]) => k.identity !== idA) &&
+          dp.maps.queries.entries().every(([k]) => k.identity !== idA) &&
+          dp.maps.owners.entries().every(([k]) => k.identity !== idA) &&
+          dp.maps.policy.entries().every(([k]) => k.identity !== idA) &&
+          dp.maps.pods.get(idA) === undefined,
+      ),
+    );
     // A second restart must not hand A's identity out again either.
     await box.stopAgent('SIGKILL');
     await box.startAgent();
     box.writePods([{ name: 'b', allow: 'www.kadath.test' }]);
     await box.waitFor('B enforced', () => box.maps((dp) => dp.maps.pods.entries().some(([, i]) => i.name === 'b')));
     const idB = identityOf(box, 'b');
-    assert.deepEqual(allowedIps(box, idB), [], 'B\'s identity holds nothing it did not learn');
-    assert.equal(await box.connect('b', '203.0.113.10', 443), false, 'B reaches nothing of A\'s');
+    assert.deepEqual(allowedIps(box, idB), [], "B's identity holds nothing it did not learn");
+    assert.equal(await box.connect('b', '203.0.113.10', 443), false, "B reaches nothing of A's");
   });
 });
 
@@ -253,9 +317,36 @@ test('a query is good for one answer within the window: a late forged answer tea
     box.writePods([{ name: 'a', allow: 'api.stripe.test' }]);
     await box.startAgent();
     const pod = box.topo.pod('a');
-    const query = (id: number, sport: number) => box.topo.exec(pod.netns, [process.execPath, NETTOOL, 'query', SILENT_RESOLVER, 'api.stripe.test', '--id', String(id), '--sport', String(sport)]);
+    const query = (id: number, sport: number) =>
+      box.topo.exec(pod.netns, [
+        process.execPath,
+        NETTOOL,
+        'query',
+        SILENT_RESOLVER,
+        'api.stripe.test',
+        '--id',
+        String(id),
+        '--sport',
+        String(sport),
+      ]);
     const forge = (id: number, sport: number, answer: string) =>
-      box.topo.exec(box.topo.outNs, [process.execPath, NETTOOL, 'forge', '--bind', SILENT_RESOLVER, '--to', pod.v4, '--port', String(sport), '--id', String(id), '--name', 'api.stripe.test', '--answer', answer]);
+      box.topo.exec(box.topo.outNs, [
+        process.execPath,
+        NETTOOL,
+        'forge',
+        '--bind',
+        SILENT_RESOLVER,
+        '--to',
+        pod.v4,
+        '--port',
+        String(sport),
+        '--id',
+        String(id),
+        '--name',
+        'api.stripe.test',
+        '--answer',
+        answer,
+      ]);
     // Control: an answer inside the window counts (the forging path works).
     await query(100, 45100);
     await forge(100, 45100, '203.0.113.11');
@@ -272,7 +363,11 @@ test('a query is good for one answer within the window: a late forged answer tea
     assert.ok(!ips.includes('198.51.100.11'), 'an answer after the window teaches nothing');
     assert.equal(await box.connect('a', '198.51.100.11', 443), false);
     // A flood of queries: the map stays bounded, and old entries age out of use.
-    await box.topo.exec(pod.netns, [process.execPath, NETTOOL, 'query-flood', SILENT_RESOLVER, '--count', '70000'], 120_000);
+    await box.topo.exec(
+      pod.netns,
+      [process.execPath, NETTOOL, 'query-flood', SILENT_RESOLVER, '--count', '70000'],
+      120_000,
+    );
     const pending = box.maps((dp) => dp.maps.queries.entries().length);
     assert.ok(pending <= 65_536, `fqe_queries holds ${pending} entries, at most its capacity`);
   });
@@ -286,7 +381,11 @@ test('allowCIDRs and learned entries do not shadow each other, and families stay
     assert.equal(await box.connect('a', '198.51.100.11', 443), true, 'the prefix allows any port');
     assert.deepEqual(await box.dig('a', 'kadath.test'), ['198.51.100.11']);
     assert.ok(allowedIps(box).includes('198.51.100.11'), 'the learned entry (port 80 only) is written');
-    assert.equal(await box.connect('a', '198.51.100.11', 443), true, 'the learned port-80 entry does not hide the covering prefix');
+    assert.equal(
+      await box.connect('a', '198.51.100.11', 443),
+      true,
+      'the learned port-80 entry does not hide the covering prefix',
+    );
     assert.equal(await box.connect('a', '198.51.100.11', 80), true);
     assert.equal(await box.connect('a', '203.0.113.10', 443), false, '::/0 does not cover IPv4');
     assert.equal(await box.connect('a', '2001:db8:ff::12', 443), true, '::/0 covers IPv6');
@@ -295,16 +394,34 @@ test('allowCIDRs and learned entries do not shadow each other, and families stay
 
 test('TTL 0 still allows the connection the pod opens right after its answer (CNAME chain, --min-ttl 0s)', async (t) => {
   if (!requireKernelTestEnv(t, TOOLS)) return;
-  await withAgentBox(t, [{ name: 'a' }], { agentArgs: ['--min-ttl', '0s'], dnsmasqArgs: ['--local-ttl=0'] }, async (box) => {
-    box.writePods([{ name: 'a', allow: 'cdn.test' }]);
-    await box.startAgent();
-    const pod = box.topo.pod('a');
-    const r = await box.topo.exec(pod.netns, ['dig', `@${OUTSIDE_LINK_V4.outside}`, '+noall', '+answer', 'cdn.test', 'A']);
-    assert.match(r.stdout, /cdn\.test\.\s+0\s+IN\s+CNAME/, 'dnsmasq answers the chain with TTL 0');
-    assert.equal(await box.connect('a', ZONE['edge.cdn-provider.test']![0]!, 443), true, 'the connection right after the answer passes');
-    const entry = box.maps((dp) => dp.maps.allow.entries().find(([k]) => formatIp(k.addr) === ZONE['edge.cdn-provider.test']![0]));
-    assert.ok(entry && entry[1].expiresNs > process.hrtime.bigint(), 'within the connect grace');
-  });
+  await withAgentBox(
+    t,
+    [{ name: 'a' }],
+    { agentArgs: ['--min-ttl', '0s'], dnsmasqArgs: ['--local-ttl=0'] },
+    async (box) => {
+      box.writePods([{ name: 'a', allow: 'cdn.test' }]);
+      await box.startAgent();
+      const pod = box.topo.pod('a');
+      const r = await box.topo.exec(pod.netns, [
+        'dig',
+        `@${OUTSIDE_LINK_V4.outside}`,
+        '+noall',
+        '+answer',
+        'cdn.test',
+        'A',
+      ]);
+      assert.match(r.stdout, /cdn\.test\.\s+0\s+IN\s+CNAME/, 'dnsmasq answers the chain with TTL 0');
+      assert.equal(
+        await box.connect('a', ZONE['edge.cdn-provider.test']![0]!, 443),
+        true,
+        'the connection right after the answer passes',
+      );
+      const entry = box.maps((dp) =>
+        dp.maps.allow.entries().find(([k]) => formatIp(k.addr) === ZONE['edge.cdn-provider.test']![0]),
+      );
+      assert.ok(entry && entry[1].expiresNs > process.hrtime.bigint(), 'within the connect grace');
+    },
+  );
 });
 
 test('a rule without a port allows TCP and UDP, not every IP protocol: ICMP, GRE and SCTP to an allowed address are dropped', (t) => {
@@ -312,12 +429,41 @@ test('a rule without a port allows TCP and UDP, not every IP protocol: ICMP, GRE
   const h = LearnerHarness.open();
   try {
     const dst = '203.0.113.10';
-    h.dp.maps.allow.set({ identity: h.identity, addr: parseIp(dst), prefixLen: 128 }, { expiresNs: 0n, nameHash: 1n, ports: [], source: AllowSource.kernel });
+    h.dp.maps.allow.set(
+      { identity: h.identity, addr: parseIp(dst), prefixLen: 128 },
+      { expiresNs: 0n, nameHash: 1n, ports: [], source: AllowSource.kernel },
+    );
     const enforcer = h.dp.programs!.enforcer;
-    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst, proto: 'tcp', sport: 40100, dport: 8443, tcpFlags: 0x02 })).retval | 0, -1, 'TCP, any port');
-    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst, proto: 'udp', sport: 40101, dport: 9999, payload: Buffer.from('x') })).retval | 0, -1, 'UDP, any port');
-    for (const [what, proto] of [['ICMP echo', 1], ['GRE', 47], ['SCTP', 132], ['IP-in-IP', 4]] as const) {
-      const frame = buildFrame({ src: h.podV4, dst, proto: 'udp', sport: 0x0800, dport: 1, payload: Buffer.alloc(32, 0x41) });
+    assert.equal(
+      native.progTestRun(
+        enforcer,
+        buildFrame({ src: h.podV4, dst, proto: 'tcp', sport: 40100, dport: 8443, tcpFlags: 0x02 }),
+      ).retval | 0,
+      -1,
+      'TCP, any port',
+    );
+    assert.equal(
+      native.progTestRun(
+        enforcer,
+        buildFrame({ src: h.podV4, dst, proto: 'udp', sport: 40101, dport: 9999, payload: Buffer.from('x') }),
+      ).retval | 0,
+      -1,
+      'UDP, any port',
+    );
+    for (const [what, proto] of [
+      ['ICMP echo', 1],
+      ['GRE', 47],
+      ['SCTP', 132],
+      ['IP-in-IP', 4],
+    ] as const) {
+      const frame = buildFrame({
+        src: h.podV4,
+        dst,
+        proto: 'udp',
+        sport: 0x0800,
+        dport: 1,
+        payload: Buffer.alloc(32, 0x41),
+      });
       frame[14 + 9] = proto; // the IPv4 header's protocol: the same bytes as another protocol's
       assert.equal(native.progTestRun(enforcer, frame).retval, TC_ACT_SHOT, `${what}: dropped`);
     }
@@ -337,7 +483,11 @@ test('a tracked flow is no way around the source check: no flow is tracked for a
     // A flow opened towards an address routed to the pod's interface that the pod does not own.
     h.run(buildFrame({ src: peer, dst: notOwned, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x02 }));
     h.run(buildFrame({ src: peer, dst: notOwned, proto: 'udp', sport: 5000, dport: 40001, payload: Buffer.from('x') }));
-    assert.deepEqual(h.dp.maps.conntrack.entries().map(([k]) => formatIp(k.podAddr)), [], 'nothing tracked for it');
+    assert.deepEqual(
+      h.dp.maps.conntrack.entries().map(([k]) => formatIp(k.podAddr)),
+      [],
+      'nothing tracked for it',
+    );
     // The pod answering from that address: dropped as spoofed, however it looks like a reply.
     for (const frame of [
       buildFrame({ src: notOwned, dst: peer, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x12 }),
@@ -348,7 +498,13 @@ test('a tracked flow is no way around the source check: no flow is tracked for a
     assert.equal(h.dp.maps.counters.get(h.identity)!.reasons.spoofed, 2n);
     // The control: the same towards the pod's own address is tracked, and its reply passes.
     h.run(buildFrame({ src: peer, dst: h.podV4, proto: 'tcp', sport: 443, dport: 40000, tcpFlags: 0x02 }));
-    assert.equal(native.progTestRun(enforcer, buildFrame({ src: h.podV4, dst: peer, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x12 })).retval | 0, -1);
+    assert.equal(
+      native.progTestRun(
+        enforcer,
+        buildFrame({ src: h.podV4, dst: peer, proto: 'tcp', sport: 40000, dport: 443, tcpFlags: 0x12 }),
+      ).retval | 0,
+      -1,
+    );
   } finally {
     h.close();
   }
@@ -361,7 +517,15 @@ test('a pod flooding its resolver cannot flush the node-wide query table: past i
     const RATE = 2048; // FQE_QUERIES_PER_SEC, per pod and CPU (a test run stays on one CPU)
     const enforcer = h.dp.programs!.enforcer;
     h.allowName(PolicyKind.exact, 'api.stripe.test'); // the query filter lets these queries pass
-    const query = (id: number) => buildFrame({ src: h.podV4, dst: h.resolver, proto: 'udp', sport: 40000 + (id % 1000), dport: 53, payload: LearnerHarness.queryPayload('api.stripe.test', id) });
+    const query = (id: number) =>
+      buildFrame({
+        src: h.podV4,
+        dst: h.resolver,
+        proto: 'udp',
+        sport: 40000 + (id % 1000),
+        dport: 53,
+        payload: LearnerHarness.queryPayload('api.stripe.test', id),
+      });
     const flood = native.progTestRun(enforcer, query(1), { repeat: RATE + 100 });
     assert.equal(flood.retval | 0, -1, 'queries pass');
     const recorded = () => h.dp.maps.queries.entries().map(([k]) => k.dnsId);

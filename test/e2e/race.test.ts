@@ -11,7 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireKernelTestEnv } from '../helpers/topology.js';
 import { withAgentBox } from '../helpers/agent-fixture.js';
-import { compileRaceClient, raceHostsFile, racePoolHostsFile, runRace, type RaceMode, type RaceResult } from '../helpers/race.js';
+import {
+  compileRaceClient,
+  raceHostsFile,
+  racePoolHostsFile,
+  runRace,
+  type RaceMode,
+  type RaceResult,
+} from '../helpers/race.js';
 
 const NAMES = 500;
 
@@ -31,15 +38,27 @@ test('a client that connects right after its answer: zero first-SYN drops with t
     const on = await runRace(box, 'client', client.path, 'on', NAMES, identity);
     await box.stopAgent();
     // Same addresses for the second run: forget what the first one learned.
-    box.maps((dp) => dp.maps.allow.deleteMany(dp.maps.allow.entries().filter(([k]) => k.identity === identity).map(([k]) => k)));
+    box.maps((dp) =>
+      dp.maps.allow.deleteMany(
+        dp.maps.allow
+          .entries()
+          .filter(([k]) => k.identity === identity)
+          .map(([k]) => k),
+      ),
+    );
     await box.startAgent(['--inline-learner', 'false']);
     const off = await runRace(box, 'client', client.path, 'off', NAMES, identity);
-    t.diagnostic(`first-SYN drops: inline learner on ${on.firstSynDrops}/${on.connects}, off ${off.firstSynDrops}/${off.connects}`);
+    t.diagnostic(
+      `first-SYN drops: inline learner on ${on.firstSynDrops}/${on.connects}, off ${off.firstSynDrops}/${off.connects}`,
+    );
     assert.equal(on.answered, NAMES, 'every name answered (learner on)');
     assert.equal(on.connects, NAMES);
     assert.equal(on.firstSynDrops, 0, 'no first SYN dropped with the inline learner');
     assert.equal(off.answered, NAMES, 'every name answered (learner off)');
-    assert.ok(off.firstSynDrops > NAMES / 10, `without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`);
+    assert.ok(
+      off.firstSynDrops > NAMES / 10,
+      `without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`,
+    );
   });
 });
 
@@ -71,45 +90,77 @@ test('every answer shape (TCP, 40 and 100 addresses, truncated then TCP): zero f
   let first = 0;
   for (const shape of SHAPES) {
     // the same addresses for both runs (the first run's entries are removed in between)
-    for (const learner of ['on', 'off']) hosts.push(racePoolHostsFile(dir, `${learner}-${shape.key}`, SHAPE_NAMES, shape.perName, first));
+    for (const learner of ['on', 'off'])
+      hosts.push(racePoolHostsFile(dir, `${learner}-${shape.key}`, SHAPE_NAMES, shape.perName, first));
     first += SHAPE_NAMES * shape.perName;
   }
-  await withAgentBox(t, [{ name: 'client' }], { dnsmasqArgs: [...hosts.map((h) => `--addn-hosts=${h}`), '--edns-packet-max=4096'] }, async (box) => {
-    const pod = box.topo.pod('client');
-    for (const [ns, dev] of [[box.topo.nodeNs, 'out0'], [box.topo.outNs, 'eth0'], [box.topo.nodeNs, pod.hostIf], [pod.netns, 'eth0']] as const) {
-      await box.topo.ip(ns, 'link', 'set', 'dev', dev, 'mtu', '9000');
-    }
-    box.writePods([{ name: 'client', allow: '*.race.test' }]);
-    const results: Record<string, { on?: RaceResult; off?: RaceResult }> = {};
-    for (const learner of ['on', 'off'] as const) {
-      // 300 names x (1 + 40 + 100 + 100) addresses is past the default share
-      // of one pod (--max-ips-per-pod 16384), which would refuse the later ones.
-      const share = ['--max-ips-per-pod', '131072'];
-      await box.startAgent(learner === 'on' ? share : [...share, '--inline-learner', 'false']);
-      const id = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
-      for (const shape of SHAPES) {
-        (results[shape.key] ??= {})[learner] = await runRace(box, 'client', client.path, `${learner}-${shape.key}`, SHAPE_NAMES, id, 0, shape.mode);
+  await withAgentBox(
+    t,
+    [{ name: 'client' }],
+    { dnsmasqArgs: [...hosts.map((h) => `--addn-hosts=${h}`), '--edns-packet-max=4096'] },
+    async (box) => {
+      const pod = box.topo.pod('client');
+      for (const [ns, dev] of [
+        [box.topo.nodeNs, 'out0'],
+        [box.topo.outNs, 'eth0'],
+        [box.topo.nodeNs, pod.hostIf],
+        [pod.netns, 'eth0'],
+      ] as const) {
+        await box.topo.ip(ns, 'link', 'set', 'dev', dev, 'mtu', '9000');
       }
-      await box.stopAgent();
-      // Same addresses for the second run: forget what the first one learned.
-      box.maps((dp) => dp.maps.allow.deleteMany(dp.maps.allow.entries().filter(([k]) => k.identity === id).map(([k]) => k)));
-    }
-    for (const shape of SHAPES) {
-      const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
-      t.diagnostic(`${shape.what}: first-SYN drops with the inline learner ${on.firstSynDrops}/${on.connects}, without ${off.firstSynDrops}/${off.connects}; TCP retries ${on.tcpRetries}; addresses per answer ${on.addresses}; answers left to the agent ${on.leftToAgent}`);
-    }
-    for (const shape of SHAPES) {
-      const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
-      assert.equal(on.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner on)`);
-      assert.equal(on.addresses, shape.perName, `${shape.what}: the whole answer`);
-      assert.equal(on.tcpRetries, shape.key === 'tc100' ? SHAPE_NAMES : 0, `${shape.what}: TCP retries`);
-      assert.equal(on.connects, SHAPE_NAMES);
-      assert.equal(on.firstSynDrops, 0, `${shape.what}: no first SYN dropped with the inline learner`);
-      assert.equal(on.leftToAgent, 0, `${shape.what}: nothing left to the agent`);
-      assert.equal(off.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner off)`);
-      assert.ok(off.firstSynDrops > SHAPE_NAMES / 10, `${shape.what}: without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`);
-    }
-  });
+      box.writePods([{ name: 'client', allow: '*.race.test' }]);
+      const results: Record<string, { on?: RaceResult; off?: RaceResult }> = {};
+      for (const learner of ['on', 'off'] as const) {
+        // 300 names x (1 + 40 + 100 + 100) addresses is past the default share
+        // of one pod (--max-ips-per-pod 16384), which would refuse the later ones.
+        const share = ['--max-ips-per-pod', '131072'];
+        await box.startAgent(learner === 'on' ? share : [...share, '--inline-learner', 'false']);
+        const id = box.maps((dp) => dp.maps.pods.entries()[0]![0]);
+        for (const shape of SHAPES) {
+          (results[shape.key] ??= {})[learner] = await runRace(
+            box,
+            'client',
+            client.path,
+            `${learner}-${shape.key}`,
+            SHAPE_NAMES,
+            id,
+            0,
+            shape.mode,
+          );
+        }
+        await box.stopAgent();
+        // Same addresses for the second run: forget what the first one learned.
+        box.maps((dp) =>
+          dp.maps.allow.deleteMany(
+            dp.maps.allow
+              .entries()
+              .filter(([k]) => k.identity === id)
+              .map(([k]) => k),
+          ),
+        );
+      }
+      for (const shape of SHAPES) {
+        const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
+        t.diagnostic(
+          `${shape.what}: first-SYN drops with the inline learner ${on.firstSynDrops}/${on.connects}, without ${off.firstSynDrops}/${off.connects}; TCP retries ${on.tcpRetries}; addresses per answer ${on.addresses}; answers left to the agent ${on.leftToAgent}`,
+        );
+      }
+      for (const shape of SHAPES) {
+        const { on, off } = results[shape.key] as { on: RaceResult; off: RaceResult };
+        assert.equal(on.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner on)`);
+        assert.equal(on.addresses, shape.perName, `${shape.what}: the whole answer`);
+        assert.equal(on.tcpRetries, shape.key === 'tc100' ? SHAPE_NAMES : 0, `${shape.what}: TCP retries`);
+        assert.equal(on.connects, SHAPE_NAMES);
+        assert.equal(on.firstSynDrops, 0, `${shape.what}: no first SYN dropped with the inline learner`);
+        assert.equal(on.leftToAgent, 0, `${shape.what}: nothing left to the agent`);
+        assert.equal(off.answered, SHAPE_NAMES, `${shape.what}: every name answered (learner off)`);
+        assert.ok(
+          off.firstSynDrops > SHAPE_NAMES / 10,
+          `${shape.what}: without the inline learner first SYNs are dropped (${off.firstSynDrops} of ${off.connects})`,
+        );
+      }
+    },
+  );
 });
 
 test('while the agent is stopped a new name is learned in the kernel and connects at once; a forbidden one is still dropped', async (t) => {
@@ -125,6 +176,10 @@ test('while the agent is stopped a new name is learned in the kernel and connect
     const learned = box.maps((dp) => dp.maps.allow.entries().map(([, v]) => dp.maps.names.get(v.nameHash)));
     assert.deepEqual(learned, ['deep.a.kadath.test'], 'learned in the kernel, with its name');
     await box.startAgent();
-    await box.waitFor('the restarted agent to show the kernel-learned name', async () => (await box.metric('fqdn_egress_cache_entries')) >= 1, 8000);
+    await box.waitFor(
+      'the restarted agent to show the kernel-learned name',
+      async () => (await box.metric('fqdn_egress_cache_entries')) >= 1,
+      8000,
+    );
   });
 });

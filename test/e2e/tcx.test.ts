@@ -62,21 +62,39 @@ function pinnedProgId(pinDir: string, pin: string): number {
 
 test('legacy tc alone: a tcx program that passes skips our enforcer, and status warns (why we attach through tcx)', async (t) => {
   if (!requireKernelTestEnv(t)) return;
-  await withBox(t, [{ name: 'a' }], async (box) => {
-    const { ifindex } = box.topo.pod('a');
-    box.enforce('a', 1101);
-    assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced while nothing else is attached');
-    assert.deepEqual(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).warnings, []);
-    await withStandin(box, 'a', async (cni) => {
-      cni.attachTcx('ingress');
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'the tcx pass ended the chain before our legacy filter');
-      assert.ok(cni.seen() > 0n);
-      const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
-      assert.equal(a.mode, 'legacy');
-      assert.equal(a.warnings.length, 1);
-      assert.match(a.warnings[0]!, new RegExp(`enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`));
-    });
-  }, { attachMode: 'legacy' });
+  await withBox(
+    t,
+    [{ name: 'a' }],
+    async (box) => {
+      const { ifindex } = box.topo.pod('a');
+      box.enforce('a', 1101);
+      assert.equal(
+        (await box.topo.probe('a', 'tcp', HOST_A, 443, DROP_TIMEOUT_MS)).ok,
+        false,
+        'enforced while nothing else is attached',
+      );
+      assert.deepEqual(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).warnings, []);
+      await withStandin(box, 'a', async (cni) => {
+        cni.attachTcx('ingress');
+        assert.equal(
+          (await box.topo.probe('a', 'tcp', HOST_A, 443)).ok,
+          true,
+          'the tcx pass ended the chain before our legacy filter',
+        );
+        assert.ok(cni.seen() > 0n);
+        const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
+        assert.equal(a.mode, 'legacy');
+        assert.equal(a.warnings.length, 1);
+        assert.match(
+          a.warnings[0]!,
+          new RegExp(
+            `enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`,
+          ),
+        );
+      });
+    },
+    { attachMode: 'legacy' },
+  );
 });
 
 test('tcx: a CNI tcx program that passes runs after our enforcer and learner, and never instead of them', async (t) => {
@@ -92,18 +110,26 @@ test('tcx: a CNI tcx program that passes runs after our enforcer and learner, an
         box.allow(1201, HOST_A);
         const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
         assert.equal(a.mode, 'tcx');
-        assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [a.ingress.progId, cniIn.progId], 'ours first on ingress');
+        assert.deepEqual(
+          chain(box.topo, ifindex, 'ingress'),
+          [a.ingress.progId, cniIn.progId],
+          'ours first on ingress',
+        );
         assert.deepEqual(chain(box.topo, ifindex, 'egress'), [a.egress.progId, cniOut.progId], 'ours first on egress');
         assert.deepEqual(a.warnings, []);
         assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null, 'no legacy filter of ours');
 
         const synsBefore = cniIn.syns();
-        assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'a not-allowed SYN is still dropped');
+        assert.equal(
+          (await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok,
+          false,
+          'a not-allowed SYN is still dropped',
+        );
         assert.ok(box.counters(1201).reasons['not-allowed'] > 0n);
         assert.equal(cniIn.syns(), synsBefore, 'a dropped SYN never reaches the CNI program');
         const [inBefore, outBefore] = [cniIn.syns(), cniOut.seen()];
         assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'an allowed connection passes');
-        assert.ok(cniIn.syns() > inBefore, 'our pass (TCX_NEXT) let the CNI program see the pod\'s SYN');
+        assert.ok(cniIn.syns() > inBefore, "our pass (TCX_NEXT) let the CNI program see the pod's SYN");
         assert.ok(cniOut.seen() > outBefore, 'and the replies after our learner');
       });
     });
@@ -121,7 +147,11 @@ test('tcx: a CNI filter on legacy tc at priority 1 still sees what we pass and n
       assert.equal(box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath }).mode, 'tcx');
       assert.equal(legacyFilter(box.topo, ifindex, 'ingress', STANDIN_HANDLE), cni.progId, 'the CNI filter stays');
       const before = cni.syns();
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'a not-allowed SYN is still dropped');
+      assert.equal(
+        (await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok,
+        false,
+        'a not-allowed SYN is still dropped',
+      );
       assert.equal(cni.syns(), before, 'a dropped SYN never reaches the legacy filter');
       assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'an allowed connection passes');
       assert.ok(cni.syns() > before, 'and the legacy filter saw its SYN');
@@ -140,7 +170,9 @@ test('tcx: a program put before ours later is reported, since its pass would ski
       cni.attachTcx('egress', { first: true });
       const a = box.dp.attachment(ifindex, { netns: box.topo.nodeNsPath });
       assert.deepEqual(a.egress.ahead, [cni.progId]);
-      assert.deepEqual(a.warnings, [`DNS learner (egress): another tcx program runs before ours (prog ${cni.progId}); if it returns pass, ours is skipped`]);
+      assert.deepEqual(a.warnings, [
+        `DNS learner (egress): another tcx program runs before ours (prog ${cni.progId}); if it returns pass, ours is skipped`,
+      ]);
       // Attaching again keeps our link where it is (an update, not a move) and still warns.
       const result = box.dp.attach(ifindex, { netns: box.topo.nodeNsPath });
       assert.deepEqual(result.links, { ingress: 'kept', egress: 'kept' });
@@ -151,45 +183,57 @@ test('tcx: a program put before ours later is reported, since its pass would ski
 
 test('upgrade: an interface with our legacy filter gets the tcx link first, then loses the legacy filter', async (t) => {
   if (!requireKernelTestEnv(t)) return;
-  await withBox(t, [{ name: 'a' }], async (box) => {
-    const { ifindex } = box.topo.pod('a');
-    const netns = box.topo.nodeNsPath;
-    box.enforce('a', 1501); // the previous version: legacy tc
-    box.allow(1501, HOST_A);
-    assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), box.dp.attached(ifindex, 'ingress', { netns }));
-    assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
+  await withBox(
+    t,
+    [{ name: 'a' }],
+    async (box) => {
+      const { ifindex } = box.topo.pod('a');
+      const netns = box.topo.nodeNsPath;
+      box.enforce('a', 1501); // the previous version: legacy tc
+      box.allow(1501, HOST_A);
+      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), box.dp.attached(ifindex, 'ingress', { netns }));
+      assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false);
 
-    // Record every attach/detach call of the upgrade, in order.
-    const calls: string[] = [];
-    const spied = ['tcxAttach', 'tcDetach', 'tcAttach'] as const;
-    const originals = spied.map((name) => native[name]);
-    const record = native as unknown as Record<string, (...args: unknown[]) => unknown>;
-    spied.forEach((name, i) => {
-      record[name] = (opts: unknown) => {
-        calls.push(`${name} ${(opts as { direction: string }).direction}`);
-        return (originals[i] as (o: unknown) => unknown)(opts);
-      };
-    });
-    const upgraded = Datapath.load(box.topo.pinDir);
-    try {
-      const result = upgraded.attach(ifindex, { netns });
-      assert.deepEqual({ mode: result.mode, links: result.links, legacyRemoved: result.legacyRemoved }, { mode: 'tcx', links: { ingress: 'created', egress: 'created' }, legacyRemoved: true });
-    } finally {
-      spied.forEach((name, i) => (record[name] = originals[i] as (...args: unknown[]) => unknown));
-    }
-    assert.deepEqual(calls, ['tcxAttach ingress', 'tcxAttach egress', 'tcDetach ingress', 'tcDetach egress'], 'links in before the legacy filters go');
-    try {
-      assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null);
-      assert.equal(legacyFilter(box.topo, ifindex, 'egress'), null);
-      const link = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
-      assert.equal(link.progId, pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
-      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [link.progId]);
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced');
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
-    } finally {
-      upgraded.close();
-    }
-  }, { attachMode: 'legacy' });
+      // Record every attach/detach call of the upgrade, in order.
+      const calls: string[] = [];
+      const spied = ['tcxAttach', 'tcDetach', 'tcAttach'] as const;
+      const originals = spied.map((name) => native[name]);
+      const record = native as unknown as Record<string, (...args: unknown[]) => unknown>;
+      spied.forEach((name, i) => {
+        record[name] = (opts: unknown) => {
+          calls.push(`${name} ${(opts as { direction: string }).direction}`);
+          return (originals[i] as (o: unknown) => unknown)(opts);
+        };
+      });
+      const upgraded = Datapath.load(box.topo.pinDir);
+      try {
+        const result = upgraded.attach(ifindex, { netns });
+        assert.deepEqual(
+          { mode: result.mode, links: result.links, legacyRemoved: result.legacyRemoved },
+          { mode: 'tcx', links: { ingress: 'created', egress: 'created' }, legacyRemoved: true },
+        );
+      } finally {
+        spied.forEach((name, i) => (record[name] = originals[i] as (...args: unknown[]) => unknown));
+      }
+      assert.deepEqual(
+        calls,
+        ['tcxAttach ingress', 'tcxAttach egress', 'tcDetach ingress', 'tcDetach egress'],
+        'links in before the legacy filters go',
+      );
+      try {
+        assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null);
+        assert.equal(legacyFilter(box.topo, ifindex, 'egress'), null);
+        const link = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
+        assert.equal(link.progId, pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
+        assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [link.progId]);
+        assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced');
+        assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
+      } finally {
+        upgraded.close();
+      }
+    },
+    { attachMode: 'legacy' },
+  );
 });
 
 test('auto mode falls back to legacy tc when the kernel refuses the tcx link; tcx mode fails; legacy mode moves back', async (t) => {
@@ -201,14 +245,23 @@ test('auto mode falls back to legacy tc when the kernel refuses the tcx link; tc
     const record = native as unknown as Record<string, unknown>;
     const original = native.tcxAttach;
     record.tcxAttach = () => {
-      throw new BpfError('bpf_link_create(ifindex 2 tcx ingress): Invalid argument (EINVAL)', 'EINVAL', 22, 'bpf_link_create(ifindex 2 tcx ingress)');
+      throw new BpfError(
+        'bpf_link_create(ifindex 2 tcx ingress): Invalid argument (EINVAL)',
+        'EINVAL',
+        22,
+        'bpf_link_create(ifindex 2 tcx ingress)',
+      );
     };
     let fallback: AttachResult | undefined;
     try {
       fallback = box.dp.attach(ifindex, { netns });
       const forced = Datapath.load(box.topo.pinDir, undefined, { attachMode: 'tcx' });
       try {
-        assert.throws(() => forced.attach(ifindex, { netns }), (e) => e instanceof BpfError && e.code === 'EINVAL', '--attach-mode tcx does not fall back');
+        assert.throws(
+          () => forced.attach(ifindex, { netns }),
+          (e) => e instanceof BpfError && e.code === 'EINVAL',
+          '--attach-mode tcx does not fall back',
+        );
       } finally {
         forced.close();
       }
@@ -248,7 +301,12 @@ test('a stale link pin (its interface gone) is replaced by a new link', async (t
     // What a pod deleted while the agent was down leaves behind, under a's ifindex.
     await box.topo.ip(box.topo.nodeNs, 'link', 'add', 'gone0', 'type', 'veth', 'peer', 'name', 'gone1');
     const goneIfindex = native.ifNameToIndex('gone0', netns);
-    const fd = native.tcxAttach({ ifindex: goneIfindex, direction: 'ingress', progFd: box.dp.programs!.enforcer, netns });
+    const fd = native.tcxAttach({
+      ifindex: goneIfindex,
+      direction: 'ingress',
+      progFd: box.dp.programs!.enforcer,
+      netns,
+    });
     try {
       native.pinObject(fd, linkPin(box.topo.pinDir, ifindex, 'ingress'));
     } finally {
@@ -281,7 +339,14 @@ test('detach removes our links and legacy filters, and nothing else', async (t) 
       cni.attachLegacy('ingress');
       box.dp.attach(ifindex, { netns });
       // A legacy filter of ours too, as an upgrade cut short would leave it.
-      native.tcAttach({ ifindex, direction: 'ingress', handle: TC_HANDLE, priority: TC_PRIORITY, progFd: box.dp.programs!.enforcer, netns });
+      native.tcAttach({
+        ifindex,
+        direction: 'ingress',
+        handle: TC_HANDLE,
+        priority: TC_PRIORITY,
+        progFd: box.dp.programs!.enforcer,
+        netns,
+      });
       assert.equal(box.dp.detach(ifindex, { netns }), true);
       for (const direction of ['ingress', 'egress'] as const) {
         assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, direction)), false, `${direction} link unpinned`);
@@ -290,7 +355,11 @@ test('detach removes our links and legacy filters, and nothing else', async (t) 
       }
       assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [cni.progId], 'the CNI tcx program stays, alone');
       assert.deepEqual(chain(box.topo, ifindex, 'egress'), []);
-      assert.equal(legacyFilter(box.topo, ifindex, 'ingress', STANDIN_HANDLE), cni.progId, 'the CNI legacy filter stays');
+      assert.equal(
+        legacyFilter(box.topo, ifindex, 'ingress', STANDIN_HANDLE),
+        cni.progId,
+        'the CNI legacy filter stays',
+      );
       const { stdout } = await box.topo.exec(box.topo.nodeNs, ['tc', 'qdisc', 'show', 'dev', box.topo.pod('a').hostIf]);
       assert.match(stdout, /clsact/, 'the clsact qdisc stays');
       assert.equal(box.dp.detach(ifindex, { netns }), false, 'nothing left to detach');
@@ -306,7 +375,13 @@ test('agent restart keeps the pinned link (same id, program replaced) and enforc
     const { ifindex } = box.topo.pod('payments');
     const before = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
     const learnerBefore = pinnedLink(box.topo.pinDir, ifindex, 'egress');
-    assert.ok(box.logs.some((l) => l.includes('programs attached as tcx links at the head of the chain') && l.includes('"attachMode":"tcx"')), 'the choice is logged');
+    assert.ok(
+      box.logs.some(
+        (l) =>
+          l.includes('programs attached as tcx links at the head of the chain') && l.includes('"attachMode":"tcx"'),
+      ),
+      'the choice is logged',
+    );
     assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
     assert.equal(await box.connect('payments', '203.0.113.10'), true);
 
@@ -340,10 +415,13 @@ test('agent restart keeps the pinned link (same id, program replaced) and enforc
 
     const after = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
     assert.equal(after.id, before.id, 'the same link');
-    assert.notEqual(after.progId, before.progId, 'running the restarted agent\'s enforcer');
+    assert.notEqual(after.progId, before.progId, "running the restarted agent's enforcer");
     assert.equal(after.progId, pinnedProgId(box.topo.pinDir, 'prog_enforcer'));
     assert.equal(pinnedLink(box.topo.pinDir, ifindex, 'egress').id, learnerBefore.id);
-    assert.ok(box.logs.some((l) => l.includes('"ingress":"updated"')), 'the restarted agent updated the link in place');
+    assert.ok(
+      box.logs.some((l) => l.includes('"ingress":"updated"')),
+      'the restarted agent updated the link in place',
+    );
     assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
     assert.equal(await box.connect('payments', '203.0.113.10'), true, 'the new programs learn and enforce');
   });
@@ -356,7 +434,10 @@ test('--attach-mode legacy still enforces; the next agent in auto mode upgrades 
     const pin = ['--pin-dir', box.topo.pinDir];
     box.writePods([{ name: 'payments', allow: 'api.stripe.test' }]);
     await box.startAgent(['--attach-mode', 'legacy']);
-    assert.ok(box.logs.some((l) => l.includes('programs attached through legacy tc')), 'the choice is logged');
+    assert.ok(
+      box.logs.some((l) => l.includes('programs attached through legacy tc')),
+      'the choice is logged',
+    );
     assert.equal(existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress')), false, 'no link');
     assert.notEqual(legacyFilter(box.topo, ifindex, 'ingress'), null);
     assert.notEqual(legacyFilter(box.topo, ifindex, 'egress'), null);
@@ -364,7 +445,15 @@ test('--attach-mode legacy still enforces; the next agent in auto mode upgrades 
     assert.equal(await box.connect('payments', '203.0.113.10'), true);
     assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false);
     let st = JSON.parse((await egressctl(['status', '--output', 'json', ...pin], box.topo.nodeNsPath)).stdout);
-    assert.deepEqual(st.interfaces.map((i: Record<string, unknown>) => [i.attachMode, typeof i.enforcer, typeof i.learner, i.warnings]), [['legacy', 'number', 'number', []]]);
+    assert.deepEqual(
+      st.interfaces.map((i: Record<string, unknown>) => [
+        i.attachMode,
+        typeof i.enforcer,
+        typeof i.learner,
+        i.warnings,
+      ]),
+      [['legacy', 'number', 'number', []]],
+    );
 
     // A CNI's tcx program now runs before our legacy filter: status says so.
     const cni = loadStandin(box.topo, ifindex);
@@ -373,14 +462,21 @@ test('--attach-mode legacy still enforces; the next agent in auto mode upgrades 
       const table = await egressctl(['status', ...pin], box.topo.nodeNsPath);
       assert.equal(table.code, 0, table.stderr);
       assert.match(table.stdout, /ATTACH/);
-      assert.match(table.stdout, new RegExp(`WARNING: shop/payments on vp1: enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`));
+      assert.match(
+        table.stdout,
+        new RegExp(
+          `WARNING: shop/payments on vp1: enforcer \\(ingress\\): tcx program\\(s\\) attached \\(prog ${cni.progId}\\) run before our legacy tc filter`,
+        ),
+      );
 
       await box.stopAgent();
       let watching = true;
       const gaps: string[] = [];
       const watch = (async () => {
         while (watching) {
-          const ours = legacyFilter(box.topo, ifindex, 'ingress') !== null || existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress'));
+          const ours =
+            legacyFilter(box.topo, ifindex, 'ingress') !== null ||
+            existsSync(linkPin(box.topo.pinDir, ifindex, 'ingress'));
           if (!ours) gaps.push(new Date().toISOString());
           await sleep(2);
         }
@@ -392,12 +488,26 @@ test('--attach-mode legacy still enforces; the next agent in auto mode upgrades 
         await watch;
       }
       assert.deepEqual(gaps, [], 'ours was attached at every sample of the upgrade');
-      assert.ok(box.logs.some((l) => l.includes('"legacyFiltersRemoved":true')), 'the upgrade is logged');
+      assert.ok(
+        box.logs.some((l) => l.includes('"legacyFiltersRemoved":true')),
+        'the upgrade is logged',
+      );
       assert.equal(legacyFilter(box.topo, ifindex, 'ingress'), null, 'legacy filter gone');
-      assert.equal(chain(box.topo, ifindex, 'ingress')[0], pinnedLink(box.topo.pinDir, ifindex, 'ingress').progId, 'ours heads the chain, before the CNI');
+      assert.equal(
+        chain(box.topo, ifindex, 'ingress')[0],
+        pinnedLink(box.topo.pinDir, ifindex, 'ingress').progId,
+        'ours heads the chain, before the CNI',
+      );
       st = JSON.parse((await egressctl(['status', '--output', 'json', ...pin], box.topo.nodeNsPath)).stdout);
-      assert.deepEqual(st.interfaces.map((i: Record<string, unknown>) => [i.attachMode, i.warnings]), [['tcx', []]]);
-      assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false, 'enforced past the CNI program');
+      assert.deepEqual(
+        st.interfaces.map((i: Record<string, unknown>) => [i.attachMode, i.warnings]),
+        [['tcx', []]],
+      );
+      assert.equal(
+        await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS),
+        false,
+        'enforced past the CNI program',
+      );
       assert.equal(await box.connect('payments', '203.0.113.10'), true);
     } finally {
       cni.close();
@@ -421,9 +531,17 @@ test('retakeHead: a new link of ours (the other instance) takes the head in plac
       const after = pinnedLink(box.topo.pinDir, ifindex, 'ingress');
       assert.equal(after.id, first, 'the pin holds the new link');
       assert.notEqual(after.progId, before.progId, 'running the other instance (a program is in a chain once)');
-      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [after.progId, cni.progId], 'ours first, the old link gone');
+      assert.deepEqual(
+        chain(box.topo, ifindex, 'ingress'),
+        [after.progId, cni.progId],
+        'ours first, the old link gone',
+      );
       assert.equal(existsSync(`${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`), false, 'nothing staged left');
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok, false, 'enforced before the stand-in');
+      assert.equal(
+        (await box.topo.probe('a', 'tcp', HOST_B, 443, DROP_TIMEOUT_MS)).ok,
+        false,
+        'enforced before the stand-in',
+      );
       assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
 
       cni.detachTcx();
@@ -433,7 +551,13 @@ test('retakeHead: a new link of ours (the other instance) takes the head in plac
 
       // A retake cut short (the agent killed between pinning the new link and the rename):
       // the next attach removes the staged link, and the pinned one stays ours.
-      const staged = native.tcxAttach({ ifindex, direction: 'ingress', progFd: box.dp.spareHookPrograms().ingress, netns, flags: BPF_F_BEFORE });
+      const staged = native.tcxAttach({
+        ifindex,
+        direction: 'ingress',
+        progFd: box.dp.spareHookPrograms().ingress,
+        netns,
+        flags: BPF_F_BEFORE,
+      });
       try {
         native.pinObject(staged, `${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`);
       } finally {
@@ -442,7 +566,11 @@ test('retakeHead: a new link of ours (the other instance) takes the head in plac
       assert.equal(chain(box.topo, ifindex, 'ingress').length, 3);
       box.dp.attach(ifindex, { netns });
       assert.equal(existsSync(`${linkPin(box.topo.pinDir, ifindex, 'ingress')}_next`), false);
-      assert.deepEqual(chain(box.topo, ifindex, 'ingress'), [before.progId, cni.progId], 'the staged link gone, ours first');
+      assert.deepEqual(
+        chain(box.topo, ifindex, 'ingress'),
+        [before.progId, cni.progId],
+        'the staged link gone, ours first',
+      );
     });
   });
 });
@@ -462,13 +590,16 @@ test('head guard: a CNI program put before ours after the agent started loses th
       const head = untilOursHeads(box.topo, ifindex, 'ingress', attachedAt);
       let refusedAfterMs: number | null = null;
       while (refusedAfterMs === null && Number(process.hrtime.bigint() - attachedAt) < 2e9) {
-        if (!(await box.connect('payments', '198.51.100.10', 443, 150))) refusedAfterMs = Number(process.hrtime.bigint() - attachedAt) / 1e6;
+        if (!(await box.connect('payments', '198.51.100.10', 443, 150)))
+          refusedAfterMs = Number(process.hrtime.bigint() - attachedAt) / 1e6;
       }
       const headAfterMs = await head;
       assert.notEqual(refusedAfterMs, null, 'a not-allowed SYN is dropped again within 2 s');
       assert.notEqual(headAfterMs, null, 'ours heads the chain again');
       // A figure, not an assertion: bench/head-guard.bench.ts measures the window.
-      t.diagnostic(`ours at the head again ${headAfterMs!.toFixed(0)} ms after the foreign attach; first refused probe done at ${refusedAfterMs!.toFixed(0)} ms`);
+      t.diagnostic(
+        `ours at the head again ${headAfterMs!.toFixed(0)} ms after the foreign attach; first refused probe done at ${refusedAfterMs!.toFixed(0)} ms`,
+      );
       const c = chain(box.topo, ifindex, 'ingress');
       assert.equal(c[1], cni.progId, 'the CNI program stays, after ours');
       assert.equal(c.length, 2, 'one link of ours');
@@ -476,16 +607,26 @@ test('head guard: a CNI program put before ours after the agent started loses th
       assert.equal(await box.connect('payments', '198.51.100.10', 443, DROP_TIMEOUT_MS), false);
       assert.equal(cni.syns(), cniSyns, 'a dropped SYN never reaches the CNI program');
       assert.deepEqual(await box.dig('payments', 'api.stripe.test'), ['203.0.113.10']);
-      assert.equal(await box.connect('payments', '203.0.113.10'), true, 'an allowed connection still passes, through the CNI program');
+      assert.equal(
+        await box.connect('payments', '203.0.113.10'),
+        true,
+        'an allowed connection still passes, through the CNI program',
+      );
       assert.ok(cni.syns() > cniSyns);
 
-      await box.waitFor('the retake logged and counted', async () => (await box.metric('fqdn_egress_tcx_head_retakes_total', { direction: 'ingress' })) === 1, 3000);
+      await box.waitFor(
+        'the retake logged and counted',
+        async () => (await box.metric('fqdn_egress_tcx_head_retakes_total', { direction: 'ingress' })) === 1,
+        3000,
+      );
       const line = box.logs.find((l) => l.includes('took the head of the chain back'));
       assert.ok(line, 'the retake is logged');
       assert.match(line, new RegExp(`"ahead":\\[${cni.progId}\\]`));
       assert.match(line, /"pod":"shop\/payments"/);
       assert.equal(await box.metric('fqdn_egress_tcx_interfaces_contested'), 0);
-      const st = JSON.parse((await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout);
+      const st = JSON.parse(
+        (await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout,
+      );
       assert.deepEqual(st.interfaces[0].warnings, [], 'nothing ahead any more');
       assert.equal(st.interfaces[0].headGuard.retakes, 1, 'egressctl shows the retake');
       assert.equal(st.interfaces[0].headGuard.backingOff, false);
@@ -523,10 +664,27 @@ test('head guard: a program that keeps going first is retaken 6 times, then left
       assert.equal(await box.metric('fqdn_egress_tcx_head_backoffs_total'), 1);
       assert.equal(await box.metric('fqdn_egress_tcx_interfaces_contested'), 1);
       const table = await egressctl(['status', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath);
-      assert.match(table.stdout, new RegExp(`WARNING: shop/payments on vp1: enforcer \\(ingress\\): another tcx program runs before ours \\(prog ${cni.progId}\\)`));
-      assert.match(table.stdout, /WARNING: shop\/payments on vp1: the head guard took the chain back 6 times and gave up for [0-9]+s more: another program keeps going first/);
-      const st = JSON.parse((await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout);
-      assert.deepEqual({ retakes: st.interfaces[0].headGuard.retakes, backingOff: st.interfaces[0].headGuard.backingOff, backoffs: st.interfaces[0].headGuard.backoffs }, { retakes: 6, backingOff: true, backoffs: 1 });
+      assert.match(
+        table.stdout,
+        new RegExp(
+          `WARNING: shop/payments on vp1: enforcer \\(ingress\\): another tcx program runs before ours \\(prog ${cni.progId}\\)`,
+        ),
+      );
+      assert.match(
+        table.stdout,
+        /WARNING: shop\/payments on vp1: the head guard took the chain back 6 times and gave up for [0-9]+s more: another program keeps going first/,
+      );
+      const st = JSON.parse(
+        (await egressctl(['status', '--output', 'json', '--pin-dir', box.topo.pinDir], box.topo.nodeNsPath)).stdout,
+      );
+      assert.deepEqual(
+        {
+          retakes: st.interfaces[0].headGuard.retakes,
+          backingOff: st.interfaces[0].headGuard.backingOff,
+          backoffs: st.interfaces[0].headGuard.backoffs,
+        },
+        { retakes: 6, backingOff: true, backoffs: 1 },
+      );
     } finally {
       cni.close();
     }

@@ -89,12 +89,14 @@ export function parseClientHello(records: Buffer): ClientHello {
 
 /** The hello as TLS records of at most recordSize handshake bytes each. */
 export function buildClientHello(h: ClientHello, recordSize = 16384): Buffer {
-  const exts = Buffer.concat(h.extensions.map((e) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt16BE(e.type, 0);
-    b.writeUInt16BE(e.data.length, 2);
-    return Buffer.concat([b, e.data]);
-  }));
+  const exts = Buffer.concat(
+    h.extensions.map((e) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt16BE(e.type, 0);
+      b.writeUInt16BE(e.data.length, 2);
+      return Buffer.concat([b, e.data]);
+    }),
+  );
   const extLen = Buffer.alloc(2);
   extLen.writeUInt16BE(exts.length);
   const body = Buffer.concat([h.head, extLen, exts]);
@@ -130,7 +132,10 @@ export function nameLast(records: Buffer, padding: number, recordSize?: number):
   const h = parseClientHello(records);
   const sni = h.extensions.filter((e) => e.type === EXT_SERVER_NAME);
   const rest = h.extensions.filter((e) => e.type !== EXT_SERVER_NAME && e.type !== EXT_PADDING);
-  return buildClientHello({ head: h.head, extensions: [{ type: EXT_PADDING, data: Buffer.alloc(padding) }, ...rest, ...sni] }, recordSize);
+  return buildClientHello(
+    { head: h.head, extensions: [{ type: EXT_PADDING, data: Buffer.alloc(padding) }, ...rest, ...sni] },
+    recordSize,
+  );
 }
 
 /**
@@ -144,7 +149,7 @@ export function nameLast(records: Buffer, padding: number, recordSize?: number):
 export function parseServerName(stream: Buffer): string | null {
   try {
     const hsParts: Buffer[] = [];
-    for (let at = 0; at + 5 <= stream.length; ) {
+    for (let at = 0; at + 5 <= stream.length;) {
       const len = stream.readUInt16BE(at + 3);
       // a bad record header ends what a server can read: the name must come before it
       if (stream[at] !== 22 || stream[at + 1] !== 3 || len === 0 || len > 16384) break;
@@ -172,7 +177,8 @@ export function parseServerName(stream: Buffer): string | null {
       if (type === EXT_SERVER_NAME) {
         const d = body.subarray(p + 4, p + 4 + len);
         if (d.length < len) return null; // the name not all there
-        if (d.length < 6 || d.readUInt16BE(0) !== d.length - 2 || d[2] !== 0 || d.readUInt16BE(3) !== d.length - 5) return null;
+        if (d.length < 6 || d.readUInt16BE(0) !== d.length - 2 || d[2] !== 0 || d.readUInt16BE(3) !== d.length - 5)
+          return null;
         let name = d.subarray(5).toString('latin1').toLowerCase();
         if (name.endsWith('.')) name = name.slice(0, -1);
         return name;
@@ -215,7 +221,10 @@ export function urgentByteHello(records: Buffer, readName: string, seenName: str
   body.writeUInt16BE(EXT_SERVER_NAME, 0);
   body.writeUInt16BE(hidden.data.length, 2);
   hidden.data.copy(body, 4);
-  const extensions = [{ type: EXT_GREASE, data: body }, ...h.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(readName) : e))];
+  const extensions = [
+    { type: EXT_GREASE, data: body },
+    ...h.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(readName) : e)),
+  ];
   const read = buildClientHello({ head: h.head, extensions });
   const urgentAt = 5 + 4 + h.head.length + 2 + 2; // record and handshake headers, the body's head, the extensions' length, GREASE's type
   const sent = Buffer.concat([read.subarray(0, urgentAt), Buffer.from([0]), read.subarray(urgentAt)]);
@@ -248,11 +257,17 @@ const HRR_RANDOM = Buffer.from('cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e
  * asking for a secp256r1 key share.
  */
 export function serverHello(opts: { retry?: boolean } = {}): Buffer {
-  const keyShare = opts.retry ? Buffer.from('00330002' + '0017', 'hex') : Buffer.concat([Buffer.from('00330045' + '00170041', 'hex'), Buffer.alloc(65, 4)]);
+  const keyShare = opts.retry
+    ? Buffer.from('00330002' + '0017', 'hex')
+    : Buffer.concat([Buffer.from('00330045' + '00170041', 'hex'), Buffer.alloc(65, 4)]);
   const extensions = Buffer.concat([Buffer.from('002b00020304', 'hex'), keyShare]);
   const body = Buffer.concat([
-    Buffer.from([3, 3]), opts.retry ? HRR_RANDOM : Buffer.alloc(32, 0x5e), Buffer.from([0]), Buffer.from([0x13, 0x01, 0]),
-    Buffer.from([extensions.length >> 8, extensions.length & 0xff]), extensions,
+    Buffer.from([3, 3]),
+    opts.retry ? HRR_RANDOM : Buffer.alloc(32, 0x5e),
+    Buffer.from([0]),
+    Buffer.from([0x13, 0x01, 0]),
+    Buffer.from([extensions.length >> 8, extensions.length & 0xff]),
+    extensions,
   ]);
   return tlsRecord(CONTENT_HANDSHAKE, Buffer.concat([Buffer.from([2, 0, body.length >> 8, body.length & 0xff]), body]));
 }

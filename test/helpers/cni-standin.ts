@@ -43,7 +43,9 @@ export function loadStandin(topo: Topology, ifindex: number): Standin {
     seen: () => native.mapLookup(mapFd, Buffer.from([0, 0, 0, 0]), 8)!.readBigUInt64LE(),
     syns: () => native.mapLookup(mapFd, Buffer.from([1, 0, 0, 0]), 8)!.readBigUInt64LE(),
     attachTcx(direction, opts = {}) {
-      links.push(native.tcxAttach({ ifindex, direction, progFd, netns, ...(opts.first ? { flags: BPF_F_BEFORE } : {}) }));
+      links.push(
+        native.tcxAttach({ ifindex, direction, progFd, netns, ...(opts.first ? { flags: BPF_F_BEFORE } : {}) }),
+      );
     },
     detachTcx() {
       for (const fd of links.splice(0)) native.closeFd(fd);
@@ -54,7 +56,8 @@ export function loadStandin(topo: Topology, ifindex: number): Standin {
     },
     close() {
       for (const fd of links.splice(0)) native.closeFd(fd); // the last reference: detached
-      for (const direction of legacy.splice(0)) native.tcDetach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, netns });
+      for (const direction of legacy.splice(0))
+        native.tcDetach({ ifindex, direction, handle: STANDIN_HANDLE, priority: TC_PRIORITY, netns });
       native.closeObject(obj.id);
     },
   };
@@ -64,11 +67,18 @@ export function loadStandin(topo: Topology, ifindex: number): Standin {
  * Polls (every ~1 ms, at most `limitMs`) until our pinned link heads the
  * hook's chain again; ms since `since` (hrtime ns), or null if it never did.
  */
-export async function untilOursHeads(topo: Topology, ifindex: number, direction: Direction, since: bigint, limitMs = 2000): Promise<number | null> {
+export async function untilOursHeads(
+  topo: Topology,
+  ifindex: number,
+  direction: Direction,
+  since: bigint,
+  limitMs = 2000,
+): Promise<number | null> {
   const deadline = Date.now() + limitMs;
   while (Date.now() < deadline) {
     const head = native.tcxQuery({ ifindex, direction, netns: topo.nodeNsPath }).linkIds[0];
-    if (head !== undefined && head === ownLinkId(topo.pinDir, ifindex, direction)) return Number(process.hrtime.bigint() - since) / 1e6;
+    if (head !== undefined && head === ownLinkId(topo.pinDir, ifindex, direction))
+      return Number(process.hrtime.bigint() - since) / 1e6;
     await sleep(1);
   }
   return null;

@@ -35,7 +35,10 @@ export function makeBox(topo: Topology, dp: Datapath): Box {
       dp.attach(pod.ifindex, { netns: topo.nodeNsPath });
       for (const ip of [pod.v4, pod.v6]) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
       const dnsFilter = opts.dnsFilter === 'on' ? 0 : EndpointFlag.dnsFilterOff;
-      dp.maps.endpoints.set(pod.ifindex, { identity, flags: (mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | dnsFilter });
+      dp.maps.endpoints.set(pod.ifindex, {
+        identity,
+        flags: (mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | dnsFilter,
+      });
     },
     allow(identity, cidr, opts = {}) {
       const c = parseCidr(cidr);
@@ -56,7 +59,12 @@ export function makeBox(topo: Topology, dp: Datapath): Box {
 }
 
 /** Topology + datapath loaded into its pin dir, outside servers running. */
-export async function withBox(t: TestContext, pods: PodSpec[], fn: (box: Box) => Promise<void>, load: LoadOptions = {}): Promise<void> {
+export async function withBox(
+  t: TestContext,
+  pods: PodSpec[],
+  fn: (box: Box) => Promise<void>,
+  load: LoadOptions = {},
+): Promise<void> {
   await withTopology(t, pods, async (topo) => {
     const dp = Datapath.load(topo.pinDir, undefined, load);
     try {

@@ -26,7 +26,9 @@ function flag(name: string, fallback?: string): string {
 }
 
 const resolver = flag('--resolver');
-const names = readFileSync(flag('--names'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+const names = readFileSync(flag('--names'), 'utf8')
+  .split('\n')
+  .filter((l) => l.trim() !== '');
 const port = Number(flag('--port', '80'));
 const clients = Math.min(1000, Number(flag('--clients', '200')));
 const seconds = Math.min(600, Number(flag('--seconds', '10')));
@@ -34,7 +36,15 @@ const pauseMs = Number(flag('--pause-ms', '100'));
 const timeoutMs = Number(flag('--timeout-ms', '2000'));
 const slowMs = Number(flag('--slow-ms', '500'));
 
-const stats = { iterations: 0, dnsOk: 0, dnsFailed: 0, connectOk: 0, connectFailed: 0, slowConnects: 0, failures: [] as Array<{ atMs: number; what: string }> };
+const stats = {
+  iterations: 0,
+  dnsOk: 0,
+  dnsFailed: 0,
+  connectOk: 0,
+  connectFailed: 0,
+  slowConnects: 0,
+  failures: [] as Array<{ atMs: number; what: string }>,
+};
 const started = Date.now();
 
 function fail(what: string): void {
@@ -66,7 +76,16 @@ function resolve(name: string): Promise<string | undefined> {
         finish(undefined, `dns ${name}: ${(err as Error).message}`);
       }
     });
-    sock.send(dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] }), 53, resolver);
+    sock.send(
+      dnsPacket.encode({
+        type: 'query',
+        id,
+        flags: dnsPacket.RECURSION_DESIRED,
+        questions: [{ type: 'A', name, class: 'IN' }],
+      }),
+      53,
+      resolver,
+    );
   });
 }
 

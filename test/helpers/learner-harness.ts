@@ -11,7 +11,14 @@ import dnsPacket from 'dns-packet';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { native } from '../../agent/datapath/native.js';
 import { parseIp, formatIp } from '../../agent/net/addr.js';
-import { EndpointFlag, PolicyKind, type PortRule, type LearnedRecord, ZERO_CONFIG, ResolverFlag } from '../../agent/datapath/codecs.js';
+import {
+  EndpointFlag,
+  PolicyKind,
+  type PortRule,
+  type LearnedRecord,
+  ZERO_CONFIG,
+  ResolverFlag,
+} from '../../agent/datapath/codecs.js';
 import { nameHash, wildcardHash, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { buildFrame } from './frames.js';
 import { ensureBpffs, PIN_ROOT } from './topology.js';
@@ -39,7 +46,10 @@ export class LearnerHarness {
   readonly podV4 = '198.18.1.2';
   readonly podV6 = '2001:db8:1::2';
   readonly resolver = '192.0.2.2';
-  private constructor(readonly dp: Datapath, readonly pinDir: string) {}
+  private constructor(
+    readonly dp: Datapath,
+    readonly pinDir: string,
+  ) {}
 
   static open(opts: { withoutInlineLearner?: boolean } = {}): LearnerHarness {
     ensureBpffs();
@@ -75,12 +85,20 @@ export class LearnerHarness {
   /** A query the pod sent `agoNs` ago (the kernel's clock is CLOCK_MONOTONIC, as hrtime's). */
   expectQuery(id: number, sport: number, resolver = this.resolver, agoNs = 0n, transport: 'udp' | 'tcp' = 'udp'): void {
     const sentNs = process.hrtime.bigint() - agoNs;
-    this.dp.maps.queries.set({ identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) }, { sentNs, proto: transport === 'tcp' ? 6 : 17 });
+    this.dp.maps.queries.set(
+      { identity: this.identity, sport, dnsId: id, resolver: parseIp(resolver) },
+      { sentNs, proto: transport === 'tcp' ? 6 : 17 },
+    );
   }
 
   /** An answer whose records' owner names point at the question (0xc00c): 16 bytes per A record. */
   private static compressedAnswer(a: AnswerSpec): Buffer {
-    const question = dnsPacket.encode({ type: 'query', id: a.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ type: 'A', name: a.name, class: 'IN' }] });
+    const question = dnsPacket.encode({
+      type: 'query',
+      id: a.id,
+      flags: dnsPacket.RECURSION_AVAILABLE,
+      questions: [{ type: 'A', name: a.name, class: 'IN' }],
+    });
     question.writeUInt16BE(0x8000 | dnsPacket.RECURSION_AVAILABLE, 2); // a response
     question.writeUInt16BE(a.ips.length, 6);
     const records = a.ips.map((ip) => {
@@ -124,7 +142,10 @@ export class LearnerHarness {
 
   /** Answers the learner left to the agent's tap: "proto|pod port|dns id" (dns id 0: a TCP connection). */
   tapMarks(): string[] {
-    return this.dp.maps.tapPass.entries().map(([k]) => `${k.proto === 6 ? 'tcp' : 'udp'}|${k.podPort}|${k.dnsId}`).sort();
+    return this.dp.maps.tapPass
+      .entries()
+      .map(([k]) => `${k.proto === 6 ? 'tcp' : 'udp'}|${k.podPort}|${k.dnsId}`)
+      .sort();
   }
 
   /** Drain the learned-records ring (what the agent would read). */
@@ -141,7 +162,12 @@ export class LearnerHarness {
 
   /** A query as a pod sends it. */
   static queryPayload(name: string, id: number): Buffer {
-    return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
+    return dnsPacket.encode({
+      type: 'query',
+      id,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'A', name, class: 'IN' }],
+    });
   }
 
   static answerPayload(a: AnswerSpec): Buffer {
@@ -152,15 +178,30 @@ export class LearnerHarness {
       answers.push({ type: 'CNAME', name: a.name, class: 'IN', ttl: a.ttl ?? 300, data: a.cname });
       owner = a.cname;
     }
-    for (const ip of a.ips) answers.push({ type: ip.includes(':') ? 'AAAA' : 'A', name: owner, class: 'IN', ttl: a.ttl ?? 300, data: ip });
-    return dnsPacket.encode({ type: 'response', id: a.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ type: 'A', name: a.name, class: 'IN' }], answers });
+    for (const ip of a.ips)
+      answers.push({ type: ip.includes(':') ? 'AAAA' : 'A', name: owner, class: 'IN', ttl: a.ttl ?? 300, data: ip });
+    return dnsPacket.encode({
+      type: 'response',
+      id: a.id,
+      flags: dnsPacket.RECURSION_AVAILABLE,
+      questions: [{ type: 'A', name: a.name, class: 'IN' }],
+      answers,
+    });
   }
 
   frame(a: AnswerSpec, payload = LearnerHarness.answerPayload(a)): Buffer {
     const to = a.to ?? this.podV4;
     const from = a.from ?? (to.includes(':') ? '2001:db8:ff::2' : this.resolver);
     if (a.transport === 'tcp') {
-      return buildFrame({ src: from, dst: to, proto: 'tcp', sport: 53, dport: a.sport, payload: LearnerHarness.tcpPayload(payload), tcpFlags: 0x18 });
+      return buildFrame({
+        src: from,
+        dst: to,
+        proto: 'tcp',
+        sport: 53,
+        dport: a.sport,
+        payload: LearnerHarness.tcpPayload(payload),
+        tcpFlags: 0x18,
+      });
     }
     return buildFrame({ src: from, dst: to, proto: 'udp', sport: 53, dport: a.sport, payload });
   }
@@ -171,12 +212,22 @@ export class LearnerHarness {
 
   /** Allow entries of the identity: ip -> name hash. */
   learned(): Map<string, bigint> {
-    return new Map(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k, v]) => [formatIp(k.addr), v.nameHash]));
+    return new Map(
+      this.dp.maps.allow
+        .entries()
+        .filter(([k]) => k.identity === this.identity)
+        .map(([k, v]) => [formatIp(k.addr), v.nameHash]),
+    );
   }
 
   /** Delete the pod's allow entries, and give its share back (as the agent's sweep would). */
   clearLearned(): void {
-    this.dp.maps.allow.deleteMany(this.dp.maps.allow.entries().filter(([k]) => k.identity === this.identity).map(([k]) => k));
+    this.dp.maps.allow.deleteMany(
+      this.dp.maps.allow
+        .entries()
+        .filter(([k]) => k.identity === this.identity)
+        .map(([k]) => k),
+    );
     this.dp.maps.podShares.delete(this.identity);
   }
 

@@ -66,7 +66,9 @@ function probeTcp(host: string, port: number, timeoutMs: number, bind: string | 
       result(ok, started, error);
       resolve();
     };
-    sock.once('data', (d) => done(d.toString().startsWith('hello'), d.toString().startsWith('hello') ? undefined : 'bad greeting'));
+    sock.once('data', (d) =>
+      done(d.toString().startsWith('hello'), d.toString().startsWith('hello') ? undefined : 'bad greeting'),
+    );
     sock.once('timeout', () => done(false, 'ETIMEDOUT'));
     sock.once('error', (e: NodeJS.ErrnoException) => done(false, e.code ?? e.message));
   });
@@ -93,7 +95,9 @@ async function sendUdp(host: string, port: number, count: number): Promise<void>
   if (!(count > 0 && count <= 10_000)) throw new Error(`--count must be 1..10000, got ${count}`);
   const sock = createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
   for (let i = 0; i < count; i++) {
-    await new Promise<void>((resolve, reject) => sock.send(`burst ${i}`, port, host, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      sock.send(`burst ${i}`, port, host, (err) => (err ? reject(err) : resolve())),
+    );
   }
   sock.close();
   process.stdout.write(`${JSON.stringify({ sent: count })}\n`);
@@ -169,13 +173,22 @@ function holdUdp(host: string, port: number, seconds: number): Promise<void> {
 async function queryFlood(server: string, count: number): Promise<void> {
   if (!(count > 0 && count <= 100_000)) throw new Error(`--count must be 1..100000, got ${count}`);
   const socks = await Promise.all(
-    Array.from({ length: 8 }, () => new Promise<ReturnType<typeof createSocket>>((resolve) => {
-      const s = createSocket(isIP(server) === 6 ? 'udp6' : 'udp4');
-      s.bind(0, () => resolve(s));
-    })),
+    Array.from(
+      { length: 8 },
+      () =>
+        new Promise<ReturnType<typeof createSocket>>((resolve) => {
+          const s = createSocket(isIP(server) === 6 ? 'udp6' : 'udp4');
+          s.bind(0, () => resolve(s));
+        }),
+    ),
   );
   for (let i = 0; i < count; i++) {
-    const msg = dnsPacket.encode({ type: 'query', id: (i >> 3) & 0xffff, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: `q${i}.flood.test`, class: 'IN' }] });
+    const msg = dnsPacket.encode({
+      type: 'query',
+      id: (i >> 3) & 0xffff,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: 'A', name: `q${i}.flood.test`, class: 'IN' }],
+    });
     await new Promise<void>((resolve) => socks[i & 7]!.send(msg, 53, server, () => resolve()));
   }
   for (const s of socks) s.close();
@@ -221,8 +234,11 @@ async function dnsTcpServe(bind: string, answer: string, split: number): Promise
         const q = query.questions![0]!;
         const type = isIP(answer) === 6 ? 'AAAA' : 'A';
         const msg = dnsPacket.encode({
-          type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
-          questions: [q], answers: [{ type, name: q.name, class: 'IN', ttl: 300, data: answer }],
+          type: 'response',
+          id: query.id,
+          flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+          questions: [q],
+          answers: [{ type, name: q.name, class: 'IN', ttl: 300, data: answer }],
         });
         const stream = Buffer.concat([Buffer.from([msg.length >> 8, msg.length & 0xff]), msg]);
         sock.write(stream.subarray(0, split));
@@ -254,11 +270,17 @@ async function main(): Promise<void> {
   if (cmd === 'hold' && rest[0] === 'udp' && rest[1] && rest[2]) {
     return holdUdp(rest[1], Number(rest[2]), Number(flag(rest, '--seconds', '3')));
   }
-  if (cmd === 'flows' && rest[0] === 'udp' && rest[1] && rest[2]) return udpFlows(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));
+  if (cmd === 'flows' && rest[0] === 'udp' && rest[1] && rest[2])
+    return udpFlows(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));
   if (cmd === 'query-flood' && rest[0]) return queryFlood(rest[0], Number(flag(rest, '--count', '1')));
   if (cmd === 'query' && rest[0] && rest[1]) {
     const type = flag(rest, '--type', 'A') as 'A' | 'AAAA';
-    const msg = dnsPacket.encode({ type: 'query', id: Number(flag(rest, '--id', '4242')), flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name: rest[1], class: 'IN' }] });
+    const msg = dnsPacket.encode({
+      type: 'query',
+      id: Number(flag(rest, '--id', '4242')),
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type, name: rest[1], class: 'IN' }],
+    });
     return sendDns(undefined, Number(flag(rest, '--sport', '0')), rest[0], 53, msg);
   }
   if (cmd === 'forge') {
@@ -274,7 +296,8 @@ async function main(): Promise<void> {
     });
     return sendDns(flag(rest, '--bind', ''), 53, flag(rest, '--to', ''), Number(flag(rest, '--port', '0')), msg);
   }
-  if (cmd === 'dns-tcp-serve') return dnsTcpServe(flag(rest, '--bind', ''), flag(rest, '--answer', ''), Number(flag(rest, '--split', '10')));
+  if (cmd === 'dns-tcp-serve')
+    return dnsTcpServe(flag(rest, '--bind', ''), flag(rest, '--answer', ''), Number(flag(rest, '--split', '10')));
   if (cmd === 'send' && rest[0] === 'udp' && rest[1] && rest[2]) {
     return sendUdp(rest[1], Number(rest[2]), Number(flag(rest, '--count', '1')));
   }

@@ -13,7 +13,17 @@
  * outlive it.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync, lstatSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  lstatSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,14 +50,23 @@ export class ReleaseUnavailable extends Error {
 
 function sh(cmd: string, args: string[], opts: { cwd?: string; timeoutMs: number }): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 << 20, encoding: 'buffer' }, (err, stdout, stderr) => {
-      if (err) {
-        const why = err.killed ? `timed out after ${opts.timeoutMs} ms` : err.message.trim();
-        reject(new Error(`${cmd} ${args.join(' ')}${opts.cwd ? ` (in ${opts.cwd})` : ''}: ${why}\n${stderr.toString().slice(-4000)}${stdout.toString().slice(-2000)}`));
-        return;
-      }
-      resolve(stdout.toString());
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: opts.cwd, timeout: opts.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 << 20, encoding: 'buffer' },
+      (err, stdout, stderr) => {
+        if (err) {
+          const why = err.killed ? `timed out after ${opts.timeoutMs} ms` : err.message.trim();
+          reject(
+            new Error(
+              `${cmd} ${args.join(' ')}${opts.cwd ? ` (in ${opts.cwd})` : ''}: ${why}\n${stderr.toString().slice(-4000)}${stdout.toString().slice(-2000)}`,
+            ),
+          );
+          return;
+        }
+        resolve(stdout.toString());
+      },
+    );
   });
 }
 
@@ -61,7 +80,13 @@ export async function repositoryRoot(): Promise<string> {
 }
 
 function releaseFiles(dir: string, commit: string): Release {
-  return { commit, dir, agentMain: join(dir, 'dist', 'agent', 'main.js'), egressctl: join(dir, 'dist', 'agent', 'cli', 'egressctl.js'), built: false };
+  return {
+    commit,
+    dir,
+    agentMain: join(dir, 'dist', 'agent', 'main.js'),
+    egressctl: join(dir, 'dist', 'agent', 'cli', 'egressctl.js'),
+    built: false,
+  };
 }
 
 /** node_modules of the release: this checkout's (same lock file) or its own. */
@@ -78,7 +103,10 @@ async function provideModules(repo: string, dir: string, commit: string): Promis
   }
   if (lstatSync(link, { throwIfNoEntry: false })?.isDirectory()) return;
   rmSync(link, { force: true });
-  await sh('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, timeoutMs: 300_000 });
+  await sh('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'], {
+    cwd: dir,
+    timeoutMs: 300_000,
+  });
 }
 
 /**
@@ -90,7 +118,9 @@ export async function previousRelease(ref: string): Promise<Release> {
   const repo = await repositoryRoot();
   let commit: string;
   try {
-    commit = (await sh('git', ['-C', repo, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { timeoutMs: 10_000 })).trim();
+    commit = (
+      await sh('git', ['-C', repo, 'rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { timeoutMs: 10_000 })
+    ).trim();
   } catch {
     throw new ReleaseUnavailable(`${repo} has no commit ${ref} (a shallow clone? fetch the full history)`);
   }

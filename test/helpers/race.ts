@@ -37,7 +37,12 @@ export function raceAddresses(count: number): string[] {
 /** A hosts file for dnsmasq: n<i>.<prefix>.race.test -> a distinct address. */
 export function raceHostsFile(dir: string, prefix: string, count: number): string {
   const path = join(dir, `${prefix}.hosts`);
-  writeFileSync(path, raceAddresses(count).map((ip, i) => `${ip} n${i}.${prefix}.${RACE_SUFFIX}`).join('\n') + '\n');
+  writeFileSync(
+    path,
+    raceAddresses(count)
+      .map((ip, i) => `${ip} n${i}.${prefix}.${RACE_SUFFIX}`)
+      .join('\n') + '\n',
+  );
   return path;
 }
 
@@ -53,11 +58,18 @@ export function poolAddress(k: number): string {
  * A hosts file for dnsmasq: n<i>.<prefix>.race.test -> `perName` addresses of
  * its own, taken from the pool from `firstAddress` on (count * perName of them).
  */
-export function racePoolHostsFile(dir: string, prefix: string, count: number, perName: number, firstAddress: number): string {
+export function racePoolHostsFile(
+  dir: string,
+  prefix: string,
+  count: number,
+  perName: number,
+  firstAddress: number,
+): string {
   const path = join(dir, `${prefix}.hosts`);
   const lines: string[] = [];
   for (let i = 0; i < count; i++) {
-    for (let j = 0; j < perName; j++) lines.push(`${poolAddress(firstAddress + i * perName + j)} n${i}.${prefix}.${RACE_SUFFIX}`);
+    for (let j = 0; j < perName; j++)
+      lines.push(`${poolAddress(firstAddress + i * perName + j)} n${i}.${prefix}.${RACE_SUFFIX}`);
   }
   writeFileSync(path, lines.join('\n') + '\n');
   return path;
@@ -80,14 +92,38 @@ export interface RaceResult {
 export type RaceMode = 'udp' | 'edns' | 'tcp';
 
 /** Run the client in a pod and read the enforcer's drop counter around it. */
-export async function runRace(box: AgentBox, pod: string, client: string, prefix: string, count: number, identity: number, gapUs = 0, mode: RaceMode = 'udp'): Promise<RaceResult> {
-  const counters = () => box.maps((dp) => {
-    const c = dp.maps.counters.get(identity);
-    return { drops: c?.reasons['not-allowed'] ?? 0n, skipped: c?.learnSkipped ?? 0n };
-  });
+export async function runRace(
+  box: AgentBox,
+  pod: string,
+  client: string,
+  prefix: string,
+  count: number,
+  identity: number,
+  gapUs = 0,
+  mode: RaceMode = 'udp',
+): Promise<RaceResult> {
+  const counters = () =>
+    box.maps((dp) => {
+      const c = dp.maps.counters.get(identity);
+      return { drops: c?.reasons['not-allowed'] ?? 0n, skipped: c?.learnSkipped ?? 0n };
+    });
   const before = counters();
-  const { stdout } = await box.topo.exec(box.topo.pod(pod).netns, [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count), String(gapUs), mode], 120_000);
-  const r = JSON.parse(stdout.trim()) as { names: number; answered: number; connects: number; tcpRetries: number; addresses: number };
+  const { stdout } = await box.topo.exec(
+    box.topo.pod(pod).netns,
+    [client, OUTSIDE_LINK_V4.outside, `n%d.${prefix}.${RACE_SUFFIX}`, String(count), String(gapUs), mode],
+    120_000,
+  );
+  const r = JSON.parse(stdout.trim()) as {
+    names: number;
+    answered: number;
+    connects: number;
+    tcpRetries: number;
+    addresses: number;
+  };
   const after = counters();
-  return { ...r, firstSynDrops: Number(after.drops - before.drops), leftToAgent: Number(after.skipped - before.skipped) };
+  return {
+    ...r,
+    firstSynDrops: Number(after.drops - before.drops),
+    leftToAgent: Number(after.skipped - before.skipped),
+  };
 }

@@ -4,7 +4,12 @@
  * the declared layout (maps/learned.ts), which the codecs test checks
  * against the C header.
  */
-import { learnedRecordLayout, learnedAddrLayout, portRuleCodec, type PortRule } from '../../agent/datapath/maps/index.js';
+import {
+  learnedRecordLayout,
+  learnedAddrLayout,
+  portRuleCodec,
+  type PortRule,
+} from '../../agent/datapath/maps/index.js';
 import { parseIp } from '../../agent/net/addr.js';
 
 export interface RecordSpec {

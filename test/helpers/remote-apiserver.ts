@@ -15,10 +15,15 @@ export class RemoteApiServer {
   private next = 1;
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
 
-  private constructor(private readonly child: ChildProcess, readonly url: string) {}
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly url: string,
+  ) {}
 
   static async start(topo: Topology): Promise<RemoteApiServer> {
-    const child = spawn('nsenter', [`--net=${topo.nodeNsPath}`, process.execPath, CHILD], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = spawn('nsenter', [`--net=${topo.nodeNsPath}`, process.execPath, CHILD], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     const ready = new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (code) => reject(new Error(`fake apiserver exited with ${code}`)));

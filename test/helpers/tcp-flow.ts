@@ -49,7 +49,10 @@ export class TcpFlow {
   /** the pod's stream offset past the furthest byte it sent */
   podAt = 0;
 
-  constructor(readonly h: LearnerHarness, opts: TcpFlowOpts) {
+  constructor(
+    readonly h: LearnerHarness,
+    opts: TcpFlowOpts,
+  ) {
     this.src = opts.v6 ? h.podV6 : h.podV4;
     this.dst = opts.dst;
     this.sport = opts.sport;
@@ -60,7 +63,14 @@ export class TcpFlow {
 
   /** The flow's conntrack key (from the pod's side). */
   get key(): { identity: number; podAddr: Buffer; peerAddr: Buffer; podPort: number; peerPort: number; proto: number } {
-    return { identity: this.h.identity, podAddr: parseIp(this.src), peerAddr: parseIp(this.dst), podPort: this.sport, peerPort: this.dport, proto: IPPROTO.tcp };
+    return {
+      identity: this.h.identity,
+      podAddr: parseIp(this.src),
+      peerAddr: parseIp(this.dst),
+      podPort: this.sport,
+      peerPort: this.dport,
+      proto: IPPROTO.tcp,
+    };
   }
 
   private enforcer(frame: Buffer): Sent {
@@ -71,7 +81,20 @@ export class TcpFlow {
   /** A segment of the pod at sequence number seq (absolute), through the enforcer. */
   raw(seq: number, flags: number, payload: Buffer = Buffer.alloc(0), urg = 0): Sent {
     const ack = flags & TCP.ACK ? (this.peerIsn + 1 + this.peerAt) >>> 0 : 0;
-    return this.enforcer(buildFrame({ src: this.src, dst: this.dst, proto: 'tcp', sport: this.sport, dport: this.dport, seq: seq >>> 0, ack, tcpFlags: flags, payload, urg }));
+    return this.enforcer(
+      buildFrame({
+        src: this.src,
+        dst: this.dst,
+        proto: 'tcp',
+        sport: this.sport,
+        dport: this.dport,
+        seq: seq >>> 0,
+        ack,
+        tcpFlags: flags,
+        payload,
+        urg,
+      }),
+    );
   }
 
   /** The pod's SYN, through the enforcer. */
@@ -108,7 +131,17 @@ export class TcpFlow {
   }
 
   private learner(seq: number, ack: number, flags: number, payload: Buffer = Buffer.alloc(0)): number {
-    const frame = buildFrame({ src: this.dst, dst: this.src, proto: 'tcp', sport: this.dport, dport: this.sport, seq, ack, tcpFlags: flags, payload });
+    const frame = buildFrame({
+      src: this.dst,
+      dst: this.src,
+      proto: 'tcp',
+      sport: this.dport,
+      dport: this.sport,
+      seq,
+      ack,
+      tcpFlags: flags,
+      payload,
+    });
     return native.progTestRun(this.h.dp.programs!.learner, frame).retval | 0;
   }
 
@@ -131,7 +164,10 @@ export const TLS_ALLOWED = ['api.stripe.test', '*.kadath.test'];
 
 /** An allow entry for the harness's pod, as the kernel learner writes it. */
 export function allowIp(h: LearnerHarness, ip: string, ports: PortRule[]): void {
-  h.dp.maps.allow.set({ identity: h.identity, addr: parseIp(ip), prefixLen: 128 }, { expiresNs: 0n, nameHash: 1n, ports, source: AllowSource.kernel });
+  h.dp.maps.allow.set(
+    { identity: h.identity, addr: parseIp(ip), prefixLen: 128 },
+    { expiresNs: 0n, nameHash: 1n, ports, source: AllowSource.kernel },
+  );
 }
 
 /**

@@ -30,13 +30,26 @@ export interface SessionResult {
 }
 
 /** Open a connection from the pod to dst:port and play the steps on it. */
-export async function tcpSession(topo: Topology, pod: string, dst: string, port: number, steps: Step[]): Promise<SessionResult> {
+export async function tcpSession(
+  topo: Topology,
+  pod: string,
+  dst: string,
+  port: number,
+  steps: Step[],
+): Promise<SessionResult> {
   const wire = steps.map((s) => {
     if (s.op === 'raw') return { ...s, payload: (s.payload ?? Buffer.alloc(0)).toString('hex') };
     if (s.op === 'send') return { ...s, data: s.data.toString('hex') };
     return s;
   });
-  const r = await topo.exec(topo.pod(pod).netns, ['python3', TCP_GAMES, 'session', '--dst', dst, '--port', String(port), '--steps', JSON.stringify(wire)], 30_000);
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Omit<SessionResult, 'received' | 'sniffed'> & { received: string; sniffed: string };
+  const r = await topo.exec(
+    topo.pod(pod).netns,
+    ['python3', TCP_GAMES, 'session', '--dst', dst, '--port', String(port), '--steps', JSON.stringify(wire)],
+    30_000,
+  );
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Omit<SessionResult, 'received' | 'sniffed'> & {
+    received: string;
+    sniffed: string;
+  };
   return { ...out, received: Buffer.from(out.received, 'hex'), sniffed: Buffer.from(out.sniffed, 'hex') };
 }

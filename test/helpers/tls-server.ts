@@ -18,7 +18,27 @@ export async function withCert(fn: (cert: string, key: string) => Promise<void>)
   try {
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=tls.test', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=tls.test',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
     await fn(cert, key);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -68,10 +88,20 @@ export interface TlsServers {
  * served. groups 'P-256': its only key exchange group (clients that offer
  * X25519 first get a HelloRetryRequest).
  */
-export async function startTlsServer(topo: Topology, cert: string, key: string, addrs: string[], opts: { groups?: 'P-256' } = {}): Promise<TlsServers> {
+export async function startTlsServer(
+  topo: Topology,
+  cert: string,
+  key: string,
+  addrs: string[],
+  opts: { groups?: 'P-256' } = {},
+): Promise<TlsServers> {
   const names: string[] = [];
   for (const ip of addrs) {
-    const child = await topo.spawnReady(topo.outNs, ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key, opts.groups ?? 'default'], /ready/);
+    const child = await topo.spawnReady(
+      topo.outNs,
+      ['python3', '-c', SERVER_SCRIPT, ip, String(TLS_PORT), cert, key, opts.groups ?? 'default'],
+      /ready/,
+    );
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -114,14 +144,32 @@ export interface Handshake {
 }
 
 /** openssl s_client from a pod: did the handshake complete? */
-export async function sClient(topo: Topology, pod: string, ip: string, serverName: string | null, extra: string[] = []): Promise<Handshake> {
+export async function sClient(
+  topo: Topology,
+  pod: string,
+  ip: string,
+  serverName: string | null,
+  extra: string[] = [],
+): Promise<Handshake> {
   const target = ip.includes(':') ? `[${ip}]:${TLS_PORT}` : `${ip}:${TLS_PORT}`;
-  const args = ['openssl', 's_client', '-connect', target, ...(serverName === null ? ['-noservername'] : ['-servername', serverName]), ...extra];
+  const args = [
+    'openssl',
+    's_client',
+    '-connect',
+    target,
+    ...(serverName === null ? ['-noservername'] : ['-servername', serverName]),
+    ...extra,
+  ];
   const t0 = performance.now();
-  const r = await topo.exec(topo.pod(pod).netns, ['sh', '-c', 'echo | timeout 5 "$@" 2>&1; echo "exit=$?"', 'sh', ...args]);
+  const r = await topo.exec(topo.pod(pod).netns, [
+    'sh',
+    '-c',
+    'echo | timeout 5 "$@" 2>&1; echo "exit=$?"',
+    'sh',
+    ...args,
+  ]);
   const ms = performance.now() - t0;
   // the handshake completed (the server may then close without close_notify: s_client's exit code says nothing)
   const ok = /New, TLSv1\.[23], Cipher is (?!\(NONE\))/.test(r.stdout);
   return { ok, ms, text: r.stdout };
 }
-

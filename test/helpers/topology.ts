@@ -91,7 +91,10 @@ process.on('exit', () => {
 });
 // The test runner ends a file that overran --test-timeout with SIGTERM, which
 // skips 'exit' handlers: the agents and servers it started would live on.
-for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+for (const [signal, code] of [
+  ['SIGTERM', 143],
+  ['SIGINT', 130],
+] as const) {
   process.once(signal, () => {
     for (const topo of live) topo.destroySync();
     process.exit(code);
@@ -171,8 +174,10 @@ export class Topology {
     await this.ip(this.nodeNs, 'link', 'set', 'out0', 'up');
     await this.ip(this.outNs, 'addr', 'add', `${OUTSIDE_LINK_V4.outside}/24`, 'dev', 'eth0');
     await this.ip(this.outNs, '-6', 'addr', 'add', `${OUTSIDE_LINK_V6.outside}/64`, 'dev', 'eth0', 'nodad');
-    for (const a of [...OUTSIDE_HOSTS_V4, SILENT_RESOLVER]) await this.ip(this.outNs, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
-    for (const a of OUTSIDE_HOSTS_V6) await this.ip(this.outNs, '-6', 'addr', 'add', `${a}/128`, 'dev', 'eth0', 'nodad');
+    for (const a of [...OUTSIDE_HOSTS_V4, SILENT_RESOLVER])
+      await this.ip(this.outNs, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
+    for (const a of OUTSIDE_HOSTS_V6)
+      await this.ip(this.outNs, '-6', 'addr', 'add', `${a}/128`, 'dev', 'eth0', 'nodad');
     await this.ip(this.outNs, 'link', 'set', 'eth0', 'up');
     for (const net of ['203.0.113.0/24', '198.51.100.0/24']) {
       await this.ip(this.nodeNs, 'route', 'add', net, 'via', OUTSIDE_LINK_V4.outside);
@@ -217,7 +222,9 @@ export class Topology {
     await this.ip(netns, 'route', 'add', NODE_GATEWAY_V4, 'dev', 'eth0', 'scope', 'link');
     await this.ip(netns, 'route', 'add', 'default', 'via', NODE_GATEWAY_V4, 'dev', 'eth0');
     await this.ip(netns, '-6', 'route', 'add', 'default', 'via', NODE_GATEWAY_V6, 'dev', 'eth0');
-    const link = JSON.parse((await this.ip(this.nodeNs, '-j', 'link', 'show', 'dev', hostIf)).stdout) as Array<{ ifindex: number }>;
+    const link = JSON.parse((await this.ip(this.nodeNs, '-j', 'link', 'show', 'dev', hostIf)).stdout) as Array<{
+      ifindex: number;
+    }>;
     this.pods.set(spec.name, { name: spec.name, netns, hostIf, ifindex: link[0]!.ifindex, v4, v6 });
   }
 
@@ -244,7 +251,10 @@ export class Topology {
     const child = this.spawn(ns, argv);
     let out = '';
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after ${timeoutMs} ms: ${out}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${argv.join(' ')} not ready after ${timeoutMs} ms: ${out}`)),
+        timeoutMs,
+      );
       const onData = (d: Buffer) => {
         out += d.toString();
         if (ready.test(out)) {
@@ -264,15 +274,27 @@ export class Topology {
 
   /** Real TCP and UDP echo servers on every outside host address. */
   async startOutsideServers(): Promise<void> {
-    await this.spawnReady(this.outNs, [process.execPath, NETTOOL, 'serve', '--tcp', SERVER_TCP_PORTS.join(','), '--udp', SERVER_UDP_PORTS.join(',')], /ready/);
+    await this.spawnReady(
+      this.outNs,
+      [process.execPath, NETTOOL, 'serve', '--tcp', SERVER_TCP_PORTS.join(','), '--udp', SERVER_UDP_PORTS.join(',')],
+      /ready/,
+    );
   }
 
   /** A real dnsmasq in the outside namespace; records map a name to its addresses. */
   async startDnsmasq(records: Record<string, string[]>, extra: string[] = []): Promise<void> {
     const args = [
-      'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces',
-      `--listen-address=${OUTSIDE_LINK_V4.outside}`, `--listen-address=${OUTSIDE_LINK_V6.outside}`,
-      '--pid-file=', '--user=root', ...extra,
+      'dnsmasq',
+      '--keep-in-foreground',
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      '--bind-interfaces',
+      `--listen-address=${OUTSIDE_LINK_V4.outside}`,
+      `--listen-address=${OUTSIDE_LINK_V6.outside}`,
+      '--pid-file=',
+      '--user=root',
+      ...extra,
     ];
     // dnsmasq refuses a repeated flag: logs go to stderr unless the caller names a file (a query log)
     if (!extra.some((a) => a.startsWith('--log-facility='))) args.push('--log-facility=-');
@@ -283,7 +305,14 @@ export class Topology {
     const deadline = Date.now() + 10_000;
     for (;;) {
       try {
-        await this.exec(this.outNs, ['dig', `@${OUTSIDE_LINK_V4.outside}`, '+time=1', '+tries=1', '+short', 'ready.probe.invalid']);
+        await this.exec(this.outNs, [
+          'dig',
+          `@${OUTSIDE_LINK_V4.outside}`,
+          '+time=1',
+          '+tries=1',
+          '+short',
+          'ready.probe.invalid',
+        ]);
         return;
       } catch (err) {
         if (Date.now() > deadline) throw err;
@@ -293,12 +322,26 @@ export class Topology {
   }
 
   /** A real client in a pod: {ok} tells whether the server answered. */
-  async probe(pod: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 1500, bind?: string): Promise<{ ok: boolean; error?: string }> {
+  async probe(
+    pod: string,
+    proto: 'tcp' | 'udp',
+    host: string,
+    port: number,
+    timeoutMs = 1500,
+    bind?: string,
+  ): Promise<{ ok: boolean; error?: string }> {
     return this.probeFrom(this.pod(pod).netns, proto, host, port, timeoutMs, bind);
   }
 
   /** A real client in any namespace of this topology. */
-  async probeFrom(ns: string, proto: 'tcp' | 'udp', host: string, port: number, timeoutMs = 1500, bind?: string): Promise<{ ok: boolean; error?: string }> {
+  async probeFrom(
+    ns: string,
+    proto: 'tcp' | 'udp',
+    host: string,
+    port: number,
+    timeoutMs = 1500,
+    bind?: string,
+  ): Promise<{ ok: boolean; error?: string }> {
     const argv = [process.execPath, NETTOOL, 'probe', proto, host, String(port), '--timeout-ms', String(timeoutMs)];
     if (bind) argv.push('--bind', bind);
     const { stdout } = await this.exec(ns, argv, timeoutMs + 10_000);

@@ -7,9 +7,30 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BpfError, BPF_F_NO_PREALLOC, BPF_NOEXIST, MapType, PacketSocket, RingBufferReader, closeFd, createMap, ifNameToIndex, layouts,
-  loadObject, mapDelete, mapDeleteBatch, mapDump, mapGetNextKey, mapInfo, mapLookup, mapUpdate, mapUpdateBatch, native,
-  numPossibleCpus, objGet, tcAttach, unpin,
+  BpfError,
+  BPF_F_NO_PREALLOC,
+  BPF_NOEXIST,
+  MapType,
+  PacketSocket,
+  RingBufferReader,
+  closeFd,
+  createMap,
+  ifNameToIndex,
+  layouts,
+  loadObject,
+  mapDelete,
+  mapDeleteBatch,
+  mapDump,
+  mapGetNextKey,
+  mapInfo,
+  mapLookup,
+  mapUpdate,
+  mapUpdateBatch,
+  native,
+  numPossibleCpus,
+  objGet,
+  tcAttach,
+  unpin,
 } from '../../agent/datapath/native.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -53,25 +74,65 @@ function assertBpfError(err: unknown, code: string, errno: number, op: RegExp): 
 }
 
 function errnoText(errno: number): string {
-  return ({ 2: 'No such file or directory', 9: 'Bad file descriptor', 17: 'File exists', 19: 'No such device', 22: 'Invalid argument' } as Record<number, string>)[errno] ?? '';
+  return (
+    (
+      {
+        2: 'No such file or directory',
+        9: 'Bad file descriptor',
+        17: 'File exists',
+        19: 'No such device',
+        22: 'Invalid argument',
+      } as Record<number, string>
+    )[errno] ?? ''
+  );
 }
 
 test('errno failures are BpfErrors with code, errno, op and message', rootOnly, () => {
   requireRoot();
   const fd = createMap(MapType.HASH, 4, 8, 4, 'fqe_test');
   closeFd(fd);
-  assert.throws(() => mapLookup(fd, u32(1), 8), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_map_lookup_elem\(fd \d+\)$/));
-  assert.throws(() => mapUpdate(fd, u32(1), u64(1n)), (e) => assertBpfError(e, 'EBADF', 9, /bpf_map_update_elem/));
-  assert.throws(() => closeFd(fd), (e) => assertBpfError(e, 'EBADF', 9, /^close\(/));
-  assert.throws(() => objGet('/sys/fs/bpf/fqe-test-does-not-exist'), (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_obj_get\(/));
+  assert.throws(
+    () => mapLookup(fd, u32(1), 8),
+    (e) => assertBpfError(e, 'EBADF', 9, /^bpf_map_lookup_elem\(fd \d+\)$/),
+  );
+  assert.throws(
+    () => mapUpdate(fd, u32(1), u64(1n)),
+    (e) => assertBpfError(e, 'EBADF', 9, /bpf_map_update_elem/),
+  );
+  assert.throws(
+    () => closeFd(fd),
+    (e) => assertBpfError(e, 'EBADF', 9, /^close\(/),
+  );
+  assert.throws(
+    () => objGet('/sys/fs/bpf/fqe-test-does-not-exist'),
+    (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_obj_get\(/),
+  );
   assert.throws(() => loadObject('/nonexistent/fqe.o', ''), /loadObject: pinDir must not be empty/);
-  assert.throws(() => loadObject('/nonexistent/fqe.o', '/sys/fs/bpf/fqe-test-unused'), (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_object__open_file\(\/nonexistent\/fqe.o\)$/));
-  assert.throws(() => ifNameToIndex('fqe-no-such-if'), (e) => assertBpfError(e, 'ENODEV', 19, /^if_nametoindex\(fqe-no-such-if\)$/));
-  assert.throws(() => ifNameToIndex('lo', '/nonexistent/netns'), (e) => assertBpfError(e, 'ENOENT', 2, /^open\(\/nonexistent\/netns\)$/));
+  assert.throws(
+    () => loadObject('/nonexistent/fqe.o', '/sys/fs/bpf/fqe-test-unused'),
+    (e) => assertBpfError(e, 'ENOENT', 2, /^bpf_object__open_file\(\/nonexistent\/fqe.o\)$/),
+  );
+  assert.throws(
+    () => ifNameToIndex('fqe-no-such-if'),
+    (e) => assertBpfError(e, 'ENODEV', 19, /^if_nametoindex\(fqe-no-such-if\)$/),
+  );
+  assert.throws(
+    () => ifNameToIndex('lo', '/nonexistent/netns'),
+    (e) => assertBpfError(e, 'ENOENT', 2, /^open\(\/nonexistent\/netns\)$/),
+  );
   assert.equal(unpin('/sys/fs/bpf/fqe-test-does-not-exist'), false);
-  assert.throws(() => native.linkInfo(fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_obj_get_info_by_fd\(link fd \d+\)$/));
-  assert.throws(() => native.linkDetach(fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_detach\(link fd \d+\)$/));
-  assert.throws(() => native.linkUpdate(fd, fd), (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_update\(link fd \d+\)$/));
+  assert.throws(
+    () => native.linkInfo(fd),
+    (e) => assertBpfError(e, 'EBADF', 9, /^bpf_obj_get_info_by_fd\(link fd \d+\)$/),
+  );
+  assert.throws(
+    () => native.linkDetach(fd),
+    (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_detach\(link fd \d+\)$/),
+  );
+  assert.throws(
+    () => native.linkUpdate(fd, fd),
+    (e) => assertBpfError(e, 'EBADF', 9, /^bpf_link_update\(link fd \d+\)$/),
+  );
   assert.equal(ifNameToIndex('lo'), 1);
 });
 
@@ -90,19 +151,42 @@ test('wrong argument types throw TypeErrors with exact messages', () => {
   bad(() => any.createMap!(1, 4, 8, 4, 7), 'createMap: name must be a string');
   bad(() => any.createMap!(1, -4, 8, 4, 'x'), 'createMap: keySize must be between 0 and 4294967295', RangeError);
   bad(() => any.tcAttach!('eth0'), 'tcAttach: options must be an object');
-  bad(() => tcAttach({ ifindex: 1, direction: 'sideways' as 'ingress', handle: 1, priority: 1, progFd: 3 }), "tcAttach: direction must be 'ingress' or 'egress'");
-  bad(() => any.tcQuery!({ ifindex: '1', direction: 'ingress', handle: 1, priority: 1 }), 'tcQuery: ifindex must be a number');
+  bad(
+    () => tcAttach({ ifindex: 1, direction: 'sideways' as 'ingress', handle: 1, priority: 1, progFd: 3 }),
+    "tcAttach: direction must be 'ingress' or 'egress'",
+  );
+  bad(
+    () => any.tcQuery!({ ifindex: '1', direction: 'ingress', handle: 1, priority: 1 }),
+    'tcQuery: ifindex must be a number',
+  );
   bad(() => any.tcxAttach!('eth0'), 'tcxAttach: options must be an object');
-  bad(() => native.tcxAttach({ ifindex: 1, direction: 'up' as 'ingress', progFd: 3 }), "tcxAttach: direction must be 'ingress' or 'egress'");
-  bad(() => native.tcxAttach({ ifindex: 1, direction: 'ingress', progFd: 3, relativeFd: 4, relativeId: 5 }), 'tcxAttach: relativeFd and relativeId exclude each other');
-  bad(() => any.tcxAttach!({ ifindex: 1, direction: 'ingress', progFd: 3, flags: -1 }), 'tcxAttach: flags must be between 0 and 4294967295', RangeError);
-  bad(() => any.tcxQuery!({ ifindex: 0, direction: 'egress' }), 'tcxQuery: ifindex must be between 1 and 2147483647', RangeError);
+  bad(
+    () => native.tcxAttach({ ifindex: 1, direction: 'up' as 'ingress', progFd: 3 }),
+    "tcxAttach: direction must be 'ingress' or 'egress'",
+  );
+  bad(
+    () => native.tcxAttach({ ifindex: 1, direction: 'ingress', progFd: 3, relativeFd: 4, relativeId: 5 }),
+    'tcxAttach: relativeFd and relativeId exclude each other',
+  );
+  bad(
+    () => any.tcxAttach!({ ifindex: 1, direction: 'ingress', progFd: 3, flags: -1 }),
+    'tcxAttach: flags must be between 0 and 4294967295',
+    RangeError,
+  );
+  bad(
+    () => any.tcxQuery!({ ifindex: 0, direction: 'egress' }),
+    'tcxQuery: ifindex must be between 1 and 2147483647',
+    RangeError,
+  );
   bad(() => any.linkUpdate!(3, 'x'), 'linkUpdate: newProgFd must be a number');
   bad(() => any.linkInfo!(null), 'linkInfo: fd must be a number');
   bad(() => any.ifNameToIndex!('lo', 5), 'ifNameToIndex: netns must be a string');
   bad(() => new PacketSocket({} as never), 'PacketSocket: progFd must be a number');
   bad(() => new PacketSocket({ progFd: 3 } as never), 'PacketSocket: onPackets must be a function');
-  bad(() => new RingBufferReader({ mapFd: 3, onRecords: 'no' } as never), 'RingBufferReader: onRecords must be a function');
+  bad(
+    () => new RingBufferReader({ mapFd: 3, onRecords: 'no' } as never),
+    'RingBufferReader: onRecords must be a function',
+  );
 });
 
 test('layouts() reports every struct of fqe_types.h and its constants', () => {
@@ -115,7 +199,17 @@ test('layouts() reports every struct of fqe_types.h and its constants', () => {
   assert.ok(l.counters && l.counters.size % 8 === 0, 'counters: whole u64s');
   assert.equal(l.name?.size, 256);
   assert.equal(l.constants.NAME_LEN, 256);
-  for (const name of ['pod_info', 'config', 'endpoint', 'owner_key', 'port_rule', 'resolver_key', 'query_key', 'query_val', 'ct_val']) {
+  for (const name of [
+    'pod_info',
+    'config',
+    'endpoint',
+    'owner_key',
+    'port_rule',
+    'resolver_key',
+    'query_key',
+    'query_val',
+    'ct_val',
+  ]) {
     assert.ok(l[name] && l[name].size > 0, `struct fqe_${name}`);
   }
   assert.equal(l.constants.ABI_VERSION, 2);
@@ -141,7 +235,10 @@ test('hash map: update, lookup, delete, iterate, dump, batches', rootOnly, () =>
   assert.equal(mapLookup(fd, u32(1), 8), null);
   mapUpdate(fd, u32(1), u64(11n));
   assert.deepEqual(mapLookup(fd, u32(1), 8), u64(11n));
-  assert.throws(() => mapUpdate(fd, u32(1), u64(12n), BPF_NOEXIST), (e) => assertBpfError(e, 'EEXIST', 17, /^bpf_map_update_elem\(fqe_test\)$/));
+  assert.throws(
+    () => mapUpdate(fd, u32(1), u64(12n), BPF_NOEXIST),
+    (e) => assertBpfError(e, 'EEXIST', 17, /^bpf_map_update_elem\(fqe_test\)$/),
+  );
   assert.throws(() => mapLookup(fd, Buffer.alloc(3), 8), /mapLookup: key must be 4 bytes, got 3/);
   assert.throws(() => mapLookup(fd, u32(1), 16), /mapLookup: valueSize must be 8, got 16/);
   assert.deepEqual(mapGetNextKey(fd, null, 4), u32(1));
@@ -164,7 +261,11 @@ test('hash map: update, lookup, delete, iterate, dump, batches', rootOnly, () =>
   assert.equal(seen.get(2999), 29990n);
 
   // 10 absent keys in the middle are skipped and not counted
-  const del = Buffer.concat([...Array.from({ length: 100 }, (_, i) => u32(i)), ...Array.from({ length: 10 }, (_, i) => u32(90000 + i)), ...Array.from({ length: 100 }, (_, i) => u32(100 + i))]);
+  const del = Buffer.concat([
+    ...Array.from({ length: 100 }, (_, i) => u32(i)),
+    ...Array.from({ length: 10 }, (_, i) => u32(90000 + i)),
+    ...Array.from({ length: 100 }, (_, i) => u32(100 + i)),
+  ]);
   assert.equal(mapDeleteBatch(fd, del, 210), 200);
   assert.equal(mapDump(fd, 4, 8).count, n - 200);
   assert.equal(mapDeleteBatch(fd, Buffer.alloc(0), 0), 0);
@@ -182,7 +283,11 @@ test('LPM trie: longest prefix, batches fall back to single elements, dump itera
     k.set([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d], 8);
     return k;
   };
-  const keys = Buffer.concat([key(32 + 96 + 24, 7, 198, 51, 100, 0), key(32 + 128, 7, 198, 51, 100, 9), key(32 + 128, 8, 203, 0, 113, 5)]);
+  const keys = Buffer.concat([
+    key(32 + 96 + 24, 7, 198, 51, 100, 0),
+    key(32 + 128, 7, 198, 51, 100, 9),
+    key(32 + 128, 8, 203, 0, 113, 5),
+  ]);
   const values = Buffer.concat([u64(1n), u64(2n), u64(3n)]);
   assert.equal(mapUpdateBatch(fd, keys, values, 3), 3);
   assert.deepEqual(mapLookup(fd, key(32 + 128, 7, 198, 51, 100, 9), 8), u64(2n));
@@ -190,11 +295,12 @@ test('LPM trie: longest prefix, batches fall back to single elements, dump itera
   assert.equal(mapLookup(fd, key(32 + 128, 8, 198, 51, 100, 10), 8), null);
   const dump = mapDump(fd, keySize, 8);
   assert.equal(dump.count, 3);
-  assert.deepEqual(
-    Array.from({ length: 3 }, (_, i) => dump.values.readBigUInt64LE(i * 8)).sort(),
-    [1n, 2n, 3n],
-  );
-  const del = Buffer.concat([key(32 + 128, 7, 198, 51, 100, 9), key(32 + 128, 9, 1, 2, 3, 4), key(32 + 128, 8, 203, 0, 113, 5)]);
+  assert.deepEqual(Array.from({ length: 3 }, (_, i) => dump.values.readBigUInt64LE(i * 8)).sort(), [1n, 2n, 3n]);
+  const del = Buffer.concat([
+    key(32 + 128, 7, 198, 51, 100, 9),
+    key(32 + 128, 9, 1, 2, 3, 4),
+    key(32 + 128, 8, 203, 0, 113, 5),
+  ]);
   assert.equal(mapDeleteBatch(fd, del, 3), 2);
   assert.equal(mapDump(fd, keySize, 8).count, 1);
 });
@@ -228,7 +334,10 @@ test('RingBufferReader opens, consumes nothing, closes twice; wrong map is a Bpf
   reader.close();
   assert.equal(reader.consume(), 0);
   const hash = newMap(MapType.HASH, 4, 4, 4);
-  assert.throws(() => new RingBufferReader({ mapFd: hash, onRecords: () => {} }), (e) => e instanceof BpfError && /^ring_buffer__new\(fd \d+\)$/.test(e.op));
+  assert.throws(
+    () => new RingBufferReader({ mapFd: hash, onRecords: () => {} }),
+    (e) => e instanceof BpfError && /^ring_buffer__new\(fd \d+\)$/.test(e.op),
+  );
 });
 
 test('PacketSocket refuses a program fd that is not a socket filter', rootOnly, () => {

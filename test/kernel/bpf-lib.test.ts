@@ -19,17 +19,39 @@ import { suffixHashes, hashOrderBytes } from '../../agent/policy/name-hash.js';
 import { ensureBpffs, requireKernelTestEnv, PIN_ROOT } from '../helpers/topology.js';
 import { buildFrame } from '../helpers/frames.js';
 import { internetChecksum, l4ChecksumOk } from '../helpers/checksum.js';
-import { realClientHellos, nameLast, parseServerName, tlsRecord, CHANGE_CIPHER_SPEC, applicationData, CONTENT_HANDSHAKE } from '../helpers/client-hello.js';
+import {
+  realClientHellos,
+  nameLast,
+  parseServerName,
+  tlsRecord,
+  CHANGE_CIPHER_SPEC,
+  applicationData,
+  CONTENT_HANDSHAKE,
+} from '../helpers/client-hello.js';
 
 const TESTS_DIR = fileURLToPath(new URL('../../../bpf/tests/', import.meta.url));
 const ETH = 14;
 
-interface Vector { name: string; hash: string; suffixHashes: string[]; labels: number }
-const VECTORS = (JSON.parse(readFileSync(new URL('../../../test/fixtures/name-hash-vectors.json', import.meta.url), 'utf8')) as { vectors: Vector[] }).vectors;
+interface Vector {
+  name: string;
+  hash: string;
+  suffixHashes: string[];
+  labels: number;
+}
+const VECTORS = (
+  JSON.parse(readFileSync(new URL('../../../test/fixtures/name-hash-vectors.json', import.meta.url), 'utf8')) as {
+    vectors: Vector[];
+  }
+).vectors;
 
 /** One test program, loaded into a pin dir of its own (no pins: removed on close). */
 class TestProgram {
-  private constructor(private readonly id: number, private readonly prog: number, private readonly out: { fd: number; valueSize: number }, private readonly pinDir: string) {}
+  private constructor(
+    private readonly id: number,
+    private readonly prog: number,
+    private readonly out: { fd: number; valueSize: number },
+    private readonly pinDir: string,
+  ) {}
 
   static open(name: string): TestProgram {
     ensureBpffs();
@@ -74,7 +96,13 @@ const NAME_IN = { mode: 0, len: 4, ruleLen: 6, key: 8, name: 16, rule: 272, size
 const NAME_SUFFIXES = 64; // the suffix steps the program reports (TEST_SUFFIXES)
 const NAME_OUT = { result: 0, total: 4, nlabels: 8, whole: 16, suffix: 24, lower: 1048, ldh: 1304 };
 
-interface NameResult { result: number; total: number; nlabels: number; whole: bigint; suffixes: { len: number; is: boolean; hash: bigint }[] }
+interface NameResult {
+  result: number;
+  total: number;
+  nlabels: number;
+  whole: bigint;
+  suffixes: { len: number; is: boolean; hash: bigint }[];
+}
 
 function runName(p: TestProgram, name: string, key: bigint, rule?: Buffer): NameResult {
   const bytes = hashOrderBytes(name);
@@ -93,10 +121,16 @@ function runName(p: TestProgram, name: string, key: bigint, rule?: Buffer): Name
     const at = NAME_OUT.suffix + 16 * i;
     suffixes.push({ len: out.readUInt32LE(at), is: out.readUInt32LE(at + 4) !== 0, hash: out.readBigUInt64LE(at + 8) });
   }
-  return { result: out.readInt32LE(NAME_OUT.result), total: out.readUInt32LE(NAME_OUT.total), nlabels, whole: out.readBigUInt64LE(NAME_OUT.whole), suffixes };
+  return {
+    result: out.readInt32LE(NAME_OUT.result),
+    total: out.readUInt32LE(NAME_OUT.total),
+    nlabels,
+    whole: out.readBigUInt64LE(NAME_OUT.whole),
+    suffixes,
+  };
 }
 
-test('name.h: the keyed hash of a name and of each suffix is the shared vectors\' (name-hash-vectors.json)', (t) => {
+test("name.h: the keyed hash of a name and of each suffix is the shared vectors' (name-hash-vectors.json)", (t) => {
   withProgram(t, 'name_test', (p) => {
     for (const v of VECTORS) {
       const r = runName(p, v.name, 0n);
@@ -104,7 +138,12 @@ test('name.h: the keyed hash of a name and of each suffix is the shared vectors\
       assert.equal(r.nlabels, v.labels, v.name);
       assert.equal(r.whole.toString(16).padStart(16, '0'), v.hash, `${v.name}: whole name`);
       // step i of the walk is the suffix of the i+1 rightmost labels: vector suffixHashes[labels - 1 - i]
-      for (let i = 0; i < r.suffixes.length; i++) assert.equal(r.suffixes[i]!.hash.toString(16).padStart(16, '0'), v.suffixHashes[v.labels - 1 - i], `${v.name}: suffix step ${i}`);
+      for (let i = 0; i < r.suffixes.length; i++)
+        assert.equal(
+          r.suffixes[i]!.hash.toString(16).padStart(16, '0'),
+          v.suffixHashes[v.labels - 1 - i],
+          `${v.name}: suffix step ${i}`,
+        );
     }
   });
 });
@@ -112,14 +151,22 @@ test('name.h: the keyed hash of a name and of each suffix is the shared vectors\
 test('name.h: a node key changes every hash as agent/policy/name-hash.ts does, upper case hashes as lower', (t) => {
   withProgram(t, 'name_test', (p) => {
     for (const key of [1n, 0xdeadbeefcafef00dn, 0xffffffffffffffffn]) {
-      for (const name of ['example.com', 'API.Stripe.TEST', 'a.b.c.d.e.f.g', `${'x'.repeat(63)}.${'y'.repeat(63)}.${'z'.repeat(63)}.${'w'.repeat(61)}`]) {
+      for (const name of [
+        'example.com',
+        'API.Stripe.TEST',
+        'a.b.c.d.e.f.g',
+        `${'x'.repeat(63)}.${'y'.repeat(63)}.${'z'.repeat(63)}.${'w'.repeat(61)}`,
+      ]) {
         const want = suffixHashes(name, key);
         const r = runName(p, name, key);
         assert.equal(r.whole, want[0], `${name} key ${key}`);
         assert.equal(r.total, hashOrderBytes(name).length);
         for (let i = 0; i < r.suffixes.length; i++) {
           assert.equal(r.suffixes[i]!.hash, want[r.nlabels - 1 - i], `${name} key ${key}: suffix step ${i}`);
-          const suffix = name.split('.').slice(r.nlabels - 1 - i).join('.');
+          const suffix = name
+            .split('.')
+            .slice(r.nlabels - 1 - i)
+            .join('.');
           assert.equal(r.suffixes[i]!.len, hashOrderBytes(suffix).length, `${name}: suffix step ${i} length`);
         }
       }
@@ -127,12 +174,19 @@ test('name.h: a node key changes every hash as agent/policy/name-hash.ts does, u
   });
 });
 
-test('name.h: the real bytes decide: a rule\'s name equals exactly one suffix step, case-insensitive; same length, other bytes never', (t) => {
+test("name.h: the real bytes decide: a rule's name equals exactly one suffix step, case-insensitive; same length, other bytes never", (t) => {
   withProgram(t, 'name_test', (p) => {
     const name = 'Api.Stripe.Com';
     const cases: [rule: string, step: number | null][] = [
-      ['com', 0], ['stripe.com', 1], ['api.stripe.com', 2], ['API.STRIPE.COM', 2],
-      ['apx.stripe.com', null], ['tripe.com', null], ['e.com', null], ['stripe.co', null], ['xapi.stripe.com', null],
+      ['com', 0],
+      ['stripe.com', 1],
+      ['api.stripe.com', 2],
+      ['API.STRIPE.COM', 2],
+      ['apx.stripe.com', null],
+      ['tripe.com', null],
+      ['e.com', null],
+      ['stripe.co', null],
+      ['xapi.stripe.com', null],
     ];
     for (const [rule, step] of cases) {
       const r = runName(p, name, 7n, hashOrderBytes(rule));
@@ -140,7 +194,10 @@ test('name.h: the real bytes decide: a rule\'s name equals exactly one suffix st
       assert.deepEqual(hits, step === null ? [] : [step], `rule ${rule}`);
     }
     // a rule with no name never matches
-    assert.deepEqual(runName(p, name, 0n, Buffer.alloc(0)).suffixes.filter((s) => s.is), []);
+    assert.deepEqual(
+      runName(p, name, 0n, Buffer.alloc(0)).suffixes.filter((s) => s.is),
+      [],
+    );
   });
 });
 
@@ -165,7 +222,12 @@ const TLS_BAD = -1;
 const TLS_OUT = { result: 0, walked: 64, names: 68, name: 72, flow: 104 };
 const FLOW = tlsFlowCodec.offsets;
 
-interface TlsResult { results: number[]; names: { at: number; len: number }[]; state: number; hellos: number }
+interface TlsResult {
+  results: number[];
+  names: { at: number; len: number }[];
+  state: number;
+  hellos: number;
+}
 
 /** The stream cut at the given lengths (the rest as the last segment). */
 function runTls(p: TestProgram, stream: Buffer, cuts: number[] = []): TlsResult {
@@ -183,7 +245,8 @@ function runTls(p: TestProgram, stream: Buffer, cuts: number[] = []): TlsResult 
   const out = p.run(Buffer.concat([head, stream]));
   const walked = out.readUInt32LE(TLS_OUT.walked);
   const names = [];
-  for (let i = 0; i < out.readUInt32LE(TLS_OUT.names); i++) names.push({ at: out.readUInt32LE(TLS_OUT.name + 8 * i), len: out.readUInt32LE(TLS_OUT.name + 8 * i + 4) });
+  for (let i = 0; i < out.readUInt32LE(TLS_OUT.names); i++)
+    names.push({ at: out.readUInt32LE(TLS_OUT.name + 8 * i), len: out.readUInt32LE(TLS_OUT.name + 8 * i + 4) });
   return {
     results: Array.from({ length: walked }, (_, i) => out.readInt32LE(TLS_OUT.result + 4 * i)),
     names,
@@ -227,7 +290,10 @@ test('tls_parse.h: the same name however the stream is cut (record headers and f
     ];
     for (const cuts of cutsList) {
       const r = runTls(p, hello, cuts);
-      assert.ok(r.results.every((x) => x === TLS_MORE), `cuts ${cuts}: ${r.results}`);
+      assert.ok(
+        r.results.every((x) => x === TLS_MORE),
+        `cuts ${cuts}: ${r.results}`,
+      );
       assert.deepEqual(r.names, whole, `cuts ${cuts}`);
     }
   });
@@ -237,7 +303,10 @@ test('tls_parse.h: the name last, the hello over several records: found at its s
   withProgram(t, 'tls_parse_test', (p) => {
     const stream = nameLast(HELLO_13!, 1000, 300);
     const r = runTls(p, stream, [600, 600]);
-    assert.ok(r.results.every((x) => x === TLS_MORE), `${r.results}`);
+    assert.ok(
+      r.results.every((x) => x === TLS_MORE),
+      `${r.results}`,
+    );
     assert.equal(r.names.length, 1);
     assert.equal(r.names[0]!.at, stream.indexOf('api.stripe.test'));
     assert.equal(r.names[0]!.len, 'api.stripe.test'.length);
@@ -269,13 +338,44 @@ test('tls_parse.h: after a judged hello, a ChangeCipherSpec and a second hello (
 
 const CSUM_OUT = { result: 0, ip: 4, l4: 6, fold: 8 };
 
-test('csum.h: the IPv4 header and UDP/TCP checksums (IPv4 and IPv6) make each frame\'s sums hold (test/helpers/checksum.ts)', (t) => {
+test("csum.h: the IPv4 header and UDP/TCP checksums (IPv4 and IPv6) make each frame's sums hold (test/helpers/checksum.ts)", (t) => {
   withProgram(t, 'csum_test', (p) => {
     const frames = [
-      buildFrame({ src: '198.18.1.2', dst: '192.0.2.2', proto: 'udp', sport: 40000, dport: 53, payload: Buffer.from('a query, of odd length') }),
-      buildFrame({ src: '198.18.1.2', dst: '203.0.113.10', proto: 'tcp', sport: 40001, dport: 443, seq: 123456789, ack: 987654321, tcpFlags: 0x18, payload: Buffer.alloc(280, 0xab) }),
-      buildFrame({ src: '2001:db8:1::2', dst: '2001:db8:ff::10', proto: 'udp', sport: 5353, dport: 53, payload: Buffer.alloc(7, 0xff) }),
-      buildFrame({ src: '2001:db8:1::2', dst: '2001:db8:ff::10', proto: 'tcp', sport: 40002, dport: 443, tcpFlags: 0x14 }),
+      buildFrame({
+        src: '198.18.1.2',
+        dst: '192.0.2.2',
+        proto: 'udp',
+        sport: 40000,
+        dport: 53,
+        payload: Buffer.from('a query, of odd length'),
+      }),
+      buildFrame({
+        src: '198.18.1.2',
+        dst: '203.0.113.10',
+        proto: 'tcp',
+        sport: 40001,
+        dport: 443,
+        seq: 123456789,
+        ack: 987654321,
+        tcpFlags: 0x18,
+        payload: Buffer.alloc(280, 0xab),
+      }),
+      buildFrame({
+        src: '2001:db8:1::2',
+        dst: '2001:db8:ff::10',
+        proto: 'udp',
+        sport: 5353,
+        dport: 53,
+        payload: Buffer.alloc(7, 0xff),
+      }),
+      buildFrame({
+        src: '2001:db8:1::2',
+        dst: '2001:db8:ff::10',
+        proto: 'tcp',
+        sport: 40002,
+        dport: 443,
+        tcpFlags: 0x14,
+      }),
     ];
     for (const [i, frame] of frames.entries()) {
       const v6 = frame.readUInt16BE(12) === 0x86dd;
@@ -287,7 +387,8 @@ test('csum.h: the IPv4 header and UDP/TCP checksums (IPv4 and IPv6) make each fr
       out.copy(withOurs, checkAt, CSUM_OUT.l4, CSUM_OUT.l4 + 2);
       assert.ok(l4ChecksumOk(withOurs) && withOurs.readUInt16BE(checkAt) !== 0, `frame ${i}: the L4 checksum holds`);
       // a frame with a checksum of its own (buildFrame writes none) must get it back
-      if (frame.readUInt16BE(checkAt) !== 0) assert.deepEqual(withOurs, frame, `frame ${i}: the frame's own L4 checksum`);
+      if (frame.readUInt16BE(checkAt) !== 0)
+        assert.deepEqual(withOurs, frame, `frame ${i}: the frame's own L4 checksum`);
       if (!v6) {
         // buildFrame leaves the IPv4 header checksum out: ours must make the header sum to zero
         const ip = Buffer.from(frame.subarray(ETH, ETH + 20));

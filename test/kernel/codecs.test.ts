@@ -13,8 +13,28 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, MapType } from '../../agent/datapath/native.js';
 import {
-  REASONS, MAX_PORT_RULES, PROTO_TLS, CtFlag, ConfigFlag, ResolverFlag, EndpointFlag, refusedKeyCodec, refusedNameCodec, allowKeyCodec, allowValueCodec, ctKeyCodec, endpointCodec, eventCodec, configCodec, countersCodec, countersLayout, queryKeyCodec,
-  policyValueCodec, podInfoCodec, cidrKeyCodec, tlsFlowCodec,
+  REASONS,
+  MAX_PORT_RULES,
+  PROTO_TLS,
+  CtFlag,
+  ConfigFlag,
+  ResolverFlag,
+  EndpointFlag,
+  refusedKeyCodec,
+  refusedNameCodec,
+  allowKeyCodec,
+  allowValueCodec,
+  ctKeyCodec,
+  endpointCodec,
+  eventCodec,
+  configCodec,
+  countersCodec,
+  countersLayout,
+  queryKeyCodec,
+  policyValueCodec,
+  podInfoCodec,
+  cidrKeyCodec,
+  tlsFlowCodec,
 } from '../../agent/datapath/maps/index.js';
 import { MAP_DEFINITIONS } from '../../agent/datapath/maps/registry.js';
 import type { Struct } from '../../agent/datapath/layout.js';
@@ -54,7 +74,9 @@ test('every struct of every map module matches the C header: size, and every mem
     }
     // members the binding does not list: they must sit between the ones it does, and end the struct exactly
     const byOffset = [...s.members].sort((a, b) => a.offset - b.offset);
-    byOffset.forEach((m, i) => assert.equal(m.offset + m.size, byOffset[i + 1]?.offset ?? s.size, `fqe_${name}.${m.cName} leaves no hole`));
+    byOffset.forEach((m, i) =>
+      assert.equal(m.offset + m.size, byOffset[i + 1]?.offset ?? s.size, `fqe_${name}.${m.cName} leaves no hole`),
+    );
   }
   for (const name of Object.keys(c)) {
     if (name === 'constants') continue;
@@ -64,40 +86,56 @@ test('every struct of every map module matches the C header: size, and every mem
 
 test('every map module matches its definition in the object files: type, key and value sizes, capacity, flags', () => {
   const compiled = new Map<string, ReturnType<typeof native.describeObject>[string]>();
-  for (const file of OBJECTS) for (const [name, shape] of Object.entries(native.describeObject(join(DEFAULT_BPF_DIR, file)))) compiled.set(name, shape);
+  for (const file of OBJECTS)
+    for (const [name, shape] of Object.entries(native.describeObject(join(DEFAULT_BPF_DIR, file))))
+      compiled.set(name, shape);
   for (const d of MAP_DEFINITIONS) {
     const shape = compiled.get(d.name);
     assert.ok(shape, `${d.name} is defined in bpf/lib/maps.h`);
     assert.deepEqual(d.shape, shape, `${d.name}: the module's shape is the object's`);
   }
-  assert.equal(new Set(MAP_DEFINITIONS.map((d) => d.property)).size, MAP_DEFINITIONS.length, 'one DatapathMaps property per map');
+  assert.equal(
+    new Set(MAP_DEFINITIONS.map((d) => d.property)).size,
+    MAP_DEFINITIONS.length,
+    'one DatapathMaps property per map',
+  );
 });
 
-test('every map the datapath pins has a module, and the kernel made it with the shape the module declares', rootOnly, () => {
-  const pinDir = mkdtempSync('/sys/fs/bpf/fqet-codecs-');
-  const dp = Datapath.load(pinDir);
-  try {
-    for (const d of MAP_DEFINITIONS) {
-      const view = dp.maps[d.property as keyof typeof dp.maps] as unknown as number | { fd: number };
-      const info = native.mapInfo(typeof view === 'number' ? view : view.fd);
-      assert.deepEqual(
-        { type: info.type, keySize: info.keySize, valueSize: info.valueSize, maxEntries: info.maxEntries, flags: info.flags },
-        d.shape,
-        `${d.name}: mapInfo`,
-      );
-      if (d.shape.type === MapType.RINGBUF) assert.equal(info.maxEntries, d.shape.maxEntries, `${d.name}: ring size`);
+test(
+  'every map the datapath pins has a module, and the kernel made it with the shape the module declares',
+  rootOnly,
+  () => {
+    const pinDir = mkdtempSync('/sys/fs/bpf/fqet-codecs-');
+    const dp = Datapath.load(pinDir);
+    try {
+      for (const d of MAP_DEFINITIONS) {
+        const view = dp.maps[d.property as keyof typeof dp.maps] as unknown as number | { fd: number };
+        const info = native.mapInfo(typeof view === 'number' ? view : view.fd);
+        assert.deepEqual(
+          {
+            type: info.type,
+            keySize: info.keySize,
+            valueSize: info.valueSize,
+            maxEntries: info.maxEntries,
+            flags: info.flags,
+          },
+          d.shape,
+          `${d.name}: mapInfo`,
+        );
+        if (d.shape.type === MapType.RINGBUF) assert.equal(info.maxEntries, d.shape.maxEntries, `${d.name}: ring size`);
+      }
+      // every pinned map but the tail-call arrays (programs, not data) and the programs themselves
+      const modules = new Set(MAP_DEFINITIONS.map((d) => d.name));
+      for (const pin of readdirSync(pinDir)) {
+        if (pin.startsWith('prog_') || pin.endsWith('_tails')) continue;
+        assert.ok(modules.has(pin), `pinned map ${pin} has a module under agent/datapath/maps/`);
+      }
+    } finally {
+      dp.close();
+      rmSync(pinDir, { recursive: true, force: true });
     }
-    // every pinned map but the tail-call arrays (programs, not data) and the programs themselves
-    const modules = new Set(MAP_DEFINITIONS.map((d) => d.name));
-    for (const pin of readdirSync(pinDir)) {
-      if (pin.startsWith('prog_') || pin.endsWith('_tails')) continue;
-      assert.ok(modules.has(pin), `pinned map ${pin} has a module under agent/datapath/maps/`);
-    }
-  } finally {
-    dp.close();
-    rmSync(pinDir, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 test('reason names and limits match the C header', () => {
   const k = native.layouts().constants as unknown as { fields: Record<string, number> } | Record<string, number>;
@@ -118,8 +156,12 @@ test('reason names and limits match the C header', () => {
   assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
   const cfgFlags: Array<[string, number]> = [
-    ['CFG_INLINE_LEARNER_OFF', ConfigFlag.inlineLearnerOff], ['CFG_PRECISE_CLOCK', ConfigFlag.preciseClock], ['CFG_TLS_CHECK_OFF', ConfigFlag.tlsCheckOff],
-    ['CFG_DNS_QUERY_FILTER_OFF', ConfigFlag.dnsQueryFilterOff], ['CFG_ATTACH_LEGACY', ConfigFlag.attachLegacy], ['CFG_HEAD_GUARD_OFF', ConfigFlag.headGuardOff],
+    ['CFG_INLINE_LEARNER_OFF', ConfigFlag.inlineLearnerOff],
+    ['CFG_PRECISE_CLOCK', ConfigFlag.preciseClock],
+    ['CFG_TLS_CHECK_OFF', ConfigFlag.tlsCheckOff],
+    ['CFG_DNS_QUERY_FILTER_OFF', ConfigFlag.dnsQueryFilterOff],
+    ['CFG_ATTACH_LEGACY', ConfigFlag.attachLegacy],
+    ['CFG_HEAD_GUARD_OFF', ConfigFlag.headGuardOff],
     ['CFG_STATES_WRITTEN', ConfigFlag.statesWritten],
   ];
   for (const [name, bit] of cfgFlags) assert.equal(consts[name], bit, `FQE_${name}`);
@@ -145,7 +187,15 @@ test('allow keys put the identity in front of the prefix', () => {
 });
 
 test('allow values round-trip with ports, expiry and name hash', () => {
-  const v = { expiresNs: 123456789012345n, nameHash: 0xfeedfacecafebeefn, ports: [{ port: 443, proto: 6 }, { port: 53, proto: 0 }], source: 1 };
+  const v = {
+    expiresNs: 123456789012345n,
+    nameHash: 0xfeedfacecafebeefn,
+    ports: [
+      { port: 443, proto: 6 },
+      { port: 53, proto: 0 },
+    ],
+    source: 1,
+  };
   assert.deepEqual(allowValueCodec.decode(allowValueCodec.encode(v)), v);
   const tooMany = Array.from({ length: MAX_PORT_RULES + 1 }, (_, i) => ({ port: i + 1, proto: 0 }));
   assert.throws(() => allowValueCodec.encode({ ...v, ports: tooMany }), /at most 8 fit/);
@@ -159,7 +209,19 @@ test('other keys and values round-trip', () => {
   assert.deepEqual(ctKeyCodec.decode(ctKeyCodec.encode(ct)), ct);
   const q = { identity: 4, sport: 33333, dnsId: 0xbeef, resolver: peer };
   assert.deepEqual(queryKeyCodec.decode(queryKeyCodec.encode(q)), q);
-  const cfg = { ctTcpIdleNs: 5n, ctOtherIdleNs: 6n, eventsPerSec: 7, minTtlS: 8, maxTtlS: 9, flags: 10, agentHeartbeatNs: 11n, agentPid: 12, ctPerPod: 15, queryWindowNs: 13n, connectGraceNs: 14n };
+  const cfg = {
+    ctTcpIdleNs: 5n,
+    ctOtherIdleNs: 6n,
+    eventsPerSec: 7,
+    minTtlS: 8,
+    maxTtlS: 9,
+    flags: 10,
+    agentHeartbeatNs: 11n,
+    agentPid: 12,
+    ctPerPod: 15,
+    queryWindowNs: 13n,
+    connectGraceNs: 14n,
+  };
   assert.deepEqual(configCodec.decode(configCodec.encode(cfg)), cfg);
 });
 
@@ -191,7 +253,17 @@ test('events decode with addresses and names', () => {
   b[f.kind!] = 2;
   b[f.family!] = 6;
   assert.deepEqual(eventCodec.decode(b), {
-    tsNs: 42n, identity: 5, ifindex: 12, saddr: '198.18.1.11', daddr: '2001:db8:ff::10', sport: 40000, dport: 443, proto: 6, reason: 'port', kind: 'audit', family: 6,
+    tsNs: 42n,
+    identity: 5,
+    ifindex: 12,
+    saddr: '198.18.1.11',
+    daddr: '2001:db8:ff::10',
+    sport: 40000,
+    dport: 443,
+    proto: 6,
+    reason: 'port',
+    kind: 'audit',
+    family: 6,
   });
   assert.throws(() => eventCodec.decode(Buffer.alloc(10)), /10 bytes, expected 56/);
   const event = eventCodec.decode(b);
@@ -202,16 +274,32 @@ test('derived codecs keep their checks: counted lists, names, strings, prefixes'
   const name = Buffer.from('moc\x07elpmaxe', 'latin1');
   const rule = { ports: [{ port: 443, proto: PROTO_TLS }], name };
   assert.deepEqual(policyValueCodec.decode(policyValueCodec.encode(rule)), rule);
-  assert.throws(() => policyValueCodec.encode({ ports: [], name: Buffer.alloc(257) }), /name of 257 bytes, at most 256 fit/);
+  assert.throws(
+    () => policyValueCodec.encode({ ports: [], name: Buffer.alloc(257) }),
+    /name of 257 bytes, at most 256 fit/,
+  );
   const pod = { ifindex: 7, flags: EndpointFlag.audit, ifname: 'veth1', namespace: 'shop', name: 'payments-0' };
   assert.deepEqual(podInfoCodec.decode(podInfoCodec.encode(pod)), pod);
-  assert.throws(() => podInfoCodec.encode({ ...pod, ifname: 'x'.repeat(16) }), /interface name "x+" is longer than 15 bytes/);
+  assert.throws(
+    () => podInfoCodec.encode({ ...pod, ifname: 'x'.repeat(16) }),
+    /interface name "x+" is longer than 15 bytes/,
+  );
   const cidr = { family: 4 as const, addr: parseCidr('10.0.0.0/8').addr, prefixLen: 104 };
   assert.equal(cidrKeyCodec.encode(cidr).readUInt32LE(0), 32 + 104);
   assert.deepEqual(cidrKeyCodec.decode(cidrKeyCodec.encode(cidr)), cidr);
-  assert.throws(() => allowKeyCodec.encode({ identity: 1, addr: Buffer.alloc(4), prefixLen: 128 }), /address must be 16 bytes, got 4/);
+  assert.throws(
+    () => allowKeyCodec.encode({ identity: 1, addr: Buffer.alloc(4), prefixLen: 128 }),
+    /address must be 16 bytes, got 4/,
+  );
   // a kernel-owned value decodes only the fields userspace reads
-  assert.deepEqual(Object.keys(tlsFlowCodec.decode(Buffer.alloc(tlsFlowCodec.size))).sort(), ['baseSeq', 'based', 'hellos', 'nextSeq', 'parsed', 'segments']);
+  assert.deepEqual(Object.keys(tlsFlowCodec.decode(Buffer.alloc(tlsFlowCodec.size))).sort(), [
+    'baseSeq',
+    'based',
+    'hellos',
+    'nextSeq',
+    'parsed',
+    'segments',
+  ]);
 });
 
 test('addresses parse and format in the mapped form', () => {

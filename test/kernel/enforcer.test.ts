@@ -8,7 +8,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { requireKernelTestEnv, OUTSIDE_HOSTS_V4, OUTSIDE_HOSTS_V6, OUTSIDE_LINK_V4, NETTOOL, sleep } from '../helpers/topology.js';
+import {
+  requireKernelTestEnv,
+  OUTSIDE_HOSTS_V4,
+  OUTSIDE_HOSTS_V6,
+  OUTSIDE_LINK_V4,
+  NETTOOL,
+  sleep,
+} from '../helpers/topology.js';
 import { withBox, monotonicNs } from '../helpers/datapath-fixture.js';
 import { Datapath } from '../../agent/datapath/datapath.js';
 import { IPPROTO, CtFlag, type DropEvent, ZERO_CONFIG } from '../../agent/datapath/codecs.js';
@@ -78,7 +85,12 @@ test('a port-restricted entry passes its port and protocol and drops others', as
   if (!requireKernelTestEnv(t)) return;
   await withBox(t, [{ name: 'a' }], async (box) => {
     box.enforce('a', 501);
-    box.allow(501, HOST_A, { ports: [{ port: 443, proto: IPPROTO.tcp }, { port: 5000, proto: 0 }] });
+    box.allow(501, HOST_A, {
+      ports: [
+        { port: 443, proto: IPPROTO.tcp },
+        { port: 5000, proto: 0 },
+      ],
+    });
     assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true);
     assert.equal((await box.topo.probe('a', 'udp', HOST_A, 5000)).ok, true, 'proto 0 means TCP and UDP');
     const before = box.counters(501).reasons.port;
@@ -103,13 +115,19 @@ test('replies to an inbound connection pass; the pod still cannot open its own',
   if (!requireKernelTestEnv(t)) return;
   await withBox(t, [{ name: 'a' }], async (box) => {
     const pod = box.topo.pod('a');
-    await box.topo.spawnReady(pod.netns, [process.execPath, NETTOOL, 'serve', '--tcp', '8080', '--udp', '5001'], /ready/);
+    await box.topo.spawnReady(
+      pod.netns,
+      [process.execPath, NETTOOL, 'serve', '--tcp', '8080', '--udp', '5001'],
+      /ready/,
+    );
     box.enforce('a', 701);
     assert.equal((await box.topo.probeFrom(box.topo.outNs, 'tcp', pod.v4, 8080)).ok, true);
     assert.equal((await box.topo.probeFrom(box.topo.outNs, 'tcp', pod.v6, 8080)).ok, true);
     assert.equal((await box.topo.probeFrom(box.topo.outNs, 'udp', pod.v4, 5001)).ok, true);
     // The replies passed as tracked flows (the fast path: not counted one by one); the flows are in the table.
-    const tracked = box.dp.maps.conntrack.entries().filter(([k, v]) => k.identity === 701 && (v.flags & CtFlag.inbound) !== 0);
+    const tracked = box.dp.maps.conntrack
+      .entries()
+      .filter(([k, v]) => k.identity === 701 && (v.flags & CtFlag.inbound) !== 0);
     assert.ok(tracked.length >= 3, `the inbound flows are tracked (${tracked.length})`);
     assert.equal((await box.topo.probe('a', 'tcp', OUTSIDE_LINK_V4.outside, 443, DROP_TIMEOUT_MS)).ok, false);
     assert.ok(box.counters(701).dropped > 0n, 'its own connection was dropped');
@@ -158,7 +176,9 @@ test('ARP and IPv6 neighbour discovery work for an enforced pod', async (t) => {
     // A first SYN may wait for (or be lost to) neighbour discovery: allow a retransmit.
     assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443, 4000)).ok, true);
     assert.equal((await box.topo.probe('a', 'tcp', HOST6_A, 443, 4000)).ok, true);
-    const neigh = (await box.topo.ip(pod.netns, 'neigh', 'show')).stdout + (await box.topo.ip(pod.netns, '-6', 'neigh', 'show')).stdout;
+    const neigh =
+      (await box.topo.ip(pod.netns, 'neigh', 'show')).stdout +
+      (await box.topo.ip(pod.netns, '-6', 'neigh', 'show')).stdout;
     assert.match(neigh, /198\.18\.0\.1 .*lladdr/, 'ARP resolved the gateway');
     assert.match(neigh, /fe80::1 .*lladdr/, 'neighbour discovery resolved the gateway');
     assert.equal(box.counters(1001).dropped, 0n, 'no link-control packet was dropped');
@@ -172,16 +192,31 @@ test('pinned programs keep enforcing after the loading process exits; a new proc
     const pod = box.topo.pod('a');
     const loader = join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'load-and-exit.js');
     const code = await new Promise<number | null>((resolve) => {
-      const child = spawn(process.execPath, [loader, box.topo.pinDir, box.topo.nodeNsPath, String(pod.ifindex), '1101', pod.v4, pod.v6], { stdio: 'inherit' });
+      const child = spawn(
+        process.execPath,
+        [loader, box.topo.pinDir, box.topo.nodeNsPath, String(pod.ifindex), '1101', pod.v4, pod.v6],
+        { stdio: 'inherit' },
+      );
       child.once('exit', resolve);
     });
     assert.equal(code, 0, 'loader exited cleanly');
-    assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443, DROP_TIMEOUT_MS)).ok, false, 'still enforced with no process holding the programs');
+    assert.equal(
+      (await box.topo.probe('a', 'tcp', HOST_A, 443, DROP_TIMEOUT_MS)).ok,
+      false,
+      'still enforced with no process holding the programs',
+    );
     const later = Datapath.openPinned(box.topo.pinDir);
     try {
       const c = parseCidr(HOST_A);
-      later.maps.allow.set({ identity: 1101, addr: c.addr, prefixLen: c.prefixLen }, { expiresNs: 0n, nameHash: 0n, ports: [], source: 3 });
-      assert.equal((await box.topo.probe('a', 'tcp', HOST_A, 443)).ok, true, 'an entry written by another process is honoured');
+      later.maps.allow.set(
+        { identity: 1101, addr: c.addr, prefixLen: c.prefixLen },
+        { expiresNs: 0n, nameHash: 0n, ports: [], source: 3 },
+      );
+      assert.equal(
+        (await box.topo.probe('a', 'tcp', HOST_A, 443)).ok,
+        true,
+        'an entry written by another process is honoured',
+      );
       assert.ok((later.maps.counters.get(1101)?.dropped ?? 0n) > 0n);
     } finally {
       later.close();
@@ -201,19 +236,58 @@ test('drop and audit events arrive with the right fields', async (t) => {
       const b = box.topo.pod('b');
       assert.equal((await box.topo.probe('a', 'tcp', HOST_B, 8443, DROP_TIMEOUT_MS)).ok, false);
       assert.equal((await box.topo.probe('b', 'tcp', HOST6_B, 8443)).ok, true, 'audit mode passes');
-      for (let i = 0; i < 50 && !(events.some((e) => e.identity === 1201) && events.some((e) => e.identity === 1202)); i++) await sleep(20);
+      for (
+        let i = 0;
+        i < 50 && !(events.some((e) => e.identity === 1201) && events.some((e) => e.identity === 1202));
+        i++
+      )
+        await sleep(20);
       const drop = events.find((e) => e.identity === 1201);
       assert.ok(drop, 'a drop event arrived');
       assert.deepEqual(
-        { kind: drop.kind, reason: drop.reason, saddr: drop.saddr, daddr: drop.daddr, dport: drop.dport, proto: drop.proto, family: drop.family, ifindex: drop.ifindex },
-        { kind: 'drop', reason: 'not-allowed', saddr: a.v4, daddr: HOST_B, dport: 8443, proto: IPPROTO.tcp, family: 4, ifindex: a.ifindex },
+        {
+          kind: drop.kind,
+          reason: drop.reason,
+          saddr: drop.saddr,
+          daddr: drop.daddr,
+          dport: drop.dport,
+          proto: drop.proto,
+          family: drop.family,
+          ifindex: drop.ifindex,
+        },
+        {
+          kind: 'drop',
+          reason: 'not-allowed',
+          saddr: a.v4,
+          daddr: HOST_B,
+          dport: 8443,
+          proto: IPPROTO.tcp,
+          family: 4,
+          ifindex: a.ifindex,
+        },
       );
       assert.ok(drop.sport > 0 && drop.tsNs > 0n);
       const audit = events.find((e) => e.identity === 1202);
       assert.ok(audit, 'an audit event arrived');
       assert.deepEqual(
-        { kind: audit.kind, reason: audit.reason, saddr: audit.saddr, daddr: audit.daddr, dport: audit.dport, family: audit.family, ifindex: audit.ifindex },
-        { kind: 'audit', reason: 'not-allowed', saddr: b.v6, daddr: HOST6_B, dport: 8443, family: 6, ifindex: b.ifindex },
+        {
+          kind: audit.kind,
+          reason: audit.reason,
+          saddr: audit.saddr,
+          daddr: audit.daddr,
+          dport: audit.dport,
+          family: audit.family,
+          ifindex: audit.ifindex,
+        },
+        {
+          kind: 'audit',
+          reason: 'not-allowed',
+          saddr: b.v6,
+          daddr: HOST6_B,
+          dport: 8443,
+          family: 6,
+          ifindex: b.ifindex,
+        },
       );
       assert.ok(box.counters(1202).audited > 0n);
       assert.equal(box.counters(1202).dropped, 0n);
@@ -232,7 +306,16 @@ test('events are rate-limited per identity so a flood cannot starve the agent', 
       box.dp.maps.config.set(0, { ...ZERO_CONFIG, eventsPerSec: 5, minTtlS: 0, maxTtlS: 0 });
       box.enforce('a', 1301);
       // 40 refused UDP datagrams, sent well inside one second.
-      await box.topo.exec(box.topo.pod('a').netns, [process.execPath, NETTOOL, 'send', 'udp', HOST_A, '5000', '--count', '40']);
+      await box.topo.exec(box.topo.pod('a').netns, [
+        process.execPath,
+        NETTOOL,
+        'send',
+        'udp',
+        HOST_A,
+        '5000',
+        '--count',
+        '40',
+      ]);
       await sleep(200);
       reader.consume();
       const c = box.counters(1301);

@@ -21,7 +21,11 @@ interface Vector {
   hash: string;
   suffixHashes: string[];
 }
-const VECTORS = (JSON.parse(readFileSync(new URL('../../../test/fixtures/name-hash-vectors.json', import.meta.url), 'utf8')) as { vectors: Vector[] }).vectors;
+const VECTORS = (
+  JSON.parse(readFileSync(new URL('../../../test/fixtures/name-hash-vectors.json', import.meta.url), 'utf8')) as {
+    vectors: Vector[];
+  }
+).vectors;
 
 function withHarness(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerHarness) => void, opts = {}): void {
   if (!requireKernelTestEnv(t)) return;
@@ -53,7 +57,11 @@ test('the kernel hashes names exactly as the shared vectors say (exact and wildc
         h.expectQuery(8, ++sport);
         h.run(h.frame({ name: v.name, id: 8, sport, ips: ['203.0.113.78'] }));
         assert.ok(h.learned().has('203.0.113.78'), `wildcard: ${v.description}`);
-        h.dp.maps.policy.delete({ identity: h.identity, kind: PolicyKind.wildcard, hash: BigInt(`0x${v.suffixHashes[1]}`) });
+        h.dp.maps.policy.delete({
+          identity: h.identity,
+          kind: PolicyKind.wildcard,
+          hash: BigInt(`0x${v.suffixHashes[1]}`),
+        });
       }
     }
   });
@@ -71,11 +79,23 @@ test('the inline learner writes A and AAAA with expiry, ports and CNAME chains, 
     assert.ok(v4, 'A learned');
     assert.deepEqual(v4.ports, [{ port: 443, proto: 6 }]);
     assert.equal(v4.source, 2, 'source: kernel');
-    assert.ok(v4.expiresNs > before + 59_000_000_000n && v4.expiresNs < before + 61_000_000_000n, 'expires after the TTL');
+    assert.ok(
+      v4.expiresNs > before + 59_000_000_000n && v4.expiresNs < before + 61_000_000_000n,
+      'expires after the TTL',
+    );
     assert.ok(h.learned().has('2001:db8:ff::10'), 'AAAA learned');
     assert.equal(h.pendingQueries(), 0, 'the query is cleared');
     h.expectQuery(2, 40002);
-    h.run(h.frame({ name: 'cdn.a.kadath.test', cname: 'edge.provider.test', id: 2, sport: 40002, ips: ['198.51.100.40'], ttl: 5 }));
+    h.run(
+      h.frame({
+        name: 'cdn.a.kadath.test',
+        cname: 'edge.provider.test',
+        id: 2,
+        sport: 40002,
+        ips: ['198.51.100.40'],
+        ttl: 5,
+      }),
+    );
     assert.ok(h.learned().has('198.51.100.40'), 'the address at the end of a CNAME chain, for a wildcard name');
     assert.ok(h.counters().learned >= 3n);
   });
@@ -86,10 +106,16 @@ test('forged answers add nothing in the kernel', (t) => {
     h.allowName(PolicyKind.exact, 'api.stripe.test');
     h.expectQuery(1, 40001);
     const cases: Array<[string, Parameters<LearnerHarness['frame']>[0]]> = [
-      ['untrusted server', { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.1'], from: '203.0.113.99' }],
+      [
+        'untrusted server',
+        { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.1'], from: '203.0.113.99' },
+      ],
       ['wrong id', { name: 'api.stripe.test', id: 2, sport: 40001, ips: ['198.51.100.2'] }],
       ['wrong port', { name: 'api.stripe.test', id: 1, sport: 40002, ips: ['198.51.100.3'] }],
-      ['answer to another pod', { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.4'], to: '198.18.1.99' }],
+      [
+        'answer to another pod',
+        { name: 'api.stripe.test', id: 1, sport: 40001, ips: ['198.51.100.4'], to: '198.18.1.99' },
+      ],
     ];
     for (const [what, spec] of cases) {
       h.run(h.frame(spec));
@@ -106,7 +132,10 @@ test('forged answers add nothing in the kernel', (t) => {
 
 /** `count` distinct documentation addresses (192.0.2/24, then 198.51.100/24, then 203.0.113/24). */
 function manyAddresses(count: number): string[] {
-  return Array.from({ length: count }, (_, i) => `${['192.0.2', '198.51.100', '203.0.113'][Math.floor(i / 250)]}.${(i % 250) + 1}`);
+  return Array.from(
+    { length: count },
+    (_, i) => `${['192.0.2', '198.51.100', '203.0.113'][Math.floor(i / 250)]}.${(i % 250) + 1}`,
+  );
 }
 
 const LEARN_BOUND = 128; // FQE_LEARN_MAX_ANSWERS in bpf/lib/dns.h
@@ -136,7 +165,9 @@ test(`an answer with 200 addresses: the first ${LEARN_BOUND} are learned, the an
     assert.equal(h.counters().learned, BigInt(LEARN_BOUND));
     assert.equal(h.counters().learnSkipped, 1n, 'counted: the agent adds the rest');
     // the agent's decoder reads them all
-    const dns = decodeDns(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 1, sport: 40001, ips, compress: true }));
+    const dns = decodeDns(
+      LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 1, sport: 40001, ips, compress: true }),
+    );
     assert.ok(dns.ok && dns.message.answers.length === 200);
   });
 });
@@ -172,18 +203,43 @@ test('DNS over TCP: a message split over segments is left to the agent (no reass
   withHarness(t, (h) => {
     h.allowName(PolicyKind.exact, 'api.stripe.test');
     h.expectQuery(1, 40001, h.resolver, 0n, 'tcp');
-    const message = LearnerHarness.answerPayload({ name: 'api.stripe.test', id: 1, sport: 40001, ips: manyAddresses(40) });
+    const message = LearnerHarness.answerPayload({
+      name: 'api.stripe.test',
+      id: 1,
+      sport: 40001,
+      ips: manyAddresses(40),
+    });
     const stream = LearnerHarness.tcpPayload(message);
     const cut = 300;
     for (const part of [stream.subarray(0, cut), stream.subarray(cut)]) {
-      h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40001, payload: part, tcpFlags: 0x18 }));
+      h.run(
+        buildFrame({
+          src: h.resolver,
+          dst: h.podV4,
+          proto: 'tcp',
+          sport: 53,
+          dport: 40001,
+          payload: part,
+          tcpFlags: 0x18,
+        }),
+      );
     }
     assert.deepEqual([...h.learned().keys()], []);
     assert.equal(h.counters().learnSkipped, 1n, 'the first segment is counted as left to the agent');
     // two messages in one segment are not one whole message either
     h.expectQuery(2, 40002, h.resolver, 0n, 'tcp');
     const two = LearnerHarness.answerPayload({ name: 'api.stripe.test', id: 2, sport: 40002, ips: ['203.0.113.10'] });
-    h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40002, payload: Buffer.concat([LearnerHarness.tcpPayload(two), LearnerHarness.tcpPayload(two)]), tcpFlags: 0x18 }));
+    h.run(
+      buildFrame({
+        src: h.resolver,
+        dst: h.podV4,
+        proto: 'tcp',
+        sport: 53,
+        dport: 40002,
+        payload: Buffer.concat([LearnerHarness.tcpPayload(two), LearnerHarness.tcpPayload(two)]),
+        tcpFlags: 0x18,
+      }),
+    );
     assert.deepEqual([...h.learned().keys()], []);
     assert.equal(h.counters().learnSkipped, 2n);
   });
@@ -209,13 +265,17 @@ test('a compressed question name is refused by both learners', (t) => {
 });
 
 test('with the inline learner switched off nothing is learned in the kernel', (t) => {
-  withHarness(t, (h) => {
-    assert.equal(h.dp.inlineLearnerUnavailable, 'switched off');
-    h.allowName(PolicyKind.exact, 'api.stripe.test');
-    h.expectQuery(1, 40001);
-    h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'] }));
-    assert.deepEqual([...h.learned().keys()], []);
-  }, { withoutInlineLearner: true });
+  withHarness(
+    t,
+    (h) => {
+      assert.equal(h.dp.inlineLearnerUnavailable, 'switched off');
+      h.allowName(PolicyKind.exact, 'api.stripe.test');
+      h.expectQuery(1, 40001);
+      h.run(h.frame({ name: 'api.stripe.test', id: 1, sport: 40001, ips: ['203.0.113.10'] }));
+      assert.deepEqual([...h.learned().keys()], []);
+    },
+    { withoutInlineLearner: true },
+  );
 });
 
 function addressRecords(payload: Buffer): number {
@@ -244,10 +304,23 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
     h.allowName(PolicyKind.exact, NAME);
     const seeds = [
       LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10', '2001:db8:ff::10'] }),
-      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, cname: 'x.cdn.test', ips: ['198.51.100.7', '198.51.100.8', '198.51.100.9'] }),
-      LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: Array.from({ length: 40 }, (_, i) => `192.0.2.${i + 1}`) }),
+      LearnerHarness.answerPayload({
+        name: NAME,
+        id: 1,
+        sport: 1,
+        cname: 'x.cdn.test',
+        ips: ['198.51.100.7', '198.51.100.8', '198.51.100.9'],
+      }),
+      LearnerHarness.answerPayload({
+        name: NAME,
+        id: 1,
+        sport: 1,
+        ips: Array.from({ length: 40 }, (_, i) => `192.0.2.${i + 1}`),
+      }),
       LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: manyAddresses(150), compress: true }),
-      LearnerHarness.compressQuestion(LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10'] })),
+      LearnerHarness.compressQuestion(
+        LearnerHarness.answerPayload({ name: NAME, id: 1, sport: 1, ips: ['203.0.113.10'] }),
+      ),
     ];
     const stats = { runs: 0, bothAccepted: 0, kernelOnly: 0, userspaceOnly: 0, neither: 0 };
     const N = Number(process.env.FQE_FUZZ_RUNS ?? 100_000);
@@ -270,12 +343,20 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
       stats.runs++;
       const kernel = [...h.learned().keys()].sort();
       const dns = decodeDns(payload);
-      const user = dns.ok && dns.message.isResponse && dns.message.question?.name === NAME ? [...new Set(dns.message.answers.map((a) => a.ip))].sort() : null;
+      const user =
+        dns.ok && dns.message.isResponse && dns.message.question?.name === NAME
+          ? [...new Set(dns.message.answers.map((a) => a.ip))].sort()
+          : null;
       if (kernel.length > 0 && user && user.length > 0) {
         stats.bothAccepted++;
-        for (const ip of kernel) assert.ok(user.includes(ip), `run ${i}: kernel learned ${ip}, the decoder did not (payload ${payload.toString('hex')})`);
+        for (const ip of kernel)
+          assert.ok(
+            user.includes(ip),
+            `run ${i}: kernel learned ${ip}, the decoder did not (payload ${payload.toString('hex')})`,
+          );
         // The kernel takes the first LEARN_BOUND address records; the agent takes them all.
-        if (addressRecords(payload) <= LEARN_BOUND) assert.deepEqual(kernel, user, `run ${i}: same addresses (payload ${payload.toString('hex')})`);
+        if (addressRecords(payload) <= LEARN_BOUND)
+          assert.deepEqual(kernel, user, `run ${i}: same addresses (payload ${payload.toString('hex')})`);
       } else if (kernel.length > 0) stats.kernelOnly++;
       else if (user && user.length > 0) stats.userspaceOnly++;
       else stats.neither++;
@@ -288,8 +369,7 @@ test('the kernel parser survives 100,000 random and mutated answers and agrees w
   });
 });
 
-
-test('each answer learned from becomes one learned record for the agent: name, addresses, TTL, expiry, the rule\'s ports', (t) => {
+test("each answer learned from becomes one learned record for the agent: name, addresses, TTL, expiry, the rule's ports", (t) => {
   withHarness(t, (h) => {
     h.allowName(PolicyKind.exact, 'api.stripe.test', [{ port: 443, proto: 6 }]);
     h.records(); // an empty ring to start from
@@ -304,7 +384,13 @@ test('each answer learned from becomes one learned record for the agent: name, a
     assert.equal(r.nameHash, nameHash('api.stripe.test', h.hashKey));
     assert.equal(r.partial, false);
     assert.deepEqual(r.ports, [{ port: 443, proto: 6 }]);
-    assert.deepEqual(r.addrs.map((a) => [a.ip, a.ttlS]), [['203.0.113.10', 120], ['203.0.113.11', 120]]);
+    assert.deepEqual(
+      r.addrs.map((a) => [a.ip, a.ttlS]),
+      [
+        ['203.0.113.10', 120],
+        ['203.0.113.11', 120],
+      ],
+    );
     const entries = new Map(h.dp.maps.allow.entries().map(([k, v]) => [formatIp(k.addr), v.expiresNs]));
     for (const a of r.addrs) {
       assert.equal(a.expiresNs, entries.get(a.ip), 'the expiry the allow entry got');
@@ -320,7 +406,7 @@ test('each answer learned from becomes one learned record for the agent: name, a
   });
 });
 
-test('an answer the learner cannot learn in full is marked for the agent\'s tap (and its query moves there); TCP marks the connection', (t) => {
+test("an answer the learner cannot learn in full is marked for the agent's tap (and its query moves there); TCP marks the connection", (t) => {
   withHarness(t, (h) => {
     h.allowName(PolicyKind.exact, 'pool.objects.test');
     h.expectQuery(1, 40001);
@@ -333,18 +419,37 @@ test('an answer the learner cannot learn in full is marked for the agent\'s tap 
     assert.equal(h.pendingQueries(), 0, 'the query moved to the tap mark');
     // a compressed question: not learned, left to the agent
     h.expectQuery(2, 40002);
-    h.run(h.frame({ name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] }, LearnerHarness.compressQuestion(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] }))));
+    h.run(
+      h.frame(
+        { name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] },
+        LearnerHarness.compressQuestion(
+          LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 2, sport: 40002, ips: ['203.0.113.10'] }),
+        ),
+      ),
+    );
     assert.deepEqual(h.tapMarks(), ['udp|40001|1', 'udp|40002|2']);
     // TCP split over segments: the message and its connection
     h.expectQuery(3, 40003, h.resolver, 0n, 'tcp');
-    const stream = LearnerHarness.tcpPayload(LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 3, sport: 40003, ips: manyAddresses(40) }));
-    h.run(buildFrame({ src: h.resolver, dst: h.podV4, proto: 'tcp', sport: 53, dport: 40003, payload: stream.subarray(0, 300), tcpFlags: 0x18 }));
+    const stream = LearnerHarness.tcpPayload(
+      LearnerHarness.answerPayload({ name: 'pool.objects.test', id: 3, sport: 40003, ips: manyAddresses(40) }),
+    );
+    h.run(
+      buildFrame({
+        src: h.resolver,
+        dst: h.podV4,
+        proto: 'tcp',
+        sport: 53,
+        dport: 40003,
+        payload: stream.subarray(0, 300),
+        tcpFlags: 0x18,
+      }),
+    );
     assert.deepEqual(h.tapMarks(), ['tcp|40003|0', 'tcp|40003|3', 'udp|40001|1', 'udp|40002|2']);
     assert.equal(h.records().length, 0, 'nothing learned, no record');
   });
 });
 
-test('one pod cannot fill the node\'s allow map or its name table: past its share (fqe_limits) an address is not written, counted, and left out of the record, and its name is not added to fqe_names', (t) => {
+test("one pod cannot fill the node's allow map or its name table: past its share (fqe_limits) an address is not written, counted, and left out of the record, and its name is not added to fqe_names", (t) => {
   withHarness(t, (h) => {
     h.allowName(PolicyKind.wildcard, 'zone.test');
     h.dp.maps.limits.set(0, { ipsPerPod: 5, tlsFlowsPerPod: 0 });
@@ -352,23 +457,37 @@ test('one pod cannot fill the node\'s allow map or its name table: past its shar
     const ips = Array.from({ length: 8 }, (_, i) => `198.51.100.${i + 1}`);
     h.expectQuery(1, 40001);
     h.run(h.frame({ name: 'a.zone.test', id: 1, sport: 40001, ips, compress: true }));
-    assert.equal(h.learned().size, 5, 'five entries written: the pod\'s share');
+    assert.equal(h.learned().size, 5, "five entries written: the pod's share");
     const [rec] = h.records();
-    assert.deepEqual(rec!.addrs.map((a) => a.ip), ips.slice(0, 5), 'the record holds only what was written');
+    assert.deepEqual(
+      rec!.addrs.map((a) => a.ip),
+      ips.slice(0, 5),
+      'the record holds only what was written',
+    );
     assert.equal(h.dp.maps.counters.get(h.identity)!.learnUnwritten, 3n, 'the rest counted as unwritten');
-    assert.equal(h.dp.maps.podShares.get(h.identity)!.allow, 5n, 'the pod\'s share in use');
+    assert.equal(h.dp.maps.podShares.get(h.identity)!.allow, 5n, "the pod's share in use");
     // The same addresses answered again refresh their entries: nothing new is added.
     h.expectQuery(2, 40002);
     h.run(h.frame({ name: 'b.zone.test', id: 2, sport: 40002, ips: ips.slice(0, 5), compress: true }));
-    assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ips.slice(0, 5), 'entries the pod holds are refreshed');
+    assert.deepEqual(
+      h.records()[0]!.addrs.map((a) => a.ip),
+      ips.slice(0, 5),
+      'entries the pod holds are refreshed',
+    );
     const stored = (name: string) => h.dp.maps.names.get(nameHash(name, h.hashKey));
     assert.equal(stored('a.zone.test'), 'a.zone.test', 'a name answered within the share is recorded');
     assert.equal(stored('b.zone.test'), undefined, 'a name answered past the share is not');
     // The agent's sweep writes the exact count back (here by hand): room again.
     h.dp.maps.podShares.set(h.identity, { allow: 4n, tlsFlows: 0n });
     h.expectQuery(3, 40003);
-    h.run(h.frame({ name: 'c.zone.test', id: 3, sport: 40003, ips: ['198.51.100.77', '198.51.100.78'], compress: true }));
-    assert.deepEqual(h.records()[0]!.addrs.map((a) => a.ip), ['198.51.100.77'], 'one more fits the share');
+    h.run(
+      h.frame({ name: 'c.zone.test', id: 3, sport: 40003, ips: ['198.51.100.77', '198.51.100.78'], compress: true }),
+    );
+    assert.deepEqual(
+      h.records()[0]!.addrs.map((a) => a.ip),
+      ['198.51.100.77'],
+      'one more fits the share',
+    );
     assert.equal(stored('c.zone.test'), 'c.zone.test', 'with room again, names are recorded');
   });
 });

@@ -19,9 +19,20 @@ test('a changed pinned map is upgraded: entries kept when the layout is the same
   mkdirSync(pinDir, { recursive: true });
   t.after(() => rmSync(pinDir, { recursive: true, force: true }));
   // An "older" fqe_allow with a smaller capacity, holding one entry.
-  const oldAllow = native.createMap(MapType.LPM_TRIE, allowKeyCodec.size, allowValueCodec.size, 1024, 'fqe_allow', 1 /* BPF_F_NO_PREALLOC */);
+  const oldAllow = native.createMap(
+    MapType.LPM_TRIE,
+    allowKeyCodec.size,
+    allowValueCodec.size,
+    1024,
+    'fqe_allow',
+    1 /* BPF_F_NO_PREALLOC */,
+  );
   const c = parseCidr('203.0.113.10');
-  native.mapUpdate(oldAllow, allowKeyCodec.encode({ identity: 7, addr: c.addr, prefixLen: c.prefixLen }), allowValueCodec.encode({ expiresNs: 0n, nameHash: 5n, ports: [], source: AllowSource.agent }));
+  native.mapUpdate(
+    oldAllow,
+    allowKeyCodec.encode({ identity: 7, addr: c.addr, prefixLen: c.prefixLen }),
+    allowValueCodec.encode({ expiresNs: 0n, nameHash: 5n, ports: [], source: AllowSource.agent }),
+  );
   native.pinProgram(oldAllow, join(pinDir, 'fqe_allow'));
   native.closeFd(oldAllow);
   // An "older" fqe_counters whose value layout differs.
@@ -37,7 +48,10 @@ test('a changed pinned map is upgraded: entries kept when the layout is the same
     assert.equal(byMap.fqe_counters?.action, 'dropped');
     assert.equal(dp.migrated.length, 2, 'the other pins were new or unchanged');
     const entries = dp.maps.allow.entries();
-    assert.deepEqual(entries.map(([k, v]) => [k.identity, formatIp(k.addr), v.nameHash]), [[7, '203.0.113.10', 5n]]);
+    assert.deepEqual(
+      entries.map(([k, v]) => [k.identity, formatIp(k.addr), v.nameHash]),
+      [[7, '203.0.113.10', 5n]],
+    );
     const pinned = native.objGet(join(pinDir, 'fqe_allow'));
     try {
       assert.equal(native.mapInfo(pinned).maxEntries, native.layouts().constants.MAX_ALLOW, 'the new capacity');

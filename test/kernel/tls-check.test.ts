@@ -11,8 +11,28 @@ import assert from 'node:assert/strict';
 import { requireKernelTestEnv } from '../helpers/topology.js';
 import { LearnerHarness } from '../helpers/learner-harness.js';
 import { buildFrame } from '../helpers/frames.js';
-import { realClientHellos, nameLast, parseClientHello, buildClientHello, serverNameExtension, parseServerName, EXT_SERVER_NAME } from '../helpers/client-hello.js';
-import { TcpFlow, PASS, SHOT, REDIRECT, PSH_ACK, TCP, TLS_SERVER_V4 as SERVER_V4, TLS_SERVER_V6 as SERVER_V6, TLS_ALLOWED as ALLOWED, allowIp, tlsRules } from '../helpers/tcp-flow.js';
+import {
+  realClientHellos,
+  nameLast,
+  parseClientHello,
+  buildClientHello,
+  serverNameExtension,
+  parseServerName,
+  EXT_SERVER_NAME,
+} from '../helpers/client-hello.js';
+import {
+  TcpFlow,
+  PASS,
+  SHOT,
+  REDIRECT,
+  PSH_ACK,
+  TCP,
+  TLS_SERVER_V4 as SERVER_V4,
+  TLS_SERVER_V6 as SERVER_V6,
+  TLS_ALLOWED as ALLOWED,
+  allowIp,
+  tlsRules,
+} from '../helpers/tcp-flow.js';
 import { native } from '../../agent/datapath/native.js';
 import { CtFlag, IPPROTO, PROTO_TLS } from '../../agent/datapath/codecs.js';
 import { escapeWireName } from '../../agent/dns/presentation.js';
@@ -33,7 +53,10 @@ const [HELLO_13, HELLO_12, HELLO_EVIL, HELLO_NONE, HELLO_WILD, HELLO_APEX] = rea
 /** The same hello naming another server (bytes as given: case, dots). */
 function withName(hello: Buffer, name: string): Buffer {
   const c = parseClientHello(hello);
-  return buildClientHello({ head: c.head, extensions: c.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(name) : e)) });
+  return buildClientHello({
+    head: c.head,
+    extensions: c.extensions.map((e) => (e.type === EXT_SERVER_NAME ? serverNameExtension(name) : e)),
+  });
 }
 const HELLO_UPPER = withName(HELLO_13, 'API.Stripe.TEST');
 /** A TLS record of the client's after its hello: ChangeCipherSpec, then (encrypted) application data. */
@@ -54,14 +77,27 @@ interface Flow {
   parserState(): boolean;
 }
 
-function withTls(t: Parameters<typeof requireKernelTestEnv>[0], fn: (h: LearnerHarness, flow: (opts?: { v6?: boolean; dst?: string; dport?: number }) => Flow) => void): void {
+function withTls(
+  t: Parameters<typeof requireKernelTestEnv>[0],
+  fn: (h: LearnerHarness, flow: (opts?: { v6?: boolean; dst?: string; dport?: number }) => Flow) => void,
+): void {
   if (!requireKernelTestEnv(t, ['python3'])) return;
   const h = LearnerHarness.open();
   try {
     tlsRules(h);
-    allowIp(h, PLAIN_V4, [{ port: 443, proto: PROTO_TLS }, { port: 443, proto: IPPROTO.tcp }]);
+    allowIp(h, PLAIN_V4, [
+      { port: 443, proto: PROTO_TLS },
+      { port: 443, proto: IPPROTO.tcp },
+    ]);
     const flow = (opts: { v6?: boolean; dst?: string; dport?: number } = {}): Flow => {
-      const f = new TcpFlow(h, { v6: opts.v6, dst: opts.dst ?? (opts.v6 ? SERVER_V6 : SERVER_V4), dport: opts.dport ?? 443, sport: nextPort++, isn: 1000, peerIsn: 6 });
+      const f = new TcpFlow(h, {
+        v6: opts.v6,
+        dst: opts.dst ?? (opts.v6 ? SERVER_V6 : SERVER_V4),
+        dport: opts.dport ?? 443,
+        sport: nextPort++,
+        isn: 1000,
+        peerIsn: 6,
+      });
       return {
         sport: f.sport,
         syn: () => f.handshake(),
@@ -93,10 +129,18 @@ test('an allowed server name passes; watched until the server answers, then the 
       assert.equal(f.flags()! & CtFlag.tlsPending, CtFlag.tlsPending, 'tracked as pending its check');
       assert.ok(f.parserState(), 'the parser starts at the SYN');
       assert.equal(f.send(hello, 0).retval, PASS);
-      assert.equal(f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch), CtFlag.tlsWatch, 'allowed: watched, no longer pending');
+      assert.equal(
+        f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch),
+        CtFlag.tlsWatch,
+        'allowed: watched, no longer pending',
+      );
       assert.equal(f.send(Buffer.alloc(0), hello.length, ACK).retval, PASS, 'an ACK while watched');
       assert.equal(f.serverData(Buffer.from('server hello')), PASS);
-      assert.equal(f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch), 0, 'the server answered: the check is over');
+      assert.equal(
+        f.flags()! & (CtFlag.tlsPending | CtFlag.tlsRefused | CtFlag.tlsWatch),
+        0,
+        'the server answered: the check is over',
+      );
       assert.equal(f.parserState(), false, 'the parser state is gone');
       assert.equal(f.send(Buffer.from('application data'), hello.length).retval, PASS);
     }
@@ -125,7 +169,13 @@ test('while watched, a hello byte sent again must be the byte judged (the first 
 test('another name on the same IP, no server name, or not TLS at all: reset to the pod, then every packet dropped', (t) => {
   withTls(t, (h, flow) => {
     const before = h.dp.maps.counters.get(h.identity)?.reasons['tls-server-name'] ?? 0n;
-    for (const [what, payload] of [['evil.test', HELLO_EVIL], ['no SNI', HELLO_NONE], ['plain HTTP', Buffer.from('GET / HTTP/1.1\r\nHost: api.stripe.test\r\n\r\n')], ['the apex of a wildcard', HELLO_APEX], ['an allowed name with a trailing dot (RFC 6066 forbids it)', withName(HELLO_13, 'api.stripe.test.')]] as const) {
+    for (const [what, payload] of [
+      ['evil.test', HELLO_EVIL],
+      ['no SNI', HELLO_NONE],
+      ['plain HTTP', Buffer.from('GET / HTTP/1.1\r\nHost: api.stripe.test\r\n\r\n')],
+      ['the apex of a wildcard', HELLO_APEX],
+      ['an allowed name with a trailing dot (RFC 6066 forbids it)', withName(HELLO_13, 'api.stripe.test.')],
+    ] as const) {
       const f = flow();
       assert.equal(f.syn(), PASS);
       const r = f.send(payload, 0);
@@ -140,10 +190,21 @@ test('another name on the same IP, no server name, or not TLS at all: reset to t
     }
     const after = h.dp.maps.counters.get(h.identity)!.reasons['tls-server-name'];
     assert.ok(after - before >= 4n, 'counted as tls-server-name');
-    const events = h.dp.maps.recent.entries().map(([, v]) => v.event).filter((e) => e.reason === 'tls-server-name');
-    const names = events.map((e) => h.dp.maps.dnsRefused.get({ tsNs: e.tsNs, identity: e.identity, sport: e.sport })).filter((n) => n !== undefined);
-    assert.ok(names.some((n) => n!.wire && escapeWireName(n!.wire) === 'evil.test'), 'the refused name is remembered for egressctl drops');
-    assert.ok(names.some((n) => n!.wire === null), 'a hello without a name is remembered as such');
+    const events = h.dp.maps.recent
+      .entries()
+      .map(([, v]) => v.event)
+      .filter((e) => e.reason === 'tls-server-name');
+    const names = events
+      .map((e) => h.dp.maps.dnsRefused.get({ tsNs: e.tsNs, identity: e.identity, sport: e.sport }))
+      .filter((n) => n !== undefined);
+    assert.ok(
+      names.some((n) => n!.wire && escapeWireName(n!.wire) === 'evil.test'),
+      'the refused name is remembered for egressctl drops',
+    );
+    assert.ok(
+      names.some((n) => n!.wire === null),
+      'a hello without a name is remembered as such',
+    );
   });
 });
 
@@ -173,11 +234,19 @@ test('a hello of 2 and 3 segments and 3 records, the name in the last segment: e
     assert.equal(f2.flags()! & (CtFlag.tlsPending | CtFlag.tlsWatch), CtFlag.tlsWatch);
     const f3 = flow();
     f3.syn();
-    assert.deepEqual(sendInPieces(f3, nameLast(HELLO_13, 1700, 700), [3, 1000]), [PASS, PASS, PASS], 'records of 700 bytes, a record header cut');
+    assert.deepEqual(
+      sendInPieces(f3, nameLast(HELLO_13, 1700, 700), [3, 1000]),
+      [PASS, PASS, PASS],
+      'records of 700 bytes, a record header cut',
+    );
     assert.equal(f3.flags()! & CtFlag.tlsPending, 0);
     const evil = flow();
     evil.syn();
-    assert.deepEqual(sendInPieces(evil, nameLast(HELLO_EVIL, 1700), [1400]), [PASS, REDIRECT], 'the segment with the refused name is reset');
+    assert.deepEqual(
+      sendInPieces(evil, nameLast(HELLO_EVIL, 1700), [1400]),
+      [PASS, REDIRECT],
+      'the segment with the refused name is reset',
+    );
     const cutName = flow(); // the name itself split between segments
     cutName.syn();
     const hello = nameLast(HELLO_13, 100);
@@ -199,10 +268,18 @@ test('a retransmission of parsed bytes passes, also re-cut with new bytes after 
     const forgedOverlap = Buffer.from(hello.subarray(500, 1200));
     forgedOverlap[100] ^= 0x20;
     assert.equal(f.send(forgedOverlap, 500).retval, SHOT, 'old bytes that differ, with new ones after them');
-    assert.equal(f.send(hello.subarray(500, 1200), 500).retval, PASS, 'old bytes as judged, then new ones: the new ones are parsed');
+    assert.equal(
+      f.send(hello.subarray(500, 1200), 500).retval,
+      PASS,
+      'old bytes as judged, then new ones: the new ones are parsed',
+    );
     assert.equal(f.send(hello.subarray(1500), 1500).retval, SHOT, 'past a hole');
     assert.equal(f.flags()! & CtFlag.tlsPending, CtFlag.tlsPending, 'still pending: nothing refused the flow');
-    assert.equal(f.send(hello.subarray(1000, 1500), 1000).retval, PASS, 'the hole filled (re-cut: 200 bytes again, 300 new)');
+    assert.equal(
+      f.send(hello.subarray(1000, 1500), 1000).retval,
+      PASS,
+      'the hole filled (re-cut: 200 bytes again, 300 new)',
+    );
     assert.equal(f.send(hello.subarray(1500), 1500).retval, PASS, 'then the rest, with the name');
     assert.equal(f.flags()! & CtFlag.tlsPending, 0);
   });
@@ -221,13 +298,27 @@ test('a hello that shows no name within 16 segments is refused; a plain tcp rule
     plain.syn();
     assert.equal(plain.flags()! & CtFlag.tlsPending, 0, 'a tcp rule for the same port: no check');
     assert.equal(plain.send(HELLO_EVIL, 0).retval, PASS);
-    const quic = native.progTestRun(h.dp.programs!.enforcer, buildFrame({ src: h.podV4, dst: SERVER_V4, proto: 'udp', sport: 40443, dport: 443, payload: Buffer.alloc(1200) }));
+    const quic = native.progTestRun(
+      h.dp.programs!.enforcer,
+      buildFrame({ src: h.podV4, dst: SERVER_V4, proto: 'udp', sport: 40443, dport: 443, payload: Buffer.alloc(1200) }),
+    );
     assert.equal(quic.retval | 0, SHOT, 'UDP 443 is not allowed by a tls rule');
     const otherPort = flow({ dport: 8443 });
     assert.equal(otherPort.syn(), SHOT, 'another port is not allowed');
-    const frag = buildFrame({ src: h.podV4, dst: SERVER_V4, proto: 'tcp', sport: 40444, dport: 443, payload: Buffer.alloc(100) });
+    const frag = buildFrame({
+      src: h.podV4,
+      dst: SERVER_V4,
+      proto: 'tcp',
+      sport: 40444,
+      dport: 443,
+      payload: Buffer.alloc(100),
+    });
     frag.writeUInt16BE(16, 14 + 6); // fragment offset 16 (x 8 bytes): a later fragment, judged by its address
-    assert.equal(native.progTestRun(h.dp.programs!.enforcer, frag).retval | 0, SHOT, 'a later IP fragment to a tls-ruled destination could hide hello bytes: refused');
+    assert.equal(
+      native.progTestRun(h.dp.programs!.enforcer, frag).retval | 0,
+      SHOT,
+      'a later IP fragment to a tls-ruled destination could hide hello bytes: refused',
+    );
   });
 });
 
@@ -260,7 +351,11 @@ function mutate(hello: Buffer, rnd: () => number): Buffer {
     if (op === 0) b[at] = Math.floor(rnd() * 256);
     else if (op === 1) b = Buffer.concat([b.subarray(0, at), Buffer.from([Math.floor(rnd() * 256)]), b.subarray(at)]);
     else if (op === 2) b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1)]);
-    else if (op === 3 && at + 1 < b.length) b.writeUInt16BE([0, 1, 0xffff, b.readUInt16BE(at) + 1, b.readUInt16BE(at) - 1][Math.floor(rnd() * 5)]! & 0xffff, at);
+    else if (op === 3 && at + 1 < b.length)
+      b.writeUInt16BE(
+        [0, 1, 0xffff, b.readUInt16BE(at) + 1, b.readUInt16BE(at) - 1][Math.floor(rnd() * 5)]! & 0xffff,
+        at,
+      );
     else b[at] ^= 1 << Math.floor(rnd() * 8);
   }
   return b;
@@ -268,7 +363,7 @@ function mutate(hello: Buffer, rnd: () => number): Buffer {
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
 test('fuzz: mutated hellos never open a flow for a name outside the rules, and never fault', (t) => {
@@ -278,7 +373,20 @@ test('fuzz: mutated hellos never open a flow for a name outside the rules, and n
     const isAllowed = (name: string) => patterns.some((p) => matchesPattern(p, name));
     // seeds: the real hellos, the name last, split records, look-alike names
     const lookalike = (name: string) => withName(HELLO_13, name);
-    const seeds = [HELLO_13, HELLO_12, HELLO_EVIL, HELLO_NONE, HELLO_WILD, nameLast(HELLO_13, 600, 300), nameLast(HELLO_EVIL, 600, 300), lookalike('api.stripe.test.evil.test'), lookalike('kadath.test'), lookalike('xkadath.test'), lookalike('a..kadath.test'), lookalike('api.stripe.test.')];
+    const seeds = [
+      HELLO_13,
+      HELLO_12,
+      HELLO_EVIL,
+      HELLO_NONE,
+      HELLO_WILD,
+      nameLast(HELLO_13, 600, 300),
+      nameLast(HELLO_EVIL, 600, 300),
+      lookalike('api.stripe.test.evil.test'),
+      lookalike('kadath.test'),
+      lookalike('xkadath.test'),
+      lookalike('a..kadath.test'),
+      lookalike('api.stripe.test.'),
+    ];
     const rnd = lcg(13);
     let allowed = 0;
     for (let i = 0; i < iterations; i++) {
@@ -292,7 +400,10 @@ test('fuzz: mutated hellos never open a flow for a name outside the rules, and n
       if (flags !== undefined && (flags & (CtFlag.tlsPending | CtFlag.tlsRefused)) === 0) {
         allowed++;
         const name = parseServerName(hello);
-        assert.ok(name !== null && isAllowed(name), `iteration ${i}: allowed a hello naming ${JSON.stringify(name)}: ${hello.toString('hex')}`);
+        assert.ok(
+          name !== null && isAllowed(name),
+          `iteration ${i}: allowed a hello naming ${JSON.stringify(name)}: ${hello.toString('hex')}`,
+        );
       }
       if (i % 1000 === 999) {
         h.dp.maps.conntrack.deleteMany(h.dp.maps.conntrack.entries().map(([k]) => k));
@@ -309,7 +420,7 @@ test('with no TLS check program loaded (its tail-call slot empty), a tls-ruled f
   withTls(t, (h, flow) => {
     const tails = native.objGet(`${h.pinDir}/fqe_enforcer_tails`);
     try {
-      assert.ok(native.mapDelete(tails, Buffer.from([1, 0, 0, 0])), 'the check\'s slot (1) emptied');
+      assert.ok(native.mapDelete(tails, Buffer.from([1, 0, 0, 0])), "the check's slot (1) emptied");
       const f = flow();
       assert.equal(f.syn(), PASS, 'the SYN carries no name');
       assert.equal(f.send(HELLO_13, 0).retval, REDIRECT, 'an allowed name too: reset, never passed unchecked');
@@ -323,11 +434,15 @@ test('with no TLS check program loaded (its tail-call slot empty), a tls-ruled f
   });
 });
 
-test('a pod has a share of the flows under the TLS check: past it, its new tls-ruled connections are refused, not other pods\' checks pushed out', (t) => {
+test("a pod has a share of the flows under the TLS check: past it, its new tls-ruled connections are refused, not other pods' checks pushed out", (t) => {
   withTls(t, (h, flow) => {
     h.dp.maps.limits.set(0, { ipsPerPod: 0, tlsFlowsPerPod: 3 });
     const flows = Array.from({ length: 4 }, () => flow());
-    assert.deepEqual(flows.map((f) => f.syn()), [PASS, PASS, PASS, SHOT], 'three flows pending their check, the fourth refused');
+    assert.deepEqual(
+      flows.map((f) => f.syn()),
+      [PASS, PASS, PASS, SHOT],
+      'three flows pending their check, the fourth refused',
+    );
     assert.equal(h.dp.maps.counters.get(h.identity)!.reasons['flow-quota'], 1n, 'as flow-quota');
     assert.equal(h.dp.maps.podShares.get(h.identity)!.tlsFlows, 3n);
     assert.equal(flows[0]!.send(HELLO_13, 0).retval, PASS, 'the flows in the share are checked as usual');

@@ -10,7 +10,17 @@
  * older versions of a suite are removed when a new one is cached.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 export const SUITES = ['bullseye', 'bookworm', 'trixie'] as const;
@@ -36,7 +46,10 @@ export interface Kernel {
 export class DebianKernels {
   private readonly aptDir: string;
 
-  constructor(readonly cacheDir: string, private readonly log: (msg: string) => void) {
+  constructor(
+    readonly cacheDir: string,
+    private readonly log: (msg: string) => void,
+  ) {
     this.aptDir = join(cacheDir, 'apt');
   }
 
@@ -44,17 +57,32 @@ export class DebianKernels {
   private aptOptions(): string[] {
     const sources = join(this.aptDir, 'sources.list');
     return [
-      '-o', `Dir::Etc::sourcelist=${sources}`, '-o', 'Dir::Etc::sourceparts=-',
-      '-o', `Dir::State::Lists=${join(this.aptDir, 'lists')}`, '-o', `Dir::Cache=${join(this.aptDir, 'cache')}`,
-      '-o', 'Acquire::Languages=none', '-o', 'APT::Architectures=amd64',
+      '-o',
+      `Dir::Etc::sourcelist=${sources}`,
+      '-o',
+      'Dir::Etc::sourceparts=-',
+      '-o',
+      `Dir::State::Lists=${join(this.aptDir, 'lists')}`,
+      '-o',
+      `Dir::Cache=${join(this.aptDir, 'cache')}`,
+      '-o',
+      'Acquire::Languages=none',
+      '-o',
+      'APT::Architectures=amd64',
     ];
   }
 
   private updateLists(suites: readonly string[]): void {
     for (const d of ['lists/partial', 'cache/archives/partial']) mkdirSync(join(this.aptDir, d), { recursive: true });
-    writeFileSync(join(this.aptDir, 'sources.list'), suites.map((s) => `deb [signed-by=${KEYRING}] ${MIRROR} ${s} main\n`).join(''));
+    writeFileSync(
+      join(this.aptDir, 'sources.list'),
+      suites.map((s) => `deb [signed-by=${KEYRING}] ${MIRROR} ${s} main\n`).join(''),
+    );
     try {
-      execFileSync('apt-get', [...this.aptOptions(), '-qq', 'update'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+      execFileSync('apt-get', [...this.aptOptions(), '-qq', 'update'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 300_000,
+      });
     } catch (err) {
       // offline: the lists of the last run (and the cached kernels) still serve
       this.log(`apt-get update failed, using the lists of the last run: ${stderrOf(err)}`);
@@ -63,7 +91,10 @@ export class DebianKernels {
 
   /** The kernel a suite's metapackage depends on: its release and package version. */
   private resolve(suite: string): { release: string; version: string } {
-    const out = execFileSync('apt-cache', [...this.aptOptions(), 'show', `linux-image-${FLAVOUR}/${suite}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('apt-cache', [...this.aptOptions(), 'show', `linux-image-${FLAVOUR}/${suite}`], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const m = new RegExp(`^Depends:.*?\\blinux-image-(\\S+-${FLAVOUR}) \\(= ([^)]+)\\)`, 'm').exec(out);
     if (!m) throw new Error(`linux-image-${FLAVOUR}/${suite}: no kernel in its Depends`);
     return { release: m[1]!, version: m[2]! };
@@ -81,7 +112,8 @@ export class DebianKernels {
     mkdirSync(suiteDir, { recursive: true });
     // what a run killed mid-download left (an hour old: not a download running now)
     for (const d of readdirSync(suiteDir).filter((f) => f.startsWith('.fetch-'))) {
-      if (Date.now() - statSync(join(suiteDir, d)).mtimeMs > 3_600_000) rmSync(join(suiteDir, d), { recursive: true, force: true });
+      if (Date.now() - statSync(join(suiteDir, d)).mtimeMs > 3_600_000)
+        rmSync(join(suiteDir, d), { recursive: true, force: true });
     }
     const tmp = mkdtempSync(join(suiteDir, '.fetch-'));
     try {
@@ -93,7 +125,11 @@ export class DebianKernels {
       } catch {
         // no _apt user: apt downloads as root
       }
-      execFileSync('apt-get', [...this.aptOptions(), '-qq', 'download', `${pkg}=${version}`], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
+      execFileSync('apt-get', [...this.aptOptions(), '-qq', 'download', `${pkg}=${version}`], {
+        cwd: tmp,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 600_000,
+      });
       const deb = readdirSync(tmp).find((f) => f.endsWith('.deb'));
       if (!deb) throw new Error(`apt-get download ${pkg}=${version}: no .deb`);
       const root = join(tmp, 'x');
@@ -112,7 +148,8 @@ export class DebianKernels {
           const src = join(sched, found);
           const dst = join(out, 'modules', `${m}.ko`);
           if (found.endsWith('.xz')) writeFileSync(dst, execFileSync('xz', ['-dc', src], { maxBuffer: 64 << 20 }));
-          else if (found.endsWith('.zst')) writeFileSync(dst, execFileSync('zstd', ['-dcq', src], { maxBuffer: 64 << 20 }));
+          else if (found.endsWith('.zst'))
+            writeFileSync(dst, execFileSync('zstd', ['-dcq', src], { maxBuffer: 64 << 20 }));
           else copyFileSync(src, dst);
         }
       }
@@ -152,7 +189,8 @@ export class DebianKernels {
         this.fetch(suite, release, version);
         fetched = true;
       }
-      for (const old of this.cached(suite, `${release}_${version}`)) rmSync(join(this.cacheDir, suite, old), { recursive: true, force: true });
+      for (const old of this.cached(suite, `${release}_${version}`))
+        rmSync(join(this.cacheDir, suite, old), { recursive: true, force: true });
       return { ...this.entry(suite, release, version), fetched };
     });
   }

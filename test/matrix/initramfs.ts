@@ -10,7 +10,17 @@
  * exit code and powers off. Built in a temp dir, removed once packed.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { EXIT_MARKER } from './records.js';
@@ -125,7 +135,8 @@ poweroff -f
 export function buildInitramfs(opts: InitramfsOptions): void {
   const s = new Staging();
   try {
-    for (const d of ['proc', 'sys', 'dev', 'tmp', 'run', 'root', 'etc']) mkdirSync(join(s.root, d), { recursive: true });
+    for (const d of ['proc', 'sys', 'dev', 'tmp', 'run', 'root', 'etc'])
+      mkdirSync(join(s.root, d), { recursive: true });
     s.file('/bin/busybox');
     s.binary(realpathSync(process.execPath), '/usr/bin/node');
     s.binary(which(['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']), '/usr/sbin/ip');
@@ -143,7 +154,8 @@ export function buildInitramfs(opts: InitramfsOptions): void {
 
     const app = opts.appDir;
     s.file(join(app, 'package.json'), '/app/package.json');
-    for (const o of readdirSync(join(app, 'bpf')).filter((f) => f.endsWith('.bpf.o'))) s.file(join(app, 'bpf', o), `/app/bpf/${o}`);
+    for (const o of readdirSync(join(app, 'bpf')).filter((f) => f.endsWith('.bpf.o')))
+      s.file(join(app, 'bpf', o), `/app/bpf/${o}`);
     const addon = join(app, 'build', 'Release', 'fqe_native.node');
     s.binary(addon, '/app/build/Release/fqe_native.node');
     const jsOnly = (p: string) => !p.endsWith('.map');
@@ -151,7 +163,9 @@ export function buildInitramfs(opts: InitramfsOptions): void {
     s.tree(join(app, 'dist', 'test'), '/app/dist/test', jsOnly);
     s.tree(join(app, 'test', 'fixtures'), '/app/test/fixtures');
     // a package nested in another's node_modules comes with it
-    const packages = productionPackages(app).filter((p) => p.startsWith(join(app, 'node_modules') + '/')).sort();
+    const packages = productionPackages(app)
+      .filter((p) => p.startsWith(join(app, 'node_modules') + '/'))
+      .sort();
     const tops = packages.filter((p, i) => !packages.slice(0, i).some((q) => p.startsWith(`${q}/`)));
     for (const m of tops) s.tree(m, join('/app', relative(app, m)), (p) => !NOT_AT_RUNTIME.test(p));
 
@@ -165,13 +179,19 @@ export function buildInitramfs(opts: InitramfsOptions): void {
 
 /** 311 for python 3.11: the tag of its compiled files. */
 function pythonTag(python: string): string {
-  return execFileSync(python, ['-c', 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")'], { encoding: 'utf8' }).trim();
+  return execFileSync(python, ['-c', 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")'], {
+    encoding: 'utf8',
+  }).trim();
 }
 
 /** Paths of the production packages, as npm lists them (it exits 1 on an extraneous package, and still lists). */
 function productionPackages(app: string): string[] {
   try {
-    return execFileSync('npm', ['ls', '--omit=dev', '--parseable', '--all'], { cwd: app, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n');
+    return execFileSync('npm', ['ls', '--omit=dev', '--parseable', '--all'], {
+      cwd: app,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).split('\n');
   } catch (err) {
     const out = (err as { stdout?: string }).stdout;
     if (!out) throw err;

@@ -53,7 +53,10 @@ function cleanUp(): void {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
   scratch = null;
 }
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const) {
   process.once(signal, () => {
     cleanUp();
     process.exit(code);
@@ -71,10 +74,21 @@ function vmJob(k: Kernel, initrd: string): Job {
     name: k.suite,
     release: k.release,
     run: async () => {
-      const r = await bootVm({ vmlinuz: k.vmlinuz, initrd, logFile: join(outDir, `${k.suite}-${k.release}.log`), timeoutMs });
+      const r = await bootVm({
+        vmlinuz: k.vmlinuz,
+        initrd,
+        logFile: join(outDir, `${k.suite}-${k.release}.log`),
+        timeoutMs,
+      });
       return {
-        name: k.suite, release: k.release, packageVersion: k.version, where: 'vm',
-        elapsedMs: r.elapsedMs, timedOut: r.timedOut, exitCode: parseExit(r.log), records: parseRecords(r.log),
+        name: k.suite,
+        release: k.release,
+        packageVersion: k.version,
+        where: 'vm',
+        elapsedMs: r.elapsedMs,
+        timedOut: r.timedOut,
+        exitCode: parseExit(r.log),
+        records: parseRecords(r.log),
       };
     },
   };
@@ -86,33 +100,45 @@ function hostJob(): Job {
   return {
     name: 'host',
     release: rel,
-    run: () => new Promise((resolve, reject) => {
-      const t0 = performance.now();
-      const out = createWriteStream(join(outDir, `host-${rel}.log`));
-      const child = spawn(process.execPath, [RUNNER, ...runnerArgs], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-      hostChildren.add(child);
-      let text = '';
-      const take = (d: Buffer) => {
-        text += d.toString();
-        out.write(d);
-      };
-      child.stdout.on('data', take);
-      child.stderr.on('data', take);
-      let timedOut = false;
-      const timer = setTimeout(() => {
-        timedOut = true;
-        child.kill('SIGKILL');
-      }, timeoutMs);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        hostChildren.delete(child);
-        out.end(() => resolve({
-          name: 'host', release: rel, packageVersion: null, where: 'host',
-          elapsedMs: Math.round(performance.now() - t0), timedOut, exitCode: code, records: parseRecords(text),
-        }));
-      });
-    }),
+    run: () =>
+      new Promise((resolve, reject) => {
+        const t0 = performance.now();
+        const out = createWriteStream(join(outDir, `host-${rel}.log`));
+        const child = spawn(process.execPath, [RUNNER, ...runnerArgs], {
+          cwd: REPO,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        hostChildren.add(child);
+        let text = '';
+        const take = (d: Buffer) => {
+          text += d.toString();
+          out.write(d);
+        };
+        child.stdout.on('data', take);
+        child.stderr.on('data', take);
+        let timedOut = false;
+        const timer = setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGKILL');
+        }, timeoutMs);
+        child.on('error', reject);
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          hostChildren.delete(child);
+          out.end(() =>
+            resolve({
+              name: 'host',
+              release: rel,
+              packageVersion: null,
+              where: 'host',
+              elapsedMs: Math.round(performance.now() - t0),
+              timedOut,
+              exitCode: code,
+              records: parseRecords(text),
+            }),
+          );
+        });
+      }),
   };
 }
 
@@ -127,9 +153,13 @@ async function pool(jobs: Job[], width: number): Promise<KernelRun[]> {
       log(`${job.name} ${job.release}: started`);
       const r = await job.run();
       results[i] = r;
-      const tests = r.records.filter((x) => x.type === 'suite').reduce((t, s) => t + (s.type === 'suite' ? s.pass : 0), 0);
+      const tests = r.records
+        .filter((x) => x.type === 'suite')
+        .reduce((t, s) => t + (s.type === 'suite' ? s.pass : 0), 0);
       const refused = r.records.filter((x) => x.type === 'object' && !x.loaded).length;
-      log(`${job.name} ${job.release}: ${Math.round(r.elapsedMs / 1000)} s${r.timedOut ? ' (killed at the timeout)' : ''}, ${refused} objects refused, ${tests} tests passed`);
+      log(
+        `${job.name} ${job.release}: ${Math.round(r.elapsedMs / 1000)} s${r.timedOut ? ' (killed at the timeout)' : ''}, ${refused} objects refused, ${tests} tests passed`,
+      );
     }
   };
   await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
@@ -138,7 +168,11 @@ async function pool(jobs: Job[], width: number): Promise<KernelRun[]> {
 
 function commit(): string | null {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+      cwd: REPO,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
   } catch {
     return null;
   }
@@ -151,7 +185,8 @@ async function main(): Promise<number> {
 
   const suites = values.suites.split(',').filter(Boolean);
   const kernels = suites.length ? new DebianKernels(values.cache, log).get(suites) : [];
-  for (const k of kernels) log(`${k.suite}: ${k.release} (package ${k.version}, ${k.fetched ? 'downloaded' : 'cached'})`);
+  for (const k of kernels)
+    log(`${k.suite}: ${k.release} (package ${k.version}, ${k.fetched ? 'downloaded' : 'cached'})`);
 
   const jobs: Job[] = [];
   if (kernels.length) {
@@ -159,7 +194,9 @@ async function main(): Promise<number> {
     const initrd = join(scratch, 'initramfs.cpio');
     const tb = performance.now();
     buildInitramfs({ appDir: REPO, kernels, runnerArgs, out: initrd });
-    log(`initramfs: ${Math.round(statSync(initrd).size / 2 ** 20)} MiB in ${Math.round((performance.now() - tb) / 1000)} s`);
+    log(
+      `initramfs: ${Math.round(statSync(initrd).size / 2 ** 20)} MiB in ${Math.round((performance.now() - tb) / 1000)} s`,
+    );
     // newest first: the kernels that load everything run every suite, and take longest
     for (const k of [...kernels].reverse()) jobs.push(vmJob(k, initrd));
   }
@@ -174,16 +211,34 @@ async function main(): Promise<number> {
   const totalMs = Math.round(performance.now() - t0);
   const md = `${report.markdown}\nCommit ${commit() ?? 'unknown'}, ${new Date().toISOString()}; the whole matrix took ${Math.round(totalMs / 1000)} s.\n`;
   writeFileSync(join(outDir, 'matrix.md'), md);
-  writeFileSync(join(outDir, 'matrix.json'), `${JSON.stringify({
-    generated: new Date().toISOString(), commit: commit(), totalMs, ok: report.ok, problems: report.problems, notes: report.notes, runs,
-  }, null, 2)}\n`);
+  writeFileSync(
+    join(outDir, 'matrix.json'),
+    `${JSON.stringify(
+      {
+        generated: new Date().toISOString(),
+        commit: commit(),
+        totalMs,
+        ok: report.ok,
+        problems: report.problems,
+        notes: report.notes,
+        runs,
+      },
+      null,
+      2,
+    )}\n`,
+  );
   process.stdout.write(md);
-  log(`${report.ok ? 'passed' : `FAILED (${report.problems.length} failures)`} in ${Math.round(totalMs / 1000)} s; tables in ${join(outDir, 'matrix.md')}, logs in ${outDir}`);
+  log(
+    `${report.ok ? 'passed' : `FAILED (${report.problems.length} failures)`} in ${Math.round(totalMs / 1000)} s; tables in ${join(outDir, 'matrix.md')}, logs in ${outDir}`,
+  );
   return report.ok ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  cleanUp();
-  log(`cannot run the matrix: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-  process.exit(2);
-});
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    cleanUp();
+    log(`cannot run the matrix: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(2);
+  },
+);

@@ -34,10 +34,24 @@ export function killVms(): void {
 
 export function bootVm(opts: VmOptions): Promise<VmResult> {
   const args = [
-    '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', String(opts.memoryMb ?? 2048),
-    '-nographic', '-no-reboot', '-nic', 'none',
-    '-kernel', opts.vmlinuz, '-initrd', opts.initrd,
-    '-append', 'console=ttyS0 panic=-1 quiet',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-smp',
+    '1',
+    '-m',
+    String(opts.memoryMb ?? 2048),
+    '-nographic',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-kernel',
+    opts.vmlinuz,
+    '-initrd',
+    opts.initrd,
+    '-append',
+    'console=ttyS0 panic=-1 quiet',
   ];
   const t0 = performance.now();
   const out = createWriteStream(opts.logFile);

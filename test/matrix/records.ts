@@ -137,9 +137,11 @@ export function parseVerifierStats(log: string): VerifierStats {
 }
 
 /** Lines of an instruction trace or of the statistics, not the verifier's verdict. */
-const TRACE_LINE = /^(\d+: |; |from \d+ to \d+|verification time |stack depth |mark_precise|last_idx |regs=|parent |func#|caller:|callee:|\s*$)/;
+const TRACE_LINE =
+  /^(\d+: |; |from \d+ to \d+|verification time |stack depth |mark_precise|last_idx |regs=|parent |func#|caller:|callee:|\s*$)/;
 /** What the verifier says on its way that refuses nothing (6.1 on a static subprogram's arguments). */
-const REMARK = /^(reg type unsupported for arg#\d+ function |arg#\d+ reference type|Func#\d+ \(.*\) is (global|safe)|Validating .* func#\d+)/;
+const REMARK =
+  /^(reg type unsupported for arg#\d+ function |arg#\d+ reference type|Func#\d+ \(.*\) is (global|safe)|Validating .* func#\d+)/;
 
 /**
  * The verifier's error, from a failed load's details (the log of each

@@ -7,7 +7,15 @@
  * TCX_FROM, after docs/development.md, "Requirements"); an object not listed must
  * load on every kernel the matrix boots.
  */
-import type { AttachRecord, DatapathRecord, DoneRecord, KernelRecord, MatrixRecord, ObjectRecord, SuiteRecord } from './records.js';
+import type {
+  AttachRecord,
+  DatapathRecord,
+  DoneRecord,
+  KernelRecord,
+  MatrixRecord,
+  ObjectRecord,
+  SuiteRecord,
+} from './records.js';
 
 /** The oldest kernel each object must load on; the others must load everywhere (5.8+). */
 export const REQUIRED_FROM: Readonly<Record<string, string>> = {
@@ -95,7 +103,8 @@ function judge(run: KernelRun, p: Parsed, problems: string[], notes: string[]): 
   const who = label(run);
   if (run.timedOut) problems.push(`${who}: killed at the timeout after ${Math.round(run.elapsedMs / 1000)} s`);
   else if (!p.done) problems.push(`${who}: the runner did not finish (exit ${run.exitCode ?? 'unknown'}; see its log)`);
-  if (p.kernel && p.kernel.release !== run.release) problems.push(`${who}: booted ${p.kernel.release}, not ${run.release}`);
+  if (p.kernel && p.kernel.release !== run.release)
+    problems.push(`${who}: booted ${p.kernel.release}, not ${run.release}`);
   for (const o of p.objects) {
     if (o.loaded) continue;
     const why = `${o.error ?? 'refused'}${o.verifierError?.length ? `: ${o.verifierError.join(' / ')}` : ''}`;
@@ -103,7 +112,8 @@ function judge(run: KernelRun, p: Parsed, problems: string[], notes: string[]): 
     else notes.push(`${who}: ${o.file} does not load (not expected before ${REQUIRED_FROM[o.file]}): ${why}`);
   }
   if (p.done && p.objects.length === 0) problems.push(`${who}: no object loaded or refused (an empty bpf/?)`);
-  if (p.datapath && !p.datapath.loaded) problems.push(`${who}: the datapath does not load (Datapath.load): ${p.datapath.error}`);
+  if (p.datapath && !p.datapath.loaded)
+    problems.push(`${who}: the datapath does not load (Datapath.load): ${p.datapath.error}`);
   else if (!p.datapath && p.done) problems.push(`${who}: no datapath record`);
   if (p.attach) {
     const a = p.attach;
@@ -112,17 +122,21 @@ function judge(run: KernelRun, p: Parsed, problems: string[], notes: string[]): 
     if (p.datapath?.loaded) {
       const want = atLeast(run.release, TCX_FROM) ? 'tcx' : 'legacy';
       if (!a.datapath.ok) problems.push(`${who}: Datapath.attach fails: ${a.datapath.error}`);
-      else if (a.datapath.mode !== want) problems.push(`${who}: Datapath.attach chose ${a.datapath.mode}, expected ${want}`);
+      else if (a.datapath.mode !== want)
+        problems.push(`${who}: Datapath.attach chose ${a.datapath.mode}, expected ${want}`);
     }
   } else if (p.done) problems.push(`${who}: no attach record`);
   const notRun = p.suites.filter((s) => s.notRun);
   for (const why of new Set(notRun.map((s) => s.notRun))) {
     const files = notRun.filter((s) => s.notRun === why).map((s) => s.file);
-    problems.push(`${who}: ${files.length === 1 ? `${files[0]} not run` : `${files.length} suites not run (${files.join(', ')})`}: ${why}`);
+    problems.push(
+      `${who}: ${files.length === 1 ? `${files[0]} not run` : `${files.length} suites not run (${files.join(', ')})`}: ${why}`,
+    );
   }
   for (const s of p.suites) {
     for (const f of s.failures) problems.push(`${who}: ${s.file}: ${f.name}: ${f.error}`);
-    if (s.skipped > 0) problems.push(`${who}: ${s.file}: ${s.skipped} tests skipped (CI=true should fail them instead)`);
+    if (s.skipped > 0)
+      problems.push(`${who}: ${s.file}: ${s.skipped} tests skipped (CI=true should fail them instead)`);
   }
 }
 
@@ -141,16 +155,38 @@ function featureRow(run: KernelRun, p: Parsed): string[] {
   const attach = a
     ? `tcx ${a.tcx.ok ? '✓' : '✗'} legacy ${a.legacy.ok ? '✓' : '✗'}${a.datapath.mode ? ` (uses ${a.datapath.mode})` : ''}`
     : '—';
-  const tests = p.suites.reduce((t, s) => ({ pass: t.pass + s.pass, all: t.all + s.pass + s.fail + s.skipped }), { pass: 0, all: 0 });
+  const tests = p.suites.reduce((t, s) => ({ pass: t.pass + s.pass, all: t.all + s.pass + s.fail + s.skipped }), {
+    pass: 0,
+    all: 0,
+  });
   const notRun = p.suites.filter((s) => s.notRun).length;
-  const suites = p.suites.length === 0 ? '—' : notRun === p.suites.length ? 'not run' : `${tests.pass}/${tests.all}${notRun ? ` (${notRun} files not run)` : ''}`;
+  const suites =
+    p.suites.length === 0
+      ? '—'
+      : notRun === p.suites.length
+        ? 'not run'
+        : `${tests.pass}/${tests.all}${notRun ? ` (${notRun} files not run)` : ''}`;
   const time = `${Math.round(run.elapsedMs / 1000)} s${run.timedOut ? ' (timeout)' : ''}`;
-  return [label(run), variant(dp?.enforcer ?? null), variant(dp?.learner ?? null), feature(dp?.tlsCheckUnavailable ?? null),
-    feature(dp?.dnsQueryFilterUnavailable ?? null), attach, insns(dp?.enforcer ?? 'enforcer.bpf.o'), insns(dp?.learner ?? 'learner.bpf.o'), suites, time];
+  return [
+    label(run),
+    variant(dp?.enforcer ?? null),
+    variant(dp?.learner ?? null),
+    feature(dp?.tlsCheckUnavailable ?? null),
+    feature(dp?.dnsQueryFilterUnavailable ?? null),
+    attach,
+    insns(dp?.enforcer ?? 'enforcer.bpf.o'),
+    insns(dp?.learner ?? 'learner.bpf.o'),
+    suites,
+    time,
+  ];
 }
 
 function table(head: string[], rows: string[][]): string {
-  return [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
+  return [
+    `| ${head.join(' | ')} |`,
+    `| ${head.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
+  ].join('\n');
 }
 
 export function buildReport(runs: KernelRun[]): Report {
@@ -160,22 +196,40 @@ export function buildReport(runs: KernelRun[]): Report {
   runs.forEach((r, i) => judge(r, parsed[i]!, problems, notes));
 
   const features = table(
-    ['kernel', 'enforcer', 'learner', 'TLS check', 'DNS query filter', 'attach', 'insns enforcer', 'insns learner', 'tests passed', 'time'],
+    [
+      'kernel',
+      'enforcer',
+      'learner',
+      'TLS check',
+      'DNS query filter',
+      'attach',
+      'insns enforcer',
+      'insns learner',
+      'tests passed',
+      'time',
+    ],
     runs.map((r, i) => featureRow(r, parsed[i]!)),
   );
   const files = [...new Set(parsed.flatMap((p) => p.objects.map((o) => o.file)))].sort();
   const objects = table(
     ['object', ...runs.map(label)],
-    files.map((file) => [file, ...parsed.map((p, i) => {
-      const o = p.objects.find((x) => x.file === file);
-      if (!o) return '—';
-      const verify = o.verifyUs !== null ? `, ${n(Math.round(o.verifyUs / 1000))} ms verifying` : `, ${n(o.ms)} ms to load`;
-      if (o.loaded) return `${o.insns === null ? 'loads' : `${n(o.insns)} insns`}${verify}`;
-      const expected = requiredOn(file, runs[i]!.release) ? '' : ' (not expected)';
-      return `✗${expected} ${firstLine(o)}`;
-    })]),
+    files.map((file) => [
+      file,
+      ...parsed.map((p, i) => {
+        const o = p.objects.find((x) => x.file === file);
+        if (!o) return '—';
+        const verify =
+          o.verifyUs !== null ? `, ${n(Math.round(o.verifyUs / 1000))} ms verifying` : `, ${n(o.ms)} ms to load`;
+        if (o.loaded) return `${o.insns === null ? 'loads' : `${n(o.insns)} insns`}${verify}`;
+        const expected = requiredOn(file, runs[i]!.release) ? '' : ' (not expected)';
+        return `✗${expected} ${firstLine(o)}`;
+      }),
+    ]),
   );
-  const versions = runs.map((r) => `- ${label(r)}${r.packageVersion ? ` (Debian package ${r.packageVersion})` : ''}: ${r.where === 'vm' ? 'qemu (TCG), 1 CPU' : 'this machine, no VM'}`);
+  const versions = runs.map(
+    (r) =>
+      `- ${label(r)}${r.packageVersion ? ` (Debian package ${r.packageVersion})` : ''}: ${r.where === 'vm' ? 'qemu (TCG), 1 CPU' : 'this machine, no VM'}`,
+  );
   const markdown = [
     '## Kernel matrix',
     '',
@@ -183,7 +237,7 @@ export function buildReport(runs: KernelRun[]): Report {
     '',
     features,
     '',
-    '### Objects: the verifier\'s instructions and time',
+    "### Objects: the verifier's instructions and time",
     '',
     objects,
     '',

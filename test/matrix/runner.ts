@@ -25,8 +25,16 @@ import { parseArgs } from 'node:util';
 import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../../agent/datapath/datapath.js';
 import { native, type BpfError } from '../../agent/datapath/native.js';
 import {
-  encodeRecord, parseTap, parseVerifierStats, verifierError,
-  type AttachRecord, type DatapathRecord, type MatrixRecord, type ObjectRecord, type Probe, type SuiteRecord,
+  encodeRecord,
+  parseTap,
+  parseVerifierStats,
+  verifierError,
+  type AttachRecord,
+  type DatapathRecord,
+  type MatrixRecord,
+  type ObjectRecord,
+  type Probe,
+  type SuiteRecord,
 } from './records.js';
 
 const TEST_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -53,7 +61,11 @@ const SUITES: readonly { file: string; patterns?: string[] }[] = [
   },
   {
     file: 'e2e/flows.test.js',
-    patterns: ['^BIG TCP: ', '^a closed TCP flow cannot be reopened', '^flows opened towards a pod count against a share of their own'],
+    patterns: [
+      '^BIG TCP: ',
+      '^a closed TCP flow cannot be reopened',
+      '^flows opened towards a pod count against a share of their own',
+    ],
   },
 ];
 
@@ -71,7 +83,9 @@ function errorText(err: unknown): string {
 }
 
 function loadEachObject(bpfDir: string, pinRoot: string): void {
-  const files = readdirSync(bpfDir).filter((f) => f.endsWith('.bpf.o')).sort();
+  const files = readdirSync(bpfDir)
+    .filter((f) => f.endsWith('.bpf.o'))
+    .sort();
   for (const file of files) {
     const pinDir = join(pinRoot, `obj-${file.replace(/\.bpf\.o$/, '')}`);
     mkdirSync(pinDir, { recursive: true });
@@ -85,8 +99,13 @@ function loadEachObject(bpfDir: string, pinRoot: string): void {
     } catch (err) {
       const details = (err as BpfError).details;
       r = {
-        type: 'object', file, loaded: false, ms: Math.round(performance.now() - t0),
-        ...parseVerifierStats(details ?? ''), error: errorText(err), verifierError: verifierError(details),
+        type: 'object',
+        file,
+        loaded: false,
+        ms: Math.round(performance.now() - t0),
+        ...parseVerifierStats(details ?? ''),
+        error: errorText(err),
+        verifierError: verifierError(details),
       };
     }
     rmSync(pinDir, { recursive: true, force: true });
@@ -99,7 +118,9 @@ function loadDatapath(pinRoot: string): Datapath | null {
   try {
     const dp = Datapath.load(join(pinRoot, 'datapath'));
     emit({
-      type: 'datapath', loaded: true, ms: Math.round(performance.now() - t0),
+      type: 'datapath',
+      loaded: true,
+      ms: Math.round(performance.now() - t0),
       enforcer: dp.enforcerOnPreciseClock === null ? 'enforcer.bpf.o' : 'enforcer_precise_clock.bpf.o',
       learner: dp.inlineLearnerUnavailable === null ? 'learner.bpf.o' : 'learner_ct_only.bpf.o',
       inlineLearnerUnavailable: dp.inlineLearnerUnavailable,
@@ -110,8 +131,15 @@ function loadDatapath(pinRoot: string): Datapath | null {
     return dp;
   } catch (err) {
     const r: DatapathRecord = {
-      type: 'datapath', loaded: false, ms: Math.round(performance.now() - t0), enforcer: null, learner: null,
-      inlineLearnerUnavailable: null, enforcerOnPreciseClock: null, tlsCheckUnavailable: null, dnsQueryFilterUnavailable: null,
+      type: 'datapath',
+      loaded: false,
+      ms: Math.round(performance.now() - t0),
+      enforcer: null,
+      learner: null,
+      inlineLearnerUnavailable: null,
+      enforcerOnPreciseClock: null,
+      tlsCheckUnavailable: null,
+      dnsQueryFilterUnavailable: null,
       error: [errorText(err), ...verifierError((err as BpfError).details)].join(': '),
     };
     emit(r);
@@ -133,7 +161,12 @@ function probeAttach(pinRoot: string, dp: Datapath | null): void {
   const name = `${ownPrefix()}-attach`;
   const netns = `/var/run/netns/${name}`;
   const failed = (error: string) => {
-    emit({ type: 'attach', tcx: { ok: false, error }, legacy: { ok: false, error }, datapath: { ok: false, error, mode: null } });
+    emit({
+      type: 'attach',
+      tcx: { ok: false, error },
+      legacy: { ok: false, error },
+      datapath: { ok: false, error, mode: null },
+    });
   };
   const made = probe(() => execFileSync('ip', ['netns', 'add', name], { stdio: 'pipe' }));
   if (!made.ok) {
@@ -180,8 +213,14 @@ function probeAttach(pinRoot: string, dp: Datapath | null): void {
 
 function runSuite(suite: (typeof SUITES)[number], fuzzRuns: number, timeoutS: number): Promise<SuiteRecord> {
   const patterns = suite.patterns ?? [];
-  const args = ['--test', '--test-reporter=tap', '--test-concurrency=1', `--test-timeout=${timeoutS * 1000}`,
-    ...patterns.map((p) => `--test-name-pattern=${p}`), join(TEST_DIR, suite.file)];
+  const args = [
+    '--test',
+    '--test-reporter=tap',
+    '--test-concurrency=1',
+    `--test-timeout=${timeoutS * 1000}`,
+    ...patterns.map((p) => `--test-name-pattern=${p}`),
+    join(TEST_DIR, suite.file),
+  ];
   const env = { ...process.env, CI: 'true', FQE_FUZZ_RUNS: String(fuzzRuns) };
   const t0 = performance.now();
   return new Promise((resolve) => {
@@ -195,8 +234,14 @@ function runSuite(suite: (typeof SUITES)[number], fuzzRuns: number, timeoutS: nu
     child.on('close', (code, signal) => {
       const s = parseTap(tap);
       const r: SuiteRecord = {
-        type: 'suite', file: suite.file, patterns, pass: s.pass, fail: s.fail, skipped: s.skipped,
-        ms: Math.round(performance.now() - t0), failures: s.failures,
+        type: 'suite',
+        file: suite.file,
+        patterns,
+        pass: s.pass,
+        fail: s.fail,
+        skipped: s.skipped,
+        ms: Math.round(performance.now() - t0),
+        failures: s.failures,
       };
       if (!s.complete) {
         r.fail++;
@@ -207,7 +252,10 @@ function runSuite(suite: (typeof SUITES)[number], fuzzRuns: number, timeoutS: nu
       }
       if (patterns.length > 0 && s.pass + s.fail < patterns.length) {
         r.fail++;
-        r.failures.push({ name: '(name patterns)', error: `${patterns.length} patterns picked ${s.pass + s.fail} tests: a test was renamed?` });
+        r.failures.push({
+          name: '(name patterns)',
+          error: `${patterns.length} patterns picked ${s.pass + s.fail} tests: a test was renamed?`,
+        });
       }
       resolve(r);
     });
@@ -239,7 +287,17 @@ async function main(): Promise<void> {
     for (const suite of SUITES) {
       const r: SuiteRecord = dp
         ? await runSuite(suite, Number(values['fuzz-runs']), Number(values['test-timeout']))
-        : { type: 'suite', file: suite.file, patterns: suite.patterns ?? [], notRun: 'the datapath did not load', pass: 0, fail: 0, skipped: 0, ms: 0, failures: [] };
+        : {
+            type: 'suite',
+            file: suite.file,
+            patterns: suite.patterns ?? [],
+            notRun: 'the datapath did not load',
+            pass: 0,
+            fail: 0,
+            skipped: 0,
+            ms: 0,
+            failures: [],
+          };
       emit(r);
     }
   }

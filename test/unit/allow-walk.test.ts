@@ -67,7 +67,10 @@ test('a walk of one identity reads exactly its entries, from the last known key 
   walk.add([257]);
   const r = walk.step(100_000);
   assert.deepEqual(found.sort(), names(keys.get(257)!));
-  assert.deepEqual({ entries: r.entries, finished: r.finished, pending: walk.pending }, { entries: 300, finished: 1, pending: 0 });
+  assert.deepEqual(
+    { entries: r.entries, finished: r.finished, pending: walk.pending },
+    { entries: 300, finished: 1, pending: 0 },
+  );
   assert.ok(r.calls <= 2 * 300 + 2, `${r.calls} calls for its 300 entries (the map holds ${IDENTITIES.length * 300})`);
 });
 

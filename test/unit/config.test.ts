@@ -11,9 +11,19 @@ import type { PodSpec } from '../../agent/sources/pod.js';
 const BASE = ['--source', 'file', '--endpoints-file', '/tmp/x.yaml', '--dns-servers', '192.0.2.2'];
 
 test('durations take a unit or plain seconds', () => {
-  const cases: Array<[string, number]> = [['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h', 3_600_000], ['2d', 172_800_000], ['30', 30_000], ['1.5', 1500], ['0', 0]];
+  const cases: Array<[string, number]> = [
+    ['500ms', 500],
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['2d', 172_800_000],
+    ['30', 30_000],
+    ['1.5', 1500],
+    ['0', 0],
+  ];
   for (const [text, ms] of cases) assert.equal(parseDuration(text, 'min-ttl'), ms, text);
-  for (const bad of ['', '-1s', '5 minutes', 's', '1e3', '10w']) assert.throws(() => parseDuration(bad, 'min-ttl'), /--min-ttl: ".*" is not a duration/, bad);
+  for (const bad of ['', '-1s', '5 minutes', 's', '1e3', '10w'])
+    assert.throws(() => parseDuration(bad, 'min-ttl'), /--min-ttl: ".*" is not a duration/, bad);
 });
 
 test('flags have defaults, environment variables, and flags win over them', () => {
@@ -25,19 +35,29 @@ test('flags have defaults, environment variables, and flags win over them', () =
   assert.equal((parseConfig(BASE, { FQDN_EGRESS_MAX_NAMES_PER_POD: '64' }) as Config).maxNamesPerPod, 64);
   assert.equal(cfg.attachMode, 'auto');
   assert.deepEqual(cfg.metricsAddress, { host: '0.0.0.0', port: 9464 });
-  const env = { FQDN_EGRESS_MIN_TTL: '5s', FQDN_EGRESS_ALLOW_CIDRS: '192.0.2.0/24, 2001:db8::/32', FQDN_EGRESS_LOG_LEVEL: 'debug' };
+  const env = {
+    FQDN_EGRESS_MIN_TTL: '5s',
+    FQDN_EGRESS_ALLOW_CIDRS: '192.0.2.0/24, 2001:db8::/32',
+    FQDN_EGRESS_LOG_LEVEL: 'debug',
+  };
   const fromEnv = parseConfig(BASE, env) as Config;
   assert.equal(fromEnv.minTtlMs, 5000);
   assert.equal(fromEnv.allowCidrs.length, 2);
   assert.equal(fromEnv.logLevel, 'debug');
   assert.equal((parseConfig([...BASE, '--min-ttl=1s'], env) as Config).minTtlMs, 1000);
   assert.equal((parseConfig(BASE, { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'legacy');
-  assert.equal((parseConfig([...BASE, '--attach-mode', 'tcx'], { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode, 'tcx');
+  assert.equal(
+    (parseConfig([...BASE, '--attach-mode', 'tcx'], { FQDN_EGRESS_ATTACH_MODE: 'legacy' }) as Config).attachMode,
+    'tcx',
+  );
   assert.equal(cfg.dnsFilter, 'on', 'the DNS query filter is on by default');
   assert.equal(cfg.tcxHeadGuard, true, 'the tcx head guard is on by default');
   assert.equal((parseConfig(BASE, { FQDN_EGRESS_TCX_HEAD_GUARD: 'off' }) as Config).tcxHeadGuard, false);
   assert.deepEqual(cfg.clusterDomains, ['cluster.local']);
-  const dnsFromEnv = parseConfig(BASE, { FQDN_EGRESS_DNS_FILTER: 'off', FQDN_EGRESS_CLUSTER_DOMAIN: 'Cluster.Local., corp.internal,cluster.local' }) as Config;
+  const dnsFromEnv = parseConfig(BASE, {
+    FQDN_EGRESS_DNS_FILTER: 'off',
+    FQDN_EGRESS_CLUSTER_DOMAIN: 'Cluster.Local., corp.internal,cluster.local',
+  }) as Config;
   assert.equal(dnsFromEnv.dnsFilter, 'off');
   assert.deepEqual(dnsFromEnv.clusterDomains, ['cluster.local', 'corp.internal'], 'normalized, duplicates merged');
   assert.equal(parseConfig(['--help'], {}), 'help');
@@ -65,9 +85,17 @@ test('bad flags are rejected with a message naming the flag', () => {
     [[...BASE, '--cluster-domain', '*.local'], /--cluster-domain "\*\.local": /],
     [[...BASE, '--cluster-domain', 'bad..local'], /--cluster-domain "bad\.\.local": /],
   ];
-  for (const [argv, re] of cases) assert.throws(() => parseConfig(argv, {}), (e: Error) => e instanceof ConfigError && re.test(e.message), argv.join(' '));
+  for (const [argv, re] of cases)
+    assert.throws(
+      () => parseConfig(argv, {}),
+      (e: Error) => e instanceof ConfigError && re.test(e.message),
+      argv.join(' '),
+    );
   assert.equal((parseConfig([...BASE, '--metrics-address', 'off'], {}) as Config).metricsAddress, undefined);
-  assert.deepEqual((parseConfig([...BASE, '--metrics-address', '[::1]:9000'], {}) as Config).metricsAddress, { host: '::1', port: 9000 });
+  assert.deepEqual((parseConfig([...BASE, '--metrics-address', '[::1]:9000'], {}) as Config).metricsAddress, {
+    host: '::1',
+    port: 9000,
+  });
 });
 
 test('the endpoints file accepts YAML and JSON as in docs/operations.md', () => {
@@ -80,8 +108,19 @@ test('the endpoints file accepts YAML and JSON as in docs/operations.md', () => 
       fqdn-egress.io/allow: "api.stripe.com:443, *.kadath.io"
 `;
   const pods = parseEndpointsFile(yaml, 'f.yaml');
-  assert.deepEqual(pods, [{ namespace: 'shop', name: 'payments-7d9f', ips: ['198.18.1.2', '2001:db8:1::2'], interface: 'veth-pay', annotations: { 'fqdn-egress.io/allow': 'api.stripe.com:443, *.kadath.io' } }]);
-  assert.deepEqual(parseEndpointsFile(JSON.stringify({ pods: [{ namespace: 'a', name: 'b', ips: ['198.18.1.3'] }] }), 'f.json'), [{ namespace: 'a', name: 'b', ips: ['198.18.1.3'], annotations: {} }]);
+  assert.deepEqual(pods, [
+    {
+      namespace: 'shop',
+      name: 'payments-7d9f',
+      ips: ['198.18.1.2', '2001:db8:1::2'],
+      interface: 'veth-pay',
+      annotations: { 'fqdn-egress.io/allow': 'api.stripe.com:443, *.kadath.io' },
+    },
+  ]);
+  assert.deepEqual(
+    parseEndpointsFile(JSON.stringify({ pods: [{ namespace: 'a', name: 'b', ips: ['198.18.1.3'] }] }), 'f.json'),
+    [{ namespace: 'a', name: 'b', ips: ['198.18.1.3'], annotations: {} }],
+  );
   assert.deepEqual(parseEndpointsFile('', 'f'), []);
   assert.deepEqual(parseEndpointsFile('pods: []', 'f'), []);
 });
@@ -96,9 +135,15 @@ test('the endpoints file rejects bad input with the place and the reason', () =>
     ['pods: [{name: b, ips: [198.18.1.2]}]', /pods\[0\]: "namespace" must be a non-empty string/],
     ['pods: [{namespace: a, name: b}]', /pods\[0\] \(a\/b\): "ips" must be a non-empty list/],
     ['pods: [{namespace: a, name: b, ips: [1.2.3]}]', /"1.2.3" is not an IP address/],
-    ['pods: [{namespace: a, name: b, ips: [198.18.1.2], interface: "this-name-is-too-long"}]', /"interface" must be an interface name/],
+    [
+      'pods: [{namespace: a, name: b, ips: [198.18.1.2], interface: "this-name-is-too-long"}]',
+      /"interface" must be an interface name/,
+    ],
     ['pods: [{namespace: a, name: b, ips: [198.18.1.2], annotations: {x: 1}}]', /annotation "x" must be a string/],
-    ['pods: [{namespace: a, name: b, ips: [198.18.1.2]}, {namespace: a, name: b, ips: [198.18.1.3]}]', /pods\[1\] \(a\/b\): listed twice/],
+    [
+      'pods: [{namespace: a, name: b, ips: [198.18.1.2]}, {namespace: a, name: b, ips: [198.18.1.3]}]',
+      /pods\[1\] \(a\/b\): listed twice/,
+    ],
     ['pods: [{namespace: a, name: b, ips: [198.18.1.2], extra: 1}]', /unknown key "extra"/],
   ];
   for (const [text, re] of cases) assert.throws(() => parseEndpointsFile(text, 'f'), re, text);
@@ -111,7 +156,12 @@ test('the file source applies changes and keeps the last good state on bad input
     writeFileSync(path, 'pods: [{namespace: a, name: b, ips: [198.18.1.2]}]');
     const snapshots: PodSpec[][] = [];
     const errors: string[] = [];
-    const src = new FileSource({ path, pollMs: 20, onPods: (p) => snapshots.push(p), onError: (e) => errors.push(e.message) });
+    const src = new FileSource({
+      path,
+      pollMs: 20,
+      onPods: (p) => snapshots.push(p),
+      onError: (e) => errors.push(e.message),
+    });
     src.start();
     try {
       assert.equal(snapshots.length, 1);

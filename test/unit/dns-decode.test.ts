@@ -23,7 +23,13 @@ const DNS4 = '198.18.0.10';
 const POD6 = '2001:db8:1::2';
 const DNS6 = '2001:db8:1::a';
 
-function ipv4Header(src: string, dst: string, proto: number, l4Len: number, opts: { options?: number; frag?: number; version?: number } = {}): Buffer {
+function ipv4Header(
+  src: string,
+  dst: string,
+  proto: number,
+  l4Len: number,
+  opts: { options?: number; frag?: number; version?: number } = {},
+): Buffer {
   const optionBytes = opts.options ?? 0;
   const h = Buffer.alloc(20 + optionBytes);
   h[0] = ((opts.version ?? 4) << 4) | ((20 + optionBytes) / 4);
@@ -87,12 +93,27 @@ function udp4(src: string, dst: string, sport: number, dport: number, payload: B
   return ether(0x0800, Buffer.concat([ipv4Header(src, dst, 17, l4.length), l4]), padTo);
 }
 
-function udp6(src: string, dst: string, sport: number, dport: number, payload: Buffer, ext: Array<[number, number]> = []): Buffer {
+function udp6(
+  src: string,
+  dst: string,
+  sport: number,
+  dport: number,
+  payload: Buffer,
+  ext: Array<[number, number]> = [],
+): Buffer {
   const l4 = udp(sport, dport, payload);
   return ether(0x86dd, Buffer.concat([ipv6Header(src, dst, 17, l4.length, ext), l4]));
 }
 
-function tcp4(src: string, dst: string, sport: number, dport: number, seq: number, flags: number, payload: Buffer): Buffer {
+function tcp4(
+  src: string,
+  dst: string,
+  sport: number,
+  dport: number,
+  seq: number,
+  flags: number,
+  payload: Buffer,
+): Buffer {
   const l4 = tcp(sport, dport, seq, flags, payload, 12);
   return ether(0x0800, Buffer.concat([ipv4Header(src, dst, 6, l4.length), l4]));
 }
@@ -103,13 +124,22 @@ function captured(data: Buffer, pktType = 4): CapturedPacket {
 
 function answer(name: string, answers: NonNullable<Packet['answers']>, extra: Partial<Packet> = {}): Buffer {
   return dnsPacket.encode({
-    type: 'response', id: 0x1234, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
-    questions: [{ type: 'A', name, class: 'IN' }], answers, ...extra,
+    type: 'response',
+    id: 0x1234,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ type: 'A', name, class: 'IN' }],
+    answers,
+    ...extra,
   });
 }
 
 function query(name: string, type: 'A' | 'AAAA' = 'A'): Buffer {
-  return dnsPacket.encode({ type: 'query', id: 0x4321, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
+  return dnsPacket.encode({
+    type: 'query',
+    id: 0x4321,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name }],
+  });
 }
 
 function segmentOf(r: FrameResult): Segment {
@@ -132,14 +162,40 @@ test('frame: IPv4/UDP answer, Ethernet padding ignored', () => {
   const seg = segmentOf(parseFrame(captured(udp4(DNS4, POD4, 53, 40000, payload, 128))));
   assert.deepEqual(
     { ...seg, payload: seg.payload.toString('hex') },
-    { ifindex: 7, pktType: 4, tsNs: 123n, family: 4, src: DNS4, dst: POD4, proto: 'udp', sport: 53, dport: 40000, payload: payload.toString('hex') },
+    {
+      ifindex: 7,
+      pktType: 4,
+      tsNs: 123n,
+      family: 4,
+      src: DNS4,
+      dst: POD4,
+      proto: 'udp',
+      sport: 53,
+      dport: 40000,
+      payload: payload.toString('hex'),
+    },
   );
 });
 
 test('frame: IPv6/UDP, addresses in RFC 5952 form, extension headers followed', () => {
   const payload = query('a.io');
-  for (const ext of [[], [[0, 8]], [[0, 16], [60, 8]], [[0, 8], [43, 24], [60, 8], [60, 8]]] as Array<Array<[number, number]>>) {
-    const seg = segmentOf(parseFrame(captured(udp6('2001:0db8:0001:0000:0000:0000:0000:000a', POD6, 53, 41000, payload, ext))));
+  for (const ext of [
+    [],
+    [[0, 8]],
+    [
+      [0, 16],
+      [60, 8],
+    ],
+    [
+      [0, 8],
+      [43, 24],
+      [60, 8],
+      [60, 8],
+    ],
+  ] as Array<Array<[number, number]>>) {
+    const seg = segmentOf(
+      parseFrame(captured(udp6('2001:0db8:0001:0000:0000:0000:0000:000a', POD6, 53, 41000, payload, ext))),
+    );
     assert.equal(seg.family, 6);
     assert.equal(seg.src, DNS6);
     assert.equal(seg.dst, POD6);
@@ -161,7 +217,8 @@ test('frame: IPv4/TCP with IP and TCP options', () => {
 test('frame: rejections carry a reason', () => {
   const payload = query('a.io');
   const l4 = udp(53, 40000, payload);
-  const v4 = (opts: Parameters<typeof ipv4Header>[4], proto = 17) => ether(0x0800, Buffer.concat([ipv4Header(DNS4, POD4, proto, l4.length, opts), l4]));
+  const v4 = (opts: Parameters<typeof ipv4Header>[4], proto = 17) =>
+    ether(0x0800, Buffer.concat([ipv4Header(DNS4, POD4, proto, l4.length, opts), l4]));
   const withUdpLen = (len: number) => {
     const f = udp4(DNS4, POD4, 53, 40000, payload);
     f.writeUInt16BE(len, 14 + 20 + 4);
@@ -180,9 +237,33 @@ test('frame: rejections carry a reason', () => {
     ['UDP length past the IP packet', withUdpLen(payload.length + 9), 'bad-header'],
     ['UDP length below 8', withUdpLen(7), 'bad-header'],
     ['IPv6 fragment header', udp6(DNS6, POD6, 53, 1, payload, [[44, 8]]), 'fragment'],
-    ['IPv6 fragment after hop-by-hop', udp6(DNS6, POD6, 53, 1, payload, [[0, 8], [44, 8]]), 'fragment'],
-    ['five IPv6 extension headers', udp6(DNS6, POD6, 53, 1, payload, [[0, 8], [60, 8], [43, 8], [60, 8], [60, 8]]), 'bad-header'],
-    ['IPv6 no next header', udp6(DNS6, POD6, 53, 1, payload, [[60, 8], [59, 8]]), 'not-udp-tcp'],
+    [
+      'IPv6 fragment after hop-by-hop',
+      udp6(DNS6, POD6, 53, 1, payload, [
+        [0, 8],
+        [44, 8],
+      ]),
+      'fragment',
+    ],
+    [
+      'five IPv6 extension headers',
+      udp6(DNS6, POD6, 53, 1, payload, [
+        [0, 8],
+        [60, 8],
+        [43, 8],
+        [60, 8],
+        [60, 8],
+      ]),
+      'bad-header',
+    ],
+    [
+      'IPv6 no next header',
+      udp6(DNS6, POD6, 53, 1, payload, [
+        [60, 8],
+        [59, 8],
+      ]),
+      'not-udp-tcp',
+    ],
     ['runt', Buffer.alloc(10), 'truncated'],
   ];
   for (const [what, frame, reason] of cases) {
@@ -198,7 +279,10 @@ test('frame: rejections carry a reason', () => {
 test('frame: cut at every byte offset is "truncated", never a throw', () => {
   const frames = [
     udp4(DNS4, POD4, 53, 40000, SIMPLE),
-    udp6(DNS6, POD6, 53, 40000, SIMPLE, [[0, 8], [60, 16]]),
+    udp6(DNS6, POD6, 53, 40000, SIMPLE, [
+      [0, 8],
+      [60, 16],
+    ]),
     tcp4(DNS4, POD4, 53, 40000, 1, 0x18, SIMPLE),
   ];
   for (const frame of frames) {
@@ -216,9 +300,14 @@ test('frame: cut at every byte offset is "truncated", never a throw', () => {
 test('message: frame to answer, one A record', () => {
   const seg = segmentOf(parseFrame(captured(udp4(DNS4, POD4, 53, 40000, SIMPLE))));
   assert.deepEqual(messageOf(seg.payload), {
-    id: 0x1234, isResponse: true, rcode: 'NOERROR', truncated: false,
+    id: 0x1234,
+    isResponse: true,
+    rcode: 'NOERROR',
+    truncated: false,
     question: { name: 'api.example.com', type: 'A' },
-    answers: [{ ip: '203.0.113.7', family: 4, ttl: 300 }], cnames: [], minTtl: 300,
+    answers: [{ ip: '203.0.113.7', family: 4, ttl: 300 }],
+    cnames: [],
+    minTtl: 300,
   });
 });
 
@@ -227,7 +316,13 @@ test('message: table of answers', () => {
     {
       what: 'query: no answers, name lower-cased',
       packet: query('API.Example.COM', 'AAAA'),
-      expect: { isResponse: false, question: { name: 'api.example.com', type: 'AAAA' }, answers: [], cnames: [], minTtl: null },
+      expect: {
+        isResponse: false,
+        question: { name: 'api.example.com', type: 'AAAA' },
+        answers: [],
+        cnames: [],
+        minTtl: null,
+      },
     },
     {
       what: 'root query: trailing dot stripped',
@@ -243,7 +338,11 @@ test('message: table of answers', () => {
       ]),
       expect: {
         question: { name: 'multi.example.com', type: 'A' },
-        answers: [{ ip: '192.0.2.1', family: 4, ttl: 30 }, { ip: '192.0.2.2', family: 4, ttl: 40 }, { ip: '2001:db8:ff::1', family: 6, ttl: 50 }],
+        answers: [
+          { ip: '192.0.2.1', family: 4, ttl: 30 },
+          { ip: '192.0.2.2', family: 4, ttl: 40 },
+          { ip: '2001:db8:ff::1', family: 6, ttl: 50 },
+        ],
         minTtl: 30,
       },
     },
@@ -256,8 +355,12 @@ test('message: table of answers', () => {
         { type: 'A', name: 'edge-7.cdn.net', ttl: 20, data: '198.51.100.10' },
       ]),
       expect: {
-        answers: [{ ip: '198.51.100.9', family: 4, ttl: 60 }, { ip: '198.51.100.10', family: 4, ttl: 20 }],
-        cnames: ['shop.cdn.net', 'edge-7.cdn.net'], minTtl: 20,
+        answers: [
+          { ip: '198.51.100.9', family: 4, ttl: 60 },
+          { ip: '198.51.100.10', family: 4, ttl: 20 },
+        ],
+        cnames: ['shop.cdn.net', 'edge-7.cdn.net'],
+        minTtl: 20,
       },
     },
     {
@@ -273,7 +376,10 @@ test('message: table of answers', () => {
       what: 'authority and additional sections never count',
       packet: answer('a.io', [], {
         authorities: [{ type: 'NS', name: 'a.io', ttl: 5, data: 'ns.a.io' }],
-        additionals: [{ type: 'A', name: 'ns.a.io', ttl: 5, data: '192.0.2.53' }, { type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0, options: [] } as never],
+        additionals: [
+          { type: 'A', name: 'ns.a.io', ttl: 5, data: '192.0.2.53' },
+          { type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0, options: [] } as never,
+        ],
       }),
       expect: { answers: [], cnames: [], minTtl: null },
     },
@@ -306,8 +412,19 @@ test('message: table of answers', () => {
 });
 
 test('message: rejections', () => {
-  const twoQuestions = dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a.io' }, { type: 'A', name: 'b.io' }] });
-  const noQuestion = dnsPacket.encode({ type: 'response', id: 1, answers: [{ type: 'A', name: 'a.io', ttl: 1, data: '192.0.2.1' }] });
+  const twoQuestions = dnsPacket.encode({
+    type: 'query',
+    id: 1,
+    questions: [
+      { type: 'A', name: 'a.io' },
+      { type: 'A', name: 'b.io' },
+    ],
+  });
+  const noQuestion = dnsPacket.encode({
+    type: 'response',
+    id: 1,
+    answers: [{ type: 'A', name: 'a.io', ttl: 1, data: '192.0.2.1' }],
+  });
   // A record whose RDLENGTH says 5: dns-packet alone would read 4 bytes and slip.
   const longA = Buffer.concat([SIMPLE, Buffer.from([0])]);
   longA.writeUInt16BE(5, SIMPLE.length - 6);
@@ -322,7 +439,11 @@ test('message: rejections', () => {
   // "a.io" whose root label is a pointer to offset 4 (QDCOUNT's high byte, 0):
   // legal, dns-packet reads "a.io"; refused, as the kernel learner refuses it.
   const plain = query('a.io');
-  const compressedQuestion = Buffer.concat([plain.subarray(0, 12 + 5), Buffer.from([0xc0, 0x04]), plain.subarray(12 + 6)]);
+  const compressedQuestion = Buffer.concat([
+    plain.subarray(0, 12 + 5),
+    Buffer.from([0xc0, 0x04]),
+    plain.subarray(12 + 6),
+  ]);
   const cases: Array<[string, Buffer, string]> = [
     ['empty', Buffer.alloc(0), 'malformed'],
     ['short header', Buffer.alloc(11), 'malformed'],
@@ -346,11 +467,15 @@ test('message: rejections', () => {
 });
 
 test('message: cut at every byte offset is rejected, never a throw', () => {
-  const packet = answer('www.shop.io', [
-    { type: 'CNAME', name: 'www.shop.io', ttl: 300, data: 'shop.cdn.net' },
-    { type: 'A', name: 'shop.cdn.net', ttl: 600, data: '198.51.100.9' },
-    { type: 'AAAA', name: 'shop.cdn.net', ttl: 600, data: '2001:db8:ff::9' },
-  ], { additionals: [{ type: 'TXT', name: 'x.io', ttl: 1, data: 'hello' }] });
+  const packet = answer(
+    'www.shop.io',
+    [
+      { type: 'CNAME', name: 'www.shop.io', ttl: 300, data: 'shop.cdn.net' },
+      { type: 'A', name: 'shop.cdn.net', ttl: 600, data: '198.51.100.9' },
+      { type: 'AAAA', name: 'shop.cdn.net', ttl: 600, data: '2001:db8:ff::9' },
+    ],
+    { additionals: [{ type: 'TXT', name: 'x.io', ttl: 1, data: 'hello' }] },
+  );
   assert.ok(decodeDns(packet).ok);
   for (let len = 0; len < packet.length; len++) {
     const r = decodeDns(packet.subarray(0, len));
@@ -363,9 +488,17 @@ test('message: cut at every byte offset is rejected, never a throw', () => {
 function tcpReassembler(opts: { maxFlows?: number; maxBytesPerFlow?: number; idleMs?: number } = {}) {
   let clock = 1_000;
   const r = new TcpDnsReassembler({
-    maxFlows: opts.maxFlows ?? 16, maxBytesPerFlow: opts.maxBytesPerFlow ?? 70_000, idleMs: opts.idleMs ?? 30_000, now: () => clock,
+    maxFlows: opts.maxFlows ?? 16,
+    maxBytesPerFlow: opts.maxBytesPerFlow ?? 70_000,
+    idleMs: opts.idleMs ?? 30_000,
+    now: () => clock,
   });
-  return { r, advance: (ms: number) => { clock += ms; } };
+  return {
+    r,
+    advance: (ms: number) => {
+      clock += ms;
+    },
+  };
 }
 
 function tcpSeg(seq: number, payload: Buffer, flags = 0x18, sport = 53, dport = 40000): Segment {
@@ -373,11 +506,13 @@ function tcpSeg(seq: number, payload: Buffer, flags = 0x18, sport = 53, dport = 
 }
 
 function framed(...messages: Buffer[]): Buffer {
-  return Buffer.concat(messages.flatMap((m) => {
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(m.length);
-    return [len, m];
-  }));
+  return Buffer.concat(
+    messages.flatMap((m) => {
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(m.length);
+      return [len, m];
+    }),
+  );
 }
 
 /** Segments of `stream` cut at `cuts`, starting at sequence number `isn`. */
@@ -409,14 +544,20 @@ test('tcp: two messages in one segment, then one spanning the next two', () => {
   const stream = framed(M1, M2, M1);
   const split = 4 + M1.length + M2.length + 5;
   const out = pushAll(r, cut(stream, [split], 1000));
-  assert.deepEqual(out.map((m) => m.toString('hex')), [M1, M2, M1].map((m) => m.toString('hex')));
+  assert.deepEqual(
+    out.map((m) => m.toString('hex')),
+    [M1, M2, M1].map((m) => m.toString('hex')),
+  );
 });
 
 test('tcp: out-of-order segments are put back in order', () => {
   const { r } = tcpReassembler();
   const segs = cut(framed(M1, M2), [3, 30, 50], 5000);
   const out = pushAll(r, [segs[0]!, segs[2]!, segs[3]!, segs[1]!]);
-  assert.deepEqual(out.map((m) => m.toString('hex')), [M1, M2].map((m) => m.toString('hex')));
+  assert.deepEqual(
+    out.map((m) => m.toString('hex')),
+    [M1, M2].map((m) => m.toString('hex')),
+  );
 });
 
 test('tcp: duplicate and overlapping segments yield each message once', () => {
@@ -425,7 +566,10 @@ test('tcp: duplicate and overlapping segments yield each message once', () => {
   const segs = cut(stream, [10, 40], 7);
   const overlap = tcpSeg(7 + 5, stream.subarray(5, 45));
   const out = pushAll(r, [segs[0]!, segs[0]!, segs[2]!, segs[2]!, segs[1]!, segs[1]!, overlap, segs[2]!]);
-  assert.deepEqual(out.map((m) => m.toString('hex')), [M1, M2].map((m) => m.toString('hex')));
+  assert.deepEqual(
+    out.map((m) => m.toString('hex')),
+    [M1, M2].map((m) => m.toString('hex')),
+  );
 });
 
 test('tcp: FIN frees the flow; its retransmission yields nothing', () => {
@@ -456,7 +600,9 @@ test('tcp: a flow over maxBytesPerFlow is dropped with a reason', () => {
   assert.match(res.dropped ?? '', /over maxBytesPerFlow 100/);
   assert.equal(r.size, 0);
   // Out-of-order bytes count too: a gap that never fills.
-  const res2 = [tcpSeg(1, Buffer.from([0, 90])), tcpSeg(10, Buffer.alloc(60)), tcpSeg(80, Buffer.alloc(60))].map((s) => r.push(s));
+  const res2 = [tcpSeg(1, Buffer.from([0, 90])), tcpSeg(10, Buffer.alloc(60)), tcpSeg(80, Buffer.alloc(60))].map((s) =>
+    r.push(s),
+  );
   assert.match(res2[2]!.dropped ?? '', /holds 122 bytes, over maxBytesPerFlow 100/);
   assert.equal(r.size, 0);
 });
@@ -493,7 +639,13 @@ test('tcp: a 64 KiB message in 1-byte segments comes out whole, and its buffer i
 
 test('tcp: all flows together stay under maxTotalBytes; the least recently used go first', () => {
   let clock = 0;
-  const r = new TcpDnsReassembler({ maxFlows: 100, maxBytesPerFlow: 70_000, maxTotalBytes: 3000, idleMs: 30_000, now: () => clock++ });
+  const r = new TcpDnsReassembler({
+    maxFlows: 100,
+    maxBytesPerFlow: 70_000,
+    maxTotalBytes: 3000,
+    idleMs: 30_000,
+    now: () => clock++,
+  });
   const head = framed(Buffer.alloc(1000)).subarray(0, 900);
   const notes: string[] = [];
   for (let port = 1000; port < 1010; port++) {
@@ -539,7 +691,8 @@ function mutate(rand: () => number, base: Buffer): Buffer {
   const kind = int(6);
   if (kind === 0) return Buffer.from(Array.from({ length: int(600) }, () => int(256)));
   const out = Buffer.from(base);
-  if (kind === 1 || kind === 5) for (let i = int(8) + 1; i > 0 && out.length > 0; i--) out[int(out.length)]! ^= 1 << int(8);
+  if (kind === 1 || kind === 5)
+    for (let i = int(8) + 1; i > 0 && out.length > 0; i--) out[int(out.length)]! ^= 1 << int(8);
   if (kind === 2 || kind === 5) return out.subarray(0, int(out.length + 1));
   if (kind === 3 && out.length >= 2) out.writeUInt16BE(int(65536), int(out.length - 1)); // random length/count field
   if (kind === 4) return Buffer.concat([out, Buffer.from(Array.from({ length: int(40) }, () => int(256)))]);
@@ -549,15 +702,26 @@ function mutate(rand: () => number, base: Buffer): Buffer {
 test('fuzz: random and mutated input never throws (deterministic seed)', () => {
   const rand = prng(0x5eed);
   const messages = [
-    SIMPLE, M1, query('q.example'),
-    answer('www.shop.io', [
-      { type: 'CNAME', name: 'www.shop.io', ttl: 300, data: 'shop.cdn.net' },
-      { type: 'A', name: 'shop.cdn.net', ttl: 600, data: '198.51.100.9' },
-      { type: 'AAAA', name: 'shop.cdn.net', ttl: 600, data: '2001:db8:ff::9' },
-    ], { additionals: [{ type: 'TXT', name: 'x.io', ttl: 1, data: 'hello' }] }),
+    SIMPLE,
+    M1,
+    query('q.example'),
+    answer(
+      'www.shop.io',
+      [
+        { type: 'CNAME', name: 'www.shop.io', ttl: 300, data: 'shop.cdn.net' },
+        { type: 'A', name: 'shop.cdn.net', ttl: 600, data: '198.51.100.9' },
+        { type: 'AAAA', name: 'shop.cdn.net', ttl: 600, data: '2001:db8:ff::9' },
+      ],
+      { additionals: [{ type: 'TXT', name: 'x.io', ttl: 1, data: 'hello' }] },
+    ),
   ];
   const frames = messages.flatMap((m) => [
-    udp4(DNS4, POD4, 53, 40000, m, 100), udp6(DNS6, POD6, 53, 40000, m, [[0, 8], [60, 8]]), tcp4(DNS4, POD4, 53, 40000, 1, 0x18, framed(m)),
+    udp4(DNS4, POD4, 53, 40000, m, 100),
+    udp6(DNS6, POD6, 53, 40000, m, [
+      [0, 8],
+      [60, 8],
+    ]),
+    tcp4(DNS4, POD4, 53, 40000, 1, 0x18, framed(m)),
   ]);
   const { r } = tcpReassembler({ maxFlows: 8, maxBytesPerFlow: 2_000 });
   let decoded = 0;

@@ -18,8 +18,15 @@ const IFINDEX = 7;
 const OUTGOING = 4;
 
 const pod: EnforcedPod = {
-  key: 'shop/payments', namespace: 'shop', name: 'payments', identity: 3, ifindex: IFINDEX, ifname: 'vp1',
-  ips: [POD_IP, '2001:db8:1::11'], policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }, POLICY_LIMITS), dnsFilter: 'on',
+  key: 'shop/payments',
+  namespace: 'shop',
+  name: 'payments',
+  identity: 3,
+  ifindex: IFINDEX,
+  ifname: 'vp1',
+  ips: [POD_IP, '2001:db8:1::11'],
+  policy: parsePodPolicy({ 'fqdn-egress.io/allow': 'api.stripe.test, *.kadath.test' }, POLICY_LIMITS),
+  dnsFilter: 'on',
 };
 
 /** The kernel's query records: "identity|proto|port|id|resolver", consumed when an answer uses one. */
@@ -31,7 +38,8 @@ function setup(opts: { kernelQueries?: string[] } = {}) {
   const learner = new DnsLearner({
     podByInterface: (ifindex) => (ifindex === IFINDEX ? pod : undefined),
     isTrustedResolver: (ip) => ip === RESOLVER,
-    kernelSawQuery: (identity, proto, port, id, resolver) => kernel.delete(`${identity}|${proto}|${port}|${id}|${resolver}`),
+    kernelSawQuery: (identity, proto, port, id, resolver) =>
+      kernel.delete(`${identity}|${proto}|${port}|${id}|${resolver}`),
     learn: (a) => learned.push(a),
     verdict: (v) => verdicts.push(v),
     minTtlMs: 5000,
@@ -49,26 +57,51 @@ function asked(id: number, sport = 40000, proto = 'udp'): string {
 
 function query(name: string, id: number, sport = 40000) {
   const payload = dnsPacket.encode({ type: 'query', id, questions: [{ type: 'A', name, class: 'IN' }] });
-  return { data: buildFrame({ src: POD_IP, dst: RESOLVER, proto: 'udp', sport, dport: 53, payload }), ifindex: IFINDEX, pktType: 0, tsNs: 1n, origLen: 0 };
+  return {
+    data: buildFrame({ src: POD_IP, dst: RESOLVER, proto: 'udp', sport, dport: 53, payload }),
+    ifindex: IFINDEX,
+    pktType: 0,
+    tsNs: 1n,
+    origLen: 0,
+  };
 }
 
-function answer(name: string, id: number, ips: string[], o: { from?: string; to?: string; dport?: number; ttl?: number; qname?: string } = {}) {
+function answer(
+  name: string,
+  id: number,
+  ips: string[],
+  o: { from?: string; to?: string; dport?: number; ttl?: number; qname?: string } = {},
+) {
   const payload = dnsPacket.encode({
-    type: 'response', id, flags: dnsPacket.RECURSION_AVAILABLE,
+    type: 'response',
+    id,
+    flags: dnsPacket.RECURSION_AVAILABLE,
     questions: [{ type: 'A', name: o.qname ?? name, class: 'IN' }],
     answers: ips.map((ip) => ({ type: 'A' as const, name, class: 'IN' as const, ttl: o.ttl ?? 300, data: ip })),
   });
-  const data = buildFrame({ src: o.from ?? RESOLVER, dst: o.to ?? POD_IP, proto: 'udp', sport: 53, dport: o.dport ?? 40000, payload });
+  const data = buildFrame({
+    src: o.from ?? RESOLVER,
+    dst: o.to ?? POD_IP,
+    proto: 'udp',
+    sport: 53,
+    dport: o.dport ?? 40000,
+    payload,
+  });
   return { data, ifindex: IFINDEX, pktType: OUTGOING, tsNs: 2n, origLen: data.length };
 }
 
 test('an answer to a query the kernel recorded, for an allowed name, is learned, TTL clamped', () => {
   const { learned, verdicts, learner } = setup({ kernelQueries: [asked(7), asked(8)] });
-  learner.handle([answer('api.stripe.test', 7, ['203.0.113.10', '203.0.113.11'], { ttl: 1, qname: 'API.Stripe.test' })]);
+  learner.handle([
+    answer('api.stripe.test', 7, ['203.0.113.10', '203.0.113.11'], { ttl: 1, qname: 'API.Stripe.test' }),
+  ]);
   assert.deepEqual(verdicts, ['accepted']);
   assert.equal(learned.length, 1);
   assert.equal(learned[0]!.name, 'api.stripe.test');
-  assert.deepEqual(learned[0]!.answers, [{ ip: '203.0.113.10', ttlMs: 5000 }, { ip: '203.0.113.11', ttlMs: 5000 }]);
+  assert.deepEqual(learned[0]!.answers, [
+    { ip: '203.0.113.10', ttlMs: 5000 },
+    { ip: '203.0.113.11', ttlMs: 5000 },
+  ]);
   learner.handle([answer('www.kadath.test', 8, ['203.0.113.12'], { ttl: 86_400 })]);
   assert.equal(learned[1]!.answers[0]!.ttlMs, 60_000, 'clamped to the max TTL');
 });

@@ -38,11 +38,21 @@ function setup(now: { t: bigint }) {
     tcpIdleNs: 3600n * S,
     otherIdleNs: 60n * S,
   });
-  const add = (c: CtKey, lastSeenNs: bigint, flags: number = CtFlag.outbound) => flows.set(k(c), [c, { lastSeenNs, createdNs: 0n, flags }]);
-  return { flows, counts, inCounts, tls, sweeper, add, addTls: (c: CtKey) => tls.set(k(c), c), hookGet: (f: (c: CtKey) => void) => (onGet = f) };
+  const add = (c: CtKey, lastSeenNs: bigint, flags: number = CtFlag.outbound) =>
+    flows.set(k(c), [c, { lastSeenNs, createdNs: 0n, flags }]);
+  return {
+    flows,
+    counts,
+    inCounts,
+    tls,
+    sweeper,
+    add,
+    addTls: (c: CtKey) => tls.set(k(c), c),
+    hookGet: (f: (c: CtKey) => void) => (onGet = f),
+  };
 }
 
-test('idle flows are reclaimed (closed TCP flows after a short quiet) and each pod\'s count is exact', () => {
+test("idle flows are reclaimed (closed TCP flows after a short quiet) and each pod's count is exact", () => {
   const now = { t: 10_000n * S };
   const { flows, counts, sweeper, add } = setup(now);
   add(key(1, 1), now.t - 10n * S); // live TCP
@@ -53,7 +63,13 @@ test('idle flows are reclaimed (closed TCP flows after a short quiet) and each p
   counts.set(2, 5n);
   assert.deepEqual(sweeper.sweep(), { flows: 1, reclaimed: 3, tlsReclaimed: 0 });
   assert.deepEqual([...flows.keys()], ['1/1/6']);
-  assert.deepEqual([...counts], [[1, 1n], [2, 0n]]);
+  assert.deepEqual(
+    [...counts],
+    [
+      [1, 1n],
+      [2, 0n],
+    ],
+  );
 });
 
 test('a flow refreshed between the dump and the delete is kept', () => {
@@ -66,7 +82,7 @@ test('a flow refreshed between the dump and the delete is kept', () => {
   assert.equal(flows.size, 1);
 });
 
-test('the TLS check\'s state goes with a flow that is gone or past its check, and stays with one pending or watched', () => {
+test("the TLS check's state goes with a flow that is gone or past its check, and stays with one pending or watched", () => {
   const now = { t: 10_000n * S };
   const { tls, sweeper, add, addTls } = setup(now);
   add(key(1, 1), now.t, CtFlag.outbound | CtFlag.tlsPending);
@@ -87,5 +103,8 @@ test('flows opened towards a pod are counted in its inbound share, apart from th
   inCounts.set(2, 7n);
   sweeper.sweep();
   assert.deepEqual([...counts], [[1, 1n]]);
-  assert.deepEqual([...inCounts].sort(), [[1, 2n], [2, 0n]]);
+  assert.deepEqual([...inCounts].sort(), [
+    [1, 2n],
+    [2, 0n],
+  ]);
 });

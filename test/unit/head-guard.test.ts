@@ -47,16 +47,25 @@ class FakeKernel implements HookOps {
     const c = this.chains.get(this.key(ifindex, direction))!;
     const link = this.nextLink++;
     c.unshift([OURS[direction], link]);
-    c.splice(c.findIndex(([p, l]) => p === OURS[direction] && l !== link), 1);
+    c.splice(
+      c.findIndex(([p, l]) => p === OURS[direction] && l !== link),
+      1,
+    );
     this.retakes++;
     return link;
   }
 }
 
-function recordingLog(): { log: Logger; lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> } {
+function recordingLog(): {
+  log: Logger;
+  lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }>;
+} {
   const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
   const at = (level: string) => (fields: Record<string, unknown>, msg: string) => lines.push({ level, msg, fields });
-  return { log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } as unknown as Logger, lines };
+  return {
+    log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } as unknown as Logger,
+    lines,
+  };
 }
 
 const POD: GuardedInterface = { ifindex: 7, ifname: 'veth-pay', namespace: 'shop', name: 'payments' };
@@ -79,7 +88,8 @@ function setup(opts: { maxRetakes?: number; windowMs?: number; backoffMs?: numbe
     backoffMs: opts.backoffMs ?? 60_000,
     events: {
       onRetake: (iface, direction) => retakes.push(`${iface.ifname}/${direction}`),
-      onBackoff: (iface, r) => backoffs.push({ pod: `${iface.namespace}/${iface.name}`, attempts: r.attempts, ahead: r.ahead }),
+      onBackoff: (iface, r) =>
+        backoffs.push({ pod: `${iface.namespace}/${iface.name}`, attempts: r.attempts, ahead: r.ahead }),
     },
   });
   const advance = (ms: number) => (clock.ns += BigInt(ms) * MS);
@@ -93,7 +103,10 @@ test('ours at the head: nothing to do, nothing recorded', () => {
   assert.equal(kernel.retakes, 0);
   assert.equal(guard.contested(), 0);
   assert.deepEqual([...records.values()], []);
-  assert.deepEqual(lines.filter((l) => l.level !== 'debug'), []);
+  assert.deepEqual(
+    lines.filter((l) => l.level !== 'debug'),
+    [],
+  );
 });
 
 test('a program that went before ours loses the head at the next pass, logged, counted and recorded', () => {
@@ -107,8 +120,22 @@ test('a program that went before ours loses the head at the next pass, logged, c
   assert.deepEqual(retakes, ['veth-pay/ingress']);
   const warn = lines.find((l) => l.level === 'warn')!;
   assert.match(warn.msg, /another tcx program went before ours: took the head of the chain back/);
-  assert.deepEqual({ pod: warn.fields.pod, interface: warn.fields.interface, direction: warn.fields.direction, ahead: warn.fields.ahead }, { pod: 'shop/payments', interface: 'veth-pay', direction: 'ingress', ahead: [42] });
-  assert.deepEqual(records.get(7), { retakes: 1, lastRetakeNs: clock.ns, backoffUntilNs: 0n, aheadProgId: 42, backoffs: 0 });
+  assert.deepEqual(
+    {
+      pod: warn.fields.pod,
+      interface: warn.fields.interface,
+      direction: warn.fields.direction,
+      ahead: warn.fields.ahead,
+    },
+    { pod: 'shop/payments', interface: 'veth-pay', direction: 'ingress', ahead: [42] },
+  );
+  assert.deepEqual(records.get(7), {
+    retakes: 1,
+    lastRetakeNs: clock.ns,
+    backoffUntilNs: 0n,
+    aheadProgId: 42,
+    backoffs: 0,
+  });
   assert.equal(guard.check([POD]), 0, 'the new link is known as ours: no second retake');
 });
 
@@ -117,7 +144,15 @@ test('an interface where ours is not a tcx link (legacy, not attached, gone) is 
   const legacy: GuardedInterface = { ifindex: 8, ifname: 'veth-legacy', namespace: 'shop', name: 'old' };
   kernel.chains.set('8/ingress', [[42, 0]]); // only a CNI program in the chain; ours is a legacy filter
   const gone: GuardedInterface = { ifindex: 9, ifname: 'veth-gone', namespace: 'shop', name: 'gone' };
-  const throwing: HookOps = { ...kernel, chain: (i, d) => { if (i === 9) throw new Error('ENODEV'); return kernel.chain(i, d); }, ownLinkId: (i, d) => kernel.ownLinkId(i, d), retake: (i, d) => kernel.retake(i, d) };
+  const throwing: HookOps = {
+    ...kernel,
+    chain: (i, d) => {
+      if (i === 9) throw new Error('ENODEV');
+      return kernel.chain(i, d);
+    },
+    ownLinkId: (i, d) => kernel.ownLinkId(i, d),
+    retake: (i, d) => kernel.retake(i, d),
+  };
   const g = new TcxHeadGuard({ ops: throwing, log: recordingLog().log });
   assert.equal(g.check([POD, legacy, gone]), 0);
   assert.equal(guard.check([legacy]), 0);
@@ -125,7 +160,11 @@ test('an interface where ours is not a tcx link (legacy, not attached, gone) is 
 });
 
 test('a program that keeps going first: retaken up to the limit, then a back-off (error, one report), then guarded again', () => {
-  const { kernel, guard, records, lines, backoffs, advance, clock } = setup({ maxRetakes: 3, windowMs: 10_000, backoffMs: 60_000 });
+  const { kernel, guard, records, lines, backoffs, advance, clock } = setup({
+    maxRetakes: 3,
+    windowMs: 10_000,
+    backoffMs: 60_000,
+  });
   for (let i = 0; i < 3; i++) {
     kernel.goFirst(7, 'ingress', 42);
     assert.equal(guard.check([POD]), 1, `retake ${i + 1}`);
@@ -139,7 +178,13 @@ test('a program that keeps going first: retaken up to the limit, then a back-off
   const error = lines.filter((l) => l.level === 'error');
   assert.equal(error.length, 1);
   assert.match(error[0]!.msg, /KEEPS TAKING THE HEAD/);
-  assert.deepEqual(records.get(7), { retakes: 3, lastRetakeNs: clock.ns - 1000n * MS, backoffUntilNs: clock.ns + 60_000n * MS, aheadProgId: 42, backoffs: 1 });
+  assert.deepEqual(records.get(7), {
+    retakes: 3,
+    lastRetakeNs: clock.ns - 1000n * MS,
+    backoffUntilNs: clock.ns + 60_000n * MS,
+    aheadProgId: 42,
+    backoffs: 1,
+  });
 
   // Passes during the back-off do nothing and report nothing more.
   for (let i = 0; i < 20; i++) {
@@ -186,7 +231,14 @@ test('a restarted agent (a new guard on the same records) keeps counting and kee
   assert.ok(records.get(7)!.backoffUntilNs > clock.ns, 'backing off');
   advance(1000);
   const { log } = recordingLog();
-  const restarted = new TcxHeadGuard({ ops: kernel, log, records, nowNs: () => clock.ns, maxRetakes: 1, backoffMs: 60_000 });
+  const restarted = new TcxHeadGuard({
+    ops: kernel,
+    log,
+    records,
+    nowNs: () => clock.ns,
+    maxRetakes: 1,
+    backoffMs: 60_000,
+  });
   assert.equal(restarted.check([POD]), 0, 'the back-off holds across the restart');
   assert.equal(kernel.ourPosition(7, 'ingress'), 1);
   advance(60_000);
@@ -199,7 +251,7 @@ test('interfaces that are not enforced any more are forgotten, with their record
   records.set(99, { retakes: 4, lastRetakeNs: 1n, backoffUntilNs: 0n, aheadProgId: 1, backoffs: 0 }); // an earlier agent's pod, gone
   kernel.goFirst(7, 'ingress', 42);
   guard.check([POD]);
-  assert.deepEqual([...records.keys()], [7], 'the gone interface\'s record is dropped at the first pass');
+  assert.deepEqual([...records.keys()], [7], "the gone interface's record is dropped at the first pass");
   const other = { ...POD, name: 'checkout' };
   kernel.goFirst(7, 'ingress', 42);
   guard.check([other]);
@@ -209,7 +261,13 @@ test('interfaces that are not enforced any more are forgotten, with their record
 });
 
 test('fqe_head_guard records round-trip through their codec', () => {
-  const r: HeadGuardRecord = { retakes: 7, lastRetakeNs: 123_456_789_012n, backoffUntilNs: 2n ** 63n + 5n, aheadProgId: 4242, backoffs: 3 };
+  const r: HeadGuardRecord = {
+    retakes: 7,
+    lastRetakeNs: 123_456_789_012n,
+    backoffUntilNs: 2n ** 63n + 5n,
+    aheadProgId: 4242,
+    backoffs: 3,
+  };
   const b = headGuardRecordCodec.encode(r);
   assert.equal(b.length, 32);
   assert.deepEqual(headGuardRecordCodec.decode(b), r);

@@ -22,7 +22,11 @@ interface Harness {
   started: Promise<void>;
 }
 
-async function harness(t: TestContext, setup?: (server: FakeApiServer) => void, opts: { down?: boolean } = {}): Promise<Harness> {
+async function harness(
+  t: TestContext,
+  setup?: (server: FakeApiServer) => void,
+  opts: { down?: boolean } = {},
+): Promise<Harness> {
   const server = await FakeApiServer.start();
   t.after(() => server.close());
   setup?.(server);
@@ -62,13 +66,24 @@ const find = (h: Harness, name: string) => h.source.snapshot?.find((p) => p.name
 
 test('pods of this node appear; other nodes, host-network, IP-less and finished pods do not', async (t) => {
   const h = await harness(t, (s) => {
-    s.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: ['198.18.1.2', '2001:db8:1::2'], annotations: { [ALLOW]: 'api.stripe.com:443' } });
+    s.addPod({
+      namespace: 'shop',
+      name: 'payments',
+      nodeName: NODE,
+      ips: ['198.18.1.2', '2001:db8:1::2'],
+      annotations: { [ALLOW]: 'api.stripe.com:443' },
+    });
     s.addPod({ namespace: 'shop', name: 'elsewhere', nodeName: 'node-b', ips: ['198.18.2.2'] });
   });
   await h.started;
   assert.deepEqual(h.snapshots.length, 1, 'start() resolves after the first snapshot was emitted');
   assert.deepEqual(h.source.snapshot, [
-    { namespace: 'shop', name: 'payments', ips: ['198.18.1.2', '2001:db8:1::2'], annotations: { [ALLOW]: 'api.stripe.com:443' } },
+    {
+      namespace: 'shop',
+      name: 'payments',
+      ips: ['198.18.1.2', '2001:db8:1::2'],
+      annotations: { [ALLOW]: 'api.stripe.com:443' },
+    },
   ]);
   assert.equal('interface' in h.source.snapshot![0]!, false);
 
@@ -77,7 +92,14 @@ test('pods of this node appear; other nodes, host-network, IP-less and finished 
   await waitFor('frontend', () => find(h, 'frontend'));
   assert.ok(Date.now() - t0 < 1000);
 
-  h.server.addPod({ namespace: 'kube-system', name: 'hostnet', nodeName: NODE, ips: ['198.18.0.1'], hostNetwork: true, annotations: { [ALLOW]: '' } });
+  h.server.addPod({
+    namespace: 'kube-system',
+    name: 'hostnet',
+    nodeName: NODE,
+    ips: ['198.18.0.1'],
+    hostNetwork: true,
+    annotations: { [ALLOW]: '' },
+  });
   h.server.addPod({ namespace: 'shop', name: 'other-node', nodeName: 'node-b', ips: ['198.18.2.3'] });
   h.server.addPod({ namespace: 'shop', name: 'pending', nodeName: NODE });
   h.server.addPod({ namespace: 'shop', name: 'unscheduled', ips: [] });
@@ -101,13 +123,21 @@ test('pods of this node appear; other nodes, host-network, IP-less and finished 
     (p.status as Record<string, unknown>).phase = 'Succeeded';
   });
   await waitFor('marker gone', () => !find(h, 'marker'));
-  assert.ok(h.snapshots.every((s) => s.every((p) => p.name !== 'hostnet' && p.name !== 'other-node' && p.name !== 'elsewhere')));
+  assert.ok(
+    h.snapshots.every((s) => s.every((p) => p.name !== 'hostnet' && p.name !== 'other-node' && p.name !== 'elsewhere')),
+  );
   assert.deepEqual(h.errors, []);
 });
 
 test('annotation edits, IP changes and deletes arrive', async (t) => {
   const h = await harness(t, (s) => {
-    s.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: ['198.18.1.2'], annotations: { [ALLOW]: 'api.stripe.com' } });
+    s.addPod({
+      namespace: 'shop',
+      name: 'payments',
+      nodeName: NODE,
+      ips: ['198.18.1.2'],
+      annotations: { [ALLOW]: 'api.stripe.com' },
+    });
   });
   await h.started;
   h.server.updatePod('shop', 'payments', (p) => {
@@ -143,7 +173,10 @@ test('410 Gone leads to a relist and the snapshot converges, including a delete 
   h.server.setDown(false);
   await waitFor('converged after the relist', () => names(h.source.snapshot).join() === 'shop/b,shop/c', 2000);
   assert.ok(lists() >= 2, 'the pods were listed again');
-  assert.ok(h.snapshots.every((s) => s.length > 0), 'never an empty snapshot');
+  assert.ok(
+    h.snapshots.every((s) => s.length > 0),
+    'never an empty snapshot',
+  );
   // it watches again from the new list's resourceVersion and keeps following changes
   h.server.updatePod('shop', 'b', (p) => {
     (p.metadata.annotations as Record<string, string>)[ALLOW] = 'x.example.com';
@@ -157,7 +190,10 @@ test('410 Gone on a live watch (history expired while connected) relists without
   const watchesBefore = h.server.requests.filter((r) => r.path === '/api/v1/pods' && r.watch).length;
   h.server.expireHistory(); // ends the open watches; the resumed watch gets an ERROR 410 event
   await waitFor('a relist', () => h.server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch).length === 2);
-  await waitFor('a new watch', () => h.server.requests.filter((r) => r.path === '/api/v1/pods' && r.watch).length >= watchesBefore + 2);
+  await waitFor(
+    'a new watch',
+    () => h.server.requests.filter((r) => r.path === '/api/v1/pods' && r.watch).length >= watchesBefore + 2,
+  );
   h.server.addPod({ namespace: 'shop', name: 'b', nodeName: NODE, ips: ['198.18.1.3'] });
   await waitFor('b', () => find(h, 'b'));
   assert.deepEqual(h.errors, [], '410 is routine, not an error');
@@ -171,7 +207,8 @@ test('bookmarks advance the resourceVersion without spurious snapshots', async (
   assert.equal(last(podWatches())!.query.allowWatchBookmarks, 'true');
   assert.ok(Number(last(podWatches())!.query.timeoutSeconds) > 0);
   // changes this watch does not see move the resourceVersion on; a bookmark tells the client
-  for (let i = 0; i < 5; i++) h.server.addPod({ namespace: 'shop', name: `far-${i}`, nodeName: 'node-b', ips: [`198.18.2.${i + 1}`] });
+  for (let i = 0; i < 5; i++)
+    h.server.addPod({ namespace: 'shop', name: `far-${i}`, nodeName: 'node-b', ips: [`198.18.2.${i + 1}`] });
   const bookmarkRv = h.server.resourceVersion;
   h.server.sendBookmark();
   await sleep(100);
@@ -186,7 +223,13 @@ test('bookmarks advance the resourceVersion without spurious snapshots', async (
 
 test('an outage keeps the last snapshot; after recovery a change made during the outage arrives', async (t) => {
   const h = await harness(t, (s) => {
-    s.addPod({ namespace: 'shop', name: 'a', nodeName: NODE, ips: ['198.18.1.2'], annotations: { [ALLOW]: 'a.example.com' } });
+    s.addPod({
+      namespace: 'shop',
+      name: 'a',
+      nodeName: NODE,
+      ips: ['198.18.1.2'],
+      annotations: { [ALLOW]: 'a.example.com' },
+    });
     s.setService({ clusterIPs: ['10.96.0.10'] });
   });
   await h.started;
@@ -203,14 +246,20 @@ test('an outage keeps the last snapshot; after recovery a change made during the
   });
   h.server.addPod({ namespace: 'shop', name: 'new', nodeName: NODE, ips: ['198.18.1.3'] });
   h.server.setDown(false);
-  await waitFor('the change made during the outage', () => find(h, 'a')?.annotations[ALLOW] === 'b.example.com' && find(h, 'new'), 2000);
+  await waitFor(
+    'the change made during the outage',
+    () => find(h, 'a')?.annotations[ALLOW] === 'b.example.com' && find(h, 'new'),
+    2000,
+  );
   assert.ok(h.snapshots.every((s) => s.length > 0));
   // resumed from its resourceVersion (history kept): no relist was needed
   assert.equal(h.server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch).length, 1);
 });
 
 test('start() waits out an API server that is down at first, then resolves', async (t) => {
-  const h = await harness(t, (s) => s.addPod({ namespace: 'shop', name: 'a', nodeName: NODE, ips: ['198.18.1.2'] }), { down: true });
+  const h = await harness(t, (s) => s.addPod({ namespace: 'shop', name: 'a', nodeName: NODE, ips: ['198.18.1.2'] }), {
+    down: true,
+  });
   let resolved = false;
   void h.started.then(() => (resolved = true));
   await waitFor('errors while down', () => h.errors.length >= 2);
@@ -245,7 +294,10 @@ test('resolvers: the kube-dns clusterIPs and ready EndpointSlice addresses, foll
     { addresses: ['198.18.5.2'], ready: true },
     { addresses: ['198.18.5.3'], ready: true },
   ]);
-  await waitFor('the endpoint that became ready', () => last(h.resolvers)!.includes('198.18.5.3') && !last(h.resolvers)!.includes('198.18.5.4'));
+  await waitFor(
+    'the endpoint that became ready',
+    () => last(h.resolvers)!.includes('198.18.5.3') && !last(h.resolvers)!.includes('198.18.5.4'),
+  );
   h.server.setEndpointSlice('kube-dns-v6', [{ addresses: ['2001:db8:1::53', '198.18.5.2'] }], { addressType: 'IPv6' });
   await waitFor('a second slice', () => last(h.resolvers)!.includes('2001:db8:1::53'));
   h.server.setService({ clusterIPs: ['10.96.0.11'] });
@@ -263,10 +315,17 @@ test('resolvers: the kube-dns clusterIPs and ready EndpointSlice addresses, foll
 });
 
 test('podEvent posts an Event on the pod; failures are logged, not thrown', async (t) => {
-  const h = await harness(t, (s) => s.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: ['198.18.1.2'] }));
+  const h = await harness(t, (s) =>
+    s.addPod({ namespace: 'shop', name: 'payments', nodeName: NODE, ips: ['198.18.1.2'] }),
+  );
   await h.started;
   const uid = h.server.getPod('shop', 'payments')!.metadata.uid;
-  await h.source.podEvent({ namespace: 'shop', name: 'payments' }, 'InvalidAnnotation', 'fqdn-egress.io/allow: invalid entry "*": a lone wildcard', 'Warning');
+  await h.source.podEvent(
+    { namespace: 'shop', name: 'payments' },
+    'InvalidAnnotation',
+    'fqdn-egress.io/allow: invalid entry "*": a lone wildcard',
+    'Warning',
+  );
   assert.equal(h.server.events.length, 1);
   const ev = h.server.events[0] as Record<string, any>;
   assert.equal(h.server.requests.find((r) => r.method === 'POST')!.path, '/api/v1/namespaces/shop/events');
@@ -280,14 +339,24 @@ test('podEvent posts an Event on the pod; failures are logged, not thrown', asyn
   assert.ok(!Number.isNaN(Date.parse(ev.firstTimestamp)));
 
   // the same event again soon after is not posted twice; another one is
-  await h.source.podEvent({ namespace: 'shop', name: 'payments' }, 'InvalidAnnotation', 'fqdn-egress.io/allow: invalid entry "*": a lone wildcard', 'Warning');
+  await h.source.podEvent(
+    { namespace: 'shop', name: 'payments' },
+    'InvalidAnnotation',
+    'fqdn-egress.io/allow: invalid entry "*": a lone wildcard',
+    'Warning',
+  );
   await h.source.podEvent({ namespace: 'shop', name: 'payments' }, 'EnforcementStarted', 'enforcing 1 name', 'Normal');
   assert.equal(h.server.events.length, 2);
   assert.equal((h.server.events[1] as Record<string, any>).type, 'Normal');
 
   // a pod the source does not know: no uid, still posted
   await h.source.podEvent({ namespace: 'other', name: 'ghost' }, 'EnforcementStarted', 'hello', 'Normal');
-  assert.deepEqual((h.server.events[2] as Record<string, any>).involvedObject, { apiVersion: 'v1', kind: 'Pod', namespace: 'other', name: 'ghost' });
+  assert.deepEqual((h.server.events[2] as Record<string, any>).involvedObject, {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    namespace: 'other',
+    name: 'ghost',
+  });
 
   h.server.setDown(true);
   await h.source.podEvent({ namespace: 'shop', name: 'payments' }, 'EnforcementStarted', 'while down', 'Normal'); // resolves
@@ -295,7 +364,11 @@ test('podEvent posts an Event on the pod; failures are logged, not thrown', asyn
 });
 
 test('podSpecOf and Backoff', () => {
-  const pod = { metadata: { namespace: 'n', name: 'p' }, spec: { nodeName: NODE, containers: [] }, status: { phase: 'Running', podIPs: [{ ip: '198.18.1.2' }, { ip: 'bogus' }] } };
+  const pod = {
+    metadata: { namespace: 'n', name: 'p' },
+    spec: { nodeName: NODE, containers: [] },
+    status: { phase: 'Running', podIPs: [{ ip: '198.18.1.2' }, { ip: 'bogus' }] },
+  };
   assert.deepEqual(podSpecOf(pod, NODE), { namespace: 'n', name: 'p', ips: ['198.18.1.2'], annotations: {} });
   assert.equal(podSpecOf({ ...pod, status: { phase: 'Failed', podIP: '198.18.1.2' } }, NODE), undefined);
   assert.equal(podSpecOf(pod, 'node-b'), undefined);

@@ -26,7 +26,12 @@ class FakeKernel {
 function setup(enforced = [1, 2, 3]) {
   const kernel = new FakeKernel();
   const walked: number[][] = [];
-  const walk = { add: (ids: Iterable<number>) => void walked.push([...ids]), drop: () => undefined, step: () => ({ calls: 0, entries: 0, finished: 0 }), pending: 0 };
+  const walk = {
+    add: (ids: Iterable<number>) => void walked.push([...ids]),
+    drop: () => undefined,
+    step: () => ({ calls: 0, entries: 0, finished: 0 }),
+    pending: 0,
+  };
   let reads = 0;
   const lost = new LostRecords({
     lostCount: () => kernel.lost,

@@ -8,10 +8,31 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { MAX_PORT_RULES } from '../../agent/datapath/codecs.js';
-import { normalizeName, parsePattern, matchesPattern, patternToString, NameError, type NamePattern } from '../../agent/policy/pattern.js';
-import { parsePodPolicy, rulesForName, ALLOW_ANNOTATION, MODE_ANNOTATION, type PortRule } from '../../agent/policy/annotation.js';
+import {
+  normalizeName,
+  parsePattern,
+  matchesPattern,
+  patternToString,
+  NameError,
+  type NamePattern,
+} from '../../agent/policy/pattern.js';
+import {
+  parsePodPolicy,
+  rulesForName,
+  ALLOW_ANNOTATION,
+  MODE_ANNOTATION,
+  type PortRule,
+} from '../../agent/policy/annotation.js';
 import { POLICY_LIMITS } from '../helpers/policy-limits.js';
-import { nameHash, suffixHashes, wildcardHash, nameToWire, hashOrderBytes, FNV64_OFFSET_BASIS, FNV64_PRIME } from '../../agent/policy/name-hash.js';
+import {
+  nameHash,
+  suffixHashes,
+  wildcardHash,
+  nameToWire,
+  hashOrderBytes,
+  FNV64_OFFSET_BASIS,
+  FNV64_PRIME,
+} from '../../agent/policy/name-hash.js';
 import { dnsFilterFor, parseClusterDomains, clusterDomainEntries } from '../../agent/policy/dns-query-filter.js';
 import { escapeWireName, qtypeName } from '../../agent/dns/presentation.js';
 
@@ -233,7 +254,10 @@ test(`allow annotation: at most ${MAX_PORT_RULES} port rules per pattern, the re
     policy.rules[0]!.ports.map((p) => p.port),
     Array.from({ length: MAX_PORT_RULES }, (_, i) => 1000 + i),
   );
-  assert.deepEqual(policy.errors.map((e) => e.entry), entries.slice(MAX_PORT_RULES));
+  assert.deepEqual(
+    policy.errors.map((e) => e.entry),
+    entries.slice(MAX_PORT_RULES),
+  );
   assert.match(policy.errors[0]!.message, /already has 8 port rules.*allows nothing/);
   assert.deepEqual(rulesForName(policy, 'a.com'), { allowed: true, ports: policy.rules[0]!.ports });
   assert.deepEqual(policy.rules[1], { pattern: { kind: 'exact', name: 'b.com' }, ports: [{ port: 1, proto: 'any' }] });
@@ -242,9 +266,24 @@ test(`allow annotation: at most ${MAX_PORT_RULES} port rules per pattern, the re
 });
 
 test('pod policy: absent annotations, enforcement and mode', () => {
-  assert.deepEqual(parsePodPolicy(undefined, POLICY_LIMITS), { enforced: false, mode: 'enforce', rules: [], errors: [] });
-  assert.deepEqual(parsePodPolicy({ other: 'x' }, POLICY_LIMITS), { enforced: false, mode: 'enforce', rules: [], errors: [] });
-  assert.deepEqual(parsePodPolicy({ [ALLOW_ANNOTATION]: '' }, POLICY_LIMITS), { enforced: true, mode: 'enforce', rules: [], errors: [] });
+  assert.deepEqual(parsePodPolicy(undefined, POLICY_LIMITS), {
+    enforced: false,
+    mode: 'enforce',
+    rules: [],
+    errors: [],
+  });
+  assert.deepEqual(parsePodPolicy({ other: 'x' }, POLICY_LIMITS), {
+    enforced: false,
+    mode: 'enforce',
+    rules: [],
+    errors: [],
+  });
+  assert.deepEqual(parsePodPolicy({ [ALLOW_ANNOTATION]: '' }, POLICY_LIMITS), {
+    enforced: true,
+    mode: 'enforce',
+    rules: [],
+    errors: [],
+  });
 
   const modes: [string | undefined, 'enforce' | 'audit', boolean][] = [
     [undefined, 'enforce', true],
@@ -272,12 +311,43 @@ test('pod policy: absent annotations, enforcement and mode', () => {
 });
 
 test('rulesForName: matching and the union of ports over every matching rule', () => {
-  const policy = allow('api.example.com:443/tcp *.example.com:80 *.example.com:443/udp a.example.com:8443 free.example.com *.free.example.com other.org');
+  const policy = allow(
+    'api.example.com:443/tcp *.example.com:80 *.example.com:443/udp a.example.com:8443 free.example.com *.free.example.com other.org',
+  );
   const cases: [string, boolean, PortRule[]][] = [
-    ['api.example.com', true, [{ port: 80, proto: 'any' }, { port: 443, proto: 'any' }]],
-    ['API.example.com.', true, [{ port: 80, proto: 'any' }, { port: 443, proto: 'any' }]],
-    ['a.example.com', true, [{ port: 80, proto: 'any' }, { port: 443, proto: 'udp' }, { port: 8443, proto: 'any' }]],
-    ['x.y.example.com', true, [{ port: 80, proto: 'any' }, { port: 443, proto: 'udp' }]],
+    [
+      'api.example.com',
+      true,
+      [
+        { port: 80, proto: 'any' },
+        { port: 443, proto: 'any' },
+      ],
+    ],
+    [
+      'API.example.com.',
+      true,
+      [
+        { port: 80, proto: 'any' },
+        { port: 443, proto: 'any' },
+      ],
+    ],
+    [
+      'a.example.com',
+      true,
+      [
+        { port: 80, proto: 'any' },
+        { port: 443, proto: 'udp' },
+        { port: 8443, proto: 'any' },
+      ],
+    ],
+    [
+      'x.y.example.com',
+      true,
+      [
+        { port: 80, proto: 'any' },
+        { port: 443, proto: 'udp' },
+      ],
+    ],
     ['free.example.com', true, []],
     ['x.free.example.com', true, []],
     ['other.org', true, []],
@@ -329,11 +399,21 @@ test('name hash is FNV-1a 64 over the labels right to left', () => {
     bytes.reduce((acc, b) => ((acc ^ BigInt(b)) * FNV64_PRIME) & ((1n << 64n) - 1n), FNV64_OFFSET_BASIS);
   assert.equal(nameHash('a'), fnv([1, 0x61]));
   assert.equal(nameHash('b.a'), fnv([1, 0x61, 1, 0x62]));
-  assert.equal(nameHash('WWW.Ex.com'), fnv([3, ...Buffer.from('com'), 2, ...Buffer.from('ex'), 3, ...Buffer.from('www')]));
+  assert.equal(
+    nameHash('WWW.Ex.com'),
+    fnv([3, ...Buffer.from('com'), 2, ...Buffer.from('ex'), 3, ...Buffer.from('www')]),
+  );
 });
 
 test('name hash properties: case, trailing dot, suffixes, wildcards', () => {
-  const names = ['localhost', 'api.stripe.com', '_sip._tcp.Example.ORG', `${label63}.example.com`, `${'a.'.repeat(126)}b`, name253];
+  const names = [
+    'localhost',
+    'api.stripe.com',
+    '_sip._tcp.Example.ORG',
+    `${label63}.example.com`,
+    `${'a.'.repeat(126)}b`,
+    name253,
+  ];
   for (const name of names) {
     assert.equal(nameHash(name.toUpperCase()), nameHash(name.toLowerCase()), name);
     assert.equal(nameHash(`${name}.`), nameHash(name), name);
@@ -376,7 +456,10 @@ test('the DNS filter annotation: on, off, the agent default when absent, on (and
 });
 
 test('cluster domains reach the kernel as their keyed hash and real bytes', () => {
-  assert.deepEqual(parseClusterDomains(['Cluster.Local.', 'cluster.local', 'corp.internal']), ['cluster.local', 'corp.internal']);
+  assert.deepEqual(parseClusterDomains(['Cluster.Local.', 'cluster.local', 'corp.internal']), [
+    'cluster.local',
+    'corp.internal',
+  ]);
   assert.throws(() => parseClusterDomains(['*.local']), /--cluster-domain "\*\.local"/);
   const [e] = clusterDomainEntries(['cluster.local'], 42n);
   assert.equal(e!.hash, wildcardHash('cluster.local', 42n));

@@ -8,7 +8,9 @@ import { RateLimitedLog, type Logger } from '../../agent/observability/log.js';
 
 test('a flood of one kind logs a bounded number of lines, then says how many were suppressed', () => {
   const lines: Array<[Record<string, unknown>, string]> = [];
-  const fake = { info: (fields: Record<string, unknown>, msg: string) => lines.push([fields, msg]) } as unknown as Logger;
+  const fake = {
+    info: (fields: Record<string, unknown>, msg: string) => lines.push([fields, msg]),
+  } as unknown as Logger;
   let t = 0;
   const log = new RateLimitedLog(fake, 3, 1000, () => t);
   for (let i = 0; i < 10_000; i++) log.info('rejected-malformed', { i }, 'DNS answer rejected');

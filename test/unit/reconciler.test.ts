@@ -55,12 +55,21 @@ class RecordingTable implements AllowTable {
 }
 
 function enospc(): Error {
-  return Object.assign(new Error('bpf_map_update_elem(fqe_allow): No space left on device (ENOSPC)'), { code: 'ENOSPC' });
+  return Object.assign(new Error('bpf_map_update_elem(fqe_allow): No space left on device (ENOSPC)'), {
+    code: 'ENOSPC',
+  });
 }
 
-function setup(policy: Record<number, Record<string, PortRule[]>>, opts: { names?: Map<bigint, string>; maxNamesPerPod?: number; maxIpsPerName?: number } = {}) {
+function setup(
+  policy: Record<number, Record<string, PortRule[]>>,
+  opts: { names?: Map<bigint, string>; maxNamesPerPod?: number; maxIpsPerName?: number } = {},
+) {
   const clock = { t: 1000 };
-  const cache = new FqdnCache({ maxIpsPerName: opts.maxIpsPerName ?? 10, maxNamesPerPod: opts.maxNamesPerPod, now: () => clock.t });
+  const cache = new FqdnCache({
+    maxIpsPerName: opts.maxIpsPerName ?? 10,
+    maxNamesPerPod: opts.maxNamesPerPod,
+    now: () => clock.t,
+  });
   const table = new RecordingTable();
   const rec = new Reconciler({
     cache,
@@ -80,8 +89,17 @@ test('learned IPs become allow entries with expiry, name hash and ports', () => 
   rec.markDirty(cache.learn(1, 'api.test', [{ ip: '203.0.113.10', ttlMs: 5000 }], 'agent'));
   const r = rec.flush();
   assert.deepEqual(r, { upserts: 1, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 });
-  assert.deepEqual(table.entries.get('1 203.0.113.10'), { expiresNs: 6_000_000_000n, nameHash: 8n, ports: [{ port: 443, proto: 6 }], source: AllowSource.agent });
-  assert.deepEqual(rec.flush(), { upserts: 0, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 }, 'nothing changed: nothing written');
+  assert.deepEqual(table.entries.get('1 203.0.113.10'), {
+    expiresNs: 6_000_000_000n,
+    nameHash: 8n,
+    ports: [{ port: 443, proto: 6 }],
+    source: AllowSource.agent,
+  });
+  assert.deepEqual(
+    rec.flush(),
+    { upserts: 0, deletes: 0, portOverflows: 0, failed: 0, retrying: 0 },
+    'nothing changed: nothing written',
+  );
 });
 
 test('expired entries are removed; a name no longer allowed is revoked', () => {
@@ -130,22 +148,60 @@ test('entries found in the map at start-up are adopted, kept when unjudgeable, r
   const addr = (ip: string) => parseCidr(ip).addr;
   const future = BigInt(clock.t + 10_000) * 1_000_000n;
   rec.adopt([
-    [{ identity: 1, addr: addr('203.0.113.1'), prefixLen: 128 }, { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel }],
-    [{ identity: 1, addr: addr('203.0.113.2'), prefixLen: 128 }, { expiresNs: future, nameHash: 10n, ports: [], source: AllowSource.kernel }],
-    [{ identity: 7, addr: addr('203.0.113.3'), prefixLen: 128 }, { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel }],
+    [
+      { identity: 1, addr: addr('203.0.113.1'), prefixLen: 128 },
+      { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel },
+    ],
+    [
+      { identity: 1, addr: addr('203.0.113.2'), prefixLen: 128 },
+      { expiresNs: future, nameHash: 10n, ports: [], source: AllowSource.kernel },
+    ],
+    [
+      { identity: 7, addr: addr('203.0.113.3'), prefixLen: 128 },
+      { expiresNs: future, nameHash: 99n, ports: [], source: AllowSource.kernel },
+    ],
   ]);
   rec.flush();
-  assert.deepEqual(table.log.sort(), ['delete 1 203.0.113.2', 'delete 7 203.0.113.3'], 'a known name not in the cache and a gone pod are removed; the opaque kernel entry stays');
+  assert.deepEqual(
+    table.log.sort(),
+    ['delete 1 203.0.113.2', 'delete 7 203.0.113.3'],
+    'a known name not in the cache and a gone pod are removed; the opaque kernel entry stays',
+  );
 });
 
 test('port rules merge; any port wins; overflow keeps 8 and is reported', () => {
-  assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], [{ port: 443, proto: 17 }], [{ port: 80, proto: 6 }]]).ports, [{ port: 80, proto: 6 }, { port: 443, proto: 0 }]);
+  assert.deepEqual(
+    mergePorts([[{ port: 443, proto: 6 }], [{ port: 443, proto: 17 }], [{ port: 80, proto: 6 }]]).ports,
+    [
+      { port: 80, proto: 6 },
+      { port: 443, proto: 0 },
+    ],
+  );
   assert.deepEqual(mergePorts([[{ port: 443, proto: 6 }], []]).ports, []);
   // a tls rule (0xfe) gives way to TCP without the check on the same port, not to UDP
-  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 6 }]]).ports, [{ port: 443, proto: 6 }]);
-  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 0 }]]).ports, [{ port: 443, proto: 0 }]);
-  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 17 }]]).ports, [{ port: 443, proto: 17 }, { port: 443, proto: 0xfe }]);
-  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 0xfe }, { port: 80, proto: 6 }]]).ports, [{ port: 80, proto: 6 }, { port: 443, proto: 0xfe }]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 6 }]]).ports, [
+    { port: 443, proto: 6 },
+  ]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 0 }]]).ports, [
+    { port: 443, proto: 0 },
+  ]);
+  assert.deepEqual(mergePorts([[{ port: 443, proto: 0xfe }], [{ port: 443, proto: 17 }]]).ports, [
+    { port: 443, proto: 17 },
+    { port: 443, proto: 0xfe },
+  ]);
+  assert.deepEqual(
+    mergePorts([
+      [{ port: 443, proto: 0xfe }],
+      [
+        { port: 443, proto: 0xfe },
+        { port: 80, proto: 6 },
+      ],
+    ]).ports,
+    [
+      { port: 80, proto: 6 },
+      { port: 443, proto: 0xfe },
+    ],
+  );
   const many = mergePorts([Array.from({ length: 10 }, (_, i) => ({ port: 1000 + i, proto: 6 }))]);
   assert.equal(many.ports.length, 8);
   assert.equal(many.overflow, true);
@@ -188,7 +244,14 @@ test('an entry the kernel wrote for a name the cache refused is taken out, even 
 test('a write that fails (map full) leaves the shadow as it was; the entries after it in the batch still go in; it is retried a second later', () => {
   const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } });
   table.fail = (key) => (key === '1 203.0.113.2' ? enospc() : undefined);
-  rec.markDirty(cache.learn(1, 'a.test', ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })), 'agent'));
+  rec.markDirty(
+    cache.learn(
+      1,
+      'a.test',
+      ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })),
+      'agent',
+    ),
+  );
   const r = rec.flush();
   assert.equal(r.upserts, 2);
   assert.equal(r.failed, 1);
@@ -216,7 +279,14 @@ test('a write that fails (map full) leaves the shadow as it was; the entries aft
 test('a batch that reports a partial count gets the rest written one by one', () => {
   const { cache, table, rec } = setup({ 1: { 'a.test': [] } });
   table.batchWrites = 1;
-  rec.markDirty(cache.learn(1, 'a.test', ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })), 'agent'));
+  rec.markDirty(
+    cache.learn(
+      1,
+      'a.test',
+      ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((ip) => ({ ip, ttlMs: 60_000 })),
+      'agent',
+    ),
+  );
   assert.equal(rec.flush().upserts, 3);
   assert.equal(table.entries.size, 3);
   assert.equal(table.log.length, 3, 'nothing written twice');
@@ -242,11 +312,15 @@ test('a delete that fails keeps the entry in the shadow and is retried', () => {
   const { clock, cache, table, rec } = setup({ 1: { 'a.test': [] } });
   rec.markDirty(cache.learn(1, 'a.test', [{ ip: '203.0.113.1', ttlMs: 1_000 }], 'agent'));
   rec.flush();
-  table.fail = () => Object.assign(new Error('bpf_map_delete_elem(fqe_allow): Operation not permitted (EPERM)'), { code: 'EPERM' });
+  table.fail = () =>
+    Object.assign(new Error('bpf_map_delete_elem(fqe_allow): Operation not permitted (EPERM)'), { code: 'EPERM' });
   clock.t += 2000;
   rec.markDirty(cache.expire());
   const r = rec.flush();
-  assert.deepEqual({ deletes: r.deletes, failed: r.failed, retrying: r.retrying }, { deletes: 0, failed: 1, retrying: 1 });
+  assert.deepEqual(
+    { deletes: r.deletes, failed: r.failed, retrying: r.retrying },
+    { deletes: 0, failed: 1, retrying: 1 },
+  );
   assert.match(r.error!, /^deleting allow entry 1\/203\.0\.113\.1: .*EPERM/);
   assert.equal(rec.entries, 1);
   table.fail = () => undefined;
@@ -268,5 +342,9 @@ test('retries are bounded: at most RETRY_BATCH failed entries are tried again pe
   const r = rec.flush();
   assert.equal(r.failed, RETRY_BATCH);
   assert.equal(r.retrying, n);
-  assert.equal(table.log.filter((l) => l.startsWith('failed set')).length, RETRY_BATCH + 1, 'the batch stops at its first failure, then one by one');
+  assert.equal(
+    table.log.filter((l) => l.startsWith('failed set')).length,
+    RETRY_BATCH + 1,
+    'the batch stops at its first failure, then one by one',
+  );
 });

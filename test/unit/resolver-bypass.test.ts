@@ -5,7 +5,8 @@ import { nameserversOf, openResolvers } from '../../agent/net/resolver-bypass.js
 import { parseCidr } from '../../agent/net/addr.js';
 
 test('resolv.conf nameservers: addresses only, zone ids dropped, other lines ignored', () => {
-  const conf = '# generated\nsearch shop.svc.cluster.local\nnameserver 192.0.2.53\n  nameserver   2001:db8::53%eth0\nnameserver dns.example\noptions ndots:5\n';
+  const conf =
+    '# generated\nsearch shop.svc.cluster.local\nnameserver 192.0.2.53\n  nameserver   2001:db8::53%eth0\nnameserver dns.example\noptions ndots:5\n';
   assert.deepEqual(nameserversOf(conf), ['192.0.2.53', '2001:db8::53']);
   assert.deepEqual(nameserversOf(''), []);
 });
@@ -19,7 +20,15 @@ test('a prefix covering a DNS server that is not trusted is reported; trusted on
     { cidr: '2001:db8::/32', resolver: '2001:db8::53' },
     { cidr: '::/0', resolver: '2001:db8::53' },
   ]);
-  assert.deepEqual(openResolvers(cidrs, ['192.0.2.53'], ['192.0.2.53']), [], 'a trusted resolver inside a prefix is fine');
-  assert.deepEqual(openResolvers([parseCidr('0.0.0.0/0')], ['2001:db8::53'], []), [], 'an IPv4 prefix never covers IPv6');
+  assert.deepEqual(
+    openResolvers(cidrs, ['192.0.2.53'], ['192.0.2.53']),
+    [],
+    'a trusted resolver inside a prefix is fine',
+  );
+  assert.deepEqual(
+    openResolvers([parseCidr('0.0.0.0/0')], ['2001:db8::53'], []),
+    [],
+    'an IPv4 prefix never covers IPv6',
+  );
   assert.deepEqual(openResolvers([], ['192.0.2.53'], []), []);
 });

@@ -23,7 +23,8 @@ export function prefixLength(extraBits: number, what: string) {
       u32,
       (stored) => stored - extraBits,
       (len: number) => {
-        if (!Number.isInteger(len) || len < 0 || len > 128) throw new Error(`${what}: prefix length ${len} is not in 0..128`);
+        if (!Number.isInteger(len) || len < 0 || len > 128)
+          throw new Error(`${what}: prefix length ${len} is not in 0..128`);
         return extraBits + len;
       },
     ),
@@ -54,5 +55,11 @@ export type AllowValue = ValueOf<typeof allowValueCodec>;
 
 /** FQE_MAX_ALLOW */
 export const allowMap = keyValueMap({
-  name: 'fqe_allow', property: 'allow', type: MapType.LPM_TRIE, maxEntries: 1_048_576, flags: BPF_F_NO_PREALLOC, key: allowKeyCodec, value: allowValueCodec,
+  name: 'fqe_allow',
+  property: 'allow',
+  type: MapType.LPM_TRIE,
+  maxEntries: 1_048_576,
+  flags: BPF_F_NO_PREALLOC,
+  key: allowKeyCodec,
+  value: allowValueCodec,
 });

@@ -14,7 +14,11 @@ const CIDR_FAMILY_BITS = 32;
 export const cidrKeyCodec = struct('cidr_key', {
   /** prefix length in the 128-bit mapped address space (IPv4: 96 + len) */
   prefixLen: prefixLength(CIDR_FAMILY_BITS, 'cidr key'),
-  family: mapped(u8, (f): 4 | 6 => (f === 4 ? 4 : 6), (f: 4 | 6) => f),
+  family: mapped(
+    u8,
+    (f): 4 | 6 => (f === 4 ? 4 : 6),
+    (f: 4 | 6) => f,
+  ),
   pad: pad(3),
   addr,
 });
@@ -22,5 +26,11 @@ export type CidrKey = ValueOf<typeof cidrKeyCodec>;
 
 /** FQE_MAX_CIDRS */
 export const cidrsMap = keyValueMap({
-  name: 'fqe_cidrs', property: 'cidrs', type: MapType.LPM_TRIE, maxEntries: 1024, flags: BPF_F_NO_PREALLOC, key: cidrKeyCodec, value: u32Codec,
+  name: 'fqe_cidrs',
+  property: 'cidrs',
+  type: MapType.LPM_TRIE,
+  maxEntries: 1024,
+  flags: BPF_F_NO_PREALLOC,
+  key: cidrKeyCodec,
+  value: u32Codec,
 });

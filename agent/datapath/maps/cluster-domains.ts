@@ -11,5 +11,11 @@ import { policyValueCodec } from './policy.js';
 
 /** FQE_MAX_CLUSTER_DOMAINS */
 export const clusterDomainsMap = keyValueMap({
-  name: 'fqe_cluster_domains', property: 'clusterDomains', type: MapType.HASH, maxEntries: 64, flags: BPF_F_NO_PREALLOC, key: u64Codec, value: policyValueCodec,
+  name: 'fqe_cluster_domains',
+  property: 'clusterDomains',
+  type: MapType.HASH,
+  maxEntries: 64,
+  flags: BPF_F_NO_PREALLOC,
+  key: u64Codec,
+  value: policyValueCodec,
 });

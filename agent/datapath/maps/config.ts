@@ -39,7 +39,24 @@ export type Config = ValueOf<typeof configCodec>;
 
 /** Every tunable at "kernel default" (0), no agent running. */
 export const ZERO_CONFIG: Config = {
-  ctTcpIdleNs: 0n, ctOtherIdleNs: 0n, eventsPerSec: 0, minTtlS: 0, maxTtlS: 0, flags: 0, agentHeartbeatNs: 0n, agentPid: 0, ctPerPod: 0, queryWindowNs: 0n, connectGraceNs: 0n,
+  ctTcpIdleNs: 0n,
+  ctOtherIdleNs: 0n,
+  eventsPerSec: 0,
+  minTtlS: 0,
+  maxTtlS: 0,
+  flags: 0,
+  agentHeartbeatNs: 0n,
+  agentPid: 0,
+  ctPerPod: 0,
+  queryWindowNs: 0n,
+  connectGraceNs: 0n,
 };
 
-export const configMap = keyValueMap({ name: 'fqe_config', property: 'config', type: MapType.ARRAY, maxEntries: 1, key: u32Codec, value: configCodec });
+export const configMap = keyValueMap({
+  name: 'fqe_config',
+  property: 'config',
+  type: MapType.ARRAY,
+  maxEntries: 1,
+  key: u32Codec,
+  value: configCodec,
+});

@@ -43,12 +43,20 @@ export const countersCodec = {
         else total[k] += c[k];
       }
     }
-    return { ...total, reasons: Object.fromEntries(REASONS.map((r, i) => [r, total.reasons[i]!])) as Record<Reason, bigint> };
+    return {
+      ...total,
+      reasons: Object.fromEntries(REASONS.map((r, i) => [r, total.reasons[i]!])) as Record<Reason, bigint>,
+    };
   },
 };
 
 /** FQE_MAX_ENDPOINTS */
 export const countersMap = perCpuMap({
-  name: 'fqe_counters', property: 'counters', type: MapType.PERCPU_HASH, maxEntries: 4096, key: u32Codec, value: countersLayout,
+  name: 'fqe_counters',
+  property: 'counters',
+  type: MapType.PERCPU_HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: countersLayout,
   fold: (b, cpus) => countersCodec.decodePerCpu(b, cpus),
 });

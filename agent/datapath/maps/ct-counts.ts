@@ -8,5 +8,19 @@ import { MapType } from '../native.js';
 import { keyValueMap } from './define.js';
 
 /** FQE_MAX_ENDPOINTS each */
-export const ctCountsMap = keyValueMap({ name: 'fqe_ct_counts', property: 'ctCounts', type: MapType.HASH, maxEntries: 4096, key: u32Codec, value: u64Codec });
-export const ctInCountsMap = keyValueMap({ name: 'fqe_ct_in_counts', property: 'ctInCounts', type: MapType.HASH, maxEntries: 4096, key: u32Codec, value: u64Codec });
+export const ctCountsMap = keyValueMap({
+  name: 'fqe_ct_counts',
+  property: 'ctCounts',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: u64Codec,
+});
+export const ctInCountsMap = keyValueMap({
+  name: 'fqe_ct_in_counts',
+  property: 'ctInCounts',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: u64Codec,
+});

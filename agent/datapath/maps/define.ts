@@ -72,42 +72,73 @@ export function keyValueMap<const P extends string, K, V>(def: KeyValueMap<P, K,
   return {
     name: def.name,
     property: def.property,
-    shape: { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags ?? 0 },
+    shape: {
+      type: def.type,
+      keySize: def.key.size,
+      valueSize: def.value.size,
+      maxEntries: def.maxEntries,
+      flags: def.flags ?? 0,
+    },
     structs: structsOf(def.key, def.value),
     open: (fd) => new BpfMap(def.name, fd, def.key.size, def.value.size, def.key, value),
   };
 }
 
 /** A map whose values are kept as raw bytes (kernel state read by its keys only), sized as the pin says. */
-export function rawValueMap<const P extends string, K>(def: MapBase<P, K> & { value: Struct<unknown> }): MapDefinition<P, BpfMap<K, Buffer>> {
+export function rawValueMap<const P extends string, K>(
+  def: MapBase<P, K> & { value: Struct<unknown> },
+): MapDefinition<P, BpfMap<K, Buffer>> {
   return {
     name: def.name,
     property: def.property,
-    shape: { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags ?? 0 },
+    shape: {
+      type: def.type,
+      keySize: def.key.size,
+      valueSize: def.value.size,
+      maxEntries: def.maxEntries,
+      flags: def.flags ?? 0,
+    },
     sizedByPin: true,
     structs: structsOf(def.key, def.value),
-    open: (fd, _cpus, pinnedValueSize) => new BpfMap(def.name, fd, def.key.size, pinnedValueSize(), def.key, { decode: (b: Buffer) => b }),
+    open: (fd, _cpus, pinnedValueSize) =>
+      new BpfMap(def.name, fd, def.key.size, pinnedValueSize(), def.key, { decode: (b: Buffer) => b }),
   };
 }
 
 /** A per-CPU map: each CPU's slot decoded and folded into one value (read-only). */
-export function perCpuMap<const P extends string, K, V>(def: MapBase<P, K> & {
-  value: SizedCodec<unknown> | Struct<unknown>;
-  /** the value over all CPUs, from `cpus` slots of perCpuSlot(value.size) bytes each */
-  fold(b: Buffer, cpus: number): V;
-}): MapDefinition<P, BpfMap<K, V>> {
+export function perCpuMap<const P extends string, K, V>(
+  def: MapBase<P, K> & {
+    value: SizedCodec<unknown> | Struct<unknown>;
+    /** the value over all CPUs, from `cpus` slots of perCpuSlot(value.size) bytes each */
+    fold(b: Buffer, cpus: number): V;
+  },
+): MapDefinition<P, BpfMap<K, V>> {
   if (!PER_CPU.has(def.type)) throw new Error(`${def.name}: not a per-CPU map type`);
   return {
     name: def.name,
     property: def.property,
-    shape: { type: def.type, keySize: def.key.size, valueSize: def.value.size, maxEntries: def.maxEntries, flags: def.flags ?? 0 },
+    shape: {
+      type: def.type,
+      keySize: def.key.size,
+      valueSize: def.value.size,
+      maxEntries: def.maxEntries,
+      flags: def.flags ?? 0,
+    },
     structs: structsOf(def.key, def.value),
-    open: (fd, cpus) => new BpfMap(def.name, fd, def.key.size, perCpuSlot(def.value.size) * cpus, def.key, { decode: (b: Buffer) => def.fold(b, cpus) }),
+    open: (fd, cpus) =>
+      new BpfMap(def.name, fd, def.key.size, perCpuSlot(def.value.size) * cpus, def.key, {
+        decode: (b: Buffer) => def.fold(b, cpus),
+      }),
   };
 }
 
 /** A ring buffer: the datapath hands out its fd, a reader decodes its records. */
-export function ringBuffer<const P extends string>(def: { name: string; property: P; bytes: number; record: Struct<unknown> }): MapDefinition<P, number> {
+export function ringBuffer<const P extends string>(def: {
+  name: string;
+  property: P;
+  bytes: number;
+  record: Struct<unknown>;
+}): MapDefinition<P, number> {
   return {
     name: def.name,
     property: def.property,

@@ -34,7 +34,12 @@ export const refusedNameCodec = {
   size: refusedNameLayout.size,
   struct: refusedNameLayout as typeof refusedNameLayout & { cName: string },
   encode: (v: RefusedName): Buffer =>
-    refusedNameLayout.encode({ wire: v.wire ?? Buffer.alloc(0), qtype: v.qtype, flags: v.wire ? REFUSED_PARSED : 0, proto: v.proto }),
+    refusedNameLayout.encode({
+      wire: v.wire ?? Buffer.alloc(0),
+      qtype: v.qtype,
+      flags: v.wire ? REFUSED_PARSED : 0,
+      proto: v.proto,
+    }),
   decode(b: Buffer): RefusedName {
     const raw: ValueOf<typeof refusedNameLayout> = refusedNameLayout.decode(b);
     return { wire: raw.flags & REFUSED_PARSED ? raw.wire : null, qtype: raw.qtype, proto: raw.proto };
@@ -42,4 +47,11 @@ export const refusedNameCodec = {
 };
 
 /** FQE_MAX_DNS_REFUSED (2 * FQE_RECENT_EVENTS) */
-export const dnsRefusedMap = keyValueMap({ name: 'fqe_dns_refused', property: 'dnsRefused', type: MapType.LRU_HASH, maxEntries: 2048, key: refusedKeyCodec, value: refusedNameCodec });
+export const dnsRefusedMap = keyValueMap({
+  name: 'fqe_dns_refused',
+  property: 'dnsRefused',
+  type: MapType.LRU_HASH,
+  maxEntries: 2048,
+  key: refusedKeyCodec,
+  value: refusedNameCodec,
+});

@@ -11,4 +11,11 @@ import { ctKeyCodec } from './conntrack.js';
 const dnsTcpLayout = struct('dns_tcp', { nextSeq: u32, pad: pad(4) });
 
 /** FQE_MAX_DNS_TCP */
-export const dnsTcpMap = rawValueMap({ name: 'fqe_dns_tcp', property: 'dnsTcp', type: MapType.LRU_HASH, maxEntries: 16_384, key: ctKeyCodec, value: dnsTcpLayout });
+export const dnsTcpMap = rawValueMap({
+  name: 'fqe_dns_tcp',
+  property: 'dnsTcp',
+  type: MapType.LRU_HASH,
+  maxEntries: 16_384,
+  key: ctKeyCodec,
+  value: dnsTcpLayout,
+});

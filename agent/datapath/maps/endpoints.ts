@@ -13,4 +13,11 @@ export const endpointCodec = struct('endpoint', { identity: u32, flags: u32 });
 export type Endpoint = ValueOf<typeof endpointCodec>;
 
 /** FQE_MAX_ENDPOINTS: interfaces (and so pods) one node enforces */
-export const endpointsMap = keyValueMap({ name: 'fqe_endpoints', property: 'endpoints', type: MapType.HASH, maxEntries: 4096, key: u32Codec, value: endpointCodec });
+export const endpointsMap = keyValueMap({
+  name: 'fqe_endpoints',
+  property: 'endpoints',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: endpointCodec,
+});

@@ -8,7 +8,21 @@ import { formatIp, parseIp } from '../../net/addr.js';
 import { ringBuffer } from './define.js';
 
 /** enum fqe_reason, by value. */
-export const REASONS = ['none', 'not-allowed', 'expired', 'port', 'spoofed', 'untrusted-dns', 'malformed', 'protocol', 'audit-ended', 'flow-quota', 'dns-name', 'tls-server-name', 'spoofed-answer'] as const;
+export const REASONS = [
+  'none',
+  'not-allowed',
+  'expired',
+  'port',
+  'spoofed',
+  'untrusted-dns',
+  'malformed',
+  'protocol',
+  'audit-ended',
+  'flow-quota',
+  'dns-name',
+  'tls-server-name',
+  'spoofed-answer',
+] as const;
 export type Reason = (typeof REASONS)[number];
 
 export const EventKind = { drop: 1, audit: 2 } as const;
@@ -24,9 +38,21 @@ export const eventCodec = struct('event', {
   sport: u16,
   dport: u16,
   proto: u8,
-  reason: mapped(u8, (r): Reason => REASONS[r] ?? 'malformed', (r: Reason) => REASONS.indexOf(r)),
-  kind: mapped(u8, (k): 'drop' | 'audit' => (k === EventKind.audit ? 'audit' : 'drop'), (k: 'drop' | 'audit') => EventKind[k]),
-  family: mapped(u8, (f): 4 | 6 => (f === 6 ? 6 : 4), (f: 4 | 6) => f),
+  reason: mapped(
+    u8,
+    (r): Reason => REASONS[r] ?? 'malformed',
+    (r: Reason) => REASONS.indexOf(r),
+  ),
+  kind: mapped(
+    u8,
+    (k): 'drop' | 'audit' => (k === EventKind.audit ? 'audit' : 'drop'),
+    (k: 'drop' | 'audit') => EventKind[k],
+  ),
+  family: mapped(
+    u8,
+    (f): 4 | 6 => (f === 6 ? 6 : 4),
+    (f: 4 | 6) => f,
+  ),
 });
 export type DropEvent = ReturnType<typeof eventCodec.decode>;
 

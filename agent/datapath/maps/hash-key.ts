@@ -8,4 +8,11 @@ import { keyValueMap } from './define.js';
 
 export const hashKeyCodec = single(struct('hash_key', { key: u64 }), 'key');
 
-export const hashKeyMap = keyValueMap({ name: 'fqe_hash_key', property: 'hashKey', type: MapType.ARRAY, maxEntries: 1, key: u32Codec, value: hashKeyCodec });
+export const hashKeyMap = keyValueMap({
+  name: 'fqe_hash_key',
+  property: 'hashKey',
+  type: MapType.ARRAY,
+  maxEntries: 1,
+  key: u32Codec,
+  value: hashKeyCodec,
+});

@@ -66,7 +66,10 @@ export interface LearnedRecord {
 /** a record's "any port" (shared: records are read, never changed) */
 const ANY_PORT: PortRule[] = Object.freeze([]) as unknown as PortRule[];
 
-const f = learnedRecordLayout.offsets as Record<'tsNs' | 'nameHash' | 'identity' | 'naddrs' | 'nameLen' | 'flags' | 'nports' | 'ports' | 'name' | 'addrs', number>;
+const f = learnedRecordLayout.offsets as Record<
+  'tsNs' | 'nameHash' | 'identity' | 'naddrs' | 'nameLen' | 'flags' | 'nports' | 'ports' | 'name' | 'addrs',
+  number
+>;
 const a = learnedAddrLayout.offsets as Record<'addr' | 'expiresNs' | 'ttlS' | 'flags', number>;
 const ADDR_SIZE = learnedAddrLayout.size;
 const RULE_SIZE = portRuleCodec.size;
@@ -75,7 +78,8 @@ const RULE_PROTO = portRuleCodec.offsets.proto!;
 export const learnedRecordCodec = {
   /** Throws on a record shorter than its header says: the kernel and agent disagree on the layout. */
   decode(b: Buffer): LearnedRecord {
-    if (b.length < f.addrs) throw new Error(`learned record of ${b.length} bytes, shorter than its ${f.addrs}-byte header`);
+    if (b.length < f.addrs)
+      throw new Error(`learned record of ${b.length} bytes, shorter than its ${f.addrs}-byte header`);
     const naddrs = b.readUInt16LE(f.naddrs);
     if (naddrs > LEARNED_MAX_ADDRS || b.length < f.addrs + naddrs * ADDR_SIZE) {
       throw new Error(`learned record of ${b.length} bytes cannot hold the ${naddrs} addresses it claims`);
@@ -92,7 +96,12 @@ export const learnedRecordCodec = {
       const at = f.addrs + i * ADDR_SIZE;
       if (b.readUInt32LE(at + a.flags) & LearnedAddrFlag.unwritten) continue;
       const ip = b.subarray(at + a.addr, at + a.addr + ADDR_LEN);
-      addrs.push({ ip: formatIp(ip), addr: ip, expiresNs: b.readBigUInt64LE(at + a.expiresNs), ttlS: b.readUInt32LE(at + a.ttlS) });
+      addrs.push({
+        ip: formatIp(ip),
+        addr: ip,
+        expiresNs: b.readBigUInt64LE(at + a.expiresNs),
+        ttlS: b.readUInt32LE(at + a.ttlS),
+      });
     }
     return {
       // ms as a double: exact to well under a microsecond for centuries of uptime
@@ -114,8 +123,19 @@ function sumPerCpuU64(b: Buffer, cpus: number): bigint {
 }
 
 /** FQE_LEARNED_BYTES */
-export const learnedMap = ringBuffer({ name: 'fqe_learned', property: 'learnedFd', bytes: 1 << 22, record: learnedRecordLayout });
+export const learnedMap = ringBuffer({
+  name: 'fqe_learned',
+  property: 'learnedFd',
+  bytes: 1 << 22,
+  record: learnedRecordLayout,
+});
 /** learned records that found the ring full, summed over CPUs (slot 0) */
 export const learnedLostMap = perCpuMap({
-  name: 'fqe_learned_lost', property: 'learnedLost', type: MapType.PERCPU_ARRAY, maxEntries: 1, key: u32Codec, value: u64Codec, fold: sumPerCpuU64,
+  name: 'fqe_learned_lost',
+  property: 'learnedLost',
+  type: MapType.PERCPU_ARRAY,
+  maxEntries: 1,
+  key: u32Codec,
+  value: u64Codec,
+  fold: sumPerCpuU64,
 });

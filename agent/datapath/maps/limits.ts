@@ -15,4 +15,11 @@ export const limitsCodec = struct('limits', {
 });
 export type Limits = ValueOf<typeof limitsCodec>;
 
-export const limitsMap = keyValueMap({ name: 'fqe_limits', property: 'limits', type: MapType.ARRAY, maxEntries: 1, key: u32Codec, value: limitsCodec });
+export const limitsMap = keyValueMap({
+  name: 'fqe_limits',
+  property: 'limits',
+  type: MapType.ARRAY,
+  maxEntries: 1,
+  key: u32Codec,
+  value: limitsCodec,
+});

@@ -12,4 +12,12 @@ import { NAME_LEN } from './common.js';
 export const nameCodec = single(struct('name', { name: cstring(NAME_LEN, 'name') }), 'name');
 
 /** FQE_MAX_NAMES */
-export const namesMap = keyValueMap({ name: 'fqe_names', property: 'names', type: MapType.HASH, maxEntries: 65_536, flags: BPF_F_NO_PREALLOC, key: u64Codec, value: nameCodec });
+export const namesMap = keyValueMap({
+  name: 'fqe_names',
+  property: 'names',
+  type: MapType.HASH,
+  maxEntries: 65_536,
+  flags: BPF_F_NO_PREALLOC,
+  key: u64Codec,
+  value: nameCodec,
+});

@@ -11,4 +11,11 @@ export const ownerKeyCodec = struct('owner_key', { identity: u32, addr });
 export type OwnerKey = ValueOf<typeof ownerKeyCodec>;
 
 /** FQE_MAX_OWNED_ADDRS */
-export const ownersMap = keyValueMap({ name: 'fqe_owners', property: 'owners', type: MapType.HASH, maxEntries: 16384, key: ownerKeyCodec, value: u32Codec });
+export const ownersMap = keyValueMap({
+  name: 'fqe_owners',
+  property: 'owners',
+  type: MapType.HASH,
+  maxEntries: 16384,
+  key: ownerKeyCodec,
+  value: u32Codec,
+});

@@ -16,4 +16,11 @@ export const podShareCodec = struct('pod_share', {
 export type PodShare = ValueOf<typeof podShareCodec>;
 
 /** FQE_MAX_ENDPOINTS */
-export const podSharesMap = keyValueMap({ name: 'fqe_pod_shares', property: 'podShares', type: MapType.HASH, maxEntries: 4096, key: u32Codec, value: podShareCodec });
+export const podSharesMap = keyValueMap({
+  name: 'fqe_pod_shares',
+  property: 'podShares',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: podShareCodec,
+});

@@ -17,4 +17,12 @@ export const podInfoCodec = struct('pod_info', {
 export type PodInfo = ValueOf<typeof podInfoCodec>;
 
 /** FQE_MAX_ENDPOINTS */
-export const podsMap = keyValueMap({ name: 'fqe_pods', property: 'pods', type: MapType.HASH, maxEntries: 4096, flags: BPF_F_NO_PREALLOC, key: u32Codec, value: podInfoCodec });
+export const podsMap = keyValueMap({
+  name: 'fqe_pods',
+  property: 'pods',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  flags: BPF_F_NO_PREALLOC,
+  key: u32Codec,
+  value: podInfoCodec,
+});

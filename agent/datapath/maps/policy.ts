@@ -28,5 +28,11 @@ export type PolicyValue = ValueOf<typeof policyValueCodec>;
 
 /** FQE_MAX_POLICY */
 export const policyMap = keyValueMap({
-  name: 'fqe_policy', property: 'policy', type: MapType.HASH, maxEntries: 65_536, flags: BPF_F_NO_PREALLOC, key: policyKeyCodec, value: policyValueCodec,
+  name: 'fqe_policy',
+  property: 'policy',
+  type: MapType.HASH,
+  maxEntries: 65_536,
+  flags: BPF_F_NO_PREALLOC,
+  key: policyKeyCodec,
+  value: policyValueCodec,
 });

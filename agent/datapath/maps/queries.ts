@@ -14,4 +14,11 @@ export const queryValueCodec = struct('query_val', { sentNs: u64, proto: u8, pad
 export type QueryValue = ValueOf<typeof queryValueCodec>;
 
 /** FQE_MAX_PENDING */
-export const queriesMap = keyValueMap({ name: 'fqe_queries', property: 'queries', type: MapType.LRU_HASH, maxEntries: 65_536, key: queryKeyCodec, value: queryValueCodec });
+export const queriesMap = keyValueMap({
+  name: 'fqe_queries',
+  property: 'queries',
+  type: MapType.LRU_HASH,
+  maxEntries: 65_536,
+  key: queryKeyCodec,
+  value: queryValueCodec,
+});

@@ -20,6 +20,11 @@ export const queryRateCodec = {
 
 /** FQE_MAX_ENDPOINTS */
 export const queryRateMap = perCpuMap({
-  name: 'fqe_query_rate', property: 'queryRate', type: MapType.PERCPU_HASH, maxEntries: 4096, key: u32Codec, value: queryRateLayout,
+  name: 'fqe_query_rate',
+  property: 'queryRate',
+  type: MapType.PERCPU_HASH,
+  maxEntries: 4096,
+  key: u32Codec,
+  value: queryRateLayout,
   fold: (b, cpus) => queryRateCodec.decodePerCpu(b, cpus),
 });

@@ -12,5 +12,20 @@ import { eventCodec } from './events.js';
 export const recentCodec = struct('recent', { seq: u64, event: named('ev', eventCodec) });
 
 /** FQE_RECENT_EVENTS (a power of two) */
-export const recentMap = keyValueMap({ name: 'fqe_recent', property: 'recent', type: MapType.ARRAY, maxEntries: 1024, key: u32Codec, value: recentCodec, readOnly: true });
-export const recentSeqMap = keyValueMap({ name: 'fqe_recent_seq', property: 'recentSeq', type: MapType.ARRAY, maxEntries: 1, key: u32Codec, value: u64Codec });
+export const recentMap = keyValueMap({
+  name: 'fqe_recent',
+  property: 'recent',
+  type: MapType.ARRAY,
+  maxEntries: 1024,
+  key: u32Codec,
+  value: recentCodec,
+  readOnly: true,
+});
+export const recentSeqMap = keyValueMap({
+  name: 'fqe_recent_seq',
+  property: 'recentSeq',
+  type: MapType.ARRAY,
+  maxEntries: 1,
+  key: u32Codec,
+  value: u64Codec,
+});

@@ -12,4 +12,11 @@ export const ResolverFlag = { trusted: 0x1, noPathCheck: 0x2 } as const;
 export const resolverKeyCodec = single(struct('resolver_key', { addr }), 'addr');
 
 /** FQE_MAX_RESOLVERS */
-export const resolversMap = keyValueMap({ name: 'fqe_resolvers', property: 'resolvers', type: MapType.HASH, maxEntries: 64, key: resolverKeyCodec, value: u32Codec });
+export const resolversMap = keyValueMap({
+  name: 'fqe_resolvers',
+  property: 'resolvers',
+  type: MapType.HASH,
+  maxEntries: 64,
+  key: resolverKeyCodec,
+  value: u32Codec,
+});

@@ -7,11 +7,25 @@ import { struct, single, u8, u16, u32, u64, addr, pad, type ValueOf } from '../l
 import { MapType } from '../native.js';
 import { keyValueMap } from './define.js';
 
-export const tapKeyCodec = struct('tap_key', { identity: u32, podPort: u16, dnsId: u16, resolver: addr, proto: u8, pad: pad(3) });
+export const tapKeyCodec = struct('tap_key', {
+  identity: u32,
+  podPort: u16,
+  dnsId: u16,
+  resolver: addr,
+  proto: u8,
+  pad: pad(3),
+});
 export type TapKey = ValueOf<typeof tapKeyCodec>;
 
 /** CLOCK_MONOTONIC: the tap passes it until then */
 export const tapValueCodec = single(struct('tap_val', { untilNs: u64 }), 'untilNs');
 
 /** FQE_MAX_TAP_PASS */
-export const tapPassMap = keyValueMap({ name: 'fqe_tap_pass', property: 'tapPass', type: MapType.LRU_HASH, maxEntries: 65_536, key: tapKeyCodec, value: tapValueCodec });
+export const tapPassMap = keyValueMap({
+  name: 'fqe_tap_pass',
+  property: 'tapPass',
+  type: MapType.LRU_HASH,
+  maxEntries: 65_536,
+  key: tapKeyCodec,
+  value: tapValueCodec,
+});

@@ -13,4 +13,12 @@ import { ctKeyCodec } from './conntrack.js';
 const tlsBytesLayout = struct('tls_bytes', { b: bytes(8192 + 64) });
 
 /** FQE_MAX_TLS_STORES */
-export const tlsBytesMap = rawValueMap({ name: 'fqe_tls_bytes', property: 'tlsBytes', type: MapType.HASH, maxEntries: 4096, flags: BPF_F_NO_PREALLOC, key: ctKeyCodec, value: tlsBytesLayout });
+export const tlsBytesMap = rawValueMap({
+  name: 'fqe_tls_bytes',
+  property: 'tlsBytes',
+  type: MapType.HASH,
+  maxEntries: 4096,
+  flags: BPF_F_NO_PREALLOC,
+  key: ctKeyCodec,
+  value: tlsBytesLayout,
+});

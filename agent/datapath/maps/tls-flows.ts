@@ -41,4 +41,12 @@ export const tlsFlowCodec = struct('tls_flow', {
 export type TlsFlow = ValueOf<typeof tlsFlowCodec>;
 
 /** FQE_MAX_TLS_FLOWS */
-export const tlsFlowsMap = keyValueMap({ name: 'fqe_tls_flows', property: 'tlsFlows', type: MapType.LRU_HASH, maxEntries: 16_384, key: ctKeyCodec, value: tlsFlowCodec, readOnly: true });
+export const tlsFlowsMap = keyValueMap({
+  name: 'fqe_tls_flows',
+  property: 'tlsFlows',
+  type: MapType.LRU_HASH,
+  maxEntries: 16_384,
+  key: ctKeyCodec,
+  value: tlsFlowCodec,
+  readOnly: true,
+});
