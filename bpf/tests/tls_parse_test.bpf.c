@@ -8,7 +8,7 @@
  * parser's final state.
  */
 #include "test.h"
-#include "../lib/tls_parse.h"
+#include "../lib/tls_step.h"
 
 #define TEST_SEGMENTS 16
 #define TEST_NAMES    4
@@ -39,50 +39,6 @@ struct test_out {
 };
 
 FQE_TEST_OUT(struct test_out)
-
-/* One step, reading the bytes as fqe_tls_step() (bpf/lib/tls.h) does. */
-static __always_inline int step(struct __sk_buff *skb, struct fqe_tls_flow *f, struct fqe_tls_walk *w)
-{
-	__u32 at, avail;
-	int numeric;
-
-	fqe_barrier();
-	at = FQE_READ(w->at);
-	if (at >= FQE_READ(w->len))
-		return 1;
-	avail = FQE_READ(w->len) - at;
-	if (f->rec_hdr < 5) {
-		if (f->rec_hdr == 0 && avail >= 5) {
-			if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 5) < 0 || fqe_tls_record_header(f, w->buf) < 0)
-				goto bad;
-			w->at = at + 5;
-			return 0;
-		}
-		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, 1) < 0 || fqe_tls_record_byte(f, w->buf[0]) < 0)
-			goto bad;
-		w->at = at + 1;
-		return 0;
-	}
-	numeric = fqe_tls_field_span(f, w, avail);
-	if (numeric < 0)
-		goto bad;
-	if (numeric) {
-		__u32 size_minus_1 = FQE_READ(w->n) - 1;
-
-		if (size_minus_1 > 2)
-			goto bad;
-		size_minus_1 &= 3;
-		asm volatile("%0 &= 0x3" : "+r"(size_minus_1));
-		*(__u32 *)w->buf = 0;
-		if (bpf_skb_load_bytes(skb, w->off + at, w->buf, size_minus_1 + 1) < 0)
-			goto bad;
-		fqe_tls_field_value(f, w);
-	}
-	return fqe_tls_field_taken(f, w, at);
-bad:
-	w->result = FQE_TLS_BAD;
-	return 1;
-}
 
 SEC("tc")
 int tls_parse_test(struct __sk_buff *skb)
@@ -120,7 +76,7 @@ int tls_parse_test(struct __sk_buff *skb)
 			o->w.result = FQE_TLS_MORE;
 			o->load = 0;
 		}
-		if (!step(skb, &o->f, &o->w))
+		if (!fqe_tls_step(skb, &o->f, &o->w))
 			continue;
 		r = o->w.result;
 		if (r == FQE_TLS_NAME) {

@@ -59,6 +59,22 @@ interface MapBase<P extends string, K> {
   key: SizedCodec<K>;
 }
 
+/** What every map of one key and one value has in common: its name, shape and structs. */
+function mapOf<P extends string, K>(def: MapBase<P, K> & { value: { size: number; struct?: Struct<unknown> } }) {
+  return {
+    name: def.name,
+    property: def.property,
+    shape: {
+      type: def.type,
+      keySize: def.key.size,
+      valueSize: def.value.size,
+      maxEntries: def.maxEntries,
+      flags: def.flags ?? 0,
+    },
+    structs: structsOf(def.key, def.value),
+  };
+}
+
 interface KeyValueMap<P extends string, K, V> extends MapBase<P, K> {
   value: SizedCodec<V> | Struct<V>;
   /** values the kernel owns: userspace reads them and never writes them */
@@ -70,16 +86,7 @@ export function keyValueMap<const P extends string, K, V>(def: KeyValueMap<P, K,
   if (PER_CPU.has(def.type)) throw new Error(`${def.name}: a per-CPU map is a perCpuMap`);
   const value: Decoder<V> & Partial<Codec<V>> = def.readOnly ? { decode: (b) => def.value.decode(b) } : def.value;
   return {
-    name: def.name,
-    property: def.property,
-    shape: {
-      type: def.type,
-      keySize: def.key.size,
-      valueSize: def.value.size,
-      maxEntries: def.maxEntries,
-      flags: def.flags ?? 0,
-    },
-    structs: structsOf(def.key, def.value),
+    ...mapOf(def),
     open: (fd) => new BpfMap(def.name, fd, def.key.size, def.value.size, def.key, value),
   };
 }
@@ -89,17 +96,8 @@ export function rawValueMap<const P extends string, K>(
   def: MapBase<P, K> & { value: Struct<unknown> },
 ): MapDefinition<P, BpfMap<K, Buffer>> {
   return {
-    name: def.name,
-    property: def.property,
-    shape: {
-      type: def.type,
-      keySize: def.key.size,
-      valueSize: def.value.size,
-      maxEntries: def.maxEntries,
-      flags: def.flags ?? 0,
-    },
+    ...mapOf(def),
     sizedByPin: true,
-    structs: structsOf(def.key, def.value),
     open: (fd, _cpus, pinnedValueSize) =>
       new BpfMap(def.name, fd, def.key.size, pinnedValueSize(), def.key, { decode: (b: Buffer) => b }),
   };
@@ -115,16 +113,7 @@ export function perCpuMap<const P extends string, K, V>(
 ): MapDefinition<P, BpfMap<K, V>> {
   if (!PER_CPU.has(def.type)) throw new Error(`${def.name}: not a per-CPU map type`);
   return {
-    name: def.name,
-    property: def.property,
-    shape: {
-      type: def.type,
-      keySize: def.key.size,
-      valueSize: def.value.size,
-      maxEntries: def.maxEntries,
-      flags: def.flags ?? 0,
-    },
-    structs: structsOf(def.key, def.value),
+    ...mapOf(def),
     open: (fd, cpus) =>
       new BpfMap(def.name, fd, def.key.size, perCpuSlot(def.value.size) * cpus, def.key, {
         decode: (b: Buffer) => def.fold(b, cpus),
