@@ -7,7 +7,8 @@
 #   localhost/fqe-base-run:TAG    bookworm minbase (mmdebstrap, this machine's
 #                                 Debian mirror) + node at /usr/local/bin
 #   localhost/fqe-base-build:TAG  the same + npm and Node's headers
-#                                 (/usr/local/include/node, for node-gyp)
+#                                 (/usr/local/include/node, for node-gyp),
+#                                 and this machine's CA bundle for npm
 # Node comes from the npm registry's node-linux-<arch> package at an exact
 # 20.x version (this machine's `node --version` when it is a 20.x), whose
 # tarball carries bin/node and include/node of that very build: the addon is
@@ -93,8 +94,9 @@ make_bases() { # $1: run base name, $2: build base name
   tar -xzf "$work/npm-$NPM_VERSION.tgz" -C "$work/npm/lib/node_modules/npm" --strip-components=1
   ln -s ../lib/node_modules/npm/bin/npm-cli.js "$work/npm/bin/npm"
   ln -s ../lib/node_modules/npm/bin/npx-cli.js "$work/npm/bin/npx"
-  # npm trusts the CA bundle at the system path, which scripts/image.sh mounts from
-  # this machine into every RUN step (the base itself carries no ca-certificates)
+  # npm trusts this machine's CA bundle (copied below), as this machine's npm does:
+  # a TLS-intercepting proxy's CA then works in the build too. Only the build base
+  # carries it; nothing of it reaches the image's runtime stage.
   echo 'cafile=/etc/ssl/certs/ca-certificates.crt' > "$work/npm/etc/npmrc"
 
   # run base: a bookworm minbase written straight into a scratch container's root,
@@ -124,13 +126,14 @@ make_bases() { # $1: run base name, $2: build base name
   mkdir -p "$mnt/usr/local/include"
   cp -a "$work/node/include/node" "$mnt/usr/local/include/"
   cp -a "$work/npm/." "$mnt/usr/local/"
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$mnt/etc/ssl/certs/ca-certificates.crt"
   buildah umount "$ctr" >/dev/null
   buildah config --label org.opencontainers.image.description="fqdn-egress local build base: Debian bookworm minbase, Node $node_version with headers, npm $NPM_VERSION" "$ctr"
   buildah commit --quiet --rm "$ctr" "$2" >/dev/null
   ctr=""
 }
 
-recipe=$( { declare -f make_bases; echo "$node_arch $node_version $NPM_VERSION $MIRROR $SECURITY"; } | sha256sum | cut -c1-12)
+recipe=$( { declare -f make_bases; echo "$node_arch $node_version $NPM_VERSION $MIRROR $SECURITY"; cat /etc/ssl/certs/ca-certificates.crt; } | sha256sum | cut -c1-12)
 BASE_RUN=localhost/fqe-base-run:node$node_version-$recipe
 BASE_BUILD=localhost/fqe-base-build:node$node_version-$recipe
 if buildah inspect --type image "$BASE_RUN" >/dev/null 2>&1 && buildah inspect --type image "$BASE_BUILD" >/dev/null 2>&1; then
@@ -150,17 +153,11 @@ if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then rev
 source_url=${FQE_IMAGE_SOURCE:-https://github.com/fqdn-egress/fqdn-egress}
 build_args=(--build-arg "BASE_BUILD=$BASE_BUILD" --build-arg "BASE_RUN=$BASE_RUN"
             --build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url")
-# This machine's CA bundle for the build's RUN steps (apt, npm ci): a TLS-intercepting
-# proxy's CA is trusted during the build and never enters a layer.
-volumes=()
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-  volumes=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
-fi
 echo "image: building $IMAGE ($revision)" >&2
 # chroot isolation: the RUN steps need no OCI runtime or cgroups (both trouble on some
 # VMs); host network: apt and npm reach their registries as this machine does.
 buildah build --quiet --layers --pull=never --isolation=chroot --network=host \
-  "${build_args[@]}" "${volumes[@]}" -t "$IMAGE" -f Dockerfile . >/dev/null
+  "${build_args[@]}" -t "$IMAGE" -f Dockerfile . >/dev/null
 
 mkdir -p "$(dirname "$ARCHIVE")"
 rm -f "$ARCHIVE"
