@@ -97,7 +97,7 @@ make_bases() { # $1: run base name, $2: build base name
   # npm trusts this machine's CA bundle (copied below), as this machine's npm does:
   # a TLS-intercepting proxy's CA then works in the build too. Only the build base
   # carries it; nothing of it reaches the image's runtime stage.
-  echo 'cafile=/etc/ssl/certs/ca-certificates.crt' > "$work/npm/etc/npmrc"
+  printf 'cafile=/etc/ssl/certs/ca-certificates.crt\nupdate-notifier=false\n' > "$work/npm/etc/npmrc"
 
   # run base: a bookworm minbase written straight into a scratch container's root,
   # slimmed like the official debian:bookworm-slim (no docs, man pages or locales,

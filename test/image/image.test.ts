@@ -246,15 +246,15 @@ for (const runtime of ['runc', 'unshare'] as const) {
     await withAgentBox(t, [{ name: 'payments' }, { name: 'frontend' }], {}, async (box) => {
       box.writePods([{ name: 'payments', allow: 'api.stripe.test' }, { name: 'frontend' }]);
       const binds = [dirname(box.endpointsFile)];
-      let agent: Container | undefined;
+      const started: { agent?: Container } = {};
       try {
         await box.startAgent([], {
-          launch: (flags) => (agent = container(runtime, image, spec, { env, workingDir: image.workingDir, argv: [...image.entrypoint, ...flags], binds })).argv,
+          launch: (flags) => (started.agent = container(runtime, image, spec, { env, workingDir: image.workingDir, argv: [...image.entrypoint, ...flags], binds })).argv,
           readyTimeoutMs: 90_000,
         });
-        await enforcesAndInspects(runtime, box, image, spec, env, agent!);
+        await enforcesAndInspects(runtime, box, image, spec, env, started.agent!);
       } finally {
-        await agent?.stop(); // before the topology goes
+        await started.agent?.stop(); // before the topology goes
       }
     });
   });
