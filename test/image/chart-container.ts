@@ -64,7 +64,12 @@ export interface ContainerSpec {
 
 /** Linux capability numbers of the names a chart may add. */
 const CAP_NUMBERS: Record<string, number> = {
-  NET_ADMIN: 12, NET_RAW: 13, SYS_ADMIN: 21, SYS_RESOURCE: 24, PERFMON: 38, BPF: 39,
+  NET_ADMIN: 12,
+  NET_RAW: 13,
+  SYS_ADMIN: 21,
+  SYS_RESOURCE: 24,
+  PERFMON: 38,
+  BPF: 39,
 };
 
 export function capabilityMask(names: string[]): bigint {
@@ -85,15 +90,18 @@ export function agentContainerSpec(objects: Obj[]): ContainerSpec {
   if (!agent) throw new Error('the DaemonSet has no agent container');
   const sc = agent.securityContext ?? {};
   if (sc.privileged) throw new Error('a privileged agent: nothing to reproduce with capabilities');
-  if (JSON.stringify(sc.capabilities?.drop) !== '["ALL"]') throw new Error(`capabilities.drop is ${JSON.stringify(sc.capabilities?.drop)}, not [ALL]`);
+  if (JSON.stringify(sc.capabilities?.drop) !== '["ALL"]')
+    throw new Error(`capabilities.drop is ${JSON.stringify(sc.capabilities?.drop)}, not [ALL]`);
   const volumes: Volume[] = [];
   for (const m of agent.volumeMounts ?? []) {
     const v = (pod.volumes ?? []).find((x: Obj) => x.name === m.name);
     if (!v) throw new Error(`volume ${m.name}: not in the pod`);
     if (m.subPath) throw new Error(`volume ${m.name}: subPath is not reproduced here`);
-    if (v.hostPath) volumes.push({ containerPath: m.mountPath, kind: 'bind', hostPath: v.hostPath.path, readOnly: !!m.readOnly });
+    if (v.hostPath)
+      volumes.push({ containerPath: m.mountPath, kind: 'bind', hostPath: v.hostPath.path, readOnly: !!m.readOnly });
     else if (v.emptyDir) {
-      if (v.emptyDir.medium !== 'Memory') throw new Error(`volume ${m.name}: only a Memory emptyDir is reproduced here`);
+      if (v.emptyDir.medium !== 'Memory')
+        throw new Error(`volume ${m.name}: only a Memory emptyDir is reproduced here`);
       volumes.push({ containerPath: m.mountPath, kind: 'tmpfs', size: v.emptyDir.sizeLimit, readOnly: !!m.readOnly });
     } else throw new Error(`volume ${m.name}: kind ${Object.keys(v).join(',')} not reproduced here`);
   }
@@ -144,19 +152,30 @@ export function ociConfig(defaults: Obj, rootfs: string, spec: ContainerSpec, ru
     noNewPrivileges: spec.noNewPrivs,
   };
   delete config.process.rlimits; // the caller's, as a kubelet leaves them
-  if (!spec.hostNetwork) throw new Error('the chart\'s agent is expected on the host network');
+  if (!spec.hostNetwork) throw new Error("the chart's agent is expected on the host network");
   // hostNetwork: the node's network and UTS namespaces (the caller's)
   config.linux.namespaces = config.linux.namespaces.filter((ns: Obj) => ns.type !== 'network' && ns.type !== 'uts');
   delete config.hostname;
   config.linux.cgroupsPath = cgroup; // relative: below the caller's own cgroup
   for (const v of spec.volumes) {
     if (v.kind === 'bind') {
-      config.mounts.push({ destination: v.containerPath, type: 'bind', source: v.hostPath, options: ['rbind', 'rslave', ...(v.readOnly ? ['ro'] : [])] });
+      config.mounts.push({
+        destination: v.containerPath,
+        type: 'bind',
+        source: v.hostPath,
+        options: ['rbind', 'rslave', ...(v.readOnly ? ['ro'] : [])],
+      });
     } else {
-      config.mounts.push({ destination: v.containerPath, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', ...(v.readOnly ? ['ro'] : []), ...(v.size ? [tmpfsSize(v.size).slice(1)] : [])] });
+      config.mounts.push({
+        destination: v.containerPath,
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', ...(v.readOnly ? ['ro'] : []), ...(v.size ? [tmpfsSize(v.size).slice(1)] : [])],
+      });
     }
   }
-  for (const dir of run.binds ?? []) config.mounts.push({ destination: dir, type: 'bind', source: dir, options: ['bind', 'ro'] });
+  for (const dir of run.binds ?? [])
+    config.mounts.push({ destination: dir, type: 'bind', source: dir, options: ['bind', 'ro'] });
   return config;
 }
 
@@ -179,17 +198,48 @@ export function unshareArgv(rootfs: string, spec: ContainerSpec, run: RunSpec): 
     if (v.readOnly) lines.push(`mount -o remount,bind,ro ${at}`);
   }
   for (const dir of run.binds ?? []) {
-    lines.push(`mkdir -p ${r}${q(dir)}`, `mount --bind ${q(dir)} ${r}${q(dir)}`, `mount -o remount,bind,ro ${r}${q(dir)}`);
+    lines.push(
+      `mkdir -p ${r}${q(dir)}`,
+      `mount --bind ${q(dir)} ${r}${q(dir)}`,
+      `mount -o remount,bind,ro ${r}${q(dir)}`,
+    );
   }
   const caps = `-all,${spec.capabilities.map((c) => `+${c.toLowerCase()}`).join(',')}`;
   const setpriv = [
-    'setpriv', `--reuid=${spec.uid}`, `--regid=${spec.gid}`, '--clear-groups',
-    `--inh-caps=${caps}`, `--ambient-caps=${caps}`, `--bounding-set=${caps}`,
-    ...(spec.noNewPrivs ? ['--no-new-privs'] : []), '--',
+    'setpriv',
+    `--reuid=${spec.uid}`,
+    `--regid=${spec.gid}`,
+    '--clear-groups',
+    `--inh-caps=${caps}`,
+    `--ambient-caps=${caps}`,
+    `--bounding-set=${caps}`,
+    ...(spec.noNewPrivs ? ['--no-new-privs'] : []),
+    '--',
   ];
   // unshare --root/--wd: chroot and chdir into the image, then its setpriv and its PATH
-  const exec = ['env', '-i', ...run.env, '/usr/bin/unshare', `--root=${rootfs}`, `--wd=${run.workingDir || '/'}`, ...setpriv, ...run.argv];
+  const exec = [
+    'env',
+    '-i',
+    ...run.env,
+    '/usr/bin/unshare',
+    `--root=${rootfs}`,
+    `--wd=${run.workingDir || '/'}`,
+    ...setpriv,
+    ...run.argv,
+  ];
   lines.push(`exec ${exec.map(q).join(' ')}`);
   // slave: the host's later mounts reach the container (HostToContainer), none go back
-  return ['unshare', '--mount', '--propagation', 'slave', '--pid', '--fork', '--kill-child', '--', 'sh', '-c', lines.join('\n')];
+  return [
+    'unshare',
+    '--mount',
+    '--propagation',
+    'slave',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    '--',
+    'sh',
+    '-c',
+    lines.join('\n'),
+  ];
 }
