@@ -158,6 +158,11 @@ echo "image: building $IMAGE ($revision)" >&2
 # VMs); host network: apt and npm reach their registries as this machine does.
 buildah build --quiet --layers --pull=never --isolation=chroot --network=host \
   "${build_args[@]}" -t "$IMAGE" -f Dockerfile . >/dev/null
+# The build stage by name (from the cache: instant), so that dropping the untagged
+# images of earlier builds keeps this build's layers for the next one.
+buildah build --quiet --layers --pull=never --isolation=chroot --network=host \
+  "${build_args[@]}" --target build -t localhost/fqe-image-build-stage -f Dockerfile . >/dev/null
+buildah rmi --prune >/dev/null 2>&1 || true
 
 mkdir -p "$(dirname "$ARCHIVE")"
 rm -f "$ARCHIVE"
