@@ -11,12 +11,20 @@ if [ "$(id -u)" != 0 ]; then
 fi
 bash scripts/ensure-deps.sh
 bash scripts/build.sh
-# buildah working containers of earlier runs killed before they could clean up
+# buildah working containers (and runc containers) of earlier runs killed before they could clean up
 sweep_containers() {
   command -v buildah >/dev/null || return 0
   for ctr in $(buildah containers --format '{{.ContainerName}}' 2>/dev/null | grep '^fqet-' || true); do
     pid=$(echo "$ctr" | cut -d- -f2)
     [ -d "/proc/$((36#$pid))" ] || buildah rm "$ctr" >/dev/null 2>&1 || true
+  done
+  # runc containers and state of such runs (test/image/image.test.ts: /run/fqet-<pid36>-runc)
+  for state in /run/fqet-*-runc; do
+    [ -d "$state" ] || continue
+    pid=$(basename "$state" | cut -d- -f2)
+    [ -d "/proc/$((36#$pid))" ] && continue
+    for id in $(runc --root "$state" list -q 2>/dev/null); do runc --root "$state" delete --force "$id" >/dev/null 2>&1 || true; done
+    rm -rf "$state"
   done
 }
 bash scripts/sweep.sh

@@ -62,6 +62,28 @@ function ready(t: TestContext, tools: string[] = []): boolean {
   return false;
 }
 
+const RUNC_STATE = `/run/fqet-${process.pid.toString(36)}-runc`;
+
+/**
+ * What this process made outside its topology, for when it is ended before
+ * its t.after hooks run (the runner ends a file that overran --test-timeout
+ * with SIGTERM; topology.ts then tears its topologies down and exits, which
+ * runs this): runc containers, working containers, bundle and state dirs.
+ */
+const leftovers = { runc: new Set<string>(), buildah: new Set<string>(), dirs: new Set<string>() };
+process.on('exit', () => {
+  const quietly = (cmd: string, args: string[]) => {
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore', timeout: 30_000 });
+    } catch {
+      /* already gone */
+    }
+  };
+  for (const id of leftovers.runc) quietly('runc', ['--root', RUNC_STATE, 'delete', '--force', id]);
+  for (const name of leftovers.buildah) quietly('buildah', ['rm', name]);
+  for (const dir of leftovers.dirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /** The chart's agent container, from `helm template` with default values. */
 async function chartSpec(): Promise<ContainerSpec> {
   const { stdout } = await helm([
@@ -85,7 +107,9 @@ async function openImage(t: TestContext): Promise<OpenedImage> {
   t.after(async () => {
     for (const fn of beforeRemove) await fn().catch(() => undefined);
     await run('buildah', ['rm', name], 60_000).catch(() => undefined);
+    leftovers.buildah.delete(name);
   });
+  leftovers.buildah.add(name);
   await run('buildah', ['from', '--quiet', '--name', name, `oci-archive:${ARCHIVE}`], 300_000);
   const rootfs = (await run('buildah', ['mount', name])).stdout.trim();
   const info = JSON.parse((await run('buildah', ['inspect', '--type', 'container', name])).stdout) as {
@@ -198,7 +222,6 @@ test("the image is the chart's, labelled from git, and holds the agent but no co
 });
 
 type Runtime = 'runc' | 'unshare';
-const RUNC_STATE = `/run/fqet-${process.pid.toString(36)}-runc`;
 let containers = 0;
 
 /**
@@ -235,9 +258,13 @@ function container(runtime: Runtime, image: OpenedImage, spec: ContainerSpec, cm
     };
   }
   const bundle = mkdtempSync(join(tmpdir(), 'fqet-bundle-'));
+  leftovers.runc.add(id);
+  leftovers.dirs.add(bundle).add(RUNC_STATE);
   const remove = async () => {
     await run('runc', ['--root', RUNC_STATE, 'delete', '--force', id]).catch(() => undefined);
     rmSync(bundle, { recursive: true, force: true });
+    leftovers.runc.delete(id);
+    leftovers.dirs.delete(bundle);
   };
   image.beforeRemove.push(async () => {
     await remove();
