@@ -2,12 +2,21 @@
 # objects and the native libbpf binding. Installed by charts/fqdn-egress.
 #
 #   docker build -t ghcr.io/fqdn-egress/fqdn-egress:0.1.0 .
+#   bash scripts/image.sh      (buildah, local bases, no container registry;
+#                               docs/image.md)
 #
 # The BPF objects are compiled for the build machine's architecture headers
 # (bpf/Makefile uses /usr/include/$(uname -m)-linux-gnu): build per platform.
 
+# The bases: the official Node 20 images by default. scripts/image.sh passes
+# bases it made from Debian packages and the npm registry's Node instead. A
+# build base must hold Node's headers in /usr/local/include/node (node-gyp
+# --nodedir=/usr/local below) and npm; a run base, node on PATH.
+ARG BASE_BUILD=node:20-bookworm
+ARG BASE_RUN=node:20-bookworm-slim
+
 # ---- build: BPF objects (clang), native addon (node-gyp), TypeScript (tsc) ----
-FROM node:20-bookworm AS build
+FROM ${BASE_BUILD} AS build
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -41,15 +50,16 @@ RUN rm -f bpf/*.o \
  && npm prune --omit=dev
 
 # ---- runtime ----
-FROM node:20-bookworm-slim
+FROM ${BASE_RUN}
 
 # libbpf1/libelf1/zlib1g: what the native addon links against.
 # iproute2: the agent runs `ip` and `bridge` to find a pod's host-side interface
 # from the route to its IP (and tc is handy by hand).
+# The official slim base carries Node's C headers; nothing here compiles.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libbpf1 libelf1 zlib1g iproute2 \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/local/include/node
 
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json
@@ -66,6 +76,18 @@ RUN printf '#!/bin/sh\nexec node /app/dist/agent/cli/egressctl.js "$@"\n' > /usr
  && chmod 0755 /usr/local/bin/egressctl /usr/local/bin/fqdn-egress-agent
 
 ENV NODE_ENV=production
+
+# What this image is built from (scripts/image.sh and .github/workflows/image.yml
+# fill them from git).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/fqdn-egress/fqdn-egress
+LABEL org.opencontainers.image.title="fqdn-egress" \
+      org.opencontainers.image.description="Kubernetes node agent: annotated pods reach only the domain names they are allowed to reach (eBPF)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 
 # Root on purpose, without root's power: the chart drops ALL capabilities and
 # adds back only BPF, NET_ADMIN, PERFMON and NET_RAW. A non-root user

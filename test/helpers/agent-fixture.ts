@@ -55,13 +55,20 @@ export interface AgentBox {
   topo: Topology;
   agent: ChildProcess | undefined;
   logs: string[];
+  /** the endpoints file the agent reads (its directory holds nothing else) */
+  endpointsFile: string;
   writePods(pods: FilePod[]): void;
   writeRaw(text: string): void;
   /**
    * start the agent; by default wait until /readyz answers. `main`: another
-   * build's dist/agent/main.js (an earlier release, in upgrade tests)
+   * build's dist/agent/main.js (an earlier release, in upgrade tests).
+   * `launch`: the command that runs the agent with the given flags (the
+   * image test runs the image's entrypoint); default: this build's agent
    */
-  startAgent(extra?: string[], opts?: { waitReady?: boolean; main?: string; readyTimeoutMs?: number }): Promise<void>;
+  startAgent(
+    extra?: string[],
+    opts?: { waitReady?: boolean; main?: string; readyTimeoutMs?: number; launch?: (flags: string[]) => string[] },
+  ): Promise<void>;
   stopAgent(signal?: NodeJS.Signals): Promise<number | null>;
   dig(pod: string, name: string, type?: string, opts?: { tcp?: boolean; server?: string }): Promise<string[]>;
   connect(pod: string, host: string, port?: number, timeoutMs?: number): Promise<boolean>;
@@ -90,6 +97,7 @@ export async function withAgentBox(
         topo,
         agent: undefined,
         logs: [],
+        endpointsFile: file,
         writePods(list) {
           const lines = ['pods:'];
           for (const p of list) {
@@ -117,9 +125,7 @@ export async function withAgentBox(
           renameSync(`${file}.tmp`, file);
         },
         async startAgent(extra = [], startOpts = {}) {
-          const args = [
-            process.execPath,
-            startOpts.main ?? AGENT_MAIN,
+          const flags = [
             '--source',
             'file',
             '--endpoints-file',
@@ -135,6 +141,9 @@ export async function withAgentBox(
             ...(opts.agentArgs ?? []),
             ...extra,
           ];
+          const args = startOpts.launch
+            ? startOpts.launch(flags)
+            : [process.execPath, startOpts.main ?? AGENT_MAIN, ...flags];
           const child = topo.spawn(topo.nodeNs, args, 'nsenter');
           box.agent = child;
           let buf = '';
