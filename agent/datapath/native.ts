@@ -298,26 +298,83 @@ function addon(): Addon {
   return loaded;
 }
 
-/** One function of the addon, loaded on first call. */
-function lazy<K extends keyof NativeBinding>(name: K): NativeBinding[K] {
-  return ((...args: unknown[]) => (addon()[name] as (...a: unknown[]) => unknown)(...args)) as NativeBinding[K];
-}
+/** Every member of NativeBinding, for the object below. */
+const MEMBERS = [
+  'loadObject',
+  'closeObject',
+  'describeObject',
+  'pinProgram',
+  'unpin',
+  'objGet',
+  'closeFd',
+  'progInfo',
+  'mapInfo',
+  'mapUpdate',
+  'mapLookup',
+  'mapDelete',
+  'mapGetNextKey',
+  'mapDump',
+  'mapUpdateBatch',
+  'mapDeleteBatch',
+  'createMap',
+  'numPossibleCpus',
+  'ifNameToIndex',
+  'tcAttach',
+  'tcDetach',
+  'tcQuery',
+  'tcxAttach',
+  'tcxQuery',
+  'linkUpdate',
+  'linkDetach',
+  'linkInfo',
+  'pinObject',
+  'progTestRun',
+  'layouts',
+  'PacketSocket',
+  'RingBufferReader',
+] as const satisfies ReadonlyArray<keyof NativeBinding>;
+type Unlisted = Exclude<keyof NativeBinding, (typeof MEMBERS)[number]>;
+/** (fails to compile while a member of NativeBinding is missing from MEMBERS) */
+const everyMemberListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void everyMemberListed;
 
-/** One class of the addon, loaded on first construction. */
-function lazyClass<K extends 'PacketSocket' | 'RingBufferReader'>(name: K): NativeBinding[K] {
-  return new Proxy(function () {} as unknown as NativeBinding[K], {
-    construct: (_target, args) => new (addon()[name] as new (...a: unknown[]) => object)(...args),
-  });
-}
+type Member = (...args: unknown[]) => unknown;
 
 /**
- * The whole binding as one object (`native.mapLookup(...)`). A property set
- * on it (a test's spy) wins over the addon's until it is set back.
+ * The whole binding as one object (`native.mapLookup(...)`). Each member
+ * starts as a stub: the first call of any loads the addon and puts its real
+ * functions in place of every stub, so later calls cost nothing extra. A
+ * member set from outside (a test's spy) is left alone.
  */
-export const native: NativeBinding = new Proxy({} as NativeBinding, {
-  get: (target, prop) =>
-    Object.hasOwn(target, prop) ? target[prop as keyof NativeBinding] : addon()[prop as keyof NativeBinding],
-});
+export const native = {} as NativeBinding;
+const members = native as unknown as Record<string, Member>;
+const stubs = new Map<string, Member>();
+function bindAddon(): void {
+  const a = addon() as unknown as Record<string, Member>;
+  for (const name of MEMBERS) if (members[name] === stubs.get(name)) members[name] = a[name]!;
+}
+for (const name of MEMBERS) {
+  const stub = function (this: unknown, ...args: unknown[]): unknown {
+    bindAddon();
+    // the addon's own member (not members[name]: a spy may hold this stub as its original)
+    const real = (addon() as unknown as Record<string, Member>)[name] as Member & (new (...a: unknown[]) => unknown);
+    return new.target ? new real(...args) : real.apply(this, args);
+  } as Member;
+  stubs.set(name, stub);
+  members[name] = stub;
+}
+
+/** One member of the binding as a function of its own (through `native`, so a spy applies). */
+function lazy<K extends keyof NativeBinding>(name: K): NativeBinding[K] {
+  return ((...args: unknown[]) => (members[name] as Member)(...args)) as NativeBinding[K];
+}
+
+/** One class of the binding (through `native`). */
+function lazyClass<K extends 'PacketSocket' | 'RingBufferReader'>(name: K): NativeBinding[K] {
+  return function (...args: unknown[]) {
+    return new (members[name] as unknown as new (...a: unknown[]) => object)(...args);
+  } as unknown as NativeBinding[K];
+}
 
 /** Opens an ELF object, reusing/creating pins under pinDir, and loads it. */
 export const loadObject: (path: string, pinDir: string, opts?: LoadObjectOptions) => LoadedObject = lazy('loadObject');
