@@ -136,14 +136,14 @@ export class Agent {
       { mode: cfg.attachMode, tcxUnavailable: cfg.attachMode === 'legacy' ? null : tcxUnavailable() },
       cfg.tcxHeadGuard,
     );
-    this.names = new NameRegistry(this.dp.maps, log);
+    this.limitedLog = new RateLimitedLog(log);
+    this.names = new NameRegistry(this.dp.maps, this.limitedLog);
     this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.names);
     this.staticMaps = new StaticMaps(this.dp.maps, cfg, this.features, log);
     this.queryLedger = new QueryLedger(this.dp.maps, {
       inlineLearner: !this.dp.inlineLearnerUnavailable,
       queryWindowMs: cfg.queryWindowMs,
     });
-    this.limitedLog = new RateLimitedLog(log);
     this.flowSweeper = new FlowSweeper({
       flows: this.dp.maps.conntrack,
       counts: this.dp.maps.ctCounts,

@@ -44,23 +44,28 @@ const RACE_NAMES = SMOKE ? 100 : 500;
 /** one pod learns every name here: the figure is the learning path's, not the per-pod name cap's */
 const UNCAPPED = Number.MAX_SAFE_INTEGER;
 
+/** The one enforced pod the benchmarks learn for. */
+function benchPod(): EnforcedPod {
+  return {
+    key: 'shop/bench',
+    namespace: 'shop',
+    name: 'bench',
+    identity: 1,
+    ifindex: 1,
+    ifname: 'lo',
+    ips: ['198.18.1.2'],
+    policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
+    dnsFilter: 'on',
+  };
+}
+
 function throughput(): { answersPerSec: number; baselineDecodePerSec: number; ratio: number } {
   ensureBpffs();
   const pinDir = join(PIN_ROOT, `fqe-bench-agent-${process.pid}`);
   let dp: Datapath | undefined;
   try {
     dp = Datapath.load(pinDir);
-    const pod: EnforcedPod = {
-      key: 'shop/bench',
-      namespace: 'shop',
-      name: 'bench',
-      identity: 1,
-      ifindex: 1,
-      ifname: 'lo',
-      ips: ['198.18.1.2'],
-      policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
-      dnsFilter: 'on',
-    };
+    const pod = benchPod();
     dp.maps.endpoints.set(1, { identity: 1, flags: EndpointFlag.enforce });
     const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });
     const rec = new Reconciler({
@@ -207,17 +212,7 @@ async function latency(): Promise<{ paced: Latency; flatOut: Latency }> {
  * addresses (steady state: each record extends an expiry).
  */
 function records(shape: 'new-names' | 'rotating' | 'steady'): number {
-  const pod: EnforcedPod = {
-    key: 'shop/bench',
-    namespace: 'shop',
-    name: 'bench',
-    identity: 1,
-    ifindex: 1,
-    ifname: 'lo',
-    ips: ['198.18.1.2'],
-    policy: parsePodPolicy({ 'fqdn-egress.io/allow': '*.bench.test' }, POLICY_LIMITS),
-    dnsFilter: 'on',
-  };
+  const pod = benchPod();
   const cache = new FqdnCache({ maxIpsPerName: 1000, maxNamesPerPod: UNCAPPED, now: monotonicMs });
   const rec = new Reconciler({
     cache,

@@ -13,9 +13,7 @@
  * Prints one JSON line. BENCH_SMOKE=1: few runs. Pin dirs, namespaces and
  * processes are its own and removed at the end, also on failure.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath, DEFAULT_BPF_DIR } from '../agent/datapath/datapath.js';
 import { native } from '../agent/datapath/native.js';
@@ -34,6 +32,7 @@ import { buildFrame } from '../test/helpers/frames.js';
 import { realClientHellos } from '../test/helpers/client-hello.js';
 import { withTopology, OUTSIDE_HOSTS_V4, type Topology } from '../test/helpers/topology.js';
 import { makeBox } from '../test/helpers/datapath-fixture.js';
+import { withCert } from '../test/helpers/tls-server.js';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const FLOWS = SMOKE ? 200 : 5000; // fresh flows for the one-run-per-flow figures
@@ -245,31 +244,7 @@ async function client(
 
 async function throughVeth(): Promise<Record<string, unknown>> {
   let out: Record<string, unknown> = {};
-  const dir = mkdtempSync(join(tmpdir(), 'fqe-bench-tls-'));
-  try {
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=bench.test',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
+  await withCert(async (cert, key) => {
     await withTopology(
       undefined,
       [{ name: 'client' }],
@@ -327,9 +302,7 @@ async function throughVeth(): Promise<Record<string, unknown>> {
       },
       { prefix: 'fqbt' },
     );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
   return out;
 }
 

@@ -13,13 +13,13 @@ import type { DatapathMaps } from '../datapath/datapath.js';
 export class QueryLedger {
   constructor(
     private readonly maps: Pick<DatapathMaps, 'tapPass' | 'queries'>,
-    private readonly opts: { inlineLearner: boolean; queryWindowMs: number; nowNs?: () => bigint },
+    private readonly opts: { inlineLearner: boolean; queryWindowMs: number },
   ) {}
 
   /** Did the kernel see this query (and is it still good)? Yes consumes it. */
   sawQuery(identity: number, proto: 'udp' | 'tcp', port: number, id: number, resolver: string): boolean {
     const protoNum = proto === 'tcp' ? IPPROTO.tcp : IPPROTO.udp;
-    const now = (this.opts.nowNs ?? process.hrtime.bigint)();
+    const now = process.hrtime.bigint();
     if (this.opts.inlineLearner) {
       const key = { identity, podPort: port, dnsId: id, resolver: parseIp(resolver), proto: protoNum };
       const until = this.maps.tapPass.get(key);

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { BpfMap } from '../datapath/bpf-map.js';
 import { nameHash } from '../policy/name-hash.js';
 import { NamePruner } from './name-pruner.js';
-import type { Logger } from '../observability/log.js';
+import type { RateLimitedLog } from '../observability/log.js';
 
 export class NameRegistry {
   /** the node's name-hash secret */
@@ -25,7 +25,8 @@ export class NameRegistry {
 
   constructor(
     private readonly maps: { names: BpfMap<bigint, string>; hashKey: BpfMap<number, bigint> },
-    private readonly log: Logger,
+    /** a full fqe_names is a pod's doing as often as not: its lines are rate-limited */
+    private readonly log: RateLimitedLog,
   ) {
     this.hashKey = nodeHashKey(maps.hashKey);
   }
@@ -71,7 +72,11 @@ export class NameRegistry {
     try {
       this.maps.names.set(hash, name);
     } catch (err) {
-      this.log.warn({ name, err: (err as Error).message }, 'could not record the name in fqe_names');
+      this.log.warn(
+        'names-unrecorded',
+        { name, err: (err as Error).message },
+        'could not record the name in fqe_names (egressctl shows its hash)',
+      );
     }
   }
 

@@ -190,35 +190,9 @@ for (const mode of [
       const pay = box.topo.pod('payments');
       const other = box.topo.pod('other');
       const query = (pod: string, name: string, id: number, sport: number) =>
-        box.topo.exec(box.topo.pod(pod).netns, [
-          process.execPath,
-          NETTOOL,
-          'query',
-          SILENT_RESOLVER,
-          name,
-          '--id',
-          String(id),
-          '--sport',
-          String(sport),
-        ]);
+        box.topo.queryFrom(box.topo.pod(pod).netns, SILENT_RESOLVER, name, id, sport);
       const forge = (from: string, to: string, port: number, id: number, name: string, answer: string) =>
-        box.topo.exec(box.topo.outNs, [
-          process.execPath,
-          NETTOOL,
-          'forge',
-          '--bind',
-          from,
-          '--to',
-          to,
-          '--port',
-          String(port),
-          '--id',
-          String(id),
-          '--name',
-          name,
-          '--answer',
-          answer,
-        ]);
+        box.topo.forgeAnswerFrom(box.topo.outNs, { from, to, port, id, name, answer });
 
       // Each forgery follows its query at once: a query is good for --query-window (5 s) only.
       await query('payments', 'api.stripe.test', 1111, 40001);

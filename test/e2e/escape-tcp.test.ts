@@ -12,7 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { requireKernelTestEnv, NETTOOL, OUTSIDE_LINK_V4, SILENT_RESOLVER } from '../helpers/topology.js';
+import { requireKernelTestEnv, OUTSIDE_LINK_V4, SILENT_RESOLVER } from '../helpers/topology.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
 import {
   withCert,
@@ -240,35 +240,16 @@ test("a neighbour pod forging the resolver's answers teaches nothing: the answer
       await box.topo.exec(box.topo.nodeNs, ['sysctl', '-qw', `net.ipv4.conf.${conf}.rp_filter=0`]);
     await box.topo.ip(b.netns, 'addr', 'add', `${SILENT_RESOLVER}/32`, 'dev', 'eth0');
     const ask = (id: number, sport: number) =>
-      box.topo.exec(a.netns, [
-        process.execPath,
-        NETTOOL,
-        'query',
-        SILENT_RESOLVER,
-        'api.stripe.test',
-        '--id',
-        String(id),
-        '--sport',
-        String(sport),
-      ]);
+      box.topo.queryFrom(a.netns, SILENT_RESOLVER, 'api.stripe.test', id, sport);
     const forge = (ns: string, id: number, sport: number, answer: string) =>
-      box.topo.exec(ns, [
-        process.execPath,
-        NETTOOL,
-        'forge',
-        '--bind',
-        SILENT_RESOLVER,
-        '--to',
-        a.v4,
-        '--port',
-        String(sport),
-        '--id',
-        String(id),
-        '--name',
-        'api.stripe.test',
-        '--answer',
+      box.topo.forgeAnswerFrom(ns, {
+        from: SILENT_RESOLVER,
+        to: a.v4,
+        port: sport,
+        id,
+        name: 'api.stripe.test',
         answer,
-      ]);
+      });
     const FORGED = '198.51.100.10'; // a real server listens there
 
     await ask(300, 45300);

@@ -318,35 +318,16 @@ test('a query is good for one answer within the window: a late forged answer tea
     await box.startAgent();
     const pod = box.topo.pod('a');
     const query = (id: number, sport: number) =>
-      box.topo.exec(pod.netns, [
-        process.execPath,
-        NETTOOL,
-        'query',
-        SILENT_RESOLVER,
-        'api.stripe.test',
-        '--id',
-        String(id),
-        '--sport',
-        String(sport),
-      ]);
+      box.topo.queryFrom(pod.netns, SILENT_RESOLVER, 'api.stripe.test', id, sport);
     const forge = (id: number, sport: number, answer: string) =>
-      box.topo.exec(box.topo.outNs, [
-        process.execPath,
-        NETTOOL,
-        'forge',
-        '--bind',
-        SILENT_RESOLVER,
-        '--to',
-        pod.v4,
-        '--port',
-        String(sport),
-        '--id',
-        String(id),
-        '--name',
-        'api.stripe.test',
-        '--answer',
+      box.topo.forgeAnswerFrom(box.topo.outNs, {
+        from: SILENT_RESOLVER,
+        to: pod.v4,
+        port: sport,
+        id,
+        name: 'api.stripe.test',
         answer,
-      ]);
+      });
     // Control: an answer inside the window counts (the forging path works).
     await query(100, 45100);
     await forge(100, 45100, '203.0.113.11');

@@ -348,6 +348,45 @@ export class Topology {
     return JSON.parse(stdout.trim().split('\n').pop()!) as { ok: boolean; error?: string };
   }
 
+  /** One DNS query (A) from namespace `ns` to `server`, with the id and source port given; no answer awaited. */
+  queryFrom(ns: string, server: string, name: string, id: number, sport: number): Promise<RunResult> {
+    return this.exec(ns, [
+      process.execPath,
+      NETTOOL,
+      'query',
+      server,
+      name,
+      '--id',
+      String(id),
+      '--sport',
+      String(sport),
+    ]);
+  }
+
+  /** A forged DNS answer sent from namespace `ns`: from `from`:53 to `to`:`port`, one A/AAAA record. */
+  forgeAnswerFrom(
+    ns: string,
+    a: { from: string; to: string; port: number; id: number; name: string; answer: string },
+  ): Promise<RunResult> {
+    return this.exec(ns, [
+      process.execPath,
+      NETTOOL,
+      'forge',
+      '--bind',
+      a.from,
+      '--to',
+      a.to,
+      '--port',
+      String(a.port),
+      '--id',
+      String(a.id),
+      '--name',
+      a.name,
+      '--answer',
+      a.answer,
+    ]);
+  }
+
   /**
    * Leave everything running after this process exits (the demo's --keep):
    * the caller prints how to remove it.

@@ -206,23 +206,14 @@ test('with the inline learner off, the tap gets every answer to a query the enfo
       await digEveryWay(topo, a.netns);
       // An answer nobody asked for (forged from the resolver's address): not delivered.
       box.trustResolver(SILENT_RESOLVER);
-      await topo.exec(topo.outNs, [
-        process.execPath,
-        NETTOOL,
-        'forge',
-        '--bind',
-        SILENT_RESOLVER,
-        '--to',
-        a.v4,
-        '--port',
-        '40999',
-        '--id',
-        '777',
-        '--name',
-        'svc.test',
-        '--answer',
-        '198.51.100.9',
-      ]);
+      await topo.forgeAnswerFrom(topo.outNs, {
+        from: SILENT_RESOLVER,
+        to: a.v4,
+        port: 40999,
+        id: 777,
+        name: 'svc.test',
+        answer: '198.51.100.9',
+      });
       await sleep(200);
       for (const p of seen)
         assert.ok(
@@ -269,17 +260,7 @@ test('DNS to a trusted resolver passes and its query is recorded; DNS to another
     assert.equal(ok.stdout.trim(), OUTSIDE_HOSTS_V4[0], 'a trusted resolver answers');
     // A query nobody answers stays recorded (an answer's learner clears it).
     box.trustResolver(SILENT_RESOLVER);
-    await topo.exec(a.netns, [
-      process.execPath,
-      NETTOOL,
-      'query',
-      SILENT_RESOLVER,
-      'svc.test',
-      '--id',
-      '4242',
-      '--sport',
-      '40123',
-    ]);
+    await topo.queryFrom(a.netns, SILENT_RESOLVER, 'svc.test', 4242, 40123);
     const queries = box.dp.maps.queries.entries().filter(([k]) => k.identity === 1501);
     assert.equal(queries.length, 1, 'one pending query recorded');
     const [key, value] = queries[0]!;
