@@ -288,6 +288,18 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(wire)
 	FQE_END
 
+	/* pod start: decisions for the CNI plugin */
+	FQE_STRUCT(pod_ref)
+	FQE_FIELD(pod_namespace)
+	FQE_FIELD(pod_name)
+	FQE_END
+
+	FQE_STRUCT(pod_decision)
+	FQE_FIELD(identity)
+	FQE_FIELD(flags)
+	FQE_FIELD(since_ns)
+	FQE_END
+
 	Napi::Object constants = Napi::Object::New(env);
 	FQE_CONST(ABI_VERSION)
 	FQE_CONST(MAX_ENDPOINTS)
@@ -358,6 +370,11 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_CONST(MAX_CLUSTER_DOMAINS)
 	FQE_CONST(MAX_DNS_REFUSED)
 	FQE_CONST(REFUSED_PARSED)
+	/* pod start */
+	FQE_CONST(MAX_POD_DECISIONS)
+	FQE_CONST(EP_PENDING)
+	FQE_CONST(PENDING_IDENTITY_BASE)
+	FQE_CONST(CFG_UNKNOWN_PODS_OPEN)
 	result.Set("constants", constants);
 	return result;
 }

@@ -493,4 +493,40 @@ struct fqe_pod_share {
 	__u64 tls_flows; /* entries of fqe_tls_flows */
 };
 
+/*
+ * ---- Pod start: decisions for the CNI plugin ----
+ * New map only; no layout above changes.
+ *
+ * The agent publishes, per pod scheduled to this node, whether it enforces
+ * it (computed from its watch, before the pod's sandbox exists); the chained
+ * CNI plugin (cni/fqdn-egress-cni.c) reads it on ADD and writes the pod's
+ * endpoint before the pod can send. No program reads this map.
+ */
+#define FQE_MAX_POD_DECISIONS	  4096
+/*
+ * Endpoint flag, userspace only: the plugin found no decision and enforces
+ * the pod as pending until the agent decides (fqe_pod_decision.flags,
+ * fqe_pod_info.flags; never in fqe_endpoints). Programs test the bits they
+ * know, so this one is harmless there.
+ */
+#define FQE_EP_PENDING		  0x8
+/* Identities the plugin claims for pending pods (the agent allocates below). */
+#define FQE_PENDING_IDENTITY_BASE 0x80000000u
+
+/* fqe_config flags: what the plugin does with a pod the agent has not decided */
+#define FQE_CFG_UNKNOWN_PODS_OPEN 0x40 /* pass it (no endpoint entry); clear: DNS and link control only */
+
+/* Which pod? (key of fqe_pod_decisions; NUL padded) */
+struct fqe_pod_ref {
+	char pod_namespace[FQE_POD_NAMESPACE_LEN];
+	char pod_name[FQE_POD_NAME_LEN];
+};
+
+/* What was decided for this pod? */
+struct fqe_pod_decision {
+	__u32 identity; /* 0 when not enforced */
+	__u32 flags;	/* FQE_EP_ENFORCE / AUDIT / DNS_FILTER_OFF; 0 = not enforced; FQE_EP_PENDING: undecided */
+	__u64 since_ns; /* CLOCK_MONOTONIC: when it was written */
+};
+
 #endif /* FQE_TYPES_H */

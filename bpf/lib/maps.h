@@ -300,4 +300,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_pod_shares SEC(".maps");
 
+/*
+ * What did the agent decide for this pod (by namespace and name)? Written
+ * by the agent from its watch, read (and, for a pod it has not decided,
+ * claimed as pending) by the CNI plugin. No program reads it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_POD_DECISIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_pod_ref);
+	__type(value, struct fqe_pod_decision);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_pod_decisions SEC(".maps");
+
 #endif /* FQE_MAPS_H */

@@ -35,6 +35,8 @@ import {
   podInfoCodec,
   cidrKeyCodec,
   tlsFlowCodec,
+  PENDING_FLAG,
+  PENDING_IDENTITY_BASE,
 } from '../../agent/datapath/maps/index.js';
 import { MAP_DEFINITIONS } from '../../agent/datapath/maps/registry.js';
 import type { Struct } from '../../agent/datapath/layout.js';
@@ -155,6 +157,8 @@ test('reason names and limits match the C header', () => {
   assert.equal(consts.CT_TLS_WATCH, CtFlag.tlsWatch);
   assert.ok(REASONS.length <= consts.REASON_SLOTS!, 'the counters keep their layout');
   assert.equal(consts.EP_DNS_FILTER_OFF, EndpointFlag.dnsFilterOff);
+  assert.equal(consts.EP_PENDING, PENDING_FLAG);
+  assert.equal(consts.PENDING_IDENTITY_BASE, PENDING_IDENTITY_BASE);
   const cfgFlags: Array<[string, number]> = [
     ['CFG_INLINE_LEARNER_OFF', ConfigFlag.inlineLearnerOff],
     ['CFG_PRECISE_CLOCK', ConfigFlag.preciseClock],
@@ -163,6 +167,7 @@ test('reason names and limits match the C header', () => {
     ['CFG_ATTACH_LEGACY', ConfigFlag.attachLegacy],
     ['CFG_HEAD_GUARD_OFF', ConfigFlag.headGuardOff],
     ['CFG_STATES_WRITTEN', ConfigFlag.statesWritten],
+    ['CFG_UNKNOWN_PODS_OPEN', ConfigFlag.unknownPodsOpen],
   ];
   for (const [name, bit] of cfgFlags) assert.equal(consts[name], bit, `FQE_${name}`);
 });

@@ -15,6 +15,8 @@ export const ConfigFlag = {
   dnsQueryFilterOff: 0x8,
   attachLegacy: 0x10,
   headGuardOff: 0x20,
+  /** --unknown-pods open: the CNI plugin passes a pod the agent has not decided (read by the plugin, no program) */
+  unknownPodsOpen: 0x40,
   statesWritten: 0x80,
 } as const;
 

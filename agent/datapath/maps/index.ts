@@ -24,6 +24,7 @@ export * from './learned.js';
 export * from './limits.js';
 export * from './names.js';
 export * from './owners.js';
+export * from './pod-decisions.js';
 export * from './pod-shares.js';
 export * from './pods.js';
 export * from './policy.js';
