@@ -5,7 +5,7 @@
 # instead of checking. npm test runs the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t c_files < <(git ls-files 'bpf/*.c' 'bpf/*.h' 'native/*.cc' 'native/*.h')
+mapfile -t c_files < <(git ls-files 'bpf/*.c' 'bpf/*.h' 'native/*.cc' 'native/*.h' 'cni/*.c' 'cni/*.h')
 if [ "${1:-}" = --write ]; then
   node_modules/.bin/prettier --log-level warn --write agent test bench eslint.config.js
   clang-format -i "${c_files[@]}"

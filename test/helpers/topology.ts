@@ -146,6 +146,13 @@ export class Topology {
     await this.ip(name, 'link', 'set', 'lo', 'up');
   }
 
+  /** An empty pod namespace (lo up) for a CNI plugin to wire (test/helpers/cni.ts); removed with the rest. */
+  async addBarePodNs(name: string): Promise<string> {
+    const netns = `${this.id}-${name}`;
+    await this.addNs(netns);
+    return netns;
+  }
+
   ip(ns: string, ...args: string[]): Promise<RunResult> {
     return run('ip', ['-n', ns, ...args]);
   }

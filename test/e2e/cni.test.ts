@@ -1,0 +1,307 @@
+/*
+ * The chained CNI plugin (build/fqdn-egress-cni) in the node-in-a-box, run
+ * after Debian's ptp + host-local exactly as a runtime runs a conflist
+ * (helpers/cni.ts). First against the bare datapath (decisions written by
+ * the test): what ADD writes and in which state, CHECK, DEL, bad input.
+ * Then with the real agent: the pod's first packet, with the agent running
+ * and stopped, under --unknown-pods closed and open, and the agent adopting
+ * what the plugin wrote. Root only; CI=true fails instead of skipping.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { requireKernelTestEnv, OUTSIDE_LINK_V4, OUTSIDE_HOSTS_V4, type Topology } from '../helpers/topology.js';
+import { withBox, type Box } from '../helpers/datapath-fixture.js';
+import { ZONE } from '../helpers/agent-fixture.js';
+import {
+  PLUGIN,
+  CNI_BIN_DIR,
+  chainAdd,
+  chainDel,
+  ptpAdd,
+  runPlugin,
+  podEnv,
+  ourConf,
+  type ChainOptions,
+  type CniPod,
+} from '../helpers/cni.js';
+import { linkPin } from '../../agent/datapath/attach.js';
+import { EndpointFlag, ConfigFlag, PENDING_FLAG, PENDING_IDENTITY_BASE } from '../../agent/datapath/maps/index.js';
+import type { Datapath } from '../../agent/datapath/datapath.js';
+import { parseIp, formatIp } from '../../agent/net/addr.js';
+
+const TOOLS = ['nsenter', 'dig', join(CNI_BIN_DIR, 'ptp'), join(CNI_BIN_DIR, 'host-local'), PLUGIN];
+
+const RESOLVER = OUTSIDE_LINK_V4.outside;
+const BLOCKED = ZONE['blocked.test']![0]!;
+const [HOST_A] = OUTSIDE_HOSTS_V4 as [string];
+
+function withDataDir<T>(t: TestContext, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'fqe-cni-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return fn(dir).finally(() => rmSync(dir, { recursive: true, force: true }));
+}
+
+function chainOpts(topo: Topology, dataDir: string, n: number, extra: Partial<ChainOptions> = {}): ChainOptions {
+  return { ip: `198.19.42.${10 + n}`, dataDir, pinDir: topo.pinDir, ...extra };
+}
+
+function ifindexOf(dp: Datapath, pod: CniPod): number {
+  const entry = dp.maps.pods.entries().find(([, i]) => i.name === pod.name && i.ifname === pod.hostIf);
+  return entry?.[1].ifindex ?? 0;
+}
+
+/** Everything ADD may write for a pod, as the test reads it back. */
+function stateOf(dp: Datapath, topo: Topology, pod: CniPod) {
+  const pods = dp.maps.pods.entries().filter(([, i]) => i.namespace === pod.namespace && i.name === pod.name);
+  const ifindex = pods[0]?.[1].ifindex ?? 0;
+  const identities = new Set(pods.map(([id]) => id));
+  return {
+    pods,
+    endpoint: ifindex ? dp.maps.endpoints.get(ifindex) : undefined,
+    owners: dp.maps.owners
+      .entries()
+      .filter(([k]) => identities.has(k.identity))
+      .map(([k]) => formatIp(k.addr)),
+    decision: dp.maps.podDecisions.get({ namespace: pod.namespace, name: pod.name }),
+    links: ifindex ? (['ingress', 'egress'] as const).filter((d) => existsSync(linkPin(topo.pinDir, ifindex, d))) : [],
+  };
+}
+
+function counts(dp: Datapath) {
+  return {
+    endpoints: dp.maps.endpoints.entries().length,
+    owners: dp.maps.owners.entries().length,
+    pods: dp.maps.pods.entries().length,
+    decisions: dp.maps.podDecisions.entries().length,
+  };
+}
+
+function publish(box: Box, pod: { namespace: string; name: string }, identity: number, flags: number): void {
+  box.dp.maps.podDecisions.set(pod, { identity, flags, sinceNs: process.hrtime.bigint() });
+  if (identity)
+    box.dp.maps.pods.set(identity, { ifindex: 0, flags, ifname: '', namespace: pod.namespace, name: pod.name });
+}
+
+async function digFrom(topo: Topology, netns: string, name: string): Promise<string[]> {
+  const r = await topo
+    .exec(netns.replace('/var/run/netns/', ''), ['dig', `@${RESOLVER}`, '+short', '+time=2', '+tries=1', name])
+    .catch((e: Error) => ({ stdout: `;; ${e.message}` }));
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith(';'));
+}
+
+function connectFrom(topo: Topology, pod: CniPod, host: string, port = 443, timeoutMs = 1500): Promise<boolean> {
+  return topo.probeFrom(pod.netns.replace('/var/run/netns/', ''), 'tcp', host, port, timeoutMs).then((r) => r.ok);
+}
+
+async function withPluginBox(t: TestContext, fn: (box: Box, dataDir: string) => Promise<void>): Promise<void> {
+  await withDataDir(t, (dataDir) =>
+    withBox(t, [], async (box) => {
+      box.trustResolver(RESOLVER);
+      await box.topo.startDnsmasq(ZONE);
+      await fn(box, dataDir);
+    }),
+  );
+}
+
+test('plugin: ADD of a pod the agent enforces writes owners, its interface, the links and the endpoint; CHECK passes; DEL takes it all back', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const opts = chainOpts(topo, dataDir, 1);
+    const ref = { namespace: 'shop', name: 'payments' };
+    publish(box, ref, 7, EndpointFlag.enforce);
+    const { pod, ours } = await chainAdd(topo, ref.namespace, ref.name, opts);
+    assert.deepEqual(ours!.json, pod.prevResult, 'ADD prints prevResult unchanged');
+    const s = stateOf(dp, topo, pod);
+    assert.equal(s.pods.length, 1);
+    assert.equal(s.pods[0]![0], 7, 'the identity the agent allocated');
+    assert.equal(s.pods[0]![1].ifname, pod.hostIf);
+    assert.deepEqual(s.endpoint, { identity: 7, flags: EndpointFlag.enforce });
+    assert.deepEqual(s.owners, [opts.ip]);
+    assert.deepEqual(s.links.sort(), ['egress', 'ingress']);
+    assert.equal(await connectFrom(topo, pod, HOST_A, 443, 700), false, 'enforced: no allow entry, dropped');
+
+    const check = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(check.code, 0, `CHECK: ${check.stdout} ${check.stderr}`);
+
+    const ifindex = ifindexOf(dp, pod);
+    await chainDel(topo, pod, opts);
+    assert.equal(dp.maps.endpoints.get(ifindex), undefined, 'endpoint gone');
+    assert.equal(dp.maps.owners.get({ identity: 7, addr: parseIp(opts.ip) }), undefined, 'owner gone');
+    assert.equal(existsSync(linkPin(topo.pinDir, ifindex, 'ingress')), false, 'link gone');
+    assert.equal(existsSync(linkPin(topo.pinDir, ifindex, 'egress')), false, 'link gone');
+    assert.ok(dp.maps.podDecisions.get(ref), "the agent's decision stays (the agent removes it with the pod)");
+    const again = await runPlugin(topo, PLUGIN, podEnv(pod, 'DEL'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(again.code, 0, 'DEL again succeeds (idempotent)');
+  });
+});
+
+test('plugin: a pod the agent decided not to enforce passes through; nothing is written', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    publish(box, { namespace: 'shop', name: 'web' }, 0, 0);
+    const before = counts(dp);
+    const { pod, ours } = await chainAdd(topo, 'shop', 'web', chainOpts(topo, dataDir, 2));
+    assert.deepEqual(ours!.json, pod.prevResult);
+    assert.deepEqual(counts(dp), before);
+    assert.equal(await connectFrom(topo, pod, HOST_A), true, 'not enforced: passes at once');
+  });
+});
+
+test('plugin: no decision yet under closed: pending, DNS to the trusted resolver passes, nothing else; DEL removes the pending entries', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const opts = chainOpts(topo, dataDir, 3);
+    const { pod } = await chainAdd(topo, 'shop', 'new', opts);
+    const s = stateOf(dp, topo, pod);
+    assert.equal(s.pods.length, 1);
+    const [identity, info] = s.pods[0]!;
+    assert.ok(identity >= PENDING_IDENTITY_BASE, `a pending identity (${identity})`);
+    assert.equal(info.flags, EndpointFlag.enforce | EndpointFlag.dnsFilterOff | PENDING_FLAG);
+    assert.equal(s.decision?.identity, identity);
+    assert.equal(s.decision?.flags, PENDING_FLAG);
+    assert.deepEqual(s.endpoint, { identity, flags: EndpointFlag.enforce | EndpointFlag.dnsFilterOff });
+    assert.deepEqual(s.owners, [opts.ip]);
+    assert.equal(await connectFrom(topo, pod, BLOCKED, 443, 700), false, 'pending: dropped');
+    assert.deepEqual(await digFrom(topo, pod.netns, 'blocked.test'), [BLOCKED], 'DNS passes');
+    assert.equal(await connectFrom(topo, pod, BLOCKED, 443, 700), false, 'an answer teaches a pending pod nothing');
+
+    const check = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(check.code, 0, `CHECK: ${check.stdout} ${check.stderr}`);
+
+    await chainDel(topo, pod, opts);
+    const after = stateOf(dp, topo, pod);
+    assert.deepEqual(after.pods, [], 'fqe_pods entry gone');
+    assert.equal(after.decision, undefined, 'pending decision gone');
+    assert.equal(dp.maps.owners.entries().filter(([k]) => k.identity === identity).length, 0, 'owners gone');
+    assert.equal(dp.maps.endpoints.get(info.ifindex), undefined, 'endpoint gone');
+    assert.equal(existsSync(linkPin(topo.pinDir, info.ifindex, 'ingress')), false);
+  });
+});
+
+test('plugin: no decision yet under open: pending without an endpoint entry (the pod passes)', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const cfg = dp.maps.config.get(0)!;
+    dp.maps.config.set(0, { ...cfg, flags: cfg.flags | ConfigFlag.unknownPodsOpen });
+    const { pod } = await chainAdd(topo, 'shop', 'open', chainOpts(topo, dataDir, 4));
+    const s = stateOf(dp, topo, pod);
+    assert.equal(s.decision?.flags, PENDING_FLAG);
+    assert.equal(s.endpoint, undefined);
+    assert.equal(await connectFrom(topo, pod, HOST_A), true, 'open: passes until decided');
+    const check = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(check.code, 0, `CHECK: ${check.stdout} ${check.stderr}`);
+  });
+});
+
+test('plugin: bad input gives the CNI error result and leaves nothing behind', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const pod = { ...(await ptpAdd(topo, 'shop', 'bad', chainOpts(topo, dataDir, 5))) };
+    const env = podEnv(pod, 'ADD');
+    const before = counts(dp);
+    const cases: Array<{ what: string; stdin: string; env?: typeof env; code: number; msg: RegExp }> = [
+      { what: 'malformed JSON', stdin: '{"cniVersion":"1.0.0",', code: 6, msg: /decode/ },
+      { what: 'not an object', stdin: '[1,2]', code: 6, msg: /not a JSON object/ },
+      { what: 'a NUL byte', stdin: '{"cniVersion":"1.0.0"}\u0000', code: 6, msg: /decode/ },
+      { what: 'trailing text', stdin: '{"cniVersion":"1.0.0"} x', code: 6, msg: /decode/ },
+      { what: 'missing prevResult', stdin: ourConf(topo.pinDir), code: 7, msg: /prevResult/ },
+      { what: 'unsupported version', stdin: ourConf(topo.pinDir, pod.prevResult, '0.3.1'), code: 1, msg: /0\.3\.1/ },
+      {
+        what: 'unknown interface',
+        stdin: ourConf(topo.pinDir, {
+          ...pod.prevResult,
+          interfaces: [{ name: 'nosuchif0' }, { name: 'eth0', sandbox: pod.netns }],
+        }),
+        code: 7,
+        msg: /nosuchif0.*not on this host/,
+      },
+      {
+        what: 'no host-side interface',
+        stdin: ourConf(topo.pinDir, { ...pod.prevResult, interfaces: [{ name: 'eth0', sandbox: pod.netns }] }),
+        code: 7,
+        msg: /no host-side interface/,
+      },
+      {
+        what: 'missing CNI_NETNS',
+        stdin: ourConf(topo.pinDir, pod.prevResult),
+        env: { ...env, netns: undefined },
+        code: 4,
+        msg: /CNI_NETNS/,
+      },
+      { what: 'too big', stdin: `{"cniVersion":"1.0.0","x":"${'a'.repeat(1 << 20)}"}`, code: 6, msg: /larger/ },
+      { what: 'too deep', stdin: `${'['.repeat(100)}${']'.repeat(100)}`, code: 6, msg: /nested deeper/ },
+    ];
+    for (const c of cases) {
+      const r = await runPlugin(topo, PLUGIN, c.env ?? env, c.stdin);
+      assert.notEqual(r.code, 0, `${c.what}: a non-zero exit`);
+      assert.ok(r.json, `${c.what}: an error result on stdout: ${r.stdout}`);
+      assert.equal(r.json.code, c.code, `${c.what}: code (${r.stdout})`);
+      assert.match(String(r.json.msg) + String(r.json.details ?? ''), c.msg, c.what);
+      assert.equal(typeof r.json.cniVersion, 'string', `${c.what}: cniVersion`);
+      assert.deepEqual(counts(dp), before, `${c.what}: nothing written`);
+    }
+    const ifindex = Number(
+      (await topo.ip(topo.nodeNs, '-j', 'link', 'show', 'dev', pod.hostIf)).stdout.match(/"ifindex":(\d+)/)![1],
+    );
+    assert.equal(existsSync(linkPin(topo.pinDir, ifindex, 'ingress')), false, 'nothing attached');
+  });
+});
+
+test("plugin: VERSION lists the versions; without the agent's pins ADD passes the result through", async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo } = box;
+    const v = await runPlugin(topo, PLUGIN, { command: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+    assert.equal(v.code, 0);
+    assert.deepEqual(v.json, { cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0', '1.1.0'] });
+    const pod = await ptpAdd(topo, 'shop', 'nopins', chainOpts(topo, dataDir, 6));
+    const missing = join(topo.pinDir, 'never-installed');
+    const r = await runPlugin(topo, PLUGIN, podEnv(pod, 'ADD'), ourConf(missing, pod.prevResult));
+    assert.equal(r.code, 0, r.stdout);
+    assert.deepEqual(r.json, pod.prevResult);
+    assert.match(r.stderr, /no agent pins .*passed through/);
+    const env = { ...podEnv(pod, 'ADD'), extra: { FQDN_EGRESS_BPF_PIN_DIR: missing } };
+    const viaEnv = await runPlugin(topo, PLUGIN, env, ourConf(topo.pinDir, pod.prevResult));
+    assert.match(viaEnv.stderr, /never-installed/, 'FQDN_EGRESS_BPF_PIN_DIR overrides bpfPinDir');
+    const del = await runPlugin(topo, PLUGIN, podEnv(pod, 'DEL'), ourConf(missing, pod.prevResult));
+    assert.equal(del.code, 0, 'DEL without pins succeeds');
+  });
+});
+
+test('plugin: where the agent attaches through legacy tc, so does the plugin (clsact + cls_bpf, our handle); DEL removes the filters', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const cfg = dp.maps.config.get(0)!;
+    dp.maps.config.set(0, { ...cfg, flags: cfg.flags | ConfigFlag.statesWritten | ConfigFlag.attachLegacy });
+    publish(box, { namespace: 'shop', name: 'legacy' }, 9, EndpointFlag.enforce);
+    const opts = chainOpts(topo, dataDir, 7);
+    const { pod } = await chainAdd(topo, 'shop', 'legacy', opts);
+    const ifindex = ifindexOf(dp, pod);
+    for (const direction of ['ingress', 'egress'] as const) {
+      assert.equal(existsSync(linkPin(topo.pinDir, ifindex, direction)), false, 'no tcx link');
+      assert.equal(dp.attached(ifindex, direction, { netns: topo.nodeNsPath }) !== null, true, `${direction} filter`);
+    }
+    assert.equal(await connectFrom(topo, pod, HOST_A, 443, 700), false, 'enforced through legacy tc');
+    const check = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(check.code, 0, `CHECK: ${check.stdout} ${check.stderr}`);
+    await runPlugin(topo, PLUGIN, podEnv(pod, 'DEL'), ourConf(topo.pinDir, pod.prevResult));
+    for (const direction of ['ingress', 'egress'] as const)
+      assert.equal(dp.attached(ifindex, direction, { netns: topo.nodeNsPath }), null, `${direction} filter gone`);
+    const after = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
+    assert.equal(after.code, 1, 'CHECK fails once DEL took the endpoint away');
+    assert.equal(after.json?.code, 999);
+  });
+});
