@@ -19,7 +19,8 @@ if [ "${1:-}" = --npm-only ]; then
 fi
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 dnsmasq-base dnsutils curl
-      iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps openssl clang-format)
+      iputils-ping iperf3 dnsperf make g++ python3 pkg-config util-linux procps openssl clang-format
+      containernetworking-plugins)
 if [ "${1:-}" = --kernel-matrix ]; then
   # qemu boots the kernels; busybox and cpio make their root file system; the
   # keyring checks the archive they come from; xz and zstd unpack modules
