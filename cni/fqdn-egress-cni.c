@@ -664,9 +664,12 @@ static int cmd_add(void)
 		ret = attach(&p, r.ifindex, what, sizeof(what));
 		if (ret < 0)
 			add_failed(&p, &r, identity, 1, ret, what);
-		if (!open) {
-			ep = (struct fqe_endpoint){ .identity = identity,
-						    .flags = FQE_EP_ENFORCE | FQE_EP_DNS_FILTER_OFF };
+		ep_flags = open ? 0 : FQE_EP_ENFORCE | FQE_EP_DNS_FILTER_OFF;
+		/* the agent may have adopted the claim meanwhile: its decision, not ours, goes in */
+		if (bpf_map_lookup(p.decisions, &ref, &d) == 0 && d.identity == identity && !(d.flags & FQE_EP_PENDING))
+			ep_flags = d.flags & (FQE_EP_ENFORCE | FQE_EP_AUDIT | FQE_EP_DNS_FILTER_OFF);
+		if (ep_flags) {
+			ep = (struct fqe_endpoint){ .identity = identity, .flags = ep_flags };
 			ret = bpf_map_update(p.endpoints, &r.ifindex, &ep, BPF_ANY);
 			if (ret < 0)
 				add_failed(&p, &r, identity, 1, ret, "cannot write fqe_endpoints");
