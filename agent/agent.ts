@@ -13,7 +13,7 @@ import { allowMap, endpointsMap, namesMap, type LearnedRecord } from './datapath
 import { native, type PacketSocket, type RingBufferReader } from './datapath/native.js';
 import { FqdnCache } from './cache/fqdn-cache.js';
 import { Reconciler } from './sync/reconciler.js';
-import { EndpointManager, type EnforcedPod } from './pods/endpoints.js';
+import { EndpointManager, type EnforcedPod, type ScheduledPod } from './pods/endpoints.js';
 import { DnsLearner, type LearnedAnswer } from './learn/dns-learner.js';
 import { KernelRecords } from './learn/kernel-records.js';
 import { LostRecords, RECOVERY_CALLS_PER_TICK } from './learn/lost-records.js';
@@ -114,6 +114,9 @@ export class Agent {
   private http: Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private snapshotApplied = false;
+  /** the source's last pods with IPs, and (Kubernetes) every pod scheduled here: the CNI plugin's decisions */
+  private lastPods: PodSpec[] | undefined;
+  private scheduledPods: ScheduledPod[] | undefined;
   private pendingLatencies: bigint[] = [];
   /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
   private headGuard: TcxHeadGuard | undefined;
@@ -181,7 +184,8 @@ export class Agent {
         onPolicy: (pod, previous) => {
           this.byIdentity.set(pod.identity, pod);
           this.policyMap.sync(pod.identity, pod.policy);
-          if (!previous && !this.announced.has(pod.key)) {
+          // a pod prepared for the CNI plugin (no interface yet) is announced once it is on its interface
+          if (pod.ifindex > 0 && !this.announced.has(pod.key)) {
             this.announced.add(pod.key);
             this.podEvent(
               pod,
@@ -210,6 +214,7 @@ export class Agent {
           this.reconciler.markAll();
           this.flush();
         },
+        onPendingEnded: (_pod, seconds, decision) => this.metrics.podPending.observe({ decision }, seconds),
         onPolicyErrors: (pod, errors) => {
           for (const e of errors)
             this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
@@ -394,6 +399,10 @@ export class Agent {
         nodeName: cfg.nodeName!,
         log: this.log,
         onPods: (pods) => void this.applyPods(pods),
+        onScheduled: (pods) => {
+          this.scheduledPods = pods;
+          if (this.lastPods) void this.applyPods(this.lastPods);
+        },
         onResolvers: (ips) => this.staticMaps.discovered(ips),
         onError: (err) => {
           this.metrics.sourceErrors.inc({ source: 'kubernetes' });
@@ -464,7 +473,8 @@ export class Agent {
   }
 
   private async applyPods(pods: PodSpec[]): Promise<void> {
-    await this.endpoints.apply(pods);
+    this.lastPods = pods;
+    await this.endpoints.apply(pods, this.scheduledPods);
     for (const identity of this.cache.identities())
       if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
     for (const identity of this.policyMap.identities())
@@ -545,7 +555,7 @@ export class Agent {
     this.reconciler.markDirty(this.cache.expire());
     this.learner.sweep();
     this.flush();
-    if (this.endpoints.pending.size > 0) void this.endpoints.retryWaiting().then(() => this.flush());
+    if (this.endpoints.needsRetry()) void this.endpoints.retryWaiting().then(() => this.flush());
   }
 
   /** Records the ring could not take: read back the entries of the pods that lost some, a bounded slice a tick. */

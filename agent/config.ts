@@ -46,6 +46,8 @@ export interface Config {
   dnsFilter: DnsFilterMode;
   /** the cluster's own domains: queries under them always pass the DNS filter */
   clusterDomains: string[];
+  /** what the CNI plugin does with a new pod the agent has not decided yet (docs/cni.md) */
+  unknownPods: 'closed' | 'open';
 }
 
 interface FlagSpec {
@@ -111,6 +113,10 @@ export const FLAGS: Record<string, FlagSpec> = {
   'cluster-domain': {
     help: "the cluster's own DNS domains, comma separated; queries under them always pass the DNS filter",
     default: DEFAULT_CLUSTER_DOMAINS.join(','),
+  },
+  'unknown-pods': {
+    help: 'what the CNI plugin (fqdn-egress-cni) does with a new pod this agent has not decided yet (agent down or behind): closed (only DNS to the trusted resolvers and link control until decided) | open (passed until decided)',
+    default: 'closed',
   },
   help: { help: 'print this help', boolean: true },
 };
@@ -275,6 +281,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     tcxHeadGuard: tcxHeadGuard === 'on',
     dnsFilter,
     clusterDomains,
+    unknownPods: oneOf(f.get('unknown-pods')!, 'unknown-pods', ['closed', 'open'] as const),
   };
 }
 

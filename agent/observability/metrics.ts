@@ -42,6 +42,7 @@ export class AgentMetrics {
   readonly sourceErrors: Counter<'source'>;
   readonly captureToMap: Histogram;
   readonly reconcileDuration: Histogram;
+  readonly podPending: Histogram;
   readonly portOverflows: Counter;
   readonly allowWriteFailures: Counter;
   readonly allowWritesRetrying: Gauge;
@@ -95,6 +96,13 @@ export class AgentMetrics {
       name: 'fqdn_egress_reconcile_duration_seconds',
       help: 'Time to apply cache and policy changes to the allow map',
       buckets: [0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+      registers,
+    });
+    this.podPending = new Histogram({
+      name: 'fqdn_egress_pod_pending_seconds',
+      help: 'How long new pods waited as pending (the CNI plugin found no decision: the agent was down or behind) until the agent decided, by decision (enforce, audit, not-enforced)',
+      labelNames: ['decision'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
       registers,
     });
     this.kernelEntriesRefused = new Counter({

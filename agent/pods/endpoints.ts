@@ -10,9 +10,20 @@
  * what we remember writing), and an identity is never handed out while any
  * map still holds it.
  * It owns no DNS or allow-map logic: callbacks tell the agent what changed.
+ *
+ * Pod start (the CNI plugin, docs/cni.md): every pod the source knows on
+ * this node, with or without an IP yet, gets a decision (decisions.ts). A
+ * pod to enforce is prepared before that decision is published: its
+ * identity allocated and its policy written (fqe_pods with ifindex 0), so
+ * the plugin only adds its interface. Once the plugin (or the source) names
+ * the interface, the pod is set up as any other, under the same identity.
+ * A pending claim of the plugin (a pod it found no decision for) is adopted
+ * (its identity kept) or purged, and answered with the real decision. The
+ * agent allocates identities below PENDING_IDENTITY_BASE only; the plugin's
+ * are above.
  */
 import { parseIp, formatIp } from '../net/addr.js';
-import { EndpointFlag, MAX_PORT_RULES, type PodInfo } from '../datapath/codecs.js';
+import { EndpointFlag, MAX_PORT_RULES, PENDING_FLAG, PENDING_IDENTITY_BASE, type PodInfo } from '../datapath/codecs.js';
 import type { Datapath } from '../datapath/datapath.js';
 import { describeAttach, type AttachResult } from '../datapath/attach.js';
 import { parsePodPolicy, type PodPolicy, type PolicyError } from '../policy/annotation.js';
@@ -20,6 +31,7 @@ import { dnsFilterFor, type DnsFilterMode } from '../policy/dns-query-filter.js'
 import { podKey, type PodSpec } from '../sources/pod.js';
 import type { HostInterface, Lookup } from '../net/host-interface.js';
 import type { Logger } from '../observability/log.js';
+import { PodDecisions, verdictFlags, type Decide, type PodVerdict } from './decisions.js';
 
 export interface EnforcedPod {
   key: string;
@@ -41,7 +53,12 @@ export interface EndpointEvents {
   onRemoved(pod: EnforcedPod): void;
   /** invalid annotation entries of a pod (reported once per distinct text) */
   onPolicyErrors(pod: { namespace: string; name: string }, errors: PolicyError[]): void;
+  /** a pod the CNI plugin held as pending got its decision after `seconds` */
+  onPendingEnded?(pod: { namespace: string; name: string }, seconds: number, decision: string): void;
 }
+
+/** A pod scheduled to this node, as far as the source knows it (maybe without an IP yet). */
+export type ScheduledPod = Pick<PodSpec, 'namespace' | 'name' | 'annotations'>;
 
 export interface EndpointManagerOptions {
   dp: Pick<Datapath, 'attach' | 'detach' | 'maps'>;
@@ -50,6 +67,14 @@ export interface EndpointManagerOptions {
   log: Logger;
   /** the DNS query filter for pods without a fqdn-egress.io/dns-filter annotation (default on) */
   dnsFilter?: DnsFilterMode;
+  /** the pod's decision (default: its annotations, parsePodPolicy and dnsFilterFor) */
+  decide?: Decide;
+  /** CLOCK_MONOTONIC ns (default process.hrtime) */
+  nowNs?: () => bigint;
+}
+
+function claimSet(claims: Map<string, unknown>): string {
+  return [...claims.keys()].sort().join('\n');
 }
 
 function sameList(a: string[], b: string[]): boolean {
@@ -72,20 +97,45 @@ export class EndpointManager {
   private readonly reportedAttach = new Map<number, string>();
   private nextIdentity = 1;
   private lastSnapshot: PodSpec[] = [];
+  private lastScheduled: ScheduledPod[] | undefined;
   private applying: Promise<void> = Promise.resolve();
+  readonly decisions: PodDecisions;
+  private readonly decide: Decide;
+  /** the pending claims the last apply left (pods the source does not know yet) */
+  private claimsSeen = '';
 
-  constructor(private readonly opts: EndpointManagerOptions) {}
+  constructor(private readonly opts: EndpointManagerOptions) {
+    this.decisions = new PodDecisions({
+      map: opts.dp.maps.podDecisions,
+      nowNs: opts.nowNs ?? (() => process.hrtime.bigint()),
+      onPendingEnded: (pod, seconds, decision) => {
+        this.opts.log.info({ pod: podKey(pod), waitedSeconds: seconds, decision }, 'pending pod decided');
+        this.opts.events.onPendingEnded?.(pod, seconds, decision);
+      },
+    });
+    this.decide = opts.decide ?? ((spec) => this.decideByAnnotations(spec));
+  }
 
   /** Read identities back from the pinned maps (after a restart). */
   restore(): number {
-    for (const [identity, info] of this.opts.dp.maps.pods.entries())
-      this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
-    const owned = new Set([...this.restored.values()].map((r) => r.identity));
+    const owned = new Set<number>();
+    for (const [identity, info] of this.opts.dp.maps.pods.entries()) {
+      owned.add(identity);
+      // the plugin's pending claims are adopted through their decision, not restored
+      if (!(info.flags & PENDING_FLAG)) this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+    }
     for (const identity of this.identitiesInMaps()) {
-      this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
+      if (identity < PENDING_IDENTITY_BASE) this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
       if (!owned.has(identity)) this.orphans.add(identity);
     }
     return this.restored.size;
+  }
+
+  /** The default decision: the pod's annotations (parsePodPolicy, dnsFilterFor). */
+  private decideByAnnotations(spec: ScheduledPod): PodVerdict {
+    const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
+    const { mode } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
+    return { enforced: policy.enforced, mode: policy.mode, dnsFilter: mode };
   }
 
   /** Every identity any map holds an entry for. */
@@ -113,11 +163,22 @@ export class EndpointManager {
     for (const key of maps.tlsBytes.keys()) ids.add(key.identity);
     for (const key of maps.dnsTcp.keys()) ids.add(key.identity);
     for (const [identity] of maps.podShares.entries()) ids.add(identity);
+    for (const identity of this.decisions.identities()) ids.add(identity);
     return ids;
   }
 
+  /** Pods on their interface (not those prepared for the plugin, whose interface is not known yet). */
   get enforced(): EnforcedPod[] {
-    return [...this.pods.values()];
+    return [...this.pods.values()].filter((p) => p.ifindex > 0);
+  }
+
+  /** Is there anything a retry may settle: an interface missing, or something the plugin wrote since? */
+  needsRetry(): boolean {
+    if (this.waiting.size > 0) return true;
+    for (const pod of this.pods.values())
+      if (pod.ifindex === 0 && (this.opts.dp.maps.pods.get(pod.identity)?.ifindex ?? 0) !== 0) return true;
+    // claims left after the last apply are pods the source does not know yet: retried when the set changes
+    return claimSet(this.decisions.pendingClaims()) !== this.claimsSeen;
   }
 
   get pending(): Map<string, string> {
@@ -128,11 +189,17 @@ export class EndpointManager {
     return this.byIfindex.get(ifindex);
   }
 
-  /** Apply a complete snapshot; calls are serialized. */
-  apply(snapshot: PodSpec[]): Promise<void> {
+  /**
+   * Apply a complete snapshot; calls are serialized. `scheduled`: every pod
+   * on this node the source knows, IP or not (the Kubernetes source); when
+   * not given, the pods of the last list given, or else of the snapshot.
+   */
+  apply(snapshot: PodSpec[], scheduled?: ScheduledPod[]): Promise<void> {
     this.lastSnapshot = snapshot;
+    if (scheduled) this.lastScheduled = scheduled;
+    const known = this.lastScheduled;
     this.applying = this.applying
-      .then(() => this.applyNow(snapshot))
+      .then(() => this.applyNow(snapshot, known))
       .catch((err: Error) => {
         this.opts.log.error({ err }, 'applying the pod snapshot failed');
       });
@@ -141,17 +208,24 @@ export class EndpointManager {
 
   /** Retry pods whose interface was missing (an interface created later). */
   retryWaiting(): Promise<void> {
-    if (this.waiting.size === 0) return this.applying;
+    if (!this.needsRetry()) return this.applying;
     return this.apply(this.lastSnapshot);
   }
 
-  private async applyNow(snapshot: PodSpec[]): Promise<void> {
-    const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy }>();
-    for (const spec of snapshot) {
+  private async applyNow(snapshot: PodSpec[], scheduled: ScheduledPod[] | undefined): Promise<void> {
+    const known = new Map<string, PodSpec>();
+    for (const spec of scheduled ?? []) known.set(podKey(spec), { ...spec, ips: [] });
+    for (const spec of snapshot) known.set(podKey(spec), spec);
+    const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy; verdict: PodVerdict }>();
+    const notEnforced: PodSpec[] = [];
+    for (const [key, spec] of known) {
       const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
       this.reportErrors(spec, policy);
-      if (policy.enforced) wanted.set(podKey(spec), { spec, policy });
+      const verdict = this.decide(spec);
+      if (verdict.enforced) wanted.set(key, { spec, policy, verdict });
+      else notEnforced.push(spec);
     }
+    const claims = this.decisions.pendingClaims();
     // Purge first: a pod that is gone takes its entries with it before anything new lands.
     for (const pod of [...this.pods.values()]) if (!wanted.has(pod.key)) this.purge(pod);
     for (const [key, r] of [...this.restored]) {
@@ -166,17 +240,136 @@ export class EndpointManager {
       this.opts.log.info({ identity }, 'entries of an identity no pod owns removed');
     }
     for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
+    await this.settleClaims(claims, known, notEnforced);
+    for (const pod of this.decisions.staleDecisions(new Set(known.keys()))) this.decisions.remove(pod);
 
-    for (const [key, { spec, policy }] of wanted) {
-      const lookup = spec.interface ? await this.opts.lookup.byName(spec.interface) : await this.lookupByIps(spec.ips);
-      if ('missing' in lookup) {
-        if (this.waiting.get(key) !== lookup.missing)
-          this.opts.log.warn({ pod: key, reason: lookup.missing }, 'pod interface not found; will retry');
-        this.waiting.set(key, lookup.missing);
-        continue;
+    for (const [key, { spec, policy, verdict }] of wanted) {
+      const claim = claims.get(key);
+      if (claim) {
+        const old = this.pods.get(key);
+        // the plugin's claim is the pod's sandbox now: it replaces an identity we prepared
+        if (old && old.identity !== claim.decision.identity) this.purge(old);
+        this.restored.delete(key);
+        this.restored.set(key, {
+          identity: claim.decision.identity,
+          ifindex: this.opts.dp.maps.pods.get(claim.decision.identity)?.ifindex ?? 0,
+        });
       }
-      this.waiting.delete(key);
-      this.upsert(spec, policy, lookup.found);
+      const identity = this.identityOf(key);
+      let lookup: Lookup =
+        spec.interface !== undefined
+          ? await this.opts.lookup.byName(spec.interface)
+          : spec.ips.length > 0
+            ? await this.lookupByIps(spec.ips)
+            : { missing: 'pod has no IP yet' };
+      if ('missing' in lookup) {
+        // the plugin may have named it (fqe_pods, written on ADD)
+        const named = await this.interfaceThePluginNamed(identity);
+        if (named) lookup = { found: named };
+      }
+      if ('missing' in lookup) {
+        this.prepare(key, spec, policy, verdict, identity);
+        if (spec.ips.length > 0 || spec.interface !== undefined) {
+          if (this.waiting.get(key) !== lookup.missing)
+            this.opts.log.warn({ pod: key, reason: lookup.missing }, 'pod interface not found; will retry');
+          this.waiting.set(key, lookup.missing);
+        }
+      } else {
+        this.waiting.delete(key);
+        const ips = spec.ips.length > 0 ? spec.ips : this.ownedAddresses(identity);
+        this.upsert({ ...spec, ips }, policy, lookup.found, verdict);
+      }
+      // after the identity's policy is in the maps: the plugin may use it from here on
+      if (!this.decisions.publish(spec, identity, verdictFlags(verdict)))
+        this.opts.log.info({ pod: key }, 'the CNI plugin claimed the pod a moment ago: adopting it next round');
+    }
+    for (const spec of notEnforced) this.decisions.publish(spec, 0, 0);
+    this.claimsSeen = claimSet(this.decisions.pendingClaims());
+  }
+
+  /** The identity a wanted pod has or gets: kept, restored (or adopted from the plugin), or new. */
+  private identityOf(key: string): number {
+    const identity = this.pods.get(key)?.identity ?? this.restored.get(key)?.identity;
+    if (identity !== undefined) return identity;
+    if (this.nextIdentity >= PENDING_IDENTITY_BASE) throw new Error('identities below 0x80000000 are used up');
+    const fresh = this.nextIdentity++;
+    this.restored.set(key, { identity: fresh, ifindex: 0 });
+    return fresh;
+  }
+
+  /** The interface the plugin wrote into fqe_pods for this identity, if it is still there. */
+  private async interfaceThePluginNamed(identity: number): Promise<HostInterface | undefined> {
+    const info = this.opts.dp.maps.pods.get(identity);
+    if (!info || info.ifindex === 0 || info.ifname === '') return undefined;
+    const l = await this.opts.lookup.byName(info.ifname);
+    return 'found' in l && l.found.ifindex === info.ifindex ? l.found : undefined;
+  }
+
+  /**
+   * A pod to enforce whose interface is not known yet: its identity and
+   * policy in the maps (fqe_pods with ifindex 0), so the plugin finds them
+   * on ADD. Nothing is attached and no endpoint written.
+   */
+  private prepare(key: string, spec: PodSpec, policy: PodPolicy, verdict: PodVerdict, identity: number): void {
+    const old = this.pods.get(key);
+    if (old && old.ifindex > 0) {
+      // set up already (its IP gone from the source for a moment): keep it as it is
+      if (old.policy !== policy) {
+        const previous = old.policy;
+        old.policy = policy;
+        this.opts.events.onPolicy(old, previous);
+      }
+      return;
+    }
+    const flags = verdictFlags(verdict);
+    const info = this.opts.dp.maps.pods.get(identity);
+    if (!info || info.ifindex === 0)
+      this.opts.dp.maps.pods.set(identity, {
+        ifindex: 0,
+        flags,
+        ifname: '',
+        namespace: spec.namespace,
+        name: spec.name,
+      });
+    this.restored.delete(key);
+    const pod: EnforcedPod = {
+      key,
+      namespace: spec.namespace,
+      name: spec.name,
+      identity,
+      ifindex: 0,
+      ifname: '',
+      ips: [],
+      policy,
+      dnsFilter: verdict.dnsFilter,
+    };
+    this.pods.set(key, pod);
+    if (!old || old.policy !== policy) this.opts.events.onPolicy(pod, old?.policy);
+    if (!old) this.opts.log.info({ pod: key, identity, mode: verdict.mode }, 'pod prepared for its start');
+  }
+
+  /**
+   * The plugin's pending claims: a pod we decided not to enforce loses what
+   * the plugin wrote; a pod we do not know (yet) keeps it while its
+   * interface is there (the watch may be behind), and loses it when its
+   * interface is gone. Claims of wanted pods are adopted by the caller.
+   */
+  private async settleClaims(
+    claims: Map<string, { pod: { namespace: string; name: string }; decision: { identity: number } }>,
+    known: Map<string, PodSpec>,
+    notEnforced: PodSpec[],
+  ): Promise<void> {
+    const declined = new Set(notEnforced.map((s) => podKey(s)));
+    for (const [key, { pod, decision }] of claims) {
+      if (known.has(key) && !declined.has(key)) continue;
+      if (!known.has(key) && (await this.interfaceThePluginNamed(decision.identity))) continue;
+      const ifindex = this.opts.dp.maps.pods.get(decision.identity)?.ifindex;
+      this.purgeIdentity(decision.identity, ifindex || undefined);
+      if (!known.has(key)) this.decisions.remove(pod);
+      this.opts.log.info(
+        { pod: key, identity: decision.identity },
+        known.has(key) ? 'pending pod is not enforced: what the CNI plugin wrote is removed' : 'pending pod gone',
+      );
     }
   }
 
@@ -200,19 +393,20 @@ export class EndpointManager {
     }
   }
 
-  private upsert(spec: PodSpec, policy: PodPolicy, iface: HostInterface): void {
+  private upsert(spec: PodSpec, policy: PodPolicy, iface: HostInterface, verdict: PodVerdict): void {
     const key = podKey(spec);
     const { dp } = this.opts;
     const old = this.pods.get(key);
     const restored = this.restored.get(key);
-    const identity = old?.identity ?? restored?.identity ?? this.nextIdentity++;
+    const identity = this.identityOf(key);
     this.restored.delete(key);
     const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
-    const flags = (policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | this.dnsFilterFlag(key, spec);
+    this.dnsFilterFlag(key, spec); // its problems logged
+    const flags = verdictFlags(verdict);
 
     // An interface change (pod re-created with a new veth): leave the old one.
-    const oldIfindex = old?.ifindex ?? restored?.ifindex;
-    if (oldIfindex !== undefined && oldIfindex !== iface.ifindex) {
+    const oldIfindex = old?.ifindex || restored?.ifindex;
+    if (oldIfindex && oldIfindex !== iface.ifindex) {
       dp.maps.endpoints.delete(oldIfindex);
       this.detachQuietly(oldIfindex, key);
       if (old) this.byIfindex.delete(old.ifindex);
@@ -221,7 +415,7 @@ export class EndpointManager {
     const other = this.byIfindex.get(iface.ifindex);
     if (other && other.key !== key) this.purge(other);
 
-    const oldIps = old?.ips ?? (restored ? this.ownedAddresses(identity) : []);
+    const oldIps = old && old.ifindex > 0 ? old.ips : restored ? this.ownedAddresses(identity) : [];
     for (const ip of oldIps) if (!ips.includes(ip)) dp.maps.owners.delete({ identity, addr: parseIp(ip) });
     for (const ip of ips) dp.maps.owners.set({ identity, addr: parseIp(ip) }, 1);
     const info: PodInfo = {
@@ -252,7 +446,7 @@ export class EndpointManager {
     if (!old || old.policy !== policy) this.opts.events.onPolicy(pod, old?.policy);
     // Last: the endpoint entry is what switches enforcement on.
     dp.maps.endpoints.set(iface.ifindex, { identity, flags });
-    if (!old)
+    if (!old || old.ifindex === 0)
       this.opts.log.info(
         {
           pod: key,
@@ -319,7 +513,7 @@ export class EndpointManager {
       maps.endpoints.delete(i);
       if (i !== ifindex && !this.byIfindex.has(i)) this.detachQuietly(i, `identity ${identity}`);
     }
-    if (ifindex !== undefined) this.detachQuietly(ifindex, `identity ${identity}`);
+    if (ifindex) this.detachQuietly(ifindex, `identity ${identity}`);
     maps.owners.deleteMany(
       maps.owners
         .entries()
@@ -370,5 +564,6 @@ export class EndpointManager {
     maps.ctInCounts.delete(identity);
     maps.queryRate.delete(identity);
     maps.pods.delete(identity);
+    for (const pod of this.decisions.byIdentity(identity)) this.decisions.remove(pod);
   }
 }

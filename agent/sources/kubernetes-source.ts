@@ -21,6 +21,8 @@ export interface KubernetesSourceOptions {
   nodeName: string;
   /** a complete snapshot of this node's enforceable pods, after each change */
   onPods(pods: PodSpec[]): void;
+  /** every pod scheduled to this node, IP or not yet (the CNI plugin's decisions), before onPods, after each change */
+  onScheduled?(pods: ScheduledPodSpec[]): void;
   /** the trusted resolvers discovered from kube-dns, sorted, after each change */
   onResolvers(ips: string[]): void;
   /** the API server failed us; the last snapshot still stands */
@@ -58,6 +60,18 @@ export function podSpecOf(pod: k8s.V1Pod, nodeName: string): PodSpec | undefined
   return { namespace: meta.namespace, name: meta.name, ips, annotations: { ...(meta.annotations ?? {}) } };
 }
 
+/** What the agent decides a new pod's start from: a pod scheduled here, before kubelet reports its IP. */
+export type ScheduledPodSpec = Pick<PodSpec, 'namespace' | 'name' | 'annotations'>;
+
+/** A pod scheduled to this node that may need a decision: not host-network, not finished; IP or not. */
+export function scheduledPodOf(pod: k8s.V1Pod, nodeName: string): ScheduledPodSpec | undefined {
+  const meta = pod.metadata;
+  if (!meta?.name || !meta.namespace || pod.spec?.hostNetwork || pod.spec?.nodeName !== nodeName) return undefined;
+  const phase = pod.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return undefined;
+  return { namespace: meta.namespace, name: meta.name, annotations: { ...(meta.annotations ?? {}) } };
+}
+
 /** The resolver addresses: the Service's cluster IPs and its slices' ready endpoints. */
 export function resolverIps(services: Iterable<k8s.V1Service>, slices: Iterable<k8s.V1EndpointSlice>): string[] {
   const ips = new Set<string>();
@@ -90,6 +104,7 @@ export class KubernetesSource {
   private readonly slices: Reflector<k8s.V1EndpointSlice>;
   private last: PodSpec[] | undefined;
   private lastPodsText = '';
+  private lastScheduledText = '';
   private lastResolvers: string | undefined;
   private synced = false;
   private stopped = false;
@@ -264,6 +279,19 @@ export class KubernetesSource {
         this.log.warn({ service: `${DNS_NAMESPACE}/${DNS_SERVICE}` }, 'kubernetes: no resolver address found');
       this.lastResolvers = resolversText;
       this.opts.onResolvers(resolvers);
+    }
+    if (this.opts.onScheduled) {
+      const scheduled: ScheduledPodSpec[] = [];
+      for (const pod of this.pods.store.values()) {
+        const spec = scheduledPodOf(pod, this.opts.nodeName);
+        if (spec) scheduled.push(spec);
+      }
+      scheduled.sort((a, b) => (podKey(a) < podKey(b) ? -1 : podKey(a) > podKey(b) ? 1 : 0));
+      const text = JSON.stringify(scheduled);
+      if (text !== this.lastScheduledText) {
+        this.lastScheduledText = text;
+        this.opts.onScheduled(scheduled);
+      }
     }
     const pods: PodSpec[] = [];
     for (const pod of this.pods.store.values()) {

@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseIp, formatIp } from '../net/addr.js';
-import { ResolverFlag, ZERO_CONFIG, type Config as KernelConfig } from '../datapath/codecs.js';
+import { ConfigFlag, ResolverFlag, ZERO_CONFIG, type Config as KernelConfig } from '../datapath/codecs.js';
 import type { DatapathMaps } from '../datapath/datapath.js';
 import { syncClusterDomains } from '../datapath/cluster-domains.js';
 import { featureFlags, type FeatureState } from '../datapath/features.js';
@@ -145,7 +145,7 @@ export class StaticMaps {
       eventsPerSec: DEFAULT_EVENTS_PER_SEC,
       minTtlS: Math.ceil(this.cfg.minTtlMs / 1000),
       maxTtlS: Math.max(1, Math.floor(this.cfg.maxTtlMs / 1000)),
-      flags: featureFlags(this.features),
+      flags: featureFlags(this.features) | (this.cfg.unknownPods === 'open' ? ConfigFlag.unknownPodsOpen : 0),
       agentHeartbeatNs: process.hrtime.bigint(),
       agentPid: process.pid,
       ctPerPod: this.cfg.flowsPerPod,
