@@ -364,6 +364,7 @@ export class EndpointManager {
       if (known.has(key) && !declined.has(key)) continue;
       if (!known.has(key) && (await this.interfaceThePluginNamed(decision.identity))) continue;
       const ifindex = this.opts.dp.maps.pods.get(decision.identity)?.ifindex;
+      if (known.has(key)) this.decisions.publish(pod, 0, 0); // the answer first: it ends (and reports) the wait
       this.purgeIdentity(decision.identity, ifindex || undefined);
       if (!known.has(key)) this.decisions.remove(pod);
       this.opts.log.info(

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { requireKernelTestEnv, OUTSIDE_LINK_V4, OUTSIDE_HOSTS_V4, type Topology } from '../helpers/topology.js';
 import { withBox, type Box } from '../helpers/datapath-fixture.js';
-import { ZONE } from '../helpers/agent-fixture.js';
+import { withAgentBox, ZONE, type AgentBox } from '../helpers/agent-fixture.js';
 import {
   PLUGIN,
   CNI_BIN_DIR,
@@ -35,6 +35,7 @@ import { parseIp, formatIp } from '../../agent/net/addr.js';
 
 const TOOLS = ['nsenter', 'dig', join(CNI_BIN_DIR, 'ptp'), join(CNI_BIN_DIR, 'host-local'), PLUGIN];
 
+const AGENT_TOOLS = [...TOOLS, 'dnsmasq', 'curl'];
 const RESOLVER = OUTSIDE_LINK_V4.outside;
 const BLOCKED = ZONE['blocked.test']![0]!;
 const [HOST_A] = OUTSIDE_HOSTS_V4 as [string];
@@ -303,5 +304,176 @@ test('plugin: where the agent attaches through legacy tc, so does the plugin (cl
     const after = await runPlugin(topo, PLUGIN, podEnv(pod, 'CHECK'), ourConf(topo.pinDir, pod.prevResult));
     assert.equal(after.code, 1, 'CHECK fails once DEL took the endpoint away');
     assert.equal(after.json?.code, 999);
+  });
+});
+
+/* ---- with the real agent (file source: every pod in the file is known, IP or interface or not) ---- */
+
+interface CniFilePod {
+  name: string;
+  ip: string;
+  allow?: string;
+}
+
+function writeCniPods(box: AgentBox, pods: CniFilePod[]): void {
+  const lines = pods.length === 0 ? ['pods: []'] : ['pods:'];
+  for (const p of pods) {
+    lines.push('  - namespace: shop', `    name: ${p.name}`, `    ips: [${p.ip}]`);
+    if (p.allow === undefined) lines.push('    annotations: {}');
+    else lines.push('    annotations:', `      fqdn-egress.io/allow: ${JSON.stringify(p.allow)}`);
+  }
+  box.writeRaw(`${lines.join('\n')}\n`);
+}
+
+async function withAgentCni(
+  t: TestContext,
+  agentArgs: string[],
+  fn: (box: AgentBox, opts: (n: number) => ChainOptions) => Promise<void>,
+): Promise<void> {
+  await withDataDir(t, (dataDir) =>
+    withAgentBox(t, [], { agentArgs }, async (box) => {
+      await fn(box, (n) => chainOpts(box.topo, dataDir, n));
+    }),
+  );
+}
+
+async function decided(box: AgentBox, name: string): Promise<{ identity: number; flags: number }> {
+  let d: { identity: number; flags: number } | undefined;
+  await box.waitFor(`the decision for shop/${name}`, () => {
+    d = box.maps((dp) => dp.maps.podDecisions.get({ namespace: 'shop', name }));
+    return d !== undefined && (d.flags & PENDING_FLAG) === 0;
+  });
+  return d!;
+}
+
+test('agent running: a pod whose first packet, sent as soon as ADD returns, goes to a name it may not reach is refused; its allowed name works at once', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  await withAgentCni(t, [], async (box, opts) => {
+    const o = opts(11);
+    writeCniPods(box, [{ name: 'payments', ip: o.ip, allow: 'api.stripe.test' }]);
+    await box.startAgent();
+    const d = await decided(box, 'payments');
+    assert.equal(d.flags, EndpointFlag.enforce, 'decided before the sandbox exists');
+    const { pod } = await chainAdd(box.topo, 'shop', 'payments', o);
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false, 'the first packet is refused');
+    assert.deepEqual(
+      await digFrom(box.topo, pod.netns, 'blocked.test'),
+      [],
+      'its query for a name not allowed: NXDOMAIN',
+    );
+    assert.deepEqual(await digFrom(box.topo, pod.netns, 'api.stripe.test'), [ZONE['api.stripe.test']![0]]);
+    assert.equal(await connectFrom(box.topo, pod, ZONE['api.stripe.test']![0]!), true, 'its policy was there first');
+    await box.waitFor('the agent takes the pod on its interface, same identity', () =>
+      box.maps((dp) => dp.maps.pods.get(d.identity)?.ifname === pod.hostIf && dp.maps.endpoints.entries().length === 1),
+    );
+    await chainDel(box.topo, pod, o);
+    assert.equal(
+      box.maps((dp) => dp.maps.endpoints.entries().length),
+      0,
+      'DEL takes the endpoint away',
+    );
+  });
+});
+
+test('agent running: a pod without the annotation is never delayed', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  await withAgentCni(t, [], async (box, opts) => {
+    const o = opts(12);
+    writeCniPods(box, [{ name: 'web', ip: o.ip }]);
+    await box.startAgent();
+    const d = await decided(box, 'web');
+    assert.deepEqual([d.identity, d.flags], [0, 0], 'decided: not enforced');
+    const { pod } = await chainAdd(box.topo, 'shop', 'web', o);
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED), true, 'its first packet passes');
+    assert.equal(
+      box.maps((dp) => dp.maps.endpoints.entries().length),
+      0,
+      'nothing written',
+    );
+  });
+});
+
+test('agent stopped, --unknown-pods closed: the first packet is refused (DNS only); the restarted agent adopts the pod and applies its policy', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  await withAgentCni(t, [], async (box, opts) => {
+    const o = opts(13);
+    writeCniPods(box, []);
+    await box.startAgent();
+    await box.stopAgent();
+    writeCniPods(box, [{ name: 'late', ip: o.ip, allow: 'api.stripe.test' }]);
+    const { pod } = await chainAdd(box.topo, 'shop', 'late', o);
+    const claim = box.maps((dp) => dp.maps.podDecisions.get({ namespace: 'shop', name: 'late' }))!;
+    assert.equal(claim.flags, PENDING_FLAG, 'pending');
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false, 'refused while pending');
+    assert.deepEqual(
+      await digFrom(box.topo, pod.netns, 'api.stripe.test'),
+      [ZONE['api.stripe.test']![0]],
+      'DNS passes',
+    );
+    assert.equal(
+      await connectFrom(box.topo, pod, ZONE['api.stripe.test']![0]!, 443, 700),
+      false,
+      'nothing is allowed while pending',
+    );
+    await box.startAgent();
+    const d = await decided(box, 'late');
+    assert.deepEqual([d.identity, d.flags], [claim.identity, EndpointFlag.enforce], "the plugin's identity, adopted");
+    await box.waitFor('the real endpoint', () =>
+      box.maps((dp) =>
+        dp.maps.endpoints
+          .entries()
+          .some(([, ep]) => ep.identity === claim.identity && ep.flags === EndpointFlag.enforce),
+      ),
+    );
+    assert.deepEqual(await digFrom(box.topo, pod.netns, 'api.stripe.test'), [ZONE['api.stripe.test']![0]]);
+    assert.equal(await connectFrom(box.topo, pod, ZONE['api.stripe.test']![0]!), true, 'its policy applies');
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false);
+    assert.deepEqual(await digFrom(box.topo, pod.netns, 'blocked.test'), [], 'the DNS filter is on again');
+    assert.ok(
+      (await box.metric('fqdn_egress_pod_pending_seconds_count', { decision: 'enforce' })) >= 1,
+      'the wait counted',
+    );
+  });
+});
+
+test('agent stopped, --unknown-pods open: the pod passes until decided; the restarted agent enforces it', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  await withAgentCni(t, ['--unknown-pods', 'open'], async (box, opts) => {
+    const o = opts(14);
+    writeCniPods(box, []);
+    await box.startAgent();
+    await box.stopAgent();
+    writeCniPods(box, [{ name: 'open', ip: o.ip, allow: 'api.stripe.test' }]);
+    const { pod } = await chainAdd(box.topo, 'shop', 'open', o);
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED), true, 'open: passed while pending');
+    await box.startAgent();
+    await decided(box, 'open');
+    await box.waitFor('enforced', () => box.maps((dp) => dp.maps.endpoints.entries().length === 1));
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false, 'enforced once decided');
+  });
+});
+
+test('agent stopped: a pending pod the agent then decides not to enforce loses what the plugin wrote', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  await withAgentCni(t, [], async (box, opts) => {
+    const o = opts(15);
+    writeCniPods(box, []);
+    await box.startAgent();
+    await box.stopAgent();
+    writeCniPods(box, [{ name: 'plain', ip: o.ip }]);
+    const { pod } = await chainAdd(box.topo, 'shop', 'plain', o);
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false, 'refused while pending');
+    await box.startAgent();
+    assert.equal((await decided(box, 'plain')).flags, 0);
+    await box.waitFor('the pending entries gone', () =>
+      box.maps(
+        (dp) =>
+          dp.maps.endpoints.entries().length === 0 &&
+          dp.maps.pods.entries().length === 0 &&
+          dp.maps.owners.entries().length === 0,
+      ),
+    );
+    assert.equal(await connectFrom(box.topo, pod, BLOCKED), true, 'not enforced');
+    assert.ok((await box.metric('fqdn_egress_pod_pending_seconds_count', { decision: 'not-enforced' })) >= 1);
   });
 });
