@@ -16,6 +16,7 @@ import type { TestContext } from 'node:test';
 import { requireKernelTestEnv, OUTSIDE_LINK_V4, OUTSIDE_HOSTS_V4, type Topology } from '../helpers/topology.js';
 import { withBox, type Box } from '../helpers/datapath-fixture.js';
 import { withAgentBox, ZONE, type AgentBox } from '../helpers/agent-fixture.js';
+import { RemoteApiServer } from '../helpers/remote-apiserver.js';
 import {
   PLUGIN,
   CNI_BIN_DIR,
@@ -475,5 +476,54 @@ test('agent stopped: a pending pod the agent then decides not to enforce loses w
     );
     assert.equal(await connectFrom(box.topo, pod, BLOCKED), true, 'not enforced');
     assert.ok((await box.metric('fqdn_egress_pod_pending_seconds_count', { decision: 'not-enforced' })) >= 1);
+  });
+});
+
+test('kubernetes source: a pod scheduled here has its decision before kubelet reports an IP; the plugin enforces its first packet; deleting the pod removes its decision and entries', async (t) => {
+  if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
+  const NODE = 'node-1';
+  await withAgentCni(t, [], async (box, opts) => {
+    const dir = mkdtempSync(join(tmpdir(), 'fqe-cni-kube-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const api = await RemoteApiServer.start(box.topo);
+    try {
+      await api.setService({ clusterIP: RESOLVER });
+      api.writeKubeconfig(join(dir, 'kubeconfig'));
+      process.env.KUBECONFIG = join(dir, 'kubeconfig');
+      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      await api.addPod({
+        namespace: 'shop',
+        name: 'payments',
+        nodeName: NODE,
+        annotations: { 'fqdn-egress.io/allow': 'api.stripe.test' },
+      });
+      await api.addPod({ namespace: 'shop', name: 'web', nodeName: NODE });
+      const d = await decided(box, 'payments');
+      assert.equal(d.flags, EndpointFlag.enforce, 'decided from the watch, no IP yet');
+      assert.equal((await decided(box, 'web')).flags, 0);
+      const o = opts(16);
+      const { pod } = await chainAdd(box.topo, 'shop', 'payments', o);
+      assert.equal(await connectFrom(box.topo, pod, BLOCKED, 443, 700), false, 'the first packet is refused');
+      assert.deepEqual(await digFrom(box.topo, pod.netns, 'api.stripe.test'), [ZONE['api.stripe.test']![0]]);
+      assert.equal(await connectFrom(box.topo, pod, ZONE['api.stripe.test']![0]!), true);
+      await box.waitFor('the agent takes the pod on the interface the plugin named', () =>
+        box.logs.some((l) => l.includes('enforcing pod') && l.includes('shop/payments')),
+      );
+      const web = await chainAdd(box.topo, 'shop', 'web', opts(17));
+      assert.equal(await connectFrom(box.topo, web.pod, BLOCKED), true, 'not annotated: never delayed');
+      await chainDel(box.topo, pod, o);
+      await api.deletePod('shop', 'payments');
+      await box.waitFor('decision and entries gone', () =>
+        box.maps(
+          (dp) =>
+            dp.maps.podDecisions.get({ namespace: 'shop', name: 'payments' }) === undefined &&
+            dp.maps.pods.entries().length === 0 &&
+            dp.maps.policy.entries().length === 0,
+        ),
+      );
+    } finally {
+      delete process.env.KUBECONFIG;
+      api.stop();
+    }
   });
 });
