@@ -101,6 +101,8 @@ export interface ChainOptions {
   pinDir: string;
   /** leave our plugin out of the list (the baseline) */
   withoutPlugin?: boolean;
+  /** a pod namespace the caller made (topo.addBarePodNs); default: a new one */
+  netnsName?: string;
 }
 
 function cniArgs(namespace: string, name: string): string {
@@ -138,7 +140,7 @@ export async function ptpAdd(
   name: string,
   opts: ChainOptions,
 ): Promise<Omit<CniPod, 'hostIf'> & { hostIf: string }> {
-  const netns = Topology.nsPath(await topo.addBarePodNs(name));
+  const netns = Topology.nsPath(opts.netnsName ?? (await topo.addBarePodNs(name)));
   const containerId = `c-${name}`;
   const env: CniEnv = { command: 'ADD', containerId, netns, ifname: 'eth0', args: cniArgs(namespace, name) };
   const conf = JSON.stringify({ cniVersion: CNI_VERSION, name: 'fqet-cni', ...ptpConf(opts) });
