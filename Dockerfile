@@ -15,7 +15,7 @@
 ARG BASE_BUILD=node:20-bookworm
 ARG BASE_RUN=node:20-bookworm-slim
 
-# ---- build: BPF objects (clang), native addon (node-gyp), TypeScript (tsc) ----
+# ---- build: BPF objects (clang), native addon (node-gyp), CNI plugin (cc -static), TypeScript (tsc) ----
 FROM ${BASE_BUILD} AS build
 
 RUN apt-get update \
@@ -37,6 +37,7 @@ COPY tsconfig.json binding.gyp ./
 COPY scripts ./scripts
 COPY bpf ./bpf
 COPY native ./native
+COPY cni ./cni
 COPY agent ./agent
 COPY test ./test
 COPY bench ./bench
@@ -67,6 +68,9 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/bpf/*.o ./bpf/
 COPY --from=build /app/build/Release/fqe_native.node ./build/Release/fqe_native.node
+# The chained CNI plugin (static, libc only): the chart's install-cni init container
+# copies it onto the node (docs/cni.md).
+COPY --from=build /app/build/fqdn-egress-cni ./build/fqdn-egress-cni
 
 # egressctl on PATH (and the agent under its package name), as small wrappers
 # rather than symlinks: they need neither a shebang nor an executable bit on

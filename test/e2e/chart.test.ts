@@ -131,6 +131,7 @@ const NON_DEFAULT: string[][] = [
     'image.digest=sha256:' + 'a'.repeat(64),
   ],
   ['serviceAccount.create=false', 'serviceAccount.name=agent', 'rbac.create=false', 'metrics.service.enabled=false'],
+  ['cni.enabled=true', 'cni.binDir=/home/kubernetes/bin', 'unknownPods=open', 'bpf.autoMount=false'],
 ];
 
 test('helm lint passes with default and non-default values', async (t) => {
@@ -212,6 +213,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
       'resolverPathCheck=on',
       'dnsFilter=off',
       'clusterDomains={cluster.local,corp.internal}',
+      'unknownPods=open',
     ]),
     template(['nodeLocalDNS=true']).then(
       () => undefined,
@@ -239,6 +241,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'auto',
     FQDN_EGRESS_DNS_FILTER: 'on',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local',
+    FQDN_EGRESS_UNKNOWN_PODS: 'closed',
   });
   assert.deepEqual(one(custom.objects, 'ConfigMap').data, {
     FQDN_EGRESS_SOURCE: 'kubernetes',
@@ -261,6 +264,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'on',
     FQDN_EGRESS_DNS_FILTER: 'off',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local,corp.internal',
+    FQDN_EGRESS_UNKNOWN_PODS: 'open',
   });
   const { agent, pod } = daemonSet(custom.objects);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9500, protocol: 'TCP' }]);
@@ -330,6 +334,50 @@ test('bpffs: hostPath, init container that mounts it (Bidirectional), agent Host
   );
   // The read-only root filesystem gets a writable /tmp.
   assert.ok(agent.volumeMounts.some((m: Obj) => m.mountPath === '/tmp'));
+});
+
+test('the CNI plugin: off by default; enabled, an init container installs it from the image into the host CNI dirs, without capabilities; unknownPods reaches the agent', async (t) => {
+  if (!needHelm(t)) return;
+  const [defaults, enabled, alone] = await Promise.all([
+    template(),
+    template(['cni.enabled=true', 'cni.confDir=/etc/cni/conf.d', 'unknownPods=open']),
+    template(['cni.enabled=true', 'bpf.autoMount=false']),
+  ]);
+  const names = (o: Obj[]) => (daemonSet(o).pod.initContainers ?? []).map((c: Obj) => c.name);
+  assert.deepEqual(names(defaults.objects), ['mount-bpffs'], 'off by default');
+  assert.equal(one(defaults.objects, 'ConfigMap').data.FQDN_EGRESS_UNKNOWN_PODS, 'closed', 'closed by default');
+  assert.deepEqual(names(enabled.objects), ['mount-bpffs', 'install-cni'], 'after bpffs');
+  assert.deepEqual(names(alone.objects), ['install-cni'], 'without the bpffs mount too');
+  assert.equal(one(enabled.objects, 'ConfigMap').data.FQDN_EGRESS_UNKNOWN_PODS, 'open');
+  const { pod } = daemonSet(enabled.objects);
+  const install = pod.initContainers.find((c: Obj) => c.name === 'install-cni');
+  assert.deepEqual(install.command, [
+    'node',
+    '/app/dist/agent/cli/install-cni.js',
+    '--source',
+    '/app/build/fqdn-egress-cni',
+    '--bin-dir',
+    '/host/cni/bin',
+    '--conf-dir',
+    '/host/cni/net.d',
+    '--bpf-pin-dir',
+    one(enabled.objects, 'ConfigMap').data.FQDN_EGRESS_BPF_PIN_DIR,
+  ]);
+  assert.equal(install.securityContext.privileged, false);
+  assert.equal(install.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(install.securityContext.capabilities, { drop: ['ALL'] });
+  assert.equal(install.securityContext.readOnlyRootFilesystem, true);
+  const volume = (name: string) => pod.volumes.find((v: Obj) => v.name === name);
+  assert.deepEqual(volume('cni-bin').hostPath, { path: '/opt/cni/bin', type: 'DirectoryOrCreate' });
+  assert.deepEqual(volume('cni-conf').hostPath, { path: '/etc/cni/conf.d', type: 'DirectoryOrCreate' });
+  assert.deepEqual(
+    install.volumeMounts.map((m: Obj) => m.mountPath),
+    ['/host/cni/bin', '/host/cni/net.d'],
+  );
+  assert.equal(
+    daemonSet(defaults.objects).pod.volumes.find((v: Obj) => v.name === 'cni-bin'),
+    undefined,
+  );
 });
 
 test('probes: /healthz and /readyz on the metrics port', async (t) => {
