@@ -238,14 +238,15 @@ static void parse_prev_result(struct request *r, int prev, int need_interface)
 	for (int c = ifaces >= 0 ? doc.nodes[ifaces].child : -1; c >= 0; c = doc.nodes[c].next, idx++) {
 		int ifindex;
 
+		if (idx >= 64)
+			die(ERR_CONFIG, NULL, "prevResult has more than 64 interfaces");
 		if (json_get_string(&doc, c, "name", name, sizeof(name)) < 0)
 			die(ERR_CONFIG, NULL, "prevResult.interfaces[%d] has no name", idx);
 		if (json_get(&doc, c, "sandbox") >= 0) {
 			char sb[8];
 			/* an empty sandbox counts as none (some plugins write "") */
-			if (idx < 64)
-				sandboxed[idx] = json_get_string(&doc, c, "sandbox", sb, sizeof(sb)) != 0;
-			if (sandboxed[idx & 63])
+			sandboxed[idx] = json_get_string(&doc, c, "sandbox", sb, sizeof(sb)) != 0;
+			if (sandboxed[idx])
 				continue;
 		}
 		/* bridge plugin: the bridge and the veth have no sandbox; the veth is ours */
@@ -695,7 +696,8 @@ static int cmd_add(void)
 		print_prev_result(&r);
 		return 0;
 	}
-	pod_info_of(&r, d.flags, &info);
+	pod_info_of(&r, d.flags & FQE_EP_PENDING ? FQE_EP_ENFORCE | FQE_EP_DNS_FILTER_OFF | FQE_EP_PENDING : d.flags,
+		    &info);
 	ret = bpf_map_update(p.pods, &identity, &info, BPF_ANY);
 	if (ret < 0)
 		die(ERR_TRY_LATER, strerror(-ret), "cannot write fqe_pods");

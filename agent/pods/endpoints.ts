@@ -119,10 +119,15 @@ export class EndpointManager {
   /** Read identities back from the pinned maps (after a restart). */
   restore(): number {
     const owned = new Set<number>();
+    const decided = new Set(this.decisions.identities());
     for (const [identity, info] of this.opts.dp.maps.pods.entries()) {
+      // the plugin's pending claims are adopted through their decision, not restored (one without: an orphan)
+      if (info.flags & PENDING_FLAG) {
+        if (decided.has(identity)) owned.add(identity);
+        continue;
+      }
       owned.add(identity);
-      // the plugin's pending claims are adopted through their decision, not restored
-      if (!(info.flags & PENDING_FLAG)) this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
+      this.restored.set(podKey(info), { identity, ifindex: info.ifindex });
     }
     for (const identity of this.identitiesInMaps()) {
       if (identity < PENDING_IDENTITY_BASE) this.nextIdentity = Math.max(this.nextIdentity, identity + 1);
@@ -234,9 +239,12 @@ export class EndpointManager {
         this.restored.delete(key);
       }
     }
+    const decided = new Set(this.decisions.identities());
     for (const identity of [...this.orphans]) {
-      this.purgeIdentity(identity, undefined);
       this.orphans.delete(identity);
+      // a pending claim the plugin was making while we started: its decision is there now
+      if (decided.has(identity)) continue;
+      this.purgeIdentity(identity, undefined);
       this.opts.log.info({ identity }, 'entries of an identity no pod owns removed');
     }
     for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
