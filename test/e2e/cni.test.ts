@@ -308,6 +308,28 @@ test('plugin: where the agent attaches through legacy tc, so does the plugin (cl
   });
 });
 
+test("plugin: after the bridge plugin, the pod's veth is enforced, not the bridge", async (t) => {
+  if (!requireKernelTestEnv(t, [...TOOLS, join(CNI_BIN_DIR, 'bridge')])) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    publish(box, { namespace: 'shop', name: 'bridged' }, 11, EndpointFlag.enforce);
+    const o = { ...chainOpts(topo, dataDir, 0), ip: '198.19.43.10', main: 'bridge' as const };
+    const { pod } = await chainAdd(topo, 'shop', 'bridged', o);
+    const ifaces = (pod.prevResult.interfaces as Array<{ name: string; sandbox?: string }>).filter((i) => !i.sandbox);
+    assert.deepEqual(
+      ifaces.map((i) => i.name),
+      ['fqecni0', pod.hostIf],
+      'bridge reports the bridge and the veth',
+    );
+    const s = stateOf(dp, topo, pod);
+    assert.equal(s.pods[0]?.[1].ifname, pod.hostIf, 'the veth');
+    assert.deepEqual(s.endpoint, { identity: 11, flags: EndpointFlag.enforce });
+    assert.equal(await connectFrom(topo, pod, HOST_A, 443, 700), false, 'enforced');
+    await chainDel(topo, pod, o);
+    assert.equal(dp.maps.endpoints.entries().length, 0);
+  });
+});
+
 /* ---- with the real agent (file source: every pod in the file is known, IP or interface or not) ---- */
 
 interface CniFilePod {

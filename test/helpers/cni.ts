@@ -103,13 +103,32 @@ export interface ChainOptions {
   withoutPlugin?: boolean;
   /** a pod namespace the caller made (topo.addBarePodNs); default: a new one */
   netnsName?: string;
+  /** the main plugin: ptp (default) or bridge (a node bridge, BRIDGE_SUBNET) */
+  main?: 'ptp' | 'bridge';
 }
+
+/** bridge's subnet and gateway (on the bridge in the node namespace) */
+export const BRIDGE_SUBNET = '198.19.43.0/24';
+export const BRIDGE_GATEWAY = '198.19.43.1';
 
 function cniArgs(namespace: string, name: string): string {
   return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=c-${name}`;
 }
 
 function ptpConf(opts: ChainOptions): Record<string, unknown> {
+  if (opts.main === 'bridge')
+    return {
+      type: 'bridge',
+      bridge: 'fqecni0',
+      isGateway: true,
+      ipMasq: false,
+      ipam: {
+        type: 'host-local',
+        dataDir: opts.dataDir,
+        ranges: [[{ subnet: BRIDGE_SUBNET, rangeStart: opts.ip, rangeEnd: opts.ip, gateway: BRIDGE_GATEWAY }]],
+        routes: [{ dst: '0.0.0.0/0' }],
+      },
+    };
   return {
     type: 'ptp',
     ipMasq: false,
@@ -144,10 +163,11 @@ export async function ptpAdd(
   const containerId = `c-${name}`;
   const env: CniEnv = { command: 'ADD', containerId, netns, ifname: 'eth0', args: cniArgs(namespace, name) };
   const conf = JSON.stringify({ cniVersion: CNI_VERSION, name: 'fqet-cni', ...ptpConf(opts) });
-  const r = await runPlugin(topo, join(CNI_BIN_DIR, 'ptp'), env, conf);
+  const r = await runPlugin(topo, join(CNI_BIN_DIR, opts.main ?? 'ptp'), env, conf);
   if (r.code !== 0 || !r.json) throw new Error(`ptp ADD failed (${r.code}): ${r.stdout} ${r.stderr}`);
   const ifaces = r.json.interfaces as Array<{ name: string; sandbox?: string }>;
-  const host = ifaces.find((i) => !i.sandbox);
+  // bridge reports the bridge and the veth without a sandbox: the veth comes last
+  const host = ifaces.filter((i) => !i.sandbox).at(-1);
   if (!host) throw new Error(`ptp reported no host interface: ${r.stdout}`);
   return { namespace, name, netns, containerId, prevResult: r.json, hostIf: host.name, ip: opts.ip };
 }
@@ -184,7 +204,7 @@ export async function chainDel(topo: Topology, pod: CniPod, opts: ChainOptions):
     if (ours.code !== 0) throw new Error(`fqdn-egress-cni DEL failed (${ours.code}): ${ours.stdout} ${ours.stderr}`);
   }
   const conf = JSON.stringify({ cniVersion: CNI_VERSION, name: 'fqet-cni', ...ptpConf(opts) });
-  const r = await runPlugin(topo, join(CNI_BIN_DIR, 'ptp'), podEnv(pod, 'DEL'), conf);
+  const r = await runPlugin(topo, join(CNI_BIN_DIR, opts.main ?? 'ptp'), podEnv(pod, 'DEL'), conf);
   if (r.code !== 0) throw new Error(`ptp DEL failed (${r.code}): ${r.stdout} ${r.stderr}`);
   return ours;
 }
