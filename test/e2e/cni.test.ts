@@ -330,6 +330,54 @@ test("plugin: after the bridge plugin, the pod's veth is enforced, not the bridg
   });
 });
 
+test('plugin: DEL without prevResult finds a pending pod by name and removes what ADD wrote', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo, dp } = box;
+    const { pod } = await chainAdd(topo, 'shop', 'noprev', chainOpts(topo, dataDir, 8));
+    const [identity, info] = stateOf(dp, topo, pod).pods[0]!;
+    const del = await runPlugin(topo, PLUGIN, podEnv(pod, 'DEL'), ourConf(topo.pinDir));
+    assert.equal(del.code, 0, `${del.stdout} ${del.stderr}`);
+    assert.deepEqual(counts(dp), { endpoints: 0, owners: 0, pods: 0, decisions: 0 });
+    assert.equal(existsSync(linkPin(topo.pinDir, info.ifindex, 'ingress')), false);
+    assert.ok(identity >= PENDING_IDENTITY_BASE);
+  });
+});
+
+test('plugin: mutated and random input never crashes it: prevResult back, or an error result', async (t) => {
+  if (!requireKernelTestEnv(t, TOOLS)) return;
+  await withPluginBox(t, async (box, dataDir) => {
+    const { topo } = box;
+    const pod = await ptpAdd(topo, 'shop', 'fuzz', chainOpts(topo, dataDir, 9));
+    // no pins there: a run that gets past the checks passes through and writes nothing
+    const env = { ...podEnv(pod, 'ADD'), extra: { FQDN_EGRESS_BPF_PIN_DIR: join(topo.pinDir, 'absent') } };
+    const valid = ourConf(topo.pinDir, pod.prevResult);
+    let seed = 0x5eed;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const alphabet = '{}[]":,\\ 0123456789.eE+-tfnulrsa\u0000\u00ff\n';
+    for (let i = 0; i < 150; i++) {
+      const chars = [...valid];
+      const edits = 1 + rand(4);
+      for (let e = 0; e < edits; e++) {
+        const at = rand(chars.length);
+        const op = rand(3);
+        if (op === 0) chars.splice(at, 1);
+        else if (op === 1) chars.splice(at, 0, alphabet[rand(alphabet.length)]!);
+        else chars[at] = alphabet[rand(alphabet.length)]!;
+      }
+      const input =
+        i % 10 === 9 ? [...Array(rand(64))].map(() => alphabet[rand(alphabet.length)]).join('') : chars.join('');
+      const r = await runPlugin(topo, PLUGIN, env, input);
+      assert.ok(r.code === 0 || r.code === 1, `exit ${r.code} (a signal?) on ${JSON.stringify(input)}`);
+      assert.ok(r.json, `JSON on stdout for ${JSON.stringify(input)}: ${r.stdout}`);
+      if (r.code === 1) assert.equal(typeof r.json.code, 'number', `an error result: ${r.stdout}`);
+    }
+  });
+});
+
 /* ---- with the real agent (file source: every pod in the file is known, IP or interface or not) ---- */
 
 interface CniFilePod {
