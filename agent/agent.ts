@@ -31,7 +31,8 @@ import { KernelEntries } from './learn/kernel-entries.js';
 import { FileSource } from './sources/file-source.js';
 import { KubernetesSource, type PodEventReason } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
-import type { PodSpec } from './sources/pod.js';
+import type { PodSpec, PolicyObjects } from './sources/pod.js';
+import { parsePolicy, type EgressPolicy, type PolicyScope } from './policy/resources.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
@@ -114,6 +115,10 @@ export class Agent {
   private http: Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private snapshotApplied = false;
+  /** the policy resources in force (for metrics) */
+  private policyList: EgressPolicy[] = [];
+  /** errors of each policy resource already logged: origin -> text */
+  private readonly reportedPolicyErrors = new Map<string, string>();
   private pendingLatencies: bigint[] = [];
   /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
   private headGuard: TcxHeadGuard | undefined;
@@ -138,7 +143,7 @@ export class Agent {
     );
     this.limitedLog = new RateLimitedLog(log);
     this.names = new NameRegistry(this.dp.maps, this.limitedLog);
-    this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.names);
+    this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.dp.maps.ruleOrigins, this.names);
     this.staticMaps = new StaticMaps(this.dp.maps, cfg, this.features, log);
     this.queryLedger = new QueryLedger(this.dp.maps, {
       inlineLearner: !this.dp.inlineLearnerUnavailable,
@@ -209,6 +214,11 @@ export class Agent {
           this.lostRecords.forget(pod.identity);
           this.reconciler.markAll();
           this.flush();
+        },
+        onAnnotationIgnored: (pod, origins) => {
+          const message = `the pod's fqdn-egress.io annotations are ignored: ${origins.join(', ')} select${origins.length === 1 ? 's' : ''} it and decide${origins.length === 1 ? 's' : ''} what it may reach`;
+          this.log.warn({ pod: `${pod.namespace}/${pod.name}`, decidedBy: origins }, message);
+          this.podEvent(pod, 'AnnotationIgnored', message, 'Warning');
         },
         onPolicyErrors: (pod, errors) => {
           for (const e of errors)
@@ -301,6 +311,7 @@ export class Agent {
       socketDrops: () => this.tap?.stats().drops ?? 0,
       contestedInterfaces: () => this.headGuard?.contested() ?? 0,
       recoveryPending: () => this.lostRecords.pending,
+      policies: () => this.policyStats(),
     });
   }
 
@@ -379,6 +390,7 @@ export class Agent {
       const source = new FileSource({
         path: cfg.endpointsFile!,
         onPods: (pods) => void this.applyPods(pods),
+        onPolicies: (objects) => void this.applyPolicies(objects),
         onError: (err) => {
           this.metrics.sourceErrors.inc({ source: 'file' });
           this.log.error({ err: err.message }, 'endpoints file rejected');
@@ -393,7 +405,9 @@ export class Agent {
         kubeConfig,
         nodeName: cfg.nodeName!,
         log: this.log,
+        policies: cfg.policies === 'on',
         onPods: (pods) => void this.applyPods(pods),
+        onPolicies: (objects) => void this.applyPolicies(objects),
         onResolvers: (ips) => this.staticMaps.discovered(ips),
         onError: (err) => {
           this.metrics.sourceErrors.inc({ source: 'kubernetes' });
@@ -465,6 +479,52 @@ export class Agent {
 
   private async applyPods(pods: PodSpec[]): Promise<void> {
     await this.endpoints.apply(pods);
+    this.afterApply(true);
+  }
+
+  /** The policy resources changed: parsed (what cannot be read is logged once), then every pod is decided again. */
+  private async applyPolicies(objects: PolicyObjects): Promise<void> {
+    const policies: EgressPolicy[] = [];
+    const read = (list: unknown[], scope: PolicyScope): void => {
+      for (const o of list) {
+        const p = parsePolicy(o, scope);
+        if (p) policies.push(p);
+        else this.log.warn({ scope }, 'a policy resource without a name is ignored');
+      }
+    };
+    read(objects.namespaced, 'policy');
+    read(objects.cluster, 'clusterpolicy');
+    const seen = new Set<string>();
+    for (const p of policies) {
+      seen.add(p.origin);
+      const text = p.errors.join('\n');
+      if (text === (this.reportedPolicyErrors.get(p.origin) ?? '')) continue;
+      if (text) for (const e of p.errors) this.log.warn({ policy: p.origin }, `${p.origin}: ${e}`);
+      this.reportedPolicyErrors.set(p.origin, text);
+    }
+    for (const origin of [...this.reportedPolicyErrors.keys()])
+      if (!seen.has(origin)) this.reportedPolicyErrors.delete(origin);
+    this.policyList = policies;
+    await this.endpoints.setPolicies({ policies, namespaces: objects.namespaces });
+    this.afterApply(false);
+  }
+
+  /** Each policy resource in force, with this node's enforced pods it selects. */
+  private policyStats(): Array<{ kind: string; policy: string; pods: number; errors: number }> {
+    const pods = new Map<string, number>();
+    for (const pod of this.byIdentity.values()) for (const o of pod.policy.origins) pods.set(o, (pods.get(o) ?? 0) + 1);
+    return this.policyList.map((p) => ({
+      kind: p.scope === 'policy' ? 'FQDNEgressPolicy' : 'ClusterFQDNEgressPolicy',
+      policy: p.scope === 'policy' ? `${p.namespace}/${p.name}` : p.name,
+      pods: pods.get(p.origin) ?? 0,
+      errors: p.errors.length,
+    }));
+  }
+
+  /** After pods were applied: what no enforced pod holds any more leaves the cache and the rules; then write. */
+  private afterApply(pods: boolean): void {
+    // policies before the first pod snapshot changed nothing yet (the endpoint manager waits for pods)
+    if (!pods && !this.snapshotApplied) return;
     for (const identity of this.cache.identities())
       if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
     for (const identity of this.policyMap.identities())

@@ -32,6 +32,8 @@ export interface Collectors {
   contestedInterfaces(): number;
   /** pods whose allow entries are still being read back after lost learned records */
   recoveryPending(): number;
+  /** the policy resources in force: kind, name ("NS/NAME" or "NAME"), this node's pods they select, invalid entries */
+  policies(): Array<{ kind: string; policy: string; pods: number; errors: number }>;
 }
 
 export class AgentMetrics {
@@ -245,6 +247,41 @@ export class AgentMetrics {
       registers,
       collect() {
         this.set(collectors.enforcedPods());
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policies',
+      help: 'Policy resources in force, by kind (FQDNEgressPolicy, ClusterFQDNEgressPolicy)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>([
+          ['FQDNEgressPolicy', 0],
+          ['ClusterFQDNEgressPolicy', 0],
+        ]);
+        for (const p of collectors.policies()) counts.set(p.kind, (counts.get(p.kind) ?? 0) + 1);
+        for (const [kind, n] of counts) this.set({ kind }, n);
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policy_selected_pods',
+      help: 'Pods on this node a policy resource selects (enforced by it), by kind and policy',
+      labelNames: ['kind', 'policy'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of collectors.policies()) this.set({ kind: p.kind, policy: p.policy }, p.pods);
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policy_invalid_entries',
+      help: 'Parts of a policy resource the agent could not read (they allow nothing; see the agent log), by kind and policy',
+      labelNames: ['kind', 'policy'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of collectors.policies()) this.set({ kind: p.kind, policy: p.policy }, p.errors);
       },
     });
     new Gauge({

@@ -1,6 +1,9 @@
 /*
  * The endpoint manager: turns a source's snapshot of pods into enforced
- * endpoints in the kernel. For each annotated pod it finds the host-side
+ * endpoints in the kernel. What a pod may reach comes from the policy
+ * resources that select it, or else its annotation (policy/resources.ts
+ * decides; setPolicies gives the current resources and namespace labels).
+ * For each enforced pod it finds the host-side
  * interface, keeps a stable identity (restored from the pinned maps after a
  * restart), writes address ownership and the endpoint entry, and attaches
  * our programs (how: datapath/attach.ts; the choice is logged once per
@@ -13,9 +16,11 @@
  */
 import { parseIp, formatIp } from '../net/addr.js';
 import { EndpointFlag, MAX_PORT_RULES, type PodInfo } from '../datapath/codecs.js';
+import { OriginFlag, originsText } from '../datapath/maps/index.js';
 import type { Datapath } from '../datapath/datapath.js';
 import { describeAttach, type AttachResult } from '../datapath/attach.js';
-import { parsePodPolicy, type PodPolicy, type PolicyError } from '../policy/annotation.js';
+import type { PodPolicy, PolicyError } from '../policy/annotation.js';
+import { namespaceLabelsOf, policiesSelecting, resolvePodPolicy, type EgressPolicy } from '../policy/resources.js';
 import { dnsFilterFor, type DnsFilterMode } from '../policy/dns-query-filter.js';
 import { podKey, type PodSpec } from '../sources/pod.js';
 import type { HostInterface, Lookup } from '../net/host-interface.js';
@@ -41,6 +46,15 @@ export interface EndpointEvents {
   onRemoved(pod: EnforcedPod): void;
   /** invalid annotation entries of a pod (reported once per distinct text) */
   onPolicyErrors(pod: { namespace: string; name: string }, errors: PolicyError[]): void;
+  /** policies select a pod that carries fqdn-egress.io annotations: they are ignored (once per distinct set) */
+  onAnnotationIgnored(pod: { namespace: string; name: string }, origins: string[]): void;
+}
+
+/** The policy resources in force and the namespaces' labels (for cluster policies' namespaceSelector). */
+export interface PolicyState {
+  policies: EgressPolicy[];
+  /** namespace name -> labels */
+  namespaces: Record<string, Record<string, string>>;
 }
 
 export interface EndpointManagerOptions {
@@ -70,8 +84,15 @@ export class EndpointManager {
   private readonly reportedDnsFilter = new Map<string, string>();
   /** what was last logged about each interface's attachment */
   private readonly reportedAttach = new Map<number, string>();
+  /** pods told that their annotation is ignored: key -> the origins that decide instead */
+  private readonly reportedIgnored = new Map<string, string>();
+  /** warnings of a pod's merged policies already logged, by pod key */
+  private readonly reportedWarnings = new Map<string, string>();
   private nextIdentity = 1;
   private lastSnapshot: PodSpec[] = [];
+  /** no snapshot yet: a policy change must not apply the empty one (it would purge restored pods) */
+  private haveSnapshot = false;
+  private policyState: PolicyState = { policies: [], namespaces: {} };
   private applying: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: EndpointManagerOptions) {}
@@ -113,6 +134,8 @@ export class EndpointManager {
     for (const key of maps.tlsBytes.keys()) ids.add(key.identity);
     for (const key of maps.dnsTcp.keys()) ids.add(key.identity);
     for (const [identity] of maps.podShares.entries()) ids.add(identity);
+    for (const [identity] of maps.podOrigins.entries()) ids.add(identity);
+    for (const [key] of maps.ruleOrigins.entries()) ids.add(key.identity);
     return ids;
   }
 
@@ -128,9 +151,35 @@ export class EndpointManager {
     return this.byIfindex.get(ifindex);
   }
 
+  /** The policy resources changed: the last snapshot is applied again under them. */
+  setPolicies(state: PolicyState): Promise<void> {
+    this.policyState = state;
+    return this.haveSnapshot ? this.apply(this.lastSnapshot) : this.applying;
+  }
+
+  /** What the pod may reach: the policies that select it, or else its annotation. */
+  policyFor(spec: PodSpec): PodPolicy {
+    const { policies, namespaces } = this.policyState;
+    const selected = policiesSelecting(spec, namespaceLabelsOf(spec.namespace, namespaces[spec.namespace]), policies);
+    const policy = resolvePodPolicy(spec.annotations, selected, { portRulesPerName: MAX_PORT_RULES });
+    const key = podKey(spec);
+    const warnings = policy.warnings.join('\n');
+    if (warnings && this.reportedWarnings.get(key) !== warnings)
+      for (const w of policy.warnings) this.opts.log.warn({ pod: key }, w);
+    if (warnings) this.reportedWarnings.set(key, warnings);
+    else this.reportedWarnings.delete(key);
+    const ignored = policy.annotationIgnored ? policy.origins.join(', ') : '';
+    if (ignored && this.reportedIgnored.get(key) !== ignored)
+      this.opts.events.onAnnotationIgnored(spec, policy.origins);
+    if (ignored) this.reportedIgnored.set(key, ignored);
+    else this.reportedIgnored.delete(key);
+    return policy;
+  }
+
   /** Apply a complete snapshot; calls are serialized. */
   apply(snapshot: PodSpec[]): Promise<void> {
     this.lastSnapshot = snapshot;
+    this.haveSnapshot = true;
     this.applying = this.applying
       .then(() => this.applyNow(snapshot))
       .catch((err: Error) => {
@@ -148,7 +197,7 @@ export class EndpointManager {
   private async applyNow(snapshot: PodSpec[]): Promise<void> {
     const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy }>();
     for (const spec of snapshot) {
-      const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
+      const policy = this.policyFor(spec);
       this.reportErrors(spec, policy);
       if (policy.enforced) wanted.set(podKey(spec), { spec, policy });
     }
@@ -166,6 +215,9 @@ export class EndpointManager {
       this.opts.log.info({ identity }, 'entries of an identity no pod owns removed');
     }
     for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
+    const present = new Set(snapshot.map(podKey));
+    for (const reported of [this.reportedIgnored, this.reportedWarnings])
+      for (const key of [...reported.keys()]) if (!present.has(key)) reported.delete(key);
 
     for (const [key, { spec, policy }] of wanted) {
       const lookup = spec.interface ? await this.opts.lookup.byName(spec.interface) : await this.lookupByIps(spec.ips);
@@ -208,7 +260,8 @@ export class EndpointManager {
     const identity = old?.identity ?? restored?.identity ?? this.nextIdentity++;
     this.restored.delete(key);
     const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
-    const flags = (policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | this.dnsFilterFlag(key, spec);
+    const flags =
+      (policy.mode === 'audit' ? EndpointFlag.audit : EndpointFlag.enforce) | this.dnsFilterFlag(key, spec, policy);
 
     // An interface change (pod re-created with a new veth): leave the old one.
     const oldIfindex = old?.ifindex ?? restored?.ifindex;
@@ -232,6 +285,10 @@ export class EndpointManager {
       name: spec.name,
     };
     dp.maps.pods.set(identity, info);
+    dp.maps.podOrigins.set(identity, {
+      flags: policy.annotationIgnored ? OriginFlag.annotationIgnored : 0,
+      text: originsText(policy.origins),
+    });
     this.reportAttach(key, iface, dp.attach(iface.ifindex));
 
     const pod: EnforcedPod = {
@@ -260,6 +317,7 @@ export class EndpointManager {
           interface: iface.ifname,
           mode: policy.mode,
           rules: policy.rules.length,
+          decidedBy: policy.origins.join(', '),
           dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on',
         },
         'enforcing pod',
@@ -268,8 +326,12 @@ export class EndpointManager {
       this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
   }
 
-  /** FQE_EP_DNS_FILTER_OFF when the pod (or the agent's default) switches the query filter off. */
-  private dnsFilterFlag(key: string, spec: PodSpec): number {
+  /** FQE_EP_DNS_FILTER_OFF when the policies, else the pod (or the agent's default), switch the query filter off. */
+  private dnsFilterFlag(key: string, spec: PodSpec, policy: PodPolicy): number {
+    if (policy.dnsFilter !== undefined) {
+      this.reportedDnsFilter.delete(key);
+      return policy.dnsFilter === 'off' ? EndpointFlag.dnsFilterOff : 0;
+    }
     const { mode, problem } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
     if (problem && this.reportedDnsFilter.get(key) !== problem) this.opts.log.warn({ pod: key }, problem);
     if (problem) this.reportedDnsFilter.set(key, problem);
@@ -359,6 +421,13 @@ export class EndpointManager {
     maps.tlsBytes.deleteMany(maps.tlsBytes.keys().filter((k) => k.identity === identity));
     maps.dnsTcp.deleteMany(maps.dnsTcp.keys().filter((k) => k.identity === identity));
     maps.podShares.delete(identity);
+    maps.podOrigins.delete(identity);
+    maps.ruleOrigins.deleteMany(
+      maps.ruleOrigins
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
     maps.policy.deleteMany(
       maps.policy
         .entries()
