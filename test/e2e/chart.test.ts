@@ -212,6 +212,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
       'resolverPathCheck=on',
       'dnsFilter=off',
       'clusterDomains={cluster.local,corp.internal}',
+      'policies.enabled=false',
     ]),
     template(['nodeLocalDNS=true']).then(
       () => undefined,
@@ -239,6 +240,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'auto',
     FQDN_EGRESS_DNS_FILTER: 'on',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local',
+    FQDN_EGRESS_POLICIES: 'on',
   });
   assert.deepEqual(one(custom.objects, 'ConfigMap').data, {
     FQDN_EGRESS_SOURCE: 'kubernetes',
@@ -261,6 +263,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'on',
     FQDN_EGRESS_DNS_FILTER: 'off',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local,corp.internal',
+    FQDN_EGRESS_POLICIES: 'off',
   });
   const { agent, pod } = daemonSet(custom.objects);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9500, protocol: 'TCP' }]);
@@ -351,7 +354,7 @@ test('probes: /healthz and /readyz on the metrics port', async (t) => {
   assert.deepEqual(svc.spec.selector, daemonSet(objects).ds.spec.selector.matchLabels);
 });
 
-test('RBAC: read pods, services, endpointslices; create and patch events; nothing else, one write verb per rule', async (t) => {
+test('RBAC: read pods, services, endpointslices, policies, namespaces; create and patch events; nothing else, one write verb per rule', async (t) => {
   if (!needHelm(t)) return;
   const { text, objects } = await template();
   const role = one(objects, 'ClusterRole');
@@ -374,6 +377,12 @@ test('RBAC: read pods, services, endpointslices; create and patch events; nothin
     'discovery.k8s.io/endpointslices:get',
     'discovery.k8s.io/endpointslices:list',
     'discovery.k8s.io/endpointslices:watch',
+    'fqdn-egress.io/fqdnegresspolicies:list',
+    'fqdn-egress.io/fqdnegresspolicies:watch',
+    'fqdn-egress.io/clusterfqdnegresspolicies:list',
+    'fqdn-egress.io/clusterfqdnegresspolicies:watch',
+    '/namespaces:list',
+    '/namespaces:watch',
     '/events:create',
     '/events:patch',
   ];
