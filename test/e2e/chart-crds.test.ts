@@ -21,45 +21,14 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse, parseAllDocuments } from 'yaml';
+import { parse } from 'yaml';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1';
-import { helm, helmPath, REPO_ROOT } from '../helpers/helm.js';
+import { helm, needHelm, template, CHART, RELEASE, NAMESPACE, type Obj } from '../helpers/helm.js';
 
-const CHART = join(REPO_ROOT, 'charts', 'fqdn-egress');
 const CRD_DIR = join(CHART, 'crds');
-const RELEASE = 'fqdn-egress';
-const NAMESPACE = 'kube-system';
 const GROUP = 'fqdn-egress.io';
 const NAMESPACED = `fqdnegresspolicies.${GROUP}`;
 const CLUSTER = `clusterfqdnegresspolicies.${GROUP}`;
-
-// Loosely typed views of YAML objects and schemas: the tests read them as plain data.
-type Obj = Record<string, any>;
-
-function needHelm(t: TestContext): boolean {
-  try {
-    helmPath();
-    return true;
-  } catch (err) {
-    const reason = `helm is not available: ${(err as Error).message}`;
-    if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: failing instead of skipping)`);
-    t.skip(reason);
-    return false;
-  }
-}
-
-async function template(sets: string[] = [], extra: string[] = []): Promise<{ text: string; objects: Obj[] }> {
-  const args = ['template', RELEASE, CHART, '--namespace', NAMESPACE, ...extra];
-  for (const s of sets) args.push('--set', s);
-  const { stdout } = await helm(args);
-  const objects: Obj[] = [];
-  for (const doc of parseAllDocuments(stdout)) {
-    assert.equal(doc.errors.length, 0, `rendered YAML parses: ${doc.errors.map((e) => e.message).join('; ')}`);
-    const value = doc.toJS() as Obj | null;
-    if (value) objects.push(value);
-  }
-  return { text: stdout, objects };
-}
 
 function one(objects: Obj[], kind: string): Obj {
   const found = objects.filter((o) => o.kind === kind);

