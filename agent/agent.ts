@@ -24,6 +24,8 @@ import { refusedQueryOf, refusedServerNameOf } from './observability/refused-que
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './sync/flow-sweeper.js';
 import { NameRegistry } from './names/name-registry.js';
 import { PolicyMapSync, toKernelPorts } from './sync/policy-map.js';
+import { RevokedFlows } from './sync/revoked-flows.js';
+import { cidrContains, parseIp } from './net/addr.js';
 import { StaticMaps } from './sync/static-maps.js';
 import { writePodShares } from './sync/pod-shares.js';
 import { QueryLedger } from './learn/query-ledger.js';
@@ -94,6 +96,7 @@ export class Agent {
   private readonly byIdentity = new Map<number, EnforcedPod>();
   /** fqe_policy in step with the pods' rules */
   private readonly policyMap: PolicyMapSync;
+  private readonly revokedFlows: RevokedFlows;
   /** resolvers, allowCIDRs, cluster domains, limits, config and heartbeat */
   private readonly staticMaps: StaticMaps;
   private readonly queryLedger: QueryLedger;
@@ -163,6 +166,11 @@ export class Agent {
       maxNamesPerPod: cfg.maxNamesPerPod,
       now: monotonicMs,
     });
+    this.revokedFlows = new RevokedFlows({
+      conntrack: this.dp.maps.conntrack,
+      stillAllowed: (identity, ip) =>
+        this.cache.view(identity, ip) !== undefined || cfg.allowCidrs.some((c) => cidrContains(c, parseIp(ip))),
+    });
     this.reconciler = new Reconciler({
       cache: this.cache,
       allow: this.dp.maps.allow,
@@ -195,10 +203,11 @@ export class Agent {
               'Normal',
             );
           }
-          if (previous)
-            this.reconciler.markDirty(
-              this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed),
-            );
+          // Names the rules no longer allow: out of the cache, their flows cut. Also for a pod restored
+          // after a restart (no previous rules here, but the cache holds what the maps held).
+          const revoked = this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed);
+          this.reconciler.markDirty(revoked);
+          this.revokedFlows.note(revoked);
           this.reconciler.markAll();
           for (const n of this.notices.due(pod.key, podNotices(this.features, pod))) {
             this.log.warn({ pod: pod.key, reason: n.reason }, n.message);
@@ -533,6 +542,12 @@ export class Agent {
     const first = !this.snapshotApplied;
     this.snapshotApplied = true;
     this.flush();
+    // (after the flush: the revoked names' entries are gone, so their flows' next packets are refused)
+    const cut = this.revokedFlows.cut();
+    if (cut) {
+      this.metrics.revokedFlowsCut.inc(cut);
+      this.log.info({ flows: cut }, 'tracked flows to revoked names cut');
+    }
     if (first) {
       this.headGuard?.start(() => this.endpoints.enforced);
       this.log.info(

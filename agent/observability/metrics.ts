@@ -50,6 +50,7 @@ export class AgentMetrics {
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
   readonly namesPruned: Counter;
+  readonly revokedFlowsCut: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
   readonly namesOverCap: Counter<'namespace' | 'pod'>;
@@ -76,6 +77,11 @@ export class AgentMetrics {
       name: 'fqdn_egress_events_total',
       help: 'Drop and audit events read from the ring buffer (rate-limited in the kernel; see fqdn_egress_pod_packets_total for exact counts)',
       labelNames: ['namespace', 'pod', 'kind', 'reason'],
+      registers,
+    });
+    this.revokedFlowsCut = new Counter({
+      name: 'fqdn_egress_revoked_flows_cut_total',
+      help: 'Tracked flows cut because a rule change revoked the name their address was answered for (annotation edit, policy change)',
       registers,
     });
     this.sourceErrors = new Counter({

@@ -10,14 +10,16 @@
  *   an annotation ignored under a policy, with its Event
  *   audit versus enforce
  *   a pod label change moving a pod in and out
+ *   a policy edit that revokes a name cuts the pod's tracked flows to it
  *   a policy deleted while the agent is down is honoured when it is back
+ *   (its flows cut too)
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireKernelTestEnv, OUTSIDE_LINK_V4 } from '../helpers/topology.js';
+import { requireKernelTestEnv, OUTSIDE_LINK_V4, NETTOOL } from '../helpers/topology.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
 import { RemoteApiServer } from '../helpers/remote-apiserver.js';
 import { egressctl } from '../helpers/egressctl.js';
@@ -45,6 +47,27 @@ interface InspectedPod {
   decidedBy: string[];
   annotationIgnored: boolean;
   allow: Array<{ pattern: string; ports: string[]; from: string[] }>;
+}
+
+/** A TCP connection from a pod that sends a byte every 200 ms and wants each echo back: its verdict when it ends. */
+async function holdFlow(
+  box: AgentBox,
+  pod: string,
+  ip: string,
+  seconds: number,
+): Promise<{ ended: Promise<{ ok: boolean; error?: string; ms: number }> }> {
+  const child = await box.topo.spawnReady(
+    box.topo.pod(pod).netns,
+    [process.execPath, NETTOOL, 'hold', 'tcp', ip, '443', '--seconds', String(seconds)],
+    /connected/,
+  );
+  // (wrapped: an async function returning the promise itself would make its caller wait for the end)
+  const ended = new Promise<{ ok: boolean; ms: number }>((resolve) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('exit', () => resolve(JSON.parse(out.trim().split('\n').pop()!) as { ok: boolean; ms: number }));
+  });
+  return { ended };
 }
 
 async function inspectPod(box: AgentBox, pod: string): Promise<InspectedPod> {
@@ -234,13 +257,31 @@ test('policy resources decide what pods may reach: namespaced, cluster-wide, uni
         assert.equal(await box.connect('web', BLOCKED_IP, 443, 500), false);
       });
 
+      await t.test('a policy edit that revokes a name cuts the tracked flows to it, and only those', async () => {
+        await box.dig('payments', 'www.kadath.test');
+        await box.dig('payments', 'api.stripe.test');
+        const revoked = await holdFlow(box, 'payments', KADATH_IP, 4);
+        const kept = await holdFlow(box, 'payments', STRIPE_IP, 4);
+        await api.putPolicy({ ...kadathForPay, spec: { ...kadathForPay.spec, egress: [{ names: ['cdn.test'] }] } });
+        const [r, k] = await Promise.all([revoked.ended, kept.ended]);
+        assert.equal(r.ok, false, `the flow to the revoked name is cut (${JSON.stringify(r)})`);
+        assert.equal(k.ok, true, `the flow to a name still allowed goes on (${JSON.stringify(k)})`);
+        assert.ok((await box.metric('fqdn_egress_revoked_flows_cut_total')) >= 1);
+        assert.equal(await box.connect('payments', KADATH_IP, 443, 500), false, 'and a new connection is refused');
+        await api.putPolicy(kadathForPay);
+      });
+
       await t.test('a policy deleted while the agent is down is honoured when it is back', async () => {
         await box.dig('payments', 'api.stripe.test');
         assert.equal(await box.connect('payments', STRIPE_IP), true);
+        const held = await holdFlow(box, 'payments', STRIPE_IP, 40);
         assert.equal(await box.stopAgent('SIGTERM'), 0);
         await api.deletePolicy('FQDNEgressPolicy', 'stripe', 'shop');
         assert.equal(await box.connect('payments', STRIPE_IP), true, 'the pins keep enforcing what was decided');
         await box.startAgent(agentArgs);
+        const h = await held.ended;
+        assert.equal(h.ok, false, `the open connection to the deleted policy's name is cut (${JSON.stringify(h)})`);
+        assert.ok(h.ms < 40_000);
         await box.waitFor('payments decided by the cluster policy alone', async () => {
           const pod = await inspectPod(box, 'shop/payments');
           return pod.decidedBy.join() === 'clusterpolicy kadath-for-pay';
