@@ -158,7 +158,7 @@ export class EndpointManager {
   }
 
   /** What the pod may reach: the policies that select it, or else its annotation. */
-  policyFor(spec: PodSpec): PodPolicy {
+  private policyFor(spec: PodSpec): PodPolicy {
     const { policies, namespaces } = this.policyState;
     const selected = policiesSelecting(spec, namespaceLabelsOf(spec.namespace, namespaces[spec.namespace]), policies);
     const policy = resolvePodPolicy(spec.annotations, selected, { portRulesPerName: MAX_PORT_RULES });
