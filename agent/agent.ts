@@ -24,6 +24,8 @@ import { refusedQueryOf, refusedServerNameOf } from './observability/refused-que
 import { FlowSweeper, DEFAULT_TCP_IDLE_NS, DEFAULT_OTHER_IDLE_NS } from './sync/flow-sweeper.js';
 import { NameRegistry } from './names/name-registry.js';
 import { PolicyMapSync, toKernelPorts } from './sync/policy-map.js';
+import { RevokedFlows } from './sync/revoked-flows.js';
+import { cidrContains, parseIp } from './net/addr.js';
 import { StaticMaps } from './sync/static-maps.js';
 import { writePodShares } from './sync/pod-shares.js';
 import { QueryLedger } from './learn/query-ledger.js';
@@ -31,7 +33,8 @@ import { KernelEntries } from './learn/kernel-entries.js';
 import { FileSource } from './sources/file-source.js';
 import { KubernetesSource, type PodEventReason } from './sources/kubernetes-source.js';
 import * as k8s from '@kubernetes/client-node';
-import type { PodSpec } from './sources/pod.js';
+import type { PodSpec, PolicyObjects } from './sources/pod.js';
+import { parsePolicy, type EgressPolicy, type PolicyScope } from './policy/resources.js';
 import { interfaceByName, interfaceForIp } from './net/host-interface.js';
 import { TcxHeadGuard, describeBackoff } from './datapath/head-guard.js';
 import { ensureHeadGuardRecords, type HeadGuardRecords } from './datapath/head-guard-map.js';
@@ -93,6 +96,7 @@ export class Agent {
   private readonly byIdentity = new Map<number, EnforcedPod>();
   /** fqe_policy in step with the pods' rules */
   private readonly policyMap: PolicyMapSync;
+  private readonly revokedFlows: RevokedFlows;
   /** resolvers, allowCIDRs, cluster domains, limits, config and heartbeat */
   private readonly staticMaps: StaticMaps;
   private readonly queryLedger: QueryLedger;
@@ -117,6 +121,10 @@ export class Agent {
   /** the source's last pods with IPs, and (Kubernetes) every pod scheduled here: the CNI plugin's decisions */
   private lastPods: PodSpec[] | undefined;
   private scheduledPods: ScheduledPod[] | undefined;
+  /** the policy resources in force (for metrics) */
+  private policyList: EgressPolicy[] = [];
+  /** errors of each policy resource already logged: origin -> text */
+  private readonly reportedPolicyErrors = new Map<string, string>();
   private pendingLatencies: bigint[] = [];
   /** keeps our tcx links first in their chains (tcx only, --tcx-head-guard on) */
   private headGuard: TcxHeadGuard | undefined;
@@ -141,7 +149,7 @@ export class Agent {
     );
     this.limitedLog = new RateLimitedLog(log);
     this.names = new NameRegistry(this.dp.maps, this.limitedLog);
-    this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.names);
+    this.policyMap = new PolicyMapSync(this.dp.maps.policy, this.dp.maps.ruleOrigins, this.names);
     this.staticMaps = new StaticMaps(this.dp.maps, cfg, this.features, log);
     this.queryLedger = new QueryLedger(this.dp.maps, {
       inlineLearner: !this.dp.inlineLearnerUnavailable,
@@ -160,6 +168,11 @@ export class Agent {
       maxIpsPerName: cfg.maxIpsPerName,
       maxNamesPerPod: cfg.maxNamesPerPod,
       now: monotonicMs,
+    });
+    this.revokedFlows = new RevokedFlows({
+      conntrack: this.dp.maps.conntrack,
+      stillAllowed: (identity, ip) =>
+        this.cache.view(identity, ip) !== undefined || cfg.allowCidrs.some((c) => cidrContains(c, parseIp(ip))),
     });
     this.reconciler = new Reconciler({
       cache: this.cache,
@@ -181,7 +194,7 @@ export class Agent {
       log,
       dnsFilter: cfg.dnsFilter,
       events: {
-        onPolicy: (pod, previous) => {
+        onPolicy: (pod) => {
           this.byIdentity.set(pod.identity, pod);
           this.policyMap.sync(pod.identity, pod.policy);
           // a pod prepared for the CNI plugin (no interface yet) is announced once it is on its interface
@@ -194,10 +207,11 @@ export class Agent {
               'Normal',
             );
           }
-          if (previous)
-            this.reconciler.markDirty(
-              this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed),
-            );
+          // Names the rules no longer allow: out of the cache, their flows cut. Also for a pod restored
+          // after a restart (no previous rules here, but the cache holds what the maps held).
+          const revoked = this.cache.forgetNames(pod.identity, (name) => rulesForName(pod.policy, name).allowed);
+          this.reconciler.markDirty(revoked);
+          this.revokedFlows.note(revoked);
           this.reconciler.markAll();
           for (const n of this.notices.due(pod.key, podNotices(this.features, pod))) {
             this.log.warn({ pod: pod.key, reason: n.reason }, n.message);
@@ -215,6 +229,11 @@ export class Agent {
           this.flush();
         },
         onPendingEnded: (_pod, seconds, decision) => this.metrics.podPending.observe({ decision }, seconds),
+        onAnnotationIgnored: (pod, origins) => {
+          const message = `the pod's fqdn-egress.io annotations are ignored: ${origins.join(', ')} select${origins.length === 1 ? 's' : ''} it and decide${origins.length === 1 ? 's' : ''} what it may reach`;
+          this.log.warn({ pod: `${pod.namespace}/${pod.name}`, decidedBy: origins }, message);
+          this.podEvent(pod, 'AnnotationIgnored', message, 'Warning');
+        },
         onPolicyErrors: (pod, errors) => {
           for (const e of errors)
             this.log.warn({ pod: `${pod.namespace}/${pod.name}`, entry: e.entry, annotation: e.annotation }, e.message);
@@ -306,6 +325,7 @@ export class Agent {
       socketDrops: () => this.tap?.stats().drops ?? 0,
       contestedInterfaces: () => this.headGuard?.contested() ?? 0,
       recoveryPending: () => this.lostRecords.pending,
+      policies: () => this.policyStats(),
     });
   }
 
@@ -384,6 +404,7 @@ export class Agent {
       const source = new FileSource({
         path: cfg.endpointsFile!,
         onPods: (pods) => void this.applyPods(pods),
+        onPolicies: (objects) => void this.applyPolicies(objects),
         onError: (err) => {
           this.metrics.sourceErrors.inc({ source: 'file' });
           this.log.error({ err: err.message }, 'endpoints file rejected');
@@ -398,11 +419,13 @@ export class Agent {
         kubeConfig,
         nodeName: cfg.nodeName!,
         log: this.log,
+        policies: cfg.policies === 'on',
         onPods: (pods) => void this.applyPods(pods),
         onScheduled: (pods) => {
           this.scheduledPods = pods;
           if (this.lastPods) void this.applyPods(this.lastPods);
         },
+        onPolicies: (objects) => void this.applyPolicies(objects),
         onResolvers: (ips) => this.staticMaps.discovered(ips),
         onError: (err) => {
           this.metrics.sourceErrors.inc({ source: 'kubernetes' });
@@ -475,6 +498,52 @@ export class Agent {
   private async applyPods(pods: PodSpec[]): Promise<void> {
     this.lastPods = pods;
     await this.endpoints.apply(pods, this.scheduledPods);
+    this.afterApply(true);
+  }
+
+  /** The policy resources changed: parsed (what cannot be read is logged once), then every pod is decided again. */
+  private async applyPolicies(objects: PolicyObjects): Promise<void> {
+    const policies: EgressPolicy[] = [];
+    const read = (list: unknown[], scope: PolicyScope): void => {
+      for (const o of list) {
+        const p = parsePolicy(o, scope);
+        if (p) policies.push(p);
+        else this.log.warn({ scope }, 'a policy resource without a name is ignored');
+      }
+    };
+    read(objects.namespaced, 'policy');
+    read(objects.cluster, 'clusterpolicy');
+    const seen = new Set<string>();
+    for (const p of policies) {
+      seen.add(p.origin);
+      const text = p.errors.join('\n');
+      if (text === (this.reportedPolicyErrors.get(p.origin) ?? '')) continue;
+      if (text) for (const e of p.errors) this.log.warn({ policy: p.origin }, `${p.origin}: ${e}`);
+      this.reportedPolicyErrors.set(p.origin, text);
+    }
+    for (const origin of [...this.reportedPolicyErrors.keys()])
+      if (!seen.has(origin)) this.reportedPolicyErrors.delete(origin);
+    this.policyList = policies;
+    await this.endpoints.setPolicies({ policies, namespaces: objects.namespaces });
+    this.afterApply(false);
+  }
+
+  /** Each policy resource in force, with this node's enforced pods it selects. */
+  private policyStats(): Array<{ kind: string; policy: string; pods: number; errors: number }> {
+    const pods = new Map<string, number>();
+    for (const pod of this.byIdentity.values()) for (const o of pod.policy.origins) pods.set(o, (pods.get(o) ?? 0) + 1);
+    return this.policyList.map((p) => ({
+      kind: p.scope === 'policy' ? 'FQDNEgressPolicy' : 'ClusterFQDNEgressPolicy',
+      policy: p.scope === 'policy' ? `${p.namespace}/${p.name}` : p.name,
+      pods: pods.get(p.origin) ?? 0,
+      errors: p.errors.length,
+    }));
+  }
+
+  /** After pods were applied: what no enforced pod holds any more leaves the cache and the rules; then write. */
+  private afterApply(pods: boolean): void {
+    // policies before the first pod snapshot changed nothing yet (the endpoint manager waits for pods)
+    if (!pods && !this.snapshotApplied) return;
     for (const identity of this.cache.identities())
       if (!this.byIdentity.has(identity)) this.cache.forgetIdentity(identity);
     for (const identity of this.policyMap.identities())
@@ -483,6 +552,12 @@ export class Agent {
     const first = !this.snapshotApplied;
     this.snapshotApplied = true;
     this.flush();
+    // (after the flush: the revoked names' entries are gone, so their flows' next packets are refused)
+    const cut = this.revokedFlows.cut();
+    if (cut) {
+      this.metrics.revokedFlowsCut.inc(cut);
+      this.log.info({ flows: cut }, 'tracked flows to revoked names cut');
+    }
     if (first) {
       this.headGuard?.start(() => this.endpoints.enforced);
       this.log.info(

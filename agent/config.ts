@@ -44,6 +44,8 @@ export interface Config {
   tcxHeadGuard: boolean;
   /** judge enforced pods' DNS queries by name, unless a pod's annotation says otherwise */
   dnsFilter: DnsFilterMode;
+  /** kubernetes source: list and watch the policy resources and the namespaces' labels */
+  policies: 'on' | 'off';
   /** the cluster's own domains: queries under them always pass the DNS filter */
   clusterDomains: string[];
   /** what the CNI plugin does with a new pod the agent has not decided yet (docs/cni.md) */
@@ -104,6 +106,10 @@ export const FLAGS: Record<string, FlagSpec> = {
   },
   'tcx-head-guard': {
     help: "take the head of a pod interface's tcx chain back when another program goes before ours (tcx only): on | off",
+    default: 'on',
+  },
+  policies: {
+    help: 'kubernetes source: follow the FQDNEgressPolicy and ClusterFQDNEgressPolicy resources (and namespace labels): on | off. A pod they select is enforced by them and its annotation is ignored (docs/policies.md)',
     default: 'on',
   },
   'dns-filter': {
@@ -250,6 +256,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const tcxHeadGuard = f.get('tcx-head-guard')!;
   if (tcxHeadGuard !== 'on' && tcxHeadGuard !== 'off')
     throw new ConfigError(`--tcx-head-guard: "${tcxHeadGuard}" is not on or off`);
+  const policies = f.get('policies')!;
+  if (policies !== 'on' && policies !== 'off') throw new ConfigError(`--policies: "${policies}" is not on or off`);
   const dnsFilter = f.get('dns-filter')!;
   if (dnsFilter !== 'on' && dnsFilter !== 'off') throw new ConfigError(`--dns-filter: "${dnsFilter}" is not on or off`);
   let clusterDomains: string[];
@@ -280,6 +288,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     attachMode: attachMode as AttachMode,
     tcxHeadGuard: tcxHeadGuard === 'on',
     dnsFilter,
+    policies,
     clusterDomains,
     unknownPods: oneOf(f.get('unknown-pods')!, 'unknown-pods', ['closed', 'open'] as const),
   };

@@ -341,7 +341,8 @@ static __always_inline struct verdict decide(struct __sk_buff *skb, const struct
 	 * once that address was found to be the pod's (here for the flows it
 	 * opens, in the learner for those opened towards it), so a hit is that
 	 * check too. Queries to a resolver are judged every time, never by the
-	 * flow. Established flows may finish after a policy narrows (NPEP-133).
+	 * flow. An established flow outlives its IP's TTL; when a rule change
+	 * revokes its name, the agent deletes the flow (sync/revoked-flows.ts).
 	 */
 	fqe_ct_key_of(&ct, identity, p, 1);
 	if (!p->frag && !is_trusted_resolver(p)) {

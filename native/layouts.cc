@@ -167,6 +167,11 @@ static Napi::Value Layouts(const Napi::CallbackInfo &info)
 	FQE_FIELD(pod_name)
 	FQE_END
 
+	FQE_STRUCT(origins)
+	FQE_FIELD(flags)
+	FQE_FIELD(text)
+	FQE_END
+
 	FQE_STRUCT(recent)
 	FQE_FIELD(seq)
 	FQE_FIELD(ev)

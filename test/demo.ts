@@ -8,6 +8,9 @@
  *   shop/checkout  fqdn-egress.io/allow: "api.stripe.test:4443/tls": one TLS
  *                  server IP serving every name; only the allowed server name
  *                  (SNI) completes its handshake, another is reset by the kernel
+ *   shop/ledger    no annotation, label app=ledger: the platform's policy
+ *                  FQDNEgressPolicy shop/ledger-egress (podSelector app=ledger)
+ *                  allows it www.kadath.test:443 and nothing else
  * payments' DNS queries for names outside its list are answered NXDOMAIN by
  * the kernel (one of them an exfiltration attempt): the resolver never sees them.
  * Real clients in each pod resolve a name and connect to what it answered.
@@ -25,6 +28,16 @@ const EGRESSCTL = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', '
 const ALLOW = 'api.stripe.test:443, *.kadath.test';
 const TLS_ALLOW = `api.stripe.test:${TLS_PORT}/tls`;
 const TLS_SERVER = '203.0.113.10'; // api.stripe.test's address; the server answers any name on it
+/** The platform's policy: what every pod labelled app=ledger in namespace shop may reach. */
+const LEDGER_POLICY = {
+  apiVersion: 'fqdn-egress.io/v1alpha1',
+  kind: 'FQDNEgressPolicy',
+  metadata: { name: 'ledger-egress', namespace: 'shop' },
+  spec: {
+    podSelector: { matchLabels: { app: 'ledger' } },
+    egress: [{ names: ['www.kadath.test'], ports: [{ port: 443, protocol: 'TCP' }] }],
+  },
+};
 
 /** TLS trials: which server name the client sends to api.stripe.test's IP. */
 const TLS_TRIALS: Array<{ serverName: string; expect: 'allowed' | 'refused'; why: string }> = [
@@ -87,6 +100,20 @@ const TRIALS: Trial[] = [
   },
   { pod: 'frontend', name: 'blocked.test', port: 443, expect: 'allowed', why: 'no annotation: not enforced' },
   {
+    pod: 'ledger',
+    name: 'www.kadath.test',
+    port: 443,
+    expect: 'allowed',
+    why: 'no annotation: policy shop/ledger-egress selects it (app=ledger) and allows this',
+  },
+  {
+    pod: 'ledger',
+    name: 'api.stripe.test',
+    port: 443,
+    expect: 'no answer',
+    why: 'not in policy shop/ledger-egress: NXDOMAIN from the kernel',
+  },
+  {
     pod: 'audit',
     name: 'blocked.test',
     port: 443,
@@ -111,18 +138,23 @@ async function run(keep: boolean): Promise<number> {
   await withCert((cert, key) =>
     withAgentBox(
       undefined,
-      [{ name: 'payments' }, { name: 'frontend' }, { name: 'audit' }, { name: 'checkout' }],
+      [{ name: 'payments' }, { name: 'frontend' }, { name: 'audit' }, { name: 'checkout' }, { name: 'ledger' }],
       { prefix: 'fqedemo' },
       async (box) => {
         await startTlsServer(box.topo, cert, key, [TLS_SERVER]);
-        box.writePods([
-          { name: 'payments', allow: ALLOW },
-          { name: 'frontend' },
-          { name: 'audit', allow: ALLOW, mode: 'audit' },
-          { name: 'checkout', allow: TLS_ALLOW },
-        ]);
+        box.writePods(
+          [
+            { name: 'payments', allow: ALLOW },
+            { name: 'frontend' },
+            { name: 'audit', allow: ALLOW, mode: 'audit' },
+            { name: 'checkout', allow: TLS_ALLOW },
+            { name: 'ledger', labels: { app: 'ledger' } },
+          ],
+          { policies: [LEDGER_POLICY] },
+        );
         await box.startAgent(['--log-level', 'warn']);
-        console.log(`fqdn-egress demo: agent running, shop/payments allowed "${ALLOW}"\n`);
+        console.log(`fqdn-egress demo: agent running, shop/payments allowed "${ALLOW}" (its annotation);`);
+        console.log('shop/ledger has no annotation: the FQDNEgressPolicy shop/ledger-egress selects it\n');
         const rows: string[][] = [['POD', 'TRIED', 'RESULT', 'EXPECTED', 'WHY']];
         for (const t of TRIALS) {
           const answer = (await box.dig(t.pod, t.name, t.type ?? 'A')).filter((l) => !l.endsWith('.')).pop();
@@ -153,6 +185,7 @@ async function run(keep: boolean): Promise<number> {
               .trimEnd(),
           );
         console.log('\n$ egressctl inspect\n' + egressctl(box, ['inspect']));
+        console.log('$ egressctl policies\n' + egressctl(box, ['policies']));
         console.log('$ egressctl drops\n' + egressctl(box, ['drops']));
         console.log(failures === 0 ? 'demo: every outcome as expected' : `demo: ${failures} unexpected outcome(s)`);
         if (!keep) return undefined;

@@ -3,20 +3,25 @@
  * egressctl: what fqdn-egress allows and drops on this node, read from the
  * pinned maps (it works while the agent is down).
  *   egressctl inspect [--pod NS/NAME] [--output table|json] [--pin-dir DIR]
+ *   egressctl policies [--pod NS/NAME] [--output table|json] [--pin-dir DIR]
  *   egressctl drops   [--follow] [--pod NS/NAME] [--limit N] [--output table|json] [--pin-dir DIR]
  *   egressctl status  [--output table|json] [--pin-dir DIR]
  * Exit codes: 0 fine, 1 cannot read the state, 2 bad usage.
  */
 import { DEFAULT_PIN_DIR } from '../datapath/datapath.js';
 import { CliError, inspect, openState, recentDrops, status } from './state.js';
-import { dropRows, renderInspect, renderStatus, type Style } from './render.js';
+import { dropRows, renderInspect, renderPolicies, renderStatus, type Style } from './render.js';
 
 const USAGE = `Usage: egressctl <command> [flags]
 
 Commands:
-  inspect   per enforced pod: identity, interface, mode, allowed names with ports,
-            every allowed IP with the name it was answered for, who learned it and
-            the time left, and connections that outlive their IP's TTL
+  inspect   per enforced pod: identity, interface, mode, what decides its rules,
+            allowed names with ports and where each came from (annotation,
+            policy NS/NAME, clusterpolicy NAME), every allowed IP with the name
+            it was answered for, who learned it and the time left, and
+            connections that outlive their IP's TTL
+  policies  per enforced pod: the policy resources that select it (or its
+            annotation), and whether its annotation is ignored
   drops     recent drop and audit events: time, pod, destination, port, protocol,
             reason, and the name the destination was last answered for
   status    agent up or down, the datapath's feature states (and what a fallback
@@ -25,7 +30,7 @@ Commands:
             before ours), map fill, counters
 
 Flags:
-  --pod NS/NAME        only this pod (inspect, drops)
+  --pod NS/NAME        only this pod (inspect, policies, drops)
   --output table|json  default: table
   --follow             drops: keep printing new events until interrupted
   --limit N            drops: at most the last N events (default 50)
@@ -78,9 +83,9 @@ function parseArgs(argv: string[]): Args | 'help' {
     else if (!args.command) args.command = a;
     else throw new UsageError(`unexpected argument "${a}"`);
   }
-  if (!['inspect', 'drops', 'status'].includes(args.command)) {
+  if (!['inspect', 'policies', 'drops', 'status'].includes(args.command)) {
     throw new UsageError(
-      args.command ? `unknown command "${args.command}"` : 'a command is needed: inspect, drops or status',
+      args.command ? `unknown command "${args.command}"` : 'a command is needed: inspect, policies, drops or status',
     );
   }
   if (args.follow && args.command !== 'drops') throw new UsageError('--follow goes with drops');
@@ -135,6 +140,16 @@ async function main(): Promise<number> {
       const pods = inspect(dp, args.pod);
       if (args.pod && pods.length === 0) throw new CliError(`pod ${args.pod} is not enforced on this node`);
       process.stdout.write(`${args.output === 'json' ? json({ pods }) : renderInspect(pods, style)}\n`);
+    } else if (args.command === 'policies') {
+      const pods = inspect(dp, args.pod).map(({ namespace, name, decidedBy, annotationIgnored, mode }) => ({
+        namespace,
+        name,
+        mode,
+        decidedBy,
+        annotationIgnored,
+      }));
+      if (args.pod && pods.length === 0) throw new CliError(`pod ${args.pod} is not enforced on this node`);
+      process.stdout.write(`${args.output === 'json' ? json({ pods }) : renderPolicies(pods, style)}\n`);
     } else if (args.command === 'status') {
       const s = status(dp);
       process.stdout.write(`${args.output === 'json' ? json(s) : renderStatus(s, style)}\n`);

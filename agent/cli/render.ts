@@ -34,6 +34,25 @@ function left(seconds: number | null): string {
   return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60)}m`;
 }
 
+function decidedBy(p: Pick<PodReport, 'decidedBy' | 'annotationIgnored'>): string {
+  if (p.decidedBy.length === 0) return '(not recorded: written by an older agent)';
+  return `${p.decidedBy.join(', ')}${p.annotationIgnored ? " (the pod's fqdn-egress.io annotations are ignored)" : ''}`;
+}
+
+/** egressctl policies: which policy resources (or the annotation) decide each pod. */
+export function renderPolicies(
+  pods: Array<Pick<PodReport, 'namespace' | 'name' | 'mode' | 'decidedBy' | 'annotationIgnored'>>,
+  style: Style,
+): string {
+  if (pods.length === 0) return 'no enforced pods';
+  const rows = [['POD', 'MODE', 'DECIDED BY', 'ANNOTATION']];
+  for (const p of pods) {
+    const annotation = p.decidedBy.includes('annotation') ? 'in force' : p.annotationIgnored ? 'ignored' : '-';
+    rows.push([`${p.namespace}/${p.name}`, p.mode, p.decidedBy.join(', ') || '(not recorded)', annotation]);
+  }
+  return table(rows, style);
+}
+
 export function renderInspect(pods: PodReport[], style: Style): string {
   if (pods.length === 0) return 'no enforced pods';
   const out: string[] = [];
@@ -42,9 +61,13 @@ export function renderInspect(pods: PodReport[], style: Style): string {
     out.push(
       `${paint(style, 'bold', `${p.namespace}/${p.name}`)}  identity ${p.identity}  interface ${p.interface} (${p.ifindex})  mode ${mode}  dns-filter ${p.dnsFilter}`,
     );
-    out.push(
-      `  allowed names: ${p.allow.length === 0 ? '(none: DNS only)' : p.allow.map((a) => `${a.pattern}${a.ports[0] === 'any' ? '' : `:${a.ports.join(',')}`}`).join(', ')}`,
-    );
+    out.push(`  decided by: ${decidedBy(p)}`);
+    if (p.allow.length === 0) out.push('  allowed names: (none: DNS only)');
+    else {
+      const rows = [['ALLOWED NAME', 'PORTS', 'FROM']];
+      for (const a of p.allow) rows.push([a.pattern, a.ports.join(','), a.from.join(', ') || '(not recorded)']);
+      out.push(table(rows, style).replace(/^/gm, '  '));
+    }
     out.push(
       `  packets: passed ${p.counters.passed}, dropped ${p.counters.dropped}, audited ${p.counters.audited}; learned in the kernel ${p.counters.learnedInKernel}, answers left to the agent ${p.counters.answersLeftToAgent}`,
     );

@@ -18,6 +18,7 @@ import {
   ConfigFlag,
   CtFlag,
   EndpointFlag,
+  OriginFlag,
   PolicyKind,
   PROTO_TLS,
   shapeChange,
@@ -102,7 +103,12 @@ export interface PodReport {
   mode: 'enforce' | 'audit';
   /** the DNS query filter: queries for other names are answered NXDOMAIN (on) or pass (off) */
   dnsFilter: 'on' | 'off';
-  allow: Array<{ pattern: string; ports: string[] }>;
+  /** what decides the pod's rules: ["annotation"], or the policy resources that select it ("policy NS/NAME", "clusterpolicy NAME") */
+  decidedBy: string[];
+  /** the pod carries fqdn-egress.io annotations that are ignored because policies select it */
+  annotationIgnored: boolean;
+  /** each allowed name pattern, its ports and where it came from */
+  allow: Array<{ pattern: string; ports: string[]; from: string[] }>;
   ips: AllowedIp[];
   trackedAfterTtl: TrackedFlow[];
   /** answersLeftToAgent: DNS answers the inline learner did not learn (in full): the agent did, a little later */
@@ -135,11 +141,17 @@ function sameIdentityMatch(podKey: string, want: string | undefined): boolean {
   return want === undefined || podKey === want;
 }
 
+/** The origins as fqe_pod_origins / fqe_rule_origins hold them ("a, b"); none when not recorded. */
+function splitOrigins(text: string | undefined): string[] {
+  return text ? text.split(', ') : [];
+}
+
 export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime.bigint()): PodReport[] {
   const names = new Map(dp.maps.names.entries());
   const endpoints = new Map(dp.maps.endpoints.entries().map(([ifindex, ep]) => [ep.identity, { ifindex, ep }]));
   const allow = dp.maps.allow.entries();
   const policy = dp.maps.policy.entries();
+  const ruleOrigins = new Map(dp.maps.ruleOrigins.entries().map(([k, v]) => [`${k.identity}:${k.kind}:${k.hash}`, v]));
   const conntrack = dp.maps.conntrack.entries();
   // --allow-cidrs: agent-wide, shown under every pod as `static`
   const cidrs: AllowedIp[] = dp.maps.cidrs.entries().map(([k]) => ({
@@ -177,7 +189,8 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       .filter(([k]) => k.identity === identity)
       .map(([k, { ports }]) => {
         const n = names.get(k.hash) ?? `#${k.hash.toString(16)}`;
-        return { pattern: k.kind === PolicyKind.wildcard ? `*.${n}` : n, ports: portsText(ports) };
+        const from = splitOrigins(ruleOrigins.get(`${k.identity}:${k.kind}:${k.hash}`)?.text);
+        return { pattern: k.kind === PolicyKind.wildcard ? `*.${n}` : n, ports: portsText(ports), from };
       })
       .sort((a, b) => a.pattern.localeCompare(b.pattern));
     const tracked: TrackedFlow[] = conntrack
@@ -196,6 +209,7 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
         idleSeconds: Math.round(Number(nowNs - v.lastSeenNs) / 1e8) / 10,
       }));
     const c = dp.maps.counters.get(identity);
+    const origins = dp.maps.podOrigins.get(identity);
     reports.push({
       namespace: info.namespace,
       name: info.name,
@@ -204,6 +218,8 @@ export function inspect(dp: Datapath, podFilter?: string, nowNs = process.hrtime
       ifindex: info.ifindex,
       mode: (ep?.ep.flags ?? info.flags) & EndpointFlag.audit ? 'audit' : 'enforce',
       dnsFilter: (ep?.ep.flags ?? info.flags) & EndpointFlag.dnsFilterOff ? 'off' : 'on',
+      decidedBy: splitOrigins(origins?.text),
+      annotationIgnored: ((origins?.flags ?? 0) & OriginFlag.annotationIgnored) !== 0,
       allow: rules,
       ips,
       trackedAfterTtl: tracked,

@@ -117,3 +117,13 @@ export function formatCidr(addr: Buffer, prefixLen: number): string {
   }
   return prefixLen === 128 ? formatIp(addr) : `${formatIp(addr)}/${prefixLen}`;
 }
+
+/** Does the prefix cover this address (16 bytes, IPv4 mapped)? An IPv6 prefix never covers IPv4. */
+export function cidrContains(cidr: Cidr, addr: Buffer): boolean {
+  if (isV4Mapped(addr) !== (cidr.family === 4)) return false;
+  for (let bit = 0; bit < cidr.prefixLen; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if ((addr[bit >> 3]! & mask) !== (cidr.addr[bit >> 3]! & mask)) return false;
+  }
+  return true;
+}

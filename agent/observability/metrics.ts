@@ -32,6 +32,8 @@ export interface Collectors {
   contestedInterfaces(): number;
   /** pods whose allow entries are still being read back after lost learned records */
   recoveryPending(): number;
+  /** the policy resources in force: kind, name ("NS/NAME" or "NAME"), this node's pods they select, invalid entries */
+  policies(): Array<{ kind: string; policy: string; pods: number; errors: number }>;
 }
 
 export class AgentMetrics {
@@ -49,6 +51,7 @@ export class AgentMetrics {
   readonly kernelEntriesRefused: Counter;
   readonly flowsReclaimed: Counter;
   readonly namesPruned: Counter;
+  readonly revokedFlowsCut: Counter;
   readonly kernelRecords: Counter<'outcome'>;
   readonly kernelRecordsLost: Counter;
   readonly namesOverCap: Counter<'namespace' | 'pod'>;
@@ -75,6 +78,11 @@ export class AgentMetrics {
       name: 'fqdn_egress_events_total',
       help: 'Drop and audit events read from the ring buffer (rate-limited in the kernel; see fqdn_egress_pod_packets_total for exact counts)',
       labelNames: ['namespace', 'pod', 'kind', 'reason'],
+      registers,
+    });
+    this.revokedFlowsCut = new Counter({
+      name: 'fqdn_egress_revoked_flows_cut_total',
+      help: 'Tracked flows cut because a rule change revoked the name their address was answered for (annotation edit, policy change)',
       registers,
     });
     this.sourceErrors = new Counter({
@@ -253,6 +261,41 @@ export class AgentMetrics {
       registers,
       collect() {
         this.set(collectors.enforcedPods());
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policies',
+      help: 'Policy resources in force, by kind (FQDNEgressPolicy, ClusterFQDNEgressPolicy)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>([
+          ['FQDNEgressPolicy', 0],
+          ['ClusterFQDNEgressPolicy', 0],
+        ]);
+        for (const p of collectors.policies()) counts.set(p.kind, (counts.get(p.kind) ?? 0) + 1);
+        for (const [kind, n] of counts) this.set({ kind }, n);
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policy_selected_pods',
+      help: 'Pods on this node a policy resource selects (enforced by it), by kind and policy',
+      labelNames: ['kind', 'policy'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of collectors.policies()) this.set({ kind: p.kind, policy: p.policy }, p.pods);
+      },
+    });
+    new Gauge({
+      name: 'fqdn_egress_policy_invalid_entries',
+      help: 'Parts of a policy resource the agent could not read (they allow nothing; see the agent log), by kind and policy',
+      labelNames: ['kind', 'policy'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of collectors.policies()) this.set({ kind: p.kind, policy: p.policy }, p.errors);
       },
     });
     new Gauge({

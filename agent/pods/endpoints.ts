@@ -1,6 +1,9 @@
 /*
  * The endpoint manager: turns a source's snapshot of pods into enforced
- * endpoints in the kernel. For each annotated pod it finds the host-side
+ * endpoints in the kernel. What a pod may reach comes from the policy
+ * resources that select it, or else its annotation (policy/resources.ts
+ * decides; setPolicies gives the current resources and namespace labels).
+ * For each enforced pod it finds the host-side
  * interface, keeps a stable identity (restored from the pinned maps after a
  * restart), writes address ownership and the endpoint entry, and attaches
  * our programs (how: datapath/attach.ts; the choice is logged once per
@@ -24,9 +27,11 @@
  */
 import { parseIp, formatIp } from '../net/addr.js';
 import { EndpointFlag, MAX_PORT_RULES, PENDING_FLAG, PENDING_IDENTITY_BASE, type PodInfo } from '../datapath/codecs.js';
+import { OriginFlag, originsText } from '../datapath/maps/index.js';
 import type { Datapath } from '../datapath/datapath.js';
 import { describeAttach, type AttachResult } from '../datapath/attach.js';
-import { parsePodPolicy, type PodPolicy, type PolicyError } from '../policy/annotation.js';
+import type { PodPolicy, PolicyError } from '../policy/annotation.js';
+import { namespaceLabelsOf, policiesSelecting, resolvePodPolicy, type EgressPolicy } from '../policy/resources.js';
 import { dnsFilterFor, type DnsFilterMode } from '../policy/dns-query-filter.js';
 import { podKey, type PodSpec } from '../sources/pod.js';
 import type { HostInterface, Lookup } from '../net/host-interface.js';
@@ -55,10 +60,19 @@ export interface EndpointEvents {
   onPolicyErrors(pod: { namespace: string; name: string }, errors: PolicyError[]): void;
   /** a pod the CNI plugin held as pending got its decision after `seconds` */
   onPendingEnded?(pod: { namespace: string; name: string }, seconds: number, decision: string): void;
+  /** policies select a pod that carries fqdn-egress.io annotations: they are ignored (once per distinct set) */
+  onAnnotationIgnored(pod: { namespace: string; name: string }, origins: string[]): void;
+}
+
+/** The policy resources in force and the namespaces' labels (for cluster policies' namespaceSelector). */
+export interface PolicyState {
+  policies: EgressPolicy[];
+  /** namespace name -> labels */
+  namespaces: Record<string, Record<string, string>>;
 }
 
 /** A pod scheduled to this node, as far as the source knows it (maybe without an IP yet). */
-export type ScheduledPod = Pick<PodSpec, 'namespace' | 'name' | 'annotations'>;
+export type ScheduledPod = Pick<PodSpec, 'namespace' | 'name' | 'annotations' | 'labels'>;
 
 export interface EndpointManagerOptions {
   dp: Pick<Datapath, 'attach' | 'detach' | 'maps'>;
@@ -67,7 +81,7 @@ export interface EndpointManagerOptions {
   log: Logger;
   /** the DNS query filter for pods without a fqdn-egress.io/dns-filter annotation (default on) */
   dnsFilter?: DnsFilterMode;
-  /** the pod's decision (default: its annotations, parsePodPolicy and dnsFilterFor) */
+  /** the pod's decision (default: from its policy: the policies that select it, or else its annotations) */
   decide?: Decide;
   /** CLOCK_MONOTONIC ns (default process.hrtime) */
   nowNs?: () => bigint;
@@ -95,12 +109,18 @@ export class EndpointManager {
   private readonly reportedDnsFilter = new Map<string, string>();
   /** what was last logged about each interface's attachment */
   private readonly reportedAttach = new Map<number, string>();
+  /** pods told that their annotation is ignored: key -> the origins that decide instead */
+  private readonly reportedIgnored = new Map<string, string>();
+  /** warnings of a pod's merged policies already logged, by pod key */
+  private readonly reportedWarnings = new Map<string, string>();
   private nextIdentity = 1;
   private lastSnapshot: PodSpec[] = [];
   private lastScheduled: ScheduledPod[] | undefined;
+  /** no snapshot yet: a policy change must not apply the empty one (it would purge restored pods) */
+  private haveSnapshot = false;
+  private policyState: PolicyState = { policies: [], namespaces: {} };
   private applying: Promise<void> = Promise.resolve();
   readonly decisions: PodDecisions;
-  private readonly decide: Decide;
   /** the pending claims the last apply left (pods the source does not know yet) */
   private claimsSeen = '';
 
@@ -113,7 +133,6 @@ export class EndpointManager {
         this.opts.events.onPendingEnded?.(pod, seconds, decision);
       },
     });
-    this.decide = opts.decide ?? ((spec) => this.decideByAnnotations(spec));
   }
 
   /** Read identities back from the pinned maps (after a restart). */
@@ -136,11 +155,11 @@ export class EndpointManager {
     return this.restored.size;
   }
 
-  /** The default decision: the pod's annotations (parsePodPolicy, dnsFilterFor). */
-  private decideByAnnotations(spec: ScheduledPod): PodVerdict {
-    const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
-    const { mode } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
-    return { enforced: policy.enforced, mode: policy.mode, dnsFilter: mode };
+  /** The decision from the pod's policy (policyFor): enforced and mode from it, the DNS filter as upsert sets it. */
+  private verdictOf(spec: PodSpec, policy: PodPolicy): PodVerdict {
+    if (this.opts.decide) return this.opts.decide(spec);
+    const dnsFilter = policy.dnsFilter ?? dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on').mode;
+    return { enforced: policy.enforced, mode: policy.mode, dnsFilter };
   }
 
   /** Every identity any map holds an entry for. */
@@ -169,6 +188,8 @@ export class EndpointManager {
     for (const key of maps.dnsTcp.keys()) ids.add(key.identity);
     for (const [identity] of maps.podShares.entries()) ids.add(identity);
     for (const identity of this.decisions.identities()) ids.add(identity);
+    for (const [identity] of maps.podOrigins.entries()) ids.add(identity);
+    for (const [key] of maps.ruleOrigins.entries()) ids.add(key.identity);
     return ids;
   }
 
@@ -194,6 +215,31 @@ export class EndpointManager {
     return this.byIfindex.get(ifindex);
   }
 
+  /** The policy resources changed: the last snapshot is applied again under them. */
+  setPolicies(state: PolicyState): Promise<void> {
+    this.policyState = state;
+    return this.haveSnapshot ? this.apply(this.lastSnapshot) : this.applying;
+  }
+
+  /** What the pod may reach: the policies that select it, or else its annotation. */
+  private policyFor(spec: PodSpec): PodPolicy {
+    const { policies, namespaces } = this.policyState;
+    const selected = policiesSelecting(spec, namespaceLabelsOf(spec.namespace, namespaces[spec.namespace]), policies);
+    const policy = resolvePodPolicy(spec.annotations, selected, { portRulesPerName: MAX_PORT_RULES });
+    const key = podKey(spec);
+    const warnings = policy.warnings.join('\n');
+    if (warnings && this.reportedWarnings.get(key) !== warnings)
+      for (const w of policy.warnings) this.opts.log.warn({ pod: key }, w);
+    if (warnings) this.reportedWarnings.set(key, warnings);
+    else this.reportedWarnings.delete(key);
+    const ignored = policy.annotationIgnored ? policy.origins.join(', ') : '';
+    if (ignored && this.reportedIgnored.get(key) !== ignored)
+      this.opts.events.onAnnotationIgnored(spec, policy.origins);
+    if (ignored) this.reportedIgnored.set(key, ignored);
+    else this.reportedIgnored.delete(key);
+    return policy;
+  }
+
   /**
    * Apply a complete snapshot; calls are serialized. `scheduled`: every pod
    * on this node the source knows, IP or not (the Kubernetes source); when
@@ -201,6 +247,7 @@ export class EndpointManager {
    */
   apply(snapshot: PodSpec[], scheduled?: ScheduledPod[]): Promise<void> {
     this.lastSnapshot = snapshot;
+    this.haveSnapshot = true;
     if (scheduled) this.lastScheduled = scheduled;
     const known = this.lastScheduled;
     this.applying = this.applying
@@ -224,9 +271,9 @@ export class EndpointManager {
     const wanted = new Map<string, { spec: PodSpec; policy: PodPolicy; verdict: PodVerdict }>();
     const notEnforced: PodSpec[] = [];
     for (const [key, spec] of known) {
-      const policy = parsePodPolicy(spec.annotations, { portRulesPerName: MAX_PORT_RULES });
+      const policy = this.policyFor(spec);
       this.reportErrors(spec, policy);
-      const verdict = this.decide(spec);
+      const verdict = this.verdictOf(spec, policy);
       if (verdict.enforced) wanted.set(key, { spec, policy, verdict });
       else notEnforced.push(spec);
     }
@@ -250,6 +297,9 @@ export class EndpointManager {
     for (const key of [...this.waiting.keys()]) if (!wanted.has(key)) this.waiting.delete(key);
     await this.settleClaims(claims, known, notEnforced);
     for (const pod of this.decisions.staleDecisions(new Set(known.keys()))) this.decisions.remove(pod);
+    const present = new Set(known.keys());
+    for (const reported of [this.reportedIgnored, this.reportedWarnings])
+      for (const key of [...reported.keys()]) if (!present.has(key)) reported.delete(key);
 
     for (const [key, { spec, policy, verdict }] of wanted) {
       const claim = claims.get(key);
@@ -339,6 +389,10 @@ export class EndpointManager {
         namespace: spec.namespace,
         name: spec.name,
       });
+    this.opts.dp.maps.podOrigins.set(identity, {
+      flags: policy.annotationIgnored ? OriginFlag.annotationIgnored : 0,
+      text: originsText(policy.origins),
+    });
     this.restored.delete(key);
     const pod: EnforcedPod = {
       key,
@@ -410,7 +464,7 @@ export class EndpointManager {
     const identity = this.identityOf(key);
     this.restored.delete(key);
     const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
-    this.dnsFilterFlag(key, spec); // its problems logged
+    this.dnsFilterFlag(key, spec, policy); // its problems logged
     const flags = verdictFlags(verdict);
 
     // An interface change (pod re-created with a new veth): leave the old one.
@@ -435,6 +489,10 @@ export class EndpointManager {
       name: spec.name,
     };
     dp.maps.pods.set(identity, info);
+    dp.maps.podOrigins.set(identity, {
+      flags: policy.annotationIgnored ? OriginFlag.annotationIgnored : 0,
+      text: originsText(policy.origins),
+    });
     this.reportAttach(key, iface, dp.attach(iface.ifindex));
 
     const pod: EnforcedPod = {
@@ -463,6 +521,7 @@ export class EndpointManager {
           interface: iface.ifname,
           mode: policy.mode,
           rules: policy.rules.length,
+          decidedBy: policy.origins.join(', '),
           dnsFilter: flags & EndpointFlag.dnsFilterOff ? 'off' : 'on',
         },
         'enforcing pod',
@@ -471,8 +530,12 @@ export class EndpointManager {
       this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
   }
 
-  /** FQE_EP_DNS_FILTER_OFF when the pod (or the agent's default) switches the query filter off. */
-  private dnsFilterFlag(key: string, spec: PodSpec): number {
+  /** FQE_EP_DNS_FILTER_OFF when the policies, else the pod (or the agent's default), switch the query filter off. */
+  private dnsFilterFlag(key: string, spec: PodSpec, policy: PodPolicy): number {
+    if (policy.dnsFilter !== undefined) {
+      this.reportedDnsFilter.delete(key);
+      return policy.dnsFilter === 'off' ? EndpointFlag.dnsFilterOff : 0;
+    }
     const { mode, problem } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
     if (problem && this.reportedDnsFilter.get(key) !== problem) this.opts.log.warn({ pod: key }, problem);
     if (problem) this.reportedDnsFilter.set(key, problem);
@@ -562,6 +625,13 @@ export class EndpointManager {
     maps.tlsBytes.deleteMany(maps.tlsBytes.keys().filter((k) => k.identity === identity));
     maps.dnsTcp.deleteMany(maps.dnsTcp.keys().filter((k) => k.identity === identity));
     maps.podShares.delete(identity);
+    maps.podOrigins.delete(identity);
+    maps.ruleOrigins.deleteMany(
+      maps.ruleOrigins
+        .entries()
+        .filter(([k]) => k.identity === identity)
+        .map(([k]) => k),
+    );
     maps.policy.deleteMany(
       maps.policy
         .entries()

@@ -24,6 +24,7 @@
  *
  * API:
  *   parsePodPolicy(annotations, limits): PodPolicy
+ *   mergeEntries(entries, limits, overflow): AllowRule[]   also for policy resources (resources.ts)
  *   rulesForName(policy, name): { allowed, ports }   union over matching rules
  */
 import { NameError, parsePattern, matchesPattern, patternToString, type NamePattern } from './pattern.js';
@@ -43,7 +44,12 @@ export interface AllowRule {
   pattern: NamePattern;
   /** Empty = any port, TCP and UDP. At most the parser's portRulesPerName, sorted by port. */
   ports: PortRule[];
+  /** where the rule came from: "annotation", "policy NS/NAME", "clusterpolicy NAME" (in order of appearance) */
+  from: string[];
 }
+
+/** The origin of rules written in the pod's own annotation. */
+export const ANNOTATION_ORIGIN = 'annotation';
 
 export interface PolicyError {
   /** Which annotation the bad text came from. */
@@ -55,12 +61,18 @@ export interface PolicyError {
 }
 
 export interface PodPolicy {
-  /** The pod carries the allow annotation (even an empty one). */
+  /** The pod carries the allow annotation (even an empty one), or a policy resource selects it. */
   enforced: boolean;
   mode: PolicyMode;
   /** One rule per distinct pattern, in order of first appearance. */
   rules: AllowRule[];
   errors: PolicyError[];
+  /** what decided: ["annotation"], or the policies that select the pod ("policy NS/NAME", "clusterpolicy NAME") */
+  origins: string[];
+  /** the DNS query filter the policies decided; undefined: the annotation or the agent's default decides */
+  dnsFilter?: 'on' | 'off';
+  /** the pod's allow annotation was set but policies decide (the annotation is ignored) */
+  annotationIgnored?: boolean;
 }
 
 const SEPARATORS = /[\s,]+/;
@@ -161,56 +173,85 @@ export interface PolicyLimits {
   portRulesPerName: number;
 }
 
+/** One allow entry before merging: where it came from, its pattern and its port (undefined = any port). */
+export interface PolicyEntry {
+  /** who wrote it: "annotation", "policy NS/NAME", "clusterpolicy NAME" */
+  origin: string;
+  /** the entry as written, for error messages */
+  text: string;
+  pattern: NamePattern;
+  port: PortRule | undefined;
+}
+
+/**
+ * Merges entries into one rule per pattern (in order of first appearance),
+ * with the origins of each rule. An entry without a port makes its pattern
+ * allow any port; a port rule past the kernel's limit allows nothing and is
+ * reported through `overflow` (the entry and the pattern).
+ */
+export function mergeEntries(
+  entries: Iterable<PolicyEntry>,
+  limits: PolicyLimits,
+  overflow: (entry: PolicyEntry, pattern: string) => void,
+): AllowRule[] {
+  interface Group {
+    pattern: NamePattern;
+    anyPort: boolean;
+    ports: PolicyEntry[];
+    from: Set<string>;
+  }
+  const groups = new Map<string, Group>();
+  for (const e of entries) {
+    const key = patternToString(e.pattern);
+    let group = groups.get(key);
+    if (group === undefined) {
+      group = { pattern: e.pattern, anyPort: false, ports: [], from: new Set() };
+      groups.set(key, group);
+    }
+    group.from.add(e.origin);
+    if (e.port === undefined) group.anyPort = true;
+    else group.ports.push(e);
+  }
+  const rules: AllowRule[] = [];
+  for (const [key, group] of groups) {
+    const ports: PortRule[] = [];
+    if (!group.anyPort) {
+      for (const e of group.ports) if (!addPortRule(ports, e.port!, limits.portRulesPerName)) overflow(e, key);
+    }
+    rules.push({ pattern: group.pattern, ports: sortPorts(ports), from: [...group.from] });
+  }
+  return rules;
+}
+
+/** The annotation's allow list as entries; invalid ones become errors. */
+function annotationEntries(value: string, errors: PolicyError[]): PolicyEntry[] {
+  const entries: PolicyEntry[] = [];
+  for (const text of value.split(SEPARATORS)) {
+    if (text === '') continue;
+    try {
+      entries.push({ origin: ANNOTATION_ORIGIN, text, ...parseEntry(text) });
+    } catch (err) {
+      if (!(err instanceof EntryError)) throw err;
+      errors.push({ annotation: ALLOW_ANNOTATION, entry: text, message: `invalid entry "${text}": ${err.message}` });
+    }
+  }
+  return entries;
+}
+
 /** Parses a pod's annotations (undefined = none). Never throws. */
 export function parsePodPolicy(annotations: Record<string, string> | undefined, limits: PolicyLimits): PodPolicy {
   const errors: PolicyError[] = [];
   const mode = parseMode(annotations?.[MODE_ANNOTATION], errors);
   const value = annotations?.[ALLOW_ANNOTATION];
-  if (value === undefined) return { enforced: false, mode, rules: [], errors };
-
-  interface Group {
-    pattern: NamePattern;
-    anyPort: boolean;
-    ports: { entry: string; rule: PortRule }[];
-  }
-  const groups = new Map<string, Group>();
-  for (const entry of value.split(SEPARATORS)) {
-    if (entry === '') continue;
-    let parsed: ParsedEntry;
-    try {
-      parsed = parseEntry(entry);
-    } catch (err) {
-      if (!(err instanceof EntryError)) throw err;
-      errors.push({ annotation: ALLOW_ANNOTATION, entry, message: `invalid entry "${entry}": ${err.message}` });
-      continue;
-    }
-    const key = patternToString(parsed.pattern);
-    let group = groups.get(key);
-    if (group === undefined) {
-      group = { pattern: parsed.pattern, anyPort: false, ports: [] };
-      groups.set(key, group);
-    }
-    if (parsed.port === undefined) group.anyPort = true;
-    else group.ports.push({ entry, rule: parsed.port });
-  }
-
-  const rules: AllowRule[] = [];
-  for (const [key, group] of groups) {
-    const ports: PortRule[] = [];
-    if (!group.anyPort) {
-      for (const { entry, rule } of group.ports) {
-        if (!addPortRule(ports, rule, limits.portRulesPerName)) {
-          errors.push({
-            annotation: ALLOW_ANNOTATION,
-            entry,
-            message: `invalid entry "${entry}": "${key}" already has ${limits.portRulesPerName} port rules, the most one name can carry; this one allows nothing`,
-          });
-        }
-      }
-    }
-    rules.push({ pattern: group.pattern, ports: sortPorts(ports) });
-  }
-  return { enforced: true, mode, rules, errors };
+  if (value === undefined) return { enforced: false, mode, rules: [], errors, origins: [] };
+  const rules = mergeEntries(annotationEntries(value, errors), limits, (e, key) =>
+    errors.push({
+      annotation: ALLOW_ANNOTATION,
+      entry: e.text,
+      message: `invalid entry "${e.text}": "${key}" already has ${limits.portRulesPerName} port rules, the most one name can carry; this one allows nothing`,
+    }),
+  );
+  return { enforced: true, mode, rules, errors, origins: [ANNOTATION_ORIGIN] };
 }
 
 /**

@@ -1,6 +1,8 @@
 /*
  * The Kubernetes source: this node's pods (list/watch on pods with
- * spec.nodeName=<node>) as complete PodSpec snapshots, the trusted resolvers
+ * spec.nodeName=<node>) as complete PodSpec snapshots, the policy resources
+ * (FQDNEgressPolicy, ClusterFQDNEgressPolicy: every agent watches every
+ * policy) with the namespaces' labels, the trusted resolvers
  * (the kube-system/kube-dns Service's cluster IPs and its ready EndpointSlice
  * addresses), and Events posted on pods. Owns talking to the API server and
  * keeping the last known state while it is unreachable (through the
@@ -8,13 +10,18 @@
  */
 import { isIP } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
-import { podKey, type PodSpec } from './pod.js';
-import { Backoff, Reflector, describe, type SourceLog } from './reflector.js';
+import { podKey, type PodSpec, type PolicyObjects } from './pod.js';
+import { Backoff, Reflector, describe, type KubeObject, type ObjectList, type SourceLog } from './reflector.js';
 
 export { Backoff, type SourceLog };
 
 export type PodEventReason =
-  'InvalidAnnotation' | 'EnforcementStarted' | 'TcxHeadContested' | 'TlsCheckUnavailable' | 'DnsQueryFilterUnavailable';
+  | 'InvalidAnnotation'
+  | 'AnnotationIgnored'
+  | 'EnforcementStarted'
+  | 'TcxHeadContested'
+  | 'TlsCheckUnavailable'
+  | 'DnsQueryFilterUnavailable';
 
 export interface KubernetesSourceOptions {
   kubeConfig: k8s.KubeConfig;
@@ -23,6 +30,12 @@ export interface KubernetesSourceOptions {
   onPods(pods: PodSpec[]): void;
   /** every pod scheduled to this node, IP or not yet (the CNI plugin's decisions), before onPods, after each change */
   onScheduled?(pods: ScheduledPodSpec[]): void;
+  /** follow the policy resources and namespace labels (default false: onPolicies is never called) */
+  policies?: boolean;
+  /** the policy resources and namespace labels, after each change (before onPods when both changed) */
+  onPolicies?(objects: PolicyObjects): void;
+  /** while the policy CRDs are not installed, look again this often (default 30 s) */
+  policyRecheckMs?: number;
   /** the trusted resolvers discovered from kube-dns, sorted, after each change */
   onResolvers(ips: string[]): void;
   /** the API server failed us; the last snapshot still stands */
@@ -39,6 +52,10 @@ export interface KubernetesSourceOptions {
 }
 
 export const DNS_NAMESPACE = 'kube-system';
+export const POLICY_GROUP = 'fqdn-egress.io';
+export const POLICY_VERSION = 'v1alpha1';
+export const NAMESPACED_POLICIES = 'fqdnegresspolicies';
+export const CLUSTER_POLICIES = 'clusterfqdnegresspolicies';
 export const DNS_SERVICE = 'kube-dns';
 const EVENT_COMPONENT = 'fqdn-egress-agent';
 /** the same Event (pod uid, reason, type, message) is not posted again within this time */
@@ -57,11 +74,17 @@ export function podSpecOf(pod: k8s.V1Pod, nodeName: string): PodSpec | undefined
   const raw = listed.length > 0 ? listed : pod.status?.podIP ? [pod.status.podIP] : [];
   const ips = [...new Set(raw.filter((ip): ip is string => typeof ip === 'string' && isIP(ip) !== 0))];
   if (ips.length === 0) return undefined;
-  return { namespace: meta.namespace, name: meta.name, ips, annotations: { ...(meta.annotations ?? {}) } };
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    ips,
+    annotations: { ...(meta.annotations ?? {}) },
+    labels: { ...(meta.labels ?? {}) },
+  };
 }
 
 /** What the agent decides a new pod's start from: a pod scheduled here, before kubelet reports its IP. */
-export type ScheduledPodSpec = Pick<PodSpec, 'namespace' | 'name' | 'annotations'>;
+export type ScheduledPodSpec = Pick<PodSpec, 'namespace' | 'name' | 'annotations' | 'labels'>;
 
 /** A pod scheduled to this node that may need a decision: not host-network, not finished; IP or not. */
 export function scheduledPodOf(pod: k8s.V1Pod, nodeName: string): ScheduledPodSpec | undefined {
@@ -69,7 +92,12 @@ export function scheduledPodOf(pod: k8s.V1Pod, nodeName: string): ScheduledPodSp
   if (!meta?.name || !meta.namespace || pod.spec?.hostNetwork || pod.spec?.nodeName !== nodeName) return undefined;
   const phase = pod.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return undefined;
-  return { namespace: meta.namespace, name: meta.name, annotations: { ...(meta.annotations ?? {}) } };
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    annotations: { ...(meta.annotations ?? {}) },
+    labels: { ...(meta.labels ?? {}) },
+  };
 }
 
 /** The resolver addresses: the Service's cluster IPs and its slices' ready endpoints. */
@@ -94,6 +122,12 @@ export function resolverIps(services: Iterable<k8s.V1Service>, slices: Iterable<
   return [...ips].sort();
 }
 
+/** What of a policy object can change a decision. */
+function policyEssence(o: unknown): unknown {
+  const { metadata, spec } = o as KubeObject & { spec?: unknown };
+  return [metadata?.namespace, metadata?.name, spec];
+}
+
 const noLog: SourceLog = { info() {}, warn() {}, error() {}, debug() {} };
 
 export class KubernetesSource {
@@ -102,6 +136,12 @@ export class KubernetesSource {
   private readonly pods: Reflector<k8s.V1Pod>;
   private readonly services: Reflector<k8s.V1Service>;
   private readonly slices: Reflector<k8s.V1EndpointSlice>;
+  /** namespaces, FQDNEgressPolicies, ClusterFQDNEgressPolicies (when opts.policies) */
+  private readonly policySources: Array<Reflector<KubeObject>> = [];
+  private readonly namespaces: Reflector<KubeObject> | undefined;
+  private readonly namespacedPolicies: Reflector<KubeObject> | undefined;
+  private readonly clusterPolicies: Reflector<KubeObject> | undefined;
+  private lastPoliciesText: string | undefined;
   private last: PodSpec[] | undefined;
   private lastPodsText = '';
   private lastScheduledText = '';
@@ -167,6 +207,56 @@ export class KubernetesSource {
       backoff: backoff(),
       onChange: () => this.scheduleEmit(),
     });
+    if (opts.policies) {
+      const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+      const base = `/apis/${POLICY_GROUP}/${POLICY_VERSION}`;
+      const policyList = (p: Promise<unknown>) => p as Promise<ObjectList<KubeObject>>;
+      this.namespaces = new Reflector<KubeObject>({
+        ...common,
+        what: 'namespaces',
+        watchPath: '/api/v1/namespaces',
+        list: (resourceVersion) => this.core.listNamespace({ resourceVersion }),
+        backoff: backoff(),
+        onChange: () => this.scheduleEmit(),
+      });
+      this.namespacedPolicies = new Reflector<KubeObject>({
+        ...common,
+        what: NAMESPACED_POLICIES,
+        watchPath: `${base}/${NAMESPACED_POLICIES}`,
+        list: (resourceVersion) =>
+          policyList(
+            custom.listCustomObjectForAllNamespaces({
+              group: POLICY_GROUP,
+              version: POLICY_VERSION,
+              plural: NAMESPACED_POLICIES,
+              resourceVersion,
+            }),
+          ),
+        mayBeAbsent: true,
+        absentRecheckMs: opts.policyRecheckMs,
+        backoff: backoff(),
+        onChange: () => this.scheduleEmit(),
+      });
+      this.clusterPolicies = new Reflector<KubeObject>({
+        ...common,
+        what: CLUSTER_POLICIES,
+        watchPath: `${base}/${CLUSTER_POLICIES}`,
+        list: (resourceVersion) =>
+          policyList(
+            custom.listClusterCustomObject({
+              group: POLICY_GROUP,
+              version: POLICY_VERSION,
+              plural: CLUSTER_POLICIES,
+              resourceVersion,
+            }),
+          ),
+        mayBeAbsent: true,
+        absentRecheckMs: opts.policyRecheckMs,
+        backoff: backoff(),
+        onChange: () => this.scheduleEmit(),
+      });
+      this.policySources.push(this.namespaces, this.namespacedPolicies, this.clusterPolicies);
+    }
   }
 
   /**
@@ -185,6 +275,7 @@ export class KubernetesSource {
     this.pods.start();
     this.services.start();
     this.slices.start();
+    for (const r of this.policySources) r.start();
     return ready;
   }
 
@@ -193,6 +284,7 @@ export class KubernetesSource {
     this.pods.stop();
     this.services.stop();
     this.slices.stop();
+    for (const r of this.policySources) r.stop();
     clearTimeout(this.debounce);
     this.startWaiter?.reject(new Error('kubernetes source stopped before the first list'));
     this.startWaiter = undefined;
@@ -252,6 +344,8 @@ export class KubernetesSource {
 
   private maybeSynced(): void {
     if (this.synced || !this.pods.synced || !this.services.synced || !this.slices.synced) return;
+    // a pod must meet the policies that select it from the first snapshot on
+    if (this.policySources.some((r) => !r.synced)) return;
     this.synced = true;
     this.log.info(
       { node: this.opts.nodeName, pods: this.pods.store.size, resourceVersion: this.pods.resourceVersion },
@@ -291,6 +385,26 @@ export class KubernetesSource {
       if (text !== this.lastScheduledText) {
         this.lastScheduledText = text;
         this.opts.onScheduled(scheduled);
+      }
+    }
+    if (this.opts.onPolicies && this.namespaces && this.namespacedPolicies && this.clusterPolicies) {
+      const namespaces: Record<string, Record<string, string>> = {};
+      for (const ns of this.namespaces.store.values())
+        if (ns.metadata?.name) namespaces[ns.metadata.name] = { ...(ns.metadata.labels ?? {}) };
+      const objects: PolicyObjects = {
+        namespaced: [...this.namespacedPolicies.store.values()],
+        cluster: [...this.clusterPolicies.store.values()],
+        namespaces,
+      };
+      // what decides: names, selectors, specs (not resourceVersions or managedFields)
+      const text = JSON.stringify([
+        objects.namespaced.map(policyEssence),
+        objects.cluster.map(policyEssence),
+        namespaces,
+      ]);
+      if (text !== this.lastPoliciesText) {
+        this.lastPoliciesText = text;
+        this.opts.onPolicies(objects);
       }
     }
     const pods: PodSpec[] = [];

@@ -61,6 +61,14 @@ interface ReflectorOptions<T> {
   backoff: Backoff;
   watchTimeoutSeconds: number;
   listTimeoutMs: number;
+  /**
+   * The resource may not exist (a CRD not installed): a 404 on the list then
+   * means no objects (the store empties, the reflector counts as synced) and
+   * the list is tried again every `absentRecheckMs`.
+   */
+  mayBeAbsent?: boolean;
+  /** default 30 s */
+  absentRecheckMs?: number;
   onChange(): void;
   onSynced(): void;
   onError(err: Error): void;
@@ -95,9 +103,13 @@ export function describe(err: unknown): string {
   return m ? m[1]! : (e.message ?? String(err));
 }
 
-function isGone(err: unknown): boolean {
+function hasStatus(err: unknown, status: number): boolean {
   const e = err as { code?: unknown; statusCode?: unknown } | null;
-  return e?.statusCode === 410 || e?.code === 410;
+  return e?.statusCode === status || e?.code === status;
+}
+
+function isGone(err: unknown): boolean {
+  return hasStatus(err, 410);
 }
 
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -127,6 +139,8 @@ export class Reflector<T extends KubeObject> {
   private controller: AbortController | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
+  /** the last list found the resource absent (404) */
+  absent = false;
 
   constructor(private readonly o: ReflectorOptions<T>) {}
 
@@ -179,7 +193,9 @@ export class Reflector<T extends KubeObject> {
     try {
       list = await withTimeout(this.o.list(this.consistentList ? undefined : '0'), this.o.listTimeoutMs, 'list');
     } catch (err) {
-      if (attempt === this.attempt) this.fail('list', err);
+      if (attempt !== this.attempt) return;
+      if (this.o.mayBeAbsent && hasStatus(err, 404)) this.whileAbsent();
+      else this.fail('list', err);
       return;
     }
     if (attempt !== this.attempt || this.stopped) return;
@@ -188,6 +204,8 @@ export class Reflector<T extends KubeObject> {
       this.fail('list', new Error('the list carried no resourceVersion'));
       return;
     }
+    if (this.absent) this.o.log.info({ what: this.o.what }, 'kubernetes: the resource is served now');
+    this.absent = false;
     this.store.clear();
     for (const item of list.items ?? []) this.store.set(objectKey(item), item);
     this.resourceVersion = rv;
@@ -202,6 +220,26 @@ export class Reflector<T extends KubeObject> {
       this.o.onChange();
     }
     this.watch(attempt);
+  }
+
+  /** The resource is not served (404): no objects, until a later list finds it. */
+  private whileAbsent(): void {
+    const recheck = this.o.absentRecheckMs ?? 30_000;
+    if (!this.absent)
+      this.o.log.warn(
+        { what: this.o.what, recheckMs: recheck },
+        'kubernetes: the API server does not serve this resource (its CRD is not installed?): none are in force; checking again',
+      );
+    this.absent = true;
+    const had = this.store.size > 0;
+    this.store.clear();
+    this.resourceVersion = '';
+    this.o.backoff.reset();
+    if (!this.synced) {
+      this.synced = true;
+      this.o.onSynced();
+    } else if (had) this.o.onChange();
+    this.later(recheck);
   }
 
   private watch(attempt: number): void {
@@ -236,7 +274,9 @@ export class Reflector<T extends KubeObject> {
           else controller.abort();
         },
         (err: unknown) => {
-          if (attempt === this.attempt) this.fail('watch', err);
+          if (attempt !== this.attempt) return;
+          if (this.o.mayBeAbsent && hasStatus(err, 404)) this.whileAbsent();
+          else this.fail('watch', err);
         },
       );
   }
@@ -307,6 +347,7 @@ export class Reflector<T extends KubeObject> {
 
   private watchEnded(err: unknown, durationMs: number, events: number): void {
     if (err && isGone(err)) return this.gone(describe(err));
+    if (err && this.o.mayBeAbsent && hasStatus(err, 404)) return this.whileAbsent();
     if (err) return this.fail('watch', err);
     // a clean end: the server's timeout, or it went away politely; resume from resourceVersion
     if (events === 0 && durationMs < 1000) {

@@ -4,6 +4,8 @@
  * name (the kernel compares those bytes with the question before a hash hit
  * counts). The sync keeps a shadow of what it wrote, so an edit deletes only
  * the rules that went and a removed pod leaves nothing behind.
+ * Beside each rule, fqe_rule_origins (same key) says where it came from
+ * (the annotation, or the policy resources), for egressctl inspect.
  */
 import type { BpfMap } from '../datapath/bpf-map.js';
 import {
@@ -14,6 +16,7 @@ import {
   type PolicyValue,
   type PortRule as KernelPortRule,
 } from '../datapath/codecs.js';
+import { originsText, type Origins } from '../datapath/maps/index.js';
 import { wildcardHash, hashOrderBytes } from '../policy/name-hash.js';
 import type { PodPolicy, PortRule } from '../policy/annotation.js';
 import type { NameRegistry } from '../names/name-registry.js';
@@ -32,12 +35,14 @@ export class PolicyMapSync {
 
   constructor(
     private readonly map: BpfMap<PolicyKey, PolicyValue>,
+    private readonly origins: BpfMap<PolicyKey, Origins>,
     private readonly names: NameRegistry,
   ) {}
 
   /** The rules of one identity (none: the pod went) into fqe_policy; their names recorded. */
   sync(identity: number, policy: PodPolicy | undefined): void {
     const want = new Map<string, [PolicyKey, PolicyValue]>();
+    const from: Array<[PolicyKey, Origins]> = [];
     for (const rule of policy?.rules ?? []) {
       const name = rule.pattern.kind === 'exact' ? rule.pattern.name : rule.pattern.suffix;
       const key =
@@ -45,10 +50,14 @@ export class PolicyMapSync {
           ? { identity, kind: PolicyKind.exact, hash: this.names.hash(name) }
           : { identity, kind: PolicyKind.wildcard, hash: wildcardHash(name, this.names.hashKey) };
       want.set(`${key.kind}:${key.hash}`, [key, { ports: toKernelPorts(rule.ports), name: hashOrderBytes(name) }]);
+      from.push([key, { flags: 0, text: originsText(rule.from) }]);
       this.names.remember(key.hash, name);
     }
     const have = this.shadow.get(identity) ?? new Map<string, PolicyKey>();
-    this.map.deleteMany([...have].filter(([k]) => !want.has(k)).map(([, key]) => key));
+    const gone = [...have].filter(([k]) => !want.has(k)).map(([, key]) => key);
+    this.map.deleteMany(gone);
+    this.origins.deleteMany(gone);
+    this.origins.setMany(from);
     this.map.setMany([...want.values()]);
     if (want.size === 0) this.shadow.delete(identity);
     else this.shadow.set(identity, new Map([...want].map(([k, [key]]) => [k, key])));

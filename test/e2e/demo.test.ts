@@ -28,7 +28,10 @@ test('the demo runs, every outcome is as expected, and it leaves nothing behind'
     'shop/audit',
     'shop/checkout',
     'SNI blocked.test',
+    'shop/ledger',
+    'decided by: policy shop/ledger-egress',
     '$ egressctl inspect',
+    '$ egressctl policies',
     '$ egressctl drops',
     'demo: every outcome as expected',
   ]) {

@@ -44,9 +44,10 @@ test('egressctl inspect, drops and status with the agent running and stopped', a
         assert.equal(pay.interface, box.topo.pod('payments').hostIf);
         assert.equal(typeof pay.identity, 'number');
         assert.deepEqual(pay.allow, [
-          { pattern: '*.kadath.test', ports: ['any'] },
-          { pattern: 'api.stripe.test', ports: ['443/tcp'] },
+          { pattern: '*.kadath.test', ports: ['any'], from: ['annotation'] },
+          { pattern: 'api.stripe.test', ports: ['443/tcp'], from: ['annotation'] },
         ]);
+        assert.deepEqual([pay.decidedBy, pay.annotationIgnored], [['annotation'], false]);
         const stripe = pay.ips.find((i: any) => i.ip === '203.0.113.10');
         assert.equal(stripe.name, 'api.stripe.test');
         assert.deepEqual(stripe.ports, ['443/tcp']);
@@ -77,6 +78,24 @@ test('egressctl inspect, drops and status with the agent running and stopped', a
         ])
           assert.ok(table.stdout.includes(col), `inspect table shows ${col}`);
         assert.ok(!table.stdout.includes('shop/auditor'), '--pod filters');
+        assert.match(table.stdout, /decided by: annotation/);
+        assert.match(table.stdout, /ALLOWED NAME +PORTS +FROM/);
+        const policies = await egressctl(['policies', ...pin]);
+        assert.equal(policies.code, 0, policies.stderr);
+        assert.match(policies.stdout, /^shop\/auditor +audit +annotation +in force$/m);
+        assert.match(policies.stdout, /^shop\/payments +enforce +annotation +in force$/m);
+        const one = await egressctl(['policies', '--pod', 'shop/payments', '--output', 'json', ...pin]);
+        assert.deepEqual(JSON.parse(one.stdout), {
+          pods: [
+            {
+              namespace: 'shop',
+              name: 'payments',
+              mode: 'enforce',
+              decidedBy: ['annotation'],
+              annotationIgnored: false,
+            },
+          ],
+        });
         assert.ok(!table.stdout.includes('\u001b['), 'no color when not a TTY');
 
         const drops = await egressctl(['drops', '--output', 'json', ...pin]);

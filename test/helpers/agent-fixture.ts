@@ -49,6 +49,14 @@ export interface FilePod {
   withInterface?: boolean;
   /** claim another pod's addresses (IP reuse tests) */
   ipsOf?: string;
+  /** the pod's labels (policy resources select by them) */
+  labels?: Record<string, string>;
+}
+
+/** What the endpoints file may hold beside pods: policy resources and namespace labels. */
+export interface FilePolicies {
+  policies?: unknown[];
+  namespaces?: Record<string, Record<string, string>>;
 }
 
 export interface AgentBox {
@@ -57,7 +65,7 @@ export interface AgentBox {
   logs: string[];
   /** the endpoints file the agent reads (its directory holds nothing else) */
   endpointsFile: string;
-  writePods(pods: FilePod[]): void;
+  writePods(pods: FilePod[], extra?: FilePolicies): void;
   writeRaw(text: string): void;
   /**
    * start the agent; by default wait until /readyz answers. `main`: another
@@ -98,7 +106,7 @@ export async function withAgentBox(
         agent: undefined,
         logs: [],
         endpointsFile: file,
-        writePods(list) {
+        writePods(list, extra = {}) {
           const lines = ['pods:'];
           for (const p of list) {
             const pod = topo.pod(p.name);
@@ -109,6 +117,7 @@ export async function withAgentBox(
               `    ips: [${ipsOf.v4}, "${ipsOf.v6}"]`,
             );
             if (p.withInterface !== false) lines.push(`    interface: ${pod.hostIf}`);
+            if (p.labels) lines.push(`    labels: ${JSON.stringify(p.labels)}`);
             lines.push('    annotations:');
             if (p.allow !== undefined) lines.push(`      fqdn-egress.io/allow: ${JSON.stringify(p.allow)}`);
             if (p.mode !== undefined) lines.push(`      fqdn-egress.io/mode: ${p.mode}`);
@@ -118,6 +127,9 @@ export async function withAgentBox(
               lines[lines.length - 1] = '    annotations: {}';
           }
           if (list.length === 0) lines[0] = 'pods: []';
+          // (JSON is YAML: policies and namespaces go in as one line each)
+          if (extra.policies) lines.push(`policies: ${JSON.stringify(extra.policies)}`);
+          if (extra.namespaces) lines.push(`namespaces: ${JSON.stringify(extra.namespaces)}`);
           box.writeRaw(`${lines.join('\n')}\n`);
         },
         writeRaw(text) {

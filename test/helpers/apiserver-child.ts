@@ -4,7 +4,7 @@
  * reaches it on 127.0.0.1. Driven over the IPC channel: {id, op, args} ->
  * {id, result} or {id, error}. Exits when the channel closes.
  */
-import { FakeApiServer, type FakePodInit } from './fake-apiserver.js';
+import { FakeApiServer, type FakePodInit, type FakePolicy } from './fake-apiserver.js';
 
 interface Request {
   id: number;
@@ -21,7 +21,16 @@ async function main(): Promise<void> {
       server.updatePod(ns, name, (pod) => {
         (pod.metadata as Record<string, unknown>).annotations = annotations;
       }),
+    setLabels: (ns: string, name: string, labels: Record<string, string>) =>
+      server.updatePod(ns, name, (pod) => {
+        pod.metadata.labels = labels;
+      }),
     deletePod: (ns: string, name: string) => server.deletePod(ns, name),
+    setNamespace: (name: string, labels: Record<string, string>) => server.setNamespace(name, labels),
+    putPolicy: (p: FakePolicy) => server.putPolicy(p),
+    deletePolicy: (kind: FakePolicy['kind'], name: string, namespace?: string) =>
+      server.deletePolicy(kind, name, namespace),
+    setCrdsInstalled: (installed: boolean) => server.setCrdsInstalled(installed),
     setService: (spec: { clusterIP?: string; clusterIPs?: string[] }) => server.setService(spec),
     setDown: (down: boolean) => server.setDown(down),
     events: () => server.events,

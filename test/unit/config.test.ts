@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, parseDuration, usage, FLAGS, ConfigError, type Config } from '../../agent/config.js';
-import { parseEndpointsFile, FileSource } from '../../agent/sources/file-source.js';
+import { parseEndpointsDocument, parseEndpointsFile, FileSource } from '../../agent/sources/file-source.js';
 import type { PodSpec } from '../../agent/sources/pod.js';
 
 const BASE = ['--source', 'file', '--endpoints-file', '/tmp/x.yaml', '--dns-servers', '192.0.2.2'];
@@ -125,6 +125,27 @@ test('the endpoints file accepts YAML and JSON as in docs/operations.md', () => 
   assert.deepEqual(parseEndpointsFile('pods: []', 'f'), []);
 });
 
+test('the endpoints file may hold pod labels, namespace labels and policy resources', () => {
+  const yaml = `pods:
+  - {namespace: shop, name: pay, ips: [198.18.1.2], labels: {app: pay}}
+namespaces:
+  shop: {team: a}
+policies:
+  - kind: FQDNEgressPolicy
+    metadata: {name: stripe, namespace: shop}
+    spec: {podSelector: {matchLabels: {app: pay}}, egress: [{names: [api.stripe.com]}]}
+  - kind: ClusterFQDNEgressPolicy
+    metadata: {name: baseline}
+    spec: {podSelector: {}, egress: [{names: ["*.internal"]}]}
+`;
+  const doc = parseEndpointsDocument(yaml, 'f.yaml');
+  assert.deepEqual(doc.pods[0]!.labels, { app: 'pay' });
+  assert.deepEqual(doc.policies.namespaces, { shop: { team: 'a' } });
+  assert.equal(doc.policies.namespaced.length, 1);
+  assert.equal(doc.policies.cluster.length, 1);
+  assert.deepEqual(parseEndpointsDocument('pods: []', 'f').policies, { namespaced: [], cluster: [], namespaces: {} });
+});
+
 test('the endpoints file rejects bad input with the place and the reason', () => {
   const cases: Array<[string, RegExp]> = [
     ['pods: [ {namespace: shop', /f: not valid YAML or JSON/],
@@ -145,6 +166,20 @@ test('the endpoints file rejects bad input with the place and the reason', () =>
       /pods\[1\] \(a\/b\): listed twice/,
     ],
     ['pods: [{namespace: a, name: b, ips: [198.18.1.2], extra: 1}]', /unknown key "extra"/],
+    ['pods: [{namespace: a, name: b, ips: [198.18.1.2], labels: {app: 1}}]', /labels: "app" must be a string/],
+    ['namespaces: [a]', /namespaces: expected a mapping of namespace name to labels/],
+    ['namespaces: {shop: {team: [a]}}', /namespaces\.shop: "team" must be a string/],
+    ['policies: {}', /policies: expected a list/],
+    ['policies: [{kind: NetworkPolicy, metadata: {name: a}}]', /policies\[0\]: "kind" must be FQDNEgressPolicy/],
+    [
+      'policies: [{kind: FQDNEgressPolicy, metadata: {name: a}}]',
+      /policies\[0\]: a FQDNEgressPolicy needs metadata\.namespace/,
+    ],
+    ['policies: [{kind: ClusterFQDNEgressPolicy}]', /policies\[0\]: needs metadata\.name/],
+    [
+      'policies: [{kind: ClusterFQDNEgressPolicy, metadata: {name: a}}, {kind: ClusterFQDNEgressPolicy, metadata: {name: a}}]',
+      /policies\[1\]: listed twice/,
+    ],
   ];
   for (const [text, re] of cases) assert.throws(() => parseEndpointsFile(text, 'f'), re, text);
 });

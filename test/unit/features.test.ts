@@ -184,6 +184,7 @@ test("fqdn_egress_datapath_feature: 1 for each feature's state, 0 for its other 
     socketDrops: () => 0,
     contestedInterfaces: () => 0,
     recoveryPending: () => 0,
+    policies: () => [],
   });
   metrics.setFeatures(
     datapathFeatures({ ...ALL_THERE, tlsCheckUnavailable: 'too complex' }, TCX, true).map((f) => ({

@@ -1,14 +1,15 @@
 /*
  * The Kubernetes source against an in-process API server that speaks the real
  * list/watch protocol, through the real @kubernetes/client-node (no mocks):
- * snapshots, 410 Gone, bookmarks, outages, resolver discovery, Events.
+ * snapshots, 410 Gone, bookmarks, outages, resolver discovery, Events, and
+ * the policy resources with namespace labels (the same list/watch handling).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { FakeApiServer } from '../helpers/fake-apiserver.js';
 import { Backoff, KubernetesSource, podSpecOf } from '../../agent/sources/kubernetes-source.js';
-import type { PodSpec } from '../../agent/sources/pod.js';
+import type { PodSpec, PolicyObjects } from '../../agent/sources/pod.js';
 
 const NODE = 'node-a';
 const ALLOW = 'fqdn-egress.io/allow';
@@ -19,13 +20,15 @@ interface Harness {
   snapshots: PodSpec[][];
   resolvers: string[][];
   errors: Error[];
+  /** onPolicies calls, and where they fell among onPods calls */
+  policies: Array<{ objects: PolicyObjects; afterSnapshots: number }>;
   started: Promise<void>;
 }
 
 async function harness(
   t: TestContext,
   setup?: (server: FakeApiServer) => void,
-  opts: { down?: boolean } = {},
+  opts: { down?: boolean; policies?: boolean } = {},
 ): Promise<Harness> {
   const server = await FakeApiServer.start();
   t.after(() => server.close());
@@ -34,9 +37,13 @@ async function harness(
   const snapshots: PodSpec[][] = [];
   const resolvers: string[][] = [];
   const errors: Error[] = [];
+  const policies: Harness['policies'] = [];
   const source = new KubernetesSource({
     kubeConfig: server.kubeConfig(),
     nodeName: NODE,
+    policies: opts.policies ?? false,
+    onPolicies: (objects) => policies.push({ objects, afterSnapshots: snapshots.length }),
+    policyRecheckMs: 100,
     onPods: (pods) => snapshots.push(pods),
     onResolvers: (ips) => resolvers.push(ips),
     onError: (err) => errors.push(err),
@@ -46,7 +53,7 @@ async function harness(
   t.after(() => source.stop());
   const started = source.start();
   started.catch(() => {});
-  return { server, source, snapshots, resolvers, errors, started };
+  return { server, source, snapshots, resolvers, errors, policies, started };
 }
 
 async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 1000): Promise<T> {
@@ -83,6 +90,7 @@ test('pods of this node appear; other nodes, host-network, IP-less and finished 
       name: 'payments',
       ips: ['198.18.1.2', '2001:db8:1::2'],
       annotations: { [ALLOW]: 'api.stripe.com:443' },
+      labels: {},
     },
   ]);
   assert.equal('interface' in h.source.snapshot![0]!, false);
@@ -369,7 +377,13 @@ test('podSpecOf and Backoff', () => {
     spec: { nodeName: NODE, containers: [] },
     status: { phase: 'Running', podIPs: [{ ip: '198.18.1.2' }, { ip: 'bogus' }] },
   };
-  assert.deepEqual(podSpecOf(pod, NODE), { namespace: 'n', name: 'p', ips: ['198.18.1.2'], annotations: {} });
+  assert.deepEqual(podSpecOf(pod, NODE), {
+    namespace: 'n',
+    name: 'p',
+    ips: ['198.18.1.2'],
+    annotations: {},
+    labels: {},
+  });
   assert.equal(podSpecOf({ ...pod, status: { phase: 'Failed', podIP: '198.18.1.2' } }, NODE), undefined);
   assert.equal(podSpecOf(pod, 'node-b'), undefined);
 
@@ -380,4 +394,124 @@ test('podSpecOf and Backoff', () => {
   const low = new Backoff(100, 1000, () => 0);
   assert.deepEqual([low.next(), low.next()], [50, 100], 'jitter: between half and the full delay');
   assert.equal(b.next(), 100);
+});
+
+// ---- policy resources ------------------------------------------------------
+
+const lastPolicies = (h: Harness) => last(h.policies)?.objects;
+const policyNames = (h: Harness) => {
+  const o = lastPolicies(h);
+  const nameOf = (x: unknown) => {
+    const m = (x as { metadata: { namespace?: string; name: string } }).metadata;
+    return m.namespace ? `${m.namespace}/${m.name}` : m.name;
+  };
+  return o ? [...o.namespaced.map(nameOf), ...o.cluster.map(nameOf)].sort() : [];
+};
+const stripe = {
+  kind: 'FQDNEgressPolicy' as const,
+  metadata: { name: 'stripe', namespace: 'shop' },
+  spec: { podSelector: {}, egress: [{ names: ['api.stripe.com'] }] },
+};
+const baseline = {
+  kind: 'ClusterFQDNEgressPolicy' as const,
+  metadata: { name: 'baseline' },
+  spec: { podSelector: {}, namespaceSelector: { matchLabels: { team: 'a' } }, egress: [{ names: ['*.internal'] }] },
+};
+
+test('policies and namespace labels: listed before the first pod snapshot, then watched (edits, deletes, labels)', async (t) => {
+  const h = await harness(
+    t,
+    (s) => {
+      s.putPolicy(stripe);
+      s.setNamespace('shop', { team: 'a' });
+      s.addPod({ namespace: 'shop', name: 'a', nodeName: NODE, ips: ['198.18.1.2'], labels: { app: 'pay' } });
+    },
+    { policies: true },
+  );
+  await h.started;
+  assert.equal(h.policies.length, 1);
+  assert.equal(h.policies[0]!.afterSnapshots, 0, 'the policies come before the first pod snapshot');
+  assert.deepEqual(policyNames(h), ['shop/stripe']);
+  assert.deepEqual(lastPolicies(h)!.namespaces.shop, { team: 'a', 'kubernetes.io/metadata.name': 'shop' });
+  assert.deepEqual(find(h, 'a')?.labels, { app: 'pay' }, 'pods carry their labels');
+  for (const path of [
+    '/apis/fqdn-egress.io/v1alpha1/fqdnegresspolicies',
+    '/apis/fqdn-egress.io/v1alpha1/clusterfqdnegresspolicies',
+    '/api/v1/namespaces',
+  ]) {
+    const watch = await waitFor(`a watch on ${path}`, () => h.server.requests.find((r) => r.path === path && r.watch));
+    assert.equal(watch.query.allowWatchBookmarks, 'true', path);
+  }
+
+  h.server.putPolicy(baseline);
+  await waitFor('the cluster policy', () => policyNames(h).includes('baseline'));
+  h.server.putPolicy({ ...stripe, spec: { ...stripe.spec, mode: 'audit' } });
+  await waitFor(
+    'the edit',
+    () => (lastPolicies(h)!.namespaced[0] as { spec: { mode?: string } }).spec.mode === 'audit',
+  );
+  h.server.setNamespace('shop', { team: 'b' });
+  await waitFor('the namespace label change', () => lastPolicies(h)!.namespaces.shop?.team === 'b');
+  h.server.deletePolicy('FQDNEgressPolicy', 'stripe', 'shop');
+  await waitFor('the delete', () => policyNames(h).join() === 'baseline');
+  const calls = h.policies.length;
+  h.server.updatePod('shop', 'a', (p) => {
+    p.metadata.labels = { app: 'web' };
+  });
+  await waitFor('the pod label change', () => find(h, 'a')?.labels?.app === 'web');
+  assert.equal(h.policies.length, calls, 'a pod change does not repeat the policies');
+  assert.deepEqual(h.errors, []);
+});
+
+test('policies: 410 Gone relists them and a delete made during the gap arrives; a resourceVersion-only change is no change', async (t) => {
+  const h = await harness(
+    t,
+    (s) => {
+      s.putPolicy(stripe);
+      s.putPolicy(baseline);
+    },
+    { policies: true },
+  );
+  await h.started;
+  const lists = () =>
+    h.server.requests.filter((r) => r.path === '/apis/fqdn-egress.io/v1alpha1/clusterfqdnegresspolicies' && !r.watch)
+      .length;
+  h.server.setDown(true);
+  await waitFor('an error during the gap', () => h.errors.length > 0);
+  h.server.deletePolicy('ClusterFQDNEgressPolicy', 'baseline');
+  h.server.expireHistory();
+  h.server.setDown(false);
+  await waitFor('converged after the relist', () => policyNames(h).join() === 'shop/stripe', 3000);
+  assert.ok(lists() >= 2, 'the cluster policies were listed again');
+  const calls = h.policies.length;
+  h.server.putPolicy(stripe); // same spec, new resourceVersion
+  await sleep(150);
+  assert.equal(h.policies.length, calls, 'nothing that decides changed');
+});
+
+test('policy CRDs not installed: the source starts with no policies, and picks them up once installed', async (t) => {
+  const h = await harness(t, (s) => s.setCrdsInstalled(false), { policies: true });
+  await h.started;
+  assert.deepEqual(policyNames(h), [], 'no policies in force');
+  assert.deepEqual(h.errors, [], 'an absent CRD is not an API error');
+  h.server.setCrdsInstalled(true);
+  h.server.putPolicy(stripe);
+  await waitFor('the policy after the CRD appeared', () => policyNames(h).join() === 'shop/stripe', 2000);
+  h.server.setCrdsInstalled(false); // deleting a CRD deletes its objects
+  await waitFor('no policies after the CRD went', () => policyNames(h).length === 0, 2000);
+  const errors = h.errors.length;
+  h.server.setCrdsInstalled(true);
+  h.server.putPolicy(baseline);
+  await waitFor('a policy after the CRD came back', () => policyNames(h).join() === 'baseline', 2000);
+  assert.equal(h.errors.length, errors, 'the watch answering 404 meanwhile is not an API error');
+});
+
+test('without the policies option nothing of them is listed or watched', async (t) => {
+  const h = await harness(t, (s) => s.putPolicy(stripe));
+  await h.started;
+  assert.equal(h.policies.length, 0);
+  assert.equal(
+    h.server.requests.filter((r) => r.path.includes('fqdn-egress.io') || r.path === '/api/v1/namespaces').length,
+    0,
+  );
 });

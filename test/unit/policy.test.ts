@@ -240,7 +240,11 @@ test('allow annotation: rejected entries name the entry and the reason; valid on
     assert.equal(error!.annotation, ALLOW_ANNOTATION);
     assert.ok(error!.message.startsWith(`invalid entry "${entry}": `), error!.message);
     assert.match(error!.message, reason, entry);
-    assert.deepEqual(policy.rules, [{ pattern: { kind: 'exact', name: 'ok.example.com' }, ports: [] }], entry);
+    assert.deepEqual(
+      policy.rules,
+      [{ pattern: { kind: 'exact', name: 'ok.example.com' }, ports: [], from: ['annotation'] }],
+      entry,
+    );
   }
   assert.deepEqual(allow('*.').errors, [
     { annotation: ALLOW_ANNOTATION, entry: '*.', message: 'invalid entry "*.": wildcard needs a name after "*."' },
@@ -260,7 +264,11 @@ test(`allow annotation: at most ${MAX_PORT_RULES} port rules per pattern, the re
   );
   assert.match(policy.errors[0]!.message, /already has 8 port rules.*allows nothing/);
   assert.deepEqual(rulesForName(policy, 'a.com'), { allowed: true, ports: policy.rules[0]!.ports });
-  assert.deepEqual(policy.rules[1], { pattern: { kind: 'exact', name: 'b.com' }, ports: [{ port: 1, proto: 'any' }] });
+  assert.deepEqual(policy.rules[1], {
+    pattern: { kind: 'exact', name: 'b.com' },
+    ports: [{ port: 1, proto: 'any' }],
+    from: ['annotation'],
+  });
   // With an any-port entry the limit does not matter.
   assert.deepEqual(allow([...entries, 'a.com'].join(' ')).errors, []);
 });
@@ -271,18 +279,21 @@ test('pod policy: absent annotations, enforcement and mode', () => {
     mode: 'enforce',
     rules: [],
     errors: [],
+    origins: [],
   });
   assert.deepEqual(parsePodPolicy({ other: 'x' }, POLICY_LIMITS), {
     enforced: false,
     mode: 'enforce',
     rules: [],
     errors: [],
+    origins: [],
   });
   assert.deepEqual(parsePodPolicy({ [ALLOW_ANNOTATION]: '' }, POLICY_LIMITS), {
     enforced: true,
     mode: 'enforce',
     rules: [],
     errors: [],
+    origins: ['annotation'],
   });
 
   const modes: [string | undefined, 'enforce' | 'audit', boolean][] = [

@@ -23,6 +23,7 @@ export * from './hash-key.js';
 export * from './learned.js';
 export * from './limits.js';
 export * from './names.js';
+export * from './origins.js';
 export * from './owners.js';
 export * from './pod-decisions.js';
 export * from './pod-shares.js';
