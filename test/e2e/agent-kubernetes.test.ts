@@ -6,9 +6,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { requireKernelTestEnv, OUTSIDE_LINK_V4, SILENT_RESOLVER, sleep } from '../helpers/topology.js';
 import { loadStandin, untilOursHeads } from '../helpers/cni-standin.js';
 import { ownLinkId } from '../../agent/datapath/attach.js';
@@ -43,17 +40,12 @@ function resolvers(box: AgentBox): string[] {
 
 test('the agent follows the Kubernetes API: pods on this node, edits, deletes, outages, Events, kube-dns discovery', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
-  const dir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
   await withAgentBox(t, [{ name: 'payments' }, { name: 'other' }], {}, async (box) => {
-    const api = await RemoteApiServer.start(box.topo);
+    const { api, agentArgs } = await RemoteApiServer.forAgent(box.topo, OUTSIDE_LINK_V4.outside, NODE);
     try {
       const pay = box.topo.pod('payments');
       const other = box.topo.pod('other');
-      await api.setService({ clusterIP: OUTSIDE_LINK_V4.outside });
-      api.writeKubeconfig(join(dir, 'kubeconfig'));
-      process.env.KUBECONFIG = join(dir, 'kubeconfig');
-      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      await box.startAgent(agentArgs);
       assert.deepEqual(
         resolvers(box),
         [OUTSIDE_LINK_V4.outside],
@@ -137,7 +129,6 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
       await api.setService({ clusterIP: SILENT_RESOLVER });
       await box.waitFor('the new resolver', () => resolvers(box).join() === SILENT_RESOLVER, 3000);
     } finally {
-      delete process.env.KUBECONFIG;
       api.stop();
     }
   });
@@ -145,16 +136,11 @@ test('the agent follows the Kubernetes API: pods on this node, edits, deletes, o
 
 test("a program that keeps going before ours on a pod's tcx chain: one TcxHeadContested Warning Event on the pod", async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
-  const dir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
   await withAgentBox(t, [{ name: 'payments' }], {}, async (box) => {
-    const api = await RemoteApiServer.start(box.topo);
+    const { api, agentArgs } = await RemoteApiServer.forAgent(box.topo, OUTSIDE_LINK_V4.outside, NODE);
     try {
       const pay = box.topo.pod('payments');
-      await api.setService({ clusterIP: OUTSIDE_LINK_V4.outside });
-      api.writeKubeconfig(join(dir, 'kubeconfig'));
-      process.env.KUBECONFIG = join(dir, 'kubeconfig');
-      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      await box.startAgent(agentArgs);
       await api.addPod({
         namespace: 'shop',
         name: 'payments',
@@ -201,7 +187,6 @@ test("a program that keeps going before ours on a pod's tcx chain: one TcxHeadCo
         ),
       );
     } finally {
-      delete process.env.KUBECONFIG;
       api.stop();
     }
   });

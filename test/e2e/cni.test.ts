@@ -553,14 +553,9 @@ test('kubernetes source: a pod scheduled here has its decision before kubelet re
   if (!requireKernelTestEnv(t, AGENT_TOOLS)) return;
   const NODE = 'node-1';
   await withAgentCni(t, [], async (box, opts) => {
-    const dir = mkdtempSync(join(tmpdir(), 'fqe-cni-kube-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const api = await RemoteApiServer.start(box.topo);
+    const { api, agentArgs } = await RemoteApiServer.forAgent(box.topo, RESOLVER, NODE);
     try {
-      await api.setService({ clusterIP: RESOLVER });
-      api.writeKubeconfig(join(dir, 'kubeconfig'));
-      process.env.KUBECONFIG = join(dir, 'kubeconfig');
-      await box.startAgent(['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', '']);
+      await box.startAgent(agentArgs);
       await api.addPod({
         namespace: 'shop',
         name: 'payments',
@@ -604,7 +599,6 @@ test('kubernetes source: a pod scheduled here has its decision before kubelet re
         ),
       );
     } finally {
-      delete process.env.KUBECONFIG;
       api.stop();
     }
   });

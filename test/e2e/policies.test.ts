@@ -16,9 +16,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { requireKernelTestEnv, OUTSIDE_LINK_V4, NETTOOL } from '../helpers/topology.js';
 import { withAgentBox, type AgentBox } from '../helpers/agent-fixture.js';
 import { RemoteApiServer } from '../helpers/remote-apiserver.js';
@@ -118,18 +115,12 @@ const webEnforce: FakePolicy = {
 
 test('policy resources decide what pods may reach: namespaced, cluster-wide, union, annotation ignored, audit, labels, deletion while down', async (t) => {
   if (!requireKernelTestEnv(t, ['dnsmasq', 'dig', 'curl', 'nsenter'])) return;
-  const dir = mkdtempSync(join(tmpdir(), 'fqe-policies-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
   await withAgentBox(t, [{ name: 'payments' }, { name: 'web' }, { name: 'a1' }, { name: 'other' }], {}, async (box) => {
-    const api = await RemoteApiServer.start(box.topo);
-    const agentArgs = ['--source', 'kubernetes', '--node-name', NODE, '--dns-servers', ''];
+    const { api, agentArgs } = await RemoteApiServer.forAgent(box.topo, OUTSIDE_LINK_V4.outside, NODE);
     try {
-      await api.setService({ clusterIP: OUTSIDE_LINK_V4.outside });
       await api.setNamespace('shop');
       await api.setNamespace('team-a', { team: 'a' });
       await api.setNamespace('misc');
-      api.writeKubeconfig(join(dir, 'kubeconfig'));
-      process.env.KUBECONFIG = join(dir, 'kubeconfig');
       await api.putPolicy(stripe);
       await box.startAgent(agentArgs);
       const addPod = (name: string, namespace: string, labels: Record<string, string>) => {
@@ -296,7 +287,6 @@ test('policy resources decide what pods may reach: namespaced, cluster-wide, uni
         assert.equal(await box.connect('payments', KADATH_IP), true, 'the remaining policy still applies');
       });
     } finally {
-      delete process.env.KUBECONFIG;
       api.stop();
     }
   });

@@ -3,7 +3,8 @@
  * (where the agent runs), driven from the test process over IPC.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FakePodInit, FakePolicy } from './fake-apiserver.js';
@@ -13,6 +14,8 @@ const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'apiserver-child.js'
 
 export class RemoteApiServer {
   private next = 1;
+  /** the kubeconfig dir forAgent made (removed by stop(), with KUBECONFIG) */
+  private kubeconfigDir: string | undefined;
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
 
   private constructor(
@@ -108,7 +111,35 @@ export class RemoteApiServer {
     );
   }
 
+  /**
+   * Started for the box's agent: kube-dns at `resolver`, a kubeconfig the
+   * agent reads (KUBECONFIG, set until stop()), and the agent's flags for
+   * the Kubernetes source as node `node`.
+   */
+  static async forAgent(
+    topo: Topology,
+    resolver: string,
+    node: string,
+  ): Promise<{ api: RemoteApiServer; agentArgs: string[] }> {
+    const api = await RemoteApiServer.start(topo);
+    try {
+      await api.setService({ clusterIP: resolver });
+      api.kubeconfigDir = mkdtempSync(join(tmpdir(), 'fqe-kube-'));
+      api.writeKubeconfig(join(api.kubeconfigDir, 'kubeconfig'));
+      process.env.KUBECONFIG = join(api.kubeconfigDir, 'kubeconfig');
+    } catch (err) {
+      api.stop();
+      throw err;
+    }
+    return { api, agentArgs: ['--source', 'kubernetes', '--node-name', node, '--dns-servers', ''] };
+  }
+
   stop(): void {
+    if (this.kubeconfigDir) {
+      delete process.env.KUBECONFIG;
+      rmSync(this.kubeconfigDir, { recursive: true, force: true });
+      this.kubeconfigDir = undefined;
+    }
     if (this.child.connected) this.child.disconnect();
     this.child.kill('SIGKILL');
   }
