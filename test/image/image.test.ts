@@ -20,7 +20,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -178,9 +178,26 @@ test("the image is the chart's, labelled from git, and holds the agent but no co
     'usr/local/bin/egressctl',
     'usr/local/bin/node',
     'usr/bin/setpriv',
+    'app/build/fqdn-egress-cni',
+    'app/dist/agent/cli/install-cni.js',
   ]) {
     assert.ok(exists(root, path), `the image holds /${path}`);
   }
+  // the CNI plugin goes onto the node (the chart's install-cni): static, so it runs on any host
+  const plugin = join(root, 'app/build/fqdn-egress-cni');
+  const elf = readFileSync(plugin);
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phnum = elf.readUInt16LE(0x38);
+  const interp = Array.from({ length: phnum }, (_, i) => elf.readUInt32LE(phoff + i * elf.readUInt16LE(0x36))).includes(
+    3,
+  );
+  assert.equal(interp, false, 'the CNI plugin is static (no program interpreter)');
+  const version = spawnSync(plugin, [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"1.0.0"}' });
+  assert.equal(version.status, 0, version.stderr.toString());
+  assert.ok(
+    (JSON.parse(version.stdout.toString()) as { supportedVersions: string[] }).supportedVersions.includes('1.0.0'),
+    "the image's CNI plugin answers VERSION",
+  );
   assert.ok(
     exists(root, 'usr/bin/ip') || exists(root, 'usr/sbin/ip') || exists(root, 'sbin/ip'),
     'the image holds ip (iproute2)',
