@@ -1,13 +1,14 @@
 /*
  * The root file system of the kernel matrix's VMs: one uncompressed newc
  * cpio (the kernel unpacks it into RAM), shared by every kernel. It holds
- * busybox (the shell, mount, insmod), the host's node, iproute2's `ip` and
- * a python3 that can write TLS ClientHellos (what the kernel suites call),
- * each with the libraries ldd lists; the project as the tests run it (the
- * BPF objects, the addon, dist/, the fixtures, the production node_modules);
- * for each kernel, the tc modules legacy attach needs; and an /init that
- * mounts the pseudo file systems, runs the runner (runner.ts), prints its
- * exit code and powers off. Built in a temp dir, removed once packed.
+ * busybox (the shell, mount, insmod, nsenter), the host's node, iproute2's
+ * `ip` and a python3 that can write TLS ClientHellos (what the kernel suites
+ * call), each with the libraries ldd lists; the project as the tests run it
+ * (the BPF objects, the addon, the CNI plugin (static: no library), dist/,
+ * the fixtures, the production node_modules); for each kernel, the tc
+ * modules legacy attach needs; and an /init that mounts the pseudo file
+ * systems, runs the runner (runner.ts), prints its exit code and powers
+ * off. Built in a temp dir, removed once packed.
  */
 import { execFileSync } from 'node:child_process';
 import {
@@ -158,6 +159,7 @@ export function buildInitramfs(opts: InitramfsOptions): void {
       s.file(join(app, 'bpf', o), `/app/bpf/${o}`);
     const addon = join(app, 'build', 'Release', 'fqe_native.node');
     s.binary(addon, '/app/build/Release/fqe_native.node');
+    s.binary(join(app, 'build', 'fqdn-egress-cni'), '/app/build/fqdn-egress-cni');
     const jsOnly = (p: string) => !p.endsWith('.map');
     s.tree(join(app, 'dist', 'agent'), '/app/dist/agent', jsOnly);
     s.tree(join(app, 'dist', 'test'), '/app/dist/test', jsOnly);

@@ -69,6 +69,29 @@ export interface Probe {
   error?: string;
 }
 
+/** One ADD, CHECK and DEL of the CNI plugin (build/fqdn-egress-cni) on one interface, with what held after each. */
+export interface CniRound {
+  /** the agent's attach state in fqe_config: none written (the plugin tries tcx first), or legacy */
+  agentAttach: 'unset' | 'legacy';
+  /** the pod's decision: the agent's (enforce, under its identity), or none (the plugin claims a pending one) */
+  decision: 'enforce' | 'pending';
+  /** how ours sat on the interface after ADD (attach.ts), or null when ADD failed */
+  mode: 'tcx' | 'legacy' | 'mixed' | 'none' | null;
+  add: Probe;
+  check: Probe;
+  del: Probe;
+  /** what did not hold after ADD or DEL (an entry, a program, a pin), one line each; empty: all held */
+  problems: string[];
+}
+
+/** The CNI plugin run as a runtime runs it, against the runner's datapath, in a network namespace of its own. */
+export interface CniRecord {
+  type: 'cni';
+  rounds: CniRound[];
+  /** the probe could not run (or stopped): why */
+  error?: string;
+}
+
 /** One test file run with node's test runner (or a part of it, by name pattern). */
 export interface SuiteRecord {
   type: 'suite';
@@ -90,7 +113,8 @@ export interface DoneRecord {
   ms: number;
 }
 
-export type MatrixRecord = KernelRecord | ObjectRecord | DatapathRecord | AttachRecord | SuiteRecord | DoneRecord;
+export type MatrixRecord =
+  KernelRecord | ObjectRecord | DatapathRecord | AttachRecord | CniRecord | SuiteRecord | DoneRecord;
 
 export function encodeRecord(r: MatrixRecord): string {
   return RECORD_PREFIX + JSON.stringify(r);

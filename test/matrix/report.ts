@@ -5,10 +5,12 @@
  * (which object, which kernel, the verifier's words; which test, its
  * error). What must load where is written here once (REQUIRED_FROM,
  * TCX_FROM, after docs/development.md, "Requirements"); an object not listed must
- * load on every kernel the matrix boots.
+ * load on every kernel the matrix boots, and the CNI plugin's ADD, CHECK and
+ * DEL must pass on every one.
  */
 import type {
   AttachRecord,
+  CniRecord,
   DatapathRecord,
   DoneRecord,
   KernelRecord,
@@ -65,6 +67,7 @@ interface Parsed {
   objects: ObjectRecord[];
   datapath?: DatapathRecord;
   attach?: AttachRecord;
+  cni?: CniRecord;
   suites: SuiteRecord[];
   done?: DoneRecord;
 }
@@ -76,6 +79,7 @@ function parse(records: MatrixRecord[]): Parsed {
     else if (r.type === 'object') p.objects.push(r);
     else if (r.type === 'datapath') p.datapath = r;
     else if (r.type === 'attach') p.attach = r;
+    else if (r.type === 'cni') p.cni = r;
     else if (r.type === 'suite') p.suites.push(r);
     else if (r.type === 'done') p.done = r;
   }
@@ -126,6 +130,7 @@ function judge(run: KernelRun, p: Parsed, problems: string[], notes: string[]): 
         problems.push(`${who}: Datapath.attach chose ${a.datapath.mode}, expected ${want}`);
     }
   } else if (p.done) problems.push(`${who}: no attach record`);
+  if (p.datapath?.loaded) problems.push(...cniProblems(run, p).map((x) => `${who}: CNI plugin: ${x}`));
   const notRun = p.suites.filter((s) => s.notRun);
   for (const why of new Set(notRun.map((s) => s.notRun))) {
     const files = notRun.filter((s) => s.notRun === why).map((s) => s.file);
@@ -138,6 +143,38 @@ function judge(run: KernelRun, p: Parsed, problems: string[], notes: string[]): 
     if (s.skipped > 0)
       problems.push(`${who}: ${s.file}: ${s.skipped} tests skipped (CI=true should fail them instead)`);
   }
+}
+
+/**
+ * The CNI plugin's rounds (cni-probe.ts): each call must succeed, everything
+ * must hold after it, and ours must sit as the kernel and the agent's state
+ * say: tcx where the kernel has it and the agent wrote no state, else legacy
+ * tc. Judged only where the datapath loaded (else that failure says it all).
+ */
+function cniProblems(run: KernelRun, p: Parsed): string[] {
+  const c = p.cni;
+  if (!c) return p.done ? ['no record'] : [];
+  const out = c.error ? [c.error] : [];
+  if (!c.error && c.rounds.length === 0) out.push('no round ran');
+  for (const r of c.rounds) {
+    const what = `${r.decision === 'enforce' ? "the agent's decision" : 'a pending claim'}, agent's attach state ${r.agentAttach}`;
+    // after a failed ADD the rest did not run
+    const calls = r.add.ok ? [r.add, r.check, r.del] : [r.add];
+    for (const call of calls) if (!call.ok) out.push(`${what}: ${call.error}`);
+    for (const x of r.problems) out.push(`${what}: ${x}`);
+    const want = r.agentAttach === 'unset' && atLeast(run.release, TCX_FROM) ? 'tcx' : 'legacy';
+    if (r.add.ok && r.mode !== want) out.push(`${what}: ADD attached ${r.mode}, expected ${want}`);
+  }
+  return out;
+}
+
+/** The CNI column: how ADD attached with no state from the agent, and that legacy works when the agent says so. */
+function cniCell(run: KernelRun, p: Parsed): string {
+  if (!p.cni) return '—';
+  if (cniProblems(run, p).length > 0) return 'FAIL';
+  const auto = p.cni.rounds.find((r) => r.agentAttach === 'unset')?.mode ?? '?';
+  const told = p.cni.rounds.some((r) => r.agentAttach === 'legacy');
+  return auto !== 'legacy' && told ? `${auto} (legacy when told)` : auto;
 }
 
 function featureRow(run: KernelRun, p: Parsed): string[] {
@@ -174,6 +211,7 @@ function featureRow(run: KernelRun, p: Parsed): string[] {
     feature(dp?.tlsCheckUnavailable ?? null),
     feature(dp?.dnsQueryFilterUnavailable ?? null),
     attach,
+    cniCell(run, p),
     insns(dp?.enforcer ?? 'enforcer.bpf.o'),
     insns(dp?.learner ?? 'learner.bpf.o'),
     suites,
@@ -203,6 +241,7 @@ export function buildReport(runs: KernelRun[]): Report {
       'TLS check',
       'DNS query filter',
       'attach',
+      'CNI plugin',
       'insns enforcer',
       'insns learner',
       'tests passed',

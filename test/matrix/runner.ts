@@ -9,7 +9,9 @@
  *   3. whether tcx and legacy tc attach work, and which one Datapath.attach
  *      picks, on the loopback of a network namespace of its own (the
  *      runner's own namespace, the host's included, is never touched);
- *   4. the kernel-level test suites that need no network namespace
+ *   4. the CNI plugin's ADD, CHECK and DEL against that datapath, in another
+ *      namespace of its own (cni-probe.ts);
+ *   5. the kernel-level test suites that need no network namespace
  *      (BPF_PROG_TEST_RUN only), with CI=true and short fuzz runs.
  * It judges nothing: report.ts decides what must load where. Exit code 0
  * when it got to the end, whatever it found.
@@ -24,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Datapath, DEFAULT_BPF_DIR, TC_HANDLE, TC_PRIORITY } from '../../agent/datapath/datapath.js';
 import { native, type BpfError } from '../../agent/datapath/native.js';
+import { probeCni } from './cni-probe.js';
 import {
   encodeRecord,
   parseTap,
@@ -38,6 +41,8 @@ import {
 } from './records.js';
 
 const TEST_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** build/fqdn-egress-cni of the repository (of /app in a VM) */
+const CNI_PLUGIN = join(TEST_DIR, '..', '..', 'build', 'fqdn-egress-cni');
 const PIN_ROOT = '/sys/fs/bpf';
 
 /**
@@ -279,6 +284,11 @@ async function main(): Promise<void> {
     loadEachObject(DEFAULT_BPF_DIR, pinRoot);
     dp = loadDatapath(pinRoot);
     probeAttach(pinRoot, dp);
+    emit(
+      dp
+        ? probeCni({ dp, plugin: CNI_PLUGIN, netnsName: `${ownPrefix()}-cni` })
+        : { type: 'cni', rounds: [], error: 'the datapath did not load' },
+    );
   } finally {
     dp?.close();
     rmSync(pinRoot, { recursive: true, force: true });

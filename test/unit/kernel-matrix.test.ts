@@ -12,6 +12,8 @@ import {
   parseTap,
   parseVerifierStats,
   verifierError,
+  type CniRecord,
+  type CniRound,
   type DatapathRecord,
   type MatrixRecord,
   type ObjectRecord,
@@ -167,6 +169,21 @@ const LOADED: DatapathRecord = {
   tlsCheckUnavailable: null,
   dnsQueryFilterUnavailable: null,
 };
+/** The CNI probe's two rounds, all well, the first attached as `mode`. */
+function cni(mode: 'tcx' | 'legacy'): CniRecord {
+  const ok = { ok: true };
+  const round = (agentAttach: CniRound['agentAttach'], decision: CniRound['decision']): CniRound => ({
+    agentAttach,
+    decision,
+    mode: agentAttach === 'legacy' ? 'legacy' : mode,
+    add: ok,
+    check: ok,
+    del: ok,
+    problems: [],
+  });
+  return { type: 'cni', rounds: [round('unset', 'enforce'), round('legacy', 'pending')] };
+}
+
 const SUITE: SuiteRecord = {
   type: 'suite',
   file: 'tls-check.test.js',
@@ -196,6 +213,7 @@ test('the verdict: an object fails where it must load, not where its feature is 
         legacy: { ok: true },
         datapath: { ok: true, mode: 'legacy' },
       },
+      cni('legacy'),
       SUITE,
     ],
   );
@@ -204,11 +222,15 @@ test('the verdict: an object fails where it must load, not where its feature is 
   assert.equal(ok.notes.length, 1, 'the refused coarse-clock enforcer is noted');
   assert.match(
     ok.markdown,
-    /\| bullseye 5\.10\.0-32-cloud-amd64 \| enforcer_precise_clock\.bpf\.o \| learner\.bpf\.o \| yes \| yes \| tcx ✗ legacy ✓ \(uses legacy\) \| 10 \| 10 \| 10\/10 \| 1 s \|/,
+    /\| bullseye 5\.10\.0-32-cloud-amd64 \| enforcer_precise_clock\.bpf\.o \| learner\.bpf\.o \| yes \| yes \| tcx ✗ legacy ✓ \(uses legacy\) \| legacy \| 10 \| 10 \| 10\/10 \| 1 s \|/,
     'the instructions of the variant that loaded',
   );
   const noLearner = buildReport([
-    run('bullseye', '5.10.0-32-cloud-amd64', { 'learner.bpf.o': 'processed 1000001 insns' }, [LOADED, SUITE]),
+    run('bullseye', '5.10.0-32-cloud-amd64', { 'learner.bpf.o': 'processed 1000001 insns' }, [
+      LOADED,
+      cni('legacy'),
+      SUITE,
+    ]),
   ]);
   assert.match(
     noLearner.problems.join('\n'),
@@ -248,6 +270,7 @@ test('the verdict: an object fails where it must load, not where its feature is 
         legacy: { ok: true },
         datapath: { ok: true, mode: 'legacy' },
       },
+      cni('tcx'),
       SUITE,
     ]),
   ]);
@@ -260,4 +283,96 @@ test('the verdict: an object fails where it must load, not where its feature is 
   cut.records = cut.records.filter((r) => r.type === 'kernel');
   cut.timedOut = true;
   assert.match(buildReport([cut]).problems[0]!, /killed at the timeout/);
+});
+
+const TRIXIE = '6.12.117+deb13-cloud-amd64';
+
+/** A kernel's report with the attach probe as that kernel gives it, and this CNI record (or none). */
+function withCni(release: string, c: CniRecord | null) {
+  const tcx = atLeast(release, '6.6');
+  const attach: MatrixRecord = {
+    type: 'attach',
+    tcx: tcx ? { ok: true } : { ok: false, error: 'EINVAL' },
+    legacy: { ok: true },
+    datapath: { ok: true, mode: tcx ? 'tcx' : 'legacy' },
+  };
+  const name = tcx ? 'trixie' : 'bullseye';
+  return buildReport([run(name, release, { 'learner.bpf.o': null }, [LOADED, attach, ...(c ? [c] : []), SUITE])]);
+}
+
+/** The "CNI plugin" cell of the table's only row. */
+function cniCell(markdown: string): string | undefined {
+  return /\| (?:bullseye|trixie) \S+ \|(?:[^|\n]*\|){5} ([^|\n]*) \|/.exec(markdown)?.[1];
+}
+
+test('the CNI probe passes with tcx where the kernel has it, legacy before 6.6; the column says which', () => {
+  const tcx = withCni(TRIXIE, cni('tcx'));
+  assert.deepEqual(tcx.problems, []);
+  assert.equal(cniCell(tcx.markdown), 'tcx (legacy when told)');
+  const legacy = withCni('5.10.0-32-cloud-amd64', cni('legacy'));
+  assert.deepEqual(legacy.problems, []);
+  assert.equal(cniCell(legacy.markdown), 'legacy');
+});
+
+test('the CNI probe fails the matrix: a missing record, a failed call, a check, the wrong attach mode; not where the datapath did not load', () => {
+  const cases: [string, string, CniRecord | null, RegExp[]][] = [
+    ['no record', TRIXIE, null, [/CNI plugin: no record$/]],
+    [
+      'the probe could not run',
+      TRIXIE,
+      { type: 'cni', rounds: [], error: 'no plugin at /app/build/fqdn-egress-cni' },
+      [/CNI plugin: no plugin at/],
+    ],
+    ['legacy where tcx is', TRIXIE, cni('legacy'), [/agent's attach state unset: ADD attached legacy, expected tcx$/]],
+    ['tcx before 6.6', '5.10.0-32-cloud-amd64', cni('tcx'), [/ADD attached tcx, expected legacy$/]],
+  ];
+  const failedAdd = cni('tcx');
+  failedAdd.rounds[0] = {
+    ...failedAdd.rounds[0]!,
+    mode: null,
+    add: { ok: false, error: 'ADD: exit 11: {"code":11,"msg":"tcx link on ifindex 1"}' },
+    check: { ok: false, error: 'not run' },
+    del: { ok: false, error: 'not run' },
+  };
+  cases.push([
+    'a failed ADD: its error only',
+    TRIXIE,
+    failedAdd,
+    [/decision, agent's attach state unset: ADD: exit 11: /],
+  ]);
+  const leftBehind = cni('tcx');
+  leftBehind.rounds[1] = {
+    ...leftBehind.rounds[1]!,
+    del: { ok: false, error: 'DEL: exit 999: permission' },
+    problems: ['after DEL: fqe_endpoints[1] is still there'],
+  };
+  cases.push([
+    'a failed DEL and what it left',
+    TRIXIE,
+    leftBehind,
+    [
+      /a pending claim, agent's attach state legacy: DEL: exit 999/,
+      /legacy: after DEL: fqe_endpoints\[1\] is still there$/,
+    ],
+  ]);
+  for (const [what, release, c, expected] of cases) {
+    const r = withCni(release, c);
+    assert.equal(r.ok, false, what);
+    assert.equal(r.problems.length, expected.length, `${what}: ${r.problems.join('; ')}`);
+    expected.forEach((re, i) => assert.match(r.problems[i]!, re, what));
+    assert.equal(cniCell(r.markdown), c ? 'FAIL' : '—', what);
+  }
+
+  const noDatapath = buildReport([
+    run('trixie', TRIXIE, {}, [
+      { ...LOADED, loaded: false, error: 'EPERM' },
+      { type: 'cni', rounds: [], error: 'the datapath did not load' },
+    ]),
+  ]);
+  assert.match(noDatapath.problems.join('\n'), /the datapath does not load \(Datapath\.load\): EPERM/);
+  assert.doesNotMatch(
+    noDatapath.problems.join('\n'),
+    /CNI plugin/,
+    'no CNI line where the datapath did not load: that failure says it',
+  );
 });
