@@ -27,9 +27,6 @@ export interface PodVerdict {
   dnsFilter: 'on' | 'off';
 }
 
-/** The pod's decision from what a source says about it (the policy resources that select it, or else its annotations). */
-export type Decide = (spec: { namespace: string; name: string; annotations: Record<string, string> }) => PodVerdict;
-
 /** The endpoint flags of a verdict: 0 when not enforced. */
 export function verdictFlags(v: PodVerdict): number {
   if (!v.enforced) return 0;

@@ -36,7 +36,7 @@ import { dnsFilterFor, type DnsFilterMode } from '../policy/dns-query-filter.js'
 import { podKey, type PodSpec } from '../sources/pod.js';
 import type { HostInterface, Lookup } from '../net/host-interface.js';
 import type { Logger } from '../observability/log.js';
-import { PodDecisions, verdictFlags, type Decide, type PodVerdict } from './decisions.js';
+import { PodDecisions, verdictFlags, type PodVerdict } from './decisions.js';
 
 export interface EnforcedPod {
   key: string;
@@ -81,8 +81,6 @@ export interface EndpointManagerOptions {
   log: Logger;
   /** the DNS query filter for pods without a fqdn-egress.io/dns-filter annotation (default on) */
   dnsFilter?: DnsFilterMode;
-  /** the pod's decision (default: from its policy: the policies that select it, or else its annotations) */
-  decide?: Decide;
   /** CLOCK_MONOTONIC ns (default process.hrtime) */
   nowNs?: () => bigint;
 }
@@ -157,9 +155,7 @@ export class EndpointManager {
 
   /** The decision from the pod's policy (policyFor): enforced and mode from it, the DNS filter as upsert sets it. */
   private verdictOf(spec: PodSpec, policy: PodPolicy): PodVerdict {
-    if (this.opts.decide) return this.opts.decide(spec);
-    const dnsFilter = policy.dnsFilter ?? dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on').mode;
-    return { enforced: policy.enforced, mode: policy.mode, dnsFilter };
+    return { enforced: policy.enforced, mode: policy.mode, dnsFilter: this.dnsFilterOf(podKey(spec), spec, policy) };
   }
 
   /** Every identity any map holds an entry for. */
@@ -464,7 +460,6 @@ export class EndpointManager {
     const identity = this.identityOf(key);
     this.restored.delete(key);
     const ips = [...new Set(spec.ips.map((ip) => formatIp(parseIp(ip))))].sort();
-    this.dnsFilterFlag(key, spec, policy); // its problems logged
     const flags = verdictFlags(verdict);
 
     // An interface change (pod re-created with a new veth): leave the old one.
@@ -530,17 +525,17 @@ export class EndpointManager {
       this.opts.log.info({ pod: key, identity, interface: iface.ifname, ips }, 'pod changed');
   }
 
-  /** FQE_EP_DNS_FILTER_OFF when the policies, else the pod (or the agent's default), switch the query filter off. */
-  private dnsFilterFlag(key: string, spec: PodSpec, policy: PodPolicy): number {
+  /** The DNS query filter: the policies', else the pod's annotation (problems logged once), else the agent's default. */
+  private dnsFilterOf(key: string, spec: PodSpec, policy: PodPolicy): DnsFilterMode {
     if (policy.dnsFilter !== undefined) {
       this.reportedDnsFilter.delete(key);
-      return policy.dnsFilter === 'off' ? EndpointFlag.dnsFilterOff : 0;
+      return policy.dnsFilter;
     }
     const { mode, problem } = dnsFilterFor(spec.annotations ?? {}, this.opts.dnsFilter ?? 'on');
     if (problem && this.reportedDnsFilter.get(key) !== problem) this.opts.log.warn({ pod: key }, problem);
     if (problem) this.reportedDnsFilter.set(key, problem);
     else this.reportedDnsFilter.delete(key);
-    return mode === 'off' ? EndpointFlag.dnsFilterOff : 0;
+    return mode;
   }
 
   private reportAttach(key: string, iface: HostInterface, result: AttachResult): void {

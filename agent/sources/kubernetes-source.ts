@@ -210,7 +210,6 @@ export class KubernetesSource {
     if (opts.policies) {
       const custom = kc.makeApiClient(k8s.CustomObjectsApi);
       const base = `/apis/${POLICY_GROUP}/${POLICY_VERSION}`;
-      const policyList = (p: Promise<unknown>) => p as Promise<ObjectList<KubeObject>>;
       this.namespaces = new Reflector<KubeObject>({
         ...common,
         what: 'namespaces',
@@ -219,42 +218,26 @@ export class KubernetesSource {
         backoff: backoff(),
         onChange: () => this.scheduleEmit(),
       });
-      this.namespacedPolicies = new Reflector<KubeObject>({
-        ...common,
-        what: NAMESPACED_POLICIES,
-        watchPath: `${base}/${NAMESPACED_POLICIES}`,
-        list: (resourceVersion) =>
-          policyList(
-            custom.listCustomObjectForAllNamespaces({
-              group: POLICY_GROUP,
-              version: POLICY_VERSION,
-              plural: NAMESPACED_POLICIES,
-              resourceVersion,
-            }),
-          ),
-        mayBeAbsent: true,
-        absentRecheckMs: opts.policyRecheckMs,
-        backoff: backoff(),
-        onChange: () => this.scheduleEmit(),
-      });
-      this.clusterPolicies = new Reflector<KubeObject>({
-        ...common,
-        what: CLUSTER_POLICIES,
-        watchPath: `${base}/${CLUSTER_POLICIES}`,
-        list: (resourceVersion) =>
-          policyList(
-            custom.listClusterCustomObject({
-              group: POLICY_GROUP,
-              version: POLICY_VERSION,
-              plural: CLUSTER_POLICIES,
-              resourceVersion,
-            }),
-          ),
-        mayBeAbsent: true,
-        absentRecheckMs: opts.policyRecheckMs,
-        backoff: backoff(),
-        onChange: () => this.scheduleEmit(),
-      });
+      /** One policy resource: absent (its CRD not installed) counts as none, looked for again. */
+      const policies = (
+        plural: string,
+        list: (q: { group: string; version: string; plural: string; resourceVersion?: string }) => Promise<unknown>,
+      ) =>
+        new Reflector<KubeObject>({
+          ...common,
+          what: plural,
+          watchPath: `${base}/${plural}`,
+          list: (resourceVersion) =>
+            list({ group: POLICY_GROUP, version: POLICY_VERSION, plural, resourceVersion }) as Promise<
+              ObjectList<KubeObject>
+            >,
+          mayBeAbsent: true,
+          absentRecheckMs: opts.policyRecheckMs,
+          backoff: backoff(),
+          onChange: () => this.scheduleEmit(),
+        });
+      this.namespacedPolicies = policies(NAMESPACED_POLICIES, (q) => custom.listCustomObjectForAllNamespaces(q));
+      this.clusterPolicies = policies(CLUSTER_POLICIES, (q) => custom.listClusterCustomObject(q));
       this.policySources.push(this.namespaces, this.namespacedPolicies, this.clusterPolicies);
     }
   }
