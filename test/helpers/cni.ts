@@ -64,6 +64,8 @@ export function runPlugin(topo: Topology, binary: string, env: CniEnv, stdin: st
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // a plugin that refuses its environment exits before reading stdin: the write then fails (EPIPE), which is fine
+    child.stdin.on('error', () => {});
     child.once('error', (err) => {
       clearTimeout(timer);
       reject(err);
